@@ -1,0 +1,71 @@
+"""Typed errors. Every error Citewell raises derives from :class:`CitewellError`.
+
+The API maps these to HTTP responses in one place (``api/errors.py``); messages must never
+reveal the existence or content of a document the caller may not see.
+"""
+
+from __future__ import annotations
+
+
+class CitewellError(Exception):
+    """Base class for all Citewell errors."""
+
+
+class ConfigurationError(CitewellError):
+    """Settings, labels files or principals files are invalid."""
+
+
+class LabelError(ConfigurationError):
+    """A labels file is malformed (unknown level, bad rule). Names the file and line."""
+
+
+class UnknownClassificationError(ConfigurationError):
+    """A classification level name is not one of the configured levels."""
+
+
+class ParseError(CitewellError):
+    """A document could not be parsed; ``reason`` is a short human-readable cause."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class MissingDependencyError(ParseError):
+    """A format needs an external tool (LibreOffice, pandoc, Tesseract) that is not installed."""
+
+
+class InputRejectedError(CitewellError):
+    """Input exceeds a configured limit or is otherwise unsafe (path traversal, zip bomb)."""
+
+
+class StoreUnavailableError(CitewellError):
+    """A vector store or lexical index cannot be opened or queried; never fall back."""
+
+
+class IndexNotFoundError(StoreUnavailableError):
+    """The named index has no published version yet."""
+
+
+class IndexLockedError(CitewellError):
+    """Another writer holds the index's write lock."""
+
+
+class AuthenticationError(CitewellError):
+    """Missing or invalid credentials."""
+
+
+class AuthorizationError(CitewellError):
+    """Valid credentials that do not permit the requested action."""
+
+
+class ModelError(CitewellError):
+    """A model could not be loaded, exported or run."""
+
+
+class LLMError(CitewellError):
+    """The language model backend failed or timed out."""
+
+
+class EvaluationError(CitewellError):
+    """An evaluation dataset is malformed or a metric gate failed."""

@@ -1,0 +1,47 @@
+"""Structured logging: JSON lines with fields passed through ``extra={"fields": {...}}``.
+
+Never log chunk text, secrets or tokens. Use :func:`log_event` for structured events.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            payload.update(fields)
+        if record.exc_info and record.exc_info[0] is not None:
+            payload["error"] = f"{record.exc_info[0].__name__}: {record.exc_info[1]}"
+        return json.dumps(payload, default=str)
+
+
+def log_event(logger: logging.Logger, level: int, event: str, **fields: Any) -> None:
+    """Log ``event`` with structured ``fields`` (never chunk text, secrets or tokens)."""
+    logger.log(level, event, extra={"fields": fields})
+
+
+def configure_logging(level: str = "INFO", json_output: bool = True) -> None:
+    """Configure the root logger once; called by entry points only."""
+    handler = logging.StreamHandler(sys.stderr)
+    if json_output:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("httpx", "urllib3", "sentence_transformers", "unstructured", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

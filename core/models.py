@@ -1,0 +1,175 @@
+"""Domain models that cross package boundaries. All are frozen pydantic models."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from core.errors import UnknownClassificationError
+
+DEFAULT_LEVELS: tuple[str, ...] = ("public", "internal", "confidential", "restricted")
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ClassificationScheme(Frozen):
+    """Ordered classification levels, least to most sensitive."""
+
+    levels: tuple[str, ...] = DEFAULT_LEVELS
+
+    @field_validator("levels")
+    @classmethod
+    def _non_empty_unique(cls, levels: tuple[str, ...]) -> tuple[str, ...]:
+        normalised = tuple(level.strip().lower() for level in levels)
+        if not normalised or len(set(normalised)) != len(normalised) or "" in normalised:
+            raise ValueError("classification levels must be non-empty and unique")
+        return normalised
+
+    def rank(self, level: str) -> int:
+        """The level's position (0 = least sensitive). Unknown names raise."""
+        try:
+            return self.levels.index(level.strip().lower())
+        except ValueError as exc:
+            raise UnknownClassificationError(
+                f"unknown classification level {level!r}; known: {', '.join(self.levels)}"
+            ) from exc
+
+    @property
+    def most_restrictive(self) -> str:
+        return self.levels[-1]
+
+    def max(self, *levels: str) -> str:
+        return max(levels, key=self.rank)
+
+
+class AccessLabel(Frozen):
+    """Who may see a document: a classification level and the groups that hold it."""
+
+    classification: str
+    groups: frozenset[str] = frozenset()
+
+
+class Principal(Frozen):
+    """A caller: sees chunks at or below ``clearance`` that share a group with ``groups``."""
+
+    name: str
+    clearance: str
+    groups: frozenset[str] = frozenset()
+
+
+class Chunk(Frozen):
+    """One retrievable piece of a document, with everything a citation needs."""
+
+    chunk_id: str  # UUID string, deterministic from (doc_id, chunk_index, content hash)
+    doc_id: str
+    chunk_index: int
+    text: str
+    title: str
+    section: str | None = None
+    source: str  # name of the source (e.g. the folder's configured name)
+    source_uri: str
+    doc_type: str  # format, e.g. "pdf", "docx", "md"
+    page: int | None = None
+    char_start: int
+    char_end: int
+    classification: str
+    classification_rank: int
+    groups: tuple[str, ...]
+    modified_at: datetime | None = None
+
+
+class SearchMode(StrEnum):
+    DENSE = "dense"
+    BM25 = "bm25"
+    HYBRID = "hybrid"
+
+
+class FusionMethod(StrEnum):
+    RRF = "rrf"
+    WEIGHTED = "weighted"
+
+
+class SearchFilters(Frozen):
+    """Optional filters that narrow (never widen) what the access filter allows."""
+
+    sources: frozenset[str] | None = None
+    doc_types: frozenset[str] | None = None
+    doc_ids: frozenset[str] | None = None
+    modified_from: datetime | None = None
+    modified_to: datetime | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return not (
+            self.sources or self.doc_types or self.doc_ids or self.modified_from or self.modified_to
+        )
+
+
+class SearchRequest(Frozen):
+    query: str = Field(min_length=1)
+    k: int = Field(default=10, ge=1, le=100)
+    mode: SearchMode = SearchMode.HYBRID
+    rerank: bool = True
+    filters: SearchFilters = SearchFilters()
+
+
+class ScoreBreakdown(Frozen):
+    dense_rank: int | None = None
+    dense_score: float | None = None
+    bm25_rank: int | None = None
+    bm25_score: float | None = None
+    fused: float | None = None
+    rerank: float | None = None
+
+
+class ScoredChunk(Frozen):
+    chunk: Chunk
+    score: float
+    scores: ScoreBreakdown
+
+
+class SearchResult(Frozen):
+    results: tuple[ScoredChunk, ...]
+    mode: SearchMode
+    reranked: bool
+    rerank_note: str | None = None  # why reranking was off, when it was requested
+    index_version: str | None = None
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+
+
+class DocumentStatus(StrEnum):
+    ADDED = "added"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    DELETED = "deleted"
+    RELABELED = "relabeled"
+    FAILED = "failed"
+
+
+class DocumentFailure(Frozen):
+    source_uri: str
+    reason: str
+
+
+class IngestReport(Frozen):
+    index: str
+    index_version: str | None
+    added: tuple[str, ...] = ()
+    updated: tuple[str, ...] = ()
+    unchanged: tuple[str, ...] = ()
+    deleted: tuple[str, ...] = ()
+    relabeled: tuple[str, ...] = ()
+    failed: tuple[DocumentFailure, ...] = ()
+    unlabelled: tuple[str, ...] = ()  # ingested fail-closed: visible to nobody
+    chunks_written: int = 0
+    embeddings_computed: int = 0
+    seconds: float = 0.0
+
+
+def ordered_unique(items: Sequence[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(items))

@@ -1,0 +1,105 @@
+"""The one Settings object. Read only by entry points (api, cli, dags) and passed down.
+
+Every field can be set from the environment with the ``CITEWELL_`` prefix, e.g.
+``CITEWELL_DATA_DIR=/srv/citewell``. Nothing here is read at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.models import DEFAULT_LEVELS, ClassificationScheme, FusionMethod, SearchMode
+
+EmbeddingBackend = Literal["torch", "onnx", "onnx-int8"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CITEWELL_", env_file=None, extra="ignore", frozen=True
+    )
+
+    environment: Literal["development", "production"] = "development"
+
+    # --- storage -------------------------------------------------------------------------
+    data_dir: Path = Path(".citewell")
+    index: str = Field(default="default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    qdrant_url: str | None = None  # set → remote Qdrant server/cluster; unset → embedded
+    qdrant_api_key: SecretStr | None = None
+    keep_versions: int = Field(default=3, ge=2)  # published index versions kept for rollback
+    reload_interval_s: float = Field(default=2.0, gt=0)  # how often the API looks for new versions
+
+    # --- access --------------------------------------------------------------------------
+    classification_levels: tuple[str, ...] = DEFAULT_LEVELS
+    default_groups: tuple[str, ...] = ("everyone",)  # groups every principal holds
+    principals_file: Path | None = None
+
+    # --- models --------------------------------------------------------------------------
+    embedding_model: str | None = None  # id or path; None → bundled all-MiniLM-L6-v2
+    embedding_backend: EmbeddingBackend = "torch"
+    embedding_batch_size: int = Field(default=32, ge=1)
+    embedding_max_seq_length: int = Field(default=256, ge=16)
+    reranker_model: str | None = None  # id or path; None → the index's trained model, if any
+    rerank_candidates: int = Field(default=20, ge=1, le=200)
+    model_threads: int | None = None  # torch/onnx intra-op threads; None → cores available
+
+    # --- chunking ------------------------------------------------------------------------
+    chunk_size_tokens: int = Field(default=256, ge=32)
+    chunk_overlap_tokens: int = Field(default=32, ge=0)
+
+    # --- retrieval -----------------------------------------------------------------------
+    default_mode: SearchMode = SearchMode.HYBRID
+    fusion: FusionMethod = FusionMethod.RRF
+    rrf_k: int = Field(default=60, ge=1)
+    dense_weight: float = Field(default=0.5, ge=0, le=1)  # for weighted fusion
+    candidates_per_leg: int = Field(default=50, ge=1, le=1000)
+    bm25_k1: float = Field(default=0.9, gt=0)
+    bm25_b: float = Field(default=0.4, ge=0, le=1)
+
+    # --- limits --------------------------------------------------------------------------
+    max_file_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
+    max_query_chars: int = Field(default=2000, ge=1)
+    max_request_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    # --- API auth and audit --------------------------------------------------------------
+    jwt_secret: SecretStr | None = None  # HS256
+    jwt_jwks_file: Path | None = None  # RS256/ES256 public keys
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    audit_log: Path | None = None  # JSON lines; None → <data_dir>/audit.jsonl
+    audit_log_queries: bool = False  # log query text (off: only its hash)
+
+    # --- agent ---------------------------------------------------------------------------
+    generation_enabled: bool = True  # kill switch: off → answers return sources only
+    llm_base_url: str | None = None  # OpenAI-compatible endpoint; None → offline extractive
+    llm_model: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_timeout_s: float = Field(default=60.0, gt=0)
+    answer_time_budget_s: float = Field(default=30.0, gt=0)
+    answer_max_retrievals: int = Field(default=2, ge=1, le=5)
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        ClassificationScheme(levels=self.classification_levels)
+        if self.chunk_overlap_tokens >= self.chunk_size_tokens:
+            raise ValueError("chunk_overlap_tokens must be smaller than chunk_size_tokens")
+        if self.environment == "production" and self.jwt_secret is not None:
+            secret = self.jwt_secret.get_secret_value()
+            if len(secret) < 32 or secret in {"changethis", "secret"}:
+                raise ValueError("CITEWELL_JWT_SECRET must be at least 32 random characters")
+        return self
+
+    @property
+    def scheme(self) -> ClassificationScheme:
+        return ClassificationScheme(levels=self.classification_levels)
+
+    @property
+    def index_root(self) -> Path:
+        return self.data_dir / "indexes"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
