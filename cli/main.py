@@ -1,0 +1,49 @@
+"""The ``citewell`` command. Each subcommand lives in its own module exposing
+``register(subparsers)``; this file only wires them together."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Subcommand modules, in help order. Each defines register(subparsers) and sets
+# ``func(args) -> int`` on its parser via set_defaults.
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "cli.ingest",
+    "cli.search",
+    "cli.ask",
+    "cli.serve",
+    "cli.mcp",
+    "cli.evaluate",
+    "cli.reranker",
+    "cli.demo",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="citewell", description="Enterprise RAG ingestion and retrieval with citations."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for module_name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue  # subcommand not built yet
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
