@@ -1,0 +1,67 @@
+"""Options and helpers shared by subcommands: settings, principals, JSON output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from pydantic import BaseModel
+
+from core.errors import ConfigurationError
+from core.logging import configure_logging
+from core.models import Principal
+from core.settings import Settings
+from retrieval.principals import PrincipalDirectory
+
+
+def load_settings(args: argparse.Namespace | None = None) -> Settings:
+    """Settings from the environment, with ``--index`` and ``--data-dir`` overrides."""
+    overrides: dict[str, Any] = {}
+    if args is not None:
+        if getattr(args, "index", None):
+            overrides["index"] = args.index
+        if getattr(args, "data_dir", None):
+            overrides["data_dir"] = args.data_dir
+    settings = Settings(**overrides)
+    configure_logging("WARNING" if getattr(args, "json", False) else "INFO", json_output=True)
+    return settings
+
+
+def add_index_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--index", help="index name (default: CITEWELL_INDEX or 'default')")
+    parser.add_argument("--data-dir", help="data directory (default: CITEWELL_DATA_DIR)")
+
+
+def add_principal_options(parser: argparse.ArgumentParser) -> None:
+    who = parser.add_argument_group("principal (who is asking)")
+    who.add_argument("--user", help="a principal named in the principals file")
+    who.add_argument("--clearance", help="clearance level, e.g. internal")
+    who.add_argument("--groups", help="comma-separated groups, e.g. engineering,hr")
+
+
+def principal_from_args(args: argparse.Namespace, settings: Settings) -> Principal:
+    """The principal named by ``--user`` or built from ``--clearance``/``--groups``."""
+    if args.user and (args.clearance or args.groups):
+        raise ConfigurationError("use either --user or --clearance/--groups, not both")
+    if args.user:
+        if settings.principals_file is None:
+            raise ConfigurationError("--user needs CITEWELL_PRINCIPALS_FILE")
+        directory = PrincipalDirectory.load(settings.principals_file, settings.scheme)
+        principal = directory.get(args.user)
+        if principal is None:
+            raise ConfigurationError(f"unknown user {args.user!r} in {settings.principals_file}")
+        return principal
+    if not args.clearance:
+        raise ConfigurationError("say who is asking: --user NAME or --clearance LEVEL --groups a,b")
+    settings.scheme.rank(args.clearance)
+    groups = frozenset(g.strip() for g in (args.groups or "").split(",") if g.strip())
+    return Principal(name="cli", clearance=args.clearance, groups=groups)
+
+
+def print_json(model: BaseModel | dict[str, Any]) -> None:
+    if isinstance(model, BaseModel):
+        sys.stdout.write(model.model_dump_json(indent=2) + "\n")
+    else:
+        sys.stdout.write(json.dumps(model, indent=2, default=str) + "\n")
