@@ -65,3 +65,9 @@ def print_json(model: BaseModel | dict[str, Any]) -> None:
         sys.stdout.write(model.model_dump_json(indent=2) + "\n")
     else:
         sys.stdout.write(json.dumps(model, indent=2, default=str) + "\n")
+
+
+def fail(message: str, code: int = 2) -> int:
+    """Print a clear error for the user and return the exit code."""
+    sys.stderr.write(f"citewell: error: {message}\n")
+    return code

@@ -1,0 +1,93 @@
+"""``citewell search QUERY``: search as a principal."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from cli.common import (
+    add_index_options,
+    add_principal_options,
+    fail,
+    load_settings,
+    principal_from_args,
+    print_json,
+)
+from core.errors import CitewellError
+from core.models import SearchMode, SearchRequest, SearchResult
+from retrieval.service import open_search_service
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("search", help="search the knowledge base as a principal")
+    parser.add_argument("query")
+    add_index_options(parser)
+    add_principal_options(parser)
+    parser.add_argument("--k", type=int, default=5, help="number of results (default 5)")
+    parser.add_argument(
+        "--mode", choices=[m.value for m in SearchMode], default=SearchMode.HYBRID.value
+    )
+    parser.add_argument("--no-rerank", action="store_true", help="skip cross-encoder reranking")
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(func=run)
+
+
+def result_json(result: SearchResult) -> dict[str, Any]:
+    """The documented JSON contract of ``citewell search --json``."""
+    return {
+        "results": [
+            {
+                "doc_id": item.chunk.doc_id,
+                "chunk_id": item.chunk.chunk_id,
+                "source_uri": item.chunk.source_uri,
+                "title": item.chunk.title,
+                "page": item.chunk.page,
+                "char_start": item.chunk.char_start,
+                "char_end": item.chunk.char_end,
+                "classification": item.chunk.classification,
+                "groups": list(item.chunk.groups),
+                "text": item.chunk.text,
+                "score": item.score,
+                "scores": item.scores.model_dump(exclude_none=True),
+            }
+            for item in result.results
+        ],
+        "reranked": result.reranked,
+        "rerank_note": result.rerank_note,
+        "mode": result.mode.value,
+        "index_version": result.index_version,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args)
+        principal = principal_from_args(args, settings)
+        request = SearchRequest(
+            query=args.query, k=args.k, mode=SearchMode(args.mode), rerank=not args.no_rerank
+        )
+        service = open_search_service(settings)
+        try:
+            result = service.search(principal, request)
+        finally:
+            service.close()
+    except CitewellError as exc:
+        return fail(str(exc))
+    if args.json:
+        print_json(result_json(result))
+        return 0
+    out = sys.stdout
+    if not result.results:
+        out.write("no results visible to you\n")
+    for n, item in enumerate(result.results, start=1):
+        chunk = item.chunk
+        where = f" p.{chunk.page}" if chunk.page else ""
+        out.write(
+            f"[{n}] {chunk.title}{where} ({chunk.classification}) score={item.score:.4f}\n"
+            f"    {chunk.source_uri}\n"
+            f"    {' '.join(chunk.text.split())[:300]}\n"
+        )
+    if args.no_rerank is False and not result.reranked:
+        out.write(f"(not reranked: {result.rerank_note})\n")
+    return 0

@@ -1,0 +1,508 @@
+"""Incremental, crash-safe ingestion into the vector store and the BM25 index.
+
+One run is one index transaction (``retrieval.index.IndexWriter``): it plans against the
+manifest of the published version, applies the changes to a staged copy and publishes it
+atomically. Killing the process at any point leaves the published version as it was; running
+again converges to the state of one clean run. Embeddings are cached by (model, backend, text
+hash) outside the index, so a re-run after a crash recomputes none of them.
+
+Plan per document: unchanged (same bytes, same label) costs nothing; relabeled (same bytes, new
+label) rewrites access payloads without parsing or embedding; new or changed documents are
+parsed, chunked, embedded and replace the old chunks; documents gone from the source are
+deleted from both indexes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tqdm import tqdm
+
+from core.errors import CitewellError, ParseError
+from core.logging import log_event
+from core.models import (
+    AccessLabel,
+    Chunk,
+    ClassificationScheme,
+    DocumentFailure,
+    Frozen,
+    IngestReport,
+)
+from core.settings import Settings
+from ingestion.chunking import chunk_document
+from ingestion.labels import LabelRules, detect_banner
+from ingestion.models import ChunkDraft, Element, ParsedDocument, ResolvedLabel, SourceItem
+from ingestion.parsing import parse_document
+from ingestion.sources import LocalFolderSource
+from retrieval.factory import build_embedder, embedding_model_id
+from retrieval.index import IndexWriter
+from retrieval.manifest import DocumentEntry
+from retrieval.protocols import Embedder
+
+logger = logging.getLogger(__name__)
+
+_CHUNK_NAMESPACE = uuid.UUID("5b0e4a36-37a4-4d5e-9a54-2f1f2d1c8e11")
+_EMBED_BATCH_CHUNKS = 256  # chunks buffered across documents before one embedding call
+
+
+class TextDocument(Frozen):
+    """A pre-extracted document (e.g. a BEIR corpus record) with its access label."""
+
+    doc_id: str
+    title: str
+    text: str
+    label: AccessLabel
+    modified_at: datetime | None = None
+
+
+def document_id(source_uri: str) -> str:
+    """Stable document id from the source URI."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, source_uri))
+
+
+def chunk_id(doc_id: str, chunk_index: int, text: str) -> str:
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return str(uuid.uuid5(_CHUNK_NAMESPACE, f"{doc_id}:{chunk_index}:{digest}"))
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """One document as the planner sees it; ``load`` parses it only when needed."""
+
+    doc_id: str
+    source_uri: str
+    relative_path: str
+    doc_type: str
+    content_hash: str
+    base_label: ResolvedLabel  # label without banner
+    modified_at: datetime | None
+    load: Callable[[], ParsedDocument]
+
+
+@dataclass(frozen=True)
+class _Unreadable:
+    doc_id: str
+    source_uri: str
+    reason: str
+
+
+@dataclass
+class _Pending:
+    candidate: _Candidate
+    parsed: ParsedDocument
+    label: AccessLabel
+    labelled: bool
+    banner_level: str | None
+    drafts: list[ChunkDraft]
+    updated: bool
+
+
+@dataclass
+class _Tally:
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    relabeled: list[str] = field(default_factory=list)
+    failed: list[DocumentFailure] = field(default_factory=list)
+    unlabelled: list[str] = field(default_factory=list)
+    chunks_written: int = 0
+
+
+class Ingestor:
+    """Ingests sources into a named index. Cheap to construct; the model loads on first use."""
+
+    def __init__(self, settings: Settings, embedder: Embedder | None = None) -> None:
+        self.settings = settings
+        self._embedder = embedder
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = build_embedder(self.settings)
+        return self._embedder
+
+    @property
+    def scheme(self) -> ClassificationScheme:
+        return self.settings.scheme
+
+    # --- entry points ---------------------------------------------------------------------
+    def ingest_folder(
+        self,
+        path: Path,
+        index: str | None = None,
+        source_name: str | None = None,
+        progress: bool = False,
+        fresh: bool = False,
+    ) -> IngestReport:
+        """Refresh ``index`` from a local folder (recursive) with its labels files."""
+        root = path.resolve()
+        name = source_name or root.name
+        rules = LabelRules.load(root, self.scheme)
+        source = LocalFolderSource(
+            root, name=name, max_file_bytes=self.settings.max_file_bytes, labels=rules
+        )
+        discovery = source.discover()
+
+        def candidates() -> Iterator[_Candidate | _Unreadable]:
+            for item in discovery.items:
+                try:
+                    data = source.read_bytes(item)
+                    base = source.labels_for(item, None)
+                except (OSError, CitewellError) as exc:
+                    # Reported and skipped; a previously indexed version stays as it was.
+                    yield _Unreadable(document_id(item.source_uri), item.source_uri, str(exc))
+                    continue
+
+                def load(item: SourceItem = item) -> ParsedDocument:
+                    return parse_document(item.path, item.doc_type)
+
+                yield _Candidate(
+                    doc_id=document_id(item.source_uri),
+                    source_uri=item.source_uri,
+                    relative_path=item.relative_path,
+                    doc_type=item.doc_type,
+                    content_hash=hashlib.sha256(data).hexdigest(),
+                    base_label=base,
+                    modified_at=item.modified_at,
+                    load=load,
+                )
+
+        kept = {document_id(r.source_uri) for r in discovery.rejected}
+        return self._run(
+            index,
+            name,
+            candidates(),
+            total=len(discovery.items),
+            rejected=list(discovery.rejected),
+            keep_doc_ids=kept,
+            detect_banners=True,
+            progress=progress,
+            fresh=fresh,
+        )
+
+    def ingest_texts(
+        self,
+        docs: Iterable[TextDocument],
+        index: str,
+        source_name: str,
+        progress: bool = False,
+        fresh: bool = False,
+    ) -> IngestReport:
+        """Sync ``index`` with pre-extracted documents: the given set replaces the source's."""
+        documents = list(docs)
+
+        def candidates() -> Iterator[_Candidate]:
+            for doc in documents:
+                label = ResolvedLabel(
+                    label=doc.label,
+                    labelled=bool(doc.label.groups),
+                    origin="caller",
+                    fingerprint=_label_fingerprint(doc.label),
+                )
+                uri = f"{source_name}:{doc.doc_id}"
+                body = f"{doc.title}\n\n{doc.text}" if doc.title.strip() else doc.text
+
+                def load(doc: TextDocument = doc, body: str = body) -> ParsedDocument:
+                    return _text_document(doc.title or doc.doc_id, body, doc.title)
+
+                yield _Candidate(
+                    doc_id=doc.doc_id,
+                    source_uri=uri,
+                    relative_path=doc.doc_id,
+                    doc_type="txt",
+                    content_hash=hashlib.sha256(body.encode("utf-8")).hexdigest(),
+                    base_label=label,
+                    modified_at=doc.modified_at,
+                    load=load,
+                )
+
+        return self._run(
+            index,
+            source_name,
+            candidates(),
+            total=len(documents),
+            rejected=[],
+            keep_doc_ids=set(),
+            detect_banners=False,
+            progress=progress,
+            fresh=fresh,
+        )
+
+    # --- the transaction ------------------------------------------------------------------
+    def _run(
+        self,
+        index: str | None,
+        source_name: str,
+        candidates: Iterator[_Candidate | _Unreadable],
+        *,
+        total: int,
+        rejected: list[DocumentFailure],
+        keep_doc_ids: set[str],
+        detect_banners: bool,
+        progress: bool,
+        fresh: bool,
+    ) -> IngestReport:
+        started = time.perf_counter()
+        embedder = self.embedder
+        computed_before = _computed(embedder)
+        tally = _Tally(failed=list(rejected))
+        with IndexWriter(
+            self.settings,
+            index,
+            embedding_model=embedding_model_id(self.settings),
+            embedding_key=embedder.cache_key,
+            dimension=embedder.dimension,
+            fresh=fresh,
+        ) as writer:
+            existing = writer.manifest.documents(source=source_name)
+            writer.manifest.clear_failures(source_name)
+            for failure in rejected:
+                writer.manifest.record_failure(source_name, failure.source_uri, failure.reason)
+            seen: set[str] = set(keep_doc_ids)
+            pending: list[_Pending] = []
+            bar = tqdm(
+                total=total,
+                desc=f"ingest {source_name}",
+                unit="doc",
+                disable=not (progress and sys.stderr.isatty()),
+            )
+            for candidate in candidates:
+                bar.update(1)
+                seen.add(candidate.doc_id)
+                if isinstance(candidate, _Unreadable):
+                    reason = f"cannot read: {candidate.reason}"
+                    tally.failed.append(
+                        DocumentFailure(source_uri=candidate.source_uri, reason=reason)
+                    )
+                    writer.manifest.record_failure(source_name, candidate.source_uri, reason)
+                    continue
+                prior = existing.get(candidate.doc_id)
+                if prior is not None and prior.content_hash == candidate.content_hash:
+                    if prior.label_fingerprint == candidate.base_label.fingerprint:
+                        tally.unchanged.append(candidate.relative_path)
+                        if not prior.labelled:
+                            tally.unlabelled.append(candidate.relative_path)
+                    else:
+                        self._relabel(writer, prior, candidate, tally)
+                    continue
+                item = self._prepare(candidate, prior is not None, detect_banners, tally)
+                if item is None:
+                    writer.manifest.record_failure(
+                        source_name, candidate.source_uri, tally.failed[-1].reason
+                    )
+                    continue
+                pending.append(item)
+                if sum(len(p.drafts) for p in pending) >= _EMBED_BATCH_CHUNKS:
+                    self._write(writer, source_name, pending, tally)
+                    pending = []
+            self._write(writer, source_name, pending, tally)
+            bar.close()
+            gone = [doc for doc_id, doc in existing.items() if doc_id not in seen]
+            if gone:
+                ids = [doc.doc_id for doc in gone]
+                writer.vectors.delete_documents(ids)
+                writer.lexical.delete_documents(ids)
+                writer.manifest.delete(ids)
+                tally.deleted.extend(doc.relative_path for doc in gone)
+            version = writer.commit()
+        report = IngestReport(
+            index=writer.layout.name,
+            index_version=version,
+            added=tuple(tally.added),
+            updated=tuple(tally.updated),
+            unchanged=tuple(tally.unchanged),
+            deleted=tuple(tally.deleted),
+            relabeled=tuple(tally.relabeled),
+            failed=tuple(tally.failed),
+            unlabelled=tuple(tally.unlabelled),
+            chunks_written=tally.chunks_written,
+            embeddings_computed=_computed(embedder) - computed_before,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        log_event(
+            logger,
+            logging.INFO,
+            "ingest.completed",
+            index=report.index,
+            version=version,
+            added=len(report.added),
+            updated=len(report.updated),
+            unchanged=len(report.unchanged),
+            deleted=len(report.deleted),
+            relabeled=len(report.relabeled),
+            failed=len(report.failed),
+            chunks_written=report.chunks_written,
+            embeddings_computed=report.embeddings_computed,
+            seconds=report.seconds,
+        )
+        return report
+
+    def _final_label(
+        self, base: ResolvedLabel, banner_level: str | None
+    ) -> tuple[AccessLabel, str | None]:
+        """A banner raises the level, never lowers it. Unlabelled stays fail-closed."""
+        label = base.label
+        if banner_level is None or not base.labelled:
+            return label, banner_level
+        level = self.scheme.max(label.classification, banner_level)
+        return AccessLabel(classification=level, groups=label.groups), banner_level
+
+    def _prepare(
+        self, candidate: _Candidate, exists: bool, detect_banners: bool, tally: _Tally
+    ) -> _Pending | None:
+        try:
+            parsed = candidate.load()
+        except ParseError as exc:
+            tally.failed.append(DocumentFailure(source_uri=candidate.source_uri, reason=exc.reason))
+            return None
+        banner = detect_banner(parsed.text, self.scheme) if detect_banners else None
+        label, banner_level = self._final_label(candidate.base_label, banner)
+        drafts = chunk_document(
+            parsed, self.settings.chunk_size_tokens, self.settings.chunk_overlap_tokens
+        )
+        if not drafts:
+            tally.failed.append(
+                DocumentFailure(source_uri=candidate.source_uri, reason="no text to index")
+            )
+            return None
+        return _Pending(
+            candidate=candidate,
+            parsed=parsed,
+            label=label,
+            labelled=candidate.base_label.labelled,
+            banner_level=banner_level,
+            drafts=drafts,
+            updated=exists,
+        )
+
+    def _write(
+        self, writer: IndexWriter, source_name: str, pending: list[_Pending], tally: _Tally
+    ) -> None:
+        if not pending:
+            return
+        texts = [draft.embedding_text for item in pending for draft in item.drafts]
+        vectors = self.embedder.embed_documents(texts)
+        offset = 0
+        now = datetime.now(UTC)
+        for item in pending:
+            candidate = item.candidate
+            chunks = [self._chunk(item, draft, source_name) for draft in item.drafts]
+            block = vectors[offset : offset + len(chunks)]
+            offset += len(chunks)
+            new_ids = {chunk.chunk_id for chunk in chunks}
+            # Upsert first, then delete stale chunks: a live remote collection never lacks
+            # the document in between.
+            writer.vectors.upsert(chunks, block)
+            stale = writer.vectors.chunk_ids_by_document([candidate.doc_id]).get(
+                candidate.doc_id, []
+            )
+            stale_ids = [cid for cid in stale if cid not in new_ids]
+            if stale_ids:
+                writer.vectors.delete_chunks(stale_ids)
+            writer.lexical.delete_documents([candidate.doc_id])
+            writer.lexical.add(chunks, [draft.embedding_text for draft in item.drafts])
+            writer.manifest.put(
+                DocumentEntry(
+                    doc_id=candidate.doc_id,
+                    source=source_name,
+                    source_uri=candidate.source_uri,
+                    relative_path=candidate.relative_path,
+                    title=item.parsed.title,
+                    doc_type=candidate.doc_type,
+                    content_hash=candidate.content_hash,
+                    label_fingerprint=candidate.base_label.fingerprint,
+                    classification=item.label.classification,
+                    classification_rank=self.scheme.rank(item.label.classification),
+                    groups=tuple(sorted(item.label.groups)),
+                    labelled=item.labelled,
+                    banner_level=item.banner_level,
+                    chunk_ids=tuple(chunk.chunk_id for chunk in chunks),
+                    modified_at=candidate.modified_at,
+                    refreshed_at=now,
+                )
+            )
+            tally.chunks_written += len(chunks)
+            (tally.updated if item.updated else tally.added).append(candidate.relative_path)
+            if not item.labelled:
+                tally.unlabelled.append(candidate.relative_path)
+
+    def _chunk(self, item: _Pending, draft: ChunkDraft, source_name: str) -> Chunk:
+        candidate = item.candidate
+        return Chunk(
+            chunk_id=chunk_id(candidate.doc_id, draft.chunk_index, draft.text),
+            doc_id=candidate.doc_id,
+            chunk_index=draft.chunk_index,
+            text=draft.text,
+            title=item.parsed.title,
+            section=draft.section,
+            source=source_name,
+            source_uri=candidate.source_uri,
+            doc_type=candidate.doc_type,
+            page=draft.page,
+            char_start=draft.char_start,
+            char_end=draft.char_end,
+            classification=item.label.classification,
+            classification_rank=self.scheme.rank(item.label.classification),
+            groups=tuple(sorted(item.label.groups)),
+            modified_at=candidate.modified_at,
+        )
+
+    def _relabel(
+        self, writer: IndexWriter, prior: DocumentEntry, candidate: _Candidate, tally: _Tally
+    ) -> None:
+        label, _ = self._final_label(candidate.base_label, prior.banner_level)
+        rank = self.scheme.rank(label.classification)
+        writer.vectors.relabel_document(prior.doc_id, label, rank)
+        writer.lexical.relabel_document(prior.doc_id, label, rank)
+        writer.manifest.put(
+            prior.model_copy(
+                update={
+                    "label_fingerprint": candidate.base_label.fingerprint,
+                    "classification": label.classification,
+                    "classification_rank": rank,
+                    "groups": tuple(sorted(label.groups)),
+                    "labelled": candidate.base_label.labelled,
+                    "refreshed_at": datetime.now(UTC),
+                }
+            )
+        )
+        tally.relabeled.append(candidate.relative_path)
+        if not candidate.base_label.labelled:
+            tally.unlabelled.append(candidate.relative_path)
+
+
+def _computed(embedder: Embedder) -> int:
+    return int(getattr(embedder, "computed", 0))
+
+
+def _label_fingerprint(label: AccessLabel) -> str:
+    material = label.classification + "|" + ",".join(sorted(label.groups))
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()[:16]
+
+
+def _text_document(title: str, body: str, heading: str) -> ParsedDocument:
+    elements: list[Element] = []
+    if heading.strip() and body.startswith(heading):
+        elements.append(Element(kind="title", text=heading, char_start=0, char_end=len(heading)))
+        rest_start = len(heading) + 2
+        if len(body) > rest_start:
+            elements.append(
+                Element(
+                    kind="text",
+                    text=body[rest_start:],
+                    char_start=rest_start,
+                    char_end=len(body),
+                )
+            )
+    else:
+        elements.append(Element(kind="text", text=body, char_start=0, char_end=len(body)))
+    return ParsedDocument(title=title, doc_type="txt", text=body, elements=tuple(elements))

@@ -1,0 +1,42 @@
+"""The reranker gate: a recorded decision, per index, whether reranking helps.
+
+Evaluation writes ``<index>/rerankers/gate.json`` after comparing ``hybrid`` with
+``hybrid+rerank`` on the index's validation judgements; serving reads it and keeps a reranker
+off where it did not measurably help.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+from core.models import Frozen
+
+GATE_FILE = "gate.json"
+
+
+class GateDecision(Frozen):
+    model: str
+    enabled: bool
+    reason: str
+    metric: str  # e.g. "ndcg@10"
+    baseline: float  # hybrid without reranking
+    reranked: float  # hybrid + this reranker
+    min_gain: float
+    judgements: str  # which validation data decided
+    decided_at: datetime
+
+
+def load_gate(rerankers_dir: Path) -> GateDecision | None:
+    path = rerankers_dir / GATE_FILE
+    if not path.exists():
+        return None
+    return GateDecision.model_validate_json(path.read_text(encoding="utf-8"))
+
+
+def save_gate(rerankers_dir: Path, decision: GateDecision) -> None:
+    rerankers_dir.mkdir(parents=True, exist_ok=True)
+    tmp = rerankers_dir / f".{GATE_FILE}.{os.getpid()}"
+    tmp.write_text(decision.model_dump_json(indent=2), encoding="utf-8")
+    os.replace(tmp, rerankers_dir / GATE_FILE)

@@ -1,0 +1,191 @@
+"""The manifest: what each index version holds, document by document.
+
+It lives inside the index version (SQLite), so it is published atomically with the vectors and
+the BM25 index it describes. Ingestion plans refreshes from it; evaluation reads it for corpus
+coverage (failed and stale documents).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from core.errors import StoreUnavailableError
+from core.models import Frozen
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    doc_id TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    source_uri TEXT NOT NULL,
+    relative_path TEXT NOT NULL,
+    title TEXT NOT NULL,
+    doc_type TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    label_fingerprint TEXT NOT NULL,
+    classification TEXT NOT NULL,
+    classification_rank INTEGER NOT NULL,
+    groups TEXT NOT NULL,
+    labelled INTEGER NOT NULL,
+    banner_level TEXT,
+    chunk_ids TEXT NOT NULL,
+    modified_at TEXT,
+    refreshed_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS documents_source ON documents(source);
+CREATE TABLE IF NOT EXISTS failures (
+    source TEXT NOT NULL,
+    source_uri TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    failed_at TEXT NOT NULL,
+    PRIMARY KEY (source, source_uri)
+);
+"""
+
+
+class DocumentEntry(Frozen):
+    doc_id: str
+    source: str
+    source_uri: str
+    relative_path: str
+    title: str
+    doc_type: str
+    content_hash: str
+    label_fingerprint: str
+    classification: str
+    classification_rank: int
+    groups: tuple[str, ...]
+    labelled: bool
+    banner_level: str | None = None
+    chunk_ids: tuple[str, ...]
+    modified_at: datetime | None = None
+    refreshed_at: datetime
+
+
+class FailureEntry(Frozen):
+    source: str
+    source_uri: str
+    reason: str
+    failed_at: datetime
+
+
+class Manifest:
+    """Documents and parse failures of one index version."""
+
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+        self.path = path
+        try:
+            if read_only:
+                if not path.exists():
+                    raise StoreUnavailableError(f"index manifest missing: {path}")
+                uri = f"file:{path}?mode=ro"
+                self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            else:
+                self._db = sqlite3.connect(path, check_same_thread=False)
+                self._db.executescript(_SCHEMA)
+            self._db.row_factory = sqlite3.Row
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(f"cannot open index manifest {path}: {exc}") from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    def commit(self) -> None:
+        self._db.commit()
+
+    # --- documents ------------------------------------------------------------------------
+    def documents(self, source: str | None = None) -> dict[str, DocumentEntry]:
+        if source is None:
+            rows = self._db.execute("SELECT * FROM documents")
+        else:
+            rows = self._db.execute("SELECT * FROM documents WHERE source = ?", (source,))
+        return {row["doc_id"]: _entry(row) for row in rows}
+
+    def get(self, doc_id: str) -> DocumentEntry | None:
+        row = self._db.execute("SELECT * FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
+        return _entry(row) if row else None
+
+    def iter_documents(self) -> Iterator[DocumentEntry]:
+        for row in self._db.execute("SELECT * FROM documents ORDER BY doc_id"):
+            yield _entry(row)
+
+    def put(self, entry: DocumentEntry) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO documents VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                entry.doc_id,
+                entry.source,
+                entry.source_uri,
+                entry.relative_path,
+                entry.title,
+                entry.doc_type,
+                entry.content_hash,
+                entry.label_fingerprint,
+                entry.classification,
+                entry.classification_rank,
+                json.dumps(list(entry.groups)),
+                int(entry.labelled),
+                entry.banner_level,
+                json.dumps(list(entry.chunk_ids)),
+                entry.modified_at.isoformat() if entry.modified_at else None,
+                entry.refreshed_at.isoformat(),
+            ),
+        )
+
+    def delete(self, doc_ids: Iterable[str]) -> None:
+        self._db.executemany("DELETE FROM documents WHERE doc_id = ?", [(d,) for d in doc_ids])
+
+    def counts(self) -> tuple[int, int]:
+        """(documents, chunks)."""
+        docs = 0
+        chunks = 0
+        for row in self._db.execute("SELECT chunk_ids FROM documents"):
+            docs += 1
+            chunks += len(json.loads(row["chunk_ids"]))
+        return docs, chunks
+
+    # --- failures -------------------------------------------------------------------------
+    def record_failure(self, source: str, source_uri: str, reason: str) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?)",
+            (source, source_uri, reason, datetime.now(UTC).isoformat()),
+        )
+
+    def clear_failures(self, source: str) -> None:
+        self._db.execute("DELETE FROM failures WHERE source = ?", (source,))
+
+    def failures(self) -> list[FailureEntry]:
+        return [
+            FailureEntry(
+                source=row["source"],
+                source_uri=row["source_uri"],
+                reason=row["reason"],
+                failed_at=datetime.fromisoformat(row["failed_at"]),
+            )
+            for row in self._db.execute("SELECT * FROM failures ORDER BY source_uri")
+        ]
+
+
+def _entry(row: sqlite3.Row) -> DocumentEntry:
+    return DocumentEntry(
+        doc_id=row["doc_id"],
+        source=row["source"],
+        source_uri=row["source_uri"],
+        relative_path=row["relative_path"],
+        title=row["title"],
+        doc_type=row["doc_type"],
+        content_hash=row["content_hash"],
+        label_fingerprint=row["label_fingerprint"],
+        classification=row["classification"],
+        classification_rank=row["classification_rank"],
+        groups=tuple(json.loads(row["groups"])),
+        labelled=bool(row["labelled"]),
+        banner_level=row["banner_level"],
+        chunk_ids=tuple(json.loads(row["chunk_ids"])),
+        modified_at=datetime.fromisoformat(row["modified_at"]) if row["modified_at"] else None,
+        refreshed_at=datetime.fromisoformat(row["refreshed_at"]),
+    )

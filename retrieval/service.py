@@ -1,0 +1,334 @@
+"""The search service: hybrid retrieval over the published index version, with access enforced
+inside every leg and checked again on the way out.
+
+``ServingIndex`` follows the published version: ``maybe_reload()`` switches atomically to a newer
+version; searches already running finish on the version they started with (reference counted).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+
+from core.errors import CitewellError, StoreUnavailableError
+from core.logging import log_event
+from core.models import (
+    Chunk,
+    Frozen,
+    FusionMethod,
+    Principal,
+    ScoreBreakdown,
+    ScoredChunk,
+    SearchMode,
+    SearchRequest,
+    SearchResult,
+)
+from core.settings import Settings
+from retrieval.access import AccessScope, enforce, scope_for
+from retrieval.factory import build_embedder, embedding_model_id, model_export_dir, model_threads
+from retrieval.fusion import reciprocal_rank_fusion, weighted_fusion
+from retrieval.gate import load_gate
+from retrieval.index import IndexLayout, OpenedVersion, open_version
+from retrieval.protocols import Embedder, Reranker
+from retrieval.rerank import resolve_reranker
+
+logger = logging.getLogger(__name__)
+
+
+class IndexStatus(Frozen):
+    index: str
+    version: str | None
+    documents: int
+    chunks: int
+    reranker: str | None
+    reranker_note: str | None
+    loaded_at: datetime | None
+
+
+class _Lease:
+    """A published version plus the number of searches using it."""
+
+    def __init__(self, opened: OpenedVersion) -> None:
+        self.opened = opened
+        self.users = 0
+        self.retired = False
+        self.loaded_at = datetime.now(UTC)
+
+
+class ServingIndex:
+    """Implements ``SearchService`` over one named index."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        index: str | None = None,
+        *,
+        embedder: Embedder | None = None,
+        reranker: Reranker | None = None,
+    ) -> None:
+        self.settings = settings
+        self.layout = IndexLayout(settings, index)
+        self._embedder = embedder
+        self._reranker_override = reranker
+        self._reranker: Reranker | None = None
+        self._reranker_note: str | None = None
+        self._lock = threading.Lock()
+        self._lease: _Lease | None = None
+        self._last_error: str | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = build_embedder(self.settings)
+        return self._embedder
+
+    def load(self) -> None:
+        """Open the published version now (raises StoreUnavailableError/IndexNotFoundError)."""
+        self._swap(open_version(self.settings, self.layout.name))
+
+    def ready(self) -> bool:
+        if self._lease is None:
+            try:
+                self.load()
+            except CitewellError as exc:
+                self._last_error = str(exc)
+                return False
+        return self._lease is not None
+
+    def maybe_reload(self) -> bool:
+        """Switch to a newer published version if there is one. Never raises for a failed
+        reload: the current version keeps serving and the failure is logged."""
+        current = self.layout.current_version()
+        lease = self._lease
+        if current is None or (lease is not None and lease.opened.version == current):
+            return False
+        try:
+            self._swap(open_version(self.settings, self.layout.name))
+        except CitewellError as exc:
+            self._last_error = str(exc)
+            log_event(
+                logger, logging.ERROR, "index.reload_failed", index=self.layout.name, error=str(exc)
+            )
+            return False
+        return True
+
+    def _swap(self, opened: OpenedVersion) -> None:
+        if opened.meta.embedding_model != embedding_model_id(self.settings):
+            opened.close()
+            raise StoreUnavailableError(
+                f"index {self.layout.name!r} was built with a different embedding model "
+                f"({opened.meta.embedding_model}); rebuild it or configure that model"
+            )
+        self._select_reranker()
+        with self._lock:
+            old, self._lease = self._lease, _Lease(opened)
+            if old is not None:
+                old.retired = True
+                if old.users == 0:
+                    old.opened.close()
+        log_event(
+            logger,
+            logging.INFO,
+            "index.loaded",
+            index=self.layout.name,
+            version=opened.version,
+            chunks=opened.meta.chunks,
+        )
+
+    def _select_reranker(self) -> None:
+        if self._reranker_override is not None:
+            self._reranker, self._reranker_note = self._reranker_override, None
+            return
+        reranker, note = resolve_reranker(
+            self.settings.reranker_model,
+            self.layout.rerankers_dir / "current",
+            backend=self.settings.embedding_backend,
+            threads=model_threads(self.settings),
+            export_dir=model_export_dir(self.settings),
+        )
+        if reranker is not None:
+            gate = load_gate(self.layout.rerankers_dir)
+            if gate is not None and gate.model == reranker.name and not gate.enabled:
+                reranker, note = None, f"reranker disabled by its evaluation gate: {gate.reason}"
+        if reranker is None:
+            log_event(
+                logger, logging.WARNING, "rerank.unavailable", index=self.layout.name, reason=note
+            )
+        self._reranker, self._reranker_note = reranker, note
+
+    def close(self) -> None:
+        with self._lock:
+            lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.opened.close()
+
+    def status(self) -> IndexStatus:
+        lease = self._lease
+        if lease is None:
+            return IndexStatus(
+                index=self.layout.name,
+                version=None,
+                documents=0,
+                chunks=0,
+                reranker=None,
+                reranker_note=self._last_error,
+                loaded_at=None,
+            )
+        meta = lease.opened.meta
+        return IndexStatus(
+            index=self.layout.name,
+            version=meta.version,
+            documents=meta.documents,
+            chunks=meta.chunks,
+            reranker=self._reranker.name if self._reranker else None,
+            reranker_note=self._reranker_note,
+            loaded_at=lease.loaded_at,
+        )
+
+    def _acquire(self) -> _Lease:
+        if self._lease is None:
+            self.load()
+        with self._lock:
+            lease = self._lease
+            if lease is None:
+                raise StoreUnavailableError(f"index {self.layout.name!r} is not loaded")
+            lease.users += 1
+            return lease
+
+    def _release(self, lease: _Lease) -> None:
+        with self._lock:
+            lease.users -= 1
+            close = lease.retired and lease.users == 0
+        if close:
+            lease.opened.close()
+
+    # --- search ---------------------------------------------------------------------------
+    def search(self, principal: Principal, request: SearchRequest) -> SearchResult:
+        scope = scope_for(principal, self.settings.scheme, self.settings.default_groups)
+        lease = self._acquire()
+        try:
+            return self._search(lease.opened, scope, request)
+        except CitewellError:
+            raise
+        except Exception as exc:
+            # An engine failure must surface as unavailable, never as partial results.
+            raise StoreUnavailableError(f"search failed on index {self.layout.name!r}") from exc
+        finally:
+            self._release(lease)
+
+    def _search(
+        self, opened: OpenedVersion, scope: AccessScope, request: SearchRequest
+    ) -> SearchResult:
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        mode = request.mode
+        rerank_requested = request.rerank
+        reranker = self._reranker if rerank_requested else None
+        note = None
+        if rerank_requested and reranker is None:
+            note = self._reranker_note or "no reranker available"
+        if scope.matches_nothing:
+            return SearchResult(
+                results=(),
+                mode=mode,
+                reranked=False,
+                rerank_note=note,
+                index_version=opened.version,
+                timings_ms={"total": 0.0},
+            )
+        depth = max(request.k, self.settings.candidates_per_leg)
+        if reranker is not None:
+            depth = max(depth, self.settings.rerank_candidates)
+
+        dense: list[tuple[Chunk, float]] = []
+        lexical: list[tuple[str, float]] = []
+        if mode in (SearchMode.DENSE, SearchMode.HYBRID):
+            tick = time.perf_counter()
+            vector = self.embedder.embed_query(request.query)
+            timings["embed"] = _ms(tick)
+            tick = time.perf_counter()
+            dense = opened.vectors.search(vector, scope, request.filters, depth)
+            timings["dense"] = _ms(tick)
+        if mode in (SearchMode.BM25, SearchMode.HYBRID):
+            tick = time.perf_counter()
+            lexical = opened.lexical.search(request.query, scope, request.filters, depth)
+            timings["bm25"] = _ms(tick)
+
+        chunks: dict[str, Chunk] = {chunk.chunk_id: chunk for chunk, _ in dense}
+        missing = [cid for cid, _ in lexical if cid not in chunks]
+        if missing:
+            tick = time.perf_counter()
+            for chunk in opened.vectors.get_chunks(missing):
+                chunks[chunk.chunk_id] = chunk
+            timings["hydrate"] = _ms(tick)
+
+        breakdown: dict[str, dict[str, float | int]] = {}
+        for rank, (chunk, score) in enumerate(dense, start=1):
+            breakdown.setdefault(chunk.chunk_id, {}).update(dense_rank=rank, dense_score=score)
+        for rank, (cid, score) in enumerate(lexical, start=1):
+            breakdown.setdefault(cid, {}).update(bm25_rank=rank, bm25_score=score)
+
+        if mode == SearchMode.DENSE:
+            ranked = [(chunk.chunk_id, score) for chunk, score in dense]
+        elif mode == SearchMode.BM25:
+            ranked = list(lexical)
+        else:
+            if self.settings.fusion == FusionMethod.RRF:
+                fused = reciprocal_rank_fusion(
+                    [[c.chunk_id for c, _ in dense], [cid for cid, _ in lexical]],
+                    k=self.settings.rrf_k,
+                )
+            else:
+                fused = weighted_fusion(
+                    [(c.chunk_id, s) for c, s in dense], lexical, self.settings.dense_weight
+                )
+            ranked = sorted(fused.items(), key=lambda pair: (-pair[1], pair[0]))
+            for cid, score in ranked:
+                breakdown[cid]["fused"] = score
+        ranked = [(cid, score) for cid, score in ranked if cid in chunks]
+
+        reranked = False
+        if reranker is not None and ranked:
+            tick = time.perf_counter()
+            head = ranked[: self.settings.rerank_candidates]
+            scores = reranker.score(request.query, [chunks[cid].text for cid, _ in head])
+            rescored = sorted(
+                ((cid, float(s)) for (cid, _), s in zip(head, scores, strict=True)),
+                key=lambda pair: -pair[1],
+            )
+            for cid, score in rescored:
+                breakdown[cid]["rerank"] = score
+            ranked = rescored + ranked[len(head) :]
+            reranked = True
+            timings["rerank"] = _ms(tick)
+
+        results = [
+            ScoredChunk(
+                chunk=chunks[cid],
+                score=score,
+                scores=ScoreBreakdown.model_validate(breakdown.get(cid, {})),
+            )
+            for cid, score in ranked[: request.k]
+        ]
+        results = enforce(scope, results)
+        timings["total"] = _ms(started)
+        return SearchResult(
+            results=tuple(results),
+            mode=mode,
+            reranked=reranked,
+            rerank_note=note,
+            index_version=opened.version,
+            timings_ms=timings,
+        )
+
+
+def open_search_service(settings: Settings, index: str | None = None) -> ServingIndex:
+    """A search service over the published version of ``index`` (loaded on first use)."""
+    return ServingIndex(settings, index)
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000.0, 3)
