@@ -1,0 +1,73 @@
+"""Frozen models for evaluation datasets and reports."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from pydantic import ConfigDict, Field
+
+from core.models import Frozen
+from evaluation.metrics import Gain
+
+# The retrieval modes evaluation knows, in report order. "hybrid+rerank" is hybrid search with the
+# cross-encoder on; it is skipped (with the reason) when the index has no reranker.
+RETRIEVAL_MODES: tuple[str, ...] = ("bm25", "dense", "hybrid", "hybrid+rerank")
+
+
+class BeirDocument(Frozen):
+    doc_id: str
+    title: str
+    text: str
+
+
+class BeirQuery(Frozen):
+    query_id: str
+    text: str
+
+
+class BeirDataset(Frozen):
+    """One split of a BEIR-format collection. ``qrels[query_id][doc_id]`` is the graded
+    relevance; ``queries`` holds only the queries judged in this split, in file order."""
+
+    name: str
+    split: str
+    corpus: tuple[BeirDocument, ...]
+    queries: tuple[BeirQuery, ...]
+    qrels: Mapping[str, Mapping[str, int]]
+    corpus_sha256: str  # over ids, titles and texts in file order; identifies the index to build
+
+
+class LatencySummary(Frozen):
+    p50: float
+    p95: float
+
+
+class ModeMetrics(Frozen):
+    """Metrics of one retrieval mode, averaged over the split's judged queries. Serialised with
+    the CLI's keys (``ndcg@10``, ...) when dumped ``by_alias``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    ndcg_at_10: float = Field(alias="ndcg@10")
+    recall_at_10: float = Field(alias="recall@10")
+    recall_at_100: float = Field(alias="recall@100")
+    mrr_at_10: float = Field(alias="mrr@10")
+    latency_ms: LatencySummary
+    queries: int  # queries evaluated
+    empty_results: int = 0  # queries that returned no document at all
+
+
+class RetrievalEvalReport(Frozen):
+    dataset: str
+    split: str
+    index: str
+    index_version: str | None
+    documents: int  # corpus size
+    queries: int  # judged queries in the split
+    gain: Gain  # nDCG gain function used for graded qrels
+    depth: int  # chunks requested per query
+    modes: dict[str, ModeMetrics]
+    skipped: dict[str, str] = Field(default_factory=dict)  # mode → why it was not run
+    index_reused: bool  # the index was already built from this corpus (no ingestion this run)
+    finished_at: datetime
