@@ -1,0 +1,6 @@
+"""Lexical (BM25) retrieval with per-access-scope statistics."""
+
+from retrieval.lexical.bm25 import BM25Index
+from retrieval.lexical.tokenize import DEFAULT_TOKENIZER, ENGLISH_STOPWORDS, Tokenizer
+
+__all__ = ["DEFAULT_TOKENIZER", "ENGLISH_STOPWORDS", "BM25Index", "Tokenizer"]

@@ -1,0 +1,675 @@
+"""BM25 lexical index whose statistics are computed per access scope.
+
+Scoring is exactly rank_bm25's ``BM25Okapi`` (Trotman et al., "Improvements to BM25 and Language
+Models Examined"): ``idf = log(N - n + 0.5) - log(n + 0.5)``, negative idfs replaced by
+``epsilon * mean(idf over the vocabulary)``, term weight ``idf * tf (k1 + 1) / (tf + k1 (1 - b +
+b |d| / avgdl))``, summed over query tokens (a repeated query token counts each time).
+
+rank_bm25 itself is not used at query time: it scores every document for every query term
+(38 ms/query at 50k documents), keeps no persistence and cannot compute statistics over a subset
+of the corpus. This module implements the same formula vectorised over a scipy CSC matrix
+(term → postings), and rank_bm25 stays the reference in a parity test.
+
+Security: the N, document frequencies, average length and average idf used for a scope are those
+of the chunks the scope can see, so an invisible document cannot change a caller's results or
+scores (a rare term in a restricted document would otherwise shift idf). Chunks are grouped into
+access classes (distinct ``(classification_rank, groups)``); per-class document frequencies,
+counts and lengths are summed over the classes a scope can see and cached per visible-class set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import os
+import re
+import shutil
+import threading
+import uuid
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+
+from core.errors import ConfigurationError, StoreUnavailableError
+from core.logging import log_event
+from core.models import AccessLabel, Chunk, SearchFilters
+from retrieval.access import AccessScope
+from retrieval.lexical.tokenize import DEFAULT_TOKENIZER, Tokenizer
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+_POINTER = "CURRENT"
+_ARRAYS = "arrays.npz"
+_META = "meta.json"
+_VERSION_DIR = re.compile(r"^v-[0-9a-f]{32}$")
+_NO_TIME = np.iinfo(np.int64).min  # modified_at unknown
+_MAX_CACHED_SCOPES = 256
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class _ScopeStats:
+    n_docs: int
+    avgdl: float
+    idf: FloatArray  # per term id; 0 for terms the scope's chunks do not contain
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    """Immutable snapshot used by searches; writes build a new one instead of mutating."""
+
+    postings: sp.csc_matrix  # (slots, terms) term counts
+    lengths: FloatArray
+    classes: npt.NDArray[np.int32]
+    sources: npt.NDArray[np.int32]
+    doc_types: npt.NDArray[np.int32]
+    modified: IntArray
+
+
+def _micros(moment: datetime | None) -> int:
+    if moment is None:
+        return int(_NO_TIME)
+    if moment.tzinfo is None:  # naive datetimes are taken as UTC, like the rest of Citewell
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1_000_000)
+
+
+class BM25Index:
+    """In-memory BM25 over chunk text (title + text), per-scope statistics, atomic persistence.
+
+    Writes (``add``, ``delete_documents``, ``relabel_document``) must come from one thread at a
+    time; searches may run concurrently with each other and with writes.
+    """
+
+    def __init__(
+        self,
+        k1: float = 0.9,
+        b: float = 0.4,
+        epsilon: float = 0.25,
+        tokenizer: Tokenizer = DEFAULT_TOKENIZER,
+        include_title: bool = True,
+    ) -> None:
+        if k1 <= 0 or not 0 <= b <= 1 or epsilon < 0:
+            raise ConfigurationError(f"invalid BM25 parameters k1={k1} b={b} epsilon={epsilon}")
+        self.k1 = float(k1)
+        self.b = float(b)
+        self.epsilon = float(epsilon)
+        self.tokenizer = tokenizer
+        self.include_title = include_title
+        self._lock = threading.RLock()
+        self._vocab: dict[str, int] = {}
+        # Per slot (a chunk position; deleted slots are compacted away on the next compile).
+        self._chunk_ids: list[str] = []
+        self._doc_ids: list[str] = []
+        self._source_codes: list[int] = []
+        self._doc_type_codes: list[int] = []
+        self._modified: list[int] = []
+        self._class_of: list[int] = []
+        self._length: list[int] = []
+        self._terms: list[npt.NDArray[np.int32]] = []
+        self._counts: list[npt.NDArray[np.int32]] = []
+        self._alive: list[bool] = []
+        self._slot_of_chunk: dict[str, int] = {}
+        self._slots_of_doc: dict[str, set[int]] = {}
+        self._sources: dict[str, int] = {}
+        self._doc_types: dict[str, int] = {}
+        # Access classes and their statistics.
+        self._class_ids: dict[tuple[int, frozenset[str]], int] = {}
+        self._class_keys: list[tuple[int, frozenset[str]]] = []
+        self._class_df: list[IntArray] = []
+        self._class_docs: list[int] = []
+        self._class_len: list[int] = []
+        self._compiled: _Compiled | None = None
+        self._stats_cache: dict[tuple[int, ...], _ScopeStats] = {}
+
+    # ------------------------------------------------------------------ writes
+
+    def add(self, chunks: Sequence[Chunk]) -> None:
+        """Index chunks (a chunk id already present is replaced)."""
+        with self._lock:
+            for chunk in chunks:
+                old = self._slot_of_chunk.get(chunk.chunk_id)
+                if old is not None:
+                    self._kill(old)
+                text = f"{chunk.title} {chunk.text}" if self.include_title else chunk.text
+                self._append(
+                    chunk_id=chunk.chunk_id,
+                    doc_id=chunk.doc_id,
+                    source=chunk.source,
+                    doc_type=chunk.doc_type,
+                    modified=_micros(chunk.modified_at),
+                    class_id=self._class_id(chunk.classification_rank, frozenset(chunk.groups)),
+                    tokens=self.tokenizer(text),
+                )
+            self._invalidate()
+
+    def delete_documents(self, doc_ids: Collection[str]) -> None:
+        """Remove every chunk of these documents (unknown ids are ignored)."""
+        with self._lock:
+            for doc_id in doc_ids:
+                for slot in list(self._slots_of_doc.get(doc_id, ())):
+                    self._kill(slot)
+            self._invalidate()
+
+    def relabel_document(self, doc_id: str, label: AccessLabel, classification_rank: int) -> None:
+        """Move a document's chunks to another access class (no re-tokenizing)."""
+        with self._lock:
+            target = self._class_id(classification_rank, frozenset(label.groups))
+            for slot in self._slots_of_doc.get(doc_id, ()):
+                self._class_stats_remove(slot)
+                self._class_of[slot] = target
+                self._class_stats_add(slot)
+            self._invalidate()
+
+    def __len__(self) -> int:
+        return len(self._slot_of_chunk)
+
+    # ------------------------------------------------------------------ search
+
+    def search(
+        self, query: str, scope: AccessScope, filters: SearchFilters, limit: int
+    ) -> list[tuple[str, float]]:
+        """Top ``limit`` (chunk_id, score) with score > 0, best first (ties by insertion)."""
+        if limit < 1:
+            raise ConfigurationError(f"limit must be at least 1, got {limit}")
+        if scope.matches_nothing:
+            return []
+        query_terms = [self._vocab[t] for t in self.tokenizer(query) if t in self._vocab]
+        with self._lock:
+            compiled = self._compile()
+            visible = self._visible_classes(scope)
+            stats = self._scope_stats(visible) if visible else None
+            chunk_ids = self._chunk_ids  # compaction replaces the list, never mutates in place
+            doc_slots = self._doc_filter_slots(filters.doc_ids)
+        if stats is None or stats.n_docs == 0 or not query_terms:
+            return []
+
+        class_visible = np.zeros(len(self._class_keys), dtype=bool)
+        class_visible[list(visible)] = True
+        k1, b = self.k1, self.b
+        csc = compiled.postings
+        terms, qtf = np.unique(np.asarray(query_terms, dtype=np.int64), return_counts=True)
+        slot_parts: list[npt.NDArray[np.int32]] = []
+        weight_parts: list[FloatArray] = []
+        for term, times in zip(terms.tolist(), qtf.tolist(), strict=True):
+            idf = float(stats.idf[term]) if term < stats.idf.shape[0] else 0.0
+            if idf == 0.0:
+                continue
+            start, end = csc.indptr[term], csc.indptr[term + 1]
+            slots = csc.indices[start:end]
+            seen = class_visible[compiled.classes[slots]]
+            slots = slots[seen]
+            tf = csc.data[start:end][seen].astype(np.float64)
+            norm = tf + k1 * (1.0 - b + b * compiled.lengths[slots] / stats.avgdl)
+            slot_parts.append(slots)
+            weight_parts.append(times * (idf * (tf * (k1 + 1.0) / norm)))
+        if not slot_parts:
+            return []
+        all_slots = np.concatenate(slot_parts)
+        scores = np.bincount(all_slots, weights=np.concatenate(weight_parts))
+        candidates = np.flatnonzero(scores > 0)
+        candidates = self._apply_filters(candidates, compiled, filters, doc_slots)
+        if candidates.size == 0:
+            return []
+        cand_scores = scores[candidates]
+        if candidates.size > limit:
+            top = np.argpartition(-cand_scores, limit - 1)[:limit]
+            candidates, cand_scores = candidates[top], cand_scores[top]
+        order = np.lexsort((candidates, -cand_scores))
+        ranked = candidates[order]
+        return [(chunk_ids[i], float(cand_scores[j])) for j, i in zip(order, ranked, strict=True)]
+
+    def _apply_filters(
+        self,
+        candidates: IntArray,
+        compiled: _Compiled,
+        filters: SearchFilters,
+        doc_slots: IntArray | None,
+    ) -> IntArray:
+        if filters.is_empty:
+            return candidates
+        keep = np.ones(candidates.shape[0], dtype=bool)
+        if filters.sources is not None:
+            codes = [self._sources[s] for s in filters.sources if s in self._sources]
+            keep &= np.isin(compiled.sources[candidates], codes)
+        if filters.doc_types is not None:
+            codes = [self._doc_types[t] for t in filters.doc_types if t in self._doc_types]
+            keep &= np.isin(compiled.doc_types[candidates], codes)
+        if doc_slots is not None:
+            keep &= np.isin(candidates, doc_slots)
+        # A chunk with no modification time cannot satisfy a time range.
+        if filters.modified_from is not None:
+            keep &= compiled.modified[candidates] >= _micros(filters.modified_from)
+        if filters.modified_to is not None:
+            modified = compiled.modified[candidates]
+            keep &= (modified <= _micros(filters.modified_to)) & (modified != _NO_TIME)
+        return candidates[keep]
+
+    def _doc_filter_slots(self, doc_ids: frozenset[str] | None) -> IntArray | None:
+        if doc_ids is None:
+            return None
+        slots = [s for d in doc_ids for s in self._slots_of_doc.get(d, ())]
+        return np.asarray(slots, dtype=np.int64)
+
+    def _visible_classes(self, scope: AccessScope) -> tuple[int, ...]:
+        return tuple(
+            i
+            for i, (rank, groups) in enumerate(self._class_keys)
+            if self._class_docs[i] > 0 and scope.allows(rank, groups)
+        )
+
+    def _scope_stats(self, visible: tuple[int, ...]) -> _ScopeStats:
+        cached = self._stats_cache.get(visible)
+        if cached is not None:
+            return cached
+        n_terms = len(self._vocab)
+        n_docs = sum(self._class_docs[c] for c in visible)
+        total_len = sum(self._class_len[c] for c in visible)
+        df = np.zeros(n_terms, dtype=np.int64)
+        for c in visible:
+            df += self._class_df[c][:n_terms]
+        present = df > 0
+        idf = np.zeros(n_terms, dtype=np.float64)
+        if n_docs and present.any():
+            n = df[present].astype(np.float64)
+            raw = np.log(n_docs - n + 0.5) - np.log(n + 0.5)
+            floor = self.epsilon * float(raw.mean())
+            idf[present] = np.where(raw < 0, floor, raw)
+            avgdl = total_len / n_docs
+        else:
+            n_docs, avgdl = 0, 0.0  # no vocabulary: rank_bm25 cannot score this corpus either
+        stats = _ScopeStats(n_docs=n_docs, avgdl=avgdl, idf=idf)
+        if len(self._stats_cache) >= _MAX_CACHED_SCOPES:
+            self._stats_cache.clear()
+        self._stats_cache[visible] = stats
+        return stats
+
+    # ------------------------------------------------------------------ internals
+
+    def _class_id(self, rank: int, groups: frozenset[str]) -> int:
+        key = (rank, groups)
+        class_id = self._class_ids.get(key)
+        if class_id is None:
+            class_id = len(self._class_keys)
+            self._class_ids[key] = class_id
+            self._class_keys.append(key)
+            self._class_df.append(np.zeros(max(1024, len(self._vocab)), dtype=np.int64))
+            self._class_docs.append(0)
+            self._class_len.append(0)
+        return class_id
+
+    def _code(self, table: dict[str, int], value: str) -> int:
+        code = table.get(value)
+        if code is None:
+            code = table[value] = len(table)
+        return code
+
+    def _append(
+        self,
+        *,
+        chunk_id: str,
+        doc_id: str,
+        source: str,
+        doc_type: str,
+        modified: int,
+        class_id: int,
+        tokens: Sequence[str],
+    ) -> None:
+        ids = np.fromiter(
+            (self._code(self._vocab, t) for t in tokens), dtype=np.int32, count=len(tokens)
+        )
+        terms, counts = np.unique(ids, return_counts=True)
+        self._append_slot(
+            chunk_id=chunk_id,
+            doc_id=doc_id,
+            source_code=self._code(self._sources, source),
+            doc_type_code=self._code(self._doc_types, doc_type),
+            modified=modified,
+            class_id=class_id,
+            terms=terms.astype(np.int32),
+            counts=counts.astype(np.int32),
+        )
+
+    def _append_slot(
+        self,
+        *,
+        chunk_id: str,
+        doc_id: str,
+        source_code: int,
+        doc_type_code: int,
+        modified: int,
+        class_id: int,
+        terms: npt.NDArray[np.int32],
+        counts: npt.NDArray[np.int32],
+    ) -> None:
+        slot = len(self._chunk_ids)
+        self._chunk_ids.append(chunk_id)
+        self._doc_ids.append(doc_id)
+        self._source_codes.append(source_code)
+        self._doc_type_codes.append(doc_type_code)
+        self._modified.append(modified)
+        self._class_of.append(class_id)
+        self._length.append(int(counts.sum()))
+        self._terms.append(terms)
+        self._counts.append(counts)
+        self._alive.append(True)
+        self._slot_of_chunk[chunk_id] = slot
+        self._slots_of_doc.setdefault(doc_id, set()).add(slot)
+        self._class_stats_add(slot)
+
+    def _class_stats_add(self, slot: int, sign: int = 1) -> None:
+        c = self._class_of[slot]
+        terms = self._terms[slot]
+        if terms.size and int(terms.max()) >= self._class_df[c].shape[0]:
+            grown = np.zeros(max(2 * self._class_df[c].shape[0], len(self._vocab)), np.int64)
+            grown[: self._class_df[c].shape[0]] = self._class_df[c]
+            self._class_df[c] = grown
+        self._class_df[c][terms] += sign
+        self._class_docs[c] += sign
+        self._class_len[c] += sign * self._length[slot]
+
+    def _class_stats_remove(self, slot: int) -> None:
+        self._class_stats_add(slot, sign=-1)
+
+    def _kill(self, slot: int) -> None:
+        self._class_stats_remove(slot)
+        self._alive[slot] = False
+        del self._slot_of_chunk[self._chunk_ids[slot]]
+        doc_slots = self._slots_of_doc[self._doc_ids[slot]]
+        doc_slots.discard(slot)
+        if not doc_slots:
+            del self._slots_of_doc[self._doc_ids[slot]]
+
+    def _invalidate(self) -> None:
+        self._compiled = None
+        self._stats_cache.clear()
+
+    def _compact(self) -> None:
+        """Drop deleted slots and renumber the rest (keeps insertion order)."""
+        keep = [i for i, alive in enumerate(self._alive) if alive]
+        if len(keep) == len(self._alive):
+            return
+        # New lists (not in-place edits) so that a concurrent search keeps a consistent view.
+        self._chunk_ids = [self._chunk_ids[i] for i in keep]
+        self._doc_ids = [self._doc_ids[i] for i in keep]
+        self._source_codes = [self._source_codes[i] for i in keep]
+        self._doc_type_codes = [self._doc_type_codes[i] for i in keep]
+        self._modified = [self._modified[i] for i in keep]
+        self._class_of = [self._class_of[i] for i in keep]
+        self._length = [self._length[i] for i in keep]
+        self._terms = [self._terms[i] for i in keep]
+        self._counts = [self._counts[i] for i in keep]
+        self._alive = [True] * len(keep)
+        self._slot_of_chunk = {c: i for i, c in enumerate(self._chunk_ids)}
+        slots_of_doc: dict[str, set[int]] = {}
+        for i, d in enumerate(self._doc_ids):
+            slots_of_doc.setdefault(d, set()).add(i)
+        self._slots_of_doc = slots_of_doc
+
+    def _compile(self) -> _Compiled:
+        if self._compiled is not None:
+            return self._compiled
+        self._compact()
+        n_slots, n_terms = len(self._chunk_ids), len(self._vocab)
+        indptr = np.zeros(n_slots + 1, dtype=np.int64)
+        if n_slots:
+            np.cumsum([t.shape[0] for t in self._terms], out=indptr[1:])
+            indices = np.concatenate(self._terms).astype(np.int32, copy=False)
+            data = np.concatenate(self._counts).astype(np.int32, copy=False)
+        else:
+            indices = np.zeros(0, dtype=np.int32)
+            data = np.zeros(0, dtype=np.int32)
+        csr = sp.csr_matrix((data, indices, indptr), shape=(n_slots, n_terms))
+        self._compiled = _Compiled(
+            postings=csr.tocsc(),
+            lengths=np.asarray(self._length, dtype=np.float64),
+            classes=np.asarray(self._class_of, dtype=np.int32),
+            sources=np.asarray(self._source_codes, dtype=np.int32),
+            doc_types=np.asarray(self._doc_type_codes, dtype=np.int32),
+            modified=np.asarray(self._modified, dtype=np.int64),
+        )
+        return self._compiled
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, directory: Path) -> None:
+        """Write the index atomically: a complete new version directory is written and fsynced,
+        then the ``CURRENT`` pointer is swapped with ``os.replace``. A crash at any point leaves
+        the previously saved index loadable."""
+        directory = Path(directory)
+        with self._lock:
+            compiled = self._compile()
+            arrays, meta = self._snapshot(compiled)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            _remove_stale(directory)
+            tmp = directory / f".tmp-{uuid.uuid4().hex}"
+            tmp.mkdir()
+            with open(tmp / _ARRAYS, "wb") as fh:
+                np.savez(fh, allow_pickle=False, **arrays)
+                fh.flush()
+                os.fsync(fh.fileno())
+            meta["arrays_sha256"] = _sha256(tmp / _ARRAYS)
+            _write_synced(tmp / _META, json.dumps(meta).encode("utf-8"))
+            _fsync_dir(tmp)
+            version = f"v-{uuid.uuid4().hex}"
+            os.rename(tmp, directory / version)
+            _fsync_dir(directory)
+            _swap_pointer(directory, version)
+        except OSError as exc:
+            raise StoreUnavailableError(f"cannot save lexical index to {directory}: {exc}") from exc
+        _remove_stale(directory)
+        log_event(
+            logger,
+            logging.INFO,
+            "lexical.saved",
+            directory=str(directory),
+            version=version,
+            chunks=len(self),
+            terms=int(meta["n_terms"]),
+        )
+
+    def _snapshot(self, compiled: _Compiled) -> tuple[dict[str, npt.NDArray[Any]], dict[str, Any]]:
+        csr = compiled.postings.tocsr()
+        terms = sorted(self._vocab, key=self._vocab.__getitem__)
+        term_bytes, term_offsets = _pack_strings(terms)
+        chunk_bytes, chunk_offsets = _pack_strings(self._chunk_ids)
+        doc_bytes, doc_offsets = _pack_strings(self._doc_ids)
+        arrays: dict[str, npt.NDArray[Any]] = {
+            "term_bytes": term_bytes,
+            "term_offsets": term_offsets,
+            "chunk_bytes": chunk_bytes,
+            "chunk_offsets": chunk_offsets,
+            "doc_bytes": doc_bytes,
+            "doc_offsets": doc_offsets,
+            "indptr": csr.indptr.astype(np.int64),
+            "indices": csr.indices.astype(np.int32),
+            "counts": csr.data.astype(np.int32),
+            "classes": compiled.classes,
+            "sources": compiled.sources,
+            "doc_types": compiled.doc_types,
+            "modified": compiled.modified,
+        }
+        meta: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "tokenizer": self.tokenizer.name,
+            "include_title": self.include_title,
+            "k1": self.k1,
+            "b": self.b,
+            "epsilon": self.epsilon,
+            "n_chunks": len(self._chunk_ids),
+            "n_terms": len(terms),
+            "sources": sorted(self._sources, key=self._sources.__getitem__),
+            "doc_types": sorted(self._doc_types, key=self._doc_types.__getitem__),
+            "access_classes": [
+                {"rank": rank, "groups": sorted(groups)} for rank, groups in self._class_keys
+            ],
+        }
+        return arrays, meta
+
+    @classmethod
+    def load(
+        cls,
+        directory: Path,
+        *,
+        tokenizer: Tokenizer = DEFAULT_TOKENIZER,
+        k1: float | None = None,
+        b: float | None = None,
+    ) -> BM25Index:
+        """Open a saved index. ``k1``/``b`` override the saved values (they only affect scoring).
+        Raises ``StoreUnavailableError`` when files are missing, corrupt or were written with a
+        different tokenizer."""
+        directory = Path(directory)
+        try:
+            version = (directory / _POINTER).read_text(encoding="utf-8").strip()
+            if not _VERSION_DIR.match(version):
+                raise StoreUnavailableError(f"{directory}: malformed {_POINTER} pointer")
+            meta = json.loads((directory / version / _META).read_text(encoding="utf-8"))
+            if _sha256(directory / version / _ARRAYS) != meta.get("arrays_sha256"):
+                raise StoreUnavailableError(f"{directory}: arrays checksum mismatch")
+            with np.load(directory / version / _ARRAYS, allow_pickle=False) as npz:
+                arrays = {name: npz[name] for name in npz.files}
+            return cls._from_snapshot(arrays, meta, tokenizer, k1, b)
+        except StoreUnavailableError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, IndexError, EOFError) as exc:
+            # zipfile.BadZipFile and json.JSONDecodeError are OSError/ValueError subclasses.
+            message = f"cannot load lexical index from {directory}: {exc}"
+            raise StoreUnavailableError(message) from exc
+
+    @classmethod
+    def _from_snapshot(
+        cls,
+        arrays: dict[str, npt.NDArray[Any]],
+        meta: dict[str, Any],
+        tokenizer: Tokenizer,
+        k1: float | None,
+        b: float | None,
+    ) -> BM25Index:
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise StoreUnavailableError(f"unsupported format version {meta.get('format_version')}")
+        if meta["tokenizer"] != tokenizer.name:
+            raise StoreUnavailableError(
+                f"index was built with tokenizer {meta['tokenizer']!r}, not {tokenizer.name!r}"
+            )
+        index = cls(
+            k1=meta["k1"] if k1 is None else k1,
+            b=meta["b"] if b is None else b,
+            epsilon=meta["epsilon"],
+            tokenizer=tokenizer,
+            include_title=bool(meta["include_title"]),
+        )
+        terms = _unpack_strings(arrays["term_bytes"], arrays["term_offsets"])
+        chunk_ids = _unpack_strings(arrays["chunk_bytes"], arrays["chunk_offsets"])
+        doc_ids = _unpack_strings(arrays["doc_bytes"], arrays["doc_offsets"])
+        indptr, indices, counts = arrays["indptr"], arrays["indices"], arrays["counts"]
+        n = len(chunk_ids)
+        n_classes = len(meta["access_classes"])
+        per_slot = ("classes", "sources", "doc_types", "modified")
+        if (
+            len(terms) != meta["n_terms"]
+            or n != meta["n_chunks"]
+            or len(doc_ids) != n
+            or any(arrays[name].shape != (n,) for name in per_slot)
+            or indptr.shape != (n + 1,)
+            or indptr[0] != 0
+            or np.any(np.diff(indptr) < 0)
+            or indptr[-1] != indices.shape[0]
+            or counts.shape != indices.shape
+            or (indices.size and (indices.min() < 0 or indices.max() >= len(terms)))
+            or (counts.size and counts.min() < 1)
+            or (n and (arrays["classes"].min() < 0 or arrays["classes"].max() >= n_classes))
+            or len(set(chunk_ids)) != n
+        ):
+            raise StoreUnavailableError("lexical index arrays are inconsistent")
+        index._vocab = {t: i for i, t in enumerate(terms)}
+        index._sources = {s: i for i, s in enumerate(meta["sources"])}
+        index._doc_types = {t: i for i, t in enumerate(meta["doc_types"])}
+        for entry in meta["access_classes"]:
+            index._class_id(int(entry["rank"]), frozenset(entry["groups"]))
+        for slot in range(n):
+            start, end = int(indptr[slot]), int(indptr[slot + 1])
+            index._append_slot(
+                chunk_id=chunk_ids[slot],
+                doc_id=doc_ids[slot],
+                source_code=int(arrays["sources"][slot]),
+                doc_type_code=int(arrays["doc_types"][slot]),
+                modified=int(arrays["modified"][slot]),
+                class_id=int(arrays["classes"][slot]),
+                terms=indices[start:end].astype(np.int32),
+                counts=counts[start:end].astype(np.int32),
+            )
+        return index
+
+
+def _pack_strings(values: Sequence[str]) -> tuple[npt.NDArray[np.uint8], IntArray]:
+    encoded = [v.encode("utf-8") for v in values]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(e) for e in encoded], out=offsets[1:])
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(), offsets
+
+
+def _unpack_strings(data: npt.NDArray[Any], offsets: npt.NDArray[Any]) -> list[str]:
+    if data.dtype != np.uint8 or offsets.ndim != 1 or offsets.size < 1:
+        raise StoreUnavailableError("malformed string table")
+    raw = data.tobytes()
+    bounds = offsets.tolist()
+    ordered = all(a <= b for a, b in itertools.pairwise(bounds))
+    if bounds[0] != 0 or bounds[-1] != len(raw) or not ordered:
+        raise StoreUnavailableError("malformed string table")
+    return [raw[a:b].decode("utf-8") for a, b in itertools.pairwise(bounds)]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_synced(path: Path, payload: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(payload)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _swap_pointer(directory: Path, version: str) -> None:
+    tmp = directory / f".{_POINTER}.{uuid.uuid4().hex}"
+    _write_synced(tmp, version.encode("ascii"))
+    os.replace(tmp, directory / _POINTER)
+    _fsync_dir(directory)
+
+
+def _remove_stale(directory: Path) -> None:
+    """Delete leftovers of interrupted saves and versions no longer named by the pointer."""
+    try:
+        current = (directory / _POINTER).read_text(encoding="utf-8").strip()
+    except OSError:
+        current = None
+    for entry in directory.iterdir():
+        stale_version = _VERSION_DIR.match(entry.name) and entry.name != current
+        if entry.name.startswith(".tmp-") or stale_version:
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.name.startswith(f".{_POINTER}."):
+            entry.unlink(missing_ok=True)

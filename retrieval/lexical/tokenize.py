@@ -1,0 +1,62 @@
+"""Tokenizer for BM25: lowercase Unicode word tokens, English stopwords removed, optional
+Snowball English stemming (PyStemmer).
+
+Stemming was chosen by measurement (``benchmarks/bm25.py``): on SciFact test it moves BM25
+nDCG@10 from 0.661 (no stemming) to 0.674 at k1=0.9, b=0.4 (title + text).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+# NLTK's English stopword list (the usual choice for BM25 baselines), minus the apostrophe forms,
+# which the word pattern splits anyway ("don't" → "don", "t").
+ENGLISH_STOPWORDS: frozenset[str] = frozenset(
+    """
+    i me my myself we our ours ourselves you your yours yourself yourselves he him his himself
+    she her hers herself it its itself they them their theirs themselves what which who whom
+    this that these those am is are was were be been being have has had having do does did
+    doing a an the and but if or because as until while of at by for with about against between
+    into through during before after above below to from up down in out on off over under again
+    further then once here there when where why how all any both each few more most other some
+    such no nor not only own same so than too very s t can will just don should now d ll m o re
+    ve y ain aren couldn didn doesn hadn hasn haven isn ma mightn mustn needn shan shouldn wasn
+    weren won wouldn
+    """.split()  # noqa: SIM905 (a word list reads better than 150 quoted strings)
+)
+
+# \w is Unicode-aware for str patterns: letters and digits of any script, plus underscore.
+_WORD = re.compile(r"\w+")
+
+
+class Tokenizer:
+    """Turns text into BM25 terms. Cheap to construct; the stemmer is created on first use.
+
+    ``name`` identifies the exact token stream, so an index saved with one tokenizer is never
+    queried with another.
+    """
+
+    def __init__(self, stem: bool = True, stopwords: frozenset[str] = ENGLISH_STOPWORDS) -> None:
+        self._stem = stem
+        self._stopwords = stopwords
+        self._stemmer: Any = None
+
+    @property
+    def name(self) -> str:
+        stops = "stop-en" if self._stopwords == ENGLISH_STOPWORDS else "stop-custom"
+        return f"unicode-words+lower+{stops}" + ("+snowball-en" if self._stem else "")
+
+    def __call__(self, text: str) -> list[str]:
+        tokens = [t for t in _WORD.findall(text.lower()) if t not in self._stopwords]
+        if not self._stem:
+            return tokens
+        if self._stemmer is None:
+            import Stemmer  # PyStemmer: C Snowball stemmer with a built-in word cache
+
+            self._stemmer = Stemmer.Stemmer("english")
+        stemmed: list[str] = self._stemmer.stemWords(tokens)
+        return stemmed
+
+
+DEFAULT_TOKENIZER = Tokenizer()
