@@ -1,0 +1,360 @@
+"""The answering agent: retrieve with the caller's principal, generate, verify citations.
+
+The principal is bound into the search tool before anything else runs, so no later step (and
+no text in a document) can widen what the agent sees. Sources given to the backend are exactly
+the chunks that tool returned; citations can only point at those.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from agent.backends import AnswerBackend
+from agent.citations import MARKER_RE, verify_citations
+from agent.injection import instruction_patterns
+from agent.models import AgentConfig, Answer, AnswerTimings, Citation, Source, TokenUsage
+from agent.prompt import REFUSAL_TOKEN
+from agent.scoring import ScoredSentence, SentenceScorer
+from core.errors import InputRejectedError, LLMError
+from core.logging import log_event
+from core.models import Chunk, Principal, SearchFilters, SearchRequest, SearchResult
+from retrieval.protocols import SearchService
+
+logger = logging.getLogger(__name__)
+
+REFUSAL_TEXT = "The knowledge base does not contain an answer to this question."
+
+_STOPWORDS = frozenset(
+    """a an the of in on at to for from by with about and or is are was were be been being do
+    does did has have had what which who whom whose when where why how can could would should
+    will shall may might must this that these those it its as into than then there their they
+    them i me my we our you your he she his her please tell explain describe give list""".split()  # noqa: SIM905
+)
+
+
+class PrincipalBoundSearch:
+    """The only search the agent can run: the principal is fixed at construction."""
+
+    def __init__(self, service: SearchService, principal: Principal) -> None:
+        self._service = service
+        self._principal = principal
+
+    @property
+    def principal_name(self) -> str:
+        return self._principal.name
+
+    def __call__(self, request: SearchRequest) -> SearchResult:
+        return self._service.search(self._principal, request)
+
+
+def keyword_query(question: str) -> str | None:
+    """A reformulation for a weak first retrieval: the question's content words only.
+    None when it would not differ from the question."""
+    words = re.findall(r"[A-Za-z0-9][A-Za-z0-9'&.-]*", question)
+    kept = [w for w in words if w.lower().strip("'") not in _STOPWORDS]
+    query = " ".join(kept)
+    if not query or query.lower() == question.lower().strip(" ?"):
+        return None
+    return query
+
+
+class Agent:
+    """Answers questions from the knowledge base for a given principal."""
+
+    def __init__(
+        self,
+        search: SearchService,
+        scorer: SentenceScorer,
+        backend: AnswerBackend,
+        config: AgentConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._search = search
+        self._scorer = scorer
+        self._backend = backend
+        self._config = config or AgentConfig()
+        self._clock = clock
+
+    @property
+    def config(self) -> AgentConfig:
+        return self._config
+
+    @property
+    def backend_name(self) -> str:
+        return self._backend.name
+
+    def answer(
+        self, principal: Principal, question: str, filters: SearchFilters | None = None
+    ) -> Answer:
+        question = question.strip()
+        if not question:
+            raise InputRejectedError("question is empty")
+        if len(question) > self._config.max_query_chars:
+            raise InputRejectedError(
+                f"question is longer than {self._config.max_query_chars} characters"
+            )
+        return self._run(PrincipalBoundSearch(self._search, principal), question, filters)
+
+    def _run(
+        self, tool: PrincipalBoundSearch, question: str, filters: SearchFilters | None
+    ) -> Answer:
+        cfg = self._config
+        start = self._clock()
+        deadline = start + cfg.time_budget_s
+        timings: dict[str, float] = {"retrieval_ms": 0.0, "scoring_ms": 0.0}
+        notes: list[str] = []
+
+        queries = [question]
+        reformulated = keyword_query(question)
+        if reformulated:
+            queries.append(reformulated)
+        chunks: list[Chunk] = []
+        scored: list[ScoredSentence] = []
+        support: float | None = None
+        retrievals = 0
+        index_version: str | None = None
+        for query in queries[: cfg.max_retrievals]:
+            if retrievals and self._clock() >= deadline:
+                notes.append("time budget reached before reformulated retrieval")
+                break
+            t0 = self._clock()
+            result = tool(
+                SearchRequest(
+                    query=query,
+                    k=cfg.top_k,
+                    mode=cfg.mode,
+                    rerank=cfg.rerank,
+                    filters=filters or SearchFilters(),
+                )
+            )
+            retrievals += 1
+            index_version = result.index_version or index_version
+            t1 = self._clock()
+            timings["retrieval_ms"] += (t1 - t0) * 1000
+            known = {c.chunk_id for c in chunks}
+            candidates = chunks + [r.chunk for r in result.results if r.chunk.chunk_id not in known]
+            scored = self._scorer.score(question, candidates)
+            chunks = _best_chunks(candidates, scored, cfg.top_k)
+            scored = self._scorer.score(question, chunks)
+            timings["scoring_ms"] += (self._clock() - t1) * 1000
+            support = _support(scored)
+            if support is not None and support >= cfg.refusal_threshold:
+                break
+            if retrievals < min(cfg.max_retrievals, len(queries)):
+                notes.append("weak first retrieval; retried with a keyword reformulation")
+
+        sources = tuple(_source(n, c, scored) for n, c in enumerate(chunks, start=1))
+        flagged = self._flag_injections(tool.principal_name, chunks)
+        base: dict[str, Any] = {
+            "question": question,
+            "sources": sources,
+            "support_score": support,
+            "retrievals": retrievals,
+            "backend": self._backend.name,
+            "flagged_chunks": flagged,
+            "index_version": index_version,
+        }
+
+        def finish(answer: Answer) -> Answer:
+            self._log(tool.principal_name, answer)
+            return answer
+
+        if support is None or support < cfg.refusal_threshold:
+            return finish(
+                Answer(
+                    **base,
+                    answer=REFUSAL_TEXT,
+                    refused=True,
+                    notes=(*notes, "no retrieved sentence is similar enough to the question"),
+                    timings=self._timings(timings, start),
+                )
+            )
+        if not cfg.generation_enabled:
+            return finish(self._sources_only(base, notes, "generation disabled", timings, start))
+        remaining = deadline - self._clock()
+        if remaining <= 0:
+            return finish(self._sources_only(base, notes, "time budget exhausted", timings, start))
+
+        t0 = self._clock()
+        try:
+            completion = self._backend.generate(question, chunks, scored, remaining)
+        except LLMError as exc:
+            log_event(logger, logging.WARNING, "agent.generation_failed", error=str(exc))
+            return finish(
+                self._sources_only(base, notes, f"generation failed: {exc}", timings, start)
+            )
+        t1 = self._clock()
+        timings["generation_ms"] = (t1 - t0) * 1000
+        usage = (
+            TokenUsage(
+                prompt_tokens=completion.prompt_tokens,
+                completion_tokens=completion.completion_tokens,
+            )
+            if self._backend.uses_llm
+            else None
+        )
+        text = completion.text.strip()
+        if not text or text.strip(" .") == REFUSAL_TOKEN:
+            timings["verification_ms"] = 0.0
+            return finish(
+                Answer(
+                    **base,
+                    answer=REFUSAL_TEXT,
+                    refused=True,
+                    notes=(*notes, "the backend found no answer in the sources"),
+                    usage=usage,
+                    timings=self._timings(timings, start),
+                )
+            )
+        verified = verify_citations(text, len(chunks))
+        citations = self._citations(verified.sentences, chunks, scored)
+        timings["verification_ms"] = (self._clock() - t1) * 1000
+        if verified.removed:
+            notes.append(f"removed {verified.removed} citation(s) to sources not given")
+        return finish(
+            Answer(
+                **base,
+                answer=verified.text,
+                citations=citations,
+                unsupported_sentences=verified.unsupported,
+                removed_citations=verified.removed,
+                notes=tuple(notes),
+                usage=usage,
+                timings=self._timings(timings, start),
+            )
+        )
+
+    def _citations(
+        self,
+        sentences: Sequence[object],
+        chunks: Sequence[Chunk],
+        scored: Sequence[ScoredSentence],
+    ) -> tuple[Citation, ...]:
+        out: dict[tuple[int, int, int], Citation] = {}
+        by_source: dict[int, list[ScoredSentence]] = {}
+        for s in scored:
+            by_source.setdefault(s.source_n, []).append(s)
+        for sentence in sentences:
+            text = " ".join(MARKER_RE.sub("", getattr(sentence, "text", "")).split())
+            for n in getattr(sentence, "citations", ()):
+                candidates = by_source.get(n, [])
+                # The extractive answerer copies sentences verbatim; otherwise quote the
+                # sentence of source n closest in meaning to the answer sentence.
+                exact = next((c for c in candidates if " ".join(c.span.text.split()) == text), None)
+                match = exact or self._scorer.best_match(text, candidates)
+                chunk = chunks[n - 1]
+                if match is None:
+                    start, end, quote = chunk.char_start, chunk.char_end, chunk.text
+                else:
+                    start, end, quote = match.doc_start, match.doc_end, match.span.text
+                out.setdefault(
+                    (n, start, end),
+                    Citation(
+                        n=n,
+                        chunk_id=chunk.chunk_id,
+                        doc_id=chunk.doc_id,
+                        title=chunk.title,
+                        source_uri=chunk.source_uri,
+                        page=chunk.page,
+                        char_start=start,
+                        char_end=end,
+                        quote=quote,
+                    ),
+                )
+        return tuple(out.values())
+
+    def _sources_only(
+        self,
+        base: dict[str, Any],
+        notes: list[str],
+        why: str,
+        timings: dict[str, float],
+        start: float,
+    ) -> Answer:
+        return Answer.model_validate(
+            {
+                **base,
+                "answer": "",
+                "generated": False,
+                "notes": (*notes, why),
+                "timings": self._timings(timings, start),
+            }
+        )
+
+    def _timings(self, timings: dict[str, float], start: float) -> AnswerTimings:
+        return AnswerTimings(**timings, total_ms=(self._clock() - start) * 1000)
+
+    def _flag_injections(self, principal: str, chunks: Sequence[Chunk]) -> tuple[str, ...]:
+        flagged: list[str] = []
+        for chunk in chunks:
+            patterns = instruction_patterns(chunk.text)
+            if patterns:
+                flagged.append(chunk.chunk_id)
+                log_event(
+                    logger,
+                    logging.WARNING,
+                    "security.prompt_injection_suspected",
+                    principal=principal,
+                    chunk_id=chunk.chunk_id,
+                    doc_id=chunk.doc_id,
+                    patterns=list(patterns),
+                )
+        return tuple(flagged)
+
+    def _log(self, principal: str, answer: Answer) -> None:
+        log_event(
+            logger,
+            logging.INFO,
+            "agent.answer",
+            principal=principal,
+            backend=answer.backend,
+            refused=answer.refused,
+            generated=answer.generated,
+            sources=len(answer.sources),
+            citations=len(answer.citations),
+            removed_citations=answer.removed_citations,
+            unsupported_sentences=len(answer.unsupported_sentences),
+            flagged_chunks=len(answer.flagged_chunks),
+            retrievals=answer.retrievals,
+            support_score=answer.support_score,
+            total_ms=round(answer.timings.total_ms, 1),
+            prompt_tokens=answer.usage.prompt_tokens if answer.usage else None,
+            completion_tokens=answer.usage.completion_tokens if answer.usage else None,
+        )
+
+
+def _support(scored: Sequence[ScoredSentence]) -> float | None:
+    """Best similarity of a non-instruction sentence to the question."""
+    return next((s.score for s in scored if not s.span.instruction_like), None)
+
+
+def _best_chunks(
+    candidates: Sequence[Chunk], scored: Sequence[ScoredSentence], k: int
+) -> list[Chunk]:
+    if len(candidates) <= k:
+        return list(candidates)
+    best: dict[str, float] = {}
+    for s in scored:
+        best.setdefault(s.chunk.chunk_id, s.score)
+    ranked = sorted(candidates, key=lambda c: best.get(c.chunk_id, -1.0), reverse=True)[:k]
+    keep = {c.chunk_id for c in ranked}
+    return [c for c in candidates if c.chunk_id in keep]  # retrieval order among the kept
+
+
+def _source(n: int, chunk: Chunk, scored: Sequence[ScoredSentence]) -> Source:
+    score = next((s.score for s in scored if s.chunk.chunk_id == chunk.chunk_id), 0.0)
+    return Source(
+        n=n,
+        chunk_id=chunk.chunk_id,
+        doc_id=chunk.doc_id,
+        title=chunk.title,
+        source_uri=chunk.source_uri,
+        page=chunk.page,
+        char_start=chunk.char_start,
+        char_end=chunk.char_end,
+        score=score,
+    )

@@ -1,0 +1,94 @@
+"""Citation verification: pure functions over answer text and the number of given sources.
+
+A marker is ``[n]`` or ``[n, m]``. Numbers outside ``1..n_sources`` point at nothing the model
+was given: they are removed and counted. Sentences left without any valid marker are reported
+as unsupported.
+"""
+
+from __future__ import annotations
+
+import re
+
+from core.models import Frozen
+
+MARKER_RE = re.compile(r"\[\s*(\d+(?:\s*[,;]\s*\d+)*)\s*\]")
+# Same boundary rule as agent.scoring, so a quoted source sentence is never split in two.
+_SENTENCE_END_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[$•-])")
+_LEADING_MARKERS_RE = re.compile(r"^((?:\[\s*\d+(?:\s*[,;]\s*\d+)*\s*\]\s*)+)")
+
+
+class VerifiedSentence(Frozen):
+    text: str
+    citations: tuple[int, ...]
+
+
+class VerifiedAnswer(Frozen):
+    text: str  # with invalid markers removed
+    sentences: tuple[VerifiedSentence, ...]
+    removed: int  # number of invalid marker numbers dropped
+
+    @property
+    def cited(self) -> tuple[int, ...]:
+        """Valid source numbers in order of first use."""
+        return tuple(dict.fromkeys(n for s in self.sentences for n in s.citations))
+
+    @property
+    def unsupported(self) -> tuple[str, ...]:
+        return tuple(s.text for s in self.sentences if not s.citations)
+
+
+def markers(text: str) -> list[int]:
+    """All marker numbers in ``text``, in order (duplicates kept)."""
+    return [int(n) for m in MARKER_RE.finditer(text) for n in re.split(r"[,;]", m.group(1))]
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split on sentence ends and line breaks; markers after a full stop stay with the sentence
+    they follow (``"Sales rose. [1] Costs fell. [2]"`` → two sentences)."""
+    sentences: list[str] = []
+    for line in text.splitlines():
+        for piece in _SENTENCE_END_RE.split(line.strip()):
+            piece = piece.strip()
+            if not piece:
+                continue
+            lead = _LEADING_MARKERS_RE.match(piece)
+            if lead and sentences:
+                sentences[-1] = f"{sentences[-1]} {lead.group(1).strip()}"
+                piece = piece[lead.end() :].strip()
+                if not piece:
+                    continue
+            sentences.append(piece)
+    return sentences
+
+
+def _strip_list_bullet(sentence: str) -> str:
+    return re.sub(r"^(?:[-*•]|\d+[.)])\s+", "", sentence)
+
+
+def verify_citations(text: str, n_sources: int) -> VerifiedAnswer:
+    """Drop markers pointing outside ``1..n_sources`` and attach valid ones to sentences."""
+    removed = 0
+
+    def _rewrite(match: re.Match[str]) -> str:
+        nonlocal removed
+        numbers = [int(n) for n in re.split(r"[,;]", match.group(1))]
+        valid = [n for n in dict.fromkeys(numbers) if 1 <= n <= n_sources]
+        removed += sum(1 for n in numbers if not 1 <= n <= n_sources)
+        return "".join(f"[{n}]" for n in valid)
+
+    cleaned = MARKER_RE.sub(_rewrite, text)
+    # Tidy spaces left behind by removed markers ("rose [9]." → "rose.").
+    cleaned = re.sub(r"[ \t]+([.,;:!?])", r"\1", cleaned)
+    cleaned = re.sub(r"[ \t]{2,}", " ", cleaned).strip()
+    sentences = tuple(
+        VerifiedSentence(text=s, citations=tuple(dict.fromkeys(markers(s))))
+        for s in split_sentences(cleaned)
+        if _has_content(s)
+    )
+    return VerifiedAnswer(text=cleaned, sentences=sentences, removed=removed)
+
+
+def _has_content(sentence: str) -> bool:
+    """A sentence worth checking: has words beyond markers and bullets."""
+    bare = MARKER_RE.sub("", _strip_list_bullet(sentence))
+    return bool(re.search(r"[A-Za-z0-9]", bare))

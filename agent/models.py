@@ -1,0 +1,106 @@
+"""Frozen models the agent returns and takes. They cross into api/, cli/ and evaluation/."""
+
+from __future__ import annotations
+
+from pydantic import Field, computed_field
+
+from core.models import Frozen, SearchMode
+from core.settings import Settings
+
+# Calibrated on ../shared/data/qa/squad2_dev_small.json (87 paragraphs ingested as public docs,
+# 293 answerable vs 333 unanswerable questions), maximising balanced accuracy of
+# "support score >= threshold". Reproduce: python -m benchmarks.answers_docugami calibrate-refusal
+# See REFUSAL_CALIBRATION for the measured numbers.
+DEFAULT_REFUSAL_THRESHOLD = 0.45
+REFUSAL_CALIBRATION = "not yet measured"
+
+
+class Source(Frozen):
+    """A retrieved chunk given to the answer backend as source ``[n]``."""
+
+    n: int = Field(ge=1)
+    chunk_id: str
+    doc_id: str
+    title: str
+    source_uri: str
+    page: int | None = None
+    char_start: int
+    char_end: int
+    score: float
+
+
+class Citation(Frozen):
+    """A verified citation: marker ``[n]`` and the text of source n that supports it."""
+
+    n: int = Field(ge=1)
+    chunk_id: str
+    doc_id: str
+    title: str
+    source_uri: str
+    page: int | None = None
+    char_start: int  # document offsets of ``quote``
+    char_end: int
+    quote: str
+
+
+class TokenUsage(Frozen):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class AnswerTimings(Frozen):
+    retrieval_ms: float = 0.0
+    scoring_ms: float = 0.0
+    generation_ms: float = 0.0
+    verification_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+class Answer(Frozen):
+    question: str
+    answer: str  # empty when refused or when generation is switched off
+    citations: tuple[Citation, ...] = ()
+    sources: tuple[Source, ...] = ()  # everything given to the backend, in marker order
+    refused: bool = False
+    generated: bool = True  # False: kill switch or time budget → sources only
+    unsupported_sentences: tuple[str, ...] = ()
+    removed_citations: int = 0  # markers that pointed at no given source
+    support_score: float | None = None  # best question/sentence similarity (refusal signal)
+    retrievals: int = 0
+    backend: str
+    flagged_chunks: tuple[str, ...] = ()  # chunk ids whose text looks like instructions
+    notes: tuple[str, ...] = ()
+    index_version: str | None = None
+    timings: AnswerTimings = AnswerTimings()
+    usage: TokenUsage | None = None  # only when an LLM was called
+
+
+class AgentConfig(Frozen):
+    """The agent's knobs, derived from Settings by entry points."""
+
+    top_k: int = Field(default=5, ge=1, le=20)
+    mode: SearchMode = SearchMode.HYBRID
+    rerank: bool = True
+    refusal_threshold: float = DEFAULT_REFUSAL_THRESHOLD
+    max_retrievals: int = Field(default=2, ge=1, le=5)
+    time_budget_s: float = Field(default=30.0, gt=0)
+    generation_enabled: bool = True
+    max_answer_sentences: int = Field(default=3, ge=1, le=10)
+    max_query_chars: int = Field(default=2000, ge=1)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: object) -> AgentConfig:
+        values: dict[str, object] = {
+            "mode": settings.default_mode,
+            "max_retrievals": settings.answer_max_retrievals,
+            "time_budget_s": settings.answer_time_budget_s,
+            "generation_enabled": settings.generation_enabled,
+            "max_query_chars": settings.max_query_chars,
+        }
+        values.update(overrides)
+        return cls.model_validate(values)

@@ -1,0 +1,175 @@
+"""Sentence-level relevance: split retrieved chunks into sentences with their spans and score
+each against the question with the retrieval embedder. The best score is the refusal signal,
+the ranking feeds the extractive answerer, and the spans become citation quotes."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+
+from agent.injection import looks_like_instructions
+from core.models import Chunk, Frozen
+from retrieval.protocols import Embedder, Matrix
+
+_MIN_WORDS = 4
+_MAX_CHARS = 400
+# Sentence ends, or line breaks (PDF tables and lists have no full stops).
+_BOUNDARY_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[$•-])|\s*\n\s*")
+
+
+class SentenceSpan(Frozen):
+    """A sentence of a chunk: ``start``/``end`` are offsets within ``chunk.text``."""
+
+    chunk_id: str
+    start: int
+    end: int
+    text: str
+    instruction_like: bool = False
+
+
+class ScoredSentence(Frozen):
+    source_n: int  # 1-based position of the chunk among the sources
+    chunk: Chunk
+    span: SentenceSpan
+    score: float
+
+    @property
+    def doc_start(self) -> int:
+        return self.chunk.char_start + self.span.start
+
+    @property
+    def doc_end(self) -> int:
+        return self.chunk.char_start + self.span.end
+
+
+def sentence_spans(chunk: Chunk) -> list[SentenceSpan]:
+    """Candidate sentences of a chunk with at least a few words; long runs are cut at
+    whitespace so one table does not become a single 3,000-character "sentence"."""
+    text = chunk.text
+    spans: list[SentenceSpan] = []
+    pos = 0
+    for boundary in [*_BOUNDARY_RE.finditer(text), None]:
+        end = boundary.start() if boundary else len(text)
+        for start, stop in _windows(text, pos, end):
+            piece = text[start:stop]
+            stripped = piece.strip()
+            if len(stripped.split()) < _MIN_WORDS:
+                continue
+            lead = len(piece) - len(piece.lstrip())
+            s, e = start + lead, start + lead + len(stripped)
+            spans.append(
+                SentenceSpan(
+                    chunk_id=chunk.chunk_id,
+                    start=s,
+                    end=e,
+                    text=stripped,
+                    instruction_like=looks_like_instructions(stripped),
+                )
+            )
+        if boundary:
+            pos = boundary.end()
+    return spans
+
+
+def _windows(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    while end - start > _MAX_CHARS:
+        cut = text.rfind(" ", start, start + _MAX_CHARS)
+        cut = cut if cut > start else start + _MAX_CHARS
+        out.append((start, cut))
+        start = cut + 1
+    out.append((start, end))
+    return out
+
+
+class SentenceScorer:
+    """Scores chunk sentences against a question. Sentence vectors are cached per chunk id
+    (ids are content hashes, so a cached entry never goes stale). Thread-safe."""
+
+    def __init__(self, embedder: Embedder, cache_chunks: int = 4096) -> None:
+        if cache_chunks < 0:
+            raise ValueError("cache_chunks must be >= 0")
+        self._embedder = embedder
+        self._cache: OrderedDict[str, tuple[list[SentenceSpan], Matrix]] = OrderedDict()
+        self._cache_chunks = cache_chunks
+        self._lock = threading.Lock()
+
+    @property
+    def embedder(self) -> Embedder:
+        return self._embedder
+
+    def _sentences(self, chunks: Sequence[Chunk]) -> list[tuple[list[SentenceSpan], Matrix]]:
+        results: dict[str, tuple[list[SentenceSpan], Matrix]] = {}
+        missing: list[Chunk] = []
+        with self._lock:
+            for chunk in chunks:
+                hit = self._cache.get(chunk.chunk_id)
+                if hit is not None:
+                    self._cache.move_to_end(chunk.chunk_id)
+                    results[chunk.chunk_id] = hit
+                elif chunk.chunk_id not in {c.chunk_id for c in missing}:
+                    missing.append(chunk)
+        if missing:
+            spans_per_chunk = [sentence_spans(c) for c in missing]
+            texts = [s.text for spans in spans_per_chunk for s in spans]
+            vectors = (
+                self._embedder.embed_documents(texts)
+                if texts
+                else np.zeros((0, 1), dtype=np.float32)
+            )
+            offset = 0
+            with self._lock:
+                for chunk, spans in zip(missing, spans_per_chunk, strict=True):
+                    entry = (spans, vectors[offset : offset + len(spans)])
+                    offset += len(spans)
+                    results[chunk.chunk_id] = entry
+                    if self._cache_chunks:
+                        self._cache[chunk.chunk_id] = entry
+                        while len(self._cache) > self._cache_chunks:
+                            self._cache.popitem(last=False)
+        return [results[c.chunk_id] for c in chunks]
+
+    def score(self, question: str, chunks: Sequence[Chunk]) -> list[ScoredSentence]:
+        """Every candidate sentence of ``chunks`` (source n = position + 1), best first."""
+        if not chunks:
+            return []
+        query = self._embedder.embed_query(question)
+        scored: list[ScoredSentence] = []
+        for n, (chunk, (spans, vectors)) in enumerate(
+            zip(chunks, self._sentences(chunks), strict=True), start=1
+        ):
+            if not spans:
+                continue
+            sims = vectors @ query
+            scored.extend(
+                ScoredSentence(source_n=n, chunk=chunk, span=span, score=float(sim))
+                for span, sim in zip(spans, sims, strict=True)
+            )
+        scored.sort(key=lambda s: s.score, reverse=True)
+        return scored
+
+    def best_match(self, text: str, candidates: Sequence[ScoredSentence]) -> ScoredSentence | None:
+        """The candidate sentence most similar to ``text`` (for quoting an LLM's sentence)."""
+        if not candidates:
+            return None
+        vector = self._embedder.embed_query(text)
+        by_chunk = {c.chunk.chunk_id: c for c in candidates}
+        best: ScoredSentence | None = None
+        best_sim = -np.inf
+        for chunk_id in by_chunk:
+            spans, vectors = self._sentences([by_chunk[chunk_id].chunk])[0]
+            if not spans:
+                continue
+            sims = vectors @ vector
+            i = int(np.argmax(sims))
+            if sims[i] > best_sim:
+                best_sim = float(sims[i])
+                source_n = by_chunk[chunk_id].source_n
+                best = ScoredSentence(
+                    source_n=source_n, chunk=by_chunk[chunk_id].chunk, span=spans[i], score=best_sim
+                )
+        return best
