@@ -1,0 +1,107 @@
+"""The audit log: one JSON line per search (or answer, or denied request).
+
+A line names who asked (and who they acted for), a hash of the query (the text only when
+``audit_log_queries`` is on), the mode, a summary of the filters, the returned chunk ids and the
+latency. It never holds chunk text, API keys or tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.errors import ConfigurationError
+from core.logging import log_event
+from core.models import SearchFilters, SearchMode
+
+logger = logging.getLogger(__name__)
+
+AuditOutcome = Literal["ok", "denied", "rejected", "unavailable", "error"]
+
+
+class FilterSummary(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sources: tuple[str, ...] = ()
+    doc_types: tuple[str, ...] = ()
+    doc_ids: int = 0  # how many; the ids themselves are in the request the caller made
+    modified_from: datetime | None = None
+    modified_to: datetime | None = None
+
+    @classmethod
+    def of(cls, filters: SearchFilters) -> FilterSummary:
+        return cls(
+            sources=tuple(sorted(filters.sources or ())),
+            doc_types=tuple(sorted(filters.doc_types or ())),
+            doc_ids=len(filters.doc_ids or ()),
+            modified_from=filters.modified_from,
+            modified_to=filters.modified_to,
+        )
+
+
+class AuditRecord(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    time: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    event: str  # "search", "answer", "auth"
+    outcome: AuditOutcome
+    principal: str | None  # the principal the request ran as
+    caller: str | None = None  # the authenticated service, when it acted for ``principal``
+    auth_method: str | None = None
+    query_sha256: str | None = None
+    query: str | None = None
+    mode: SearchMode | None = None
+    k: int | None = None
+    rerank_requested: bool | None = None
+    reranked: bool | None = None
+    filters: FilterSummary | None = None
+    chunk_ids: tuple[str, ...] = ()
+    index_version: str | None = None
+    latency_ms: float | None = None
+    reason: str | None = None  # short cause for a non-ok outcome (never a credential)
+
+
+def query_hash(query: str) -> str:
+    return hashlib.sha256(query.encode("utf-8")).hexdigest()
+
+
+class AuditLog:
+    """Appends :class:`AuditRecord` lines to a file. Thread-safe; each line is one ``write`` on
+    an ``O_APPEND`` descriptor, so lines from several processes do not interleave."""
+
+    def __init__(self, path: Path, log_queries: bool = False) -> None:
+        self._path = path
+        self._log_queries = log_queries
+        self._lock = threading.Lock()
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def log_queries(self) -> bool:
+        return self._log_queries
+
+    def record(self, record: AuditRecord) -> None:
+        if record.query is not None and not self._log_queries:
+            # Callers build records by hand too; enforce the setting here, in one place.
+            record = record.model_copy(update={"query": None})
+        line = (record.model_dump_json(exclude_none=True) + "\n").encode("utf-8")
+        with self._lock:
+            try:
+                self._path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    os.write(fd, line)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                log_event(logger, logging.ERROR, "audit.write_failed", path=str(self._path))
+                raise ConfigurationError(f"cannot write audit log {self._path}") from exc

@@ -1,0 +1,233 @@
+"""Who is calling: API keys from the principals file, or JWT bearer tokens.
+
+* ``X-API-Key`` → the principal whose ``api_key_sha256`` matches (principals file).
+* ``Authorization: Bearer <jwt>`` → HS256 with ``jwt_secret`` or RS256/ES256 with a key from
+  ``jwt_jwks_file``; ``exp`` and ``sub`` are required, ``aud``/``iss`` are checked when
+  configured. Claims: ``sub``, ``groups`` (list of names), ``clearance`` (a level name).
+* ``X-Act-For: <jwt of the end user>`` from an API-key principal with ``can_act_for: true``:
+  the request runs as the end user, with the token's groups and the lower of the two
+  clearances. Anyone else sending it gets 403.
+
+A request body can never add groups or clearance: the principal comes only from here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+import jwt
+from pydantic import BaseModel, ConfigDict
+
+from core.errors import (
+    AuthenticationError,
+    AuthorizationError,
+    ConfigurationError,
+    UnknownClassificationError,
+)
+from core.models import ClassificationScheme, Principal
+from core.settings import Settings
+from retrieval.principals import PrincipalDirectory
+
+logger = logging.getLogger(__name__)
+
+# Asymmetric algorithms accepted with JWKS keys. HS* is never tried with a JWKS key (that is the
+# classic algorithm-confusion attack: a public key used as an HMAC secret).
+ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "ES256", "ES384"})
+MAX_TOKEN_CHARS = 8192
+
+AuthMethod = Literal["api_key", "jwt"]
+
+
+class CredentialError(AuthenticationError):
+    """Missing or invalid credentials; ``reason`` is a short fixed code for metrics and audit."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class NotPermittedError(AuthorizationError):
+    """Valid credentials, forbidden action; ``reason`` is a short fixed code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class AuthContext(BaseModel):
+    """The outcome of authentication for one request."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    principal: Principal  # whom the request runs as
+    method: AuthMethod
+    caller: str | None = None  # the service that acted for ``principal``, if any
+
+
+class JwtVerifier:
+    """Verifies bearer tokens. The JWKS file is read on first use and again when it changes."""
+
+    def __init__(
+        self,
+        scheme: ClassificationScheme,
+        secret: str | None = None,
+        jwks_file: Path | None = None,
+        audience: str | None = None,
+        issuer: str | None = None,
+        leeway_s: float = 30.0,
+    ) -> None:
+        self._scheme = scheme
+        self._secret = secret
+        self._jwks_file = jwks_file
+        self._audience = audience
+        self._issuer = issuer
+        self._leeway_s = leeway_s
+        self._lock = threading.Lock()
+        self._jwks: list[jwt.PyJWK] | None = None
+        self._jwks_mtime: float | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self._secret is not None or self._jwks_file is not None
+
+    def _keys(self, path: Path) -> list[jwt.PyJWK]:
+        try:
+            mtime = path.stat().st_mtime
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read JWKS file {path}") from exc
+        with self._lock:
+            if self._jwks is None or mtime != self._jwks_mtime:
+                try:
+                    data = json.loads(path.read_text(encoding="utf-8"))
+                    keys = jwt.PyJWKSet.from_dict(data).keys
+                except (OSError, ValueError, jwt.PyJWTError) as exc:
+                    raise ConfigurationError(f"invalid JWKS file {path}") from exc
+                self._jwks = [k for k in keys if k.algorithm_name in ASYMMETRIC_ALGORITHMS]
+                self._jwks_mtime = mtime
+            return self._jwks
+
+    def _key_for(self, header: dict[str, Any]) -> tuple[Any, str]:
+        alg = header.get("alg")
+        if alg == "HS256" and self._secret is not None:
+            return self._secret, "HS256"
+        if alg in ASYMMETRIC_ALGORITHMS and self._jwks_file is not None:
+            kid = header.get("kid")
+            candidates = [k for k in self._keys(self._jwks_file) if k.algorithm_name == alg]
+            if kid is not None:
+                candidates = [k for k in candidates if k.key_id == kid]
+            if len(candidates) == 1:
+                return candidates[0].key, str(alg)
+        raise CredentialError("jwt_key", "token signed with an unknown key or algorithm")
+
+    def verify(self, token: str) -> Principal:
+        """The principal a valid token describes. Raises :class:`CredentialError` otherwise."""
+        if not self.enabled:
+            raise CredentialError("jwt_disabled", "bearer tokens are not accepted here")
+        if len(token) > MAX_TOKEN_CHARS:
+            raise CredentialError("jwt_invalid", "invalid bearer token")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise CredentialError("jwt_invalid", "invalid bearer token") from exc
+        key, alg = self._key_for(header)
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway_s,
+                options={"require": ["exp", "sub"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise CredentialError("jwt_expired", "bearer token expired") from exc
+        except (jwt.InvalidAudienceError, jwt.InvalidIssuerError) as exc:
+            raise CredentialError("jwt_audience", "token not issued for this service") from exc
+        except jwt.PyJWTError as exc:
+            raise CredentialError("jwt_invalid", "invalid bearer token") from exc
+        return self._principal(claims)
+
+    def _principal(self, claims: dict[str, Any]) -> Principal:
+        sub, clearance = claims.get("sub"), claims.get("clearance")
+        groups = claims.get("groups", [])
+        if not isinstance(sub, str) or not sub:
+            raise CredentialError("jwt_claims", "bearer token has no subject")
+        if not isinstance(clearance, str):
+            raise CredentialError("jwt_claims", "bearer token has no clearance claim")
+        if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+            raise CredentialError("jwt_claims", "bearer token groups claim must be a list")
+        try:
+            level = self._scheme.levels[self._scheme.rank(clearance)]
+        except UnknownClassificationError as exc:
+            raise CredentialError("jwt_clearance", "bearer token has an unknown clearance") from exc
+        return Principal(name=sub, clearance=level, groups=frozenset(g for g in groups if g))
+
+
+class Authenticator:
+    """Resolves request credentials to an :class:`AuthContext`."""
+
+    def __init__(
+        self,
+        scheme: ClassificationScheme,
+        directory: PrincipalDirectory | None,
+        verifier: JwtVerifier,
+    ) -> None:
+        self._scheme = scheme
+        self._directory = directory
+        self._verifier = verifier
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Authenticator:
+        scheme = settings.scheme
+        directory = (
+            PrincipalDirectory.load(settings.principals_file, scheme)
+            if settings.principals_file is not None
+            else None
+        )
+        verifier = JwtVerifier(
+            scheme,
+            secret=settings.jwt_secret.get_secret_value() if settings.jwt_secret else None,
+            jwks_file=settings.jwt_jwks_file,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+        )
+        return cls(scheme, directory, verifier)
+
+    def authenticate(self, api_key: str | None, bearer: str | None) -> AuthContext:
+        """Who sent the request. Raises :class:`CredentialError` (401)."""
+        if api_key and bearer:
+            raise CredentialError("ambiguous", "send either an API key or a bearer token, not both")
+        if api_key:
+            return AuthContext(principal=self._by_api_key(api_key), method="api_key")
+        if bearer:
+            return AuthContext(principal=self._verifier.verify(bearer), method="jwt")
+        raise CredentialError("missing", "authentication required")
+
+    def _by_api_key(self, api_key: str) -> Principal:
+        principal = self._directory.by_api_key(api_key) if self._directory is not None else None
+        if principal is None:
+            raise CredentialError("api_key_invalid", "invalid API key")
+        return principal
+
+    def act_for(self, context: AuthContext, token: str) -> AuthContext:
+        """Run as the end user of ``token``. Raises :class:`NotPermittedError` (403) unless the
+        caller may act for others, :class:`CredentialError` (401) if the token is invalid."""
+        caller = context.principal
+        # Only principals named in the principals file (API keys) can be trusted services; an
+        # identity-provider token cannot grant itself this right.
+        if (
+            context.method != "api_key"
+            or self._directory is None
+            or not self._directory.can_act_for(caller.name)
+        ):
+            raise NotPermittedError("act_for_forbidden", "this principal may not act for others")
+        user = self._verifier.verify(token)
+        # The service never lends the user more clearance than it holds itself.
+        clearance = min(user.clearance, caller.clearance, key=self._scheme.rank)
+        effective = Principal(name=user.name, clearance=clearance, groups=user.groups)
+        return AuthContext(principal=effective, method=context.method, caller=caller.name)

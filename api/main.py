@@ -1,0 +1,185 @@
+"""The FastAPI application factory. Nothing is built at import time: ``citewell serve`` builds
+Settings and calls :func:`create_app`; ``uvicorn --factory api.main:create_app_from_env`` does
+the same from the environment (for multi-worker deployments)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.audit import AuditLog
+from api.auth import Authenticator
+from api.errors import install_error_handlers
+from api.metrics import ApiMetrics
+from api.routes import health, search
+from api.state import ServiceHolder, ServingIndexLike
+from core.logging import log_event
+from core.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Search the documents you are allowed to see, with citations.
+
+**Authentication**: send `X-API-Key: <key>` (a principal from the principals file) or
+`Authorization: Bearer <jwt>` (claims `sub`, `groups`, `clearance`). Requests without
+credentials get 401. Nothing in a request body can add groups or clearance.
+
+**Acting for a user**: a trusted service (`can_act_for: true`) may add `X-Act-For: <user jwt>`;
+the request then runs as that user, never with more than the token grants. Audited.
+"""
+
+
+class BodySizeLimitMiddleware:
+    """Answers 413 to request bodies over ``max_bytes``. The body is read here (bounded) and
+    replayed, because an error raised while FastAPI reads the body would surface as a 400."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # client went away before sending the body
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._too_large(send)
+                return
+            chunks.append(chunk)
+            more = bool(message.get("more_body", False))
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Send) -> None:
+        body = b'{"detail":"request body too large"}'
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class MetricsMiddleware:
+    """Counts requests and observes latency per route template (not raw path, which would let
+    callers create unbounded label values)."""
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        started = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = str(scope.get("method", ""))
+            self.metrics.requests.labels(route=template, method=method, status=str(status)).inc()
+            self.metrics.latency.labels(route=template, method=method).observe(
+                time.perf_counter() - started
+            )
+
+
+async def _reload_loop(holder: ServiceHolder, metrics: ApiMetrics, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            if await asyncio.to_thread(holder.tick):
+                metrics.reloads.inc()
+            metrics.ready.set(1 if holder.ready() else 0)
+        except Exception:  # keep refreshing whatever happens; the next tick may succeed
+            logger.exception("api.reload_loop_error")
+
+
+def create_app(settings: Settings, service: ServingIndexLike | None = None) -> FastAPI:
+    """Build the API. With ``service`` None the index named by ``settings`` is opened at
+    startup (and retried until it opens); a given service is used as is and not closed."""
+    holder = ServiceHolder.for_settings(settings, service)
+    metrics = ApiMetrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(holder.tick)
+        metrics.ready.set(1 if holder.ready() else 0)
+        task = asyncio.create_task(_reload_loop(holder, metrics, settings.reload_interval_s))
+        log_event(logger, logging.INFO, "api.started", index=settings.index)
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await asyncio.to_thread(holder.close)
+
+    app = FastAPI(
+        title="Citewell",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.holder = holder
+    app.state.metrics = metrics
+    app.state.authenticator = Authenticator.from_settings(settings)
+    app.state.audit = AuditLog(
+        settings.audit_log or settings.data_dir / "audit.jsonl",
+        log_queries=settings.audit_log_queries,
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts 413s too
+    app.include_router(health.router)
+    app.include_router(search.router)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """For ``uvicorn --factory api.main:create_app_from_env``: settings from the environment."""
+    return create_app(Settings())

@@ -1,0 +1,50 @@
+"""Liveness, readiness and Prometheus metrics. Unauthenticated (probes and scrapers), so they
+say nothing about documents."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+
+from api.deps import MetricsDep, ServiceHolderDep
+from api.schemas import HealthBody, ReadyBody
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", response_model=HealthBody, summary="Liveness: the process is up")
+def healthz() -> HealthBody:
+    return HealthBody()
+
+
+@router.get(
+    "/readyz",
+    response_model=ReadyBody,
+    responses={503: {"model": ReadyBody, "description": "Stores not loaded"}},
+    summary="Readiness: the stores are loaded and searches can be served",
+)
+def readyz(holder: ServiceHolderDep, metrics: MetricsDep) -> ReadyBody | JSONResponse:
+    ready = holder.ready()
+    metrics.ready.set(1 if ready else 0)
+    service = holder.service
+    if not ready or service is None:
+        return JSONResponse(status_code=503, content=ReadyBody(ready=False).model_dump(mode="json"))
+    status = service.status()
+    return ReadyBody(
+        ready=True,
+        index=status.index,
+        version=status.version,
+        # The reranker's field name is not part of the protocol the API relies on.
+        reranker=getattr(status, "reranker", None),
+        loaded_at=status.loaded_at,
+    )
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    summary="Prometheus metrics",
+    responses={200: {"content": {"text/plain": {}}}},
+)
+def metrics_text(metrics: MetricsDep) -> Response:
+    return Response(content=metrics.render(), media_type=metrics.content_type)

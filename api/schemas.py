@@ -1,0 +1,219 @@
+"""HTTP request and response bodies. Separate from the domain models in ``core.models`` so the
+wire format can evolve without touching retrieval, and so request bodies can refuse any field
+(``groups``, ``clearance``, ``principal``) a caller might use to claim more than its credentials.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.models import ScoredChunk, SearchFilters, SearchMode, SearchResult
+
+
+class _Body(BaseModel):
+    # extra="forbid": a body that tries to assert groups or clearance is rejected with 422.
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SearchFiltersBody(_Body):
+    """Filters that narrow what the caller's access already allows; they never widen it."""
+
+    sources: list[str] | None = Field(default=None, description="source names to keep")
+    doc_types: list[str] | None = Field(default=None, description="formats, e.g. pdf, docx")
+    doc_ids: list[str] | None = Field(default=None, description="documents to search within")
+    modified_from: datetime | None = Field(default=None, description="modified at or after")
+    modified_to: datetime | None = Field(default=None, description="modified at or before")
+
+    def to_filters(self) -> SearchFilters:
+        return SearchFilters(
+            sources=frozenset(self.sources) if self.sources else None,
+            doc_types=frozenset(self.doc_types) if self.doc_types else None,
+            doc_ids=frozenset(self.doc_ids) if self.doc_ids else None,
+            modified_from=self.modified_from,
+            modified_to=self.modified_to,
+        )
+
+
+class SearchRequestBody(_Body):
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "query": "What was the quarterly revenue of the services segment?",
+                    "k": 5,
+                    "mode": "hybrid",
+                    "rerank": True,
+                    "filters": {"doc_types": ["pdf"], "modified_from": "2023-01-01T00:00:00Z"},
+                }
+            ]
+        },
+    )
+
+    query: str = Field(min_length=1, description="the question or keywords")
+    k: int = Field(default=10, ge=1, le=100, description="number of results")
+    mode: SearchMode | None = Field(default=None, description="dense, bm25 or hybrid")
+    rerank: bool = Field(default=True, description="rerank the fused candidates when possible")
+    filters: SearchFiltersBody | None = None
+
+
+class ScoreBreakdownBody(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    dense_rank: int | None = None
+    dense_score: float | None = None
+    bm25_rank: int | None = None
+    bm25_score: float | None = None
+    fused: float | None = None
+    rerank: float | None = None
+
+
+class SearchHitBody(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    chunk_id: str
+    doc_id: str
+    title: str
+    section: str | None
+    text: str
+    source: str
+    source_uri: str
+    doc_type: str
+    page: int | None
+    char_start: int
+    char_end: int
+    classification: str
+    modified_at: datetime | None
+    score: float = Field(description="the final ranking score")
+    scores: ScoreBreakdownBody
+
+    @classmethod
+    def from_scored(cls, hit: ScoredChunk) -> SearchHitBody:
+        chunk = hit.chunk
+        return cls(
+            chunk_id=chunk.chunk_id,
+            doc_id=chunk.doc_id,
+            title=chunk.title,
+            section=chunk.section,
+            text=chunk.text,
+            source=chunk.source,
+            source_uri=chunk.source_uri,
+            doc_type=chunk.doc_type,
+            page=chunk.page,
+            char_start=chunk.char_start,
+            char_end=chunk.char_end,
+            classification=chunk.classification,
+            modified_at=chunk.modified_at,
+            score=hit.score,
+            scores=ScoreBreakdownBody.model_validate(hit.scores.model_dump()),
+        )
+
+
+class SearchResponseBody(BaseModel):
+    model_config = ConfigDict(
+        frozen=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "results": [
+                        {
+                            "chunk_id": "5f1c2a9e-3b7d-5c1e-9a4f-0d2b6e8c7a11",
+                            "doc_id": "2023-q3-aapl.pdf",
+                            "title": "Apple Inc. Form 10-Q Q3 2023",
+                            "section": "Services",
+                            "text": "Services net sales increased during the third quarter...",
+                            "source": "sec-filings",
+                            "source_uri": "file:///srv/docs/2023-q3-aapl.pdf",
+                            "doc_type": "pdf",
+                            "page": 17,
+                            "char_start": 40211,
+                            "char_end": 41190,
+                            "classification": "internal",
+                            "modified_at": "2023-08-04T00:00:00Z",
+                            "score": 0.8731,
+                            "scores": {
+                                "dense_rank": 2,
+                                "dense_score": 0.61,
+                                "bm25_rank": 1,
+                                "bm25_score": 14.2,
+                                "fused": 0.0325,
+                                "rerank": 0.8731,
+                            },
+                        }
+                    ],
+                    "mode": "hybrid",
+                    "reranked": True,
+                    "rerank_note": None,
+                    "index_version": "v20231101T120000",
+                    "principal": "alice",
+                    "took_ms": 42.5,
+                }
+            ]
+        },
+    )
+
+    results: list[SearchHitBody]
+    mode: SearchMode
+    reranked: bool
+    rerank_note: str | None = Field(
+        default=None, description="why reranking was off although it was requested"
+    )
+    index_version: str | None
+    principal: str = Field(description="the principal the search ran as")
+    took_ms: float
+
+    @classmethod
+    def from_result(
+        cls, result: SearchResult, principal: str, took_ms: float
+    ) -> SearchResponseBody:
+        return cls(
+            results=[SearchHitBody.from_scored(hit) for hit in result.results],
+            mode=result.mode,
+            reranked=result.reranked,
+            rerank_note=result.rerank_note,
+            index_version=result.index_version,
+            principal=principal,
+            took_ms=round(took_ms, 3),
+        )
+
+
+class HealthBody(BaseModel):
+    model_config = ConfigDict(frozen=True, json_schema_extra={"examples": [{"status": "ok"}]})
+
+    status: str = "ok"
+
+
+class ReadyBody(BaseModel):
+    """Readiness. Deliberately carries no counts or names of documents: the probe is public."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "ready": True,
+                    "index": "default",
+                    "version": "v20231101T120000",
+                    "reranker": None,
+                    "loaded_at": "2023-11-01T12:00:03Z",
+                }
+            ]
+        },
+    )
+
+    ready: bool
+    index: str | None = None
+    version: str | None = None
+    reranker: str | None = None
+    loaded_at: datetime | None = None
+
+
+class ErrorBody(BaseModel):
+    model_config = ConfigDict(
+        frozen=True, json_schema_extra={"examples": [{"detail": "authentication required"}]}
+    )
+
+    detail: str
