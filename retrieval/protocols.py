@@ -120,8 +120,9 @@ class LexicalIndex(Protocol):
     scope can see (so invisible documents cannot change what a caller sees), and the access mask
     is applied before selecting the top."""
 
-    def add(self, chunks: Sequence[Chunk]) -> None:
-        """Index chunks (a chunk id already present is replaced)."""
+    def add(self, chunks: Sequence[Chunk], texts: Sequence[str] | None = None) -> None:
+        """Index chunks (a chunk id already present is replaced). ``texts`` are what to index
+        for each chunk (e.g. title + section + text); default: the chunk text."""
         ...
 
     def delete_documents(self, doc_ids: Collection[str]) -> None:

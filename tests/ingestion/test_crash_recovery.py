@@ -1,0 +1,69 @@
+"""SIGKILL the ingestion process at random points; re-running must converge to a clean run."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.ingestion.kb_fixture import write_kb
+from tests.ingestion.test_pipeline import index_state
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _ingest_command(kb: Path, data_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "cli.main", "ingest", str(kb), "--data-dir", str(data_dir),
+            "--source-name", "kb", "--json"]
+
+
+def _env(cache: Path) -> dict[str, str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", DO_NOT_TRACK="true", PYTHONPATH=str(REPO))
+    env.pop("CITEWELL_QDRANT_URL", None)
+    return env
+
+
+def _write_many(kb: Path, count: int) -> None:
+    rng = random.Random(7)
+    words = "harbor freight route depot crane vessel berth manifest customs tariff".split()
+    for n in range(count):
+        body = " ".join(rng.choice(words) for _ in range(120))
+        (kb / "public" / f"note-{n:03d}.md").write_text(f"# Note {n}\n\n{body}\n", "utf-8")
+
+
+def test_sigkill_at_random_points_then_rerun_equals_clean_run(tmp_path, make_settings):
+    kb = write_kb(tmp_path / "kb")
+    _write_many(kb, 60)
+    clean_dir, crash_dir = tmp_path / "clean", tmp_path / "crashy"
+    env = _env(tmp_path)
+
+    started = time.monotonic()
+    subprocess.run(_ingest_command(kb, clean_dir), env=env, cwd=REPO, check=True,
+                   capture_output=True, timeout=600)
+    clean_seconds = time.monotonic() - started
+
+    rng = random.Random(1234)
+    kills = 0
+    for _ in range(4):
+        proc = subprocess.Popen(_ingest_command(kb, crash_dir), env=env, cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.3, 1.0) * clean_seconds)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait(timeout=60)
+    assert kills >= 1, "ingestion always finished before the kill; the test proved nothing"
+
+    subprocess.run(_ingest_command(kb, crash_dir), env=env, cwd=REPO, check=True,
+                   capture_output=True, timeout=600)
+    clean = index_state(make_settings(data_dir=clean_dir))
+    recovered = index_state(make_settings(data_dir=crash_dir))
+    assert recovered == clean
