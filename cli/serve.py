@@ -1,0 +1,35 @@
+"""``citewell serve``: run the retrieval API with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from cli.common import add_index_options, load_settings
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "serve",
+        help="run the HTTP API (search, health, metrics; OpenAPI at /docs)",
+        description="Serve POST /v1/search, /healthz, /readyz and /metrics. Credentials come "
+        "from CITEWELL_PRINCIPALS_FILE (API keys) and CITEWELL_JWT_SECRET or "
+        "CITEWELL_JWT_JWKS_FILE (bearer tokens).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    add_index_options(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    # Heavy imports here so `citewell --help` stays fast.
+    import uvicorn
+
+    from api.main import create_app
+
+    settings = load_settings(args)
+    app = create_app(settings)
+    # log_config=None: keep the JSON logging configured by load_settings.
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+    return 0
