@@ -1,0 +1,92 @@
+"""Frozen models passed between the ingestion steps (sources → parsing → chunking → pipeline)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from core.models import AccessLabel, DocumentFailure, Frozen
+
+
+class SourceItem(Frozen):
+    """One discovered document, before it is read."""
+
+    source: str  # the source's configured name
+    source_uri: str  # file:// URI of the absolute path; stable identity of the document
+    relative_path: str  # POSIX path relative to the source root (what label globs match)
+    path: Path
+    size: int
+    modified_at: datetime
+    doc_type: str  # lower-case extension without the dot, e.g. "pdf"
+
+
+class DiscoveryResult(Frozen):
+    """What a source found: items to ingest, in deterministic order, and what it refused
+    (too large, symlinks, paths outside the root), each with a reason for the report."""
+
+    items: tuple[SourceItem, ...] = ()
+    rejected: tuple[DocumentFailure, ...] = ()
+
+
+class Element(Frozen):
+    """A structural piece of a parsed document. ``[char_start, char_end)`` indexes
+    :attr:`ParsedDocument.text`."""
+
+    kind: str  # "title", "text", "list", "table", "email_header", "code", "header", "footer"
+    text: str
+    page: int | None = None  # PDF page, PPTX slide, XLSX sheet index (1-based)
+    char_start: int = Field(ge=0)
+    char_end: int = Field(ge=0)
+
+
+class ParsedDocument(Frozen):
+    """A document's text (elements joined by a blank line) with its structure."""
+
+    title: str
+    doc_type: str
+    text: str
+    elements: tuple[Element, ...]
+    pages: int | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _spans_index_text(self) -> ParsedDocument:
+        for element in self.elements:
+            if self.text[element.char_start : element.char_end] != element.text:
+                raise ValueError(
+                    f"element span [{element.char_start}, {element.char_end}) does not match text"
+                )
+        return self
+
+
+class ChunkDraft(Frozen):
+    """A chunk before embedding. ``text == document.text[char_start:char_end]`` always holds, so a
+    citation span can be shown verbatim."""
+
+    chunk_index: int = Field(ge=0)
+    text: str
+    section: str | None = None  # title of the section the chunk starts in
+    page: int | None = None  # page of the element the chunk starts in
+    char_start: int = Field(ge=0)
+    char_end: int = Field(ge=0)
+    # Text to embed and BM25-index: the document title and section give short chunks their
+    # context; the citation still shows ``text``.
+    embedding_text: str
+
+
+class ResolvedLabel(Frozen):
+    """The access label a document gets, and how it was decided.
+
+    ``labelled=False`` means no default, rule or sidecar applied: the label is fail-closed
+    (most restrictive level, no groups) and the pipeline reports the document as unlabelled.
+    ``fingerprint`` changes whenever the effective label changes, so the pipeline can detect
+    relabels without re-embedding.
+    """
+
+    label: AccessLabel
+    labelled: bool
+    origin: str  # "sidecar:<path>", "rule:<file>:<line>", "default:<file>", or "none"
+    banner: str | None = None  # the banner text that raised the level, if any
+    fingerprint: str

