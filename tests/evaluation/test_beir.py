@@ -1,37 +1,13 @@
-import gzip
-import json
 from pathlib import Path
 
 import pytest
 
 from core.errors import EvaluationError
 from evaluation.beir import dataset_name, load_beir, load_qrels
+from tests.evaluation.beir_files import write_beir
 
 SCIFACT = Path("/work/shared/data/ir/scifact")
 CRANFIELD = Path("/work/shared/data/ir/cranfield/beir")
-
-
-def write_beir(
-    root: Path,
-    docs: list[dict[str, object]],
-    queries: list[dict[str, object]],
-    qrels: str,
-    gz: bool = False,
-    split: str = "test",
-) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    body = "".join(json.dumps(doc) + "\n" for doc in docs)
-    if gz:
-        with gzip.open(root / "corpus.jsonl.gz", "wt", encoding="utf-8") as handle:
-            handle.write(body)
-    else:
-        (root / "corpus.jsonl").write_text(body, encoding="utf-8")
-    (root / "queries.jsonl").write_text(
-        "".join(json.dumps(q) + "\n" for q in queries), encoding="utf-8"
-    )
-    (root / "qrels").mkdir(exist_ok=True)
-    (root / "qrels" / f"{split}.tsv").write_text(qrels, encoding="utf-8")
-    return root
 
 
 DOCS = [
