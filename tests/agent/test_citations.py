@@ -1,0 +1,43 @@
+from agent.citations import markers, split_sentences, verify_citations
+
+
+def test_out_of_range_marker_is_removed_and_counted():
+    v = verify_citations("Sales rose 5% [1]. Costs fell [5]. Margin grew [2][4].", n_sources=4)
+    assert v.removed == 1
+    assert "[5]" not in v.text
+    assert v.text == "Sales rose 5% [1]. Costs fell. Margin grew [2][4]."
+    assert v.unsupported == ("Costs fell.",)
+    assert v.cited == (1, 2, 4)
+
+
+def test_grouped_and_zero_markers():
+    v = verify_citations("A fact [1, 7]. Another [0]. Third [3; 2].", n_sources=3)
+    assert v.removed == 2
+    assert [s.citations for s in v.sentences] == [(1,), (), (3, 2)]
+    assert v.text == "A fact [1]. Another. Third [3][2]."
+
+
+def test_marker_after_full_stop_belongs_to_previous_sentence():
+    assert split_sentences("Sales rose. [1] Costs fell. [2][3]") == [
+        "Sales rose. [1]",
+        "Costs fell. [2][3]",
+    ]
+    v = verify_citations("Sales rose. [1] Costs fell. [2]", n_sources=2)
+    assert v.unsupported == ()
+
+
+def test_every_sentence_without_citation_is_flagged():
+    v = verify_citations("First claim.\nSecond claim [1].\n- bullet without source", 1)
+    assert v.unsupported == ("First claim.", "- bullet without source")
+
+
+def test_lowercase_after_full_stop_is_not_a_new_sentence():
+    # Abbreviations ("approx. total") must not cut a quoted sentence away from its marker.
+    v = verify_citations("Revenue was approx. twelve million [1].", 1)
+    assert len(v.sentences) == 1 and v.unsupported == ()
+
+
+def test_no_sources_removes_every_marker():
+    v = verify_citations("Claim [1].", 0)
+    assert v.removed == 1 and v.unsupported == ("Claim.",)
+    assert markers("x [1, 2] y [3]") == [1, 2, 3]
