@@ -2,13 +2,14 @@
 
 import gzip
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 
 def write_beir(
     root: Path,
-    docs: list[dict[str, object]],
-    queries: list[dict[str, object]],
+    docs: Sequence[Mapping[str, object]],
+    queries: Sequence[Mapping[str, object]],
     qrels: str,
     gz: bool = False,
     split: str = "test",
