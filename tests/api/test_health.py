@@ -1,0 +1,84 @@
+"""Health, readiness, metrics, OpenAPI docs, and the background reload loop."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from tests.api.conftest import KEYS, FakeServingIndex, load_chunks
+
+ALICE = {"X-API-Key": KEYS["alice"]}
+
+
+def test_healthz(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_readyz_follows_the_service(client, fake_index):
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["ready"] is True
+    assert ready.json()["version"] == "v1"
+    fake_index.unavailable = True
+    not_ready = client.get("/readyz")
+    assert not_ready.status_code == 503
+    assert not_ready.json()["ready"] is False
+
+
+def test_metrics_expose_requests_latency_results_and_denials(client):
+    client.post("/v1/search", json={"query": "white matter", "k": 3}, headers=ALICE)
+    client.post("/v1/search", json={"query": "white matter"})
+    client.post("/v1/search", json={"query": "white matter"}, headers={"X-API-Key": "nope"})
+    client.get("/no/such/path")
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert 'citewell_http_requests_total{method="POST",route="/v1/search",status="200"} 1.0' in text
+    assert 'citewell_http_requests_total{method="POST",route="/v1/search",status="401"} 2.0' in text
+    assert 'route="unmatched"' in text and "/no/such/path" not in text
+    assert 'citewell_http_request_duration_seconds_count{method="POST",route="/v1/search"}' in text
+    assert 'citewell_search_results_count{mode="hybrid"} 1.0' in text
+    assert 'citewell_search_results_sum{mode="hybrid"} 3.0' in text
+    assert 'citewell_access_denials_total{reason="missing",status="401"} 1.0' in text
+    assert 'citewell_access_denials_total{reason="api_key_invalid",status="401"} 1.0' in text
+
+
+def test_two_apps_in_one_process_have_separate_metrics(api_settings, fake_index):
+    first = TestClient(create_app(api_settings, fake_index))
+    second = TestClient(create_app(api_settings, fake_index))
+    first.get("/healthz")
+    assert 'route="/healthz"' in first.get("/metrics").text
+    assert 'route="/healthz"' not in second.get("/metrics").text
+
+
+def test_docs_and_openapi(client):
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    search = spec["paths"]["/v1/search"]["post"]
+    assert {"401", "403", "422", "503"} <= set(search["responses"])
+    schemas = spec["components"]["schemas"]
+    assert schemas["SearchRequestBody"]["examples"][0]["query"]
+    assert schemas["SearchResponseBody"]["examples"][0]["results"][0]["scores"]
+    assert {"ApiKey", "Bearer", "ActFor"} <= set(spec["components"]["securitySchemes"])
+    assert {"/healthz", "/readyz", "/metrics"} <= set(spec["paths"])
+
+
+def test_reload_loop_switches_version_without_restart(make_settings, principals_file, shared_data):
+    settings = make_settings(principals_file=principals_file, reload_interval_s=0.05)
+    index = FakeServingIndex(load_chunks(shared_data), settings)
+    with TestClient(create_app(settings, index)) as client:
+        first = client.post("/v1/search", json={"query": "white matter"}, headers=ALICE)
+        assert first.json()["index_version"] == "v1"
+        index.pending_version = "v2"
+        deadline = time.monotonic() + 5
+        while index.pending_version is not None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        second = client.post("/v1/search", json={"query": "white matter"}, headers=ALICE)
+        assert second.json()["index_version"] == "v2"
+        assert client.get("/readyz").json()["version"] == "v2"
+        assert "citewell_index_reloads_total 1.0" in client.get("/metrics").text
+    assert index.reload_calls >= 2
+    assert not index.closed  # a service passed in belongs to the caller
