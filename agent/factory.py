@@ -1,0 +1,44 @@
+"""Build an :class:`Agent` from Settings (called by entry points: api, cli, mcp, benchmarks)."""
+
+from __future__ import annotations
+
+from agent.agent import Agent
+from agent.backends import AnswerBackend, ExtractiveAnswerer, LLMBackend
+from agent.llm import OpenAICompatibleLLM
+from agent.models import AgentConfig
+from agent.scoring import SentenceScorer
+from core.errors import ConfigurationError
+from core.settings import Settings
+from retrieval.protocols import Embedder, SearchService
+
+
+def backend_from_settings(settings: Settings) -> AnswerBackend:
+    """The OpenAI-compatible backend when ``llm_base_url`` is set, else the offline default."""
+    if settings.llm_base_url is None:
+        return ExtractiveAnswerer()
+    if not settings.llm_model:
+        raise ConfigurationError("CITEWELL_LLM_MODEL is required with CITEWELL_LLM_BASE_URL")
+    return LLMBackend(
+        OpenAICompatibleLLM(
+            base_url=settings.llm_base_url,
+            model=settings.llm_model,
+            api_key=settings.llm_api_key,
+            timeout_s=settings.llm_timeout_s,
+        )
+    )
+
+
+def build_agent(
+    settings: Settings,
+    search: SearchService,
+    embedder: Embedder,
+    backend: AnswerBackend | None = None,
+    config: AgentConfig | None = None,
+) -> Agent:
+    """``embedder`` should be the serving index's query embedder (already loaded there)."""
+    return Agent(
+        search=search,
+        scorer=SentenceScorer(embedder),
+        backend=backend or backend_from_settings(settings),
+        config=config or AgentConfig.from_settings(settings),
+    )
