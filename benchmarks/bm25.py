@@ -85,7 +85,8 @@ PUBLIC = AccessScope(principal="bench", max_rank=LEVELS - 1, groups=frozenset(GR
 def scifact_ndcg(tokenizer: Tokenizer, k1: float = 0.9, b: float = 0.4) -> float:
     corpus, queries, qrels = load_scifact()
     index = BM25Index(k1=k1, b=b, tokenizer=tokenizer)
-    index.add([make_chunk(d["_id"], d["text"], d["title"]) for d in corpus])
+    chunks = [make_chunk(d["_id"], d["text"], d["title"]) for d in corpus]
+    index.add(chunks, texts=[f"{c.title} {c.text}" for c in chunks])
     ndcg = ndcg_function()
     values = []
     for qid, judged in qrels.items():

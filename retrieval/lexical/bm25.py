@@ -23,11 +23,13 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import os
 import re
 import shutil
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -86,7 +88,7 @@ def _micros(moment: datetime | None) -> int:
 
 
 class BM25Index:
-    """In-memory BM25 over chunk text (title + text), per-scope statistics, atomic persistence.
+    """In-memory BM25 over chunk text with per-scope statistics and atomic persistence.
 
     Writes (``add``, ``delete_documents``, ``relabel_document``) must come from one thread at a
     time; searches may run concurrently with each other and with writes.
@@ -98,7 +100,6 @@ class BM25Index:
         b: float = 0.4,
         epsilon: float = 0.25,
         tokenizer: Tokenizer = DEFAULT_TOKENIZER,
-        include_title: bool = True,
     ) -> None:
         if k1 <= 0 or not 0 <= b <= 1 or epsilon < 0:
             raise ConfigurationError(f"invalid BM25 parameters k1={k1} b={b} epsilon={epsilon}")
@@ -106,7 +107,6 @@ class BM25Index:
         self.b = float(b)
         self.epsilon = float(epsilon)
         self.tokenizer = tokenizer
-        self.include_title = include_title
         self._lock = threading.RLock()
         self._vocab: dict[str, int] = {}
         # Per slot (a chunk position; deleted slots are compacted away on the next compile).
@@ -135,14 +135,16 @@ class BM25Index:
 
     # ------------------------------------------------------------------ writes
 
-    def add(self, chunks: Sequence[Chunk]) -> None:
-        """Index chunks (a chunk id already present is replaced)."""
+    def add(self, chunks: Sequence[Chunk], texts: Sequence[str] | None = None) -> None:
+        """Index chunks (a chunk id already present is replaced). ``texts`` are what to index for
+        each chunk (e.g. title + section + text); default: the chunk text."""
+        if texts is not None and len(texts) != len(chunks):
+            raise ConfigurationError(f"got {len(texts)} texts for {len(chunks)} chunks")
         with self._lock:
-            for chunk in chunks:
+            for i, chunk in enumerate(chunks):
                 old = self._slot_of_chunk.get(chunk.chunk_id)
                 if old is not None:
                     self._kill(old)
-                text = f"{chunk.title} {chunk.text}" if self.include_title else chunk.text
                 self._append(
                     chunk_id=chunk.chunk_id,
                     doc_id=chunk.doc_id,
@@ -150,7 +152,7 @@ class BM25Index:
                     doc_type=chunk.doc_type,
                     modified=_micros(chunk.modified_at),
                     class_id=self._class_id(chunk.classification_rank, frozenset(chunk.groups)),
-                    tokens=self.tokenizer(text),
+                    tokens=self.tokenizer(chunk.text if texts is None else texts[i]),
                 )
             self._invalidate()
 
@@ -185,7 +187,10 @@ class BM25Index:
             raise ConfigurationError(f"limit must be at least 1, got {limit}")
         if scope.matches_nothing:
             return []
-        query_terms = [self._vocab[t] for t in self.tokenizer(query) if t in self._vocab]
+        # Terms in text order, not id order: term ids depend on what else was indexed, and the
+        # summation order must not, so invisible chunks cannot move a score by even one ulp.
+        query_counts = Counter(t for t in self.tokenizer(query) if t in self._vocab)
+        query_terms = [(self._vocab[t], query_counts[t]) for t in sorted(query_counts)]
         with self._lock:
             compiled = self._compile()
             visible = self._visible_classes(scope)
@@ -199,10 +204,9 @@ class BM25Index:
         class_visible[list(visible)] = True
         k1, b = self.k1, self.b
         csc = compiled.postings
-        terms, qtf = np.unique(np.asarray(query_terms, dtype=np.int64), return_counts=True)
         slot_parts: list[npt.NDArray[np.int32]] = []
         weight_parts: list[FloatArray] = []
-        for term, times in zip(terms.tolist(), qtf.tolist(), strict=True):
+        for term, times in query_terms:
             idf = float(stats.idf[term]) if term < stats.idf.shape[0] else 0.0
             if idf == 0.0:
                 continue
@@ -284,7 +288,8 @@ class BM25Index:
         if n_docs and present.any():
             n = df[present].astype(np.float64)
             raw = np.log(n_docs - n + 0.5) - np.log(n + 0.5)
-            floor = self.epsilon * float(raw.mean())
+            # fsum is exact, so the mean does not depend on the order of term ids (see search).
+            floor = self.epsilon * (math.fsum(raw.tolist()) / raw.shape[0])
             idf[present] = np.where(raw < 0, floor, raw)
             avgdl = total_len / n_docs
         else:
@@ -504,7 +509,6 @@ class BM25Index:
         meta: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "tokenizer": self.tokenizer.name,
-            "include_title": self.include_title,
             "k1": self.k1,
             "b": self.b,
             "epsilon": self.epsilon,
@@ -568,7 +572,6 @@ class BM25Index:
             b=meta["b"] if b is None else b,
             epsilon=meta["epsilon"],
             tokenizer=tokenizer,
-            include_title=bool(meta["include_title"]),
         )
         terms = _unpack_strings(arrays["term_bytes"], arrays["term_offsets"])
         chunk_ids = _unpack_strings(arrays["chunk_bytes"], arrays["chunk_offsets"])

@@ -1,0 +1,280 @@
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rank_bm25 import BM25Okapi
+
+import retrieval.lexical.bm25 as bm25_module
+from core.errors import ConfigurationError, StoreUnavailableError
+from core.models import SearchFilters
+from retrieval.access import AccessScope
+from retrieval.lexical import BM25Index, Tokenizer
+from tests.retrieval.contracts.lexical_index_contract import (
+    CORPUS,
+    EVERYONE,
+    NO_FILTERS,
+    PUBLIC,
+    LexicalIndexContract,
+    make_chunk,
+)
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+class TestBM25IndexContract(LexicalIndexContract):
+    def make_index(self) -> BM25Index:
+        return BM25Index()
+
+    def reopen(self, index: BM25Index, directory: Path) -> BM25Index:  # type: ignore[override]
+        index.save(directory)
+        return BM25Index.load(directory)
+
+
+def test_rejects_bad_parameters() -> None:
+    with pytest.raises(ConfigurationError):
+        BM25Index(k1=0)
+    with pytest.raises(ConfigurationError):
+        BM25Index(b=1.5)
+    with pytest.raises(ConfigurationError):
+        BM25Index().search("x", EVERYONE, NO_FILTERS, 0)
+    with pytest.raises(ConfigurationError):
+        BM25Index().add([CORPUS[0]], texts=["a", "b"])
+
+
+def test_texts_override_chunk_text() -> None:
+    index = BM25Index()
+    index.add(list(CORPUS), texts=["Report Title then body", *(c.text for c in CORPUS[1:])])
+    assert [c for c, _ in index.search("title", EVERYONE, NO_FILTERS, 5)] == ["a"]
+    assert "a" not in [c for c, _ in index.search("falcon", EVERYONE, NO_FILTERS, 5)]
+
+
+# ---------------------------------------------------------------- parity with rank_bm25
+
+
+@pytest.fixture(scope="module")
+def scifact_slice(shared_data: Path) -> list[dict[str, str]]:
+    with gzip.open(shared_data / "ir" / "scifact" / "corpus.jsonl.gz", "rt") as fh:
+        return [json.loads(line) for line in itertools.islice(fh, 400)]
+
+
+def test_scores_equal_rank_bm25_on_visible_subcorpus(scifact_slice: list[dict[str, str]]) -> None:
+    tokenizer = Tokenizer()
+    index = BM25Index(k1=0.9, b=0.4, tokenizer=tokenizer)
+    chunks, texts = [], []
+    for i, doc in enumerate(scifact_slice):
+        # Every third document is restricted to HR: invisible to the public scope.
+        groups = ("hr",) if i % 3 == 0 else ("everyone",)
+        chunks.append(make_chunk(doc["_id"], doc["text"], rank=i % 2, groups=groups))
+        texts.append(f"{doc['title']} {doc['text']}")
+    index.add(chunks, texts=texts)
+    scope = AccessScope(principal="p", max_rank=1, groups=frozenset({"everyone"}))
+    visible = [(c.chunk_id, t) for c, t in zip(chunks, texts, strict=True) if scope.allows_chunk(c)]
+    reference = BM25Okapi([tokenizer(t) for _, t in visible], k1=0.9, b=0.4, epsilon=0.25)
+    queries = [doc["title"] for doc in scifact_slice[1:60:3]] + ["cell cell protein the of"]
+    for query in queries:
+        expected = reference.get_scores(tokenizer(query))
+        wanted = {visible[i][0]: s for i, s in enumerate(expected) if s > 0}
+        hits = dict(index.search(query, scope, NO_FILTERS, 100))
+        top = sorted(wanted.values(), reverse=True)[:100]
+        assert len(hits) == len(top)
+        for chunk_id, score in hits.items():
+            assert abs(score - wanted[chunk_id]) < 1e-9
+        assert np.allclose(sorted(hits.values(), reverse=True), top, rtol=0, atol=1e-9)
+
+
+def test_negative_idf_floor_matches_rank_bm25() -> None:
+    # "common" is in 3 of 4 documents → negative raw idf, replaced by epsilon * mean idf.
+    texts = ["common alpha", "common beta", "common gamma", "delta"]
+    index = BM25Index()
+    index.add([make_chunk(str(i), t) for i, t in enumerate(texts)])
+    tokenizer = Tokenizer()
+    reference = BM25Okapi([tokenizer(t) for t in texts], k1=0.9, b=0.4)
+    expected = reference.get_scores(tokenizer("common alpha"))
+    hits = dict(index.search("common alpha", EVERYONE, NO_FILTERS, 10))
+    assert hits.keys() == {str(i) for i, s in enumerate(expected) if s > 0}
+    for chunk_id, score in hits.items():
+        assert abs(score - expected[int(chunk_id)]) < 1e-12
+
+
+# ---------------------------------------------------------------- statistics independence
+
+WORDS = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "theta"]
+GROUPS = ["everyone", "hr", "eng"]
+texts_st = st.lists(st.sampled_from(WORDS), min_size=0, max_size=8).map(" ".join)
+label_st = st.tuples(
+    st.integers(min_value=0, max_value=3),
+    st.lists(st.sampled_from(GROUPS), max_size=2, unique=True).map(tuple),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    docs=st.lists(st.tuples(texts_st, label_st), min_size=1, max_size=12),
+    extra=st.lists(st.tuples(texts_st, label_st), min_size=1, max_size=8),
+    max_rank=st.integers(min_value=0, max_value=3),
+    groups=st.frozensets(st.sampled_from(GROUPS), min_size=1),
+    query=st.lists(st.sampled_from([*WORDS, "unknown"]), min_size=1, max_size=4).map(" ".join),
+    interleave=st.booleans(),
+)
+def test_invisible_documents_never_change_results(
+    docs: list[tuple[str, tuple[int, tuple[str, ...]]]],
+    extra: list[tuple[str, tuple[int, tuple[str, ...]]]],
+    max_rank: int,
+    groups: frozenset[str],
+    query: str,
+    interleave: bool,
+) -> None:
+    scope = AccessScope(principal="p", max_rank=max_rank, groups=groups)
+    base = [make_chunk(f"d{i}", t, rank=r, groups=g) for i, (t, (r, g)) in enumerate(docs)]
+    hidden = [make_chunk(f"x{i}", t, rank=r, groups=g) for i, (t, (r, g)) in enumerate(extra)]
+    hidden = [c for c in hidden if not scope.allows_chunk(c)]
+
+    alone = BM25Index()
+    alone.add(base)
+    mixed = BM25Index()
+    if interleave:
+        merged = [c for pair in itertools.zip_longest(hidden, base) for c in pair if c is not None]
+        mixed.add(merged)
+    else:
+        mixed.add(base)
+        mixed.add(hidden)
+    assert mixed.search(query, scope, NO_FILTERS, 50) == alone.search(query, scope, NO_FILTERS, 50)
+
+
+# ---------------------------------------------------------------- persistence
+
+
+def test_load_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailableError):
+        BM25Index.load(tmp_path / "absent")
+
+
+def saved(tmp_path: Path) -> tuple[BM25Index, Path, Path]:
+    index = BM25Index()
+    index.add(list(CORPUS))
+    directory = tmp_path / "lexical"
+    index.save(directory)
+    version = directory / (directory / "CURRENT").read_text().strip()
+    return index, directory, version
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "meta", "pointer", "delete"])
+def test_corrupt_files_raise_store_unavailable(tmp_path: Path, damage: str) -> None:
+    _, directory, version = saved(tmp_path)
+    arrays = version / "arrays.npz"
+    if damage == "truncate":
+        arrays.write_bytes(arrays.read_bytes()[:100])
+    elif damage == "flip":
+        raw = bytearray(arrays.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        arrays.write_bytes(bytes(raw))
+    elif damage == "meta":
+        (version / "meta.json").write_text("{not json")
+    elif damage == "pointer":
+        (directory / "CURRENT").write_text("../../etc")
+    else:
+        arrays.unlink()
+    with pytest.raises(StoreUnavailableError):
+        BM25Index.load(directory)
+
+
+def test_inconsistent_arrays_raise_store_unavailable(tmp_path: Path) -> None:
+    # A well-formed file whose contents disagree (term id out of range) must not load.
+    _, directory, version = saved(tmp_path)
+    with np.load(version / "arrays.npz") as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    arrays["indices"][0] = 10_000
+    np.savez(version / "arrays.npz", **arrays)
+    meta = json.loads((version / "meta.json").read_text())
+    meta["arrays_sha256"] = bm25_module._sha256(version / "arrays.npz")
+    (version / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(StoreUnavailableError, match="inconsistent"):
+        BM25Index.load(directory)
+
+
+def test_load_refuses_other_tokenizer(tmp_path: Path) -> None:
+    _, directory, _ = saved(tmp_path)
+    with pytest.raises(StoreUnavailableError, match="tokenizer"):
+        BM25Index.load(directory, tokenizer=Tokenizer(stem=False))
+
+
+def test_failed_save_keeps_previous_version(tmp_path: Path, monkeypatch) -> None:
+    index, directory, _ = saved(tmp_path)
+    expected = index.search("falcon", EVERYONE, NO_FILTERS, 10)
+    index.add([make_chunk("new", "falcon falcon falcon")])
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(bm25_module.os, "replace", fail)
+    with pytest.raises(StoreUnavailableError):
+        index.save(directory)
+    monkeypatch.undo()
+    assert BM25Index.load(directory).search("falcon", EVERYONE, NO_FILTERS, 10) == expected
+    index.save(directory)  # the next save cleans up and succeeds
+    assert len(BM25Index.load(directory)) == len(CORPUS) + 1
+    assert len([p for p in directory.iterdir() if p.name.startswith("v-")]) == 1
+
+
+KILL_SCRIPT = """
+import os, signal, sys
+from pathlib import Path
+import retrieval.lexical.bm25 as m
+from tests.retrieval.contracts.lexical_index_contract import CORPUS, make_chunk
+directory, point = Path(sys.argv[1]), sys.argv[2]
+index = m.BM25Index()
+index.add(list(CORPUS))
+index.save(directory)
+index.add([make_chunk(f"n{i}", "falcon " * 50) for i in range(2000)])
+
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if point == "write":
+    m.os.fsync = die  # killed right after the arrays are written, before they are synced
+elif point == "swap":
+    m._swap_pointer = die  # killed after the new version directory is complete
+index.save(directory)
+"""
+
+
+@pytest.mark.parametrize("point", ["write", "swap"])
+def test_kill_during_save_keeps_previous_version(tmp_path: Path, point: str) -> None:
+    directory = tmp_path / "lexical"
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, str(directory), point],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        timeout=120,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    assert any(p.name.startswith((".tmp-", "v-")) for p in directory.iterdir())
+    reloaded = BM25Index.load(directory)
+    assert len(reloaded) == len(CORPUS)
+    reference = BM25Index()
+    reference.add(list(CORPUS))
+    assert reloaded.search("falcon", PUBLIC, NO_FILTERS, 10) == reference.search(
+        "falcon", PUBLIC, NO_FILTERS, 10
+    )
+    reloaded.save(directory)  # leftovers of the killed save are removed
+    assert sorted(p.name.startswith("v-") for p in directory.iterdir()) == [False, True]
+
+
+def test_filters_do_not_change_statistics() -> None:
+    index = BM25Index()
+    index.add(list(CORPUS))
+    everything = dict(index.search("falcon river", EVERYONE, NO_FILTERS, 10))
+    only_a = index.search("falcon river", EVERYONE, SearchFilters(doc_ids=frozenset({"doc-a"})), 10)
+    assert only_a == [("a", everything["a"])]
