@@ -131,7 +131,8 @@ async def _reload_loop(holder: ServiceHolder, metrics: ApiMetrics, interval_s: f
         try:
             if await asyncio.to_thread(holder.tick):
                 metrics.reloads.inc()
-            metrics.ready.set(1 if holder.ready() else 0)
+            ready = await asyncio.to_thread(holder.ready)
+            metrics.ready.set(1 if ready else 0)
         except Exception:  # keep refreshing whatever happens; the next tick may succeed
             logger.exception("api.reload_loop_error")
 
@@ -144,8 +145,10 @@ def create_app(settings: Settings, service: ServingIndexLike | None = None) -> F
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # In a thread: opening the stores does file I/O and may wait on a lock.
         await asyncio.to_thread(holder.tick)
-        metrics.ready.set(1 if holder.ready() else 0)
+        ready = await asyncio.to_thread(holder.ready)
+        metrics.ready.set(1 if ready else 0)
         task = asyncio.create_task(_reload_loop(holder, metrics, settings.reload_interval_s))
         log_event(logger, logging.INFO, "api.started", index=settings.index)
         try:
