@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from core.errors import InputRejectedError, StoreUnavailableError
+from retrieval.stores.edge import EdgeVectorStore
+from tests.retrieval.contracts.vector_store_contract import (
+    DIM,
+    NO_FILTERS,
+    VectorStoreContract,
+    make_chunk,
+    scope,
+    unit_vectors,
+)
+
+
+class TestEdgeContract(VectorStoreContract):
+    persistent = True
+
+    def make_store(self, tmp_path):
+        return EdgeVectorStore(tmp_path / "shard", DIM)
+
+
+def test_constructor_touches_nothing(tmp_path):
+    EdgeVectorStore(tmp_path / "shard", DIM)
+    assert not (tmp_path / "shard").exists()
+
+
+def test_second_open_in_same_process_is_unavailable(tmp_path):
+    first = EdgeVectorStore(tmp_path / "shard", DIM)
+    first.upsert([make_chunk("doc-a", 0)], unit_vectors(1, seed=0))
+    second = EdgeVectorStore(tmp_path / "shard", DIM)
+    with pytest.raises(StoreUnavailableError, match="WouldBlock"):
+        second.count()
+    first.close()
+    assert second.count() == 1  # after close the path can be opened again
+    second.close()
+
+
+def test_dimension_mismatch_is_unavailable(tmp_path):
+    store = EdgeVectorStore(tmp_path / "shard", DIM)
+    store.upsert([make_chunk("doc-a", 0)], unit_vectors(1, seed=0))
+    store.close()
+    with pytest.raises(StoreUnavailableError):
+        EdgeVectorStore(tmp_path / "shard", DIM * 2).count()
+
+
+def test_query_of_wrong_dimension_is_rejected(tmp_path):
+    store = EdgeVectorStore(tmp_path / "shard", DIM)
+    with pytest.raises(InputRejectedError):
+        store.search(np.zeros(DIM + 1, dtype=np.float32), scope(), NO_FILTERS, 5)
+    store.close()
+
+
+def test_non_uuid_chunk_id_is_rejected(tmp_path):
+    store = EdgeVectorStore(tmp_path / "shard", DIM)
+    bad = make_chunk("doc-a", 0).model_copy(update={"chunk_id": "doc-a#0"})
+    with pytest.raises(InputRejectedError):
+        store.upsert([bad], unit_vectors(1, seed=0))
+    store.close()
+
+
+@pytest.mark.slow
+def test_copy_of_shard_held_by_another_process_opens(tmp_path):
+    """Fact the index publisher relies on: copytree of a shard that another process has loaded
+    (reading only) is a complete, openable, writable shard; the original path stays locked."""
+    chunks = [make_chunk("doc-a", i) for i in range(20)]
+    vectors = unit_vectors(20, seed=7)
+    store = EdgeVectorStore(tmp_path / "shard", DIM)
+    store.upsert(chunks, vectors)
+    store.flush()
+    store.close()
+
+    holder = textwrap.dedent(
+        f"""
+        import sys, time
+        from pathlib import Path
+        from retrieval.stores.edge import EdgeVectorStore
+        s = EdgeVectorStore(Path({str(tmp_path / "shard")!r}), {DIM})
+        print(s.count(), flush=True)
+        sys.stdin.read()
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", holder], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "20"
+        with pytest.raises(StoreUnavailableError, match="WouldBlock"):
+            EdgeVectorStore(tmp_path / "shard", DIM).count()
+        shutil.copytree(tmp_path / "shard", tmp_path / "copy")
+        copy = EdgeVectorStore(tmp_path / "copy", DIM)
+        assert copy.count() == 20
+        assert copy.get_chunks([c.chunk_id for c in chunks]) == chunks
+        assert copy.search(vectors[4], scope(), NO_FILTERS, 1)[0][0] == chunks[4]
+        copy.upsert([make_chunk("doc-b", 0)], unit_vectors(1, seed=8))
+        assert copy.count() == 21
+        copy.close()
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(timeout=30)
