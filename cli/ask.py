@@ -1,0 +1,71 @@
+"""``citewell ask QUESTION``: answer from the knowledge base as a principal, with citations."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cli.common import (
+    add_index_options,
+    add_principal_options,
+    fail,
+    load_settings,
+    principal_from_args,
+    print_json,
+)
+from core.errors import CitewellError
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "ask", help="answer a question from the knowledge base, citing sources"
+    )
+    parser.add_argument("question")
+    add_index_options(parser)
+    add_principal_options(parser)
+    parser.add_argument("--json", action="store_true", help="print the answer as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    # Imported here so `citewell --help` loads no models or stores.
+    from agent.factory import build_agent
+    from retrieval.service import open_search_service
+
+    try:
+        settings = load_settings(args)
+        principal = principal_from_args(args, settings)
+        service = open_search_service(settings)
+        try:
+            answer = build_agent(settings, service, service.embedder).answer(
+                principal, args.question
+            )
+        finally:
+            service.close()
+    except CitewellError as exc:
+        return fail(str(exc))
+    if args.json:
+        print_json(answer)
+        return 0
+    out = sys.stdout
+    if answer.refused:
+        out.write(answer.answer + "\n")
+    elif not answer.generated:
+        out.write(f"(no generated answer: {answer.notes[-1]}) Sources:\n")
+    else:
+        out.write(answer.answer + "\n")
+    if answer.citations:
+        out.write("\nCitations:\n")
+        for c in answer.citations:
+            page = f", p. {c.page}" if c.page is not None else ""
+            out.write(
+                f"  [{c.n}] {c.title}{page} ({c.source_uri}) chars {c.char_start}-"
+                f'{c.char_end}\n      "{c.quote}"\n'
+            )
+    elif answer.sources:
+        for s in answer.sources:
+            page = f", p. {s.page}" if s.page is not None else ""
+            out.write(f"  [{s.n}] {s.title}{page} ({s.source_uri})\n")
+    for sentence in answer.unsupported_sentences:
+        out.write(f"  warning: no valid citation: {sentence}\n")
+    return 0
