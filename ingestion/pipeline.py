@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sys
 import time
 import uuid
@@ -120,15 +121,71 @@ class _Tally:
 class Ingestor:
     """Ingests sources into a named index. Cheap to construct; the model loads on first use."""
 
-    def __init__(self, settings: Settings, embedder: Embedder | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        embedder: Embedder | None = None,
+        parse_cache_dir: Path | None = None,
+    ) -> None:
         self.settings = settings
         self._embedder = embedder
+        # Parsed documents by content hash, so work split across processes (Airflow mapped
+        # tasks) parses each document once.
+        self.parse_cache_dir = parse_cache_dir
 
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
             self._embedder = build_embedder(self.settings)
         return self._embedder
+
+    def _parse_cached(self, item: SourceItem, content_hash: str) -> ParsedDocument:
+        if self.parse_cache_dir is None:
+            return parse_document(item.path, item.doc_type)
+        cached = self.parse_cache_dir / f"{content_hash}.{item.doc_type}.json"
+        if cached.exists():
+            try:
+                return ParsedDocument.model_validate_json(cached.read_text(encoding="utf-8"))
+            except ValueError:
+                cached.unlink(missing_ok=True)
+        parsed = parse_document(item.path, item.doc_type)
+        self.parse_cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(parsed.model_dump_json(), encoding="utf-8")
+        os.replace(tmp, cached)
+        return parsed
+
+    def prepare(self, path: Path, relative_paths: Iterable[str]) -> int:
+        """Parse, chunk and embed the given files of a folder into the caches, without writing
+        the index (work for parallel workers before one ``ingest_folder`` publishes). Returns
+        the number of embeddings computed; parse failures are left for the publishing run."""
+        root = path.resolve()
+        computed_before = _computed(self.embedder)
+        for relative in relative_paths:
+            file_path = (root / relative).resolve()
+            if not file_path.is_relative_to(root) or not file_path.is_file():
+                continue
+            data = file_path.read_bytes()
+            doc_type = file_path.suffix.lower().lstrip(".")
+            item = SourceItem(
+                source="prepare",
+                source_uri=file_path.as_uri(),
+                relative_path=relative,
+                path=file_path,
+                size=len(data),
+                modified_at=datetime.fromtimestamp(file_path.stat().st_mtime, UTC),
+                doc_type=doc_type,
+            )
+            try:
+                parsed = self._parse_cached(item, hashlib.sha256(data).hexdigest())
+            except ParseError:
+                continue
+            drafts = chunk_document(
+                parsed, self.settings.chunk_size_tokens, self.settings.chunk_overlap_tokens
+            )
+            if drafts:
+                self.embedder.embed_documents([d.embedding_text for d in drafts])
+        return _computed(self.embedder) - computed_before
 
     @property
     def scheme(self) -> ClassificationScheme:
@@ -142,8 +199,12 @@ class Ingestor:
         source_name: str | None = None,
         progress: bool = False,
         fresh: bool = False,
+        validate: Callable[[IndexWriter], None] | None = None,
     ) -> IngestReport:
-        """Refresh ``index`` from a local folder (recursive) with its labels files."""
+        """Refresh ``index`` from a local folder (recursive) with its labels files.
+
+        ``fresh`` rebuilds into an empty version; ``validate`` may raise to refuse publishing
+        (the serving version then stays untouched)."""
         root = path.resolve()
         name = source_name or root.name
         rules = LabelRules.load(root, self.scheme)
@@ -162,15 +223,17 @@ class Ingestor:
                     yield _Unreadable(document_id(item.source_uri), item.source_uri, str(exc))
                     continue
 
-                def load(item: SourceItem = item) -> ParsedDocument:
-                    return parse_document(item.path, item.doc_type)
+                content_hash = hashlib.sha256(data).hexdigest()
+
+                def load(item: SourceItem = item, digest: str = content_hash) -> ParsedDocument:
+                    return self._parse_cached(item, digest)
 
                 yield _Candidate(
                     doc_id=document_id(item.source_uri),
                     source_uri=item.source_uri,
                     relative_path=item.relative_path,
                     doc_type=item.doc_type,
-                    content_hash=hashlib.sha256(data).hexdigest(),
+                    content_hash=content_hash,
                     base_label=base,
                     modified_at=item.modified_at,
                     load=load,
@@ -187,6 +250,7 @@ class Ingestor:
             detect_banners=True,
             progress=progress,
             fresh=fresh,
+            validate=validate,
         )
 
     def ingest_texts(
@@ -250,6 +314,7 @@ class Ingestor:
         detect_banners: bool,
         progress: bool,
         fresh: bool,
+        validate: Callable[[IndexWriter], None] | None = None,
     ) -> IngestReport:
         started = time.perf_counter()
         embedder = self.embedder
@@ -313,7 +378,7 @@ class Ingestor:
                 writer.lexical.delete_documents(ids)
                 writer.manifest.delete(ids)
                 tally.deleted.extend(doc.relative_path for doc in gone)
-            version = writer.commit()
+            version = writer.commit(validate)
         report = IngestReport(
             index=writer.layout.name,
             index_version=version,
