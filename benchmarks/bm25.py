@@ -15,6 +15,7 @@ import json
 import math
 import random
 import re
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -122,8 +123,21 @@ def latency(size: int, queries: list[str]) -> dict[str, float]:
     started = time.perf_counter()
     index.search("warm up", PUBLIC, SearchFilters(), 10)  # compiles postings
     compile_s = time.perf_counter() - started
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        index.save(Path(tmp) / "bm25")
+        save_s = time.perf_counter() - started
+        started = time.perf_counter()
+        BM25Index.load(Path(tmp) / "bm25")
+        load_s = time.perf_counter() - started
     restrictive = AccessScope(principal="r", max_rank=0, groups=frozenset({"hr"}))
-    row: dict[str, float] = {"size": size, "add_s": add_s, "compile_s": compile_s}
+    row: dict[str, float] = {
+        "size": size,
+        "add_s": add_s,
+        "compile_s": compile_s,
+        "save_s": save_s,
+        "load_s": load_s,
+    }
     for name, scope in (("broad", PUBLIC), ("restrictive", restrictive)):
         index.search(queries[0], scope, SearchFilters(), 50)  # computes the scope's statistics
         times = []
@@ -154,12 +168,13 @@ def main() -> None:
         _, queries, qrels = load_scifact()
         texts = [queries[q] for q in qrels][: args.queries]
         print("\nQuery latency, top-50 with access mask (ms), synthetic SciFact-sentence chunks")
-        print("| chunks | add s | compile s | broad p50 | broad p95 | restr. p50 | restr. p95 |")
-        print("|---|---|---|---|---|---|---|")
+        print("| chunks | add s | compile s | save s | load s | broad p50 | broad p95 |", end="")
+        print(" restr. p50 | restr. p95 |\n" + "|---" * 9 + "|")
         for size in args.sizes:
             r = latency(size, texts)
             print(
-                f"| {size:,} | {r['add_s']:.1f} | {r['compile_s']:.2f} | {r['broad_p50']:.2f} | "
+                f"| {size:,} | {r['add_s']:.1f} | {r['compile_s']:.2f} | {r['save_s']:.2f} | "
+                f"{r['load_s']:.2f} | {r['broad_p50']:.2f} | "
                 f"{r['broad_p95']:.2f} | {r['restrictive_p50']:.2f} | {r['restrictive_p95']:.2f} |",
                 flush=True,
             )

@@ -536,14 +536,14 @@ class BM25Index:
         different tokenizer."""
         directory = Path(directory)
         try:
-            version = (directory / _POINTER).read_text(encoding="utf-8").strip()
-            if not _VERSION_DIR.match(version):
-                raise StoreUnavailableError(f"{directory}: malformed {_POINTER} pointer")
-            meta = json.loads((directory / version / _META).read_text(encoding="utf-8"))
-            if _sha256(directory / version / _ARRAYS) != meta.get("arrays_sha256"):
-                raise StoreUnavailableError(f"{directory}: arrays checksum mismatch")
-            with np.load(directory / version / _ARRAYS, allow_pickle=False) as npz:
-                arrays = {name: npz[name] for name in npz.files}
+            version = _read_pointer(directory)
+            try:
+                meta, arrays = _read_version(directory / version)
+            except OSError:
+                # A concurrent save may have swapped the pointer and removed this version.
+                if _read_pointer(directory) == version:
+                    raise
+                meta, arrays = _read_version(directory / _read_pointer(directory))
             return cls._from_snapshot(arrays, meta, tokenizer, k1, b)
         except StoreUnavailableError:
             raise
@@ -614,6 +614,22 @@ class BM25Index:
                 counts=counts[start:end].astype(np.int32),
             )
         return index
+
+
+def _read_pointer(directory: Path) -> str:
+    version = (directory / _POINTER).read_text(encoding="utf-8").strip()
+    if not _VERSION_DIR.match(version):
+        raise StoreUnavailableError(f"{directory}: malformed {_POINTER} pointer")
+    return version
+
+
+def _read_version(path: Path) -> tuple[dict[str, Any], dict[str, npt.NDArray[Any]]]:
+    meta = json.loads((path / _META).read_text(encoding="utf-8"))
+    if not isinstance(meta, dict) or _sha256(path / _ARRAYS) != meta.get("arrays_sha256"):
+        raise StoreUnavailableError(f"{path}: arrays checksum mismatch")
+    with np.load(path / _ARRAYS, allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    return meta, arrays
 
 
 def _pack_strings(values: Sequence[str]) -> tuple[npt.NDArray[np.uint8], IntArray]:

@@ -278,3 +278,19 @@ def test_filters_do_not_change_statistics() -> None:
     everything = dict(index.search("falcon river", EVERYONE, NO_FILTERS, 10))
     only_a = index.search("falcon river", EVERYONE, SearchFilters(doc_ids=frozenset({"doc-a"})), 10)
     assert only_a == [("a", everything["a"])]
+
+
+def test_load_retries_when_a_save_replaces_the_version(tmp_path: Path, monkeypatch) -> None:
+    index, directory, _ = saved(tmp_path)
+    real_read = bm25_module._read_version
+    raced: list[Path] = []
+
+    def racing(path: Path):
+        if not raced:
+            raced.append(path)
+            index.save(directory)  # swaps the pointer and removes `path` under the reader
+        return real_read(path)
+
+    monkeypatch.setattr(bm25_module, "_read_version", racing)
+    assert len(BM25Index.load(directory)) == len(CORPUS)
+    assert raced and not raced[0].exists()
