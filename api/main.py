@@ -17,7 +17,7 @@ from api.audit import AuditLog
 from api.auth import Authenticator
 from api.errors import install_error_handlers
 from api.metrics import ApiMetrics
-from api.routes import health, search
+from api.routes import answer, health, search
 from api.state import ServiceHolder, ServingIndexLike
 from core.logging import log_event
 from core.settings import Settings
@@ -180,6 +180,7 @@ def create_app(settings: Settings, service: ServingIndexLike | None = None) -> F
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts 413s too
     app.include_router(health.router)
     app.include_router(search.router)
+    app.include_router(answer.router)
     return app
 
 

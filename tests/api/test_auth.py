@@ -134,7 +134,7 @@ def rsa_keys(tmp_path: Path):
 
 
 def _rs256(private_key, kid: str = "k1", **claims) -> str:
-    body = {"sub": "dave", "clearance": "internal", "groups": ["engineering"]}
+    body: dict[str, object] = {"sub": "dave", "clearance": "internal", "groups": ["engineering"]}
     body.update(claims)
     body.setdefault("exp", int(time.time() + 300))
     return jwt.encode(body, private_key, algorithm="RS256", headers={"kid": kid})
