@@ -474,8 +474,6 @@ def _open_edge(version_dir: Path, dimension: int) -> tuple[VectorStore, Path | N
     started = time.perf_counter()
     private = Path(tempfile.mkdtemp(prefix="citewell-read-"))
     shutil.copytree(version_dir / "vectors", private / "vectors")
-    for lock in (private / "vectors").rglob("*.lock"):
-        lock.unlink(missing_ok=True)
     copy = EdgeVectorStore(private / "vectors", dimension)
     try:
         copy.count()
