@@ -31,8 +31,7 @@ from agent.models import AgentConfig
 from core.logging import configure_logging
 from core.models import AccessLabel, Principal
 from core.settings import Settings
-from ingestion.models import TextDocument
-from ingestion.pipeline import Ingestor
+from ingestion.pipeline import Ingestor, TextDocument
 from retrieval.service import open_search_service
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "qa"
