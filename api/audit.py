@@ -50,7 +50,8 @@ class AuditRecord(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     time: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    event: str  # "search", "answer", "auth"
+    event: str  # "search", "answer", "auth", "act_for"
+    endpoint: str | None = None
     outcome: AuditOutcome
     principal: str | None  # the principal the request ran as
     caller: str | None = None  # the authenticated service, when it acted for ``principal``

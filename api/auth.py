@@ -28,6 +28,7 @@ from core.errors import (
     ConfigurationError,
     UnknownClassificationError,
 )
+from core.logging import log_event
 from core.models import ClassificationScheme, Principal
 from core.settings import Settings
 from retrieval.principals import PrincipalDirectory
@@ -168,24 +169,61 @@ class JwtVerifier:
         return Principal(name=sub, clearance=level, groups=frozenset(g for g in groups if g))
 
 
+class PrincipalsFile:
+    """The principals file, re-read when it changes so keys can be issued or revoked without a
+    restart. An edit that breaks the file is logged and the last valid version stays in force."""
+
+    def __init__(self, path: Path, scheme: ClassificationScheme) -> None:
+        self._path = path
+        self._scheme = scheme
+        self._lock = threading.Lock()
+        self._mtime = self._stat()
+        self._directory = PrincipalDirectory.load(path, scheme)  # fail fast at startup
+
+    def _stat(self) -> int | None:
+        try:
+            return self._path.stat().st_mtime_ns
+        except OSError:
+            return None
+
+    def current(self) -> PrincipalDirectory:
+        mtime = self._stat()
+        if mtime is None or mtime == self._mtime:
+            return self._directory
+        with self._lock:
+            if mtime != self._mtime:
+                self._mtime = mtime
+                try:
+                    self._directory = PrincipalDirectory.load(self._path, self._scheme)
+                    log_event(logger, logging.INFO, "auth.principals_reloaded")
+                except ConfigurationError as exc:
+                    log_event(
+                        logger, logging.ERROR, "auth.principals_reload_failed", error=str(exc)
+                    )
+            return self._directory
+
+
 class Authenticator:
     """Resolves request credentials to an :class:`AuthContext`."""
 
     def __init__(
         self,
         scheme: ClassificationScheme,
-        directory: PrincipalDirectory | None,
+        principals: PrincipalsFile | None,
         verifier: JwtVerifier,
     ) -> None:
         self._scheme = scheme
-        self._directory = directory
+        self._principals = principals
         self._verifier = verifier
+
+    def _directory(self) -> PrincipalDirectory | None:
+        return self._principals.current() if self._principals is not None else None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Authenticator:
         scheme = settings.scheme
-        directory = (
-            PrincipalDirectory.load(settings.principals_file, scheme)
+        principals = (
+            PrincipalsFile(settings.principals_file, scheme)
             if settings.principals_file is not None
             else None
         )
@@ -196,7 +234,7 @@ class Authenticator:
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,
         )
-        return cls(scheme, directory, verifier)
+        return cls(scheme, principals, verifier)
 
     def authenticate(self, api_key: str | None, bearer: str | None) -> AuthContext:
         """Who sent the request. Raises :class:`CredentialError` (401)."""
@@ -209,7 +247,8 @@ class Authenticator:
         raise CredentialError("missing", "authentication required")
 
     def _by_api_key(self, api_key: str) -> Principal:
-        principal = self._directory.by_api_key(api_key) if self._directory is not None else None
+        directory = self._directory()
+        principal = directory.by_api_key(api_key) if directory is not None else None
         if principal is None:
             raise CredentialError("api_key_invalid", "invalid API key")
         return principal
@@ -220,10 +259,11 @@ class Authenticator:
         caller = context.principal
         # Only principals named in the principals file (API keys) can be trusted services; an
         # identity-provider token cannot grant itself this right.
+        directory = self._directory()
         if (
             context.method != "api_key"
-            or self._directory is None
-            or not self._directory.can_act_for(caller.name)
+            or directory is None
+            or not directory.can_act_for(caller.name)
         ):
             raise NotPermittedError("act_for_forbidden", "this principal may not act for others")
         user = self._verifier.verify(token)

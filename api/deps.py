@@ -93,7 +93,7 @@ def get_auth_context(
                     principal=context.principal.name,
                     caller=context.caller,
                     auth_method=context.method,
-                    reason=endpoint,
+                    endpoint=endpoint,
                 )
             )
     except (AuthenticationError, AuthorizationError) as exc:
@@ -104,7 +104,8 @@ def get_auth_context(
                 principal=None,
                 caller=context.principal.name if context is not None else None,
                 auth_method=context.method if context is not None else None,
-                reason=f"{endpoint}: {getattr(exc, 'reason', type(exc).__name__)}",
+                endpoint=endpoint,
+                reason=getattr(exc, "reason", type(exc).__name__),
             )
         )
         raise

@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from api.audit import AuditOutcome, AuditRecord, FilterSummary, query_hash
 from api.deps import AuditLogDep, AuthContextDep, MetricsDep, SearchServiceDep, SettingsDep
 from api.schemas import ErrorBody, SearchRequestBody, SearchResponseBody
-from core.errors import CitewellError, InputRejectedError, StoreUnavailableError
+from core.errors import InputRejectedError, StoreUnavailableError
 from core.models import SearchFilters, SearchRequest, SearchResult
 from retrieval.access import enforce, scope_for
 
@@ -54,6 +54,7 @@ def search(
         audit.record(
             AuditRecord(
                 event="search",
+                endpoint="/v1/search",
                 outcome=outcome,
                 principal=principal.name,
                 caller=auth.caller,
@@ -88,7 +89,7 @@ def search(
     except StoreUnavailableError:
         record("unavailable", None, "store_unavailable")
         raise
-    except CitewellError as exc:
+    except Exception as exc:  # audited whatever failed; api.errors decides the response
         record("error", None, type(exc).__name__)
         raise
     took = time.perf_counter() - started

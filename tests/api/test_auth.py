@@ -6,16 +6,19 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import time
 from pathlib import Path
 
 import jwt
 import pytest
+import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from retrieval.principals import hash_api_key
 from tests.api.conftest import (
     JWT_SECRET,
     KEYS,
@@ -235,3 +238,18 @@ def test_act_for_with_invalid_user_token_is_401(client, fake_index):
     response = _search(client, {"X-API-Key": KEYS["gateway"], "X-Act-For": bad})
     assert response.status_code == 401
     assert fake_index.seen == []
+
+
+def test_principals_file_changes_apply_without_restart(client, principals_file):
+    assert _search(client, {"X-API-Key": KEYS["alice"]}).status_code == 200
+    body = yaml.safe_load(principals_file.read_text())
+    del body["principals"]["alice"]  # revoke alice
+    body["principals"]["judy"] = {"clearance": "public", "api_key_sha256": hash_api_key("judy-k")}
+    principals_file.write_text(yaml.safe_dump(body))
+    os.utime(principals_file, ns=(time.time_ns(), time.time_ns() + 1_000_000))
+    assert _search(client, {"X-API-Key": KEYS["alice"]}).status_code == 401
+    assert _search(client, {"X-API-Key": "judy-k"}).json()["principal"] == "judy"
+    # A broken edit is refused and the last valid file stays in force.
+    principals_file.write_text("principals: [not, a, mapping")
+    os.utime(principals_file, ns=(time.time_ns(), time.time_ns() + 2_000_000))
+    assert _search(client, {"X-API-Key": "judy-k"}).status_code == 200

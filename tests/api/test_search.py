@@ -204,3 +204,19 @@ def test_audit_log_is_thread_safe(tmp_path):
     assert len(lines) == 400
     parsed = [json.loads(line) for line in lines]
     assert all(len(p["chunk_ids"]) == 20 and "query" not in p for p in parsed)
+
+
+def test_unexpected_error_is_a_generic_500(api_settings, fake_index):
+    def broken(principal, request):
+        raise RuntimeError("segfault near chunk 'merger plan' at /srv/citewell")
+
+    fake_index.search = broken
+    app = create_app(api_settings, fake_index)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.post("/v1/search", json={"query": QUERY}, headers=ALICE)
+        assert response.status_code == 500
+        assert response.json() == {"detail": "internal error"}
+        metrics = client.get("/metrics").text
+        assert 'route="/v1/search",status="500"' in metrics
+    last = audit_lines(api_settings)[-1]
+    assert (last["outcome"], last["reason"]) == ("error", "RuntimeError")
