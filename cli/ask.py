@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from agent.models import Answer
 from cli.common import (
     add_index_options,
     add_principal_options,
@@ -47,6 +48,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(answer)
         return 0
+    print_answer(answer)
+    return 0
+
+
+def print_answer(answer: Answer) -> None:
+    """Human-readable answer with its citations."""
     out = sys.stdout
     if answer.refused:
         out.write(answer.answer + "\n")
@@ -68,4 +75,3 @@ def run(args: argparse.Namespace) -> int:
             out.write(f"  [{s.n}] {s.title}{page} ({s.source_uri})\n")
     for sentence in answer.unsupported_sentences:
         out.write(f"  warning: no valid citation: {sentence}\n")
-    return 0

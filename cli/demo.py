@@ -1,0 +1,71 @@
+"""``citewell demo``: the main job on the embedded default.
+
+Ingests the bundled sample knowledge base (``examples/kb``) into the embedded store and answers a
+sample question with citations as two users of different clearance, showing what each may see.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cli.ask import print_answer
+from cli.common import add_index_options, fail, load_settings
+from cli.ingest import print_report
+from core.errors import CitewellError
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+DEFAULT_QUESTION = "What caused the HarborTrack outage on 12 March 2025?"
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "demo", help="ingest the sample knowledge base and answer as two different users"
+    )
+    add_index_options(parser)
+    parser.add_argument("--kb", type=Path, default=EXAMPLES / "kb", help="folder to ingest")
+    parser.add_argument(
+        "--principals", type=Path, default=EXAMPLES / "principals.yaml", help="principals file"
+    )
+    parser.add_argument("--question", default=DEFAULT_QUESTION)
+    parser.add_argument(
+        "--users", default="alice,dana", help="comma-separated principals to ask as"
+    )
+    parser.set_defaults(func=run, index="demo")
+
+
+def run(args: argparse.Namespace) -> int:
+    from agent.factory import build_agent
+    from ingestion.pipeline import Ingestor
+    from retrieval.principals import PrincipalDirectory
+    from retrieval.service import open_search_service
+
+    out = sys.stdout
+    try:
+        settings = load_settings(args)
+        if not args.kb.is_dir():
+            return fail(f"sample knowledge base not found at {args.kb}; pass --kb PATH")
+        directory = PrincipalDirectory.load(args.principals, settings.scheme)
+        out.write(f"== Ingesting {args.kb} into index {settings.index!r}\n")
+        report = Ingestor(settings).ingest_folder(args.kb, source_name="lumen-harbor")
+        print_report(report)
+        service = open_search_service(settings)
+        try:
+            agent = build_agent(settings, service, service.embedder)
+            for name in [u.strip() for u in args.users.split(",") if u.strip()]:
+                principal = directory.get(name)
+                if principal is None:
+                    return fail(f"unknown user {name!r} in {args.principals}")
+                groups = ", ".join(sorted(principal.groups)) or "none"
+                out.write(
+                    f"\n== As {name} (clearance {principal.clearance}; groups {groups}; "
+                    f"plus {', '.join(settings.default_groups)})\n"
+                    f"Q: {args.question}\n"
+                )
+                print_answer(agent.answer(principal, args.question))
+        finally:
+            service.close()
+    except CitewellError as exc:
+        return fail(str(exc))
+    return 0
