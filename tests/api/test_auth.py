@@ -168,6 +168,14 @@ def test_jwks_rs256_tokens(make_settings, principals_file, shared_data, rsa_keys
             public_pem,
         )
         assert _search(client, {"Authorization": f"Bearer {forged}"}).status_code == 401
+        # Key rotation: a key added to the JWKS file is accepted without a restart.
+        rotated = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(other.public_key()))
+        rotated.update({"kid": "k2", "alg": "RS256"})
+        keys = json.loads(jwks_path.read_text())["keys"] + [rotated]
+        jwks_path.write_text(json.dumps({"keys": keys}))
+        os.utime(jwks_path, ns=(time.time_ns(), time.time_ns() + 1_000_000))
+        token = _rs256(other, kid="k2")
+        assert _search(client, {"Authorization": f"Bearer {token}"}).status_code == 200
 
 
 def _hmac_token(header: dict, claims: dict, key: bytes) -> str:
