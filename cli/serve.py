@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cli.common import add_index_options, load_settings
+from cli.common import add_index_options, fail, load_settings
+from core.errors import CitewellError
 
 
 def register(subparsers: Any) -> None:
@@ -28,8 +29,11 @@ def run(args: argparse.Namespace) -> int:
 
     from api.main import create_app
 
-    settings = load_settings(args)
-    app = create_app(settings)
+    try:
+        settings = load_settings(args)
+        app = create_app(settings)  # fails fast on a bad principals file
+    except CitewellError as exc:
+        return fail(str(exc))
     # log_config=None: keep the JSON logging configured by load_settings.
     uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
     return 0
