@@ -1,0 +1,166 @@
+"""What the Citewell DAGs share: the sources config, settings, retries and failure alerts.
+
+Only the sources config is read while Airflow parses DAG files (it decides which DAGs exist,
+the documented pattern for dynamic DAGs); settings, models and stores are built inside tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from airflow.sdk import Asset
+
+from core.errors import CitewellError, ConfigurationError, EvaluationError
+from core.logging import log_event
+from ingestion.sources_config import SourceConfig, SourcesConfig, load_sources
+
+if TYPE_CHECKING:
+    from core.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+SOURCES_FILE_ENV = "CITEWELL_SOURCES_FILE"
+RETRIES_ENV = "CITEWELL_AIRFLOW_RETRIES"
+ALERT_WEBHOOK_ENV = "CITEWELL_ALERT_WEBHOOK"
+SETTINGS_VARIABLE = "citewell_settings"  # JSON object of Settings overrides
+ALERT_WEBHOOK_VARIABLE = "citewell_alert_webhook"
+START_DATE = datetime(2024, 1, 1, tzinfo=UTC)
+
+T = TypeVar("T")
+
+
+def sources_file() -> Path | None:
+    value = os.environ.get(SOURCES_FILE_ENV, "").strip()
+    return Path(value) if value else None
+
+
+def configured_sources() -> tuple[SourceConfig, ...]:
+    """Sources to generate DAGs for; none (and a logged error) when the file is unset or bad,
+    so one broken config does not hide the import error of every other DAG file."""
+    file = sources_file()
+    if file is None:
+        log_event(logger, logging.WARNING, "dags.no_sources_file", env=SOURCES_FILE_ENV)
+        return ()
+    return load_sources(file).sources
+
+
+def load_source(name: str) -> SourceConfig:
+    """The named source, re-read in the worker (the file may have changed since parsing)."""
+    file = sources_file()
+    if file is None:
+        raise ConfigurationError(f"{SOURCES_FILE_ENV} is not set on the worker")
+    config: SourcesConfig = load_sources(file)
+    return config.get(name)
+
+
+def index_asset(index: str) -> Asset:
+    """The Asset a successful refresh or rebuild of ``index`` emits."""
+    return Asset(f"citewell://index/{index}", group="citewell")
+
+
+def load_settings() -> Settings:
+    """Settings from ``CITEWELL_*`` environment variables, overridden by the Airflow Variable
+    ``citewell_settings`` (a JSON object) when it exists."""
+    from airflow.sdk import Variable
+
+    from core.settings import Settings
+
+    overrides = _variable_json(Variable)
+    try:
+        return Settings(**overrides)
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid Citewell settings: {exc}") from exc
+
+
+def _variable_json(variable: Any) -> dict[str, Any]:
+    raw = variable.get(SETTINGS_VARIABLE, default=None)
+    if raw is None:
+        return {}
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else raw
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"Variable {SETTINGS_VARIABLE} is not valid JSON") from exc
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"Variable {SETTINGS_VARIABLE} must be a JSON object")
+    return value
+
+
+def guarded(step: Callable[[], T]) -> T:
+    """Run a step; deterministic failures (bad config, failed validation or quality gate) fail
+    the task at once, since retrying cannot fix them. Everything else may be retried."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        return step()
+    except (ConfigurationError, EvaluationError) as exc:
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+
+def alert_webhook() -> str | None:
+    url = os.environ.get(ALERT_WEBHOOK_ENV, "").strip()
+    if url:
+        return url
+    try:
+        from airflow.sdk import Variable
+
+        value = Variable.get(ALERT_WEBHOOK_VARIABLE, default=None)
+    except Exception:  # no Variable backend reachable: alert by log only
+        return None
+    text = str(value).strip() if value else ""
+    return text or None
+
+
+def on_failure(context: Any) -> None:
+    """Task failure hook: log a structured alert and POST it to the configured webhook.
+
+    The payload names the DAG, task, run and error type; the message of a Citewell error is
+    included (our messages never hold document text), other errors only by type.
+    """
+    ti = context.get("ti") or context.get("task_instance")
+    exc = context.get("exception")
+    payload = {
+        "event": "citewell.task_failed",
+        "dag_id": getattr(ti, "dag_id", None),
+        "task_id": getattr(ti, "task_id", None),
+        "run_id": context.get("run_id") or getattr(ti, "run_id", None),
+        "try_number": getattr(ti, "try_number", None),
+        "error_type": type(exc).__name__ if exc is not None else None,
+        "error": _safe_message(exc),
+    }
+    log_event(logger, logging.ERROR, "dags.task_failed", **payload)
+    url = alert_webhook()
+    if url is None:
+        return
+    import httpx
+
+    try:
+        httpx.post(url, json=payload, timeout=5.0).raise_for_status()
+    except httpx.HTTPError as error:
+        log_event(logger, logging.ERROR, "dags.alert_failed", error=type(error).__name__)
+
+
+def _safe_message(exc: BaseException | None) -> str | None:
+    while exc is not None:
+        if isinstance(exc, CitewellError):
+            return str(exc)
+        exc = exc.__cause__
+    return None
+
+
+def default_args() -> dict[str, Any]:
+    """Retries with exponential backoff and the failure hook, for every task."""
+    retries = int(os.environ.get(RETRIES_ENV, "2"))
+    return {
+        "owner": "citewell",
+        "retries": retries,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": timedelta(minutes=30),
+        "on_failure_callback": on_failure,
+    }

@@ -1,0 +1,460 @@
+"""Scheduled refreshes and rebuilds of one configured source, step by step.
+
+Each function is one orchestrator task (see ``dags/``): small, idempotent, and exchanging only
+file paths. Work files live in a run directory ``<data_dir>/runs/<index>/<run_id>/``:
+
+- ``discover`` writes ``snapshot.json`` (relative paths, content hashes, label fingerprints);
+- ``plan`` compares it with the published manifest and writes ``plan.json`` and
+  ``batch-NNNN.json`` (the new and changed documents, ``batch_size`` at a time);
+- ``process_batch`` parses, chunks and embeds one batch into the shared caches (no index write);
+- ``finalize`` runs the one ingestion transaction, which finds every parse and embedding cached,
+  applies deletes and relabels, updates BM25 and publishes a new version atomically.
+
+Re-running any step, or the whole run, converges to the same index: the caches are keyed by
+content, and ``finalize`` ingests the folder's state at that moment (if it changed since the
+plan, the newer state wins, which is what the next run would do anyway).
+
+``rebuild`` builds from scratch into a new version and publishes it only if it validates
+(document and chunk counts against the plan, and a retrieval smoke test on a golden set);
+otherwise the serving version stays as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from core.errors import CitewellError, ConfigurationError, EvaluationError
+from core.logging import log_event
+from core.models import DocumentFailure, Frozen, IngestReport, SearchFilters
+from core.settings import Settings
+from ingestion.labels import LabelRules
+from ingestion.pipeline import Ingestor, document_id
+from ingestion.sources import LocalFolderSource
+from ingestion.sources_config import SourceConfig, load_golden
+from retrieval.access import AccessScope
+from retrieval.index import IndexLayout, IndexWriter
+from retrieval.manifest import DocumentEntry, Manifest
+from retrieval.protocols import Embedder
+
+logger = logging.getLogger(__name__)
+
+SNAPSHOT_FILE = "snapshot.json"
+PLAN_FILE = "plan.json"
+REPORT_FILE = "report.json"
+_SMOKE_PRINCIPAL = "citewell-rebuild-smoke"
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class RebuildValidationError(EvaluationError):
+    """A rebuilt version failed validation and was not published."""
+
+
+# --- work files ---------------------------------------------------------------------------
+class SnapshotEntry(Frozen):
+    relative_path: str
+    source_uri: str
+    content_hash: str
+    label_fingerprint: str
+
+
+class DiscoveredSnapshot(Frozen):
+    """What the source held at discovery: ids and hashes, never content."""
+
+    source: str
+    index: str
+    run_id: str
+    root: str
+    taken_at: datetime
+    entries: tuple[SnapshotEntry, ...]
+    rejected: tuple[DocumentFailure, ...] = ()
+    path: str  # where this snapshot is stored (what XCom carries)
+
+
+class Batch(Frozen):
+    relative_paths: tuple[str, ...]
+
+
+class PlanSummary(Frozen):
+    """The changes a refresh will make, relative to the published version ``base_version``."""
+
+    source: str
+    index: str
+    run_id: str
+    base_version: str | None
+    snapshot_path: str
+    new: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    deleted: tuple[str, ...] = ()
+    relabeled: tuple[str, ...] = ()
+    unchanged: int = 0
+    batch_paths: tuple[str, ...] = ()
+    path: str  # where this plan is stored
+
+
+class RebuildReport(Frozen):
+    index: str
+    version: str | None
+    previous_version: str | None
+    documents: int
+    chunks: int
+    smoke_questions: int
+    smoke_hits: int
+    ingest: IngestReport
+
+
+# --- helpers ------------------------------------------------------------------------------
+def run_dir(settings: Settings, index: str, run_id: str) -> Path:
+    """The work directory of one run (run ids from Airflow hold ':' and '+')."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", run_id).strip("._") or "run"
+    return settings.data_dir / "runs" / index / safe
+
+
+def parse_cache_dir(settings: Settings) -> Path:
+    return settings.cache_dir / "parsed"
+
+
+def _write_model(path: Path, model: BaseModel) -> None:
+    """Write atomically so a retried task never reads a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(model.model_dump_json(indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _read_model(path: Path, model: type[M]) -> M:
+    try:
+        return model.model_validate_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValidationError) as exc:
+        raise ConfigurationError(f"run file {path} is missing or invalid: {exc}") from exc
+
+
+def _check_connector(source: SourceConfig) -> None:
+    if source.connector != "local":
+        raise ConfigurationError(f"source {source.name!r}: unsupported connector")
+    if not source.path.is_dir():
+        raise ConfigurationError(f"source {source.name!r}: folder {source.path} does not exist")
+
+
+def _published_documents(
+    settings: Settings, source: SourceConfig
+) -> tuple[str | None, dict[str, DocumentEntry]]:
+    """The published version and its manifest entries for this source (read-only, no vectors)."""
+    layout = IndexLayout(settings, source.index)
+    version = layout.current_version()
+    if version is None:
+        return None, {}
+    manifest = Manifest(layout.version_dir(version) / "manifest.sqlite", read_only=True)
+    try:
+        return version, manifest.documents(source=source.name)
+    finally:
+        manifest.close()
+
+
+def _batches(paths: Sequence[str], size: int) -> Iterable[tuple[str, ...]]:
+    for start in range(0, len(paths), size):
+        yield tuple(paths[start : start + size])
+
+
+# --- the steps ----------------------------------------------------------------------------
+def discover(settings: Settings, source: SourceConfig, run_id: str) -> DiscoveredSnapshot:
+    """List the source's documents with content hashes and label fingerprints."""
+    _check_connector(source)
+    rules = LabelRules.load(source.path, settings.scheme)
+    folder = LocalFolderSource(
+        source.path, name=source.name, max_file_bytes=settings.max_file_bytes, labels=rules
+    )
+    found = folder.discover()
+    entries: list[SnapshotEntry] = []
+    rejected = list(found.rejected)
+    for item in found.items:
+        try:
+            digest = hashlib.sha256(folder.read_bytes(item)).hexdigest()
+            fingerprint = folder.labels_for(item, None).fingerprint
+        except (OSError, CitewellError) as exc:
+            rejected.append(DocumentFailure(source_uri=item.source_uri, reason=str(exc)))
+            continue
+        entries.append(
+            SnapshotEntry(
+                relative_path=item.relative_path,
+                source_uri=item.source_uri,
+                content_hash=digest,
+                label_fingerprint=fingerprint,
+            )
+        )
+    path = run_dir(settings, source.index, run_id) / SNAPSHOT_FILE
+    snapshot = DiscoveredSnapshot(
+        source=source.name,
+        index=source.index,
+        run_id=run_id,
+        root=str(folder.root),
+        taken_at=datetime.now(UTC),
+        entries=tuple(entries),
+        rejected=tuple(rejected),
+        path=str(path),
+    )
+    _write_model(path, snapshot)
+    log_event(
+        logger,
+        logging.INFO,
+        "refresh.discovered",
+        source=source.name,
+        index=source.index,
+        documents=len(entries),
+        rejected=len(rejected),
+    )
+    return snapshot
+
+
+def plan(
+    settings: Settings, source: SourceConfig, snapshot_path: Path, *, fresh: bool = False
+) -> PlanSummary:
+    """Classify each document against the published manifest (``fresh``: against nothing, as
+    a rebuild does) and write the batches of documents to parse and embed."""
+    snapshot = _read_model(snapshot_path, DiscoveredSnapshot)
+    base_version, published = (None, {}) if fresh else _published_documents(settings, source)
+    new: list[str] = []
+    changed: list[str] = []
+    relabeled: list[str] = []
+    unchanged = 0
+    seen: set[str] = {document_id(r.source_uri) for r in snapshot.rejected}
+    for entry in snapshot.entries:
+        doc_id = document_id(entry.source_uri)
+        seen.add(doc_id)
+        prior = published.get(doc_id)
+        if prior is None:
+            new.append(entry.relative_path)
+        elif prior.content_hash != entry.content_hash:
+            changed.append(entry.relative_path)
+        elif prior.label_fingerprint != entry.label_fingerprint:
+            relabeled.append(entry.relative_path)
+        else:
+            unchanged += 1
+    deleted = sorted(doc.relative_path for doc_id, doc in published.items() if doc_id not in seen)
+    directory = Path(snapshot.path).parent
+    for stale in directory.glob("batch-*.json"):
+        stale.unlink()  # a retried plan may produce fewer batches than the first try
+    batch_paths: list[str] = []
+    for number, paths in enumerate(_batches([*new, *changed], source.batch_size)):
+        batch_path = directory / f"batch-{number:04d}.json"
+        _write_model(batch_path, Batch(relative_paths=paths))
+        batch_paths.append(str(batch_path))
+    summary = PlanSummary(
+        source=source.name,
+        index=source.index,
+        run_id=snapshot.run_id,
+        base_version=base_version,
+        snapshot_path=str(snapshot_path),
+        new=tuple(new),
+        changed=tuple(changed),
+        deleted=tuple(deleted),
+        relabeled=tuple(relabeled),
+        unchanged=unchanged,
+        batch_paths=tuple(batch_paths),
+        path=str(directory / PLAN_FILE),
+    )
+    _write_model(Path(summary.path), summary)
+    log_event(
+        logger,
+        logging.INFO,
+        "refresh.planned",
+        source=source.name,
+        index=source.index,
+        base_version=base_version,
+        new=len(new),
+        changed=len(changed),
+        deleted=len(deleted),
+        relabeled=len(relabeled),
+        unchanged=unchanged,
+        batches=len(batch_paths),
+    )
+    return summary
+
+
+def process_batch(
+    settings: Settings, source: SourceConfig, batch_path: Path, embedder: Embedder | None = None
+) -> int:
+    """Parse, chunk and embed one batch into the caches. Returns embeddings computed (0 when a
+    retry finds them cached)."""
+    batch = _read_model(batch_path, Batch)
+    ingestor = Ingestor(settings, embedder=embedder, parse_cache_dir=parse_cache_dir(settings))
+    computed = ingestor.prepare(source.path, batch.relative_paths)
+    log_event(
+        logger,
+        logging.INFO,
+        "refresh.batch_processed",
+        source=source.name,
+        batch=batch_path.name,
+        documents=len(batch.relative_paths),
+        embeddings_computed=computed,
+    )
+    return computed
+
+
+def finalize(
+    settings: Settings, source: SourceConfig, plan_path: Path, embedder: Embedder | None = None
+) -> IngestReport:
+    """Publish the source's current state: one ingestion transaction over the whole folder."""
+    summary = _read_model(plan_path, PlanSummary)
+    _check_connector(source)
+    ingestor = Ingestor(settings, embedder=embedder, parse_cache_dir=parse_cache_dir(settings))
+    report = ingestor.ingest_folder(source.path, index=source.index, source_name=source.name)
+    _write_model(plan_path.parent / REPORT_FILE, report)
+    planned = {*summary.new, *summary.changed}
+    done = {*report.added, *report.updated}
+    if planned != done or set(summary.deleted) != set(report.deleted):
+        # Not an error: the folder changed after planning and the newer state was published.
+        log_event(
+            logger,
+            logging.INFO,
+            "refresh.plan_drift",
+            source=source.name,
+            index=source.index,
+            planned=len(planned),
+            written=len(done),
+        )
+    return report
+
+
+# --- rebuild ------------------------------------------------------------------------------
+def _smoke_test(
+    writer: IndexWriter,
+    embedder: Embedder,
+    golden: Path,
+    k: int,
+    min_hit_rate: float,
+    levels: int,
+) -> tuple[int, int]:
+    """Ask each golden question of the staged version (dense and BM25 legs, a scope that sees
+    every labelled document) and count those whose expected document is in either top k."""
+    questions = load_golden(golden)
+    documents = writer.manifest.documents()
+    groups = frozenset(g for doc in documents.values() for g in doc.groups)
+    scope = AccessScope(principal=_SMOKE_PRINCIPAL, max_rank=levels - 1, groups=groups)
+    path_of = {doc_id: doc.relative_path for doc_id, doc in documents.items()}
+    hits = 0
+    for question in questions:
+        found: set[str] = set()
+        vector = embedder.embed_query(question.question)
+        for chunk, _ in writer.vectors.search(vector, scope, SearchFilters(), k):
+            found.add(path_of.get(chunk.doc_id, ""))
+        lexical = writer.lexical.search(question.question, scope, SearchFilters(), k)
+        for chunk in writer.vectors.get_chunks([chunk_id for chunk_id, _ in lexical]):
+            found.add(path_of.get(chunk.doc_id, ""))
+        if found.intersection(question.expected):
+            hits += 1
+    if not questions or hits / len(questions) < min_hit_rate:
+        raise RebuildValidationError(
+            f"retrieval smoke test: {hits} of {len(questions)} golden questions found their "
+            f"document in the top {k} (need {min_hit_rate:.0%})"
+        )
+    return hits, len(questions)
+
+
+def _check_counts(writer: IndexWriter, snapshot: DiscoveredSnapshot, source_name: str) -> None:
+    documents = writer.manifest.documents(source=source_name)
+    indexed = {doc.source_uri for doc in documents.values()}
+    failed = {f.source_uri for f in writer.manifest.failures() if f.source == source_name}
+    expected = {entry.source_uri for entry in snapshot.entries} - failed
+    if indexed != expected:
+        raise RebuildValidationError(
+            f"document count mismatch: {len(indexed)} indexed, {len(expected)} expected from the "
+            f"plan ({len(indexed - expected)} unexpected, {len(expected - indexed)} missing)"
+        )
+    if not indexed:
+        raise RebuildValidationError("the rebuilt index holds no document")
+    chunks = sum(len(doc.chunk_ids) for doc in documents.values())
+    _, all_chunks = writer.manifest.counts()
+    if writer.vectors.count() != all_chunks or len(writer.lexical) != all_chunks:
+        raise RebuildValidationError(
+            f"chunk count mismatch: manifest {all_chunks}, vectors {writer.vectors.count()}, "
+            f"bm25 {len(writer.lexical)}"
+        )
+    if chunks < len(indexed):
+        raise RebuildValidationError("some indexed documents have no chunk")
+
+
+def rebuild(
+    settings: Settings,
+    source: SourceConfig,
+    plan_path: Path,
+    golden: Path | None = None,
+    embedder: Embedder | None = None,
+) -> RebuildReport:
+    """Build the index from scratch into a new version, validate it against the plan and the
+    golden set, and only then publish it (the previous version stays for rollback). Raises
+    :class:`RebuildValidationError` and publishes nothing when validation fails."""
+    summary = _read_model(plan_path, PlanSummary)
+    snapshot = _read_model(Path(summary.snapshot_path), DiscoveredSnapshot)
+    _check_connector(source)
+    golden = golden or source.smoke_golden
+    layout = IndexLayout(settings, source.index)
+    previous = layout.current_version()
+    ingestor = Ingestor(settings, embedder=embedder, parse_cache_dir=parse_cache_dir(settings))
+    smoke: list[tuple[int, int]] = []
+
+    def validate(writer: IndexWriter) -> None:
+        _check_counts(writer, snapshot, source.name)
+        if golden is not None:
+            smoke.append(
+                _smoke_test(
+                    writer,
+                    ingestor.embedder,
+                    golden,
+                    source.rebuild.k,
+                    source.rebuild.min_hit_rate,
+                    len(settings.scheme.levels),
+                )
+            )
+
+    try:
+        report = ingestor.ingest_folder(
+            source.path, index=source.index, source_name=source.name, fresh=True, validate=validate
+        )
+    except RebuildValidationError as exc:
+        log_event(
+            logger,
+            logging.ERROR,
+            "rebuild.validation_failed",
+            source=source.name,
+            index=source.index,
+            serving_version=previous,
+            error=str(exc),
+        )
+        raise
+    meta = layout.read_meta(report.index_version) if report.index_version else None
+    hits, total = smoke[0] if smoke else (0, 0)
+    result = RebuildReport(
+        index=source.index,
+        version=report.index_version,
+        previous_version=previous,
+        documents=meta.documents if meta else 0,
+        chunks=meta.chunks if meta else 0,
+        smoke_questions=total,
+        smoke_hits=hits,
+        ingest=report,
+    )
+    _write_model(plan_path.parent / REPORT_FILE, result)
+    log_event(
+        logger,
+        logging.INFO,
+        "rebuild.published",
+        source=source.name,
+        index=source.index,
+        version=result.version,
+        previous_version=previous,
+        documents=result.documents,
+        chunks=result.chunks,
+        smoke_hits=hits,
+        smoke_questions=total,
+    )
+    return result
