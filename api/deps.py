@@ -84,8 +84,8 @@ def get_auth_context(
     try:
         context = authenticator.authenticate(api_key, bearer.credentials if bearer else None)
         if act_for is not None:
-            caller = context
-            context = authenticator.act_for(caller, act_for)
+            # On failure ``context`` still names the caller, for the audit line below.
+            context = authenticator.act_for(context, act_for)
             audit.record(
                 AuditRecord(
                     event="act_for",
