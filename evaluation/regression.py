@@ -1,0 +1,163 @@
+"""Regression gate: compare an evaluation run's JSON with a stored baseline.
+
+Both files are any evaluation JSON Citewell writes (``eval answers --json``, ``eval retrieval
+--json``, ``eval report``'s JSON). Numeric leaves named like a known metric are compared by
+dotted path (``modes.hybrid.ndcg@10``, ``answers.citation_precision``); a metric regresses when
+it moves the wrong way by more than its tolerance (absolute, in the metric's own unit).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from core.errors import EvaluationError
+from core.models import Frozen
+
+# Higher is better unless listed in LOWER_IS_BETTER. Tolerances are absolute.
+DEFAULT_TOLERANCES: dict[str, float] = {
+    "correct_source_rate": 0.02,
+    "citation_coverage": 0.02,
+    "citation_precision": 0.02,
+    "refusal_rate": 0.03,
+    "false_refusal_rate": 0.03,
+    "ndcg@10": 0.01,
+    "recall@10": 0.01,
+    "recall@100": 0.01,
+    "mrr@10": 0.01,
+    "hit_rate": 0.02,
+    "mrr": 0.02,
+    "p95": 50.0,  # latency, milliseconds
+    "latency_p95_ms": 50.0,
+}
+LOWER_IS_BETTER: frozenset[str] = frozenset({"false_refusal_rate", "p95", "latency_p95_ms"})
+# Containers whose numbers describe a run's size or timing context, not quality.
+_IGNORED_BRANCHES = frozenset({"questions", "groups", "per_question"})
+
+
+class MetricChange(Frozen):
+    path: str
+    baseline: float
+    current: float
+    tolerance: float
+    lower_is_better: bool
+
+    @property
+    def delta(self) -> float:
+        return self.current - self.baseline
+
+    @property
+    def regressed(self) -> bool:
+        worse = -self.delta if not self.lower_is_better else self.delta
+        return worse > self.tolerance + 1e-12
+
+
+class RegressionResult(Frozen):
+    changes: tuple[MetricChange, ...]
+    missing: tuple[str, ...]  # metrics in the baseline but absent (or null) in the run
+
+    @property
+    def regressions(self) -> tuple[MetricChange, ...]:
+        return tuple(c for c in self.changes if c.regressed)
+
+    @property
+    def passed(self) -> bool:
+        return not self.regressions and not self.missing
+
+    def diff(self) -> str:
+        """A readable table: every compared metric, regressions marked."""
+        if not self.changes and not self.missing:
+            return "no comparable metrics found in the baseline\n"
+        width = max([len(c.path) for c in self.changes] + [len(m) for m in self.missing] + [6])
+        lines = [f"  {'metric':<{width}}  {'baseline':>10}  {'run':>10}  {'change':>9}  allowed"]
+        for c in self.changes:
+            mark = "!!" if c.regressed else "  "
+            direction = "rise" if c.lower_is_better else "drop"
+            lines.append(
+                f"{mark}{c.path:<{width}}  {c.baseline:>10.4f}  {c.current:>10.4f}  "
+                f"{c.delta:>+9.4f}  {direction} <= {c.tolerance:g}"
+            )
+        lines.extend(f"!!{m:<{width}}  missing from the run" for m in self.missing)
+        n = len(self.regressions)
+        verdict = (
+            "PASS: no metric moved beyond its tolerance"
+            if self.passed
+            else f"FAIL: {n} metric(s) regressed, {len(self.missing)} missing"
+        )
+        return "\n".join([*lines, verdict]) + "\n"
+
+
+def flatten_metrics(payload: Any, tolerances: Mapping[str, float]) -> dict[str, float]:
+    """Numeric leaves whose last path segment is a known metric, by dotted path."""
+    out: dict[str, float] = {}
+
+    def walk(node: Any, path: tuple[str, ...]) -> None:
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                if str(key) not in _IGNORED_BRANCHES:
+                    walk(value, (*path, str(key)))
+        elif (
+            isinstance(node, int | float)
+            and not isinstance(node, bool)
+            and path
+            and path[-1] in tolerances
+        ):
+            out[".".join(path)] = float(node)
+
+    walk(payload, ())
+    return out
+
+
+def compare(
+    run: Mapping[str, Any],
+    baseline: Mapping[str, Any],
+    tolerances: Mapping[str, float] | None = None,
+) -> RegressionResult:
+    """Compare every baseline metric with the run's; ``tolerances`` override the defaults by
+    metric name (the path's last segment)."""
+    merged = {**DEFAULT_TOLERANCES, **(tolerances or {})}
+    base = flatten_metrics(baseline, merged)
+    current = flatten_metrics(run, merged)
+    changes: list[MetricChange] = []
+    missing: list[str] = []
+    for path, value in base.items():
+        name = path.rsplit(".", 1)[-1]
+        if path not in current:
+            missing.append(path)
+            continue
+        changes.append(
+            MetricChange(
+                path=path,
+                baseline=value,
+                current=current[path],
+                tolerance=merged[name],
+                lower_is_better=name in LOWER_IS_BETTER,
+            )
+        )
+    return RegressionResult(changes=tuple(changes), missing=tuple(missing))
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise EvaluationError(f"cannot read evaluation JSON {path}: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise EvaluationError(f"{path}: expected a JSON object")
+    return payload
+
+
+def parse_tolerances(items: list[str] | None) -> dict[str, float]:
+    """``["ndcg@10=0.02", "citation_precision=0.05"]`` → mapping; malformed items raise."""
+    out: dict[str, float] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError(item)
+            out[name.strip()] = float(value)
+        except ValueError as exc:
+            raise EvaluationError(f"tolerance must be METRIC=NUMBER, got {item!r}") from exc
+    return out
