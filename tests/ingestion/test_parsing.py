@@ -1,0 +1,182 @@
+import shutil
+from pathlib import Path
+
+import pytest
+
+from core.errors import MissingDependencyError, ParseError
+from ingestion import parsing
+from ingestion.parsing import decode_text, parse_document, table_text
+
+SAMPLES = Path("/work/shared/data/sample_docs")
+FILES = sorted(p.name for p in SAMPLES.iterdir() if p.name != "MANIFEST.tsv")
+HAS_SOFFICE = bool(shutil.which("soffice") or shutil.which("libreoffice"))
+HAS_PANDOC = parsing._has_pandoc()
+HAS_OCR = bool(shutil.which("tesseract") and shutil.which("pdftoppm"))
+
+# Known-bad files and the reason each must give (ocr=False for the sweep: OCR is tested below).
+EXPECTED_ERRORS: dict[str, str] = {
+    "empty.txt": "empty document",
+    "password.pdf": "encrypted PDF (password required)",
+    "password_protected.xlsx": "password-protected .xlsx",
+    "fake-encrypted.eml": "encrypted e-mail",
+    "loremipsum-flat.pdf": "no text layer (scanned PDF)",
+    "single_table.pdf": "no text layer (scanned PDF)",
+}
+if not HAS_SOFFICE:
+    EXPECTED_ERRORS["fake.doc"] = "needs LibreOffice"
+if not HAS_PANDOC:
+    for name in ("README.rst", "fake.odt", "fake-doc.rtf", "winter-sports.epub"):
+        EXPECTED_ERRORS[name] = "needs pandoc"
+
+# Substrings each parsed file must contain: proof the right content came out, decoded right.
+EXPECTED_TEXT: dict[str, str] = {
+    "fake-html-cp1252.html": "My First Heading",
+    "umlauts-non-utf8.md": "können",
+    "fake-text-utf-16.txt": "This is a test document to use for unit tests.",
+    "pypdf-issue-297-broken-xref.pdf": "test example",
+    "copy-protected.pdf": "LayoutParser",
+    "docx-tables.docx": "|",
+    "family-day.eml": "Subject: Family Day",
+    "email-no-utf8-2014-03-17.111517.eml": "Google Account",
+    "fake-email-attachment.msg": "Subject: Fake email with attachment",
+    "korean-text-with-tables.pdf": "포인트",
+}
+SLOW = {"winter-sports.epub", "2023-half-year-analyses-by-segment.xlsx"}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in FILES]
+)
+def test_every_sample_parses_or_fails_with_a_clear_reason(name: str):
+    path = SAMPLES / name
+    doc_type = path.suffix.lstrip(".").lower()
+    if name in EXPECTED_ERRORS:
+        with pytest.raises(ParseError) as info:
+            parse_document(path, doc_type, ocr=False)
+        assert EXPECTED_ERRORS[name] in info.value.reason
+        return
+    doc = parse_document(path, doc_type, ocr=False)
+    assert doc.text.strip()
+    assert doc.title.strip()
+    assert doc.doc_type == doc_type
+    assert doc.text == "\n\n".join(e.text for e in doc.elements)
+    for element in doc.elements:
+        assert doc.text[element.char_start : element.char_end] == element.text
+    assert "\ufffd" not in doc.text or name == "norwich-city.txt"
+    if name in EXPECTED_TEXT:
+        assert EXPECTED_TEXT[name] in doc.text
+
+
+def test_sample_count_matches_manifest():
+    assert len(FILES) == 39
+
+
+def test_pdf_pages_and_titles():
+    doc = parse_document(SAMPLES / "layout-parser-paper-fast.pdf", "pdf")
+    assert doc.pages == 2
+    assert {e.page for e in doc.elements} == {1, 2}
+    assert doc.title.startswith("LayoutParser")
+    assert any(e.kind == "title" for e in doc.elements)
+
+
+def test_pptx_slides_and_tables():
+    doc = parse_document(SAMPLES / "fake-power-point-table.pptx", "pptx")
+    table = next(e for e in doc.elements if e.kind == "table")
+    assert table.text.splitlines()[0] == "Column 1 | Column 2 | Column 3"
+    assert table.page == 1
+    assert doc.title == "A Slide with a Table"
+    assert parse_document(SAMPLES / "sample-presentation.pptx", "pptx").pages == 4
+
+
+def test_email_header_element():
+    doc = parse_document(SAMPLES / "family-day.eml", "eml")
+    assert doc.elements[0].kind == "email_header"
+    assert doc.metadata["subject"] == "Family Day"
+    assert doc.title == "Family Day"
+
+
+def test_missing_ocr_tools_give_a_clear_reason(monkeypatch):
+    monkeypatch.setattr(parsing.shutil, "which", lambda _name: None)
+    with pytest.raises(MissingDependencyError, match="install Tesseract"):
+        parse_document(SAMPLES / "single_table.pdf", "pdf")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_OCR, reason="tesseract and pdftoppm not installed")
+def test_scanned_pdf_is_ocrd():
+    doc = parse_document(SAMPLES / "loremipsum-flat.pdf", "pdf")
+    assert "Lorem ipsum" in doc.text
+    assert doc.elements[0].page == 1
+
+
+def test_missing_libreoffice_is_reported(monkeypatch):
+    monkeypatch.setattr(parsing.shutil, "which", lambda _name: None)
+    with pytest.raises(MissingDependencyError, match="needs LibreOffice"):
+        parse_document(SAMPLES / "fake.doc", "doc")
+
+
+def test_missing_pandoc_is_reported(monkeypatch):
+    monkeypatch.setattr(parsing, "_has_pandoc", lambda: False)
+    with pytest.raises(MissingDependencyError, match="needs pandoc"):
+        parse_document(SAMPLES / "README.rst", "rst")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "doc_type", "reason"),
+    [
+        ("blank.md", b"  \n\n\t ", "md", "empty document"),
+        ("trunc.pdf", b"%PDF-1.4\n1 0 obj <<", "pdf", "corrupt PDF"),
+        ("notpdf.pdf", b"hello there", "pdf", "missing %PDF header"),
+        ("trunc.docx", b"PK\x03\x04garbage", "docx", "corrupt .docx"),
+        ("x.bin", b"\x00\x01", "bin", "unsupported file type"),
+    ],
+)
+def test_broken_inputs(tmp_path: Path, name: str, content: bytes, doc_type: str, reason: str):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ParseError, match=reason):
+        parse_document(path, doc_type)
+
+
+def test_truncated_docx_zip(tmp_path: Path):
+    data = (SAMPLES / "handbook-1p.docx").read_bytes()
+    path = tmp_path / "half.docx"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ParseError, match=r"corrupt"):
+        parse_document(path, "docx")
+
+
+@pytest.mark.parametrize(
+    ("data", "text"),
+    [
+        ("Grüße".encode("utf-16"), "Grüße"),
+        ("Grüße".encode("utf-8-sig"), "Grüße"),
+        (
+            "Gr\u00fc\u00dfe \u2013 \u201cq\u201d".encode("cp1252"),
+            "Gr\u00fc\u00dfe \u2013 \u201cq\u201d",
+        ),
+        (b"caf\xe9 \x81", "café \x81"),  # not cp1252 (0x81 undefined): Latin-1
+    ],
+)
+def test_decode_text(data: bytes, text: str):
+    assert decode_text(data) == text
+
+
+def test_table_text():
+    html = (
+        "<table><tr><th>a</th><th> b  c </th></tr><tr><td></td><td></td></tr>"
+        "<tr><td>1</td><td>2</td></tr></table>"
+    )
+    assert table_text(html) == "a | b c\n1 | 2"
+
+
+def test_offline_spacy_hook_still_exists():
+    # unstructured's private attribute; if a new version drops it, first partitions go online.
+    import unstructured.nlp.tokenize as tokenize
+
+    parsing._unstructured_ready()
+    assert tokenize._SPACY_MODEL_NAME == parsing.OFFLINE_SPACY_MODEL
+    assert tokenize._get_nlp.__wrapped__ is not None
+    import spacy
+
+    assert spacy.util.is_package(parsing.OFFLINE_SPACY_MODEL)
