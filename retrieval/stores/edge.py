@@ -119,11 +119,16 @@ class EdgeVectorStore:
         with self._lock:
             if self._shard is not None:
                 return self._shard
-            fresh = not self._path.exists() or not any(self._path.iterdir())
+            fresh = False
             try:
+                fresh = not self._path.exists() or not any(self._path.iterdir())
                 if fresh:
                     shard = edge.EdgeShard.create(str(self._path), self._config())
-                    self._create_indexes(shard)
+                    try:
+                        self._create_indexes(shard)
+                    except Exception:
+                        shard.close()  # release the WAL lock, or the path stays unusable
+                        raise
                 else:
                     # Passing the config makes the engine check it against the stored segments
                     # (a dimension mismatch fails here, not on the first query).
