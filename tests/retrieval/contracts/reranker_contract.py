@@ -17,6 +17,10 @@ PASSAGES = [
 
 
 class RerankerContract:
+    # One pair at a time vs batched; dynamic int8 quantises activations per batch, so its
+    # subclass loosens this.
+    single_atol = 1e-3
+
     @pytest.fixture
     def reranker(self) -> Reranker:
         raise NotImplementedError
@@ -36,7 +40,7 @@ class RerankerContract:
         backward = reranker.score(QUERY, PASSAGES[::-1])
         np.testing.assert_allclose(forward, backward[::-1], atol=1e-4)
         single = np.array([reranker.score(QUERY, [p])[0] for p in PASSAGES])
-        np.testing.assert_allclose(forward, single, atol=1e-3)
+        np.testing.assert_allclose(forward, single, atol=self.single_atol)
 
     def test_empty_input(self, reranker: Reranker) -> None:
         assert reranker.score(QUERY, []).shape == (0,)
