@@ -16,8 +16,9 @@ results although more match (graph connectivity; see MEASURED.md). :meth:`EdgeVe
 therefore checks every short answer with an exact count of matching points and, if more match
 than were returned, repeats the query with ``exact=True`` (a brute-force scan of the points the
 payload indexes select). Broad filters pay nothing; short answers pay one count, and a real
-shortfall one exact scan. ACORN was measured as the alternative and costs several times the
-default search on every restrictive query (``benchmarks/vector_store.py``).
+shortfall one exact scan. ACORN was measured as the alternative: at 100k points and a 2% filter
+it took 7.6 ms p50 against 0.9 ms for plain HNSW on every query (``benchmarks/vector_store.py``),
+while the fallback only costs when the answer is short.
 """
 
 from __future__ import annotations
