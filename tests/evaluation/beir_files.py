@@ -27,3 +27,31 @@ def write_beir(
     (root / "qrels").mkdir(exist_ok=True)
     (root / "qrels" / f"{split}.tsv").write_text(qrels, encoding="utf-8")
     return root
+
+
+def write_slice(source: Path, dest: Path, n_queries: int, n_docs: int, split: str = "test") -> Path:
+    """A small BEIR folder from a real one: the first ``n_queries`` judged queries, every
+    document they judge, and the corpus's first documents as distractors up to ``n_docs``."""
+    from evaluation.beir import load_beir
+
+    dataset = load_beir(source, split)
+    queries = dataset.queries[:n_queries]
+    judged = {doc for q in queries for doc in dataset.qrels[q.query_id]}
+    keep = [d for d in dataset.corpus if d.doc_id in judged]
+    for doc in dataset.corpus:
+        if len(keep) >= n_docs:
+            break
+        if doc.doc_id not in judged:
+            keep.append(doc)
+    qrels = "query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q.query_id}\t{doc}\t{grade}\n"
+        for q in queries
+        for doc, grade in dataset.qrels[q.query_id].items()
+    )
+    return write_beir(
+        dest,
+        [{"_id": d.doc_id, "title": d.title, "text": d.text} for d in keep],
+        [{"_id": q.query_id, "text": q.text} for q in queries],
+        qrels,
+        split=split,
+    )
