@@ -21,19 +21,19 @@ from dags._common import (
     load_settings,
     load_source,
 )
-from dags.citewell_refresh import discover, plan, process, publish
+from dags._tasks import discover, plan, process, publish
 from ingestion.sources_config import SourceConfig
 
 
 @task
-def rebuild(source_name: str, plan_path: str) -> str | None:
+def rebuild(source_name: str, snapshot_path: str) -> str | None:
     from pathlib import Path
 
+    from ingestion.refresh import plan_file
     from ingestion.refresh import rebuild as rebuild_source
 
-    report = guarded(
-        lambda: rebuild_source(load_settings(), load_source(source_name), Path(plan_path))
-    )
+    plan_path = plan_file(Path(snapshot_path))
+    report = guarded(lambda: rebuild_source(load_settings(), load_source(source_name), plan_path))
     return report.version
 
 
@@ -52,13 +52,9 @@ def build_rebuild_dag(source: SourceConfig) -> Any:
         # TaskFlow calls return XComArgs, resolved at run time; typed Any for mypy.
         snapshot: Any = discover(source.name)
         planned: Any = plan(source.name, snapshot, fresh=True)
-        processed = process.partial(source_name=source.name).expand(
-            batch_path=planned["batch_paths"]
-        )
-        version: Any = rebuild.override(trigger_rule="none_failed")(
-            source.name, planned["plan_path"]
-        )
-        processed >> version
+        processed = process.partial(source_name=source.name).expand(batch_path=planned)
+        version: Any = rebuild.override(trigger_rule="none_failed")(source.name, snapshot)
+        processed >> version  # after every batch (and so after the plan)
         publish.override(outlets=[index_asset(source.index)])(source.index, version)
 
     return rebuild_dag()

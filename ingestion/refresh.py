@@ -119,6 +119,11 @@ def run_dir(settings: Settings, index: str, run_id: str) -> Path:
     return settings.data_dir / "runs" / index / safe
 
 
+def plan_file(snapshot_path: Path) -> Path:
+    """Where ``plan`` stores the plan made from this snapshot (same run directory)."""
+    return snapshot_path.parent / PLAN_FILE
+
+
 def parse_cache_dir(settings: Settings) -> Path:
     return settings.cache_dir / "parsed"
 
@@ -260,7 +265,7 @@ def plan(
         relabeled=tuple(relabeled),
         unchanged=unchanged,
         batch_paths=tuple(batch_paths),
-        path=str(directory / PLAN_FILE),
+        path=str(plan_file(snapshot_path)),
     )
     _write_model(Path(summary.path), summary)
     log_event(

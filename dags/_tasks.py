@@ -1,0 +1,53 @@
+"""TaskFlow tasks shared by the refresh and rebuild DAGs (not a DAG file: see .airflowignore).
+
+Each task re-reads its source from the sources config and builds Settings in the worker, and
+passes only run-file paths on through XCom.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import get_current_context, task
+
+from dags._common import guarded, index_asset, load_settings, load_source
+
+
+@task
+def discover(source_name: str) -> str:
+    from ingestion.refresh import discover as discover_source
+
+    run_id = str(get_current_context()["run_id"])
+    return guarded(lambda: discover_source(load_settings(), load_source(source_name), run_id).path)
+
+
+@task
+def plan(source_name: str, snapshot_path: str, fresh: bool = False) -> list[str]:
+    """Returns the batch files to map over; the plan itself sits next to the snapshot."""
+    from pathlib import Path
+
+    from ingestion.refresh import plan as plan_source
+
+    summary = guarded(
+        lambda: plan_source(
+            load_settings(), load_source(source_name), Path(snapshot_path), fresh=fresh
+        )
+    )
+    return list(summary.batch_paths)
+
+
+@task(max_active_tis_per_dagrun=4)
+def process(source_name: str, batch_path: str) -> int:
+    from pathlib import Path
+
+    from ingestion.refresh import process_batch
+
+    return guarded(
+        lambda: process_batch(load_settings(), load_source(source_name), Path(batch_path))
+    )
+
+
+@task
+def publish(index: str, version: str | None) -> str | None:
+    """Emit the index Asset (the outlet is set per DAG) with the published version."""
+    context = get_current_context()
+    context["outlet_events"][index_asset(index)].extra = {"version": version}
+    return version

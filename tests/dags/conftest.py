@@ -1,0 +1,158 @@
+"""An Airflow sandbox for DAG tests: a temporary AIRFLOW_HOME with a SQLite metadata DB (migrated
+once per session), the dags/ folder, one sources config, and the session's embedder."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
+
+LABELS = """default: {classification: internal, groups: [everyone]}
+rules:
+  - {match: "hr/**", classification: confidential, groups: [hr]}
+"""
+
+DOCS = {
+    "travel.md": "# Travel policy\n\nEmployees book flights through the travel desk. Economy "
+    "class applies to flights shorter than six hours; longer flights may use premium economy.\n",
+    "hr/leave.md": "# Parental leave\n\nParents receive sixteen weeks of paid parental leave, "
+    "taken within the first year after a birth or adoption.\n",
+    "security.txt": "Quarterly security review: firewall rules, badge access logs and the "
+    "incident response runbook are checked every quarter by the security team.\n",
+}
+
+
+def write_folder(root: Path, docs: dict[str, str] = DOCS, labels: str = LABELS) -> Path:
+    for relative, text in docs.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    (root / "citewell.labels.yaml").write_text(labels, encoding="utf-8")
+    return root
+
+
+def write_golden(path: Path, rows: list[tuple[str, str]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"question": q, "expected": e}) for q, e in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+GOOD_GOLDEN = [
+    ("how many weeks of parental leave do parents get", "hr/leave.md"),
+    ("which class for flights shorter than six hours", "travel.md"),
+]
+BAD_GOLDEN = [("how many weeks of parental leave do parents get", "missing/nowhere.md")]
+
+
+@dataclass
+class Webhook:
+    url: str
+    received: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Sandbox:
+    root: Path
+    data_dir: Path
+    folders: dict[str, Path]
+    webhook: Webhook
+
+    def settings(self) -> Any:
+        from core.settings import Settings
+
+        return Settings(data_dir=self.data_dir)
+
+    def dagbag(self) -> Any:
+        from airflow.dag_processing.dagbag import DagBag
+
+        return DagBag(dag_folder=str(DAGS_FOLDER))
+
+
+def _start_webhook() -> tuple[HTTPServer, Webhook]:
+    hook = Webhook(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            hook.received.append(json.loads(self.rfile.read(length)))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    hook.url = f"http://127.0.0.1:{server.server_port}/alert"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, hook
+
+
+@pytest.fixture(scope="session")
+def airflow_sandbox(
+    tmp_path_factory: pytest.TempPathFactory, embedder: Any
+) -> Iterator[Sandbox]:
+    if "airflow" in sys.modules:
+        pytest.skip("airflow was imported before its sandbox was configured")
+    root = tmp_path_factory.mktemp("airflow")
+    folders = {name: write_folder(root / "sources" / name) for name in ("kb", "rb", "ev")}
+    golden_good = write_golden(root / "golden" / "good.jsonl", GOOD_GOLDEN)
+    golden_bad = write_golden(root / "golden" / "bad.jsonl", BAD_GOLDEN)
+    config = {
+        "sources": [
+            {"name": "kb", "path": "sources/kb", "index": "kb", "schedule": "@hourly",
+             "batch_size": 2},
+            {"name": "rb", "path": "sources/rb", "index": "rb", "schedule": None,
+             "rebuild": {"golden": str(golden_good), "k": 3, "min_hit_rate": 1.0}},
+            # Same folder and index as rb, but a smoke test that cannot pass.
+            {"name": "rb_bad", "path": "sources/rb", "index": "rb", "schedule": None,
+             "rebuild": {"golden": str(golden_bad), "k": 3, "min_hit_rate": 1.0}},
+            {"name": "ev", "path": "sources/ev", "index": "ev", "schedule": None,
+             "evaluation": {"golden": str(golden_bad), "k": 3,
+                            "floors": {"hit_rate": 0.5, "mrr": 0.2}}},
+        ]
+    }
+    sources_file = root / "sources.yaml"
+    sources_file.write_text(json.dumps(config), encoding="utf-8")  # JSON is valid YAML
+    server, webhook = _start_webhook()
+    env = {
+        "AIRFLOW_HOME": str(root / "home"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{root / 'home' / 'airflow.db'}",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "CITEWELL_SOURCES_FILE": str(sources_file),
+        "CITEWELL_DATA_DIR": str(root / "data"),
+        "CITEWELL_AIRFLOW_RETRIES": "0",
+        "CITEWELL_ALERT_WEBHOOK": webhook.url,
+    }
+    (root / "home").mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        # Tasks run in this process under dag.test(): give them the session's loaded model
+        # instead of loading one per task.
+        import ingestion.pipeline
+        import retrieval.service
+
+        mp.setattr(ingestion.pipeline, "build_embedder", lambda settings: embedder)
+        mp.setattr(retrieval.service, "build_embedder", lambda settings: embedder)
+
+        from airflow.utils import db
+
+        db.initdb()  # what `airflow db migrate` does on an empty SQLite file
+        yield Sandbox(
+            root=root, data_dir=root / "data", folders=folders, webhook=webhook
+        )
+    server.shutdown()
+    os.environ.pop("_AIRFLOW_PARSING_CONTEXT_DAG_ID", None)

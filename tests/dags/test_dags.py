@@ -1,0 +1,203 @@
+"""DAG tests: DagBag import, and dag.test() runs of refresh, rebuild and evaluate against real
+small folders in a temporary AIRFLOW_HOME (see conftest.py)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.dags.conftest import Sandbox
+
+pytestmark = pytest.mark.slow
+
+HEAVY = ("torch", "sentence_transformers", "qdrant_client", "qdrant_edge", "unstructured")
+
+
+def _manifest(sandbox: Sandbox, index: str) -> dict[str, Any]:
+    from retrieval.index import IndexLayout
+    from retrieval.manifest import Manifest
+
+    layout = IndexLayout(sandbox.settings(), index)
+    version = layout.current_version()
+    assert version is not None
+    manifest = Manifest(layout.version_dir(version) / "manifest.sqlite", read_only=True)
+    try:
+        return {doc.relative_path: doc for doc in manifest.iter_documents()}
+    finally:
+        manifest.close()
+
+
+def _index_state(sandbox: Sandbox, index: str) -> tuple[str, dict[str, Any], int, int]:
+    """(version, manifest by path, vector count, BM25 count) of the published version."""
+    from retrieval.index import open_version
+
+    opened = open_version(sandbox.settings(), index)
+    try:
+        docs = {doc.relative_path: doc for doc in opened.manifest.iter_documents()}
+        return opened.version, docs, opened.vectors.count(), len(opened.lexical)
+    finally:
+        opened.close()
+
+
+def _states(run: Any) -> dict[str, str]:
+    return {
+        f"{ti.task_id}[{ti.map_index}]" if ti.map_index >= 0 else ti.task_id: str(ti.state)
+        for ti in run.get_task_instances()
+    }
+
+
+def test_dagbag_imports_expected_dags_quickly_without_models(airflow_sandbox: Sandbox) -> None:
+    before = set(sys.modules)
+    started = time.perf_counter()
+    bag = airflow_sandbox.dagbag()
+    elapsed = time.perf_counter() - started
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) == {
+        "citewell_refresh_kb",
+        "citewell_refresh_rb",
+        "citewell_refresh_rb_bad",
+        "citewell_refresh_ev",
+        "citewell_rebuild_kb",
+        "citewell_rebuild_rb",
+        "citewell_rebuild_rb_bad",
+        "citewell_rebuild_ev",
+        "citewell_evaluate_ev",  # only sources with an evaluation get one
+    }
+    for dag_id in bag.dag_ids:
+        dag = bag.get_dag(dag_id)
+        dag.check_cycle()
+        assert dag.catchup is False
+        assert all(task.on_failure_callback for task in dag.tasks)
+    assert elapsed < 5.0, f"DagBag fill took {elapsed:.2f}s"
+    assert all(stat.duration.total_seconds() < 1.0 for stat in bag.dagbag_stats)
+    loaded = {name.split(".")[0] for name in set(sys.modules) - before}
+    assert not loaded.intersection(HEAVY), loaded.intersection(HEAVY)
+
+    refresh = bag.get_dag("citewell_refresh_kb")
+    assert [t.task_id for t in refresh.topological_sort()] == [
+        "discover", "plan", "process", "finalize", "publish"
+    ]
+    assert [o.uri for o in refresh.get_task("publish").outlets] == ["citewell://index/kb"]
+    assert refresh.get_task("publish").retries == 0  # CITEWELL_AIRFLOW_RETRIES in the sandbox
+    evaluate = bag.get_dag("citewell_evaluate_ev")
+    assert [asset.uri for asset in evaluate.schedule] == ["citewell://index/ev"]
+
+
+def test_refresh_add_change_delete_relabel(airflow_sandbox: Sandbox) -> None:
+    bag = airflow_sandbox.dagbag()
+    dag = bag.get_dag("citewell_refresh_kb")
+    folder = airflow_sandbox.folders["kb"]
+
+    first = dag.test()
+    assert str(first.state) == "success", _states(first)
+    assert _states(first)["process[1]"] == "success"  # 3 documents in batches of 2
+    version1, docs, vectors, bm25 = _index_state(airflow_sandbox, "kb")
+    assert set(docs) == {"travel.md", "hr/leave.md", "security.txt"}
+    assert docs["hr/leave.md"].classification == "confidential"
+    assert docs["hr/leave.md"].groups == ("hr",)
+    chunks = sum(len(d.chunk_ids) for d in docs.values())
+    assert vectors == bm25 == chunks > 0
+
+    # add, change, delete and relabel in one go
+    (folder / "onboarding.md").write_text(
+        "# Onboarding\n\nNew starters receive a laptop and badge on day one.\n", encoding="utf-8"
+    )
+    (folder / "travel.md").write_text(
+        "# Travel policy\n\nAll flights are booked in economy class, whatever the distance.\n",
+        encoding="utf-8",
+    )
+    (folder / "security.txt").unlink()
+    (folder / "citewell.labels.yaml").write_text(
+        "default: {classification: internal, groups: [everyone]}\n"
+        'rules:\n  - {match: "hr/**", classification: restricted, groups: [hr, legal]}\n',
+        encoding="utf-8",
+    )
+    second = dag.test()
+    assert str(second.state) == "success", _states(second)
+    version2, docs2, vectors2, bm25_2 = _index_state(airflow_sandbox, "kb")
+    assert version2 > version1
+    assert set(docs2) == {"travel.md", "hr/leave.md", "onboarding.md"}
+    assert docs2["travel.md"].content_hash != docs["travel.md"].content_hash
+    assert docs2["hr/leave.md"].classification == "restricted"
+    assert docs2["hr/leave.md"].groups == ("hr", "legal")
+    assert docs2["hr/leave.md"].chunk_ids == docs["hr/leave.md"].chunk_ids  # relabel only
+    chunks2 = sum(len(d.chunk_ids) for d in docs2.values())
+    assert vectors2 == bm25_2 == chunks2
+
+    from retrieval.index import IndexLayout
+
+    run_dirs = sorted((airflow_sandbox.data_dir / "runs" / "kb").iterdir())
+    plan = (run_dirs[-1] / "plan.json").read_text(encoding="utf-8")
+    for expected in ('"onboarding.md"', '"travel.md"', '"security.txt"', '"hr/leave.md"'):
+        assert expected in plan
+    assert "sixteen weeks" not in plan  # run files hold paths and hashes, never content
+
+    # Re-running with nothing changed publishes the same contents.
+    third = dag.test()
+    assert str(third.state) == "success", _states(third)
+    assert _states(third)["process"] == "skipped"  # no batch to map over
+    _, docs3, vectors3, _ = _index_state(airflow_sandbox, "kb")
+    assert {p: d.chunk_ids for p, d in docs3.items()} == {
+        p: d.chunk_ids for p, d in docs2.items()
+    }
+    assert vectors3 == vectors2
+    assert len(IndexLayout(airflow_sandbox.settings(), "kb").versions()) >= 2
+
+
+def test_rebuild_publishes_only_a_validated_version(airflow_sandbox: Sandbox) -> None:
+    from retrieval.index import IndexLayout
+
+    bag = airflow_sandbox.dagbag()
+    layout = IndexLayout(airflow_sandbox.settings(), "rb")
+
+    good = bag.get_dag("citewell_rebuild_rb").test()
+    assert str(good.state) == "success", _states(good)
+    serving = layout.current_version()
+    assert serving is not None
+    version, docs, vectors, _ = _index_state(airflow_sandbox, "rb")
+    assert set(docs) == {"travel.md", "hr/leave.md", "security.txt"}
+    assert vectors == sum(len(d.chunk_ids) for d in docs.values())
+
+    again = bag.get_dag("citewell_rebuild_rb").test()
+    assert str(again.state) == "success", _states(again)
+    previous, serving = serving, layout.current_version()
+    assert serving is not None and serving > previous
+    assert previous in layout.versions()  # kept for rollback
+
+    versions_before = layout.versions()
+    sent_before = len(airflow_sandbox.webhook.received)
+    bad = bag.get_dag("citewell_rebuild_rb_bad").test()
+    assert str(bad.state) == "failed"
+    assert _states(bad)["rebuild"] == "failed"
+    assert _states(bad)["publish"] == "upstream_failed"
+    assert layout.current_version() == serving  # serving index untouched
+    assert layout.versions() == versions_before
+    assert not list(layout.staging_dir.iterdir())
+    alerts = airflow_sandbox.webhook.received[sent_before:]
+    assert [a["task_id"] for a in alerts] == ["rebuild"]
+    assert "smoke test" in alerts[0]["error"]
+
+
+def test_evaluate_fails_below_floor_and_alerts(airflow_sandbox: Sandbox) -> None:
+    from ingestion.pipeline import Ingestor
+
+    settings = airflow_sandbox.settings()
+    Ingestor(settings).ingest_folder(airflow_sandbox.folders["ev"], index="ev", source_name="ev")
+    sent_before = len(airflow_sandbox.webhook.received)
+
+    run = airflow_sandbox.dagbag().get_dag("citewell_evaluate_ev").test()
+    assert str(run.state) == "failed"
+    assert _states(run)["evaluate"] == "failed"  # failed at once, not up for retry
+    alerts = airflow_sandbox.webhook.received[sent_before:]
+    assert len(alerts) == 1
+    assert alerts[0]["dag_id"] == "citewell_evaluate_ev"
+    assert alerts[0]["error_type"] == "AirflowFailException"
+    assert "hit_rate=0.000 < 0.500" in alerts[0]["error"]
+    assert "mrr=0.000 < 0.200" in alerts[0]["error"]
+    shutil.rmtree(airflow_sandbox.folders["ev"].parent / "unused", ignore_errors=True)
+    assert Path(airflow_sandbox.folders["ev"]).is_dir()
