@@ -1,0 +1,156 @@
+"""``citewell reranker train|gate``: train the index's cross-encoder; decide whether to use it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cli.common import add_index_options, fail, load_settings, print_json
+from core.errors import CitewellError, EvaluationError
+from core.settings import Settings
+from evaluation.beir import load_beir
+from evaluation.retrieval_eval import default_index_name, index_fingerprint
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("reranker", help="train and gate the index's reranker")
+    actions = parser.add_subparsers(dest="reranker_action", required=True, metavar="ACTION")
+
+    train = actions.add_parser(
+        "train",
+        help="train a cross-encoder on a BEIR folder's train split and install it",
+        description=(
+            "Train on the train qrels (minus a validation holdout), corpus pseudo-queries and "
+            "other non-evaluation judged sets; install as <index>/rerankers/current; run the gate."
+        ),
+    )
+    _dataset_option(train)
+    train.add_argument("--layers", type=int, default=2, help="student depth (default: 2 of 6)")
+    train.add_argument("--epochs", type=int, default=3)
+    train.add_argument("--batch-size", type=int, default=8, help="groups per step")
+    train.add_argument("--max-length", type=int, default=160, help="tokens per pair")
+    train.add_argument("--max-pseudo", type=int, default=3000, help="corpus pseudo-queries")
+    train.add_argument("--max-groups", type=int, help="cap on training groups (CPU budget)")
+    train.add_argument("--time-budget", type=float, help="stop training after N seconds")
+    train.add_argument("--loss", choices=["listwise", "bce"], default="listwise")
+    train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    train.add_argument("--seed", type=int, default=13)
+    train.add_argument(
+        "--external-data",
+        type=Path,
+        help="folder with qa/squad2_dev_small.json and qa/rgb/en_fact.json (extra pairs)",
+    )
+    add_index_options(train)
+    train.add_argument("--json", action="store_true", help="print the model card as JSON")
+    train.set_defaults(func=run_train)
+
+    gate = actions.add_parser(
+        "gate",
+        help="compare hybrid with hybrid+rerank on validation judgements and record the decision",
+    )
+    _dataset_option(gate)
+    gate.add_argument(
+        "--split",
+        choices=["dev", "train-holdout"],
+        default="train-holdout",
+        help="dev qrels, or the holdout training carved out of train (default)",
+    )
+    gate.add_argument("--min-gain", type=float, default=0.005, help="nDCG@10 margin required")
+    gate.add_argument("--seed", type=int, default=13, help="holdout seed (as in training)")
+    add_index_options(gate)
+    gate.add_argument("--json", action="store_true")
+    gate.set_defaults(func=run_gate)
+
+
+def _dataset_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dataset", required=True, type=Path, help="BEIR folder (corpus, queries, qrels/)"
+    )
+
+
+def _index(args: argparse.Namespace, settings: Settings) -> str:
+    """--index, else the evaluation index ``citewell eval retrieval`` built for this corpus."""
+    if args.index:
+        return str(args.index)
+    dataset = load_beir(args.dataset, "train")
+    return default_index_name(dataset, index_fingerprint(settings, dataset))
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from evaluation.reranker_training import train_reranker
+
+    try:
+        settings = load_settings(args)
+        trained = train_reranker(
+            settings,
+            _index(args, settings),
+            args.dataset,
+            layers=args.layers,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+            max_pseudo=args.max_pseudo,
+            max_groups=args.max_groups,
+            time_budget_s=args.time_budget,
+            loss=args.loss,
+            device=args.device,
+            seed=args.seed,
+            external_dir=args.external_data,
+        )
+    except CitewellError as exc:
+        return fail(str(exc))
+    if args.json:
+        print_json(trained.card)
+        return 0
+    card = trained.card
+    sys.stdout.write(
+        f"model: {trained.model_dir}\n"
+        f"data: {card.data}\n"
+        f"validation nDCG@10: hybrid {card.hybrid_ndcg_at_10:.4f}, "
+        f"reranked {card.best_ndcg_at_10:.4f}\n"
+    )
+    if card.gate is not None:
+        state = "enabled" if card.gate.enabled else "disabled"
+        sys.stdout.write(f"gate: {state} ({card.gate.reason})\n")
+    return 0
+
+
+def run_gate(args: argparse.Namespace) -> int:
+    from evaluation.reranker_gate import decide_gate, holdout_judgements
+    from retrieval.factory import model_export_dir, model_threads
+    from retrieval.index import IndexLayout
+    from retrieval.rerank import resolve_reranker
+
+    try:
+        settings = load_settings(args)
+        index = _index(args, settings)
+        layout = IndexLayout(settings, index)
+        # Resolved exactly as serving resolves it, so the decision's model name matches.
+        reranker, note = resolve_reranker(
+            settings.reranker_model,
+            layout.rerankers_dir / "current",
+            backend=settings.embedding_backend,
+            threads=model_threads(settings),
+            export_dir=model_export_dir(settings),
+        )
+        if reranker is None:
+            raise EvaluationError(note)
+        if args.split == "dev":
+            dataset = load_beir(args.dataset, "dev")
+            queries, qrels = dataset.queries, dict(dataset.qrels)
+            judgements = f"{dataset.name} dev ({len(queries)} queries)"
+        else:
+            queries, qrels = holdout_judgements(args.dataset, seed=args.seed)
+            judgements = f"{args.dataset.name} train holdout ({len(queries)} queries)"
+        decision = decide_gate(
+            settings, index, reranker, queries, qrels, min_gain=args.min_gain, judgements=judgements
+        )
+    except CitewellError as exc:
+        return fail(str(exc))
+    if args.json:
+        print_json(decision)
+    else:
+        state = "enabled" if decision.enabled else "disabled"
+        sys.stdout.write(f"reranker {decision.model}: {state}\n{decision.reason}\n")
+    return 0

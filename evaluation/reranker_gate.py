@@ -1,0 +1,116 @@
+"""The reranker gate: enable a reranker for an index only where it beats hybrid search on the
+index's validation judgements, and record the decision with its numbers (``retrieval.gate``).
+
+"Reranking must never make results worse than not reranking": anything short of hybrid plus
+``min_gain`` nDCG@10 disables the reranker, and serving then answers ``reranked: false`` with
+the gate's reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from core.errors import EvaluationError
+from core.logging import log_event
+from core.models import SearchMode, SearchRequest
+from core.settings import Settings
+from evaluation.beir import load_beir
+from evaluation.metrics import mean, ndcg_at_k
+from evaluation.models import BeirQuery
+from evaluation.retrieval_eval import document_ranking, eval_principal
+from evaluation.training_data import split_holdout
+from retrieval.gate import GateDecision, save_gate
+from retrieval.index import IndexLayout
+from retrieval.protocols import Reranker
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MIN_GAIN = 0.005
+METRIC = "ndcg@10"
+
+
+def holdout_judgements(
+    dataset_dir: Path, fraction: float = 0.2, seed: int = 13
+) -> tuple[tuple[BeirQuery, ...], dict[str, Mapping[str, int]]]:
+    """The validation holdout carved out of the train split (the same one training uses)."""
+    dataset = load_beir(dataset_dir, "train")
+    _, holdout = split_holdout(dataset.qrels, fraction, seed)
+    keep = set(holdout)
+    queries = tuple(q for q in dataset.queries if q.query_id in keep)
+    return queries, {q.query_id: dataset.qrels[q.query_id] for q in queries}
+
+
+def decide_gate(
+    settings: Settings,
+    index: str,
+    reranker: Reranker,
+    queries: Sequence[BeirQuery],
+    qrels: Mapping[str, Mapping[str, int]],
+    *,
+    min_gain: float = DEFAULT_MIN_GAIN,
+    judgements: str = "validation",
+    save: bool = True,
+) -> GateDecision:
+    """Compare hybrid with hybrid + ``reranker`` (nDCG@10 through the serving index) and record
+    the decision under the index's rerankers folder, keyed by ``reranker.name``."""
+    from retrieval.service import ServingIndex
+
+    if min_gain < 0:
+        raise EvaluationError("min_gain must not be negative")
+    judged = [q for q in queries if any(g > 0 for g in qrels.get(q.query_id, {}).values())]
+    if not judged:
+        raise EvaluationError("the gate needs at least one judged validation query")
+    principal = eval_principal(settings)
+    service = ServingIndex(settings, index, reranker=reranker)
+    plain: list[float] = []
+    reranked: list[float] = []
+    try:
+        for query in judged:
+            text = query.text[: settings.max_query_chars]
+            for rerank, values in ((False, plain), (True, reranked)):
+                request = SearchRequest(query=text, k=10, mode=SearchMode.HYBRID, rerank=rerank)
+                result = service.search(principal, request)
+                if rerank and not result.reranked:
+                    raise EvaluationError(
+                        f"the reranker did not run: {result.rerank_note or 'unknown reason'}"
+                    )
+                values.append(ndcg_at_k(document_ranking(result), qrels[query.query_id], 10))
+    finally:
+        service.close()
+    baseline, score = mean(plain), mean(reranked)
+    enabled = score >= baseline + min_gain
+    if enabled:
+        reason = f"{METRIC} {score:.4f} beats hybrid {baseline:.4f} by at least {min_gain}"
+    else:
+        reason = (
+            f"{METRIC} {score:.4f} does not beat hybrid {baseline:.4f} by {min_gain} "
+            f"on {len(judged)} validation queries"
+        )
+    decision = GateDecision(
+        model=reranker.name,
+        enabled=enabled,
+        reason=reason,
+        metric=METRIC,
+        baseline=baseline,
+        reranked=score,
+        min_gain=min_gain,
+        judgements=judgements,
+        decided_at=datetime.now(UTC),
+    )
+    if save:
+        save_gate(IndexLayout(settings, index).rerankers_dir, decision)
+    log_event(
+        logger,
+        logging.INFO,
+        "reranker.gate",
+        index=index,
+        model=reranker.name,
+        enabled=enabled,
+        baseline=round(baseline, 4),
+        reranked=round(score, 4),
+        queries=len(judged),
+    )
+    return decision

@@ -1,0 +1,331 @@
+"""Training data for the cross-encoder reranker, built from an index and its judged collection.
+
+Three kinds of training groups (one query, one positive passage, hard negatives):
+
+- judged: the collection's *train* qrels, minus a validation holdout, with negatives mined from
+  our own hybrid retriever (BM25 + dense) over the index, judged positives skipped;
+- pseudo: queries generated from the corpus itself (a title asks for its own abstract, a first
+  sentence for the rest of its document) with BM25 negatives, so the model sees far more pairs
+  than the few hundred judged queries give;
+- external: other judged sets that are never evaluation splits here (SQuAD 2.0 dev slice, RGB).
+
+Nothing is drawn from a split that is evaluated on: callers pass the train split only, and the
+validation holdout is carved out of it deterministically (``split_holdout``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+from core.errors import EvaluationError
+from core.logging import log_event
+from core.models import Frozen, SearchMode, SearchRequest, SearchResult
+from core.settings import Settings
+from evaluation.models import BeirDataset, BeirDocument, BeirQuery
+from evaluation.retrieval_eval import EvalSearchIndex, eval_principal
+
+logger = logging.getLogger(__name__)
+
+GroupSource = Literal["judged", "pseudo-title", "pseudo-sentence", "squad2", "rgb"]
+# Candidates kept per validation query: the reranked head plus enough tail for nDCG@10.
+VALIDATION_DEPTH = 40
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(])")
+
+
+class TrainingGroup(Frozen):
+    """One query with one relevant passage and passages retrieved for it that are not."""
+
+    query: str
+    positive: str
+    negatives: tuple[str, ...]
+    source: GroupSource
+
+
+class Candidate(Frozen):
+    doc_id: str
+    text: str
+
+
+class ValidationQuery(Frozen):
+    """A held-out judged query with the hybrid candidates the reranker will see at serving."""
+
+    query_id: str
+    text: str
+    qrels: Mapping[str, int]
+    candidates: tuple[Candidate, ...]  # hybrid order, chunks (a document may appear twice)
+
+
+class TrainingData(Frozen):
+    groups: tuple[TrainingGroup, ...]
+    validation: tuple[ValidationQuery, ...]
+    counts: dict[str, int]  # groups per source
+    train_queries: int
+    validation_queries: int
+
+
+def split_holdout(
+    query_ids: Iterable[str], fraction: float, seed: int
+) -> tuple[list[str], list[str]]:
+    """(train, holdout) query ids: a seeded shuffle of the sorted ids, so every caller (training,
+    the gate, the CLI) carves the same holdout out of a train split."""
+    if not 0.0 < fraction < 1.0:
+        raise EvaluationError(f"validation fraction must be within (0, 1), got {fraction}")
+    ids = sorted(set(query_ids))
+    random.Random(seed).shuffle(ids)
+    cut = max(1, round(len(ids) * fraction))
+    return sorted(ids[cut:]), sorted(ids[:cut])
+
+
+def _search(
+    service: EvalSearchIndex, settings: Settings, query: str, mode: SearchMode, k: int
+) -> SearchResult:
+    request = SearchRequest(query=query[: settings.max_query_chars], k=k, mode=mode, rerank=False)
+    return service.search(eval_principal(settings), request)
+
+
+def _first_sentence(text: str) -> tuple[str, str] | None:
+    parts = _SENTENCE_END.split(text.strip(), maxsplit=1)
+    if len(parts) != 2:
+        return None
+    first, rest = parts
+    # Very short or very long "sentences" are headings or unsplit paragraphs, not queries.
+    if not 5 <= len(first.split()) <= 40 or len(rest.split()) < 20:
+        return None
+    return first, rest
+
+
+def _pick(items: Sequence[str], n: int, rng: random.Random) -> tuple[str, ...]:
+    if len(items) <= n:
+        return tuple(items)
+    return tuple(rng.sample(list(items), n))
+
+
+def judged_groups(
+    service: EvalSearchIndex,
+    settings: Settings,
+    dataset: BeirDataset,
+    query_ids: Sequence[str],
+    negatives: int,
+    rng: random.Random,
+) -> list[TrainingGroup]:
+    """Judged train queries: positives as the chunks serving returns for them (the text the
+    reranker scores), negatives sampled from the top hybrid candidates that are not judged."""
+    by_id = {doc.doc_id: doc for doc in dataset.corpus}
+    texts = {query.query_id: query.text for query in dataset.queries}
+    groups: list[TrainingGroup] = []
+    for query_id in query_ids:
+        judged = {doc for doc, grade in dataset.qrels.get(query_id, {}).items() if grade > 0}
+        if not judged or query_id not in texts:
+            continue
+        result = _search(service, settings, texts[query_id], SearchMode.HYBRID, 30)
+        best: dict[str, str] = {}
+        pool: list[str] = []
+        for scored in result.results:
+            chunk = scored.chunk
+            if chunk.doc_id in judged:
+                best.setdefault(chunk.doc_id, chunk.text)
+            elif chunk.text not in pool:
+                pool.append(chunk.text)
+        for doc_id in sorted(judged):
+            positive = best.get(doc_id)
+            if positive is None and doc_id in by_id:
+                doc = by_id[doc_id]
+                positive = f"{doc.title}\n\n{doc.text}" if doc.title else doc.text
+            if positive and pool:
+                groups.append(
+                    TrainingGroup(
+                        query=texts[query_id],
+                        positive=positive,
+                        negatives=_pick(pool, negatives, rng),
+                        source="judged",
+                    )
+                )
+    return groups
+
+
+def pseudo_groups(
+    service: EvalSearchIndex,
+    settings: Settings,
+    corpus: Sequence[BeirDocument],
+    limit: int,
+    negatives: int,
+    rng: random.Random,
+) -> list[TrainingGroup]:
+    """Pseudo-queries from the corpus: a title asks for its own body (title removed, else the
+    task is string matching), a first sentence for the rest of its document. Negatives are the
+    BM25 results for the same pseudo-query from other documents."""
+    by_id = {doc.doc_id: doc for doc in corpus}
+    docs = [doc for doc in corpus if doc.text.strip()]
+    rng.shuffle(docs)
+    groups: list[TrainingGroup] = []
+    for doc in docs:
+        if len(groups) >= limit:
+            break
+        candidates: list[tuple[GroupSource, str, str, bool]] = []
+        if len(doc.title.split()) >= 4:
+            candidates.append(("pseudo-title", doc.title, doc.text, False))
+        split = _first_sentence(doc.text)
+        if split is not None:
+            first, rest = split
+            body = f"{doc.title}\n\n{rest}" if doc.title else rest
+            candidates.append(("pseudo-sentence", first, body, True))
+        if not candidates:
+            continue
+        source, query, positive, with_title = rng.choice(candidates)
+        result = _search(service, settings, query, SearchMode.BM25, 3 * negatives + 5)
+        pool: list[str] = []
+        for doc_id in dict.fromkeys(s.chunk.doc_id for s in result.results):
+            other = by_id.get(doc_id)
+            if doc_id == doc.doc_id or other is None or not other.text.strip():
+                continue
+            pool.append(f"{other.title}\n\n{other.text}" if with_title else other.text)
+        if pool:
+            groups.append(
+                TrainingGroup(
+                    query=query,
+                    positive=positive,
+                    negatives=_pick(pool[: 2 * negatives], negatives, rng),
+                    source=source,
+                )
+            )
+    return groups
+
+
+def squad_groups(path: Path, negatives: int, rng: random.Random) -> list[TrainingGroup]:
+    """SQuAD 2.0 answerable questions → their paragraph; negatives are the paragraphs of the same
+    article that share the most words with the question (hard, same topic)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EvaluationError(f"cannot read {path}: {exc}") from exc
+    groups: list[TrainingGroup] = []
+    for article in data.get("data", []):
+        contexts = [p["context"] for p in article.get("paragraphs", [])]
+        for index, paragraph in enumerate(article.get("paragraphs", [])):
+            for qa in paragraph.get("qas", []):
+                if qa.get("is_impossible"):
+                    continue
+                words = set(qa["question"].lower().split())
+                others = sorted(
+                    (c for j, c in enumerate(contexts) if j != index),
+                    key=lambda c: -len(words & set(c.lower().split())),
+                )
+                groups.append(
+                    TrainingGroup(
+                        query=qa["question"],
+                        positive=paragraph["context"],
+                        negatives=_pick(others[: 2 * negatives], negatives, rng),
+                        source="squad2",
+                    )
+                )
+    return groups
+
+
+def rgb_groups(path: Path, negatives: int, rng: random.Random) -> list[TrainingGroup]:
+    """RGB: each query with its first supporting passage; negatives from its ``negative`` list
+    (never ``positive_wrong``, which states a counterfactual answer)."""
+    groups: list[TrainingGroup] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise EvaluationError(f"cannot read {path}: {exc}") from exc
+    for line in lines:
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        positives = [p for p in record.get("positive", []) if isinstance(p, str) and p.strip()]
+        negs = [p for p in record.get("negative", []) if isinstance(p, str) and p.strip()]
+        if positives and negs:
+            groups.append(
+                TrainingGroup(
+                    query=record["query"],
+                    positive=positives[0],
+                    negatives=_pick(negs, negatives, rng),
+                    source="rgb",
+                )
+            )
+    return groups
+
+
+def validation_queries(
+    service: EvalSearchIndex,
+    settings: Settings,
+    queries: Sequence[BeirQuery],
+    qrels: Mapping[str, Mapping[str, int]],
+) -> list[ValidationQuery]:
+    """Hybrid candidates for held-out queries, fetched once so each validation round only runs
+    the cross-encoder."""
+    held: list[ValidationQuery] = []
+    for query in queries:
+        judged = qrels.get(query.query_id, {})
+        if not any(grade > 0 for grade in judged.values()):
+            continue
+        result = _search(service, settings, query.text, SearchMode.HYBRID, VALIDATION_DEPTH)
+        held.append(
+            ValidationQuery(
+                query_id=query.query_id,
+                text=query.text,
+                qrels=dict(judged),
+                candidates=tuple(
+                    Candidate(doc_id=s.chunk.doc_id, text=s.chunk.text) for s in result.results
+                ),
+            )
+        )
+    return held
+
+
+def build_training_data(
+    settings: Settings,
+    service: EvalSearchIndex,
+    dataset: BeirDataset,
+    *,
+    validation_fraction: float = 0.2,
+    negatives: int = 3,
+    max_pseudo: int = 3000,
+    external_dir: Path | None = None,
+    seed: int = 13,
+) -> TrainingData:
+    """Groups and validation queries for one index. ``dataset`` must be a *train* split."""
+    if dataset.split in {"test", "dev", "validation"}:
+        raise EvaluationError(f"refusing to train on the {dataset.split!r} split")
+    rng = random.Random(seed)
+    train_ids, holdout_ids = split_holdout(dataset.qrels, validation_fraction, seed)
+    groups = judged_groups(service, settings, dataset, train_ids, negatives, rng)
+    if max_pseudo > 0:
+        groups += pseudo_groups(service, settings, dataset.corpus, max_pseudo, negatives, rng)
+    if external_dir is not None:
+        squad = external_dir / "qa" / "squad2_dev_small.json"
+        rgb = external_dir / "qa" / "rgb" / "en_fact.json"
+        if squad.is_file():
+            groups += squad_groups(squad, negatives, rng)
+        if rgb.is_file():
+            groups += rgb_groups(rgb, negatives, rng)
+    holdout = set(holdout_ids)
+    validation = validation_queries(
+        service, settings, [q for q in dataset.queries if q.query_id in holdout], dataset.qrels
+    )
+    counts: dict[str, int] = {}
+    for group in groups:
+        counts[group.source] = counts.get(group.source, 0) + 1
+    rng.shuffle(groups)
+    log_event(
+        logger,
+        logging.INFO,
+        "reranker.training_data",
+        groups=len(groups),
+        validation=len(validation),
+        **counts,
+    )
+    return TrainingData(
+        groups=tuple(groups),
+        validation=tuple(validation),
+        counts=counts,
+        train_queries=len(train_ids),
+        validation_queries=len(validation),
+    )
