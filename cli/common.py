@@ -25,7 +25,8 @@ def load_settings(args: argparse.Namespace | None = None) -> Settings:
         if getattr(args, "data_dir", None):
             overrides["data_dir"] = args.data_dir
     settings = Settings(**overrides)
-    configure_logging("WARNING" if getattr(args, "json", False) else "INFO", json_output=True)
+    verbose = bool(getattr(args, "verbose", False))
+    configure_logging("INFO" if verbose else "WARNING", json_output=True)
     return settings
 
 

@@ -14,9 +14,10 @@ from cli.ask import print_answer
 from cli.common import add_index_options, fail, load_settings
 from cli.ingest import print_report
 from core.errors import CitewellError
+from core.models import SearchRequest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-DEFAULT_QUESTION = "What caused the HarborTrack outage on 12 March 2025?"
+DEFAULT_QUESTION = "How many weeks of paid parental leave does a birth parent get?"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--question", default=DEFAULT_QUESTION)
     parser.add_argument(
-        "--users", default="alice,dana", help="comma-separated principals to ask as"
+        "--users", default="alice,carol", help="comma-separated principals to ask as"
     )
     parser.set_defaults(func=run, index="demo")
 
@@ -63,7 +64,15 @@ def run(args: argparse.Namespace) -> int:
                     f"plus {', '.join(settings.default_groups)})\n"
                     f"Q: {args.question}\n"
                 )
-                print_answer(agent.answer(principal, args.question))
+                answer = agent.answer(principal, args.question)
+                print_answer(answer)
+                visible = service.search(principal, SearchRequest(query=args.question, k=5))
+                out.write(f"Top sources {name} may see for this question:\n")
+                for item in visible.results:
+                    chunk = item.chunk
+                    out.write(f"  - {chunk.title} ({chunk.classification}; {chunk.source_uri})\n")
+                if not visible.results:
+                    out.write("  (none)\n")
         finally:
             service.close()
     except CitewellError as exc:

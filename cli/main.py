@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="citewell", description="Enterprise RAG ingestion and retrieval with citations."
     )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log progress (JSON lines on stderr)"
+    )
     subparsers = parser.add_subparsers(dest="command", required=True)
     for module_name in SUBCOMMAND_MODULES:
         try:

@@ -5,8 +5,10 @@ Never log chunk text, secrets or tokens. Use :func:`log_event` for structured ev
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -45,3 +47,10 @@ def configure_logging(level: str = "INFO", json_output: bool = True) -> None:
     root.setLevel(level)
     for noisy in ("httpx", "urllib3", "sentence_transformers", "unstructured", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Model loading draws progress bars on stderr; they are noise in logs and CLI output.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    with contextlib.suppress(ImportError):
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+        transformers_logging.set_verbosity_error()
