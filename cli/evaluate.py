@@ -8,7 +8,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cli.common import add_index_options, fail, load_settings, print_json
+from cli.common import (
+    add_index_options,
+    add_principal_options,
+    fail,
+    load_settings,
+    principal_from_args,
+    print_json,
+)
 from core.errors import CitewellError
 from evaluation.models import RETRIEVAL_MODES, RetrievalEvalReport
 from evaluation.retrieval_eval import evaluate_retrieval
@@ -18,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser("eval", help="evaluate retrieval quality (and more)")
     kinds = parser.add_subparsers(dest="eval_kind", required=True, metavar="KIND")
     register_retrieval(kinds)
+    register_owner_reports(kinds)
 
 
 def register_retrieval(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -107,3 +115,193 @@ def run_retrieval(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(format_table(report))
     return 0
+
+
+# --- answers, coverage, report, compare (knowledge-base owners) -------------------------------
+
+
+def register_owner_reports(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    answers = kinds.add_parser(
+        "answers",
+        help="answer quality and citations on a golden question set, as a principal",
+        description="Ask every golden question against the current index as the given principal.",
+    )
+    answers.add_argument("--questions", required=True, type=Path, help="golden set (.csv/.jsonl)")
+    answers.add_argument("--limit", type=int, help="ask only the first N questions")
+    answers.add_argument("--report", type=Path, help="also write a self-contained HTML report")
+    answers.add_argument("--stale-days", type=int, default=90, help="for the report's coverage")
+    add_principal_options(answers)
+    add_index_options(answers)
+    answers.add_argument("--json", action="store_true", help="print the report as JSON")
+    answers.set_defaults(func=run_answers)
+
+    coverage = kinds.add_parser(
+        "coverage",
+        help="documents never retrieved, never cited, stale or failed, as a principal",
+    )
+    coverage.add_argument("--questions", type=Path, help="golden set whose runs count as usage")
+    coverage.add_argument("--answers", type=Path, help="or: a saved `eval answers --json` file")
+    coverage.add_argument("--stale-days", type=int, default=90)
+    add_principal_options(coverage)
+    add_index_options(coverage)
+    coverage.add_argument("--json", action="store_true", help="print the report as JSON")
+    coverage.set_defaults(func=run_coverage)
+
+    report = kinds.add_parser(
+        "report", help="build the HTML report (and its JSON) from saved evaluation JSON files"
+    )
+    report.add_argument("--out", required=True, type=Path, help="HTML file to write")
+    report.add_argument("--answers", type=Path, help="`eval answers --json` output")
+    report.add_argument("--retrieval", type=Path, help="`eval retrieval --json` output")
+    report.add_argument("--coverage", type=Path, help="`eval coverage --json` output")
+    report.set_defaults(func=run_report)
+
+    compare = kinds.add_parser(
+        "compare", help="regression gate: exit 1 when a metric drops beyond its tolerance"
+    )
+    compare.add_argument("run", type=Path, help="evaluation JSON of this run")
+    compare.add_argument("baseline", type=Path, help="stored baseline JSON")
+    compare.add_argument(
+        "--tolerance",
+        action="append",
+        metavar="METRIC=DELTA",
+        help="override a metric's allowed change, e.g. ndcg@10=0.02 (repeatable)",
+    )
+    compare.set_defaults(func=run_compare)
+
+
+def _answers_run(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    from evaluation.answers_eval import evaluate_answers
+    from evaluation.golden import load_golden_set
+
+    settings = load_settings(args)
+    principal = principal_from_args(args, settings)
+    questions = load_golden_set(args.questions, limit=args.limit)
+    report = evaluate_answers(
+        settings, principal, questions, settings.index, golden_set=str(args.questions)
+    )
+    return settings, principal, report
+
+
+def run_answers(args: argparse.Namespace) -> int:
+    from evaluation.coverage import evaluate_coverage
+    from evaluation.report import make_bundle, write_report
+
+    try:
+        settings, principal, report = _answers_run(args)
+        if args.report:
+            coverage = evaluate_coverage(
+                settings, principal, report, settings.index, stale_days=args.stale_days
+            )
+            bundle = make_bundle(
+                principal.name,
+                principal.clearance,
+                settings.index,
+                answers=report,
+                coverage=coverage,
+            )
+            write_report(bundle, args.report)
+    except CitewellError as exc:
+        return fail(str(exc))
+    if args.json:
+        print_json(report)
+    else:
+        sys.stdout.write(
+            f"{report.n_questions} questions on index {report.index} as {report.principal} "
+            f"(judge {report.judge})\n"
+        )
+        for name, value in report.metrics().items():
+            shown = "n/a" if value is None else f"{value:.3f}"
+            sys.stdout.write(f"  {name:<22}{shown:>10}\n")
+    return 0
+
+
+def run_coverage(args: argparse.Namespace) -> int:
+    from evaluation.answers_eval import AnswersEvalReport
+    from evaluation.coverage import evaluate_coverage
+    from evaluation.regression import load_json
+
+    try:
+        if args.questions and args.answers:
+            raise CitewellError("use either --questions or --answers")
+        if args.questions:
+            settings, principal, answers = _answers_run(
+                argparse.Namespace(**vars(args), limit=None)
+            )
+        else:
+            settings = load_settings(args)
+            principal = principal_from_args(args, settings)
+            answers = (
+                AnswersEvalReport.model_validate(load_json(args.answers)) if args.answers else None
+            )
+            if answers is not None and answers.principal != principal.name:
+                raise CitewellError("the answers file was evaluated for a different principal")
+        report = evaluate_coverage(
+            settings, principal, answers, settings.index, stale_days=args.stale_days
+        )
+    except CitewellError as exc:
+        return fail(str(exc))
+    if args.json:
+        print_json(report)
+    else:
+        sys.stdout.write(f"{report.documents} visible documents, {report.questions} questions\n")
+        for g in report.groups:
+            sys.stdout.write(
+                f"  {g.source}/{g.classification}: {g.documents} docs, "
+                f"{len(g.never_retrieved)} never retrieved, {len(g.never_cited)} never cited, "
+                f"{len(g.stale)} stale\n"
+            )
+        for f in report.failures:
+            sys.stdout.write(f"  failed: {f.source_uri}: {f.reason}\n")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from evaluation.answers_eval import AnswersEvalReport
+    from evaluation.coverage import CoverageReport
+    from evaluation.regression import load_json
+    from evaluation.report import make_bundle, write_report
+
+    try:
+        answers = (
+            AnswersEvalReport.model_validate(load_json(args.answers)) if args.answers else None
+        )
+        retrieval = (
+            RetrievalEvalReport.model_validate(load_json(args.retrieval))
+            if args.retrieval
+            else None
+        )
+        coverage = (
+            CoverageReport.model_validate(load_json(args.coverage)) if args.coverage else None
+        )
+        owner = answers or coverage
+        bundle = make_bundle(
+            owner.principal if owner else "unknown",
+            owner.clearance if owner else "n/a",
+            owner.index if owner else (retrieval.index if retrieval else "unknown"),
+            answers=answers,
+            retrieval=retrieval,
+            coverage=coverage,
+        )
+        html_path, json_path = write_report(bundle, args.out)
+    except ValidationError as exc:
+        return fail(f"not an evaluation JSON file: {exc.error_count()} problem(s)")
+    except CitewellError as exc:
+        return fail(str(exc))
+    sys.stdout.write(f"wrote {html_path} and {json_path}\n")
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from evaluation.regression import compare, load_json, parse_tolerances
+
+    try:
+        result = compare(
+            load_json(args.run), load_json(args.baseline), parse_tolerances(args.tolerance)
+        )
+    except CitewellError as exc:
+        return fail(str(exc))
+    sys.stdout.write(result.diff())
+    return 0 if result.passed else 1
