@@ -125,7 +125,7 @@ def on_failure(context: Any) -> None:
     ti = context.get("ti") or context.get("task_instance")
     exc = context.get("exception")
     payload = {
-        "event": "citewell.task_failed",
+        "alert": "citewell.task_failed",
         "dag_id": getattr(ti, "dag_id", None),
         "task_id": getattr(ti, "task_id", None),
         "run_id": context.get("run_id") or getattr(ti, "run_id", None),

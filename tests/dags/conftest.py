@@ -99,9 +99,7 @@ def _start_webhook() -> tuple[HTTPServer, Webhook]:
 
 
 @pytest.fixture(scope="session")
-def airflow_sandbox(
-    tmp_path_factory: pytest.TempPathFactory, embedder: Any
-) -> Iterator[Sandbox]:
+def airflow_sandbox(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Iterator[Sandbox]:
     if "airflow" in sys.modules:
         pytest.skip("airflow was imported before its sandbox was configured")
     root = tmp_path_factory.mktemp("airflow")
@@ -110,16 +108,39 @@ def airflow_sandbox(
     golden_bad = write_golden(root / "golden" / "bad.jsonl", BAD_GOLDEN)
     config = {
         "sources": [
-            {"name": "kb", "path": "sources/kb", "index": "kb", "schedule": "@hourly",
-             "batch_size": 2},
-            {"name": "rb", "path": "sources/rb", "index": "rb", "schedule": None,
-             "rebuild": {"golden": str(golden_good), "k": 3, "min_hit_rate": 1.0}},
+            {
+                "name": "kb",
+                "path": "sources/kb",
+                "index": "kb",
+                "schedule": "@hourly",
+                "batch_size": 2,
+            },
+            {
+                "name": "rb",
+                "path": "sources/rb",
+                "index": "rb",
+                "schedule": None,
+                "rebuild": {"golden": str(golden_good), "k": 3, "min_hit_rate": 1.0},
+            },
             # Same folder and index as rb, but a smoke test that cannot pass.
-            {"name": "rb_bad", "path": "sources/rb", "index": "rb", "schedule": None,
-             "rebuild": {"golden": str(golden_bad), "k": 3, "min_hit_rate": 1.0}},
-            {"name": "ev", "path": "sources/ev", "index": "ev", "schedule": None,
-             "evaluation": {"golden": str(golden_bad), "k": 3,
-                            "floors": {"hit_rate": 0.5, "mrr": 0.2}}},
+            {
+                "name": "rb_bad",
+                "path": "sources/rb",
+                "index": "rb",
+                "schedule": None,
+                "rebuild": {"golden": str(golden_bad), "k": 3, "min_hit_rate": 1.0},
+            },
+            {
+                "name": "ev",
+                "path": "sources/ev",
+                "index": "ev",
+                "schedule": None,
+                "evaluation": {
+                    "golden": str(golden_bad),
+                    "k": 3,
+                    "floors": {"hit_rate": 0.5, "mrr": 0.2},
+                },
+            },
         ]
     }
     sources_file = root / "sources.yaml"
@@ -151,8 +172,6 @@ def airflow_sandbox(
         from airflow.utils import db
 
         db.initdb()  # what `airflow db migrate` does on an empty SQLite file
-        yield Sandbox(
-            root=root, data_dir=root / "data", folders=folders, webhook=webhook
-        )
+        yield Sandbox(root=root, data_dir=root / "data", folders=folders, webhook=webhook)
     server.shutdown()
     os.environ.pop("_AIRFLOW_PARSING_CONTEXT_DAG_ID", None)
