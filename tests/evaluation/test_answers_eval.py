@@ -26,19 +26,21 @@ SECRET_TITLE = "Zanzibar Merger Dossier"
 
 
 def build_squad_kb(shared: Path, data_dir: Path, embedder: Any) -> tuple[Settings, Any]:
-    """8 SQuAD paragraphs as public documents plus 2 as restricted (security group) documents
-    under a distinctive title; returns settings and the public subset (documents, questions)."""
+    """4 SQuAD paragraphs as public documents plus 2 as restricted (security group) documents
+    under a distinctive title; returns settings and the public documents' questions."""
     settings = Settings(data_dir=data_dir, index="squad")
-    subset = load_squad(shared / "qa" / "squad2_dev_small.json", PUBLIC, paragraphs=10)
+    subset = load_squad(
+        shared / "qa" / "squad2_dev_small.json", PUBLIC, paragraphs=6, questions_per_paragraph=3
+    )
     restricted = AccessLabel(classification="restricted", groups=frozenset({"security"}))
     docs = [
         d
-        if i < 8
+        if i < 4
         else TextDocument(doc_id=f"secret-{i}", title=SECRET_TITLE, text=d.text, label=restricted)
         for i, d in enumerate(subset.documents)
     ]
     Ingestor(settings, embedder=embedder).ingest_texts(docs, index="squad", source_name="squad")
-    public_ids = {d.doc_id for d in docs[:8]}
+    public_ids = {d.doc_id for d in docs[:4]}
     return settings, [
         q
         for q in subset.questions

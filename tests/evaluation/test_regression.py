@@ -1,0 +1,72 @@
+"""Regression gate: metric drops beyond tolerance fail with a readable diff and exit code 1."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cli.main import main
+from core.errors import EvaluationError
+from evaluation.regression import compare, parse_tolerances
+
+BASELINE = {
+    "correct_source_rate": 0.80,
+    "citation_precision": 0.90,
+    "refusal_rate": 0.50,
+    "false_refusal_rate": 0.10,
+    "latency_ms": {"p50": 100.0, "p95": 200.0},
+    "modes": {"hybrid": {"ndcg@10": 0.70, "recall@100": 0.95}},
+    "questions": [{"latency_ms": 5.0, "sentences": 3}],  # per-question detail is not gated
+}
+
+
+def test_within_tolerance_passes():
+    run = json.loads(json.dumps(BASELINE))
+    run["correct_source_rate"] = 0.79  # drop 0.01 <= 0.02
+    run["modes"]["hybrid"]["ndcg@10"] = 0.75  # improvement
+    result = compare(run, BASELINE)
+    assert result.passed
+    assert "PASS" in result.diff()
+
+
+def test_drop_beyond_tolerance_fails_and_names_the_metric():
+    run = json.loads(json.dumps(BASELINE))
+    run["modes"]["hybrid"]["ndcg@10"] = 0.65
+    run["false_refusal_rate"] = 0.20  # lower is better: a rise regresses
+    result = compare(run, BASELINE)
+    assert not result.passed
+    assert {c.path for c in result.regressions} == {"modes.hybrid.ndcg@10", "false_refusal_rate"}
+    diff = result.diff()
+    assert "!!modes.hybrid.ndcg@10" in diff and "-0.0500" in diff and "FAIL: 2" in diff
+    # A looser tolerance for that metric lets the nDCG drop through.
+    looser = compare(run, BASELINE, {"ndcg@10": 0.06, "false_refusal_rate": 0.2})
+    assert looser.passed
+
+
+def test_missing_or_null_metric_fails():
+    run = json.loads(json.dumps(BASELINE))
+    run["citation_precision"] = None
+    result = compare(run, BASELINE)
+    assert result.missing == ("citation_precision",) and not result.passed
+
+
+def test_parse_tolerances_rejects_garbage():
+    assert parse_tolerances(["ndcg@10=0.02"]) == {"ndcg@10": 0.02}
+    with pytest.raises(EvaluationError):
+        parse_tolerances(["ndcg@10"])
+
+
+def test_cli_compare_exit_codes(tmp_path, capsys):
+    base = tmp_path / "baseline.json"
+    run = tmp_path / "run.json"
+    base.write_text(json.dumps(BASELINE), encoding="utf-8")
+    run.write_text(json.dumps({**BASELINE, "citation_precision": 0.80}), encoding="utf-8")
+    assert main(["eval", "compare", str(run), str(base)]) == 1
+    out = capsys.readouterr().out
+    assert "!!citation_precision" in out and "0.9000" in out and "0.8000" in out
+    assert main(["eval", "compare", str(base), str(base)]) == 0
+    assert (
+        main(["eval", "compare", str(run), str(base), "--tolerance", "citation_precision=0.2"]) == 0
+    )
+    assert main(["eval", "compare", str(tmp_path / "nope.json"), str(base)]) == 2

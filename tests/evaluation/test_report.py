@@ -1,0 +1,84 @@
+"""HTML report: self-contained, escaped, and never shows documents above the owner's clearance."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.errors import EvaluationError
+from core.models import AccessLabel, Principal
+from evaluation.answers_eval import evaluate_answers
+from evaluation.coverage import evaluate_coverage
+from evaluation.golden import GoldenQuestion, load_squad
+from evaluation.report import bar_chart, make_bundle, render_html, write_report
+from tests.evaluation.test_answers_eval import SECRET_TITLE, squad_kb  # noqa: F401
+
+LOW = Principal(name="press-owner", clearance="public", groups=frozenset())
+HIGH = Principal(name="sec-owner", clearance="restricted", groups=frozenset({"security"}))
+
+
+def test_chart_text_is_escaped():
+    svg = bar_chart("<script>alert(1)</script>", ["a&b"], {"s<1>": [0.5]})
+    assert "<script>" not in svg and "&lt;script&gt;" in svg and "a&amp;b" in svg
+
+
+@pytest.mark.slow
+def test_low_clearance_report_never_shows_restricted_titles_or_text(
+    squad_kb,  # noqa: F811
+    shared_data,
+    embedder,
+    tmp_path,
+):
+    settings, questions = squad_kb
+    subset = load_squad(
+        shared_data / "qa" / "squad2_dev_small.json",
+        AccessLabel(classification="public", groups=frozenset({"everyone"})),
+        paragraphs=6,
+        questions_per_paragraph=3,
+    )
+    secret_text = subset.documents[4].text
+    secret_sentence = secret_text.split(". ")[0]
+    # Ask about the restricted paragraphs too: an owner's golden set may target them.
+    asked = [*questions[:4], GoldenQuestion(question=secret_sentence[:300], answerable=False)]
+
+    def html_for(principal: Principal) -> str:
+        answers = evaluate_answers(settings, principal, asked, "squad", embedder=embedder)
+        coverage = evaluate_coverage(settings, principal, answers, "squad")
+        bundle = make_bundle(
+            principal.name, principal.clearance, "squad", answers=answers, coverage=coverage
+        )
+        html_path, json_path = write_report(bundle, tmp_path / principal.name / "report.html")
+        assert json_path.is_file()
+        return html_path.read_text(encoding="utf-8")
+
+    low = html_for(LOW)
+    assert SECRET_TITLE not in low
+    for sentence in secret_text.split(". ")[1:4]:
+        assert sentence.strip()[:60] not in low
+    # Self-contained: no scripts, stylesheets or images fetched from anywhere.
+    assert "<script" not in low and "<link" not in low and "src=" not in low
+    assert "<svg" in low and "Corpus coverage" in low
+    # The same run for a cleared owner does show the restricted documents: the filter is real.
+    high = html_for(HIGH)
+    assert SECRET_TITLE in high
+
+
+def test_bundle_refuses_parts_made_for_another_principal(tmp_path):
+    from datetime import UTC, datetime
+
+    from evaluation.coverage import CoverageReport
+
+    coverage = CoverageReport(
+        index="kb",
+        index_version=None,
+        principal="someone-else",
+        clearance="restricted",
+        questions=0,
+        stale_days=90,
+        documents=0,
+        groups=(),
+        generated_at=datetime.now(UTC),
+    )
+    with pytest.raises(EvaluationError):
+        make_bundle("owner", "public", "kb", coverage=coverage)
+    html = render_html(make_bundle("someone-else", "restricted", "kb", coverage=coverage))
+    assert "No document failed parsing" in html
