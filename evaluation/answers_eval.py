@@ -40,9 +40,9 @@ from retrieval.service import ServingIndex
 logger = logging.getLogger(__name__)
 
 # Cosine similarity (MiniLM-L6) between an answer sentence and the cited source sentence at or
-# above which the sentence counts as supported. Calibrated on RGB en_fact (claim = query + answer;
-# supported: a positive passage, unsupported: a negative one), maximising balanced accuracy.
-# Reproduce: python -m benchmarks.answers_eval calibrate-judge
+# above which the sentence counts as supported. NOT YET CALIBRATED: 0.5 is a starting point; the
+# calibration (RGB en_fact: claim = query + answer vs positive/negative passages, maximising
+# balanced accuracy) is `python -m benchmarks.answers_eval calibrate-judge`.
 EMBEDDING_JUDGE_THRESHOLD = 0.5
 # A cross-encoder's logit above 0 (probability above 0.5) counts as support.
 CROSS_ENCODER_JUDGE_THRESHOLD = 0.0
