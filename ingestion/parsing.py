@@ -24,8 +24,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from core.errors import MissingDependencyError, ParseError
+from core.errors import InputRejectedError, MissingDependencyError, ParseError
 from core.logging import log_event
+from ingestion.limits import ZipLimits, check_zip_container
 from ingestion.models import Element, ParsedDocument
 
 logger = logging.getLogger(__name__)
@@ -502,12 +503,15 @@ def _ocr_pdf(path: Path, page_count: int, title: str | None) -> ParsedDocument:
 # --- entry point ------------------------------------------------------------------------------
 
 
-def parse_document(path: Path, doc_type: str, *, ocr: bool = True) -> ParsedDocument:
+def parse_document(
+    path: Path, doc_type: str, *, ocr: bool = True, zip_limits: ZipLimits | None = None
+) -> ParsedDocument:
     """Parse the file at ``path`` as ``doc_type`` (lower-case extension without the dot).
 
     Raises :class:`ParseError` (with a short ``reason``) for empty, corrupt, encrypted or
     unsupported files, and :class:`MissingDependencyError` when a format needs a tool that is not
     installed. ``ocr=False`` turns scanned PDFs into a ParseError instead of running Tesseract.
+    Zip-based formats over ``zip_limits`` (default :class:`ZipLimits`) are refused unparsed.
     """
     doc_type = doc_type.lower().lstrip(".")
     if doc_type not in SUPPORTED_TYPES:
@@ -518,6 +522,11 @@ def parse_document(path: Path, doc_type: str, *, ocr: bool = True) -> ParsedDocu
         raise ParseError(f"cannot read file: {exc.strerror or exc}") from exc
     if not data.strip():
         raise ParseError("empty document")
+    try:
+        check_zip_container(data, doc_type, zip_limits)
+    except InputRejectedError as exc:
+        # A ParseError so the pipeline reports the document as failed and the run completes.
+        raise ParseError(f"rejected: {exc}") from exc
     if doc_type == "pdf":
         if not data.lstrip().startswith(b"%PDF"):
             raise ParseError("corrupt PDF: missing %PDF header")
