@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.errors import ConfigurationError
+from ingestion.refresh import (
+    RebuildValidationError,
+    discover,
+    finalize,
+    plan,
+    process_batch,
+    rebuild,
+    run_dir,
+)
+from ingestion.sources_config import SourceConfig
+from retrieval.index import IndexLayout
+
+LABELS = "default: {classification: internal, groups: [everyone]}\n"
+
+
+def _folder(root: Path) -> Path:
+    root.mkdir(parents=True)
+    (root / "citewell.labels.yaml").write_text(LABELS, encoding="utf-8")
+    (root / "a.md").write_text("# Alpha\n\nThe alpha pump needs oil monthly.\n", encoding="utf-8")
+    (root / "b.md").write_text("# Beta\n\nBeta valves are replaced yearly.\n", encoding="utf-8")
+    (root / "c.txt").write_text("Gamma sensors report every minute.\n", encoding="utf-8")
+    return root
+
+
+def _source(folder: Path, **extra: Any) -> SourceConfig:
+    return SourceConfig(name="s", path=folder, index="idx", batch_size=2, **extra)
+
+
+def test_run_dir_is_safe_for_airflow_run_ids(make_settings: Any) -> None:
+    settings = make_settings()
+    path = run_dir(settings, "idx", "manual__2024-01-01T00:00:00+00:00")
+    assert path.parent == settings.data_dir / "runs" / "idx"
+    assert path.name == "manual__2024-01-01T00_00_00_00_00"
+
+
+def test_discover_refuses_a_missing_folder(make_settings: Any, tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        discover(make_settings(), _source(tmp_path / "absent"), "r1")
+
+
+@pytest.mark.slow
+def test_plan_process_finalize_then_plan_changes(
+    make_settings: Any, tmp_path: Path, embedder: Any
+) -> None:
+    settings = make_settings()
+    folder = _folder(tmp_path / "docs")
+    source = _source(folder)
+
+    snapshot = discover(settings, source, "r1")
+    assert [e.relative_path for e in snapshot.entries] == ["a.md", "b.md", "c.txt"]
+    summary = plan(settings, source, Path(snapshot.path))
+    assert summary.new == ("a.md", "b.md", "c.txt") and summary.base_version is None
+    assert len(summary.batch_paths) == 2
+    batch = json.loads(Path(summary.batch_paths[1]).read_text(encoding="utf-8"))
+    assert batch == {"relative_paths": ["c.txt"]}
+    computed = sum(process_batch(settings, source, Path(p), embedder) for p in summary.batch_paths)
+    assert computed > 0
+    report = finalize(settings, source, Path(summary.path), embedder)
+    assert set(report.added) == {"a.md", "b.md", "c.txt"}
+    assert report.embeddings_computed == 0  # everything was prepared by the batches
+    again = finalize(settings, source, Path(summary.path), embedder)  # a retried finalize
+    assert set(again.unchanged) == {"a.md", "b.md", "c.txt"} and again.chunks_written == 0
+
+    (folder / "a.md").write_text("# Alpha\n\nThe alpha pump needs oil weekly.\n", "utf-8")
+    (folder / "b.md").unlink()
+    (folder / "d.md").write_text("# Delta\n\nDelta doors lock at night.\n", encoding="utf-8")
+    (folder / "c.txt.labels.yaml").write_text("groups: [ops]\n", encoding="utf-8")
+    second = plan(settings, source, Path(discover(settings, source, "r2").path))
+    assert second.base_version == again.index_version
+    assert (second.new, second.changed, second.deleted, second.relabeled) == (
+        ("d.md",),
+        ("a.md",),
+        ("b.md",),
+        ("c.txt",),
+    )
+    assert second.unchanged == 0 and len(second.batch_paths) == 1
+
+
+@pytest.mark.slow
+def test_rebuild_validates_before_publishing(
+    make_settings: Any, tmp_path: Path, embedder: Any
+) -> None:
+    settings = make_settings()
+    folder = _folder(tmp_path / "docs")
+    golden = tmp_path / "golden.jsonl"
+    golden.write_text(
+        json.dumps({"question": "how often do beta valves get replaced", "expected": "b.md"})
+        + "\n",
+        encoding="utf-8",
+    )
+    source = _source(folder, rebuild={"golden": golden, "k": 3, "min_hit_rate": 1.0})
+    layout = IndexLayout(settings, "idx")
+
+    first = plan(settings, source, Path(discover(settings, source, "r1").path), fresh=True)
+    built = rebuild(settings, source, Path(first.path), embedder=embedder)
+    assert built.version == layout.current_version() and built.previous_version is None
+    assert (built.documents, built.smoke_hits, built.smoke_questions) == (3, 1, 1)
+
+    # The folder gains a document after planning: counts no longer match the plan.
+    (folder / "late.md").write_text("# Late\n\nArrived after the plan.\n", encoding="utf-8")
+    second = plan(settings, source, Path(discover(settings, source, "r2").path), fresh=True)
+    (folder / "later.md").write_text("# Later\n\nArrived even later.\n", encoding="utf-8")
+    with pytest.raises(RebuildValidationError, match="document count mismatch"):
+        rebuild(settings, source, Path(second.path), embedder=embedder)
+    assert layout.current_version() == built.version
+    assert layout.versions() == [built.version]

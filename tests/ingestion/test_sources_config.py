@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.errors import ConfigurationError
+from ingestion.sources_config import load_golden, load_sources
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_paths_resolve_against_the_config_folder_and_defaults_apply(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    _write(tmp_path / "docs" / "citewell.labels.yaml", "default: {classification: public}\n")
+    file = _write(
+        tmp_path / "sources.yaml",
+        "sources:\n"
+        "  - name: handbook\n    path: docs\n    index: hb\n"
+        "    labels: docs/citewell.labels.yaml\n"
+        "    evaluation: {golden: g.jsonl, floors: {hit_rate: 0.8}}\n"
+        "  - {name: wiki, path: /srv/wiki, index: wiki, schedule: '*/15 * * * *'}\n",
+    )
+    config = load_sources(file)
+    handbook = config.get("handbook")
+    assert handbook.path == (tmp_path / "docs").resolve()
+    assert handbook.schedule == "@daily" and handbook.batch_size == 50
+    assert handbook.connector == "local"
+    assert handbook.evaluation is not None
+    assert handbook.evaluation.golden == (tmp_path / "g.jsonl").resolve()
+    assert handbook.smoke_golden == handbook.evaluation.golden
+    assert config.get("wiki").schedule == "*/15 * * * *"
+    assert config.get("wiki").labels_file == Path("/srv/wiki/citewell.labels.yaml")
+    with pytest.raises(ConfigurationError, match="no source named"):
+        config.get("nope")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("sources: [\n", "invalid YAML"),
+        ("- a\n- b\n", "'sources' list"),
+        ("sources:\n  - {name: a, path: x, index: i, schedule: '@sometimes'}\n", "preset"),
+        ("sources:\n  - {name: a, path: x, index: i, schedule: 'every day'}\n", "cron"),
+        ("sources:\n  - {name: 'bad name', path: x, index: i}\n", "sources.0.name"),
+        ("sources:\n  - {name: a, path: x}\n", "sources.0.index"),
+        ("sources:\n  - {name: a, path: x, index: i, connector: s3}\n", "connector"),
+        ("sources:\n  - {name: a, path: x, index: i, colour: red}\n", "colour"),
+        (
+            "sources:\n  - {name: a, path: x, index: i,"
+            " evaluation: {golden: g, floors: {ndcg: 0.5}}}\n",
+            "unknown metric",
+        ),
+        (
+            "sources:\n  - {name: a, path: x, index: i}\n  - {name: a, path: y, index: j}\n",
+            "duplicate source name",
+        ),
+        ("sources:\n  - {name: a, path: x, index: i, labels: elsewhere.yaml}\n", "labels must"),
+        ("sources:\n  - {name: a, path: x, index: i, labels: x/citewell.labels.yaml}\n", "exist"),
+    ],
+)
+def test_bad_configs_raise_configuration_error_naming_the_file(
+    tmp_path: Path, body: str, message: str
+) -> None:
+    file = _write(tmp_path / "sources.yaml", body)
+    with pytest.raises(ConfigurationError, match=message) as info:
+        load_sources(file)
+    assert str(file) in str(info.value)
+
+
+def test_missing_file_and_empty_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="cannot read"):
+        load_sources(tmp_path / "absent.yaml")
+    assert load_sources(_write(tmp_path / "empty.yaml", "")).sources == ()
+
+
+def test_golden_file_accepts_a_path_or_a_list(tmp_path: Path) -> None:
+    file = _write(
+        tmp_path / "g.jsonl",
+        '{"question": "q1", "expected": "a.md"}\n\n'
+        '{"question": "q2", "expected": ["b.md", "c.md"]}\n',
+    )
+    questions = load_golden(file)
+    assert [q.expected for q in questions] == [("a.md",), ("b.md", "c.md")]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("", "empty"),
+        ("not json\n", ":1: invalid JSON"),
+        ('{"question": "q"}\n', ":1: expected"),
+        ('{"question": "", "expected": "a.md"}\n', ":1: expected"),
+    ],
+)
+def test_bad_golden_files(tmp_path: Path, body: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        load_golden(_write(tmp_path / "g.jsonl", body))
