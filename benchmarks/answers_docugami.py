@@ -15,8 +15,6 @@ python -m benchmarks.answers_docugami calibrate-refusal
 from __future__ import annotations
 
 import argparse
-import csv
-import fnmatch
 import json
 import os
 import shutil
@@ -31,7 +29,8 @@ from agent.models import AgentConfig
 from core.logging import configure_logging
 from core.models import AccessLabel, Principal
 from core.settings import Settings
-from ingestion.pipeline import Ingestor, TextDocument
+from evaluation.golden import load_golden_set, load_squad, matches_expected
+from ingestion.pipeline import Ingestor
 from retrieval.service import open_search_service
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "qa"
@@ -57,22 +56,15 @@ def run_docugami(data_dir: Path, limit: int | None) -> int:
             f"{report.chunks_written} chunks in {time.perf_counter() - t0:.0f}s",
             file=sys.stderr,
         )
-    with (DATA / "docugami_sec10q" / "qna_data.csv").open(encoding="utf-8-sig") as fh:
-        rows = list(csv.DictReader(fh))[:limit]
+    rows = load_golden_set(DATA / "docugami_sec10q" / "qna_data.csv", limit=limit)
     service = open_search_service(settings)
     try:
         agent = build_agent(settings, service, service.embedder)
         cited_expected = refused = sentences = cited_sentences = 0
         started = time.perf_counter()
         for row in rows:
-            answer = agent.answer(READER, row["Question"])
-            pattern = row["Source Docs"].strip()
-            titles = {Path(c.source_uri).name for c in answer.citations} | {
-                c.title for c in answer.citations
-            }
-            if any(
-                fnmatch.fnmatch(t, pattern) or fnmatch.fnmatch(t + ".pdf", pattern) for t in titles
-            ):
+            answer = agent.answer(READER, row.question)
+            if any(matches_expected(row, c.source_uri, c.title) for c in answer.citations):
                 cited_expected += 1
             refused += answer.refused
             n_sent = (
@@ -98,23 +90,12 @@ def run_docugami(data_dir: Path, limit: int | None) -> int:
 
 def run_calibration(data_dir: Path) -> int:
     settings = _settings(data_dir, "squad2")
-    squad = json.loads((DATA / "squad2_dev_small.json").read_text(encoding="utf-8"))
-    public = AccessLabel(classification="public", groups=frozenset({"everyone"}))
-    docs: list[TextDocument] = []
-    questions: list[tuple[str, bool]] = []
-    for article in squad["data"]:
-        for i, paragraph in enumerate(article["paragraphs"]):
-            docs.append(
-                TextDocument(
-                    doc_id=f"{article['title']}-{i}",
-                    title=article["title"],
-                    text=paragraph["context"],
-                    label=public,
-                )
-            )
-            questions += [
-                (q["question"], not q.get("is_impossible", False)) for q in paragraph["qas"]
-            ]
+    subset = load_squad(
+        DATA / "squad2_dev_small.json",
+        AccessLabel(classification="public", groups=frozenset({"everyone"})),
+    )
+    docs = list(subset.documents)
+    questions = [(q.question, q.answerable) for q in subset.questions]
     Ingestor(settings).ingest_texts(docs, index="squad2", source_name="squad2")
     service = open_search_service(settings)
     try:
