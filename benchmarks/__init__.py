@@ -1,0 +1,1 @@
+"""Benchmarks run by hand on the target machine (see benchmarks/README.md)."""
