@@ -9,7 +9,6 @@ from pathlib import Path
 from cli.common import add_index_options, fail, load_settings, print_json
 from core.errors import CitewellError
 from core.models import IngestReport
-from ingestion.pipeline import Ingestor
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,6 +26,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    from ingestion.pipeline import Ingestor  # heavy (models, stores): only when running
+
     try:
         settings = load_settings(args)
         if not args.path.is_dir():

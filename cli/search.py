@@ -16,7 +16,6 @@ from cli.common import (
 )
 from core.errors import CitewellError
 from core.models import SearchMode, SearchRequest, SearchResult
-from retrieval.service import open_search_service
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -61,6 +60,8 @@ def result_json(result: SearchResult) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from retrieval.service import open_search_service  # heavy: only when running
+
     try:
         settings = load_settings(args)
         principal = principal_from_args(args, settings)

@@ -329,6 +329,7 @@ class Ingestor:
             fresh=fresh,
         ) as writer:
             existing = writer.manifest.documents(source=source_name)
+            failures_before = _failure_set(writer, source_name)
             writer.manifest.clear_failures(source_name)
             for failure in rejected:
                 writer.manifest.record_failure(source_name, failure.source_uri, failure.reason)
@@ -378,7 +379,14 @@ class Ingestor:
                 writer.lexical.delete_documents(ids)
                 writer.manifest.delete(ids)
                 tally.deleted.extend(doc.relative_path for doc in gone)
-            version = writer.commit(validate)
+            changed = (
+                fresh
+                or writer.base_version is None
+                or bool(tally.added or tally.updated or tally.deleted or tally.relabeled)
+                or _failure_set(writer, source_name) != failures_before
+            )
+            # Nothing changed: keep serving the published version instead of publishing a copy.
+            version = writer.commit(validate) if changed else writer.base_version
         report = IngestReport(
             index=writer.layout.name,
             index_version=version,
@@ -543,6 +551,10 @@ class Ingestor:
         tally.relabeled.append(candidate.relative_path)
         if not candidate.base_label.labelled:
             tally.unlabelled.append(candidate.relative_path)
+
+
+def _failure_set(writer: IndexWriter, source_name: str) -> set[tuple[str, str]]:
+    return {(f.source_uri, f.reason) for f in writer.manifest.failures() if f.source == source_name}
 
 
 def _computed(embedder: Embedder) -> int:

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from core.errors import IndexLockedError, IndexNotFoundError, StoreUnavailableError
 from core.logging import log_event
@@ -44,7 +44,9 @@ from retrieval.lexical.bm25 import BM25Index
 from retrieval.manifest import Manifest
 from retrieval.protocols import VectorStore
 from retrieval.stores.edge import EdgeVectorStore
-from retrieval.stores.qdrant import QdrantVectorStore
+
+if TYPE_CHECKING:
+    from retrieval.stores.qdrant import QdrantVectorStore
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +147,15 @@ def _next_version(layout: IndexLayout) -> str:
     if current and current[1:].isdigit():
         numbers.append(int(current[1:]))
     return f"v{(max(numbers) + 1 if numbers else 1):06d}"
+
+
+def _remote_store(
+    url: str, api_key: str | None, collection: str, dimension: int
+) -> QdrantVectorStore:
+    # Imported on use: qdrant-client takes seconds to import and the embedded default needs none.
+    from retrieval.stores.qdrant import QdrantVectorStore
+
+    return QdrantVectorStore.from_url(url, api_key, collection, dimension)
 
 
 def remote_collection_name(index: str, version: str) -> str:
@@ -276,7 +287,7 @@ class IndexWriter:
                 self._collection = base_meta.collection
             else:
                 self._collection = remote_collection_name(layout.name, self.version)
-            self._vectors = QdrantVectorStore.from_url(
+            self._vectors = _remote_store(
                 self.settings.qdrant_url or "",
                 self.settings.qdrant_api_key.get_secret_value()
                 if self.settings.qdrant_api_key
@@ -353,7 +364,7 @@ class IndexWriter:
             shutil.rmtree(self._staging, ignore_errors=True)
             if self.backend == "qdrant" and self.fresh and self._collection:
                 with contextlib.suppress(Exception):
-                    QdrantVectorStore.from_url(
+                    _remote_store(
                         self.settings.qdrant_url or "",
                         None,
                         self._collection,
@@ -377,7 +388,7 @@ class IndexWriter:
                     and meta.collection
                     and meta.collection not in kept_collections
                 ):
-                    QdrantVectorStore.from_url(
+                    _remote_store(
                         self.settings.qdrant_url or "", None, meta.collection, meta.dimension
                     ).delete_collection()
             shutil.rmtree(layout.version_dir(version), ignore_errors=True)
@@ -448,7 +459,7 @@ def open_version(settings: Settings, index: str | None = None) -> OpenedVersion:
             raise StoreUnavailableError(
                 f"index {layout.name!r} lives in a remote Qdrant; set CITEWELL_QDRANT_URL"
             )
-        vectors = QdrantVectorStore.from_url(
+        vectors = _remote_store(
             settings.qdrant_url,
             settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None,
             meta.collection or "",
@@ -462,7 +473,12 @@ def open_version(settings: Settings, index: str | None = None) -> OpenedVersion:
 
 
 def _open_edge(version_dir: Path, dimension: int) -> tuple[VectorStore, Path | None]:
-    store = EdgeVectorStore(version_dir / "vectors", dimension)
+    vectors_dir = version_dir / "vectors"
+    if not vectors_dir.is_dir() or not any(vectors_dir.iterdir()):
+        # The edge store would create an empty shard here: a published version must never be
+        # written, and serving an empty store would hide the fault behind "no results".
+        raise StoreUnavailableError(f"vector store missing in {version_dir}")
+    store = EdgeVectorStore(vectors_dir, dimension)
     try:
         store.count()
         return store, None

@@ -1,10 +1,7 @@
 """Vector store implementations of :class:`retrieval.protocols.VectorStore`.
 
-``EdgeVectorStore`` (embedded, qdrant-edge) and ``QdrantVectorStore`` (qdrant-client: remote
-server, or local mode for tests). Backend filters are built only in :mod:`.filters`.
+``retrieval.stores.edge.EdgeVectorStore`` (embedded, qdrant-edge) and
+``retrieval.stores.qdrant.QdrantVectorStore`` (qdrant-client: remote server, or local mode for
+tests). Backend filters are built only in :mod:`.filters`. Import the module you need: the
+qdrant-client import alone takes seconds, and the embedded default does not need it.
 """
-
-from retrieval.stores.edge import EdgeVectorStore
-from retrieval.stores.qdrant import QdrantVectorStore
-
-__all__ = ["EdgeVectorStore", "QdrantVectorStore"]

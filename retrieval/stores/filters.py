@@ -12,16 +12,19 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 import qdrant_edge as edge
 from pydantic import ValidationError
-from qdrant_client import models as qm
 
 from core.errors import InputRejectedError, StoreUnavailableError
 from core.models import AccessLabel, Chunk, SearchFilters
 from retrieval.access import AccessScope
 from retrieval.protocols import Matrix
+
+if TYPE_CHECKING:
+    from qdrant_client import models as qm
 
 # Payload field names (the Chunk fields, stored as ``chunk.model_dump(mode="json")``).
 RANK_FIELD = "classification_rank"
@@ -92,6 +95,8 @@ def edge_doc_filter(doc_ids: Iterable[str]) -> edge.Filter:
 
 
 def client_filter(scope: AccessScope, filters: SearchFilters) -> qm.Filter:
+    from qdrant_client import models as qm  # the client is heavy to import; embedded use skips it
+
     """The qdrant-client filter for ``scope`` narrowed by ``filters``; same logic as
     :func:`edge_filter`."""
     must: list[qm.Condition] = [
@@ -114,6 +119,8 @@ def client_filter(scope: AccessScope, filters: SearchFilters) -> qm.Filter:
 
 
 def client_doc_filter(doc_ids: Iterable[str]) -> qm.Filter:
+    from qdrant_client import models as qm
+
     """Every chunk of these documents (no access part: used for writes and bookkeeping)."""
     return qm.Filter(
         must=[qm.FieldCondition(key=DOC_ID_FIELD, match=qm.MatchAny(any=_sorted(doc_ids)))]
