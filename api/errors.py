@@ -6,9 +6,13 @@ name, a chunk or a credential. Unexpected errors become a generic 500 and are lo
 
 from __future__ import annotations
 
+import json
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from core.errors import (
@@ -84,6 +88,21 @@ async def _handle(request: Request, exc: Exception) -> JSONResponse:
     return error_response(request, exc)
 
 
+class _AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped. FastAPI's 422 echoes the offending input, and a lone
+    surrogate (``"\\ud800"`` is valid JSON) cannot be encoded as UTF-8: the default
+    response turned that client error into a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+async def _handle_validation(request: Request, exc: Exception) -> JSONResponse:
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    return _AsciiJSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _handle_validation)
     app.add_exception_handler(CitewellError, _handle)
     app.add_exception_handler(Exception, _handle)
