@@ -36,7 +36,7 @@ from core.settings import Settings
 from evaluation.answers_eval import AnswersEvalReport, evaluate_answers
 from evaluation.golden import load_golden_set, load_squad
 from ingestion.pipeline import Ingestor
-from retrieval.factory import build_embedder
+from retrieval.embedding import SentenceTransformerEmbedder
 from retrieval.service import open_search_service
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "qa"
@@ -105,22 +105,25 @@ def run_squad(data_dir: Path, limit: int | None) -> int:
     return _evaluate(settings, "squad2_dev_small.json", questions, ingest_s)
 
 
-def _best_sentence_score(embedder: Any, claim: str, passages: list[str]) -> list[float]:
+def _best_sentence_scores(embedder: Any, claim: str, passages: list[str]) -> list[float]:
     """Per passage: best cosine similarity of the claim to one of its sentences (the judge sees
-    a quoted sentence, not a whole passage)."""
+    a quoted sentence, not a whole passage). One batch per record: per-call overhead dominates."""
     from agent.citations import split_sentences
 
-    query = embedder.embed_documents([claim])[0]
+    split = [split_sentences(p) or [p] for p in passages]
+    vectors = embedder.embed_documents([claim, *(s for ss in split for s in ss)])
+    sims = vectors[1:] @ vectors[0]
     scores: list[float] = []
-    for passage in passages:
-        sentences = split_sentences(passage) or [passage]
-        scores.append(float((embedder.embed_documents(sentences) @ query).max()))
+    offset = 0
+    for sentences in split:
+        scores.append(float(sims[offset : offset + len(sentences)].max()))
+        offset += len(sentences)
     return scores
 
 
 def run_calibrate_judge(data_dir: Path, limit: int | None) -> int:
-    settings = Settings(data_dir=data_dir)
-    embedder = build_embedder(settings)
+    # The bare model: the embedding cache would only add a database write per call here.
+    embedder = SentenceTransformerEmbedder(threads=os.cpu_count())
     lines = (DATA / "rgb" / "en_fact.json").read_text(encoding="utf-8").splitlines()
     records = [json.loads(line) for line in lines if line.strip()][:limit]
     supported: list[float] = []
@@ -131,9 +134,9 @@ def run_calibrate_judge(data_dir: Path, limit: int | None) -> int:
         answer = answer[0] if isinstance(answer, list) else answer
         answer = answer[0] if isinstance(answer, list) else answer
         claim = f"{record['query']}: {answer}"
-        supported += _best_sentence_score(embedder, claim, record["positive"])
-        unsupported += _best_sentence_score(embedder, claim, record["negative"])
-        counterfactual += _best_sentence_score(embedder, claim, record["positive_wrong"])
+        supported += _best_sentence_scores(embedder, claim, record["positive"])
+        unsupported += _best_sentence_scores(embedder, claim, record["negative"])
+        counterfactual += _best_sentence_scores(embedder, claim, record["positive_wrong"])
     calibration = calibrate_threshold(supported, unsupported)
     wrong_pass = sum(s >= calibration.threshold for s in counterfactual) / max(
         len(counterfactual), 1
