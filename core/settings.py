@@ -47,8 +47,10 @@ class Settings(BaseSettings):
     model_threads: int | None = None  # torch/onnx intra-op threads; None → cores available
 
     # --- chunking ------------------------------------------------------------------------
-    chunk_size_tokens: int = Field(default=256, ge=32)
-    chunk_overlap_tokens: int = Field(default=32, ge=0)
+    # Counted with the embedding model's tokenizer; leaves room under its 256-token limit for
+    # the title/section prefix embedded with each chunk.
+    chunk_size_tokens: int = Field(default=224, ge=32)
+    chunk_overlap_tokens: int = Field(default=24, ge=0)
 
     # --- retrieval -----------------------------------------------------------------------
     default_mode: SearchMode = SearchMode.HYBRID

@@ -14,6 +14,7 @@ deleted from both indexes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from core.errors import CitewellError, ParseError
+from core.errors import CitewellError, ModelError, ParseError
 from core.logging import log_event
 from core.models import (
     AccessLabel,
@@ -38,11 +39,12 @@ from core.models import (
     IngestReport,
 )
 from core.settings import Settings
-from ingestion.chunking import chunk_document
+from ingestion.chunking import Tokenizer, chunk_document, embedding_tokenizer
 from ingestion.labels import LabelRules, detect_banner
 from ingestion.models import ChunkDraft, Element, ParsedDocument, ResolvedLabel, SourceItem
 from ingestion.parsing import parse_document
 from ingestion.sources import LocalFolderSource
+from retrieval.embedding import bundled_model_path, local_model_dir
 from retrieval.factory import build_embedder, embedding_model_id
 from retrieval.index import IndexWriter
 from retrieval.manifest import DocumentEntry
@@ -132,12 +134,32 @@ class Ingestor:
         # Parsed documents by content hash, so work split across processes (Airflow mapped
         # tasks) parses each document once.
         self.parse_cache_dir = parse_cache_dir
+        self._tokenizer: Tokenizer | None = None
 
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
             self._embedder = build_embedder(self.settings)
         return self._embedder
+
+    @property
+    def tokenizer(self) -> Tokenizer | None:
+        """The embedding model's own tokenizer, so chunk sizes count what the embedder sees
+        (None for a hub model not cached locally: llama-index's default count is used)."""
+        if self._tokenizer is None:
+            model_dir = local_model_dir(self.settings.embedding_model or bundled_model_path())
+            if model_dir is not None:
+                with contextlib.suppress(ModelError):
+                    self._tokenizer = embedding_tokenizer(str(model_dir))
+        return self._tokenizer
+
+    def _chunks(self, parsed: ParsedDocument) -> list[ChunkDraft]:
+        return chunk_document(
+            parsed,
+            self.settings.chunk_size_tokens,
+            self.settings.chunk_overlap_tokens,
+            tokenizer=self.tokenizer,
+        )
 
     def _parse_cached(self, item: SourceItem, content_hash: str) -> ParsedDocument:
         if self.parse_cache_dir is None:
@@ -180,9 +202,7 @@ class Ingestor:
                 parsed = self._parse_cached(item, hashlib.sha256(data).hexdigest())
             except ParseError:
                 continue
-            drafts = chunk_document(
-                parsed, self.settings.chunk_size_tokens, self.settings.chunk_overlap_tokens
-            )
+            drafts = self._chunks(parsed)
             if drafts:
                 self.embedder.embed_documents([d.embedding_text for d in drafts])
         return _computed(self.embedder) - computed_before
@@ -439,9 +459,7 @@ class Ingestor:
             return None
         banner = detect_banner(parsed.text, self.scheme) if detect_banners else None
         label, banner_level = self._final_label(candidate.base_label, banner)
-        drafts = chunk_document(
-            parsed, self.settings.chunk_size_tokens, self.settings.chunk_overlap_tokens
-        )
+        drafts = self._chunks(parsed)
         if not drafts:
             tally.failed.append(
                 DocumentFailure(source_uri=candidate.source_uri, reason="no text to index")
