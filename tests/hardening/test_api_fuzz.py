@@ -61,6 +61,8 @@ def test_schemathesis_finds_no_server_errors(app: FastAPI, mode: GenerationMode)
         operations.append(result.ok())
     assert {op.path for op in operations} >= {"/v1/search", "/v1/answer", "/readyz"}
     failures: list[str] = []
+    sent: dict[str, int] = {}
+    succeeded: set[str] = set()
     for operation in operations:
 
         @hypothesis.settings(
@@ -74,11 +76,22 @@ def test_schemathesis_finds_no_server_errors(app: FastAPI, mode: GenerationMode)
         def fuzz(case: Any) -> None:
             # A valid key on most cases, so requests get past authentication to the index.
             response = case.call(headers=HEADERS)
+            sent[case.path] = sent.get(case.path, 0) + 1
+            if response.status_code == 200:
+                succeeded.add(case.path)
             if response.status_code >= 500:
                 failures.append(f"{case.method} {case.path} {case.body!r} -> {response.text}")
 
-        fuzz()
+        try:
+            fuzz()
+        except hypothesis.errors.Unsatisfiable:
+            # No invalid input exists for an operation without parameters or body (/healthz).
+            assert mode is GenerationMode.NEGATIVE and not operation.body, operation.path
     assert not failures, "\n".join(failures[:5])
+    assert sent.get("/v1/search", 0) >= FUZZ_EXAMPLES[mode] // 2
+    assert sent.get("/v1/answer", 0) >= FUZZ_EXAMPLES[mode] // 2
+    if mode is GenerationMode.POSITIVE:  # the key worked: cases reached the real index
+        assert {"/v1/search", "/v1/answer"} <= succeeded
 
 
 def _search(client: TestClient, body: Any, **kwargs: Any) -> Any:
