@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     embedding_batch_size: int = Field(default=32, ge=1)
     embedding_max_seq_length: int = Field(default=256, ge=16)
     reranker_model: str | None = None  # id or path; None → the index's trained model, if any
+    reranker_backend: EmbeddingBackend = "torch"
+    reranker_max_length: int = Field(default=256, ge=16)  # tokens per (query, passage) pair
     rerank_candidates: int = Field(default=20, ge=1, le=200)
     model_threads: int | None = None  # torch/onnx intra-op threads; None → cores available
 

@@ -145,7 +145,8 @@ class ServingIndex:
         reranker, note = resolve_reranker(
             self.settings.reranker_model,
             self.layout.rerankers_dir / "current",
-            backend=self.settings.embedding_backend,
+            backend=self.settings.reranker_backend,
+            max_length=self.settings.reranker_max_length,
             threads=model_threads(self.settings),
             export_dir=model_export_dir(self.settings),
         )
