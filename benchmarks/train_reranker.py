@@ -29,11 +29,11 @@ SCIFACT = "scifact"
 CRANFIELD = "cranfield/beir"
 
 
-def _opener(settings: Settings, model: str, max_length: int) -> IndexOpener:
+def _opener(settings: Settings, model: str) -> IndexOpener:
     from retrieval.rerank import CrossEncoderReranker
     from retrieval.service import ServingIndex
 
-    reranker = CrossEncoderReranker(model, max_length=max_length)
+    reranker = CrossEncoderReranker(model, max_length=settings.reranker_max_length)
 
     def open_index(index: str) -> EvalSearchIndex:
         return ServingIndex(settings, index, reranker=reranker)
@@ -106,7 +106,7 @@ def main() -> int:
             ir / name,
             "test",
             ["hybrid+rerank"],
-            opener=_opener(settings, model, args.max_length),
+            opener=_opener(settings, model),
         )
         report = base[name]
         modes = dict(report.modes)
@@ -128,7 +128,7 @@ def main() -> int:
             ir / SCIFACT,
             "test",
             ["hybrid+rerank"],
-            opener=_opener(timed, model, args.max_length),
+            opener=_opener(timed, model),
         ).modes["hybrid+rerank"]
         sys.stdout.write(
             f"hybrid+rerank @{candidates} candidates: nDCG@10 {lat.ndcg_at_10:.3f}, "

@@ -130,7 +130,8 @@ def run_gate(args: argparse.Namespace) -> int:
         reranker, note = resolve_reranker(
             settings.reranker_model,
             layout.rerankers_dir / "current",
-            backend=settings.embedding_backend,
+            backend=settings.reranker_backend,
+            max_length=settings.reranker_max_length,
             threads=model_threads(settings),
             export_dir=model_export_dir(settings),
         )

@@ -391,6 +391,7 @@ def train_reranker(
     inside the index's rerankers folder."""
     from evaluation.reranker_gate import decide_gate
     from evaluation.training_data import build_training_data
+    from retrieval.factory import model_export_dir, model_threads
     from retrieval.index import IndexLayout
     from retrieval.rerank import CrossEncoderReranker
     from retrieval.service import ServingIndex
@@ -476,7 +477,14 @@ def train_reranker(
     if not run_gate:
         return TrainedReranker(model_dir=target, card=card)
     holdout = _holdout_queries(dataset_dir, validation_fraction, seed)
-    reranker = CrossEncoderReranker(str(current), max_length=max_length)
+    # Gate exactly what serving will run (its backend and pair length), not the training setup.
+    reranker = CrossEncoderReranker(
+        str(current),
+        backend=settings.reranker_backend,
+        max_length=settings.reranker_max_length,
+        threads=model_threads(settings),
+        export_dir=model_export_dir(settings),
+    )
     decision = decide_gate(
         settings,
         index,
