@@ -11,15 +11,16 @@ so BM25 sees a real vocabulary and real term statistics. Each chunk gets a class
 or one of 20 departments.
 
 Queries are SciFact query texts. Query embedding is measured on its own first (the real MiniLM
-embedder, one ``embed_query`` per query, no cache); the searches then go through the real
-``ServingIndex`` with the production ``CachingEmbedder``, whose query cache those calls warmed,
-so the search numbers are the store path (BM25, vector search, hydration, fusion, rerank) and
-embedding is added back as a separate column. On a loaded 2-core machine, embedding inside the
-timed loop measured CPU contention more than the index. Two principals: *broad* (confidential, 15 departments: ~69% of chunks
-visible) and *restrictive* (public, one department: ~4%). Reported per mode: p50/p95 of the
-whole ``search`` call (query vector from cache), of the same minus reranking ("store path"),
-and of the rerank step alone; query embedding p50/p95 is printed once per run. Rerank uses a CrossEncoder built from the bundled MiniLM
-weights (fresh head; timing only) over ``rerank_candidates`` = 20.
+embedder, one ``embed_query`` per query, no cache) and printed once; the searches then go through
+the real ``ServingIndex`` with the production ``CachingEmbedder``, whose query cache those calls
+warmed. On a loaded 2-core machine, embedding inside the timed loop measured CPU contention more
+than the index, so embedding is reported beside the search numbers instead of inside them.
+
+Two principals: *broad* (confidential, 15 departments: ~69% of chunks visible) and *restrictive*
+(public, one department: ~4%). Per mode: p50/p95 of the whole ``search`` call (query vector from
+the cache), of the same minus reranking ("store path": BM25, vector search, hydration, fusion)
+and of the rerank step alone. Rerank uses a CrossEncoder built from the bundled MiniLM weights
+(fresh head; timing only) over ``rerank_candidates`` = 20.
 
 ``--optimize`` builds HNSW (``EdgeVectorStore.optimize``) in each index before measuring and
 reports its cost; without it the shard keeps the segments the writes produced.
@@ -279,8 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     for query in queries:
         cached.embed_query(query)  # the service's query cache now holds every query
     p50, p95 = percentiles(embed_ms)
-    print(f"query embedding ({len(queries)} queries, {threads} threads): p50 {p50:.1f} ms, "
-          f"p95 {p95:.1f} ms; load {load_average()}")
+    print(
+        f"query embedding ({len(queries)} queries, {threads} threads): p50 {p50:.1f} ms, "
+        f"p95 {p95:.1f} ms; load {load_average()}"
+    )
     sentences: list[str] | None = None
 
     for size in args.sizes:
