@@ -65,6 +65,10 @@ class Settings(BaseSettings):
 
     # --- limits --------------------------------------------------------------------------
     max_file_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
+    # Zip-based formats (DOCX, PPTX, XLSX, ODT, EPUB) are checked before parsing: zip bombs.
+    max_uncompressed_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
+    max_compression_ratio: float = Field(default=100.0, gt=1)
+    max_zip_entries: int = Field(default=10_000, ge=1)
     max_query_chars: int = Field(default=2000, ge=1)
     max_request_bytes: int = Field(default=64 * 1024, ge=1024)
 

@@ -268,6 +268,9 @@ class LabelRules:
         unless it has a sidecar). Errors raise :class:`LabelError` naming file and line."""
         rules = cls(scheme, banners=banners)
         file = root / LABELS_FILE
+        if file.is_symlink():
+            # Like sidecars: a labels file must live in the folder it labels, not point elsewhere.
+            raise LabelError(f"{file}: the labels file must not be a symbolic link")
         if not file.is_file():
             return rules
         rules.source_file = file

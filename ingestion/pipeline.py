@@ -41,6 +41,7 @@ from core.models import (
 from core.settings import Settings
 from ingestion.chunking import Tokenizer, chunk_document, embedding_tokenizer
 from ingestion.labels import LabelRules, detect_banner
+from ingestion.limits import ZipLimits
 from ingestion.models import ChunkDraft, Element, ParsedDocument, ResolvedLabel, SourceItem
 from ingestion.parsing import parse_document
 from ingestion.sources import LocalFolderSource
@@ -161,16 +162,24 @@ class Ingestor:
             tokenizer=self.tokenizer,
         )
 
+    def _parse(self, item: SourceItem) -> ParsedDocument:
+        limits = ZipLimits(
+            max_uncompressed_bytes=self.settings.max_uncompressed_bytes,
+            max_compression_ratio=self.settings.max_compression_ratio,
+            max_entries=self.settings.max_zip_entries,
+        )
+        return parse_document(item.path, item.doc_type, zip_limits=limits)
+
     def _parse_cached(self, item: SourceItem, content_hash: str) -> ParsedDocument:
         if self.parse_cache_dir is None:
-            return parse_document(item.path, item.doc_type)
+            return self._parse(item)
         cached = self.parse_cache_dir / f"{content_hash}.{item.doc_type}.json"
         if cached.exists():
             try:
                 return ParsedDocument.model_validate_json(cached.read_text(encoding="utf-8"))
             except ValueError:
                 cached.unlink(missing_ok=True)
-        parsed = parse_document(item.path, item.doc_type)
+        parsed = self._parse(item)
         self.parse_cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(parsed.model_dump_json(), encoding="utf-8")
@@ -187,6 +196,8 @@ class Ingestor:
             file_path = (root / relative).resolve()
             if not file_path.is_relative_to(root) or not file_path.is_file():
                 continue
+            if file_path.stat().st_size > self.settings.max_file_bytes:
+                continue  # the publishing run reports it as too large
             data = file_path.read_bytes()
             doc_type = file_path.suffix.lower().lstrip(".")
             item = SourceItem(

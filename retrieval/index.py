@@ -308,6 +308,16 @@ class IndexWriter:
         staging = self._staging
         if staging is None or self._committed:
             raise StoreUnavailableError("nothing staged to commit")
+        try:
+            return self._publish(staging, validate)
+        except OSError as exc:
+            # Disk full, permissions...: the staged version is discarded on exit and the
+            # published version keeps serving.
+            raise StoreUnavailableError(
+                f"cannot publish index {self.layout.name!r}: {exc.strerror or exc}"
+            ) from exc
+
+    def _publish(self, staging: Path, validate: Callable[[IndexWriter], None] | None) -> str:
         self.manifest.commit()
         self.vectors.flush()
         self.lexical.save(staging / "bm25")
