@@ -1,0 +1,73 @@
+"""IndexWriter.commit builds HNSW for large writes (a broad filter otherwise scans every point)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import qdrant_edge as edge
+
+from core.models import Chunk
+from core.settings import Settings
+from retrieval.index import IndexLayout, IndexWriter
+
+DIM = 384
+
+
+def _chunks(n: int, offset: int = 0) -> list[Chunk]:
+    return [
+        Chunk(
+            chunk_id=str(uuid.UUID(int=offset + i + 1)),
+            doc_id=f"doc-{offset + i}",
+            chunk_index=0,
+            text=f"chunk {offset + i}",
+            title="t",
+            source="test",
+            source_uri=f"test:{offset + i}",
+            doc_type="txt",
+            char_start=0,
+            char_end=8,
+            classification="public",
+            classification_rank=0,
+            groups=("everyone",),
+        )
+        for i in range(n)
+    ]
+
+
+def _write(settings: Settings, n: int, offset: int, fresh: bool) -> None:
+    rng = np.random.default_rng(offset)
+    vectors = rng.standard_normal((n, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    with IndexWriter(
+        settings, "opt", embedding_model="m", embedding_key="k", dimension=DIM, fresh=fresh
+    ) as writer:
+        writer.vectors.upsert(_chunks(n, offset), vectors)
+        writer.commit()
+
+
+def _indexed(settings: Settings) -> tuple[int, int]:
+    layout = IndexLayout(settings, "opt")
+    version = layout.current_version()
+    assert version is not None
+    shard = edge.EdgeShard.load(str(layout.version_dir(version) / "vectors"))
+    try:
+        info = shard.info()
+        return int(info.points_count), int(info.indexed_vectors_count)
+    finally:
+        shard.close()
+
+
+@pytest.mark.slow
+def test_commit_builds_hnsw_for_a_large_write_and_skips_small_ones(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    _write(settings, 12_000, 0, fresh=True)
+    points, indexed = _indexed(settings)
+    assert points == 12_000
+    assert indexed == 12_000
+    # A small refresh on top stays in an unindexed segment: commit does no HNSW work for it.
+    _write(settings, 100, 12_000, fresh=False)
+    points, indexed = _indexed(settings)
+    assert (points, indexed) == (12_100, 12_000)
