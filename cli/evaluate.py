@@ -93,6 +93,13 @@ def format_table(report: RetrievalEvalReport) -> str:
         )
     for mode, reason in report.skipped.items():
         lines.append(f"{mode:<14}skipped: {reason}")
+    gate = report.reranker_gate
+    if gate is not None:
+        state = "enabled" if gate.enabled else "disabled"
+        lines.append(
+            f"reranker gate: {state} for {gate.model} ({gate.metric} hybrid {gate.baseline:.3f} "
+            f"vs reranked {gate.reranked:.3f} on {gate.judgements}; {gate.reason})"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -9,6 +9,7 @@ from pydantic import ConfigDict, Field
 
 from core.models import Frozen
 from evaluation.metrics import Gain
+from retrieval.gate import GateDecision
 
 # The retrieval modes evaluation knows, in report order. "hybrid+rerank" is hybrid search with the
 # cross-encoder on; it is skipped (with the reason) when the index has no reranker.
@@ -71,3 +72,5 @@ class RetrievalEvalReport(Frozen):
     skipped: dict[str, str] = Field(default_factory=dict)  # mode → why it was not run
     index_reused: bool  # the index was already built from this corpus (no ingestion this run)
     finished_at: datetime
+    # The recorded decision whether this index's reranker helps (None: no gate decided yet).
+    reranker_gate: GateDecision | None = None

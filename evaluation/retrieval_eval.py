@@ -44,6 +44,8 @@ from evaluation.models import (
     ModeMetrics,
     RetrievalEvalReport,
 )
+from retrieval.gate import load_gate
+from retrieval.index import IndexLayout
 
 logger = logging.getLogger(__name__)
 
@@ -395,4 +397,5 @@ def evaluate_retrieval(
         skipped=skipped,
         index_reused=reused,
         finished_at=datetime.now(UTC),
+        reranker_gate=load_gate(IndexLayout(settings, index).rerankers_dir),
     )
