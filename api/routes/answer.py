@@ -12,7 +12,6 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.agent import Agent
@@ -20,7 +19,7 @@ from agent.factory import build_agent
 from agent.models import Answer, AnswerTimings, Citation, Source, TokenUsage
 from api.audit import AuditOutcome, AuditRecord, FilterSummary, query_hash
 from api.deps import AuditLogDep, AuthContextDep, MetricsDep, SettingsDep
-from api.metrics import LATENCY_BUCKETS, ApiMetrics
+from api.metrics import AnswerMetrics
 from api.schemas import ErrorBody, SearchFiltersBody
 from core.errors import CitewellError, InputRejectedError, StoreUnavailableError
 from core.models import SearchFilters
@@ -90,64 +89,6 @@ class AnswerResponseBody(BaseModel):
             timings=answer.timings,
             usage=answer.usage,
         )
-
-
-class AnswerMetrics:
-    """Answer counters on the app's registry, so cost per answered question can be tracked:
-    ``citewell_llm_tokens_total / citewell_answers_total{outcome="answered"}``."""
-
-    def __init__(self, metrics: ApiMetrics) -> None:
-        self.answers = Counter(
-            "citewell_answers",
-            "Answers by outcome (answered, refused, sources_only) and backend.",
-            ("outcome", "backend"),
-            registry=metrics.registry,
-        )
-        self.tokens = Counter(
-            "citewell_llm_tokens",
-            "LLM tokens used by answers, by kind (prompt, completion) and backend.",
-            ("kind", "backend"),
-            registry=metrics.registry,
-        )
-        self.removed_citations = Counter(
-            "citewell_answer_removed_citations",
-            "Citation markers removed because they pointed at no given source.",
-            registry=metrics.registry,
-        )
-        self.unsupported_sentences = Counter(
-            "citewell_answer_unsupported_sentences",
-            "Answer sentences without a valid citation.",
-            registry=metrics.registry,
-        )
-        self.injection_flags = Counter(
-            "citewell_answer_injection_flags",
-            "Retrieved chunks flagged as instruction-like.",
-            registry=metrics.registry,
-        )
-        self.latency = Histogram(
-            "citewell_answer_duration_seconds",
-            "Time to answer, by backend.",
-            ("backend",),
-            buckets=LATENCY_BUCKETS,
-            registry=metrics.registry,
-        )
-
-    def observe(self, answer: Answer) -> None:
-        outcome = (
-            "refused" if answer.refused else "answered" if answer.generated else "sources_only"
-        )
-        self.answers.labels(outcome=outcome, backend=answer.backend).inc()
-        if answer.usage is not None:
-            self.tokens.labels(kind="prompt", backend=answer.backend).inc(
-                answer.usage.prompt_tokens
-            )
-            self.tokens.labels(kind="completion", backend=answer.backend).inc(
-                answer.usage.completion_tokens
-            )
-        self.removed_citations.inc(answer.removed_citations)
-        self.unsupported_sentences.inc(len(answer.unsupported_sentences))
-        self.injection_flags.inc(len(answer.flagged_chunks))
-        self.latency.labels(backend=answer.backend).observe(answer.timings.total_ms / 1000)
 
 
 _build_lock = threading.Lock()
