@@ -19,7 +19,7 @@ import numpy as np
 
 from core.errors import ConfigurationError, ModelError
 from core.logging import log_event
-from retrieval.onnx_export import OnnxModel, Quantization, exported_model, hash_model_dir
+from retrieval.onnx_export import OnnxModel, Quantization, Task, exported_model, hash_model_dir
 from retrieval.protocols import Matrix, Vector
 
 logger = logging.getLogger(__name__)
@@ -90,8 +90,95 @@ def model_length_cap(model_dir: Path) -> int | None:
     return None
 
 
-class SentenceTransformerEmbedder:
+class LazyModel:
+    """What the embedder and the reranker share: checked arguments, one lock, and a model loaded
+    once, on first use, by the configured backend. Subclasses supply the loaders."""
+
+    _what = "model"  # names the model in argument errors
+    _loaded_event = "model_loaded"
+    _logger = logger
+
+    def __init__(
+        self,
+        backend: Backend,
+        length: int,
+        length_name: str,
+        batch_size: int,
+        threads: int | None,
+        export_dir: Path | None,
+    ) -> None:
+        check_backend(backend, export_dir)
+        if batch_size < 1:
+            raise ConfigurationError(f"{self._what} batch_size must be at least 1")
+        if length < 8:
+            raise ConfigurationError(f"{self._what} {length_name} must be at least 8")
+        self._backend: Backend = backend
+        self._requested_length = length
+        self._batch_size = batch_size
+        self._threads = resolve_threads(threads)
+        self._export_dir = export_dir
+        self._lock = threading.Lock()
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    def _capped_length(self, local: Path | None) -> int:
+        """The requested length, capped at what the model in ``local`` was built for."""
+        cap = model_length_cap(local) if local is not None else None
+        return min(self._requested_length, cap) if cap else self._requested_length
+
+    def _is_loaded(self) -> bool:
+        raise NotImplementedError
+
+    def _load_torch(self) -> None:
+        raise NotImplementedError
+
+    def _load_onnx(self) -> None:
+        raise NotImplementedError
+
+    def _loaded_fields(self) -> dict[str, object]:
+        """Fields of the loaded event besides backend and threads."""
+        raise NotImplementedError
+
+    def warm_up(self) -> None:
+        with self._lock:
+            if self._is_loaded():
+                return
+            if self._backend == "torch":
+                self._load_torch()
+            else:
+                self._load_onnx()
+            log_event(
+                self._logger,
+                logging.INFO,
+                self._loaded_event,
+                backend=self._backend,
+                threads=self._threads,
+                **self._loaded_fields(),
+            )
+
+    def _set_torch_threads(self) -> None:
+        import torch
+
+        torch.set_num_threads(self._threads)
+
+    def _onnx_model(
+        self, model_dir: Path, tokenizer_dir: Path, task: Task, max_length: int
+    ) -> OnnxModel:
+        """The model's ONNX export for this backend (exported on first use), ready to run."""
+        if self._export_dir is None:
+            raise ConfigurationError(f"backend {self._backend!r} needs an export_dir")
+        quantization: Quantization = "int8" if self._backend == "onnx-int8" else "fp32"
+        path = exported_model(model_dir, self._export_dir, task, quantization)
+        return OnnxModel(path, tokenizer_dir, max_length, self._threads)
+
+
+class SentenceTransformerEmbedder(LazyModel):
     """Embedder over a sentence-transformers model; loads on first use."""
+
+    _what = "embedding"
+    _loaded_event = "embedder_loaded"
 
     def __init__(
         self,
@@ -102,26 +189,12 @@ class SentenceTransformerEmbedder:
         threads: int | None = None,
         export_dir: Path | None = None,
     ) -> None:
-        check_backend(backend, export_dir)
-        if batch_size < 1:
-            raise ConfigurationError("embedding batch_size must be at least 1")
-        if max_seq_length < 8:
-            raise ConfigurationError("embedding max_seq_length must be at least 8")
+        super().__init__(backend, max_seq_length, "max_seq_length", batch_size, threads, export_dir)
         self._model = model
-        self._backend: Backend = backend
-        self._requested_length = max_seq_length
-        self._batch_size = batch_size
-        self._threads = resolve_threads(threads)
-        self._export_dir = export_dir
-        self._lock = threading.Lock()
         self._model_dir: Path | None = None
         self._identity: str | None = None
         self._encode: Any = None  # callable (texts) -> Matrix, set by warm_up
         self._dimension: int | None = None
-
-    @property
-    def backend(self) -> Backend:
-        return self._backend
 
     @property
     def model_name(self) -> str:
@@ -135,9 +208,7 @@ class SentenceTransformerEmbedder:
     @property
     def max_seq_length(self) -> int:
         """The requested length, capped at what the model was built for."""
-        local = self._local_dir()
-        cap = model_length_cap(local) if local is not None else None
-        return min(self._requested_length, cap) if cap else self._requested_length
+        return self._capped_length(self._local_dir())
 
     @property
     def cache_key(self) -> str:
@@ -158,29 +229,16 @@ class SentenceTransformerEmbedder:
             raise ModelError(f"embedding model {self.model_name} did not load")
         return self._dimension
 
-    def warm_up(self) -> None:
-        with self._lock:
-            if self._encode is not None:
-                return
-            if self._backend == "torch":
-                self._load_torch()
-            else:
-                self._load_onnx()
-            log_event(
-                logger,
-                logging.INFO,
-                "embedder_loaded",
-                model=self.model_name,
-                backend=self._backend,
-                max_seq_length=self.max_seq_length,
-                threads=self._threads,
-            )
+    def _is_loaded(self) -> bool:
+        return self._encode is not None
+
+    def _loaded_fields(self) -> dict[str, object]:
+        return {"model": self.model_name, "max_seq_length": self.max_seq_length}
 
     def _load_torch(self) -> None:
-        import torch
         from sentence_transformers import SentenceTransformer
 
-        torch.set_num_threads(self._threads)
+        self._set_torch_threads()
         local = self._local_dir()
         source = str(local) if local is not None else str(self._model)
         try:
@@ -205,13 +263,11 @@ class SentenceTransformerEmbedder:
         self._dimension = int(st.get_embedding_dimension() or encode(["x"]).shape[1])
 
     def _load_onnx(self) -> None:
-        if self._export_dir is None:
-            raise ConfigurationError(f"backend {self._backend!r} needs an export_dir")
         local = self._local_dir()
         model_dir = local if local is not None else download_model_dir(str(self._model))
-        quantization: Quantization = "int8" if self._backend == "onnx-int8" else "fp32"
-        path = exported_model(model_dir, self._export_dir, "embedding", quantization)
-        onnx = OnnxModel(path, transformer_dir(model_dir), self.max_seq_length, self._threads)
+        onnx = self._onnx_model(
+            model_dir, transformer_dir(model_dir), "embedding", self.max_seq_length
+        )
         batch_size = self._batch_size
 
         def encode(texts: list[str]) -> Matrix:

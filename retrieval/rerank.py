@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,25 +10,20 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from core.errors import ConfigurationError, ModelError
-from core.logging import log_event
-from retrieval.embedding import (
-    Backend,
-    check_backend,
-    download_model_dir,
-    local_model_dir,
-    model_length_cap,
-    resolve_threads,
-)
-from retrieval.onnx_export import OnnxModel, Quantization, exported_model
+from core.errors import ModelError
+from retrieval.embedding import Backend, LazyModel, download_model_dir, local_model_dir
 from retrieval.protocols import Reranker
 
 logger = logging.getLogger(__name__)
 
 
-class CrossEncoderReranker:
+class CrossEncoderReranker(LazyModel):
     """Scores (query, passage) pairs with a sentence-transformers CrossEncoder; raw logits
     (higher is more relevant), loaded on first use."""
+
+    _what = "reranker"
+    _loaded_event = "reranker_loaded"
+    _logger = logger
 
     def __init__(
         self,
@@ -40,18 +34,8 @@ class CrossEncoderReranker:
         threads: int | None = None,
         export_dir: Path | None = None,
     ) -> None:
-        check_backend(backend, export_dir)
-        if batch_size < 1:
-            raise ConfigurationError("reranker batch_size must be at least 1")
-        if max_length < 8:
-            raise ConfigurationError("reranker max_length must be at least 8")
+        super().__init__(backend, max_length, "max_length", batch_size, threads, export_dir)
         self._model = model
-        self._backend: Backend = backend
-        self._requested_length = max_length
-        self._batch_size = batch_size
-        self._threads = resolve_threads(threads)
-        self._export_dir = export_dir
-        self._lock = threading.Lock()
         self._score: Any = None  # callable (query, passages) -> scores, set by warm_up
 
     @property
@@ -59,38 +43,20 @@ class CrossEncoderReranker:
         return self._model
 
     @property
-    def backend(self) -> Backend:
-        return self._backend
-
-    @property
     def max_length(self) -> int:
-        local = local_model_dir(self._model)
-        cap = model_length_cap(local) if local is not None else None
-        return min(self._requested_length, cap) if cap else self._requested_length
+        return self._capped_length(local_model_dir(self._model))
 
-    def warm_up(self) -> None:
-        with self._lock:
-            if self._score is not None:
-                return
-            if self._backend == "torch":
-                self._load_torch()
-            else:
-                self._load_onnx()
-            log_event(
-                logger,
-                logging.INFO,
-                "reranker_loaded",
-                model=self._model,
-                backend=self._backend,
-                max_length=self.max_length,
-                threads=self._threads,
-            )
+    def _is_loaded(self) -> bool:
+        return self._score is not None
+
+    def _loaded_fields(self) -> dict[str, object]:
+        return {"model": self._model, "max_length": self.max_length}
 
     def _load_torch(self) -> None:
         import torch
         from sentence_transformers import CrossEncoder
 
-        torch.set_num_threads(self._threads)
+        self._set_torch_threads()
         local = local_model_dir(self._model)
         try:
             ce = CrossEncoder(str(local or self._model), device="cpu", max_length=self.max_length)
@@ -115,12 +81,8 @@ class CrossEncoderReranker:
         self._score = score
 
     def _load_onnx(self) -> None:
-        if self._export_dir is None:
-            raise ConfigurationError(f"backend {self._backend!r} needs an export_dir")
         model_dir = local_model_dir(self._model) or download_model_dir(self._model)
-        quantization: Quantization = "int8" if self._backend == "onnx-int8" else "fp32"
-        path = exported_model(model_dir, self._export_dir, "cross-encoder", quantization)
-        onnx = OnnxModel(path, model_dir, self.max_length, self._threads)
+        onnx = self._onnx_model(model_dir, model_dir, "cross-encoder", self.max_length)
         batch_size = self._batch_size
 
         def score(query: str, passages: list[str]) -> npt.NDArray[np.float32]:
