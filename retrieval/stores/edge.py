@@ -28,17 +28,17 @@ import threading
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import qdrant_edge as edge
 
-from core.errors import CitewellError, InputRejectedError, StoreUnavailableError
+from core.errors import CitewellError, StoreUnavailableError
 from core.logging import log_event
 from core.models import AccessLabel, Chunk, SearchFilters
 from retrieval.access import AccessScope
 from retrieval.protocols import Matrix, Vector
 from retrieval.stores.filters import (
-    DOC_ID_FIELD,
     KEYWORD_FIELDS,
     MODIFIED_FIELD,
     RANK_FIELD,
@@ -49,6 +49,14 @@ from retrieval.stores.filters import (
     edge_doc_filter,
     edge_filter,
     point_id,
+)
+from retrieval.stores.shared import (
+    CHUNK_ID_FIELDS,
+    checked_query,
+    chunks_in_order,
+    group_chunk_ids,
+    search_with_exact_fallback,
+    wanted_point_ids,
 )
 
 logger = logging.getLogger(__name__)
@@ -236,53 +244,36 @@ class EdgeVectorStore:
     ) -> list[tuple[Chunk, float]]:
         if scope.matches_nothing or limit <= 0:
             return []
-        query = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if query.shape[0] != self._dimension:
-            raise InputRejectedError(
-                f"query vector has dimension {query.shape[0]}, store expects {self._dimension}"
-            )
+        query = checked_query(vector, self._dimension)
         flt = edge_filter(scope, filters)
         nearest = edge.Query.Nearest(query.tolist(), using=VECTOR_NAME)
         with self._engine("search") as shard:
-            points = shard.query(
-                edge.QueryRequest(limit=limit, query=nearest, filter=flt, with_payload=True)
-            )
-            if len(points) < limit:
-                matching = shard.count(edge.CountRequest(exact=True, filter=flt))
-                if matching > len(points):
-                    log_event(
-                        logger,
-                        logging.INFO,
-                        "vector_store.exact_fallback",
-                        returned=len(points),
-                        matching=matching,
-                        limit=limit,
-                    )
-                    points = shard.query(
-                        edge.QueryRequest(
-                            limit=limit,
-                            query=nearest,
-                            filter=flt,
-                            with_payload=True,
-                            params=edge.SearchParams(exact=True),
-                        )
-                    )
+
+            def run(exact: bool) -> list[edge.ScoredPoint]:
+                params = edge.SearchParams(exact=True) if exact else None
+                request = edge.QueryRequest(
+                    limit=limit, query=nearest, filter=flt, with_payload=True, params=params
+                )
+                return list(shard.query(request))
+
+            def count_matching() -> int:
+                return int(shard.count(edge.CountRequest(exact=True, filter=flt)))
+
+            points = search_with_exact_fallback(run, count_matching, limit, logger)
         return [(chunk_from_payload(p.payload), float(p.score)) for p in points]
 
     def get_chunks(self, chunk_ids: Sequence[str]) -> list[Chunk]:
-        wanted = [point_id(cid) for cid in chunk_ids]
-        unique = list(dict.fromkeys(pid for pid in wanted if pid is not None))
+        wanted, unique = wanted_point_ids(chunk_ids)
         if not unique:
             return []
         with self._engine("retrieve") as shard:
             records = shard.retrieve(list(unique), True, False)
-        found = {str(r.id): chunk_from_payload(r.payload) for r in records}
-        return [found[pid] for pid in wanted if pid is not None and pid in found]
+        return chunks_in_order(wanted, ((r.id, r.payload) for r in records))
 
     def chunk_ids_by_document(self, doc_ids: Collection[str]) -> dict[str, list[str]]:
         if not doc_ids:
             return {}
-        pairs: list[tuple[str, int, str]] = []
+        payloads: list[dict[str, Any] | None] = []
         offset: object = None
         with self._engine("scroll") as shard:
             while True:
@@ -291,19 +282,13 @@ class EdgeVectorStore:
                         offset=offset,  # type: ignore[arg-type]
                         limit=_SCROLL_PAGE,
                         filter=edge_doc_filter(doc_ids),
-                        with_payload=[DOC_ID_FIELD, "chunk_id", "chunk_index"],
+                        with_payload=CHUNK_ID_FIELDS,
                     )
                 )
-                for r in records:
-                    payload = r.payload or {}
-                    doc_id, index = str(payload[DOC_ID_FIELD]), int(payload["chunk_index"])
-                    pairs.append((doc_id, index, str(payload["chunk_id"])))
+                payloads.extend(r.payload for r in records)
                 if offset is None:
                     break
-        result: dict[str, list[str]] = {}
-        for doc_id, _, chunk_id in sorted(pairs):
-            result.setdefault(doc_id, []).append(chunk_id)
-        return result
+        return group_chunk_ids(payloads)
 
     def count(self) -> int:
         with self._engine("count") as shard:

@@ -14,19 +14,19 @@ import warnings
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import SecretStr
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from core.errors import CitewellError, InputRejectedError, StoreUnavailableError
+from core.errors import CitewellError, StoreUnavailableError
 from core.logging import log_event
 from core.models import AccessLabel, Chunk, SearchFilters
 from retrieval.access import AccessScope
 from retrieval.protocols import Matrix, Vector
 from retrieval.stores.filters import (
-    DOC_ID_FIELD,
     KEYWORD_FIELDS,
     MODIFIED_FIELD,
     RANK_FIELD,
@@ -37,6 +37,14 @@ from retrieval.stores.filters import (
     client_doc_filter,
     client_filter,
     point_id,
+)
+from retrieval.stores.shared import (
+    CHUNK_ID_FIELDS,
+    checked_query,
+    chunks_in_order,
+    group_chunk_ids,
+    search_with_exact_fallback,
+    wanted_point_ids,
 )
 
 logger = logging.getLogger(__name__)
@@ -289,28 +297,18 @@ class QdrantVectorStore:
     ) -> list[tuple[Chunk, float]]:
         if scope.matches_nothing or limit <= 0:
             return []
-        query = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if query.shape[0] != self._dimension:
-            raise InputRejectedError(
-                f"query vector has dimension {query.shape[0]}, store expects {self._dimension}"
-            )
+        query = checked_query(vector, self._dimension)
         flt = client_filter(scope, filters)
         with self._engine("search") as client:
-            points = self._query(client, query, flt, limit, exact=False)
-            # Same guard as the edge store: a short HNSW answer is checked against an exact
-            # count and redone as an exact scan if more points match (see retrieval/stores/edge).
-            if len(points) < limit:
-                matching = client.count(self._collection, count_filter=flt, exact=True).count
-                if matching > len(points):
-                    log_event(
-                        logger,
-                        logging.INFO,
-                        "vector_store.exact_fallback",
-                        returned=len(points),
-                        matching=matching,
-                        limit=limit,
-                    )
-                    points = self._query(client, query, flt, limit, exact=True)
+
+            def run(exact: bool) -> list[qm.ScoredPoint]:
+                return self._query(client, query, flt, limit, exact=exact)
+
+            def count_matching() -> int:
+                return client.count(self._collection, count_filter=flt, exact=True).count
+
+            # Same guard as the edge store (see retrieval/stores/edge).
+            points = search_with_exact_fallback(run, count_matching, limit, logger)
         return [(chunk_from_payload(p.payload), float(p.score)) for p in points]
 
     def _query(
@@ -334,21 +332,18 @@ class QdrantVectorStore:
         return list(response.points)
 
     def get_chunks(self, chunk_ids: Sequence[str]) -> list[Chunk]:
-        wanted = [point_id(cid) for cid in chunk_ids]
-        unique: list[qm.ExtendedPointId] = list(
-            dict.fromkeys(pid for pid in wanted if pid is not None)
-        )
+        wanted, unique = wanted_point_ids(chunk_ids)
         if not unique:
             return []
+        ids: list[qm.ExtendedPointId] = list(unique)
         with self._engine("retrieve") as client:
-            records = client.retrieve(self._collection, ids=unique, with_payload=True)
-        found = {str(r.id): chunk_from_payload(r.payload) for r in records}
-        return [found[pid] for pid in wanted if pid is not None and pid in found]
+            records = client.retrieve(self._collection, ids=ids, with_payload=True)
+        return chunks_in_order(wanted, ((r.id, r.payload) for r in records))
 
     def chunk_ids_by_document(self, doc_ids: Collection[str]) -> dict[str, list[str]]:
         if not doc_ids:
             return {}
-        pairs: list[tuple[str, int, str]] = []
+        payloads: list[dict[str, Any] | None] = []
         offset: qm.ExtendedPointId | None = None
         with self._engine("scroll") as client:
             while True:
@@ -357,18 +352,12 @@ class QdrantVectorStore:
                     scroll_filter=client_doc_filter(doc_ids),
                     limit=_SCROLL_PAGE,
                     offset=offset,
-                    with_payload=[DOC_ID_FIELD, "chunk_id", "chunk_index"],
+                    with_payload=CHUNK_ID_FIELDS,
                 )
-                for r in records:
-                    payload = r.payload or {}
-                    doc_id, index = str(payload[DOC_ID_FIELD]), int(payload["chunk_index"])
-                    pairs.append((doc_id, index, str(payload["chunk_id"])))
+                payloads.extend(r.payload for r in records)
                 if offset is None:
                     break
-        result: dict[str, list[str]] = {}
-        for doc_id, _, chunk_id in sorted(pairs):
-            result.setdefault(doc_id, []).append(chunk_id)
-        return result
+        return group_chunk_ids(payloads)
 
     def count(self) -> int:
         with self._engine("count") as client:
