@@ -58,12 +58,12 @@ KEYED = {
     "sec-admin": ("restricted", ("security", "finance"), "sec-key-0004"),
 }
 # Pairs per exit; they add up to more than 10,000.
-N_LIBRARY = 6000
+N_LIBRARY = 6020
 N_LIBRARY_RERANK = 300
 N_API_SEARCH = 3000
 N_API_ANSWER = 400
 N_MCP = 300
-N_CLI = 60
+N_CLI = 40
 N_REPORTS = 3
 ALL_GROUPS = (*GROUPS, "no-such-group")
 BODY_TEXT = {doc_id(i): " ".join(f"{d.title} {d.text}".split()) for i, d in enumerate(DOCS)}

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from core.models import AccessLabel, Principal, SearchMode, SearchRequest, SearchResult
+from core.models import (
+    AccessLabel,
+    FusionMethod,
+    Principal,
+    SearchMode,
+    SearchRequest,
+    SearchResult,
+)
 from core.settings import Settings
 from ingestion.pipeline import Ingestor, TextDocument
 from retrieval.rerank import CrossEncoderReranker
@@ -99,8 +106,15 @@ def test_restricted_rare_term_document_changes_nothing_a_public_user_sees(
     ingestor = Ingestor(settings, embedder=embedder)
     ingestor.ingest_texts(base_docs(), index="stats", source_name="t")
     service = ServingIndex(settings, embedder=embedder, reranker=reranker)
+    # Weighted fusion min-max normalises each leg's scores: over visible candidates only.
+    weighted = ServingIndex(
+        settings.model_copy(update={"fusion": FusionMethod.WEIGHTED}), embedder=embedder
+    )
+    hybrid = REQUESTS[3]
     try:
         before = [fingerprint(service.search(GUEST, r)) for r in REQUESTS]
+        before_weighted = fingerprint(weighted.search(GUEST, hybrid))
+        assert before_weighted and before_weighted != before[3]
         assert all(before), "the public rare-term documents must be found in every mode"
         assert service.search(GUEST, REQUESTS[-1]).reranked
         version = service.status().version
@@ -115,8 +129,11 @@ def test_restricted_rare_term_document_changes_nothing_a_public_user_sees(
         after = [fingerprint(service.search(GUEST, r)) for r in REQUESTS]
         for request, old, new in zip(REQUESTS, before, after, strict=True):
             assert new == old, f"mode={request.mode} rerank={request.rerank} changed"
+        assert weighted.maybe_reload() is True
+        assert fingerprint(weighted.search(GUEST, hybrid)) == before_weighted
     finally:
         service.close()
+        weighted.close()
 
 
 def test_global_statistics_would_have_leaked(tmp_path: Path) -> None:
