@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from airflow.sdk import Asset
+from airflow.sdk import Asset, dag
 
 from core.errors import CitewellError, ConfigurationError, EvaluationError
 from core.logging import log_event
@@ -151,6 +151,35 @@ def _safe_message(exc: BaseException | None) -> str | None:
             return str(exc)
         exc = exc.__cause__
     return None
+
+
+def run_on_plan(
+    step: Callable[[Settings, SourceConfig, Path], T], source_name: str, snapshot_path: str
+) -> T:
+    """Run ``step`` (e.g. ``ingestion.refresh.finalize``) on the plan made from this snapshot,
+    with worker-side settings and source, through :func:`guarded`."""
+    from ingestion.refresh import plan_file
+
+    plan_path = plan_file(Path(snapshot_path))
+    return guarded(lambda: step(load_settings(), load_source(source_name), plan_path))
+
+
+def citewell_dag(
+    kind: str, source: SourceConfig, description: str, schedule: str | list[Asset] | None
+) -> Any:
+    """The ``@dag`` decorator for DAG ``citewell_<kind>_<source>``, with what every Citewell DAG
+    shares: no catchup, one active run (one index writer at a time), retries and the failure
+    hook, and the index tag."""
+    return dag(
+        dag_id=f"citewell_{kind}_{source.name}",
+        description=description,
+        schedule=schedule,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        default_args=default_args(),
+        tags=["citewell", f"index:{source.index}"],
+    )
 
 
 def default_args() -> dict[str, Any]:

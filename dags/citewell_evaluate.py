@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk import dag, task
+from airflow.sdk import task
 
 from dags._common import (
-    START_DATE,
+    citewell_dag,
     configured_sources,
-    default_args,
     guarded,
     index_asset,
     load_settings,
@@ -31,15 +30,11 @@ def evaluate(source_name: str) -> dict[str, float]:
 
 
 def build_evaluate_dag(source: SourceConfig) -> Any:
-    @dag(
-        dag_id=f"citewell_evaluate_{source.name}",
-        description=f"Quality gate for index {source.index} (source {source.name})",
+    @citewell_dag(
+        "evaluate",
+        source,
+        f"Quality gate for index {source.index} (source {source.name})",
         schedule=[index_asset(source.index)],
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=1,
-        default_args=default_args(),
-        tags=["citewell", f"index:{source.index}"],
     )
     def evaluate_dag() -> None:
         evaluate(source.name)

@@ -10,43 +10,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk import dag, task
+from airflow.sdk import task
 
-from dags._common import (
-    START_DATE,
-    configured_sources,
-    default_args,
-    guarded,
-    index_asset,
-    load_settings,
-    load_source,
-)
+from dags._common import citewell_dag, configured_sources, index_asset, run_on_plan
 from dags._tasks import discover, plan, process, publish
 from ingestion.sources_config import SourceConfig
 
 
 @task
 def rebuild(source_name: str, snapshot_path: str) -> str | None:
-    from pathlib import Path
-
-    from ingestion.refresh import plan_file
     from ingestion.refresh import rebuild as rebuild_source
 
-    plan_path = plan_file(Path(snapshot_path))
-    report = guarded(lambda: rebuild_source(load_settings(), load_source(source_name), plan_path))
-    return report.version
+    return run_on_plan(rebuild_source, source_name, snapshot_path).version
 
 
 def build_rebuild_dag(source: SourceConfig) -> Any:
-    @dag(
-        dag_id=f"citewell_rebuild_{source.name}",
-        description=f"Rebuild index {source.index} from source {source.name} and validate it",
+    @citewell_dag(
+        "rebuild",
+        source,
+        f"Rebuild index {source.index} from source {source.name} and validate it",
         schedule=None,
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=1,
-        default_args=default_args(),
-        tags=["citewell", f"index:{source.index}"],
     )
     def rebuild_dag() -> None:
         # TaskFlow calls return XComArgs, resolved at run time; typed Any for mypy.

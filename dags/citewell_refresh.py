@@ -9,17 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk import dag, task
+from airflow.sdk import task
 
-from dags._common import (
-    START_DATE,
-    configured_sources,
-    default_args,
-    guarded,
-    index_asset,
-    load_settings,
-    load_source,
-)
+from dags._common import citewell_dag, configured_sources, index_asset, run_on_plan
 from dags._tasks import discover, plan, process, publish
 from ingestion.sources_config import SourceConfig
 
@@ -28,26 +20,17 @@ from ingestion.sources_config import SourceConfig
 # relabels still have to be applied.
 @task(trigger_rule="none_failed")
 def finalize(source_name: str, snapshot_path: str) -> str | None:
-    from pathlib import Path
-
     from ingestion.refresh import finalize as finalize_source
-    from ingestion.refresh import plan_file
 
-    plan_path = plan_file(Path(snapshot_path))
-    report = guarded(lambda: finalize_source(load_settings(), load_source(source_name), plan_path))
-    return report.index_version
+    return run_on_plan(finalize_source, source_name, snapshot_path).index_version
 
 
 def build_refresh_dag(source: SourceConfig) -> Any:
-    @dag(
-        dag_id=f"citewell_refresh_{source.name}",
-        description=f"Refresh index {source.index} from source {source.name}",
+    @citewell_dag(
+        "refresh",
+        source,
+        f"Refresh index {source.index} from source {source.name}",
         schedule=source.schedule,
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=1,  # one index writer at a time
-        default_args=default_args(),
-        tags=["citewell", f"index:{source.index}"],
     )
     def refresh() -> None:
         # TaskFlow calls return XComArgs, resolved at run time; typed Any for mypy.
