@@ -7,11 +7,9 @@ import sys
 
 from agent.models import Answer
 from cli.common import (
-    add_index_options,
-    add_principal_options,
+    add_caller_options,
     fail,
-    load_settings,
-    principal_from_args,
+    load_caller,
     print_json,
 )
 from core.errors import CitewellError
@@ -22,8 +20,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "ask", help="answer a question from the knowledge base, citing sources"
     )
     parser.add_argument("question")
-    add_index_options(parser)
-    add_principal_options(parser)
+    add_caller_options(parser)
     parser.add_argument("--json", action="store_true", help="print the answer as JSON")
     parser.set_defaults(func=run)
 
@@ -34,8 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from retrieval.service import open_search_service
 
     try:
-        settings = load_settings(args)
-        principal = principal_from_args(args, settings)
+        settings, principal = load_caller(args)
         service = open_search_service(settings)
         try:
             answer = build_agent(settings, service, service.embedder).answer(

@@ -42,6 +42,18 @@ def add_principal_options(parser: argparse.ArgumentParser) -> None:
     who.add_argument("--groups", help="comma-separated groups, e.g. engineering,hr")
 
 
+def add_caller_options(parser: argparse.ArgumentParser) -> None:
+    """Which index and who is asking: the options of every command that reads as a principal."""
+    add_index_options(parser)
+    add_principal_options(parser)
+
+
+def load_caller(args: argparse.Namespace) -> tuple[Settings, Principal]:
+    """Settings (see :func:`load_settings`) and the principal the options name."""
+    settings = load_settings(args)
+    return settings, principal_from_args(args, settings)
+
+
 def principal_from_args(args: argparse.Namespace, settings: Settings) -> Principal:
     """The principal named by ``--user`` or built from ``--clearance``/``--groups``."""
     if args.user and (args.clearance or args.groups):

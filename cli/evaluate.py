@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from cli.common import (
+    add_caller_options,
     add_index_options,
-    add_principal_options,
     fail,
+    load_caller,
     load_settings,
-    principal_from_args,
     print_json,
 )
 from core.errors import CitewellError
@@ -137,8 +137,7 @@ def register_owner_reports(kinds: argparse._SubParsersAction[argparse.ArgumentPa
     answers.add_argument("--limit", type=int, help="ask only the first N questions")
     answers.add_argument("--report", type=Path, help="also write a self-contained HTML report")
     answers.add_argument("--stale-days", type=int, default=90, help="for the report's coverage")
-    add_principal_options(answers)
-    add_index_options(answers)
+    add_caller_options(answers)
     answers.add_argument("--json", action="store_true", help="print the report as JSON")
     answers.set_defaults(func=run_answers)
 
@@ -149,8 +148,7 @@ def register_owner_reports(kinds: argparse._SubParsersAction[argparse.ArgumentPa
     coverage.add_argument("--questions", type=Path, help="golden set whose runs count as usage")
     coverage.add_argument("--answers", type=Path, help="or: a saved `eval answers --json` file")
     coverage.add_argument("--stale-days", type=int, default=90)
-    add_principal_options(coverage)
-    add_index_options(coverage)
+    add_caller_options(coverage)
     coverage.add_argument("--json", action="store_true", help="print the report as JSON")
     coverage.set_defaults(func=run_coverage)
 
@@ -181,8 +179,7 @@ def _answers_run(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     from evaluation.answers_eval import evaluate_answers
     from evaluation.golden import load_golden_set
 
-    settings = load_settings(args)
-    principal = principal_from_args(args, settings)
+    settings, principal = load_caller(args)
     questions = load_golden_set(args.questions, limit=args.limit)
     report = evaluate_answers(
         settings, principal, questions, settings.index, golden_set=str(args.questions)
@@ -236,8 +233,7 @@ def run_coverage(args: argparse.Namespace) -> int:
                 argparse.Namespace(**vars(args), limit=None)
             )
         else:
-            settings = load_settings(args)
-            principal = principal_from_args(args, settings)
+            settings, principal = load_caller(args)
             answers = (
                 AnswersEvalReport.model_validate(load_json(args.answers)) if args.answers else None
             )

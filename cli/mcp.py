@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 
 from cli.common import (
-    add_index_options,
-    add_principal_options,
+    add_caller_options,
     fail,
-    load_settings,
-    principal_from_args,
+    load_caller,
 )
 from core.errors import CitewellError
 
@@ -18,8 +16,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser(
         "mcp", help="serve search and answer tools over MCP for agent frameworks"
     )
-    add_index_options(parser)
-    add_principal_options(parser)
+    add_caller_options(parser)
     parser.add_argument("--transport", choices=["stdio", "http"], default="stdio")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
@@ -33,8 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         # stdout is the MCP channel on stdio: logs go to stderr (configure_logging does that).
-        settings = load_settings(args)
-        principal = principal_from_args(args, settings)
+        settings, principal = load_caller(args)
         service = open_search_service(settings)
     except CitewellError as exc:
         return fail(str(exc))

@@ -7,11 +7,9 @@ import sys
 from typing import Any
 
 from cli.common import (
-    add_index_options,
-    add_principal_options,
+    add_caller_options,
     fail,
-    load_settings,
-    principal_from_args,
+    load_caller,
     print_json,
 )
 from core.errors import CitewellError
@@ -21,8 +19,7 @@ from core.models import SearchMode, SearchRequest, SearchResult
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("search", help="search the knowledge base as a principal")
     parser.add_argument("query")
-    add_index_options(parser)
-    add_principal_options(parser)
+    add_caller_options(parser)
     parser.add_argument("--k", type=int, default=5, help="number of results (default 5)")
     parser.add_argument(
         "--mode", choices=[m.value for m in SearchMode], default=SearchMode.HYBRID.value
@@ -63,8 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from retrieval.service import open_search_service  # heavy: only when running
 
     try:
-        settings = load_settings(args)
-        principal = principal_from_args(args, settings)
+        settings, principal = load_caller(args)
         request = SearchRequest(
             query=args.query, k=args.k, mode=SearchMode(args.mode), rerank=not args.no_rerank
         )
