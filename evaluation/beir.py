@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import IO
 
 from core.errors import EvaluationError
 from core.logging import log_event
+from evaluation.jsonl import json_objects
 from evaluation.models import BeirDataset, BeirDocument, BeirQuery
 
 logger = logging.getLogger(__name__)
@@ -42,16 +42,7 @@ def _open_text(path: Path) -> IO[str]:
 def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
     try:
         with _open_text(path) as handle:
-            for line_no, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise EvaluationError(f"{path}:{line_no}: invalid JSON: {exc.msg}") from exc
-                if not isinstance(record, dict):
-                    raise EvaluationError(f"{path}:{line_no}: expected a JSON object")
-                yield line_no, record
+            yield from json_objects(handle, path)
     except (OSError, UnicodeDecodeError, EOFError) as exc:
         raise EvaluationError(f"cannot read {path}: {exc}") from exc
 

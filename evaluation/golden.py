@@ -25,6 +25,7 @@ from pydantic import Field, ValidationError
 
 from core.errors import EvaluationError
 from core.models import AccessLabel, Frozen
+from evaluation.jsonl import json_objects
 from ingestion.pipeline import TextDocument
 
 
@@ -82,15 +83,7 @@ def load_golden_set(path: Path, limit: int | None = None) -> tuple[GoldenQuestio
         for row_no, row in enumerate(csv.DictReader(text.splitlines(keepends=True)), start=2):
             questions.append(_from_record(dict(row), f"{path}:{row_no}"))
     elif path.suffix.lower() in {".jsonl", ".json"}:
-        for line_no, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise EvaluationError(f"{path}:{line_no}: invalid JSON: {exc.msg}") from exc
-            if not isinstance(record, dict):
-                raise EvaluationError(f"{path}:{line_no}: expected a JSON object")
+        for line_no, record in json_objects(text.splitlines(), path):
             questions.append(_from_record(record, f"{path}:{line_no}"))
     else:
         raise EvaluationError(f"{path}: golden sets are .csv or .jsonl files")
