@@ -88,13 +88,20 @@ def load_documents(limit: int | None) -> list[TextDocument]:
     return docs
 
 
-def pipeline_chunk_texts(docs: Sequence[TextDocument], settings: Settings) -> list[str]:
-    """The texts ``Ingestor.ingest_texts`` embeds for these documents (same body, same chunker)."""
+def pipeline_chunk_texts(docs: Sequence[TextDocument], ingestor: Ingestor) -> list[str]:
+    """The texts ``Ingestor.ingest_texts`` embeds for these documents (same body, same chunker
+    and token counter); the run checks this against what the pipeline really embedded."""
+    settings = ingestor.settings
     texts: list[str] = []
     for doc in docs:
         body = f"{doc.title}\n\n{doc.text}" if doc.title.strip() else doc.text
         parsed = _text_document(doc.title or doc.doc_id, body, doc.title)
-        drafts = chunk_document(parsed, settings.chunk_size_tokens, settings.chunk_overlap_tokens)
+        drafts = chunk_document(
+            parsed,
+            settings.chunk_size_tokens,
+            settings.chunk_overlap_tokens,
+            tokenizer=ingestor.tokenizer,
+        )
         texts.extend(d.embedding_text for d in drafts)
     return texts
 
@@ -134,17 +141,16 @@ def main(argv: list[str] | None = None) -> int:
     inner.warm_up()
     inner.embed_documents(["warm-up sentence"] * 8)  # first-call allocations off the clock
 
+    recorder = RecordingEmbedder(inner)
+    cache = EmbeddingCache(settings.cache_dir / "embeddings.sqlite")
+    ingestor = Ingestor(settings, embedder=CachingEmbedder(recorder, cache))
     docs = load_documents(args.docs)
-    texts = pipeline_chunk_texts(docs, settings)
+    texts = pipeline_chunk_texts(docs, ingestor)
     print(f"load before: {load_average()}")
     print(f"{len(docs)} documents, {len(texts)} chunks; model threads {model_threads(settings)}")
 
     raw_before_s, raw_before = raw_rate(inner, texts)
 
-    recorder = RecordingEmbedder(inner)
-    cache = EmbeddingCache(settings.cache_dir / "embeddings.sqlite")
-    caching = CachingEmbedder(recorder, cache)
-    ingestor = Ingestor(settings, embedder=caching)
     first = ingestor.ingest_texts(docs, index=INDEX, source_name=SOURCE, fresh=True)
     if sorted(set(recorder.texts)) != sorted(set(texts)):
         raise CitewellError("the pipeline embedded other texts than the raw measurement used")
