@@ -121,6 +121,7 @@ def index_fingerprint(settings: Settings, dataset: BeirDataset) -> str:
         "embedding_max_seq_length": settings.embedding_max_seq_length,
         "chunk_size_tokens": settings.chunk_size_tokens,
         "chunk_overlap_tokens": settings.chunk_overlap_tokens,
+        "bm25_stemming": settings.bm25_stemming,
         "label": eval_label(settings).model_dump(mode="json"),
     }
     blob = json.dumps(material, sort_keys=True, default=sorted)

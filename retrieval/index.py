@@ -41,6 +41,7 @@ from core.logging import log_event
 from core.models import Frozen
 from core.settings import Settings
 from retrieval.lexical.bm25 import BM25Index
+from retrieval.lexical.tokenize import Tokenizer
 from retrieval.manifest import Manifest
 from retrieval.protocols import VectorStore
 from retrieval.stores.edge import EdgeVectorStore
@@ -67,6 +68,7 @@ class IndexMeta(Frozen):
     chunks: int = 0
     bm25_k1: float
     bm25_b: float
+    bm25_stemming: bool = True
 
 
 class IndexLayout:
@@ -296,10 +298,16 @@ class IndexWriter:
                 self.dimension,
             )
         bm25_dir = staging / "bm25"
+        tokenizer = Tokenizer(stem=self.settings.bm25_stemming)
         if bm25_dir.exists():
-            self._lexical = BM25Index.load(bm25_dir)
+            # Refuses an index saved with another tokenizer: that change needs a fresh build.
+            self._lexical = BM25Index.load(
+                bm25_dir, tokenizer=tokenizer, k1=self.settings.bm25_k1, b=self.settings.bm25_b
+            )
         else:
-            self._lexical = BM25Index(k1=self.settings.bm25_k1, b=self.settings.bm25_b)
+            self._lexical = BM25Index(
+                k1=self.settings.bm25_k1, b=self.settings.bm25_b, tokenizer=tokenizer
+            )
         self._manifest = Manifest(staging / "manifest.sqlite")
 
     def commit(self, validate: Callable[[IndexWriter], None] | None = None) -> str:
@@ -351,6 +359,7 @@ class IndexWriter:
             chunks=chunks,
             bm25_k1=self.lexical.k1,
             bm25_b=self.lexical.b,
+            bm25_stemming=self.settings.bm25_stemming,
         )
         self._close_handles()
         with open(staging / META_FILE, "w", encoding="utf-8") as handle:
@@ -475,7 +484,7 @@ def open_version(settings: Settings, index: str | None = None) -> OpenedVersion:
         )
     meta = layout.read_meta(version)
     version_dir = layout.version_dir(version)
-    lexical = BM25Index.load(version_dir / "bm25")
+    lexical = BM25Index.load(version_dir / "bm25", tokenizer=Tokenizer(stem=meta.bm25_stemming))
     private_copy: Path | None = None
     vectors: VectorStore
     if meta.vector_backend == "qdrant":
