@@ -147,6 +147,7 @@ def create_app(settings: Settings, service: ServingIndexLike | None = None) -> F
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # In a thread: opening the stores does file I/O and may wait on a lock.
         await asyncio.to_thread(holder.tick)
+        await asyncio.to_thread(holder.warm_up)
         ready = await asyncio.to_thread(holder.ready)
         metrics.ready.set(1 if ready else 0)
         task = asyncio.create_task(_reload_loop(holder, metrics, settings.reload_interval_s))

@@ -50,6 +50,10 @@ class ServingIndexLike(SearchService, Protocol):
         """Switch atomically to a newer published version; True if it switched."""
         ...
 
+    def warm_up(self) -> None:
+        """Load the stores and models now, so the first request does not pay for them."""
+        ...
+
     def close(self) -> None:
         """Release stores. Idempotent."""
         ...
@@ -117,6 +121,17 @@ class ServiceHolder:
             except CitewellError as exc:
                 log_event(logger, logging.WARNING, "api.index_refresh_failed", error=str(exc))
                 return False
+
+    def warm_up(self) -> None:
+        """Load models ahead of the first request; failures are logged (the index may not exist
+        yet, and the request path reports that as 503)."""
+        service = self._service
+        if service is None:
+            return
+        try:
+            service.warm_up()
+        except CitewellError as exc:
+            log_event(logger, logging.WARNING, "api.warm_up_failed", error=str(exc))
 
     def close(self) -> None:
         with self._lock:

@@ -85,6 +85,14 @@ class ServingIndex:
             self._embedder = build_embedder(self.settings)
         return self._embedder
 
+    def warm_up(self) -> None:
+        """Open the published version and load the query embedder and reranker now."""
+        if self._lease is None:
+            self.load()
+        self.embedder.warm_up()
+        if self._reranker is not None:
+            self._reranker.warm_up()
+
     def load(self) -> None:
         """Open the published version now (raises StoreUnavailableError/IndexNotFoundError)."""
         self._swap(open_version(self.settings, self.layout.name))

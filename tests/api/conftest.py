@@ -109,6 +109,7 @@ class FakeServingIndex:
     scope and filters are applied before top-k, as the real service must."""
 
     def __init__(self, chunks: list[Chunk], settings: Settings) -> None:
+        self.warmed_up = False
         self.chunks = chunks
         self.settings = settings
         self.unavailable = False
@@ -154,6 +155,9 @@ class FakeServingIndex:
 
     def status(self) -> FakeStatus:
         return FakeStatus(index="default", version=self.version, loaded_at=datetime.now(UTC))
+
+    def warm_up(self) -> None:
+        self.warmed_up = True
 
     def maybe_reload(self) -> bool:
         with self._lock:

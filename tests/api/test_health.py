@@ -82,3 +82,11 @@ def test_reload_loop_switches_version_without_restart(make_settings, principals_
         assert "citewell_index_reloads_total 1.0" in client.get("/metrics").text
     assert index.reload_calls >= 2
     assert not index.closed  # a service passed in belongs to the caller
+
+
+def test_startup_warms_models_before_the_first_request(make_settings, principals_file, shared_data):
+    settings = make_settings(principals_file=principals_file)
+    index = FakeServingIndex(load_chunks(shared_data), settings)
+    assert index.warmed_up is False
+    with TestClient(create_app(settings, index)):
+        assert index.warmed_up is True
