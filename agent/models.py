@@ -106,5 +106,7 @@ class AgentConfig(Frozen):
             "generation_enabled": settings.generation_enabled,
             "max_query_chars": settings.max_query_chars,
         }
+        if settings.answer_refusal_threshold is not None:
+            values["refusal_threshold"] = settings.answer_refusal_threshold
         values.update(overrides)
         return cls.model_validate(values)

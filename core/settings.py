@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     llm_timeout_s: float = Field(default=60.0, gt=0)
     answer_time_budget_s: float = Field(default=30.0, gt=0)
     answer_max_retrievals: int = Field(default=2, ge=1, le=5)
+    # Refuse when the best supporting sentence scores below this; None → the threshold
+    # calibrated on SQuAD 2.0 (agent/models.py). Calibrate per corpus where questions differ.
+    answer_refusal_threshold: float | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
