@@ -53,6 +53,8 @@ def print_answer(answer: Answer) -> None:
     out = sys.stdout
     if answer.refused:
         out.write(answer.answer + "\n")
+        if answer.sources:
+            out.write("Closest sources searched (none supports an answer):\n")
     elif not answer.generated:
         out.write(f"(no generated answer: {answer.notes[-1]}) Sources:\n")
     else:
