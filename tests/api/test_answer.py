@@ -32,7 +32,7 @@ def answer_client(api_settings: Settings, fake_index: FakeServingIndex) -> Itera
 def _lenient(client: TestClient) -> None:
     # Word-overlap embeddings score lower than MiniLM; the refusal threshold is calibrated
     # for MiniLM, so tests set their own.
-    agent = answer_route.get_agent(type("R", (), {"app": client.app})())  # type: ignore[arg-type]
+    agent = answer_route.get_agent(type("R", (), {"app": client.app})())
     agent._config = AgentConfig(refusal_threshold=0.2, top_k=3)
 
 
@@ -86,7 +86,7 @@ def test_kill_switch_returns_sources_only(
     )
     index = FakeServingIndex(load_chunks(shared_data), settings)
     with TestClient(_app(settings, index)) as client:
-        agent = answer_route.get_agent(type("R", (), {"app": client.app})())  # type: ignore[arg-type]
+        agent = answer_route.get_agent(type("R", (), {"app": client.app})())
         agent._config = AgentConfig(refusal_threshold=0.2, generation_enabled=False)
         response = client.post(
             "/v1/answer",

@@ -43,7 +43,18 @@ def _env(cache: Path) -> dict[str, str]:
 
 def _write_many(kb: Path, count: int) -> None:
     rng = random.Random(7)
-    words = "harbor freight route depot crane vessel berth manifest customs tariff".split()
+    words = [
+        "harbor",
+        "freight",
+        "route",
+        "depot",
+        "crane",
+        "vessel",
+        "berth",
+        "manifest",
+        "customs",
+        "tariff",
+    ]
     for n in range(count):
         body = " ".join(rng.choice(words) for _ in range(120))
         (kb / "public" / f"note-{n:03d}.md").write_text(f"# Note {n}\n\n{body}\n", "utf-8")
