@@ -44,6 +44,9 @@ class LatencySummary(Frozen):
     p95: float
 
 
+RECALL_CURVE_KS: tuple[int, ...] = (1, 3, 5, 10, 20, 50, 100)
+
+
 class ModeMetrics(Frozen):
     """Metrics of one retrieval mode, averaged over the split's judged queries. Serialised with
     the CLI's keys (``ndcg@10``, ...) when dumped ``by_alias``."""
@@ -57,6 +60,8 @@ class ModeMetrics(Frozen):
     latency_ms: LatencySummary
     queries: int  # queries evaluated
     empty_results: int = 0  # queries that returned no document at all
+    # recall@k for k in RECALL_CURVE_KS, for the report's recall curves
+    recall_curve: dict[int, float] = Field(default_factory=dict)
 
 
 class RetrievalEvalReport(Frozen):

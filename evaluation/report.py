@@ -309,10 +309,17 @@ def _retrieval_section(report: RetrievalEvalReport) -> str:
         ["nDCG@10", "recall@10", "MRR@10"],
         {mode: [m.ndcg_at_10, m.recall_at_10, m.mrr_at_10] for mode, m in report.modes.items()},
     )
+    ks = sorted({k for m in report.modes.values() for k in m.recall_curve}) or [10, 100]
     curves = line_chart(
         "Recall@k",
-        [10, 100],
-        {mode: [m.recall_at_10, m.recall_at_100] for mode, m in report.modes.items()},
+        ks,
+        {
+            mode: [
+                m.recall_curve.get(k, {10: m.recall_at_10, 100: m.recall_at_100}.get(k, 0.0))
+                for k in ks
+            ]
+            for mode, m in report.modes.items()
+        },
     )
     skipped = "".join(
         f'<p class="note">{escape(mode)} skipped: {escape(why)}</p>'

@@ -37,6 +37,7 @@ from core.settings import Settings
 from evaluation.beir import load_beir
 from evaluation.metrics import Gain, mean, mrr_at_k, ndcg_at_k, percentile, recall_at_k
 from evaluation.models import (
+    RECALL_CURVE_KS,
     RETRIEVAL_MODES,
     BeirDataset,
     BeirDocument,
@@ -299,6 +300,7 @@ def _run_mode(
     queries = tqdm(
         dataset.queries, desc=mode, unit="q", file=sys.stderr, disable=not progress, leave=True
     )
+    curve: dict[int, list[float]] = {k: [] for k in RECALL_CURVE_KS}
     for query in queries:
         request = SearchRequest(
             query=query.text[: settings.max_query_chars],
@@ -319,6 +321,8 @@ def _run_mode(
         ndcg.append(ndcg_at_k(ranked, judged, 10, gain))
         recall10.append(recall_at_k(ranked, judged, 10))
         recall100.append(recall_at_k(ranked, judged, 100))
+        for k in RECALL_CURVE_KS:
+            curve[k].append(recall_at_k(ranked, judged, k))
         mrr.append(mrr_at_k(ranked, judged, 10))
     if not latencies:
         return None, "the split has no judged queries", version
@@ -330,6 +334,7 @@ def _run_mode(
         latency_ms=LatencySummary(p50=percentile(latencies, 50), p95=percentile(latencies, 95)),
         queries=len(latencies),
         empty_results=empty,
+        recall_curve={k: mean(values) for k, values in curve.items()},
     )
     return metrics, None, version
 

@@ -137,6 +137,9 @@ def test_metrics_per_mode_from_document_rankings(settings, dataset):
     assert bm25.ndcg_at_10 == pytest.approx(0.5 * 0.6309298, abs=1e-6)
     assert bm25.mrr_at_10 == pytest.approx(0.25)
     assert bm25.recall_at_10 == bm25.recall_at_100 == pytest.approx(0.5)
+    # q1's relevant d1 is ranked second: recall@1 is 0, from k=3 on it is found.
+    assert bm25.recall_curve[1] == pytest.approx(0.0)
+    assert bm25.recall_curve[3] == bm25.recall_curve[10] == pytest.approx(0.5)
     assert (bm25.queries, bm25.empty_results) == (2, 1)
     assert bm25.latency_ms.p50 >= 0 and bm25.latency_ms.p95 >= bm25.latency_ms.p50
     assert report.index_version == "v000001"
