@@ -199,6 +199,10 @@ class _Student:
         return out
 
 
+HEAD_LEARNING_RATE = 2e-3
+_HEAD_PREFIXES = ("classifier.", "bert.pooler.")
+
+
 def _loss(student: _Student, batch: Sequence[TrainingGroup], loss: LossName, width: int) -> Any:
     import torch
 
@@ -238,9 +242,24 @@ def fit(
     width = params.negatives + 1
     steps_per_epoch = max(1, len(groups) // params.batch_size)
     total = steps_per_epoch * params.epochs
+    # The pooler and classification head start from random weights (the checkpoint is a
+    # bi-encoder): at the encoder's learning rate they barely move and the loss sits at chance
+    # for hundreds of steps; a larger rate for them alone lets training start at once.
+    head = [
+        p
+        for name, p in student.model.named_parameters()
+        if p.requires_grad and name.startswith(_HEAD_PREFIXES)
+    ]
+    body = [
+        p
+        for name, p in student.model.named_parameters()
+        if p.requires_grad and not name.startswith(_HEAD_PREFIXES)
+    ]
     optimizer = torch.optim.AdamW(
-        [p for p in student.model.parameters() if p.requires_grad],
-        lr=params.learning_rate,
+        [
+            {"params": body, "lr": params.learning_rate},
+            {"params": head, "lr": HEAD_LEARNING_RATE},
+        ],
         weight_decay=0.01,
     )
     warmup = max(1, total // 10)
