@@ -151,13 +151,16 @@ def _next_version(layout: IndexLayout) -> str:
     return f"v{(max(numbers) + 1 if numbers else 1):06d}"
 
 
-def _remote_store(
-    url: str, api_key: str | None, collection: str, dimension: int
-) -> QdrantVectorStore:
+def _remote_store(settings: Settings, collection: str, dimension: int) -> QdrantVectorStore:
+    """A collection on the configured Qdrant server, with the configured API key."""
+    if not settings.qdrant_url:
+        raise StoreUnavailableError("this index lives in a remote Qdrant; set CITEWELL_QDRANT_URL")
     # Imported on use: qdrant-client takes seconds to import and the embedded default needs none.
     from retrieval.stores.qdrant import QdrantVectorStore
 
-    return QdrantVectorStore.from_url(url, api_key, collection, dimension)
+    return QdrantVectorStore.from_url(
+        settings.qdrant_url, settings.qdrant_api_key, collection, dimension
+    )
 
 
 def remote_collection_name(index: str, version: str) -> str:
@@ -289,14 +292,7 @@ class IndexWriter:
                 self._collection = base_meta.collection
             else:
                 self._collection = remote_collection_name(layout.name, self.version)
-            self._vectors = _remote_store(
-                self.settings.qdrant_url or "",
-                self.settings.qdrant_api_key.get_secret_value()
-                if self.settings.qdrant_api_key
-                else None,
-                self._collection,
-                self.dimension,
-            )
+            self._vectors = _remote_store(self.settings, self._collection, self.dimension)
         bm25_dir = staging / "bm25"
         tokenizer = Tokenizer(stem=self.settings.bm25_stemming)
         if bm25_dir.exists():
@@ -398,10 +394,7 @@ class IndexWriter:
             if self.backend == "qdrant" and self.fresh and self._collection:
                 with contextlib.suppress(Exception):
                     _remote_store(
-                        self.settings.qdrant_url or "",
-                        None,
-                        self._collection,
-                        self.dimension,
+                        self.settings, self._collection, self.dimension
                     ).delete_collection()
 
     def _collect_garbage(self) -> None:
@@ -422,7 +415,7 @@ class IndexWriter:
                     and meta.collection not in kept_collections
                 ):
                     _remote_store(
-                        self.settings.qdrant_url or "", None, meta.collection, meta.dimension
+                        self.settings, meta.collection, meta.dimension
                     ).delete_collection()
             shutil.rmtree(layout.version_dir(version), ignore_errors=True)
 
@@ -488,16 +481,7 @@ def open_version(settings: Settings, index: str | None = None) -> OpenedVersion:
     private_copy: Path | None = None
     vectors: VectorStore
     if meta.vector_backend == "qdrant":
-        if not settings.qdrant_url:
-            raise StoreUnavailableError(
-                f"index {layout.name!r} lives in a remote Qdrant; set CITEWELL_QDRANT_URL"
-            )
-        vectors = _remote_store(
-            settings.qdrant_url,
-            settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None,
-            meta.collection or "",
-            meta.dimension,
-        )
+        vectors = _remote_store(settings, meta.collection or "", meta.dimension)
         vectors.count()
     else:
         vectors, private_copy = _open_edge(version_dir, meta.dimension)
