@@ -71,6 +71,9 @@ class Chunk(Frozen):
     text: str
     title: str
     section: str | None = None
+    # Contextual header (title, file name, section) prepended to ``text`` for embedding and BM25
+    # only; ``text`` and the character span stay exactly the document's, for citations.
+    context: str = ""
     source: str  # name of the source (e.g. the folder's configured name)
     source_uri: str
     doc_type: str  # format, e.g. "pdf", "docx", "md"

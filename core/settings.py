@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     # the title/section prefix embedded with each chunk.
     chunk_size_tokens: int = Field(default=224, ge=32)
     chunk_overlap_tokens: int = Field(default=24, ge=0)
+    # Prepend a short header (document title, file name, section heading) to what is embedded
+    # and BM25-indexed; the stored chunk text stays verbatim. Changing it re-chunks on refresh.
+    chunk_context: bool = True
 
     # --- retrieval -----------------------------------------------------------------------
     default_mode: SearchMode = SearchMode.HYBRID

@@ -5,12 +5,22 @@ sections share a chunk, a section that does not fit is split by llama-index's
 ``SentenceSplitter`` (paragraphs, then sentences, then words — never mid-word), and a table that
 fits ``chunk_size_tokens`` stays one chunk. Each chunk's section and page are those of the
 element it starts in.
+
+Contextual headers: most chunks of a long document never name it ("Services revenue rose 8%" —
+whose, and when?). Each chunk therefore carries a short header — the document title, the file
+name when it says something the title does not ("2023 Q3 AAPL"), and the nearest section
+heading — that is embedded and BM25-indexed with it. The header is capped at
+:data:`HEADER_MAX_TOKENS` and counted in the token budget, so header plus text never exceed the
+embedder's sequence length (it would silently cut the text's tail).
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
+import json
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -18,8 +28,37 @@ from pathlib import Path
 
 from core.errors import ModelError, ParseError
 from ingestion.models import ChunkDraft, ParsedDocument
+from ingestion.parsing import stem_title, usable_title
 
 Tokenizer = Callable[[str], Sequence[int]]
+
+# Bump whenever chunk boundaries, headers or title choice change for the same settings: the
+# recipe fingerprint then differs and the next refresh re-chunks every document.
+CHUNK_RECIPE_VERSION = 2
+HEADER_MAX_TOKENS = 40
+_SPECIAL_TOKENS = 2  # [CLS] and [SEP], added by the embedder around every text
+_HEADER_SEPARATOR = " | "
+_LETTER = re.compile(r"[^\W\d_]")  # a heading of only "$" or "☑" says nothing
+
+
+def chunk_recipe(
+    chunk_size_tokens: int,
+    chunk_overlap_tokens: int,
+    context: bool,
+    max_sequence_tokens: int | None,
+) -> str:
+    """Fingerprint of everything that decides chunk texts and headers besides the document and
+    the embedding model (the index refuses another model). Stored with each index version."""
+    material = {
+        "version": CHUNK_RECIPE_VERSION,
+        "chunk_size_tokens": chunk_size_tokens,
+        "chunk_overlap_tokens": chunk_overlap_tokens,
+        "context": context,
+        "header_max_tokens": HEADER_MAX_TOKENS if context else 0,
+        "max_sequence_tokens": max_sequence_tokens,
+    }
+    blob = json.dumps(material, sort_keys=True)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -108,14 +147,81 @@ class _Spans:
         return first, last + len(words[-1])
 
 
+class _Headers:
+    """Contextual headers of one document's chunks, capped at ``max_tokens`` tokens."""
+
+    def __init__(
+        self, doc: ParsedDocument, file_name: str | None, count: Tokenizer, max_tokens: int
+    ) -> None:
+        self._title = " ".join(doc.title.split())
+        self._count = count
+        self._max_tokens = max_tokens
+        self._stem: str | None = None
+        if file_name:
+            stem = stem_title(file_name)
+            # Only a file name that says something the title does not: "2023 Q3 AAPL" next to
+            # "Form 10-Q for Apple Inc.", not "a1b2c3" or the title again.
+            if usable_title(stem) and stem.lower() not in self._title.lower():
+                self._stem = stem
+        self._cache: dict[tuple[str, ...], str] = {}
+
+    def parts(self, section: str | None) -> tuple[str, ...]:
+        parts = [self._title] if self._title else []
+        if self._stem:
+            parts.append(self._stem)
+        heading = " ".join((section or "").split())
+        if heading and _LETTER.search(heading):
+            known = {part.lower() for part in parts}
+            if heading.lower() not in known:
+                parts.append(heading)
+        return tuple(parts)
+
+    def header(self, section: str | None, text: str) -> str:
+        """The header for a chunk starting in ``section``, without the parts ``text`` already
+        starts with (a section's first chunk begins with its heading)."""
+        parts = tuple(p for p in self.parts(section) if not text.startswith(p))
+        return self._capped(parts)
+
+    def max_tokens(self, sections: Sequence[str | None]) -> int:
+        """Tokens of the longest header any chunk of these sections can get."""
+        return max((len(self._count(self._capped(self.parts(s)))) for s in sections), default=0)
+
+    def _capped(self, parts: tuple[str, ...]) -> str:
+        cached = self._cache.get(parts)
+        if cached is not None:
+            return cached
+        header = _HEADER_SEPARATOR.join(parts)
+        if header and len(self._count(header)) > self._max_tokens:
+            # Longest word prefix that fits: the title survives, the section goes first.
+            words = header.split(" ")
+            low, high = 0, len(words)
+            while low < high:
+                mid = (low + high + 1) // 2
+                if len(self._count(" ".join(words[:mid]))) <= self._max_tokens:
+                    low = mid
+                else:
+                    high = mid - 1
+            header = " ".join(words[:low]).rstrip(" |")
+        self._cache[parts] = header
+        return header
+
+
 def chunk_document(
     doc: ParsedDocument,
     chunk_size_tokens: int,
     chunk_overlap_tokens: int,
     tokenizer: Tokenizer | None = None,
+    *,
+    context: bool = True,
+    file_name: str | None = None,
+    max_sequence_tokens: int | None = None,
 ) -> list[ChunkDraft]:
     """Chunks of at most ``chunk_size_tokens`` tokens (by ``tokenizer``; llama-index's default
     when None), overlapping by up to ``chunk_overlap_tokens`` inside long sections.
+
+    With ``context`` each chunk gets a contextual header (see the module docstring; ``file_name``
+    is the file's stem, None for documents without one). With ``max_sequence_tokens`` (the
+    embedder's limit) chunks shrink so that header, text and special tokens fit in it.
 
     ``text == doc.text[char_start:char_end]`` holds for every chunk. Deterministic.
     """
@@ -128,23 +234,38 @@ def chunk_document(
     def tokens(start: int, end: int) -> int:
         return len(count(doc.text[start:end]))
 
+    sections = _sections(doc)
+    header_cap = HEADER_MAX_TOKENS
+    if max_sequence_tokens is not None:
+        # A small model limit must still leave most of the window to the text itself.
+        header_cap = min(header_cap, max(0, (max_sequence_tokens - _SPECIAL_TOKENS) // 4))
+    headers = _Headers(doc, file_name, count, header_cap) if context else None
+    size = chunk_size_tokens
+    if max_sequence_tokens is not None:
+        reserved = _SPECIAL_TOKENS
+        if headers is not None:
+            # +1: a header's last word and the text's first are counted apart, not merged.
+            reserved += headers.max_tokens([s.title for s in sections]) + 1
+        size = max(1, min(size, max_sequence_tokens - reserved))
+    overlap = min(chunk_overlap_tokens, size // 2)
+
     prose = SentenceSplitter(
-        chunk_size=chunk_size_tokens,
-        chunk_overlap=chunk_overlap_tokens,
+        chunk_size=size,
+        chunk_overlap=overlap,
         tokenizer=count,
         paragraph_separator="\n\n",
     )
     # Table rows are lines; split a large table between rows, without overlap.
     rows = SentenceSplitter(
-        chunk_size=chunk_size_tokens, chunk_overlap=0, tokenizer=count, paragraph_separator="\n"
+        chunk_size=size, chunk_overlap=0, tokenizer=count, paragraph_separator="\n"
     )
     spans = _Spans(doc.text)
     out: list[tuple[int, int]] = []
 
     pending: tuple[int, int] | None = None  # consecutive small sections packed together
-    for section in _sections(doc):
-        if tokens(section.start, section.end) <= chunk_size_tokens:
-            if pending is not None and tokens(pending[0], section.end) <= chunk_size_tokens:
+    for section in sections:
+        if tokens(section.start, section.end) <= size:
+            if pending is not None and tokens(pending[0], section.end) <= size:
                 pending = (pending[0], section.end)
                 continue
             if pending is not None:
@@ -166,7 +287,7 @@ def chunk_document(
                 pieces = prose.split_text(doc.text[run_start:run_end])
                 out.extend(spans.locate(pieces, run_start, run_end))
                 run_start = None
-            if tokens(element.char_start, element.char_end) <= chunk_size_tokens:
+            if tokens(element.char_start, element.char_end) <= size:
                 out.append((element.char_start, element.char_end))
             else:
                 pieces = rows.split_text(element.text)
@@ -193,7 +314,7 @@ def chunk_document(
                 page=element.page,
                 char_start=start,
                 char_end=end,
-                embedding_text=_embedding_text(doc.title, section_title, text),
+                context=headers.header(section_title, text) if headers else "",
             )
         )
     return drafts
@@ -207,10 +328,3 @@ def _section_titles(doc: ParsedDocument) -> list[str | None]:
             current = element.text
         titles.append(current)
     return titles
-
-
-def _embedding_text(title: str, section: str | None, text: str) -> str:
-    context = [title]
-    if section and section != title and not text.startswith(section):
-        context.append(section)
-    return " / ".join(context) + "\n" + text

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from core.models import AccessLabel, DocumentFailure, Frozen
+from retrieval.lexical.tokenize import contextual_text
 
 
 class SourceItem(Frozen):
@@ -71,9 +72,14 @@ class ChunkDraft(Frozen):
     page: int | None = None  # page of the element the chunk starts in
     char_start: int = Field(ge=0)
     char_end: int = Field(ge=0)
-    # Text to embed and BM25-index: the document title and section give short chunks their
-    # context; the citation still shows ``text``.
-    embedding_text: str
+    # Contextual header (title, file name, section) the chunk's text does not already start
+    # with; embedded and BM25-indexed with the text, never shown as part of a citation.
+    context: str = ""
+
+    @property
+    def embedding_text(self) -> str:
+        """What is embedded and BM25-indexed: ``context`` on a line before ``text``."""
+        return contextual_text(self.context, self.text)
 
 
 class ResolvedLabel(Frozen):

@@ -150,6 +150,55 @@ def table_text(html: str) -> str:
     return "\n".join(rows)
 
 
+# Metadata titles that name no document: identifiers (SEC accession numbers, UUIDs, hashes),
+# editor defaults and "Microsoft Word - report.docx"-style file names.
+_ACCESSION = re.compile(r"^\d{10}-\d{2}-\d{6}$")
+_UUID = re.compile(r"^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$", re.I)
+_HEX_HASH = re.compile(r"^(0x)?[0-9a-f]{16,}$", re.I)
+_EDITOR_PREFIX = re.compile(
+    r"^(microsoft (word|powerpoint|excel)|word|powerpoint|excel|acrobat pdfmaker)\s*-\s*", re.I
+)
+_FILE_NAME = re.compile(r"\.(docx?|pptx?|xlsx?|pdf|rtf|odt|txt|html?|md|indd|tex)$", re.I)
+_DEFAULT_TITLES = frozenset(
+    {"untitled", "no title", "title", "document", "presentation", "slide", "none", "null"}
+    | {"unknown", "default", "draft", "new document", "blank", "page"}
+)
+_WORD = re.compile(r"[^\W\d_]{3,}")  # three or more letters in a row, any script
+
+
+def usable_title(title: str | None) -> bool:
+    """Whether ``title`` names the document for a reader: it holds a word of 3+ letters and is
+    not an identifier (accession number, UUID, hash), an editor default ("Untitled",
+    "Document1") or a file name ("Microsoft Word - report.docx")."""
+    if not title:
+        return False
+    text = " ".join(title.split())
+    if not text or len(text) > _MAX_TITLE_CHARS or not _WORD.search(text):
+        return False
+    if _ACCESSION.match(text) or _UUID.match(text) or _HEX_HASH.match(text):
+        return False
+    if _EDITOR_PREFIX.match(text) or _FILE_NAME.search(text):
+        return False
+    return re.sub(r"[\s\d_-]+$", "", text.lower()) not in _DEFAULT_TITLES
+
+
+def stem_title(stem: str) -> str:
+    """A file name stem as a title: separators become spaces ("q3_report-final" → "q3 report
+    final")."""
+    return " ".join(re.sub(r"[_.+-]+", " ", stem).split()) or stem
+
+
+def choose_title(metadata_title: str | None, elements: Sequence[Element], stem: str) -> str:
+    """The document's title: its metadata title when usable, else its first usable Title
+    element on the first page, else the file name stem with separators as spaces.
+
+    Headings further in are section names, not the document's title, so they are not tried."""
+    headings = [e.text for e in elements if e.kind == "title" and (e.page or 1) <= 1]
+    candidates = [metadata_title, *headings]
+    title = next((t for t in candidates if usable_title(t)), None) or stem_title(stem)
+    return " ".join(title.split())[:_MAX_TITLE_CHARS]
+
+
 def _assemble(
     pieces: Iterable[_Piece],
     doc_type: str,
@@ -180,12 +229,7 @@ def _assemble(
         offset += len(text)
     if not elements:
         raise ParseError("empty document")
-    if not title:
-        title = next(
-            (e.text for e in elements if e.kind == "title" and len(e.text) <= _MAX_TITLE_CHARS),
-            fallback_title,
-        )
-    title = " ".join(title.split())[:_MAX_TITLE_CHARS]
+    title = choose_title(title, elements, fallback_title)
     if pages is None:
         numbered = [e.page for e in elements if e.page is not None]
         pages = max(numbered) if numbered else None

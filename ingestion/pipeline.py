@@ -39,7 +39,7 @@ from core.models import (
     IngestReport,
 )
 from core.settings import Settings
-from ingestion.chunking import Tokenizer, chunk_document, embedding_tokenizer
+from ingestion.chunking import Tokenizer, chunk_document, chunk_recipe, embedding_tokenizer
 from ingestion.labels import LabelRules, detect_banner
 from ingestion.limits import ZipLimits
 from ingestion.models import ChunkDraft, Element, ParsedDocument, ResolvedLabel, SourceItem
@@ -55,6 +55,9 @@ logger = logging.getLogger(__name__)
 
 _CHUNK_NAMESPACE = uuid.UUID("5b0e4a36-37a4-4d5e-9a54-2f1f2d1c8e11")
 _EMBED_BATCH_CHUNKS = 256  # chunks buffered across documents before one embedding call
+# Part of the parse cache key: bump when parsing output changes (e.g. how titles are chosen), so
+# cached documents parsed the old way are not reused.
+_PARSER_VERSION = 2
 
 
 class TextDocument(Frozen):
@@ -89,6 +92,7 @@ class _Candidate:
     base_label: ResolvedLabel  # label without banner
     modified_at: datetime | None
     load: Callable[[], ParsedDocument]
+    file_name: str | None = None  # the file's stem, for chunk headers; None without a file
 
 
 @dataclass(frozen=True)
@@ -154,12 +158,26 @@ class Ingestor:
                     self._tokenizer = embedding_tokenizer(str(model_dir))
         return self._tokenizer
 
-    def _chunks(self, parsed: ParsedDocument) -> list[ChunkDraft]:
+    def _chunks(self, parsed: ParsedDocument, file_name: str | None) -> list[ChunkDraft]:
         return chunk_document(
             parsed,
             self.settings.chunk_size_tokens,
             self.settings.chunk_overlap_tokens,
             tokenizer=self.tokenizer,
+            context=self.settings.chunk_context,
+            file_name=file_name,
+            max_sequence_tokens=self.settings.embedding_max_seq_length,
+        )
+
+    @property
+    def chunk_recipe(self) -> str:
+        """Fingerprint of the settings that decide chunk texts and headers; an index chunked
+        with another recipe is re-chunked in full on its next refresh."""
+        return chunk_recipe(
+            self.settings.chunk_size_tokens,
+            self.settings.chunk_overlap_tokens,
+            self.settings.chunk_context,
+            self.settings.embedding_max_seq_length,
         )
 
     def _parse(self, item: SourceItem) -> ParsedDocument:
@@ -173,7 +191,8 @@ class Ingestor:
     def _parse_cached(self, item: SourceItem, content_hash: str) -> ParsedDocument:
         if self.parse_cache_dir is None:
             return self._parse(item)
-        cached = self.parse_cache_dir / f"{content_hash}.{item.doc_type}.json"
+        name = f"{content_hash}.{item.doc_type}.p{_PARSER_VERSION}.json"
+        cached = self.parse_cache_dir / name
         if cached.exists():
             try:
                 return ParsedDocument.model_validate_json(cached.read_text(encoding="utf-8"))
@@ -213,7 +232,7 @@ class Ingestor:
                 parsed = self._parse_cached(item, hashlib.sha256(data).hexdigest())
             except ParseError:
                 continue
-            drafts = self._chunks(parsed)
+            drafts = self._chunks(parsed, file_path.stem)
             if drafts:
                 self.embedder.embed_documents([d.embedding_text for d in drafts])
         return _computed(self.embedder) - computed_before
@@ -268,6 +287,7 @@ class Ingestor:
                     base_label=base,
                     modified_at=item.modified_at,
                     load=load,
+                    file_name=Path(item.relative_path).stem,
                 )
 
         kept = {document_id(r.source_uri) for r in discovery.rejected}
@@ -360,6 +380,12 @@ class Ingestor:
             fresh=fresh,
         ) as writer:
             existing = writer.manifest.documents(source=source_name)
+            recipe = self.chunk_recipe
+            stale = sum(1 for doc in existing.values() if doc.chunk_recipe != recipe)
+            if stale:
+                log_event(
+                    logger, logging.INFO, "ingest.rechunk", source=source_name, documents=stale
+                )
             failures_before = _failure_set(writer, source_name)
             writer.manifest.clear_failures(source_name)
             for failure in rejected:
@@ -383,7 +409,13 @@ class Ingestor:
                     writer.manifest.record_failure(source_name, candidate.source_uri, reason)
                     continue
                 prior = existing.get(candidate.doc_id)
-                if prior is not None and prior.content_hash == candidate.content_hash:
+                if (
+                    prior is not None
+                    and prior.content_hash == candidate.content_hash
+                    # Chunked with another recipe (settings or code): chunk again, or the index
+                    # silently keeps chunks made the old way.
+                    and prior.chunk_recipe == recipe
+                ):
                     if prior.label_fingerprint == candidate.base_label.fingerprint:
                         tally.unchanged.append(candidate.relative_path)
                         if not prior.labelled:
@@ -470,7 +502,7 @@ class Ingestor:
             return None
         banner = detect_banner(parsed.text, self.scheme) if detect_banners else None
         label, banner_level = self._final_label(candidate.base_label, banner)
-        drafts = self._chunks(parsed)
+        drafts = self._chunks(parsed, candidate.file_name)
         if not drafts:
             tally.failed.append(
                 DocumentFailure(source_uri=candidate.source_uri, reason="no text to index")
@@ -511,7 +543,7 @@ class Ingestor:
             if stale_ids:
                 writer.vectors.delete_chunks(stale_ids)
             writer.lexical.delete_documents([candidate.doc_id])
-            writer.lexical.add(chunks, [draft.embedding_text for draft in item.drafts])
+            writer.lexical.add(chunks)  # indexes context + text, as embedded
             writer.manifest.put(
                 DocumentEntry(
                     doc_id=candidate.doc_id,
@@ -530,6 +562,7 @@ class Ingestor:
                     chunk_ids=tuple(chunk.chunk_id for chunk in chunks),
                     modified_at=candidate.modified_at,
                     refreshed_at=now,
+                    chunk_recipe=self.chunk_recipe,
                 )
             )
             tally.chunks_written += len(chunks)
@@ -546,6 +579,7 @@ class Ingestor:
             text=draft.text,
             title=item.parsed.title,
             section=draft.section,
+            context=draft.context,
             source=source_name,
             source_uri=candidate.source_uri,
             doc_type=candidate.doc_type,

@@ -232,13 +232,15 @@ def plan(
     relabeled: list[str] = []
     unchanged = 0
     seen: set[str] = {document_id(r.source_uri) for r in snapshot.rejected}
+    recipe = Ingestor(settings).chunk_recipe
     for entry in snapshot.entries:
         doc_id = document_id(entry.source_uri)
         seen.add(doc_id)
         prior = published.get(doc_id)
         if prior is None:
             new.append(entry.relative_path)
-        elif prior.content_hash != entry.content_hash:
+        elif prior.content_hash != entry.content_hash or prior.chunk_recipe != recipe:
+            # Another chunking recipe re-chunks the document: batch it like a changed one.
             changed.append(entry.relative_path)
         elif prior.label_fingerprint != entry.label_fingerprint:
             relabeled.append(entry.relative_path)

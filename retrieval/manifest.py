@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS documents (
     banner_level TEXT,
     chunk_ids TEXT NOT NULL,
     modified_at TEXT,
-    refreshed_at TEXT NOT NULL
+    refreshed_at TEXT NOT NULL,
+    chunk_recipe TEXT
 );
 CREATE INDEX IF NOT EXISTS documents_source ON documents(source);
 CREATE TABLE IF NOT EXISTS failures (
@@ -63,6 +64,18 @@ class DocumentEntry(Frozen):
     chunk_ids: tuple[str, ...]
     modified_at: datetime | None = None
     refreshed_at: datetime
+    # Fingerprint of the chunking recipe the chunks were made with (settings and code that
+    # decide chunk texts and headers); another recipe re-chunks the document. None: unknown.
+    chunk_recipe: str | None = None
+
+
+# Columns named: manifests written before ``chunk_recipe`` have it last, added by ALTER TABLE.
+_INSERT = (
+    "INSERT OR REPLACE INTO documents (doc_id, source, source_uri, relative_path, title, "
+    "doc_type, content_hash, label_fingerprint, classification, classification_rank, groups, "
+    "labelled, banner_level, chunk_ids, modified_at, refreshed_at, chunk_recipe) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 class FailureEntry(Frozen):
@@ -86,6 +99,9 @@ class Manifest:
             else:
                 self._db = sqlite3.connect(path, check_same_thread=False)
                 self._db.executescript(_SCHEMA)
+                columns = {row[1] for row in self._db.execute("PRAGMA table_info(documents)")}
+                if "chunk_recipe" not in columns:  # a manifest written before recipes existed
+                    self._db.execute("ALTER TABLE documents ADD COLUMN chunk_recipe TEXT")
             self._db.row_factory = sqlite3.Row
         except sqlite3.Error as exc:
             raise StoreUnavailableError(f"cannot open index manifest {path}: {exc}") from exc
@@ -114,8 +130,7 @@ class Manifest:
 
     def put(self, entry: DocumentEntry) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO documents VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _INSERT,
             (
                 entry.doc_id,
                 entry.source,
@@ -133,6 +148,7 @@ class Manifest:
                 json.dumps(list(entry.chunk_ids)),
                 entry.modified_at.isoformat() if entry.modified_at else None,
                 entry.refreshed_at.isoformat(),
+                entry.chunk_recipe,
             ),
         )
 
@@ -188,4 +204,6 @@ def _entry(row: sqlite3.Row) -> DocumentEntry:
         chunk_ids=tuple(json.loads(row["chunk_ids"])),
         modified_at=datetime.fromisoformat(row["modified_at"]) if row["modified_at"] else None,
         refreshed_at=datetime.fromisoformat(row["refreshed_at"]),
+        # Read-only opens of manifests older than the column have no such key.
+        chunk_recipe=row["chunk_recipe"] if "chunk_recipe" in row.keys() else None,  # noqa: SIM118
     )

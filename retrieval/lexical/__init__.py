@@ -1,6 +1,11 @@
 """Lexical (BM25) retrieval with per-access-scope statistics."""
 
 from retrieval.lexical.bm25 import BM25Index
-from retrieval.lexical.tokenize import DEFAULT_TOKENIZER, ENGLISH_STOPWORDS, Tokenizer
+from retrieval.lexical.tokenize import (
+    DEFAULT_TOKENIZER,
+    ENGLISH_STOPWORDS,
+    Tokenizer,
+    contextual_text,
+)
 
-__all__ = ["DEFAULT_TOKENIZER", "ENGLISH_STOPWORDS", "BM25Index", "Tokenizer"]
+__all__ = ["DEFAULT_TOKENIZER", "ENGLISH_STOPWORDS", "BM25Index", "Tokenizer", "contextual_text"]

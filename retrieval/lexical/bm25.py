@@ -44,7 +44,7 @@ from core.errors import ConfigurationError, StoreUnavailableError
 from core.logging import log_event
 from core.models import AccessLabel, Chunk, SearchFilters
 from retrieval.access import AccessScope
-from retrieval.lexical.tokenize import DEFAULT_TOKENIZER, Tokenizer
+from retrieval.lexical.tokenize import DEFAULT_TOKENIZER, Tokenizer, contextual_text
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +137,8 @@ class BM25Index:
 
     def add(self, chunks: Sequence[Chunk], texts: Sequence[str] | None = None) -> None:
         """Index chunks (a chunk id already present is replaced). ``texts`` are what to index for
-        each chunk (e.g. title + section + text); default: the chunk text."""
+        each chunk; default: the chunk's contextual header and text (:func:`contextual_text`),
+        the same text the embedder sees."""
         if texts is not None and len(texts) != len(chunks):
             raise ConfigurationError(f"got {len(texts)} texts for {len(chunks)} chunks")
         with self._lock:
@@ -152,7 +153,9 @@ class BM25Index:
                     doc_type=chunk.doc_type,
                     modified=_micros(chunk.modified_at),
                     class_id=self._class_id(chunk.classification_rank, frozenset(chunk.groups)),
-                    tokens=self.tokenizer(chunk.text if texts is None else texts[i]),
+                    tokens=self.tokenizer(
+                        contextual_text(chunk.context, chunk.text) if texts is None else texts[i]
+                    ),
                 )
             self._invalidate()
 

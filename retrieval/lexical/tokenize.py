@@ -60,3 +60,9 @@ class Tokenizer:
 
 
 DEFAULT_TOKENIZER = Tokenizer()
+
+
+def contextual_text(context: str, text: str) -> str:
+    """What is embedded and BM25-indexed for a chunk: its contextual header (title, file name,
+    section), if any, on a line before its verbatim text."""
+    return f"{context}\n{text}" if context else text
