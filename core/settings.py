@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.models import DEFAULT_LEVELS, ClassificationScheme, FusionMethod, SearchMode
 
-EmbeddingBackend = Literal["torch", "onnx", "onnx-int8"]
+EmbeddingBackend = Literal["torch", "onnx", "onnx-int8", "openvino", "openvino-int8"]
 
 
 class Settings(BaseSettings):

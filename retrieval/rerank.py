@@ -1,4 +1,4 @@
-"""Cross-encoder reranker (PyTorch reference, ONNX Runtime fp32/int8) and reranker selection."""
+"""Cross-encoder reranker (PyTorch reference, ONNX Runtime or OpenVINO) and reranker selection."""
 
 from __future__ import annotations
 
