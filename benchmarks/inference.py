@@ -1,9 +1,13 @@
 """CPU inference benchmark: embedding throughput, query latency and rerank latency per backend.
 
     .venv/bin/python -m benchmarks.inference [--docs 500 | --all] [--threads N] [--layers 6 2]
+        [--rerank-lengths 256 128] [--backends ...] [--ndcg [--data-dir .citewell-bench]]
 
 Rerank timings use a cross-encoder built from the bundled MiniLM with a fresh head (timing
 only; no pretrained cross-encoder ships offline). ``--layers`` adds truncated students.
+``--ndcg`` adds SciFact test nDCG@10 per mode per backend through the real evaluation
+(``evaluation.retrieval_eval``); its indexes are built once per backend under ``--data-dir``
+and reused (a new backend embeds the 5,183 documents once).
 """
 
 from __future__ import annotations
@@ -19,11 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
+from core.logging import configure_logging
+from core.settings import Settings
+from evaluation.retrieval_eval import evaluate_retrieval
 from retrieval.embedding import BACKENDS, SentenceTransformerEmbedder, bundled_model_path
 from retrieval.rerank import CrossEncoderReranker
 
 CORPUS = Path("/work/shared/data/ir/scifact/corpus.jsonl.gz")
 QUERIES = Path("/work/shared/data/ir/scifact/queries.jsonl")
+SCIFACT = Path("/work/shared/data/ir/scifact")
+NDCG_MODES = ("bm25", "dense", "hybrid")
 
 
 def load_corpus(limit: int | None) -> list[str]:
@@ -99,10 +108,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads")
     parser.add_argument("--queries", type=int, default=30, help="timed queries / rerank calls")
     parser.add_argument("--layers", type=int, nargs="+", default=[6, 2], help="reranker depths")
-    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--max-length", type=int, default=256, help="embedding tokens")
+    parser.add_argument(
+        "--rerank-lengths", type=int, nargs="+", default=[256], help="reranker pair tokens"
+    )
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument("--ndcg", action="store_true", help="SciFact test nDCG@10 per backend")
+    parser.add_argument("--data-dir", type=Path, default=Path(".citewell-bench"))
     args = parser.parse_args()
     os.environ["HF_HUB_OFFLINE"] = "1"
+    configure_logging("WARNING")
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
     docs = load_corpus(None if args.all else args.docs)
     queries = load_queries(args.queries)
@@ -123,43 +139,66 @@ def main() -> None:
             )
             rows[backend] = bench_embedder(embedder, docs, queries)
         print("\nEmbedding (all-MiniLM-L6-v2)")
-        print(f"{'backend':<10} {'docs/s':>8} {'speed-up':>9} {'query p50':>10} {'query p95':>10}")
+        print(f"{'backend':<14} {'docs/s':>8} {'speed-up':>9} {'query p50':>10} {'query p95':>10}")
         base = rows.get("torch", next(iter(rows.values())))["docs_per_s"]
         for backend, row in rows.items():
             print(
-                f"{backend:<10} {row['docs_per_s']:>8.1f} {row['docs_per_s'] / base:>8.2f}x "
+                f"{backend:<14} {row['docs_per_s']:>8.1f} {row['docs_per_s'] / base:>8.2f}x "
                 f"{row['query_p50']:>8.1f}ms {row['query_p95']:>8.1f}ms"
             )
 
         for layers in args.layers:
             ce_dir = build_cross_encoder(Path(tmp) / f"minilm-ce-l{layers}", layers)
-            rerank_rows = {
-                backend: bench_reranker(
-                    CrossEncoderReranker(
-                        str(ce_dir),
-                        backend=backend,
-                        threads=threads,
-                        export_dir=export_dir,
-                        max_length=args.max_length,
-                    ),
-                    docs,
-                    queries,
-                    (20, 50),
-                )
-                for backend in args.backends
-            }
-            print(f"\nRerank (MiniLM cross-encoder, {layers} layers; ms per call)")
-            print(
-                f"{'backend':<10} {'20 p50':>8} {'20 p95':>8} {'50 p50':>8} {'50 p95':>8} "
-                f"{'speed-up@50':>12}"
-            )
-            base50 = rerank_rows.get("torch", next(iter(rerank_rows.values())))["rerank50_p50"]
-            for backend, row in rerank_rows.items():
+            for length in args.rerank_lengths:
+                rerank_rows = {
+                    backend: bench_reranker(
+                        CrossEncoderReranker(
+                            str(ce_dir),
+                            backend=backend,
+                            threads=threads,
+                            export_dir=export_dir,
+                            max_length=length,
+                        ),
+                        docs,
+                        queries,
+                        (20, 50),
+                    )
+                    for backend in args.backends
+                }
+                print(f"\nRerank (MiniLM cross-encoder, {layers} layers, {length} tokens; ms)")
                 print(
-                    f"{backend:<10} {row['rerank20_p50']:>8.0f} {row['rerank20_p95']:>8.0f} "
-                    f"{row['rerank50_p50']:>8.0f} {row['rerank50_p95']:>8.0f} "
-                    f"{base50 / row['rerank50_p50']:>11.2f}x"
+                    f"{'backend':<14} {'20 p50':>8} {'20 p95':>8} {'50 p50':>8} {'50 p95':>8} "
+                    f"{'speed-up@50':>12}"
                 )
+                base50 = rerank_rows.get("torch", next(iter(rerank_rows.values())))["rerank50_p50"]
+                for backend, row in rerank_rows.items():
+                    print(
+                        f"{backend:<14} {row['rerank20_p50']:>8.0f} {row['rerank20_p95']:>8.0f} "
+                        f"{row['rerank50_p50']:>8.0f} {row['rerank50_p95']:>8.0f} "
+                        f"{base50 / row['rerank50_p50']:>11.2f}x"
+                    )
+
+    if args.ndcg:
+        print_ndcg(args.backends, args.data_dir)
+    print(f"\nload average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+def print_ndcg(backends: list[str], data_dir: Path) -> None:
+    """SciFact test nDCG@10 per mode per backend; one evaluation index per backend."""
+    scores: dict[str, dict[str, float]] = {}
+    for backend in backends:
+        settings = Settings(data_dir=data_dir, embedding_backend=backend)
+        report = evaluate_retrieval(settings, SCIFACT, "test", NDCG_MODES)
+        scores[backend] = {mode: m.ndcg_at_10 for mode, m in report.modes.items()}
+    print("\nSciFact test nDCG@10 (delta to torch)")
+    print(f"{'backend':<14} " + " ".join(f"{mode:>16}" for mode in NDCG_MODES))
+    base = scores.get("torch")
+    for backend, row in scores.items():
+        cells = []
+        for mode in NDCG_MODES:
+            delta = f"({row[mode] - base[mode]:+.4f})" if base else ""
+            cells.append(f"{row[mode]:>7.4f} {delta:>8}")
+        print(f"{backend:<14} " + " ".join(f"{c:>16}" for c in cells))
 
 
 if __name__ == "__main__":

@@ -59,6 +59,24 @@ def int8_reranker(ce_dir: Path, export_dir: Path, onnx_reranker) -> CrossEncoder
     return reranker
 
 
+@pytest.fixture(scope="module")
+def openvino_reranker(ce_dir: Path, export_dir: Path, onnx_reranker) -> CrossEncoderReranker:
+    reranker = CrossEncoderReranker(
+        str(ce_dir), backend="openvino", threads=2, export_dir=export_dir
+    )
+    reranker.warm_up()
+    return reranker
+
+
+@pytest.fixture(scope="module")
+def openvino_int8_reranker(ce_dir: Path, export_dir: Path, onnx_reranker) -> CrossEncoderReranker:
+    reranker = CrossEncoderReranker(
+        str(ce_dir), backend="openvino-int8", threads=2, export_dir=export_dir
+    )
+    reranker.warm_up()
+    return reranker
+
+
 @pytest.mark.slow
 class TestTorchReranker(RerankerContract):
     @pytest.fixture
@@ -80,6 +98,28 @@ class TestOnnxInt8Reranker(RerankerContract):
     @pytest.fixture
     def reranker(self, int8_reranker):
         return int8_reranker
+
+
+@pytest.mark.slow
+class TestOpenVinoReranker(RerankerContract):
+    @pytest.fixture
+    def reranker(self, openvino_reranker):
+        return openvino_reranker
+
+
+@pytest.mark.slow
+class TestOpenVinoInt8Reranker(RerankerContract):
+    @pytest.fixture
+    def reranker(self, openvino_int8_reranker):
+        return openvino_int8_reranker
+
+
+@pytest.mark.slow
+def test_openvino_scores_match_torch(torch_reranker, openvino_reranker, openvino_int8_reranker):
+    reference = torch_reranker.score(QUERY, PASSAGES)
+    # bf16 (where the CPU has it) keeps ~3 significant digits; int8 as for onnx-int8.
+    np.testing.assert_allclose(openvino_reranker.score(QUERY, PASSAGES), reference, atol=0.01)
+    np.testing.assert_allclose(openvino_int8_reranker.score(QUERY, PASSAGES), reference, atol=0.05)
 
 
 @pytest.mark.slow
