@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cli import tuning
 from cli.common import (
     add_caller_options,
     add_index_options,
@@ -26,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     kinds = parser.add_subparsers(dest="eval_kind", required=True, metavar="KIND")
     register_retrieval(kinds)
     register_owner_reports(kinds)
+    tuning.register(kinds)
 
 
 def register_retrieval(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -93,6 +95,8 @@ def format_table(report: RetrievalEvalReport) -> str:
         )
     for mode, reason in report.skipped.items():
         lines.append(f"{mode:<14}skipped: {reason}")
+    if report.fusion:
+        lines.append(f"hybrid fusion: {report.fusion}")
     gate = report.reranker_gate
     if gate is not None:
         state = "enabled" if gate.enabled else "disabled"

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from cli.common import add_index_options, fail, load_settings, print_json
 from core.errors import CitewellError, EvaluationError
 from core.settings import Settings
 from evaluation.beir import load_beir
+from evaluation.models import BeirQuery
 from evaluation.retrieval_eval import default_index_name, index_fingerprint
 
 
@@ -25,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "other non-evaluation judged sets; install as <index>/rerankers/current; run the gate."
         ),
     )
-    _dataset_option(train)
+    add_dataset_option(train)
     train.add_argument("--layers", type=int, default=2, help="student depth (default: 2 of 6)")
     train.add_argument("--epochs", type=int, default=3)
     train.add_argument("--batch-size", type=int, default=8, help="groups per step")
@@ -49,32 +51,58 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "gate",
         help="compare hybrid with hybrid+rerank on validation judgements and record the decision",
     )
-    _dataset_option(gate)
-    gate.add_argument(
-        "--split",
-        choices=["dev", "train-holdout"],
-        default="train-holdout",
-        help="dev qrels, or the holdout training carved out of train (default)",
-    )
-    gate.add_argument("--min-gain", type=float, default=0.005, help="nDCG@10 margin required")
-    gate.add_argument("--seed", type=int, default=13, help="holdout seed (as in training)")
+    add_dataset_option(gate)
+    add_validation_options(gate)
     add_index_options(gate)
     gate.add_argument("--json", action="store_true")
     gate.set_defaults(func=run_gate)
 
 
-def _dataset_option(parser: argparse.ArgumentParser) -> None:
+def add_dataset_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset", required=True, type=Path, help="BEIR folder (corpus, queries, qrels/)"
     )
 
 
-def _index(args: argparse.Namespace, settings: Settings) -> str:
+def index_for_dataset(args: argparse.Namespace, settings: Settings) -> str:
     """--index, else the evaluation index ``citewell eval retrieval`` built for this corpus."""
     if args.index:
         return str(args.index)
     dataset = load_beir(args.dataset, "train")
     return default_index_name(dataset, index_fingerprint(settings, dataset))
+
+
+def add_validation_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--split",
+        choices=["dev", "train-holdout"],
+        default="train-holdout",
+        help="dev qrels, or the holdout training carved out of train (default)",
+    )
+    parser.add_argument("--min-gain", type=float, default=0.005, help="nDCG@10 margin required")
+    parser.add_argument("--seed", type=int, default=13, help="holdout seed (as in training)")
+
+
+def validation_judgements(
+    args: argparse.Namespace,
+) -> tuple[Sequence[BeirQuery], dict[str, Mapping[str, int]], str]:
+    """Queries, qrels and a description of the validation judgements --split names; never the
+    test split, which evaluation reports on."""
+    from evaluation.reranker_gate import holdout_judgements
+
+    if args.split == "dev":
+        dataset = load_beir(args.dataset, "dev")
+        return (
+            dataset.queries,
+            dict(dataset.qrels),
+            f"{dataset.name} dev ({len(dataset.queries)} queries)",
+        )
+    queries, qrels = holdout_judgements(args.dataset, seed=args.seed)
+    return (
+        queries,
+        qrels,
+        f"{args.dataset.name} train holdout ({len(queries)} queries, seed {args.seed})",
+    )
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -84,7 +112,7 @@ def run_train(args: argparse.Namespace) -> int:
         settings = load_settings(args)
         trained = train_reranker(
             settings,
-            _index(args, settings),
+            index_for_dataset(args, settings),
             args.dataset,
             layers=args.layers,
             epochs=args.epochs,
@@ -117,14 +145,14 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_gate(args: argparse.Namespace) -> int:
-    from evaluation.reranker_gate import decide_gate, holdout_judgements
+    from evaluation.reranker_gate import decide_gate
     from retrieval.factory import model_export_dir, model_threads
     from retrieval.index import IndexLayout
     from retrieval.rerank import resolve_reranker
 
     try:
         settings = load_settings(args)
-        index = _index(args, settings)
+        index = index_for_dataset(args, settings)
         layout = IndexLayout(settings, index)
         # Resolved exactly as serving resolves it, so the decision's model name matches.
         reranker, note = resolve_reranker(
@@ -137,13 +165,7 @@ def run_gate(args: argparse.Namespace) -> int:
         )
         if reranker is None:
             raise EvaluationError(note)
-        if args.split == "dev":
-            dataset = load_beir(args.dataset, "dev")
-            queries, qrels = dataset.queries, dict(dataset.qrels)
-            judgements = f"{dataset.name} dev ({len(queries)} queries)"
-        else:
-            queries, qrels = holdout_judgements(args.dataset, seed=args.seed)
-            judgements = f"{args.dataset.name} train holdout ({len(queries)} queries)"
+        queries, qrels, judgements = validation_judgements(args)
         decision = decide_gate(
             settings, index, reranker, queries, qrels, min_gain=args.min_gain, judgements=judgements
         )

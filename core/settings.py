@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     fusion: FusionMethod = FusionMethod.RRF
     rrf_k: int = Field(default=60, ge=1)
     dense_weight: float = Field(default=0.5, ge=0, le=1)  # for weighted fusion
+    # Use the fusion `citewell eval tune-fusion` recorded for an index (<index>/fusion.json) over
+    # the three settings above; off: those settings always apply.
+    use_tuned_fusion: bool = True
     candidates_per_leg: int = Field(default=50, ge=1, le=1000)
     bm25_k1: float = Field(default=0.9, gt=0)
     bm25_b: float = Field(default=0.4, ge=0, le=1)

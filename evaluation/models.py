@@ -79,3 +79,4 @@ class RetrievalEvalReport(Frozen):
     finished_at: datetime
     # The recorded decision whether this index's reranker helps (None: no gate decided yet).
     reranker_gate: GateDecision | None = None
+    fusion: str | None = None  # the hybrid fusion in force, e.g. "weighted dense=0.4 (tuned)"

@@ -45,6 +45,7 @@ from evaluation.models import (
     ModeMetrics,
     RetrievalEvalReport,
 )
+from retrieval.fusion import describe_fusion
 from retrieval.gate import load_gate
 from retrieval.index import IndexLayout
 
@@ -404,4 +405,5 @@ def evaluate_retrieval(
         index_reused=reused,
         finished_at=datetime.now(UTC),
         reranker_gate=load_gate(IndexLayout(settings, index).rerankers_dir),
+        fusion=describe_fusion(settings, IndexLayout(settings, index).root),
     )

@@ -17,7 +17,6 @@ from core.logging import log_event
 from core.models import (
     Chunk,
     Frozen,
-    FusionMethod,
     Principal,
     ScoreBreakdown,
     ScoredChunk,
@@ -28,7 +27,7 @@ from core.models import (
 from core.settings import Settings
 from retrieval.access import AccessScope, enforce, scope_for
 from retrieval.factory import build_embedder, embedding_model_id, model_export_dir, model_threads
-from retrieval.fusion import reciprocal_rank_fusion, weighted_fusion
+from retrieval.fusion import FUSION_FILE, FusionChoice, load_tuned_fusion, settings_fusion
 from retrieval.gate import load_gate
 from retrieval.index import IndexLayout, OpenedVersion, open_version
 from retrieval.protocols import Embedder, Reranker
@@ -67,6 +66,7 @@ class ServingIndex:
         *,
         embedder: Embedder | None = None,
         reranker: Reranker | None = None,
+        fusion: FusionChoice | None = None,
     ) -> None:
         self.settings = settings
         self.layout = IndexLayout(settings, index)
@@ -77,6 +77,9 @@ class ServingIndex:
         self._lock = threading.Lock()
         self._lease: _Lease | None = None
         self._last_error: str | None = None
+        self._fusion_override = fusion
+        self._fusion_choice = settings_fusion(settings)
+        self._fusion_stamp: int | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
     @property
@@ -167,6 +170,36 @@ class ServingIndex:
                 logger, logging.WARNING, "rerank.unavailable", index=self.layout.name, reason=note
             )
         self._reranker, self._reranker_note = reranker, note
+
+    def fusion(self) -> FusionChoice:
+        """The fusion in force: an explicit override, else the index's tuned record (re-read
+        when the file changes, so `citewell eval tune-fusion` applies without a restart), else
+        the settings. A broken record is logged and ignored: fusion is a quality choice, and
+        serving with the configured fusion beats failing every search."""
+        if self._fusion_override is not None:
+            return self._fusion_override
+        if not self.settings.use_tuned_fusion:
+            return self._fusion_choice
+        try:
+            stamp: int | None = (self.layout.root / FUSION_FILE).stat().st_mtime_ns
+        except OSError:
+            stamp = None
+        if stamp != self._fusion_stamp:
+            choice = settings_fusion(self.settings)
+            try:
+                tuned = load_tuned_fusion(self.layout.root)
+            except CitewellError as exc:
+                log_event(
+                    logger,
+                    logging.ERROR,
+                    "fusion.record_invalid",
+                    index=self.layout.name,
+                    error=str(exc),
+                )
+            else:
+                choice = tuned.choice if tuned is not None else choice
+            self._fusion_choice, self._fusion_stamp = choice, stamp
+        return self._fusion_choice
 
     def close(self) -> None:
         with self._lock:
@@ -285,15 +318,7 @@ class ServingIndex:
         elif mode == SearchMode.BM25:
             ranked = list(lexical)
         else:
-            if self.settings.fusion == FusionMethod.RRF:
-                fused = reciprocal_rank_fusion(
-                    [[c.chunk_id for c, _ in dense], [cid for cid, _ in lexical]],
-                    k=self.settings.rrf_k,
-                )
-            else:
-                fused = weighted_fusion(
-                    [(c.chunk_id, s) for c, s in dense], lexical, self.settings.dense_weight
-                )
+            fused = self.fusion().fuse([(c.chunk_id, s) for c, s in dense], lexical)
             ranked = sorted(fused.items(), key=lambda pair: (-pair[1], pair[0]))
             for cid, score in ranked:
                 breakdown[cid]["fused"] = score
