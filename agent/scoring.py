@@ -87,14 +87,16 @@ def _windows(text: str, start: int, end: int) -> list[tuple[int, int]]:
 
 
 class SentenceScorer:
-    """Scores chunk sentences against a question. Sentence vectors are cached per chunk id
-    (ids are content hashes, so a cached entry never goes stale). Thread-safe."""
+    """Scores chunk sentences (with their chunk's header) against a question. Sentence vectors
+    are cached per chunk id and header, so a cached entry never goes stale. Thread-safe."""
 
     def __init__(self, embedder: Embedder, cache_chunks: int = 4096) -> None:
         if cache_chunks < 0:
             raise ValueError("cache_chunks must be >= 0")
         self._embedder = embedder
-        self._cache: OrderedDict[str, tuple[list[SentenceSpan], Matrix]] = OrderedDict()
+        # Keyed by chunk id and header: ids hash the text, and a retitled document keeps its
+        # chunk texts (and ids) but changes what its sentences are scored with.
+        self._cache: OrderedDict[tuple[str, str], tuple[list[SentenceSpan], Matrix]] = OrderedDict()
         self._cache_chunks = cache_chunks
         self._lock = threading.Lock()
 
@@ -107,15 +109,22 @@ class SentenceScorer:
         missing: list[Chunk] = []
         with self._lock:
             for chunk in chunks:
-                hit = self._cache.get(chunk.chunk_id)
+                hit = self._cache.get((chunk.chunk_id, chunk.context))
                 if hit is not None:
-                    self._cache.move_to_end(chunk.chunk_id)
+                    self._cache.move_to_end((chunk.chunk_id, chunk.context))
                     results[chunk.chunk_id] = hit
                 elif chunk.chunk_id not in {c.chunk_id for c in missing}:
                     missing.append(chunk)
         if missing:
             spans_per_chunk = [sentence_spans(c) for c in missing]
-            texts = [s.text for spans in spans_per_chunk for s in spans]
+            # A sentence is scored with its chunk's header (title, file name, section), as the
+            # chunk was embedded: "Services net sales rose" answers "Apple's Services revenue in
+            # Q3 2023" only in the context of that filing.
+            texts = [
+                f"{c.context}\n{s.text}" if c.context else s.text
+                for c, spans in zip(missing, spans_per_chunk, strict=True)
+                for s in spans
+            ]
             vectors = (
                 self._embedder.embed_documents(texts)
                 if texts
@@ -128,7 +137,7 @@ class SentenceScorer:
                     offset += len(spans)
                     results[chunk.chunk_id] = entry
                     if self._cache_chunks:
-                        self._cache[chunk.chunk_id] = entry
+                        self._cache[(chunk.chunk_id, chunk.context)] = entry
                         while len(self._cache) > self._cache_chunks:
                             self._cache.popitem(last=False)
         return [results[c.chunk_id] for c in chunks]
