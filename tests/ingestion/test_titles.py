@@ -9,8 +9,6 @@ import pytest
 from ingestion.models import Element
 from ingestion.parsing import choose_title, parse_document, stem_title, usable_title
 
-DOCUGAMI = Path("/work/shared/data/qa/docugami_sec10q/docs")
-
 
 @pytest.mark.parametrize(
     "title",
@@ -67,9 +65,7 @@ def test_choose_title_prefers_usable_metadata_then_first_page_heading_then_stem(
     assert choose_title(None, [], "notes") == "notes"
 
 
-def test_pdf_with_accession_number_title_gets_its_file_name():
-    path = DOCUGAMI / "2023 Q3 AAPL.pdf"
-    if not path.exists():
-        pytest.skip("docugami sample not available")
+def test_pdf_with_accession_number_title_gets_its_file_name(shared_data: Path):
+    path = shared_data / "qa" / "docugami_sec10q" / "docs" / "2023 Q3 AAPL.pdf"
     parsed = parse_document(path, "pdf")
     assert parsed.title == "2023 Q3 AAPL"  # metadata title is "0000320193-23-000077"
