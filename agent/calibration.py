@@ -18,11 +18,18 @@ class Calibration(Frozen):
     unanswerable: int
 
 
-def calibrate_threshold(answerable: Sequence[float], unanswerable: Sequence[float]) -> Calibration:
-    """The threshold (answer iff score >= threshold) that maximises balanced accuracy.
+def calibrate_threshold(
+    answerable: Sequence[float],
+    unanswerable: Sequence[float],
+    max_false_refusal: float | None = None,
+) -> Calibration:
+    """The threshold (answer iff score >= threshold) that maximises balanced accuracy, among
+    those that refuse at most ``max_false_refusal`` of the answerable questions when given.
     Candidates are midpoints between consecutive distinct scores; ties go to the lower one."""
     if not answerable or not unanswerable:
         raise EvaluationError("calibration needs answerable and unanswerable questions")
+    if max_false_refusal is not None and not 0.0 <= max_false_refusal <= 1.0:
+        raise EvaluationError("max_false_refusal must be within [0, 1]")
     values = sorted(set(answerable) | set(unanswerable))
     candidates = [values[0] - 1e-6]
     candidates += [(a + b) / 2 for a, b in itertools.pairwise(values)]
@@ -32,6 +39,8 @@ def calibrate_threshold(answerable: Sequence[float], unanswerable: Sequence[floa
         tpr = sum(s >= t for s in answerable) / len(answerable)
         tnr = sum(s < t for s in unanswerable) / len(unanswerable)
         bal = (tpr + tnr) / 2
+        if max_false_refusal is not None and 1.0 - tpr > max_false_refusal + 1e-12:
+            continue
         if best is None or bal > best.balanced_accuracy:
             best = Calibration(
                 threshold=round(t, 4),

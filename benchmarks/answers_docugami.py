@@ -34,6 +34,9 @@ from ingestion.pipeline import Ingestor
 from retrieval.service import open_search_service
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "qa"
+# Calibration also reports the threshold that refuses at most this share of answerable
+# questions: a false refusal costs a user an answer the knowledge base holds.
+FALSE_REFUSAL_BUDGET = 0.1
 READER = Principal(name="benchmark", clearance="public", groups=frozenset())
 
 
@@ -61,12 +64,14 @@ def run_docugami(data_dir: Path, limit: int | None) -> int:
     try:
         agent = build_agent(settings, service, service.embedder)
         cited_expected = refused = sentences = cited_sentences = 0
+        supports: list[float] = []
         started = time.perf_counter()
         for row in rows:
             answer = agent.answer(READER, row.question)
             if any(matches_expected(row, c.source_uri, c.title) for c in answer.citations):
                 cited_expected += 1
             refused += answer.refused
+            supports.append(answer.support_score or 0.0)
             n_sent = (
                 len([s for s in answer.answer.splitlines() if s.strip()])
                 if (answer.generated and not answer.refused)
@@ -83,6 +88,7 @@ def run_docugami(data_dir: Path, limit: int | None) -> int:
         "share_sentences_with_valid_citation": round(cited_sentences / max(sentences, 1), 4),
         "refused": refused,
         "seconds_per_question": round(took / len(rows), 3),
+        "support_quantiles": _quantiles(supports),
     }
     print(json.dumps(result, indent=2))
     return 0
@@ -117,9 +123,26 @@ def run_calibration(data_dir: Path) -> int:
             (answerable if possible else unanswerable).append(score)
     finally:
         service.close()
-    calibration = calibrate_threshold(answerable, unanswerable)
-    print(calibration.model_dump_json(indent=2))
+    report = {
+        "balanced_accuracy": calibrate_threshold(answerable, unanswerable).model_dump(),
+        f"max_false_refusal_{FALSE_REFUSAL_BUDGET}": calibrate_threshold(
+            answerable, unanswerable, max_false_refusal=FALSE_REFUSAL_BUDGET
+        ).model_dump(),
+        "support_quantiles": {
+            "answerable": _quantiles(answerable),
+            "unanswerable": _quantiles(unanswerable),
+        },
+    }
+    print(json.dumps(report, indent=2))
     return 0
+
+
+def _quantiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {
+        f"p{q}": round(ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))], 4)
+        for q in (10, 25, 50, 75, 90)
+    }
 
 
 def main() -> int:
