@@ -45,6 +45,7 @@ from evaluation.models import (
     ModeMetrics,
     RetrievalEvalReport,
 )
+from ingestion.chunking import chunk_recipe
 from retrieval.fusion import describe_fusion
 from retrieval.gate import load_gate
 from retrieval.index import IndexLayout
@@ -121,8 +122,13 @@ def index_fingerprint(settings: Settings, dataset: BeirDataset) -> str:
         "embedding_model": settings.embedding_model,
         "embedding_backend": settings.embedding_backend,
         "embedding_max_seq_length": settings.embedding_max_seq_length,
-        "chunk_size_tokens": settings.chunk_size_tokens,
-        "chunk_overlap_tokens": settings.chunk_overlap_tokens,
+        # Sizes, overlap, headers, recipe version: a differently chunked index is another one.
+        "chunk_recipe": chunk_recipe(
+            settings.chunk_size_tokens,
+            settings.chunk_overlap_tokens,
+            settings.chunk_context,
+            settings.embedding_max_seq_length,
+        ),
         "bm25_stemming": settings.bm25_stemming,
         "label": eval_label(settings).model_dump(mode="json"),
     }
