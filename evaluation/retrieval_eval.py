@@ -130,7 +130,8 @@ def index_fingerprint(settings: Settings, dataset: BeirDataset) -> str:
             settings.embedding_max_seq_length,
         ),
         "bm25_stemming": settings.bm25_stemming,
-        "label": eval_label(settings).model_dump(mode="json"),
+        # Groups sorted: a frozenset dumps in hash order, which changes from process to process.
+        "label": [eval_label(settings).classification, sorted(eval_label(settings).groups)],
     }
     blob = json.dumps(material, sort_keys=True, default=sorted)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()

@@ -1,5 +1,6 @@
 """evaluate_retrieval against small doubles of the ingestor and the serving index."""
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -226,3 +227,30 @@ def test_document_ranking_follows_result_order_not_scores():
         reranked=True,
     )
     assert document_ranking(result) == ["d2", "d1", "d3"]
+
+
+def test_index_fingerprint_is_the_same_in_every_process(tmp_path):
+    """Regression: the label's group set used to dump in hash order, so each process derived
+    another index name and rebuilt the evaluation index."""
+    import subprocess
+    import sys
+
+    write_beir(tmp_path / "mini", DOCS, QUERIES, QRELS)
+    code = (
+        "from pathlib import Path; from core.settings import Settings; "
+        "from evaluation.beir import load_beir; "
+        "from evaluation.retrieval_eval import index_fingerprint; "
+        f"d = load_beir(Path({str(tmp_path / 'mini')!r}), 'test'); "
+        "print(index_fingerprint(Settings(default_groups=('everyone', 'staff', 'x')), d))"
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout
+        for seed in ("1", "2", "3", "4")
+    }
+    assert len(outputs) == 1
