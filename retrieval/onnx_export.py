@@ -7,22 +7,22 @@ pins transformers < 4.58 and would downgrade the transformers 5 the rest of the 
 Layout: ``<export_dir>/<model name>-<source hash>-<task>/`` holds ``model.onnx`` (fp32,
 attention and GELU fused by onnxruntime's transformer optimizer), ``model_int8.onnx`` (dynamic
 int8), ``model_raw.onnx`` (the plain torch export, for OpenVINO, which cannot run onnxruntime's
-com.microsoft fused ops), ``model_qdq.onnx`` (static int8 QDQ of the raw export, for OpenVINO)
-and ``export.json``, a marker written last so a half-finished export is never reused.
+com.microsoft fused ops), ``model_w8.xml``/``.bin`` (the raw export as OpenVINO IR with int8
+weights, which OpenVINO runs with dynamically quantised int8 activations) and ``export.json``,
+a marker written last so a half-finished export is never reused. Nothing here reads data from
+the repository: the int8 variants need no calibration text, so an installed package exports too.
 """
 
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -38,20 +38,17 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Task = Literal["embedding", "cross-encoder"]
-# fp32/int8: fused graphs for onnxruntime; raw/static-int8: plain ONNX ops for OpenVINO.
-Variant = Literal["fp32", "int8", "raw", "static-int8"]
+# fp32/int8: fused graphs for onnxruntime; raw/int8-weights: plain ops for OpenVINO.
+Variant = Literal["fp32", "int8", "raw", "int8-weights"]
 
 _MARKER = "export.json"
-_EXPORT_VERSION = 2  # bump when the export recipe changes, so old exports are redone
+_EXPORT_VERSION = 3  # bump when the export recipe changes, so old exports are redone
 _FILES: dict[Variant, str] = {
     "fp32": "model.onnx",
     "int8": "model_int8.onnx",
     "raw": "model_raw.onnx",
-    "static-int8": "model_qdq.onnx",
+    "int8-weights": "model_w8.xml",
 }
-# Calibration text for static int8: the sample knowledge base shipped with the repository
-# (generic business prose), never an evaluation corpus.
-CALIBRATION_DIR = Path(__file__).resolve().parents[1] / "examples" / "kb"
 
 
 def hash_model_dir(path: Path) -> str:
@@ -106,7 +103,7 @@ def _export(source: Path, source_hash: str, target: Path, task: Task) -> None:
         num_heads, hidden = _torch_export(source, task, names, raw)
         _optimize(raw, workdir / _FILES["fp32"], num_heads, hidden)
         _quantize(workdir / _FILES["fp32"], workdir / _FILES["int8"])
-        _quantize_static(raw, workdir / _FILES["static-int8"], source, task, names)
+        _compress_weights(raw, workdir / _FILES["int8-weights"])
         meta = {
             "version": _EXPORT_VERSION,
             "source": str(source),
@@ -209,100 +206,17 @@ def _quantize(fp32: Path, out: Path) -> None:
     )
 
 
-def calibration_texts(folder: Path = CALIBRATION_DIR) -> list[str]:
-    """Paragraphs of the sample knowledge base's text files (Markdown, plain text, HTML, mail),
-    plus runs of 2, 4 and 8 consecutive paragraphs so long inputs are calibrated too."""
-    paragraphs: list[str] = []
-    for path in sorted(folder.rglob("*")):
-        if path.suffix not in {".md", ".txt", ".html", ".eml"} or not path.is_file():
-            continue
-        text = path.read_text(encoding="utf-8", errors="ignore")
-        if path.suffix == ".html":
-            text = html.unescape(re.sub(r"<[^>]+>", " ", text))
-        for block in re.split(r"\n\s*\n", text):
-            paragraph = " ".join(block.split())
-            if len(paragraph) > 20:
-                paragraphs.append(paragraph)
-    if len(paragraphs) < 20:
-        raise ModelError(f"static int8 calibration needs the sample knowledge base at {folder}")
-    texts = list(paragraphs)
-    for width in (2, 4, 8):
-        step = max(1, width // 2)
-        texts += [" ".join(paragraphs[i : i + width]) for i in range(0, len(paragraphs), step)]
-    return texts
+def _compress_weights(raw: Path, out: Path) -> None:
+    """Symmetric per-channel int8 weights (NNCF) saved as OpenVINO IR. Activations stay float
+    in the file; OpenVINO's CPU plugin quantises them per token group at run time, so no
+    calibration set and no fixed activation ranges (static per-tensor int8 of the same model
+    lost 0.0135 SciFact nDCG@10 to BERT's outlier dimensions; see benchmarks/README.md)."""
+    import nncf
+    import openvino
 
-
-def _calibration_feeds(
-    source: Path, task: Task, names: tuple[str, ...]
-) -> Iterator[dict[str, npt.NDArray[np.int64]]]:
-    """One unpadded input at a time (padding would skew the activation ranges). Cross-encoder
-    pairs are a paragraph's opening words as the query against a run of paragraphs."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(source), local_files_only=True)
-    texts = calibration_texts()
-    for i, text in enumerate(texts):
-        if task == "embedding":
-            encoded = tokenizer([text], truncation=True, max_length=256, return_tensors="np")
-        else:
-            query = " ".join(texts[(i * 7) % len(texts)].split()[:12])
-            encoded = tokenizer(
-                [query], [text], truncation=True, max_length=256, return_tensors="np"
-            )
-        yield {name: np.asarray(encoded[name], dtype=np.int64) for name in names}
-
-
-def _quantize_static(
-    raw: Path, out: Path, source: Path, task: Task, names: tuple[str, ...]
-) -> None:
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    # Symbolic shape inference fails on the torch export's dynamic axes; ONNX's own suffices.
-    prepared = raw.with_name("prepared.onnx")
-    quant_pre_process(str(raw), str(prepared), skip_symbolic_shape=True)
-    graph = onnx.load(str(prepared), load_external_data=False).graph
-    weights = {init.name for init in graph.initializer}
-    # Only the Q/K/V projections and the FFN's first MatMul. Static per-tensor ranges on the
-    # attention-output and FFN-output inputs (BERT's outlier dimensions) dropped cosine to the
-    # fp32 vectors to ~0.94; without them it stays ~0.995 (measured on SciFact).
-    nodes = [
-        node.name
-        for node in graph.node
-        if node.op_type == "MatMul"
-        and any(name in weights for name in node.input)
-        and ("/attention/self/" in node.name or "/intermediate/" in node.name)
-    ]
-    if not nodes:
-        raise ModelError(f"no BERT projection MatMuls found to quantise in {raw.name}")
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._feeds = _calibration_feeds(source, task, names)
-
-        def get_next(self) -> dict[str, npt.NDArray[np.int64]] | None:
-            return next(self._feeds, None)
-
-    quantize_static(
-        str(prepared),
-        str(out),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        nodes_to_quantize=nodes,
-        calibrate_method=CalibrationMethod.MinMax,
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
-    prepared.unlink()
+    model = openvino.Core().read_model(str(raw))
+    compressed = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_SYM)
+    openvino.save_model(compressed, str(out), compress_to_fp16=False)
 
 
 def _wrap(inner: object, names: tuple[str, ...], task: Task) -> torch.nn.Module:
@@ -343,6 +257,13 @@ class BatchedModel:
     def _infer(self, feed: dict[str, npt.NDArray[np.int64]]) -> npt.NDArray[np.float32]:
         raise NotImplementedError
 
+    def _infer_batches(
+        self, feeds: list[dict[str, npt.NDArray[np.int64]]]
+    ) -> list[npt.NDArray[np.float32]]:
+        """Outputs of each padded batch, in order; one at a time unless a subclass overlaps
+        them."""
+        return [np.asarray(self._infer(feed), dtype=np.float32) for feed in feeds]
+
     def run(
         self,
         first: Sequence[str],
@@ -362,7 +283,7 @@ class BatchedModel:
         ids: list[list[int]] = encoded["input_ids"]
         types: list[list[int]] | None = encoded.get("token_type_ids")
         order = np.argsort([-len(row) for row in ids], kind="stable")
-        outputs: list[npt.NDArray[np.float32]] = []
+        feeds: list[dict[str, npt.NDArray[np.int64]]] = []
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             width = max(len(ids[r]) for r in rows)
@@ -378,8 +299,8 @@ class BatchedModel:
                 feed["attention_mask"][i, :n] = 1
                 if types is not None:
                     feed["token_type_ids"][i, :n] = types[r]
-            feed = {k: v for k, v in feed.items() if k in self._names}
-            outputs.append(np.asarray(self._infer(feed), dtype=np.float32))
+            feeds.append({k: v for k, v in feed.items() if k in self._names})
+        outputs = self._infer_batches(feeds)
         merged = np.concatenate(outputs, axis=0)
         restored = np.empty_like(merged)
         restored[order] = merged

@@ -21,6 +21,8 @@ class CrossEncoderReranker(LazyModel):
     """Scores (query, passage) pairs with a sentence-transformers CrossEncoder; raw logits
     (higher is more relevant), loaded on first use."""
 
+    # Batches of 64: a typical 20-50 candidate list is one batch, padded only to its longest
+    # pair, and runs on the latency-compiled model (no second compile, no stream split).
     _what = "reranker"
     _loaded_event = "reranker_loaded"
     _logger = logger
@@ -30,7 +32,7 @@ class CrossEncoderReranker(LazyModel):
         model: str,
         backend: Backend = "torch",
         max_length: int = 256,
-        batch_size: int = 32,
+        batch_size: int = 64,
         threads: int | None = None,
         export_dir: Path | None = None,
     ) -> None:
@@ -110,7 +112,7 @@ def resolve_reranker(
     backend: Backend = "torch",
     *,
     max_length: int = 256,
-    batch_size: int = 32,
+    batch_size: int = 64,
     threads: int | None = None,
     export_dir: Path | None = None,
 ) -> tuple[Reranker | None, str]:

@@ -2,18 +2,21 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
-import onnx
+import openvino as ov
 import pytest
 
-from core.errors import ConfigurationError, ModelError
+from core.errors import ConfigurationError
 from retrieval.embedding import BACKENDS, SentenceTransformerEmbedder, bundled_model_path
-from retrieval.onnx_export import calibration_texts
 from tests.retrieval.contracts.embedder_contract import EmbedderContract
 
 SCIFACT = Path("/work/shared/data/ir/scifact/corpus.jsonl.gz")
+REPO = Path(__file__).resolve().parents[2]
 
 
 def scifact_docs(n: int) -> list[str]:
@@ -29,7 +32,32 @@ def scifact_docs(n: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("models")
+    """The export every backend fixture reuses, made by a copy of the code alone (core/ and
+    retrieval/, as an installed package has them: no examples/, no repository data), in a
+    fresh process that runs from an unrelated folder."""
+    tree = tmp_path_factory.mktemp("installed")
+    for package in ("core", "retrieval"):
+        shutil.copytree(
+            REPO / package, tree / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    out = tmp_path_factory.mktemp("models")
+    script = (
+        "import sys; from pathlib import Path; import retrieval.onnx_export as e; "
+        "from retrieval.embedding import bundled_model_path; "
+        "assert Path(e.__file__).is_relative_to(Path(sys.argv[2])); "
+        "print(e.exported_model(bundled_model_path(), Path(sys.argv[1]), 'embedding', 'raw'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(out), str(tree)],
+        cwd=tree,
+        env={"PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1", "HOME": str(tree), "PATH": "/bin"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not (tree / "examples").exists()
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -110,14 +138,30 @@ class TestOpenVinoInt8Embedder(EmbedderContract):
 @pytest.mark.slow
 def test_openvino_vectors_match_torch(torch_embedder, openvino_embedder, openvino_int8_embedder):
     # openvino computes in bf16 on CPUs that have it: measured min cosine 0.99997 on SciFact
-    # (fp32 elsewhere, closer still). Static int8 measured min 0.992 / mean 0.994.
+    # (fp32 elsewhere, closer still). int8 weights with dynamic int8 activations measured
+    # min 0.998 / mean 0.9987 over 300 SciFact documents.
     docs = scifact_docs(24)
     reference = torch_embedder.embed_documents(docs)
     plain = np.sum(openvino_embedder.embed_documents(docs) * reference, axis=1)
     int8 = np.sum(openvino_int8_embedder.embed_documents(docs) * reference, axis=1)
     assert plain.min() >= 0.9995
-    assert int8.min() >= 0.98
-    assert int8.mean() >= 0.99
+    assert int8.min() >= 0.995
+    assert int8.mean() >= 0.998
+
+
+@pytest.mark.slow
+def test_openvino_overlapped_batches_match_one_batch(export_dir):
+    # Several batches go through the throughput-compiled model's request queue; their outputs
+    # must come back in input order and agree with the latency model's single batch.
+    docs = scifact_docs(40)
+    queued = SentenceTransformerEmbedder(
+        backend="openvino", threads=2, export_dir=export_dir, batch_size=6
+    ).embed_documents(docs)
+    single = SentenceTransformerEmbedder(
+        backend="openvino", threads=2, export_dir=export_dir, batch_size=64
+    ).embed_documents(docs)
+    # bf16 sums differ slightly with the padded width of each batch.
+    assert np.sum(queued * single, axis=1).min() >= 0.9995
 
 
 @pytest.mark.slow
@@ -143,16 +187,20 @@ def test_export_is_offline_cached_and_reused(onnx_embedder, export_dir, monkeypa
     onnx_file = markers[0].parent / "model.onnx"
     assert (markers[0].parent / "model_int8.onnx").is_file()
     assert (markers[0].parent / "model_raw.onnx").is_file()
-    qdq = onnx.load(str(markers[0].parent / "model_qdq.onnx"), load_external_data=False)
-    quantized = {n.name for n in qdq.graph.node if n.op_type == "MatMul"} & {
-        consumer.name
-        for consumer in qdq.graph.node
-        for producer in qdq.graph.node
-        if producer.op_type == "DequantizeLinear" and producer.output[0] in consumer.input
-    }
-    # Q/K/V and FFN-in of each of the 6 layers; never the outlier-prone output projections.
-    assert len(quantized) == 6 * 4
-    assert not any("/output/dense" in name for name in quantized)
+    assert not (markers[0].parent / "model_qdq.onnx").exists()  # no calibrated variant
+    w8 = ov.Core().read_model(str(markers[0].parent / "model_w8.xml"))
+    int8_weights = [
+        op
+        for op in w8.get_ordered_ops()
+        if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8
+    ]
+    # Every projection of the 6 layers (Q, K, V, attention out, FFN in and out) and the
+    # embedding tables; the int8 weights are the bulk of the model.
+    assert len(int8_weights) >= 6 * 6
+    assert (
+        sum(op.get_output_size() and int(np.prod(op.get_output_shape(0))) for op in int8_weights)
+        > 15e6
+    )
     before = onnx_file.stat().st_mtime_ns
     again = SentenceTransformerEmbedder(backend="onnx", threads=1, export_dir=export_dir)
     again.warm_up()
@@ -184,12 +232,3 @@ def test_constructor_rejects_bad_settings(tmp_path):
         SentenceTransformerEmbedder(batch_size=0)
     with pytest.raises(ConfigurationError):
         SentenceTransformerEmbedder(threads=0)
-
-
-def test_calibration_texts_come_from_the_sample_kb(tmp_path):
-    texts = calibration_texts()
-    assert len(texts) >= 200
-    assert max(len(t) for t in texts) > 1000  # long inputs are calibrated too
-    (tmp_path / "note.md").write_text("too little text to calibrate on, surely")
-    with pytest.raises(ModelError):
-        calibration_texts(tmp_path)
