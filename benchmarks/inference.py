@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import os
 import random
@@ -25,8 +26,18 @@ import numpy as np
 
 from core.logging import configure_logging
 from core.settings import Settings
-from evaluation.retrieval_eval import evaluate_retrieval
-from retrieval.embedding import BACKENDS, SentenceTransformerEmbedder, bundled_model_path
+from evaluation.beir import load_beir
+from evaluation.retrieval_eval import (
+    default_index_name,
+    evaluate_retrieval,
+    index_fingerprint,
+)
+from retrieval.embedding import (
+    BACKENDS,
+    SentenceTransformerEmbedder,
+    backend_tag,
+    bundled_model_path,
+)
 from retrieval.rerank import CrossEncoderReranker
 
 CORPUS = Path("/work/shared/data/ir/scifact/corpus.jsonl.gz")
@@ -188,7 +199,14 @@ def print_ndcg(backends: list[str], data_dir: Path) -> None:
     scores: dict[str, dict[str, float]] = {}
     for backend in backends:
         settings = Settings(data_dir=data_dir, embedding_backend=backend)
-        report = evaluate_retrieval(settings, SCIFACT, "test", NDCG_MODES)
+        # The evaluation fingerprint names the backend, not its numeric recipe; a backend
+        # whose recipe changed gets its own index so it never scores an earlier recipe's.
+        index_name = None
+        if backend_tag(backend) != backend:
+            fingerprint = index_fingerprint(settings, load_beir(SCIFACT, "test"))
+            tagged = hashlib.sha256(f"{fingerprint}|{backend_tag(backend)}".encode()).hexdigest()
+            index_name = default_index_name(load_beir(SCIFACT, "test"), tagged)
+        report = evaluate_retrieval(settings, SCIFACT, "test", NDCG_MODES, index_name=index_name)
         scores[backend] = {mode: m.ndcg_at_10 for mode, m in report.modes.items()}
     print("\nSciFact test nDCG@10 (delta to torch)")
     print(f"{'backend':<14} " + " ".join(f"{mode:>16}" for mode in NDCG_MODES))
