@@ -8,14 +8,20 @@ from core.models import Frozen, SearchMode
 from core.settings import Settings
 
 # Calibrated on ../shared/data/qa/squad2_dev_small.json (87 paragraphs ingested as public docs;
-# the even-numbered half of its questions: 146 answerable, 167 unanswerable), maximising the
-# balanced accuracy of "support score >= threshold" (all-MiniLM-L6-v2, hybrid retrieval).
-# Reproduce: python -m benchmarks.answers_docugami calibrate-refusal. The odd-numbered half is
-# held out for `python -m benchmarks.answers_eval squad`.
-DEFAULT_REFUSAL_THRESHOLD = 0.66
+# the even-numbered half of its questions: 146 answerable, 167 unanswerable): the threshold with
+# the best balanced accuracy among those that refuse at most 10% of answerable questions
+# (all-MiniLM-L6-v2, hybrid retrieval, sentences scored with their chunk headers). Unconstrained,
+# balanced accuracy peaks at 0.66 (0.620), but that refuses 34% of answerable SQuAD questions and
+# most questions over real filings (docugami 10-Q support scores: median 0.64): a refusal hides
+# an answer the knowledge base holds, while a weak answer is still verbatim quotes with
+# citations the reader can check. Reproduce: python -m benchmarks.answers_docugami
+# calibrate-refusal. The odd-numbered half is held out for `python -m benchmarks.answers_eval
+# squad`.
+DEFAULT_REFUSAL_THRESHOLD = 0.50
 REFUSAL_CALIBRATION = (
-    "SQuAD 2.0 dev subset, even half (146 answerable / 167 unanswerable): threshold 0.6608, "
-    "balanced accuracy 0.623, answers 66.4% of answerable, refuses 58.1% of unanswerable"
+    "SQuAD 2.0 dev subset, even half (146 answerable / 167 unanswerable), at most 10% false "
+    "refusals: threshold 0.4997, answers 94.5% of answerable, refuses 15.0% of unanswerable "
+    "(balanced-accuracy optimum 0.6608: answers 66.4%, refuses 57.5%)"
 )
 
 
