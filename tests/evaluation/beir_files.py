@@ -5,6 +5,8 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from core.settings import Settings
+
 
 def write_beir(
     root: Path,
@@ -55,3 +57,21 @@ def write_slice(source: Path, dest: Path, n_queries: int, n_docs: int, split: st
         qrels,
         split=split,
     )
+
+
+SCIFACT = Path("/work/shared/data/ir/scifact")
+
+
+def tiny_train_index(root: Path) -> tuple[Settings, str, Path]:
+    """A 20-query, 60-document SciFact train slice ingested as an evaluation index (bm25 run
+    only, to build it); skips where the shared data is absent."""
+    import pytest
+
+    from evaluation.retrieval_eval import evaluate_retrieval
+
+    if not SCIFACT.exists():
+        pytest.skip("SciFact not available")
+    dataset = write_slice(SCIFACT, root / "scifact", n_queries=20, n_docs=60, split="train")
+    settings = Settings(data_dir=root / "data")
+    report = evaluate_retrieval(settings, dataset, "train", ["bm25"])
+    return settings, report.index, dataset

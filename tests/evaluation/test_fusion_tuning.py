@@ -14,26 +14,18 @@ from core.models import FusionMethod, SearchMode, SearchRequest
 from core.settings import Settings
 from evaluation.fusion_tuning import DENSE_WEIGHTS, tune_fusion
 from evaluation.reranker_gate import holdout_judgements
-from evaluation.retrieval_eval import eval_principal, evaluate_retrieval
+from evaluation.retrieval_eval import eval_principal
 from retrieval.fusion import FUSION_FILE, FusionChoice, load_tuned_fusion
 from retrieval.index import IndexLayout
 from retrieval.service import ServingIndex
-from tests.evaluation.beir_files import write_slice
+from tests.evaluation.beir_files import tiny_train_index
 
 pytestmark = pytest.mark.slow
-
-SCIFACT = Path("/work/shared/data/ir/scifact")
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, str, Path]:
-    if not SCIFACT.exists():
-        pytest.skip("SciFact not available")
-    root = tmp_path_factory.mktemp("fusion-tuning")
-    dataset = write_slice(SCIFACT, root / "scifact", n_queries=20, n_docs=60, split="train")
-    settings = Settings(data_dir=root / "data")
-    report = evaluate_retrieval(settings, dataset, "train", ["bm25"])
-    return settings, report.index, dataset
+    return tiny_train_index(tmp_path_factory.mktemp("fusion-tuning"))
 
 
 def test_tuning_scores_every_candidate_and_keeps_the_baseline_without_a_margin(

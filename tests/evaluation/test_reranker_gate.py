@@ -15,14 +15,12 @@ from core.models import SearchMode, SearchRequest
 from core.settings import Settings
 from evaluation.beir import load_beir
 from evaluation.reranker_gate import decide_gate, holdout_judgements
-from evaluation.retrieval_eval import eval_principal, evaluate_retrieval
+from evaluation.retrieval_eval import eval_principal
 from evaluation.training_data import split_holdout
 from retrieval.gate import load_gate
 from retrieval.index import IndexLayout
 from retrieval.service import ServingIndex
-from tests.evaluation.beir_files import write_slice
-
-SCIFACT = Path("/work/shared/data/ir/scifact")
+from tests.evaluation.beir_files import tiny_train_index
 
 
 class ScriptedReranker:
@@ -54,13 +52,7 @@ class ScriptedReranker:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, str, Path]:
-    if not SCIFACT.exists():
-        pytest.skip("SciFact not available")
-    root = tmp_path_factory.mktemp("rerank-gate")
-    dataset = write_slice(SCIFACT, root / "scifact", n_queries=20, n_docs=60, split="train")
-    settings = Settings(data_dir=root / "data")
-    report = evaluate_retrieval(settings, dataset, "train", ["bm25"])
-    return settings, report.index, dataset
+    return tiny_train_index(tmp_path_factory.mktemp("rerank-gate"))
 
 
 def _titles(dataset: Path) -> dict[str, set[str]]:
