@@ -20,7 +20,7 @@ from core.settings import Settings
 from evaluation.beir import load_beir
 from evaluation.metrics import mean, ndcg_at_k
 from evaluation.models import BeirQuery
-from evaluation.retrieval_eval import document_ranking, eval_principal
+from evaluation.retrieval_eval import SEARCH_DEPTH, document_ranking, eval_principal
 from evaluation.training_data import split_holdout
 from retrieval.gate import GateDecision, save_gate
 from retrieval.index import IndexLayout
@@ -71,7 +71,9 @@ def decide_gate(
         for query in judged:
             text = query.text[: settings.max_query_chars]
             for rerank, values in ((False, plain), (True, reranked)):
-                request = SearchRequest(query=text, k=10, mode=SearchMode.HYBRID, rerank=rerank)
+                request = SearchRequest(
+                    query=text, k=SEARCH_DEPTH, mode=SearchMode.HYBRID, rerank=rerank
+                )
                 result = service.search(principal, request)
                 if rerank and not result.reranked:
                     raise EvaluationError(
