@@ -46,6 +46,7 @@ from evaluation.models import (
     RetrievalEvalReport,
 )
 from ingestion.chunking import chunk_recipe
+from retrieval.embedding import backend_tag
 from retrieval.fusion import describe_fusion
 from retrieval.gate import load_gate
 from retrieval.index import IndexLayout
@@ -120,7 +121,7 @@ def index_fingerprint(settings: Settings, dataset: BeirDataset) -> str:
     material = {
         "corpus": dataset.corpus_sha256,
         "embedding_model": settings.embedding_model,
-        "embedding_backend": settings.embedding_backend,
+        "embedding_backend": backend_tag(settings.embedding_backend),
         "embedding_max_seq_length": settings.embedding_max_seq_length,
         # Sizes, overlap, headers, recipe version: a differently chunked index is another one.
         "chunk_recipe": chunk_recipe(
