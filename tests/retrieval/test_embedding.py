@@ -129,7 +129,8 @@ class TestOpenVinoEmbedder(EmbedderContract):
 
 @pytest.mark.slow
 class TestOpenVinoInt8Embedder(EmbedderContract):
-    # Static quantisation: fixed scales, so batching changes nothing (measured cosine 1.0).
+    # Activations are quantised per group of 128 values within each row, so a text's vector
+    # does not depend on what it is batched with (the contract checks batch consistency).
     @pytest.fixture
     def embedder(self, openvino_int8_embedder):
         return openvino_int8_embedder
