@@ -13,6 +13,7 @@ import numpy as np
 
 from agent.injection import looks_like_instructions
 from core.models import Chunk, Frozen
+from retrieval.lexical import contextual_text
 from retrieval.protocols import Embedder, Matrix
 
 _MIN_WORDS = 4
@@ -121,7 +122,7 @@ class SentenceScorer:
             # chunk was embedded: "Services net sales rose" answers "Apple's Services revenue in
             # Q3 2023" only in the context of that filing.
             texts = [
-                f"{c.context}\n{s.text}" if c.context else s.text
+                contextual_text(c.context, s.text)
                 for c, spans in zip(missing, spans_per_chunk, strict=True)
                 for s in spans
             ]
