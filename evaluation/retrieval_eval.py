@@ -14,7 +14,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -41,11 +41,11 @@ from evaluation.models import (
     RETRIEVAL_MODES,
     BeirDataset,
     BeirDocument,
+    BeirQuery,
     LatencySummary,
     ModeMetrics,
     RetrievalEvalReport,
 )
-from ingestion.chunking import chunk_recipe
 from retrieval.embedding import backend_tag
 from retrieval.fusion import describe_fusion
 from retrieval.gate import load_gate
@@ -118,21 +118,19 @@ def eval_principal(settings: Settings) -> Principal:
 
 def index_fingerprint(settings: Settings, dataset: BeirDataset) -> str:
     """Changes whenever the corpus or a setting that changes what gets indexed changes."""
+    from ingestion.pipeline import Ingestor  # lazily, as in IngestorCorpusWriter
+
+    label = eval_label(settings)
     material = {
         "corpus": dataset.corpus_sha256,
         "embedding_model": settings.embedding_model,
         "embedding_backend": backend_tag(settings.embedding_backend),
         "embedding_max_seq_length": settings.embedding_max_seq_length,
         # Sizes, overlap, headers, recipe version: a differently chunked index is another one.
-        "chunk_recipe": chunk_recipe(
-            settings.chunk_size_tokens,
-            settings.chunk_overlap_tokens,
-            settings.chunk_context,
-            settings.embedding_max_seq_length,
-        ),
+        "chunk_recipe": Ingestor(settings).chunk_recipe,
         "bm25_stemming": settings.bm25_stemming,
         # Groups sorted: a frozenset dumps in hash order, which changes from process to process.
-        "label": [eval_label(settings).classification, sorted(eval_label(settings).groups)],
+        "label": [label.classification, sorted(label.groups)],
     }
     blob = json.dumps(material, sort_keys=True, default=sorted)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
@@ -230,6 +228,35 @@ def document_ranking(result: SearchResult) -> list[str]:
     Uses result order rather than comparing ``score`` values: after reranking, the head carries
     cross-encoder scores and the tail fused scores, which are not on one scale."""
     return list(dict.fromkeys(scored.chunk.doc_id for scored in result.results))
+
+
+def judged_queries(
+    queries: Sequence[BeirQuery], qrels: Mapping[str, Mapping[str, int]], purpose: str
+) -> list[BeirQuery]:
+    """The queries with at least one relevant judgement; none is an error naming ``purpose``."""
+    judged = [q for q in queries if any(g > 0 for g in qrels.get(q.query_id, {}).values())]
+    if not judged:
+        raise EvaluationError(f"{purpose} needs at least one judged validation query")
+    return judged
+
+
+def hybrid_ndcg_at_10(
+    service: EvalSearchIndex,
+    settings: Settings,
+    query: BeirQuery,
+    judged: Mapping[str, int],
+    *,
+    rerank: bool = False,
+) -> tuple[float, SearchResult]:
+    """nDCG@10 of one hybrid search at the evaluation's depth, and the result it scored."""
+    request = SearchRequest(
+        query=query.text[: settings.max_query_chars],
+        k=SEARCH_DEPTH,
+        mode=SearchMode.HYBRID,
+        rerank=rerank,
+    )
+    result = service.search(eval_principal(settings), request)
+    return ndcg_at_k(document_ranking(result), judged, 10), result
 
 
 def _ensure_index(

@@ -15,6 +15,7 @@ deleted from both indexes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -158,7 +159,8 @@ class Ingestor:
                     self._tokenizer = embedding_tokenizer(str(model_dir))
         return self._tokenizer
 
-    def _chunks(self, parsed: ParsedDocument, file_name: str | None) -> list[ChunkDraft]:
+    def chunk(self, parsed: ParsedDocument, file_name: str | None = None) -> list[ChunkDraft]:
+        """Chunk drafts of ``parsed`` exactly as ingestion makes them (headers included)."""
         return chunk_document(
             parsed,
             self.settings.chunk_size_tokens,
@@ -169,7 +171,7 @@ class Ingestor:
             max_sequence_tokens=self.settings.embedding_max_seq_length,
         )
 
-    @property
+    @functools.cached_property
     def chunk_recipe(self) -> str:
         """Fingerprint of the settings that decide chunk texts and headers; an index chunked
         with another recipe is re-chunked in full on its next refresh."""
@@ -232,7 +234,7 @@ class Ingestor:
                 parsed = self._parse_cached(item, hashlib.sha256(data).hexdigest())
             except ParseError:
                 continue
-            drafts = self._chunks(parsed, file_path.stem)
+            drafts = self.chunk(parsed, file_path.stem)
             if drafts:
                 self.embedder.embed_documents([d.embedding_text for d in drafts])
         return _computed(self.embedder) - computed_before
@@ -502,7 +504,7 @@ class Ingestor:
             return None
         banner = detect_banner(parsed.text, self.scheme) if detect_banners else None
         label, banner_level = self._final_label(candidate.base_label, banner)
-        drafts = self._chunks(parsed, candidate.file_name)
+        drafts = self.chunk(parsed, candidate.file_name)
         if not drafts:
             tally.failed.append(
                 DocumentFailure(source_uri=candidate.source_uri, reason="no text to index")
