@@ -26,9 +26,9 @@ def model_threads(settings: Settings) -> int:
     return settings.model_threads or max(1, len(os.sched_getaffinity(0)))
 
 
-def build_embedder(settings: Settings) -> CachingEmbedder:
-    """The configured embedder behind the persistent embedding cache."""
-    inner = SentenceTransformerEmbedder(
+def build_model_embedder(settings: Settings) -> SentenceTransformerEmbedder:
+    """The configured embedding model alone, without the embedding cache."""
+    return SentenceTransformerEmbedder(
         model=settings.embedding_model,
         backend=settings.embedding_backend,
         max_seq_length=settings.embedding_max_seq_length,
@@ -36,5 +36,10 @@ def build_embedder(settings: Settings) -> CachingEmbedder:
         threads=model_threads(settings),
         export_dir=model_export_dir(settings),
     )
+
+
+def build_embedder(settings: Settings) -> CachingEmbedder:
+    """The configured embedder behind the persistent embedding cache."""
+    inner = build_model_embedder(settings)
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
     return CachingEmbedder(inner, EmbeddingCache(settings.cache_dir / "embeddings.sqlite"))
