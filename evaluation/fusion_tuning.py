@@ -15,13 +15,15 @@ from datetime import UTC, datetime
 
 from core.errors import EvaluationError
 from core.logging import log_event
-from core.models import FusionMethod, SearchMode, SearchRequest
+from core.models import FusionMethod
 from core.settings import Settings
-from evaluation.metrics import mean, ndcg_at_k
+from evaluation.metrics import mean
 from evaluation.models import BeirQuery
-from evaluation.retrieval_eval import SEARCH_DEPTH, document_ranking, eval_principal
+from evaluation.retrieval_eval import hybrid_ndcg_at_10, judged_queries
+from retrieval.factory import build_embedder
 from retrieval.fusion import FusionChoice, TunedFusion, save_tuned_fusion, settings_fusion
 from retrieval.index import IndexLayout
+from retrieval.protocols import Embedder
 
 logger = logging.getLogger(__name__)
 
@@ -44,26 +46,18 @@ def score_fusion(
     choice: FusionChoice,
     queries: Sequence[BeirQuery],
     qrels: Mapping[str, Mapping[str, int]],
+    embedder: Embedder | None = None,
 ) -> float:
     """Mean nDCG@10 of hybrid search with ``choice``, through the serving code."""
     from retrieval.service import ServingIndex
 
-    principal = eval_principal(settings)
-    service = ServingIndex(settings, index, fusion=choice)
+    service = ServingIndex(settings, index, fusion=choice, embedder=embedder)
     try:
-        values = []
-        for query in queries:
-            request = SearchRequest(
-                query=query.text[: settings.max_query_chars],
-                k=SEARCH_DEPTH,
-                mode=SearchMode.HYBRID,
-                rerank=False,
-            )
-            ranked = document_ranking(service.search(principal, request))
-            values.append(ndcg_at_k(ranked, qrels[query.query_id], 10))
+        return mean(
+            [hybrid_ndcg_at_10(service, settings, q, qrels[q.query_id])[0] for q in queries]
+        )
     finally:
         service.close()
-    return mean(values)
 
 
 def tune_fusion(
@@ -81,17 +75,17 @@ def tune_fusion(
     size); record the decision in the index folder, where serving picks it up."""
     if min_gain < 0:
         raise EvaluationError("min_gain must not be negative")
-    judged = [q for q in queries if any(g > 0 for g in qrels.get(q.query_id, {}).values())]
-    if not judged:
-        raise EvaluationError("fusion tuning needs at least one judged validation query")
+    judged = judged_queries(queries, qrels, "fusion tuning")
     layout = IndexLayout(settings, index)
     if layout.current_version() is None:
         raise EvaluationError(f"index {index!r} has no published version; ingest it first")
     baseline = settings_fusion(settings)
     scores: dict[str, float] = {}
     best, best_score, baseline_score = baseline, -1.0, -1.0
+    # One embedder for every candidate: the queries are embedded once, not once per fusion.
+    embedder = build_embedder(settings)
     for choice in candidate_fusions(baseline):
-        score = score_fusion(settings, index, choice, judged, qrels)
+        score = score_fusion(settings, index, choice, judged, qrels, embedder)
         scores[choice.describe()] = score
         log_event(logger, logging.INFO, "fusion.candidate", fusion=choice.describe(), ndcg=score)
         if choice == baseline:

@@ -15,12 +15,11 @@ from pathlib import Path
 
 from core.errors import EvaluationError
 from core.logging import log_event
-from core.models import SearchMode, SearchRequest
 from core.settings import Settings
 from evaluation.beir import load_beir
-from evaluation.metrics import mean, ndcg_at_k
+from evaluation.metrics import mean
 from evaluation.models import BeirQuery
-from evaluation.retrieval_eval import SEARCH_DEPTH, document_ranking, eval_principal
+from evaluation.retrieval_eval import hybrid_ndcg_at_10, judged_queries
 from evaluation.training_data import split_holdout
 from retrieval.gate import GateDecision, save_gate
 from retrieval.index import IndexLayout
@@ -60,26 +59,21 @@ def decide_gate(
 
     if min_gain < 0:
         raise EvaluationError("min_gain must not be negative")
-    judged = [q for q in queries if any(g > 0 for g in qrels.get(q.query_id, {}).values())]
-    if not judged:
-        raise EvaluationError("the gate needs at least one judged validation query")
-    principal = eval_principal(settings)
+    judged = judged_queries(queries, qrels, "the gate")
     service = ServingIndex(settings, index, reranker=reranker)
     plain: list[float] = []
     reranked: list[float] = []
     try:
         for query in judged:
-            text = query.text[: settings.max_query_chars]
             for rerank, values in ((False, plain), (True, reranked)):
-                request = SearchRequest(
-                    query=text, k=SEARCH_DEPTH, mode=SearchMode.HYBRID, rerank=rerank
+                ndcg, result = hybrid_ndcg_at_10(
+                    service, settings, query, qrels[query.query_id], rerank=rerank
                 )
-                result = service.search(principal, request)
                 if rerank and not result.reranked:
                     raise EvaluationError(
                         f"the reranker did not run: {result.rerank_note or 'unknown reason'}"
                     )
-                values.append(ndcg_at_k(document_ranking(result), qrels[query.query_id], 10))
+                values.append(ndcg)
     finally:
         service.close()
     baseline, score = mean(plain), mean(reranked)
