@@ -77,6 +77,8 @@ class _Compiled:
     sources: npt.NDArray[np.int32]
     doc_types: npt.NDArray[np.int32]
     modified: IntArray
+    docs: npt.NDArray[np.int32]  # per slot: index into ``doc_names``
+    doc_names: tuple[str, ...]
 
 
 def _micros(moment: datetime | None) -> int:
@@ -236,6 +238,86 @@ class BM25Index:
         order = np.lexsort((candidates, -cand_scores))
         ranked = candidates[order]
         return [(chunk_ids[i], float(cand_scores[j])) for j, i in zip(order, ranked, strict=True)]
+
+    def document_search(
+        self, query: str, scope: AccessScope, filters: SearchFilters, limit: int
+    ) -> list[tuple[str, float]]:
+        """Top ``limit`` (doc_id, score) with score > 0, best first (ties by doc id): BM25 over
+        whole documents, computed at query time from the chunk postings.
+
+        A document's term frequency is the sum over its chunks, its length the sum of their
+        lengths; N, document frequencies and the average length count documents. Only chunks the
+        scope can see and the filters keep take part, so an invisible chunk cannot move any
+        score, and a document with no such chunk does not exist for this query. Lets a term that
+        is rare across documents (a company name in a filing's title) lift every chunk of the
+        document that holds it, although most of its chunks never repeat it.
+
+        idf is the non-negative ``log(1 + (N - n + 0.5) / (n + 0.5))`` (Lucene): rank_bm25's
+        epsilon floor needs the mean idf over the whole vocabulary, a full pass per query here.
+        """
+        if limit < 1:
+            raise ConfigurationError(f"limit must be at least 1, got {limit}")
+        if scope.matches_nothing:
+            return []
+        query_counts = Counter(t for t in self.tokenizer(query) if t in self._vocab)
+        query_terms = [(self._vocab[t], query_counts[t]) for t in sorted(query_counts)]
+        if not query_terms:
+            return []
+        with self._lock:
+            compiled = self._compile()
+            visible = self._visible_classes(scope)
+            doc_slots = self._doc_filter_slots(filters.doc_ids)
+        if not visible:
+            return []
+        class_visible = np.zeros(len(self._class_keys), dtype=bool)
+        class_visible[list(visible)] = True
+        # Slots that take part: visible to the scope and kept by the filters.
+        slots = np.flatnonzero(class_visible[compiled.classes])
+        slots = self._apply_filters(slots, compiled, filters, doc_slots)
+        if slots.size == 0:
+            return []
+        included = np.zeros(compiled.classes.shape[0], dtype=bool)
+        included[slots] = True
+        n_names = len(compiled.doc_names)
+        # Integer sums: exact, so the order chunks were added in cannot change a length.
+        doc_len = np.bincount(
+            compiled.docs[slots], weights=compiled.lengths[slots], minlength=n_names
+        )
+        present = np.bincount(compiled.docs[slots], minlength=n_names) > 0
+        n_docs = int(present.sum())
+        avgdl = float(doc_len[present].sum()) / n_docs
+        k1, b = self.k1, self.b
+        csc = compiled.postings
+        doc_parts: list[IntArray] = []
+        weight_parts: list[FloatArray] = []
+        for term, times in query_terms:
+            start, end = csc.indptr[term], csc.indptr[term + 1]
+            term_slots = csc.indices[start:end]
+            keep = included[term_slots]
+            if not keep.any():
+                continue
+            docs, inverse = np.unique(compiled.docs[term_slots[keep]], return_inverse=True)
+            tf = np.bincount(
+                inverse.reshape(-1), weights=csc.data[start:end][keep].astype(np.float64)
+            )
+            df = float(docs.shape[0])
+            idf = math.log(1.0 + (n_docs - df + 0.5) / (df + 0.5))
+            norm = tf + k1 * (1.0 - b + b * doc_len[docs] / avgdl)
+            doc_parts.append(docs.astype(np.int64))
+            weight_parts.append(times * (idf * (tf * (k1 + 1.0) / norm)))
+        if not doc_parts:
+            return []
+        # One entry per (term, document), in query-term order: each document's sum is
+        # accumulated in the same order whatever else the index holds.
+        scores = np.bincount(
+            np.concatenate(doc_parts), weights=np.concatenate(weight_parts), minlength=n_names
+        )
+        candidates = np.flatnonzero(scores > 0)
+        if candidates.size > limit:
+            # Ties at the cut are broken by id among those kept, as in ``search``.
+            candidates = candidates[np.argpartition(-scores[candidates], limit - 1)[:limit]]
+        names = compiled.doc_names
+        return sorted(((names[i], float(scores[i])) for i in candidates), key=_by_score_then_id)
 
     def _apply_filters(
         self,
@@ -439,6 +521,9 @@ class BM25Index:
             indices = np.zeros(0, dtype=np.int32)
             data = np.zeros(0, dtype=np.int32)
         csr = sp.csr_matrix((data, indices, indptr), shape=(n_slots, n_terms))
+        doc_names, doc_codes = np.unique(
+            np.asarray(self._doc_ids, dtype=np.str_), return_inverse=True
+        )
         self._compiled = _Compiled(
             postings=csr.tocsc(),
             lengths=np.asarray(self._length, dtype=np.float64),
@@ -446,6 +531,8 @@ class BM25Index:
             sources=np.asarray(self._source_codes, dtype=np.int32),
             doc_types=np.asarray(self._doc_type_codes, dtype=np.int32),
             modified=np.asarray(self._modified, dtype=np.int64),
+            docs=doc_codes.astype(np.int32).reshape(-1),
+            doc_names=tuple(str(d) for d in doc_names),
         )
         return self._compiled
 
@@ -617,6 +704,10 @@ class BM25Index:
                 counts=counts[start:end].astype(np.int32),
             )
         return index
+
+
+def _by_score_then_id(pair: tuple[str, float]) -> tuple[float, str]:
+    return (-pair[1], pair[0])
 
 
 def _read_pointer(directory: Path) -> str:

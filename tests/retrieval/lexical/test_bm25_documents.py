@@ -1,0 +1,198 @@
+"""Document-granularity BM25 (``BM25Index.document_search``): formula, chunk/document
+equivalence, and the access guarantee that invisible chunks never move a document score."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from core.errors import ConfigurationError
+from core.models import SearchFilters
+from retrieval.access import AccessScope
+from retrieval.lexical import BM25Index, Tokenizer
+from tests.retrieval.contracts.lexical_index_contract import EVERYONE, NO_FILTERS, make_chunk
+
+PUBLIC_ONLY = AccessScope(principal="p", max_rank=0, groups=frozenset({"everyone"}))
+
+
+def test_matches_the_formula_by_hand() -> None:
+    index = BM25Index(k1=0.9, b=0.4)
+    index.add(
+        [
+            make_chunk("a1", "falcon river", doc_id="A"),
+            make_chunk("a2", "valley valley", doc_id="A"),
+            make_chunk("b1", "river boats grain", doc_id="B"),
+        ]
+    )
+
+    # Documents: A = 4 tokens (falcon 1, river 1), B = 3 tokens (river 1); avgdl 3.5, N 2.
+    def weight(tf: float, df: int, length: int) -> float:
+        idf = math.log(1 + (2 - df + 0.5) / (df + 0.5))
+        return idf * tf * 1.9 / (tf + 0.9 * (0.6 + 0.4 * length / 3.5))
+
+    hits = dict(index.document_search("falcon river", EVERYONE, NO_FILTERS, 10))
+    assert hits.keys() == {"A", "B"}
+    assert hits["A"] == pytest.approx(weight(1, 1, 4) + weight(1, 2, 4), abs=1e-12)
+    assert hits["B"] == pytest.approx(weight(1, 2, 3), abs=1e-12)
+
+
+def test_a_chunked_document_scores_as_its_concatenation() -> None:
+    parts = ["intel reports revenue", "the segment margin fell", "revenue rose in the quarter"]
+    chunked, whole = BM25Index(), BM25Index()
+    chunked.add([make_chunk(f"c{i}", t, doc_id="INTC") for i, t in enumerate(parts)])
+    whole.add([make_chunk("w", " ".join(parts), doc_id="INTC")])
+    for other in (chunked, whole):
+        other.add([make_chunk("o", "apple revenue services quarter", doc_id="AAPL")])
+    query = "intel quarter revenue margin"
+    assert chunked.document_search(query, EVERYONE, NO_FILTERS, 5) == whole.document_search(
+        query, EVERYONE, NO_FILTERS, 5
+    )
+
+
+def test_a_term_rare_across_documents_lifts_chunks_that_never_say_it() -> None:
+    index = BM25Index()
+    # The company is named once per filing, in one chunk; the gross margin chunks do not say it.
+    index.add(
+        [
+            make_chunk("i0", "intel quarterly report", doc_id="INTC"),
+            make_chunk("i1", "gross margin decreased on lower volume", doc_id="INTC"),
+            make_chunk("a0", "apple quarterly report", doc_id="AAPL"),
+            make_chunk("a1", "gross margin increased gross margin percentage", doc_id="AAPL"),
+        ]
+    )
+    chunk_order = [c for c, _ in index.search("intel gross margin", EVERYONE, NO_FILTERS, 10)]
+    # Chunk BM25 alone ranks the other company's margin chunk above Intel's.
+    assert chunk_order.index("a1") < chunk_order.index("i1")
+    doc_hits = index.document_search("intel gross margin", EVERYONE, NO_FILTERS, 10)
+    assert [d for d, _ in doc_hits] == ["INTC", "AAPL"]
+
+
+def test_limit_and_empty_cases() -> None:
+    index = BM25Index()
+    with pytest.raises(ConfigurationError):
+        index.document_search("x", EVERYONE, NO_FILTERS, 0)
+    assert index.document_search("falcon", EVERYONE, NO_FILTERS, 5) == []
+    index.add([make_chunk(f"c{i}", f"falcon word{i}", doc_id=f"D{i}") for i in range(5)])
+    assert len(index.document_search("falcon", EVERYONE, NO_FILTERS, 3)) == 3
+    assert index.document_search("unknownterm", EVERYONE, NO_FILTERS, 5) == []
+    nobody = AccessScope(principal="n", max_rank=3, groups=frozenset())
+    assert index.document_search("falcon", nobody, NO_FILTERS, 5) == []
+
+
+def test_filters_restrict_the_documents_counted() -> None:
+    when = datetime(2024, 1, 1, tzinfo=UTC)
+    kept = [
+        make_chunk("a", "falcon river", doc_id="A", source="wiki", modified_at=when),
+        make_chunk("b", "falcon valley", doc_id="B", source="wiki", modified_at=when),
+    ]
+    dropped = [make_chunk("c", "falcon falcon", doc_id="C", source="mail", modified_at=when)]
+    mixed, alone = BM25Index(), BM25Index()
+    mixed.add([*kept, *dropped])
+    alone.add(kept)
+    for filters in (
+        SearchFilters(sources=frozenset({"wiki"})),
+        SearchFilters(doc_ids=frozenset({"A", "B"})),
+    ):
+        assert mixed.document_search("falcon river", EVERYONE, filters, 10) == (
+            alone.document_search("falcon river", EVERYONE, NO_FILTERS, 10)
+        )
+
+
+def test_persisted_index_gives_the_same_document_scores(tmp_path) -> None:
+    index = BM25Index()
+    index.add(
+        [
+            make_chunk("a1", "falcon river", doc_id="A"),
+            make_chunk("a2", "valley", doc_id="A"),
+            make_chunk("b1", "river boats", doc_id="B"),
+        ]
+    )
+    index.save(tmp_path)
+    loaded = BM25Index.load(tmp_path, tokenizer=Tokenizer())
+    query = "falcon river valley"
+    assert loaded.document_search(query, EVERYONE, NO_FILTERS, 5) == index.document_search(
+        query, EVERYONE, NO_FILTERS, 5
+    )
+
+
+def test_deleting_a_document_removes_it_from_the_statistics() -> None:
+    index, alone = BM25Index(), BM25Index()
+    index.add([make_chunk("a", "falcon river", doc_id="A"), make_chunk("x", "falcon", doc_id="X")])
+    alone.add([make_chunk("a", "falcon river", doc_id="A")])
+    index.delete_documents(["X"])
+    assert index.document_search("falcon", EVERYONE, NO_FILTERS, 5) == alone.document_search(
+        "falcon", EVERYONE, NO_FILTERS, 5
+    )
+
+
+# ---------------------------------------------------------------- access independence
+
+WORDS = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "theta"]
+GROUPS = ["everyone", "hr", "eng"]
+texts_st = st.lists(st.sampled_from(WORDS), min_size=0, max_size=8).map(" ".join)
+label_st = st.tuples(
+    st.integers(min_value=0, max_value=3),
+    st.lists(st.sampled_from(GROUPS), max_size=2, unique=True).map(tuple),
+)
+chunk_st = st.tuples(texts_st, label_st, st.integers(min_value=0, max_value=4))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    docs=st.lists(chunk_st, min_size=1, max_size=12),
+    extra=st.lists(chunk_st, min_size=1, max_size=8),
+    max_rank=st.integers(min_value=0, max_value=3),
+    groups=st.frozensets(st.sampled_from(GROUPS), min_size=1),
+    query=st.lists(st.sampled_from([*WORDS, "unknown"]), min_size=1, max_size=4).map(" ".join),
+    interleave=st.booleans(),
+)
+def test_invisible_chunks_never_change_document_scores(
+    docs: list[tuple[str, tuple[int, tuple[str, ...]], int]],
+    extra: list[tuple[str, tuple[int, tuple[str, ...]], int]],
+    max_rank: int,
+    groups: frozenset[str],
+    query: str,
+    interleave: bool,
+) -> None:
+    # Hidden chunks share document ids with visible ones (doc D0..D4): an invisible chunk of a
+    # visible document must not add to its tf or length either.
+    scope = AccessScope(principal="p", max_rank=max_rank, groups=groups)
+    base = [
+        make_chunk(f"d{i}", t, doc_id=f"D{d}", rank=r, groups=g)
+        for i, (t, (r, g), d) in enumerate(docs)
+    ]
+    hidden = [
+        make_chunk(f"x{i}", t, doc_id=f"D{d}" if i % 2 else f"X{d}", rank=r, groups=g)
+        for i, (t, (r, g), d) in enumerate(extra)
+    ]
+    hidden = [c for c in hidden if not scope.allows_chunk(c)]
+    alone = BM25Index()
+    alone.add(base)
+    mixed = BM25Index()
+    if interleave:
+        merged = [c for pair in itertools.zip_longest(hidden, base) for c in pair if c is not None]
+        mixed.add(merged)
+    else:
+        mixed.add(base)
+        mixed.add(hidden)
+    assert mixed.document_search(query, scope, NO_FILTERS, 50) == alone.document_search(
+        query, scope, NO_FILTERS, 50
+    )
+
+
+def test_restricted_chunks_of_a_public_document_are_not_counted() -> None:
+    secret = make_chunk("s", "merger merger merger", doc_id="A", rank=3, groups=("board",))
+    public = [make_chunk("a", "falcon river", doc_id="A"), make_chunk("b", "river", doc_id="B")]
+    with_secret, without = BM25Index(), BM25Index()
+    with_secret.add([*public, secret])
+    without.add(public)
+    for query in ("merger", "merger falcon river", "river"):
+        assert with_secret.document_search(query, PUBLIC_ONLY, NO_FILTERS, 5) == (
+            without.document_search(query, PUBLIC_ONLY, NO_FILTERS, 5)
+        )
+    assert with_secret.document_search("merger", PUBLIC_ONLY, NO_FILTERS, 5) == []
