@@ -63,6 +63,7 @@ def test_a_term_rare_across_documents_lifts_chunks_that_never_say_it() -> None:
             make_chunk("i1", "gross margin decreased on lower volume", doc_id="INTC"),
             make_chunk("a0", "apple quarterly report", doc_id="AAPL"),
             make_chunk("a1", "gross margin increased gross margin percentage", doc_id="AAPL"),
+            *(make_chunk(f"f{i}", f"cash flow risk factor {i}", doc_id="AAPL") for i in range(4)),
         ]
     )
     chunk_order = [c for c, _ in index.search("intel gross margin", EVERYONE, NO_FILTERS, 10)]
