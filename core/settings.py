@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     fusion: FusionMethod = FusionMethod.RRF
     rrf_k: int = Field(default=60, ge=1)
     dense_weight: float = Field(default=0.5, ge=0, le=1)  # for weighted fusion
+    # Weight of the document-level BM25 leg in hybrid fusion (0: off); see retrieval/fusion.py.
+    fusion_document_weight: float = Field(default=0.0, ge=0, le=2)
     # Use the fusion `citewell eval tune-fusion` recorded for an index (<index>/fusion.json) over
     # the three settings above; off: those settings always apply.
     use_tuned_fusion: bool = True

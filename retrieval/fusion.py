@@ -1,11 +1,14 @@
-"""Rank fusion of the dense and BM25 legs, and the fusion recorded per index by tuning."""
+"""Rank fusion of the dense and BM25 legs (plus an optional document-level BM25 leg), and the
+fusion recorded per index by tuning."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+
+from pydantic import Field
 
 from core.errors import ConfigurationError
 from core.models import Frozen, FusionMethod
@@ -44,6 +47,30 @@ def weighted_fusion(
     return scores
 
 
+def document_leg(
+    candidates: Sequence[str],
+    documents: Sequence[tuple[str, float]],
+    document_of: Mapping[str, str],
+) -> list[tuple[str, int, float]]:
+    """Per candidate chunk whose document is in ``documents`` (best first): (chunk id, the
+    document's rank from 1, the document's min-max normalised score)."""
+    if not documents:
+        return []
+    values = [score for _, score in documents]
+    low, high = min(values), max(values)
+    span = high - low
+    position = {
+        doc_id: (rank, (score - low) / span if span > 0 else 1.0)
+        for rank, (doc_id, score) in enumerate(documents, start=1)
+    }
+    leg: list[tuple[str, int, float]] = []
+    for chunk_id in candidates:
+        found = position.get(document_of.get(chunk_id, ""))
+        if found is not None:
+            leg.append((chunk_id, found[0], found[1]))
+    return leg
+
+
 # --- the per-index fusion choice --------------------------------------------------------------
 # `citewell eval tune-fusion` compares RRF with weighted fusion over a grid of dense weights on
 # an index's validation judgements and records the winner here; serving reads it. Where no
@@ -56,20 +83,41 @@ class FusionChoice(Frozen):
     method: FusionMethod
     rrf_k: int = 60
     dense_weight: float = 0.5
+    # Weight of the document-level BM25 leg (``BM25Index.document_search``): each candidate chunk
+    # also scores its document's rank (RRF: weight / (k + rank)) or normalised score (weighted:
+    # weight * score). It only re-orders candidates the chunk legs found. Records written
+    # before this field existed load with 0: what they were tuned and served with.
+    document_weight: float = Field(default=0.0, ge=0.0, le=2.0)
 
     def describe(self) -> str:
-        if self.method == FusionMethod.RRF:
-            return f"rrf k={self.rrf_k}"
-        return f"weighted dense={self.dense_weight:g}"
+        base = (
+            f"rrf k={self.rrf_k}"
+            if self.method == FusionMethod.RRF
+            else f"weighted dense={self.dense_weight:g}"
+        )
+        return f"{base} doc={self.document_weight:g}" if self.document_weight else base
 
     def fuse(
-        self, dense: Sequence[tuple[str, float]], lexical: Sequence[tuple[str, float]]
+        self,
+        dense: Sequence[tuple[str, float]],
+        lexical: Sequence[tuple[str, float]],
+        documents: Sequence[tuple[str, float]] = (),
+        document_of: Mapping[str, str] | None = None,
     ) -> dict[str, float]:
+        """Fused chunk scores. ``documents`` are (doc id, score) best first; ``document_of``
+        maps candidate chunk ids to their documents (both unused while the weight is 0)."""
         if self.method == FusionMethod.RRF:
-            return reciprocal_rank_fusion(
+            scores = reciprocal_rank_fusion(
                 [[item for item, _ in dense], [item for item, _ in lexical]], k=self.rrf_k
             )
-        return weighted_fusion(dense, lexical, self.dense_weight)
+        else:
+            scores = weighted_fusion(dense, lexical, self.dense_weight)
+        if self.document_weight and documents and document_of:
+            for chunk_id, rank, normalised in document_leg(list(scores), documents, document_of):
+                scores[chunk_id] += self.document_weight * (
+                    1.0 / (self.rrf_k + rank) if self.method == FusionMethod.RRF else normalised
+                )
+        return scores
 
 
 class TunedFusion(Frozen):
@@ -89,7 +137,10 @@ class TunedFusion(Frozen):
 
 def settings_fusion(settings: Settings) -> FusionChoice:
     return FusionChoice(
-        method=settings.fusion, rrf_k=settings.rrf_k, dense_weight=settings.dense_weight
+        method=settings.fusion,
+        rrf_k=settings.rrf_k,
+        dense_weight=settings.dense_weight,
+        document_weight=settings.fusion_document_weight,
     )
 
 

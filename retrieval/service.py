@@ -318,7 +318,21 @@ class ServingIndex:
         elif mode == SearchMode.BM25:
             ranked = list(lexical)
         else:
-            fused = self.fusion().fuse([(c.chunk_id, s) for c, s in dense], lexical)
+            fusion = self.fusion()
+            documents: list[tuple[str, float]] = []
+            if fusion.document_weight > 0:
+                # Document-level BM25 under the same scope and filters as the chunk legs.
+                tick = time.perf_counter()
+                documents = opened.lexical.document_search(
+                    request.query, scope, request.filters, depth
+                )
+                timings["bm25_documents"] = _ms(tick)
+            fused = fusion.fuse(
+                [(c.chunk_id, s) for c, s in dense],
+                lexical,
+                documents,
+                {cid: chunk.doc_id for cid, chunk in chunks.items()},
+            )
             ranked = sorted(fused.items(), key=lambda pair: (-pair[1], pair[0]))
             for cid, score in ranked:
                 breakdown[cid]["fused"] = score

@@ -90,3 +90,71 @@ def test_tuned_fusion_round_trips_and_a_corrupt_record_is_an_error(tmp_path):
     with pytest.raises(ConfigurationError):
         load_tuned_fusion(tmp_path)
     assert "serving ignores it" in describe_fusion(settings, tmp_path)
+
+
+def test_document_leg_maps_chunks_to_their_documents_rank_and_score():
+    from retrieval.fusion import document_leg
+
+    documents = [("D1", 9.0), ("D2", 5.0), ("D3", 1.0)]
+    document_of = {"a": "D2", "b": "D1", "c": "D9", "d": "D3"}
+    leg = document_leg(["a", "b", "c", "d", "e"], documents, document_of)
+    # "c" belongs to a document outside the ranking, "e" to no known document: no entry.
+    assert leg == [("a", 2, pytest.approx(0.5)), ("b", 1, 1.0), ("d", 3, 0.0)]
+    assert document_leg(["a"], [], document_of) == []
+
+
+def test_document_weight_adds_a_third_leg_to_both_methods():
+    from core.models import FusionMethod
+    from retrieval.fusion import FusionChoice
+
+    dense, lexical = [("a", 0.9), ("b", 0.1)], [("b", 5.0), ("c", 1.0)]
+    documents = [("D2", 4.0), ("D1", 2.0)]
+    document_of = {"a": "D1", "b": "D1", "c": "D2"}
+    rrf = FusionChoice(method=FusionMethod.RRF, rrf_k=10, document_weight=0.5)
+    plain = reciprocal_rank_fusion([["a", "b"], ["b", "c"]], k=10)
+    fused = rrf.fuse(dense, lexical, documents, document_of)
+    assert fused["a"] == pytest.approx(plain["a"] + 0.5 / 12)
+    assert fused["b"] == pytest.approx(plain["b"] + 0.5 / 12)
+    assert fused["c"] == pytest.approx(plain["c"] + 0.5 / 11)
+    weighted = FusionChoice(method=FusionMethod.WEIGHTED, dense_weight=0.3, document_weight=1.0)
+    base = weighted_fusion(dense, lexical, 0.3)
+    fused = weighted.fuse(dense, lexical, documents, document_of)
+    assert fused == pytest.approx({"a": base["a"], "b": base["b"], "c": base["c"] + 1.0})
+    # The leg only re-scores candidates of the chunk legs, and weight 0 ignores it.
+    assert fused.keys() == {"a", "b", "c"}
+    off = FusionChoice(method=FusionMethod.RRF, rrf_k=10)
+    assert off.fuse(dense, lexical, documents, document_of) == plain
+    assert rrf.describe() == "rrf k=10 doc=0.5"
+    assert off.describe() == "rrf k=10"
+
+
+def test_fusion_records_without_a_document_weight_still_load(tmp_path):
+    import json
+
+    from core.models import FusionMethod
+    from retrieval.fusion import FUSION_FILE, FusionChoice, load_tuned_fusion
+
+    old = {
+        "choice": {"method": "weighted", "rrf_k": 60, "dense_weight": 0.4},
+        "reason": "weighted dense=0.4 beats rrf",
+        "metric": "ndcg@10",
+        "baseline": {"method": "rrf", "rrf_k": 60, "dense_weight": 0.5},
+        "baseline_score": 0.75,
+        "chosen_score": 0.77,
+        "min_gain": 0.005,
+        "candidates": {"rrf k=60": 0.75, "weighted dense=0.4": 0.77},
+        "judgements": "scifact train holdout",
+        "decided_at": "2026-11-26T13:08:10.757781Z",
+    }
+    (tmp_path / FUSION_FILE).write_text(json.dumps(old), encoding="utf-8")
+    tuned = load_tuned_fusion(tmp_path)
+    assert tuned is not None
+    assert tuned.choice == FusionChoice(method=FusionMethod.WEIGHTED, dense_weight=0.4)
+    assert tuned.choice.document_weight == 0.0
+
+
+def test_settings_fusion_carries_the_document_weight():
+    from core.settings import Settings
+    from retrieval.fusion import settings_fusion
+
+    assert settings_fusion(Settings(fusion_document_weight=0.7)).document_weight == 0.7

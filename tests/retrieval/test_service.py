@@ -183,3 +183,32 @@ def test_missing_or_corrupt_store_is_unavailable_never_unfiltered(
     with pytest.raises(StoreUnavailableError):
         broken.search(boss, SearchRequest(query="policy"))
     assert broken.ready() is False
+
+
+def test_document_leg_keeps_access_and_only_reorders(built):
+    from core.models import FusionMethod
+    from retrieval.fusion import FusionChoice
+
+    settings, _ = built
+    plain = ServingIndex(settings, fusion=FusionChoice(method=FusionMethod.RRF))
+    with_docs = ServingIndex(
+        settings, fusion=FusionChoice(method=FusionMethod.RRF, document_weight=1.0)
+    )
+    with_docs._embedder = plain._embedder = built[1].embedder
+    try:
+        for level in LEVELS:
+            for groups in (frozenset(), frozenset({"hr"}), frozenset(GROUPS)):
+                principal = Principal(name="p", clearance=level, groups=groups)
+                scope = scope_for(principal, settings.scheme, settings.default_groups)
+                for query in (*TOPICS[:3], "entry number 7"):
+                    request = SearchRequest(query=query, k=100, rerank=False)
+                    got = with_docs.search(principal, request)
+                    assert all(scope.allows_chunk(r.chunk) for r in got.results)
+                    before = plain.search(principal, request)
+                    assert {r.chunk.chunk_id for r in got.results} == {
+                        r.chunk.chunk_id for r in before.results
+                    }
+                    assert "bm25_documents" in got.timings_ms
+    finally:
+        plain.close()
+        with_docs.close()
