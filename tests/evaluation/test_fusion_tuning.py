@@ -12,7 +12,7 @@ import pytest
 
 from core.models import FusionMethod, SearchMode, SearchRequest
 from core.settings import Settings
-from evaluation.fusion_tuning import DENSE_WEIGHTS, tune_fusion
+from evaluation.fusion_tuning import DENSE_WEIGHTS, DOCUMENT_WEIGHTS, tune_fusion
 from evaluation.reranker_gate import holdout_judgements
 from evaluation.retrieval_eval import eval_principal
 from retrieval.fusion import FUSION_FILE, FusionChoice, load_tuned_fusion
@@ -34,7 +34,9 @@ def test_tuning_scores_every_candidate_and_keeps_the_baseline_without_a_margin(
     settings, index, dataset = tiny
     queries, qrels = holdout_judgements(dataset)
     kept = tune_fusion(settings, index, queries, qrels, judgements="tiny", min_gain=1.0)
-    assert len(kept.candidates) == 1 + len(DENSE_WEIGHTS)  # RRF k=60 (baseline) + the grid
+    # RRF k=60 (the baseline) and the weighted grid, each with every document-leg weight.
+    assert len(kept.candidates) == (1 + len(DENSE_WEIGHTS)) * len(DOCUMENT_WEIGHTS)
+    assert "rrf k=60 doc=1" in kept.candidates
     assert kept.choice == kept.baseline == FusionChoice(method=FusionMethod.RRF, rrf_k=60)
     assert kept.chosen_score == kept.baseline_score == kept.candidates["rrf k=60"]
     assert load_tuned_fusion(IndexLayout(settings, index).root) == kept
