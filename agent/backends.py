@@ -33,7 +33,8 @@ class AnswerBackend(Protocol):
         sentences: Sequence[ScoredSentence],
         timeout_s: float,
     ) -> Completion:
-        """The answer text; ``sentences`` are the sources' sentences scored, best first."""
+        """The answer text; ``sentences`` are the sources' sentences scored, best
+        ``selection`` first."""
         ...
 
 
@@ -63,12 +64,13 @@ class ExtractiveAnswerer:
         usable = [s for s in sentences if not s.span.instruction_like]
         if not usable:
             return Completion(text="")
-        floor = usable[0].score - self._margin
+        # ``selection`` (similarity plus the source's rank prior) orders ``sentences``.
+        floor = usable[0].selection - self._margin
         picked: list[ScoredSentence] = []
         seen: set[str] = set()
         for sentence in usable:
             key = " ".join(sentence.span.text.lower().split())
-            if sentence.score < floor or len(picked) >= self._max_sentences:
+            if sentence.selection < floor or len(picked) >= self._max_sentences:
                 break
             if key in seen:
                 continue
