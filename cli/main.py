@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "cli.mcp",
     "cli.evaluate",
     "cli.reranker",
+    "cli.embedder",
     "cli.demo",
     "cli.index_admin",
 )

@@ -113,7 +113,7 @@ def hybrid_ndcg(validation: Sequence[ValidationQuery]) -> float:
     )
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
     try:
         # git on PATH is fine here: the commit is informational and failures are ignored.
         out = subprocess.run(
@@ -129,7 +129,7 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def _resolve_device(device: Device) -> str:
+def resolve_device(device: Device) -> str:
     import torch
 
     if device == "auto":
@@ -416,7 +416,7 @@ def train_reranker(
     from retrieval.service import ServingIndex
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub from training
-    resolved_device = _resolve_device(device)
+    resolved_device = resolve_device(device)
     params = TrainingParameters(
         layers=layers,
         epochs=epochs,
@@ -482,7 +482,7 @@ def train_reranker(
         steps=steps,
         train_seconds=round(seconds, 1),
         trained_at=stamp,
-        git_commit=_git_commit(),
+        git_commit=git_commit(),
     )
     write_card(staging, card)
     if target.exists():

@@ -1,4 +1,5 @@
-"""Training data for the cross-encoder reranker, built from an index and its judged collection.
+"""Training data for the trained models (the cross-encoder reranker, the adapted embedder), built
+from an index and its judged collection.
 
 Three kinds of training groups (one query, one positive passage, hard negatives):
 
@@ -25,10 +26,11 @@ from typing import Literal
 
 from core.errors import EvaluationError
 from core.logging import log_event
-from core.models import Frozen, SearchMode, SearchRequest, SearchResult
+from core.models import Chunk, Frozen, SearchMode, SearchRequest, SearchResult
 from core.settings import Settings
 from evaluation.models import BeirDataset, BeirDocument, BeirQuery
 from evaluation.retrieval_eval import EvalSearchIndex, eval_principal
+from retrieval.lexical import contextual_text
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +91,12 @@ def _search(
     return service.search(eval_principal(settings), request)
 
 
+def passage_text(chunk: Chunk, indexed: bool) -> str:
+    """What a model scores for a chunk: the verbatim text (the reranker's input at serving) or,
+    with ``indexed``, the header plus text that the embedder encodes into the index."""
+    return contextual_text(chunk.context, chunk.text) if indexed else chunk.text
+
+
 def _first_sentence(text: str) -> tuple[str, str] | None:
     parts = _SENTENCE_END.split(text.strip(), maxsplit=1)
     if len(parts) != 2:
@@ -113,9 +121,11 @@ def judged_groups(
     query_ids: Sequence[str],
     negatives: int,
     rng: random.Random,
+    indexed_text: bool = False,
 ) -> list[TrainingGroup]:
     """Judged train queries: positives as the chunks serving returns for them (the text the
-    reranker scores), negatives sampled from the top hybrid candidates that are not judged."""
+    model scores, see ``passage_text``), negatives sampled from the top hybrid candidates that
+    are not judged."""
     by_id = {doc.doc_id: doc for doc in dataset.corpus}
     texts = {query.query_id: query.text for query in dataset.queries}
     groups: list[TrainingGroup] = []
@@ -128,10 +138,11 @@ def judged_groups(
         pool: list[str] = []
         for scored in result.results:
             chunk = scored.chunk
+            text = passage_text(chunk, indexed_text)
             if chunk.doc_id in judged:
-                best.setdefault(chunk.doc_id, chunk.text)
-            elif chunk.text not in pool:
-                pool.append(chunk.text)
+                best.setdefault(chunk.doc_id, text)
+            elif text not in pool:
+                pool.append(text)
         for doc_id in sorted(judged):
             positive = best.get(doc_id)
             if positive is None and doc_id in by_id:
@@ -258,9 +269,10 @@ def validation_queries(
     settings: Settings,
     queries: Sequence[BeirQuery],
     qrels: Mapping[str, Mapping[str, int]],
+    indexed_text: bool = False,
 ) -> list[ValidationQuery]:
     """Hybrid candidates for held-out queries, fetched once so each validation round only runs
-    the cross-encoder."""
+    the model being trained."""
     held: list[ValidationQuery] = []
     for query in queries:
         judged = qrels.get(query.query_id, {})
@@ -273,7 +285,8 @@ def validation_queries(
                 text=query.text,
                 qrels=dict(judged),
                 candidates=tuple(
-                    Candidate(doc_id=s.chunk.doc_id, text=s.chunk.text) for s in result.results
+                    Candidate(doc_id=s.chunk.doc_id, text=passage_text(s.chunk, indexed_text))
+                    for s in result.results
                 ),
             )
         )
@@ -290,13 +303,15 @@ def build_training_data(
     max_pseudo: int = 3000,
     external_dir: Path | None = None,
     seed: int = 13,
+    indexed_text: bool = False,
 ) -> TrainingData:
-    """Groups and validation queries for one index. ``dataset`` must be a *train* split."""
+    """Groups and validation queries for one index. ``dataset`` must be a *train* split.
+    ``indexed_text``: passages as the embedder sees them (header + text), see ``passage_text``."""
     if dataset.split in {"test", "dev", "validation"}:
         raise EvaluationError(f"refusing to train on the {dataset.split!r} split")
     rng = random.Random(seed)
     train_ids, holdout_ids = split_holdout(dataset.qrels, validation_fraction, seed)
-    groups = judged_groups(service, settings, dataset, train_ids, negatives, rng)
+    groups = judged_groups(service, settings, dataset, train_ids, negatives, rng, indexed_text)
     if max_pseudo > 0:
         groups += pseudo_groups(service, settings, dataset.corpus, max_pseudo, negatives, rng)
     if external_dir is not None:
@@ -308,7 +323,11 @@ def build_training_data(
             groups += rgb_groups(rgb, negatives, rng)
     holdout = set(holdout_ids)
     validation = validation_queries(
-        service, settings, [q for q in dataset.queries if q.query_id in holdout], dataset.qrels
+        service,
+        settings,
+        [q for q in dataset.queries if q.query_id in holdout],
+        dataset.qrels,
+        indexed_text,
     )
     counts: dict[str, int] = {}
     for group in groups:
@@ -317,7 +336,7 @@ def build_training_data(
     log_event(
         logger,
         logging.INFO,
-        "reranker.training_data",
+        "training_data.built",
         groups=len(groups),
         validation=len(validation),
         **counts,
