@@ -265,6 +265,7 @@ def train_embedder(
     from sentence_transformers import SentenceTransformer
 
     from evaluation.training_data import build_training_data
+    from retrieval.factory import embedding_model_id
     from retrieval.service import ServingIndex
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub from training
@@ -324,7 +325,7 @@ def train_embedder(
     card = EmbedderCard(
         index=index,
         dataset=dataset.name,
-        base_model=str(settings.embedding_model or source.name),
+        base_model=embedding_model_id(settings),
         data=data.counts,
         train_queries=data.train_queries,
         validation_queries=data.validation_queries,
