@@ -137,9 +137,9 @@ class Agent:
             timings["retrieval_ms"] += (t1 - t0) * 1000
             known = {c.chunk_id for c in chunks}
             candidates = chunks + [r.chunk for r in result.results if r.chunk.chunk_id not in known]
-            scored = self._scorer.score(question, candidates, cfg.source_rank_prior)
+            scored = self._scorer.score(question, candidates)
             chunks = _best_chunks(candidates, scored, cfg.top_k)
-            scored = self._scorer.score(question, chunks, cfg.source_rank_prior)
+            scored = self._scorer.score(question, chunks)
             timings["scoring_ms"] += (self._clock() - t1) * 1000
             support = _support(scored)
             if support is not None and support >= cfg.refusal_threshold:
@@ -328,9 +328,8 @@ class Agent:
 
 
 def _support(scored: Sequence[ScoredSentence]) -> float | None:
-    """Best similarity of a non-instruction sentence to the question: the pure similarity,
-    without the rank prior, so the threshold calibrated on similarities stays valid."""
-    return max((s.score for s in scored if not s.span.instruction_like), default=None)
+    """Best similarity of a non-instruction sentence to the question."""
+    return next((s.score for s in scored if not s.span.instruction_like), None)
 
 
 def _best_chunks(
@@ -339,15 +338,15 @@ def _best_chunks(
     if len(candidates) <= k:
         return list(candidates)
     best: dict[str, float] = {}
-    for s in scored:  # best selection first
-        best.setdefault(s.chunk.chunk_id, s.selection)
+    for s in scored:
+        best.setdefault(s.chunk.chunk_id, s.score)
     ranked = sorted(candidates, key=lambda c: best.get(c.chunk_id, -1.0), reverse=True)[:k]
     keep = {c.chunk_id for c in ranked}
     return [c for c in candidates if c.chunk_id in keep]  # retrieval order among the kept
 
 
 def _source(n: int, chunk: Chunk, scored: Sequence[ScoredSentence]) -> Source:
-    score = max((s.score for s in scored if s.chunk.chunk_id == chunk.chunk_id), default=0.0)
+    score = next((s.score for s in scored if s.chunk.chunk_id == chunk.chunk_id), 0.0)
     return Source(
         n=n,
         chunk_id=chunk.chunk_id,

@@ -33,8 +33,7 @@ class AnswerBackend(Protocol):
         sentences: Sequence[ScoredSentence],
         timeout_s: float,
     ) -> Completion:
-        """The answer text; ``sentences`` are the sources' sentences scored, best
-        ``selection`` first."""
+        """The answer text; ``sentences`` are the sources' sentences scored, best first."""
         ...
 
 
@@ -64,13 +63,12 @@ class ExtractiveAnswerer:
         usable = [s for s in sentences if not s.span.instruction_like]
         if not usable:
             return Completion(text="")
-        # ``selection`` (similarity plus the source's rank prior) orders ``sentences``.
-        floor = usable[0].selection - self._margin
+        floor = usable[0].score - self._margin
         picked: list[ScoredSentence] = []
         seen: set[str] = set()
         for sentence in usable:
             key = " ".join(sentence.span.text.lower().split())
-            if sentence.selection < floor or len(picked) >= self._max_sentences:
+            if sentence.score < floor or len(picked) >= self._max_sentences:
                 break
             if key in seen:
                 continue

@@ -102,11 +102,6 @@ class AgentConfig(Frozen):
     generation_enabled: bool = True
     max_answer_sentences: int = Field(default=3, ge=1, le=10)
     max_query_chars: int = Field(default=2000, ge=1)
-    # Answer sentences are chosen by similarity minus this much per retrieval rank of their
-    # source (agent/scoring.py rank_prior); the refusal signal stays the pure similarity. Off:
-    # on SQuAD's calibration half (146 answerable) correct-source 0.877 at 0, 0.870 at 0.02,
-    # 0.842 at 0.05 (docugami, for the record only: 0.723 vs 0.731 at 0.02).
-    source_rank_prior: float = Field(default=0.0, ge=0, le=0.2)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: object) -> AgentConfig:

@@ -1,7 +1,6 @@
 """Sentence-level relevance: split retrieved chunks into sentences with their spans and score
-each against the question with the retrieval embedder. The best similarity is the refusal
-signal; the ranking (similarity plus a small prior for better-retrieved sources) feeds the
-extractive answerer, and the spans become citation quotes."""
+each against the question with the retrieval embedder. The best score is the refusal signal,
+the ranking feeds the extractive answerer, and the spans become citation quotes."""
 
 from __future__ import annotations
 
@@ -37,13 +36,7 @@ class ScoredSentence(Frozen):
     source_n: int  # 1-based position of the chunk among the sources
     chunk: Chunk
     span: SentenceSpan
-    score: float  # similarity to the question: the refusal signal, never adjusted
-    rank_prior: float = 0.0  # <= 0: the source's retrieval-rank prior (see rank_prior())
-
-    @property
-    def selection(self) -> float:
-        """What answer sentences are chosen by: similarity plus the source's rank prior."""
-        return self.score + self.rank_prior
+    score: float
 
     @property
     def doc_start(self) -> int:
@@ -52,14 +45,6 @@ class ScoredSentence(Frozen):
     @property
     def doc_end(self) -> int:
         return self.chunk.char_start + self.span.end
-
-
-def rank_prior(source_n: int, weight: float) -> float:
-    """``-weight * (source_n - 1)``: sources come in retrieval order, and hybrid retrieval uses
-    evidence a single sentence's embedding lacks (the whole chunk, BM25, the document), so among
-    near-equal sentences the better-retrieved source should win. Linear and small: a sentence of
-    a lower source still wins when it is clearly more similar."""
-    return -weight * (source_n - 1)
 
 
 def sentence_spans(chunk: Chunk) -> list[SentenceSpan]:
@@ -158,13 +143,8 @@ class SentenceScorer:
                             self._cache.popitem(last=False)
         return [results[c.chunk_id] for c in chunks]
 
-    def score(
-        self, question: str, chunks: Sequence[Chunk], rank_weight: float = 0.0
-    ) -> list[ScoredSentence]:
-        """Every candidate sentence of ``chunks`` (source n = position + 1, in retrieval order),
-        best ``selection`` first; ``rank_weight`` scales the rank prior (0: similarity only)."""
-        if rank_weight < 0:
-            raise ValueError("rank_weight must be >= 0")
+    def score(self, question: str, chunks: Sequence[Chunk]) -> list[ScoredSentence]:
+        """Every candidate sentence of ``chunks`` (source n = position + 1), best first."""
         if not chunks:
             return []
         query = self._embedder.embed_query(question)
@@ -175,14 +155,11 @@ class SentenceScorer:
             if not spans:
                 continue
             sims = vectors @ query
-            prior = rank_prior(n, rank_weight)
             scored.extend(
-                ScoredSentence(
-                    source_n=n, chunk=chunk, span=span, score=float(sim), rank_prior=prior
-                )
+                ScoredSentence(source_n=n, chunk=chunk, span=span, score=float(sim))
                 for span, sim in zip(spans, sims, strict=True)
             )
-        scored.sort(key=lambda s: s.selection, reverse=True)
+        scored.sort(key=lambda s: s.score, reverse=True)
         return scored
 
     def best_match(self, text: str, candidates: Sequence[ScoredSentence]) -> ScoredSentence | None:
