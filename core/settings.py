@@ -63,9 +63,11 @@ class Settings(BaseSettings):
     rrf_k: int = Field(default=60, ge=1)
     dense_weight: float = Field(default=0.5, ge=0, le=1)  # for weighted fusion
     # Weight of the document-level BM25 leg in hybrid fusion (0: off); see retrieval/fusion.py.
-    # Off by default: SciFact hybrid nDCG@10 0.722 -> 0.717 (tuned weighted, 0.5); it helps where
-    # documents span many chunks (docugami 10-Q correct-source 0.723 -> 0.777 at 1.0).
-    fusion_document_weight: float = Field(default=0.0, ge=0, le=2)
+    # With RRF at 1.0 it is neutral where documents are one chunk (SciFact 0.718 -> 0.719,
+    # Cranfield 0.400 -> 0.399) and helps where they span many (10-Q filings: expected filing in
+    # the top 5 0.838 -> 0.892). Weighted fusion suffers more from it (SciFact 0.722 -> 0.717 at
+    # 0.5), which is why tune-fusion scores the weight per index along with the method.
+    fusion_document_weight: float = Field(default=1.0, ge=0, le=2)
     # Use the fusion `citewell eval tune-fusion` recorded for an index (<index>/fusion.json) over
     # the three settings above; off: those settings always apply.
     use_tuned_fusion: bool = True

@@ -85,7 +85,7 @@ def test_tuned_fusion_round_trips_and_a_corrupt_record_is_an_error(tmp_path):
     settings = Settings(data_dir=tmp_path)
     assert describe_fusion(settings, tmp_path) == "weighted dense=0.4 (tuned on unit test)"
     off = Settings(data_dir=tmp_path, use_tuned_fusion=False)
-    assert describe_fusion(off, tmp_path) == "rrf k=60"
+    assert describe_fusion(off, tmp_path) == "rrf k=60 doc=1"
     (tmp_path / FUSION_FILE).write_text("{not json", encoding="utf-8")
     with pytest.raises(ConfigurationError):
         load_tuned_fusion(tmp_path)
