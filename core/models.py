@@ -83,7 +83,11 @@ class Chunk(Frozen):
     classification: str
     classification_rank: int
     groups: tuple[str, ...]
-    modified_at: datetime | None = None
+    modified_at: datetime | None = None  # the file's mtime: filters and refresh detection
+    # The date the document states about itself (PDF Info, Office core properties, e-mail Date
+    # header); what "the latest version" means. None when it states none (or the index predates
+    # the field: dates arrive when a document is re-ingested).
+    document_date: datetime | None = None
 
 
 class SearchMode(StrEnum):
@@ -119,6 +123,9 @@ class SearchRequest(Frozen):
     mode: SearchMode = SearchMode.HYBRID
     rerank: bool = True
     filters: SearchFilters = SearchFilters()
+    # Re-order the retrieved candidates towards newer documents (by ``Chunk.document_date``);
+    # never adds a candidate. See retrieval/fusion.py.
+    prefer_recent: bool = False
 
 
 class ScoreBreakdown(Frozen):

@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     # Use the fusion `citewell eval tune-fusion` recorded for an index (<index>/fusion.json) over
     # the three settings above; off: those settings always apply.
     use_tuned_fusion: bool = True
+    # Weight of the recency leg that requests with prefer_recent add (see retrieval/fusion.py).
+    # 1.0 is chosen a priori, not tuned: as much as one chunk leg, so a newer document wins among
+    # candidates of similar relevance but cannot lift an irrelevant one over a strong match.
+    recency_weight: float = Field(default=1.0, ge=0, le=2)
     candidates_per_leg: int = Field(default=50, ge=1, le=1000)
     bm25_k1: float = Field(default=0.9, gt=0)
     bm25_b: float = Field(default=0.4, ge=0, le=1)

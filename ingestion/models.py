@@ -51,6 +51,7 @@ class ParsedDocument(Frozen):
     elements: tuple[Element, ...]
     pages: int | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
+    document_date: datetime | None = None  # the date the document states (ingestion/dates.py)
 
     @model_validator(mode="after")
     def _spans_index_text(self) -> ParsedDocument:

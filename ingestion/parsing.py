@@ -20,12 +20,14 @@ import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 from core.errors import InputRejectedError, MissingDependencyError, ParseError
 from core.logging import log_event
+from ingestion.dates import email_date, office_date, pdf_date, plausible
 from ingestion.limits import ZipLimits, check_zip_container
 from ingestion.models import Element, ParsedDocument
 
@@ -206,6 +208,7 @@ def _assemble(
     metadata: dict[str, str] | None = None,
     title: str | None = None,
     pages: int | None = None,
+    document_date: datetime | None = None,
 ) -> ParsedDocument:
     elements: list[Element] = []
     parts: list[str] = []
@@ -240,6 +243,7 @@ def _assemble(
         elements=tuple(elements),
         pages=pages,
         metadata=metadata or {},
+        document_date=document_date,
     )
 
 
@@ -350,7 +354,8 @@ def _partitioner(doc_type: str) -> Callable[..., list[Any]]:
     return partition_text
 
 
-def _check_email(data: bytes) -> dict[str, str]:
+def _check_email(data: bytes) -> tuple[dict[str, str], datetime | None]:
+    """The e-mail's headers for display, and its Date header as a datetime."""
     message = email.message_from_bytes(data, policy=email.policy.default)
     content_type = message.get_content_type()
     if content_type in ("multipart/encrypted", "application/pkcs7-mime") or (
@@ -362,7 +367,7 @@ def _check_email(data: bytes) -> dict[str, str]:
         value = message.get(header)
         if value:
             metadata[header] = " ".join(str(value).split())
-    return metadata
+    return metadata, email_date(metadata.get("date"))
 
 
 def _is_encrypted_office(data: bytes) -> bool:
@@ -377,12 +382,15 @@ def _parse_unstructured(path: Path, doc_type: str, data: bytes) -> ParsedDocumen
     metadata: dict[str, str] = {}
     title: str | None = None
     header: list[_Piece] = []
+    document_date: datetime | None = None
     if doc_type in ("docx", "pptx", "xlsx") and _is_encrypted_office(data):
         raise ParseError(f"password-protected .{doc_type}")
     if doc_type in ("docx", "pptx", "xlsx") and not zipfile.is_zipfile(path):
         raise ParseError(f"corrupt .{doc_type} (not a valid Office Open XML zip)")
+    if doc_type in ("docx", "pptx", "xlsx"):
+        document_date = office_date(path)
     if doc_type == "eml":
-        metadata = _check_email(data)
+        metadata, document_date = _check_email(data)
         title = metadata.get("subject")
         lines = [f"{key.capitalize()}: {value}" for key, value in metadata.items()]
         header = [_Piece("email_header", "\n".join(lines), None)]
@@ -411,8 +419,25 @@ def _parse_unstructured(path: Path, doc_type: str, data: bytes) -> ParsedDocumen
             title = metadata["subject"] = str(subject)
             sender = ", ".join(getattr(meta, "sent_from", None) or [])
             header = [_Piece("email_header", f"Subject: {subject}\nFrom: {sender}", None)]
+        document_date = _msg_date(path)
     pieces = header + _pieces_from_unstructured(elements)
-    return _assemble(pieces, doc_type, path.stem, metadata, title=title)
+    return _assemble(
+        pieces, doc_type, path.stem, metadata, title=title, document_date=document_date
+    )
+
+
+def _msg_date(path: Path) -> datetime | None:
+    """An Outlook message's sent date. Read through oxmsg (what unstructured parses .msg with)
+    because unstructured's ``last_modified`` metadata falls back to the file's mtime when the
+    message has no sent date, so it cannot tell the two apart."""
+    try:
+        from oxmsg import Message
+
+        sent = Message.load(str(path)).sent_date
+    except Exception as exc:  # oxmsg raises bare errors for damaged property streams
+        log_event(logger, logging.DEBUG, "parse.date_malformed", field="sent_date", error=str(exc))
+        return None
+    return plausible(sent if isinstance(sent, datetime) else None, "sent_date")
 
 
 def _as_parse_error(exc: Exception, doc_type: str) -> ParseError:
@@ -430,11 +455,15 @@ def _as_parse_error(exc: Exception, doc_type: str) -> ParseError:
 # --- PDF --------------------------------------------------------------------------------------
 
 
-def _pdf_title(path: Path) -> str | None:
+def _pdf_info(path: Path) -> tuple[str | None, datetime | None]:
+    """The PDF's Info title and its stated date (``ModDate``, else ``CreationDate``)."""
     from pdfminer.pdfdocument import PDFDocument
+    from pdfminer.pdfexceptions import PDFException
     from pdfminer.pdfparser import PDFParser
     from pdfminer.pdftypes import resolve1
 
+    title: str | None = None
+    dates: list[dict[str, object]] = []
     with path.open("rb") as handle:
         document = PDFDocument(PDFParser(handle))
         for info in document.info:
@@ -442,9 +471,14 @@ def _pdf_title(path: Path) -> str | None:
             if isinstance(raw, bytes):
                 codec = "utf-16" if raw.startswith((b"\xfe\xff", b"\xff\xfe")) else "latin-1"
                 raw = raw.decode(codec, errors="ignore")
-            if isinstance(raw, str) and raw.strip():
-                return raw.strip()
-    return None
+            if title is None and isinstance(raw, str) and raw.strip():
+                title = raw.strip()
+            try:
+                dates.append({key: resolve1(info.get(key)) for key in ("ModDate", "CreationDate")})
+            except (PDFException, ValueError, TypeError, KeyError) as exc:
+                # A broken date reference costs the date, never the document.
+                log_event(logger, logging.DEBUG, "parse.date_malformed", error=str(exc))
+    return title, pdf_date(dates)
 
 
 def _box_font_size(box: Any) -> float:
@@ -477,7 +511,7 @@ def _parse_pdf(path: Path, ocr: bool) -> ParsedDocument:
                     if text:
                         lines = sum(1 for _ in item)
                         boxes.append((page.pageid, text, _box_font_size(item), lines))
-        title = _pdf_title(path)
+        title, document_date = _pdf_info(path)
     except PDFPasswordIncorrect as exc:
         raise ParseError("encrypted PDF (password required)") from exc
     except PDFEncryptionError as exc:
@@ -487,7 +521,7 @@ def _parse_pdf(path: Path, ocr: bool) -> ParsedDocument:
     if page_count == 0:
         raise ParseError("corrupt PDF: no pages")
     if not boxes:
-        return _ocr_pdf(path, page_count, title) if ocr else _no_text_layer()
+        return _ocr_pdf(path, page_count, title, document_date) if ocr else _no_text_layer()
     body = (
         statistics.median(size for _, text, size, _ in boxes if len(text) > 40)
         if any(len(t) > 40 for _, t, _, _ in boxes)
@@ -500,7 +534,9 @@ def _parse_pdf(path: Path, ocr: bool) -> ParsedDocument:
             lines <= 2 and len(text) <= 120 and size >= body * 1.15 and not text.endswith(".")
         )
         pieces.append(_Piece("title" if is_title else "text", text, page_no))
-    return _assemble(pieces, "pdf", path.stem, title=title, pages=page_count)
+    return _assemble(
+        pieces, "pdf", path.stem, title=title, pages=page_count, document_date=document_date
+    )
 
 
 def _no_text_layer() -> ParsedDocument:
@@ -511,7 +547,9 @@ def _no_text_layer() -> ParsedDocument:
     raise ParseError("no text layer (scanned PDF)")
 
 
-def _ocr_pdf(path: Path, page_count: int, title: str | None) -> ParsedDocument:
+def _ocr_pdf(
+    path: Path, page_count: int, title: str | None, document_date: datetime | None
+) -> ParsedDocument:
     tesseract, pdftoppm = shutil.which("tesseract"), shutil.which("pdftoppm")
     if tesseract is None or pdftoppm is None:
         return _no_text_layer()
@@ -539,7 +577,9 @@ def _ocr_pdf(path: Path, page_count: int, title: str | None) -> ParsedDocument:
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
             raise ParseError(f"OCR failed: {type(exc).__name__}") from exc
     try:
-        return _assemble(pieces, "pdf", path.stem, title=title, pages=page_count)
+        return _assemble(
+            pieces, "pdf", path.stem, title=title, pages=page_count, document_date=document_date
+        )
     except ParseError as exc:
         raise ParseError("no text layer (scanned PDF) and OCR found no text") from exc
 

@@ -58,7 +58,7 @@ _CHUNK_NAMESPACE = uuid.UUID("5b0e4a36-37a4-4d5e-9a54-2f1f2d1c8e11")
 _EMBED_BATCH_CHUNKS = 256  # chunks buffered across documents before one embedding call
 # Part of the parse cache key: bump when parsing output changes (e.g. how titles are chosen), so
 # cached documents parsed the old way are not reused.
-_PARSER_VERSION = 2
+_PARSER_VERSION = 3  # 3: documents carry the date they state (ingestion/dates.py)
 
 
 class TextDocument(Frozen):
@@ -69,6 +69,7 @@ class TextDocument(Frozen):
     text: str
     label: AccessLabel
     modified_at: datetime | None = None
+    document_date: datetime | None = None  # the date the document states about itself
 
 
 def document_id(source_uri: str) -> str:
@@ -327,16 +328,20 @@ class Ingestor:
                 )
                 uri = f"{source_name}:{doc.doc_id}"
                 body = f"{doc.title}\n\n{doc.text}" if doc.title.strip() else doc.text
+                # The stated date is part of what is stored, so a new date is a change; without
+                # one the hash stays what it was before documents had dates.
+                material = body if doc.document_date is None else f"{body}\n{doc.document_date}"
 
                 def load(doc: TextDocument = doc, body: str = body) -> ParsedDocument:
-                    return _text_document(doc.title or doc.doc_id, body, doc.title)
+                    parsed = _text_document(doc.title or doc.doc_id, body, doc.title)
+                    return parsed.model_copy(update={"document_date": doc.document_date})
 
                 yield _Candidate(
                     doc_id=doc.doc_id,
                     source_uri=uri,
                     relative_path=doc.doc_id,
                     doc_type="txt",
-                    content_hash=hashlib.sha256(body.encode("utf-8")).hexdigest(),
+                    content_hash=hashlib.sha256(material.encode("utf-8")).hexdigest(),
                     base_label=label,
                     modified_at=doc.modified_at,
                     load=load,
@@ -592,6 +597,7 @@ class Ingestor:
             classification_rank=self.scheme.rank(item.label.classification),
             groups=tuple(sorted(item.label.groups)),
             modified_at=candidate.modified_at,
+            document_date=item.parsed.document_date,
         )
 
     def _relabel(
