@@ -1,5 +1,6 @@
-"""Rank fusion of the dense and BM25 legs (plus an optional document-level BM25 leg), and the
-fusion recorded per index by tuning."""
+"""Rank fusion of the dense and BM25 legs (plus an optional document-level BM25 leg and, for
+requests that prefer recent documents, a recency leg), and the fusion recorded per index by
+tuning."""
 
 from __future__ import annotations
 
@@ -71,6 +72,38 @@ def document_leg(
     return leg
 
 
+def recency_leg(
+    candidates: Sequence[str],
+    document_of: Mapping[str, str],
+    document_date: Mapping[str, datetime],
+) -> list[tuple[str, int, float]]:
+    """Per candidate chunk whose document states a date: (chunk id, the document's rank among
+    the candidates' dated documents, newest first from 1, equal dates sharing a rank; the
+    document's min-max normalised date, newest 1.0). Undated documents get no entry: no date is
+    no evidence of age, so they are neither lifted nor pushed down against each other.
+
+    Ranked among the candidates only, so the leg re-orders what the chunk legs retrieved under
+    the caller's scope and can never bring in anything else."""
+    dates = {
+        doc_id: document_date[doc_id]
+        for doc_id in (document_of.get(cid) for cid in candidates)
+        if doc_id is not None and doc_id in document_date
+    }
+    if not dates:
+        return []
+    newest_first = sorted(set(dates.values()), reverse=True)
+    rank = {value: position for position, value in enumerate(newest_first, start=1)}
+    low, high = newest_first[-1].timestamp(), newest_first[0].timestamp()
+    span = high - low
+    leg: list[tuple[str, int, float]] = []
+    for chunk_id in candidates:
+        value = dates.get(document_of.get(chunk_id, ""))
+        if value is not None:
+            normalised = (value.timestamp() - low) / span if span > 0 else 1.0
+            leg.append((chunk_id, rank[value], normalised))
+    return leg
+
+
 # --- the per-index fusion choice --------------------------------------------------------------
 # `citewell eval tune-fusion` compares RRF with weighted fusion over a grid of dense weights on
 # an index's validation judgements and records the winner here; serving reads it. Where no
@@ -118,6 +151,31 @@ class FusionChoice(Frozen):
                     1.0 / (self.rrf_k + rank) if self.method == FusionMethod.RRF else normalised
                 )
         return scores
+
+    def single(self, leg: Sequence[tuple[str, float]]) -> dict[str, float]:
+        """One ranked leg on this fusion's scale (RRF: 1 / (k + rank); weighted: min-max
+        normalised), so another leg can be added to it as in :meth:`fuse`."""
+        if self.method == FusionMethod.RRF:
+            return reciprocal_rank_fusion([[item for item, _ in leg]], k=self.rrf_k)
+        return weighted_fusion(leg, [], dense_weight=1.0)
+
+    def add_recency(
+        self,
+        scores: Mapping[str, float],
+        document_of: Mapping[str, str],
+        document_date: Mapping[str, datetime],
+        weight: float,
+    ) -> dict[str, float]:
+        """``scores`` plus the recency leg (:func:`recency_leg`) over their keys, added like the
+        document leg: RRF weight / (k + rank), weighted fusion weight * normalised date."""
+        boosted = dict(scores)
+        if weight <= 0:
+            return boosted
+        for chunk_id, rank, normalised in recency_leg(list(scores), document_of, document_date):
+            boosted[chunk_id] += weight * (
+                1.0 / (self.rrf_k + rank) if self.method == FusionMethod.RRF else normalised
+            )
+        return boosted
 
 
 class TunedFusion(Frozen):

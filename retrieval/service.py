@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from core.errors import CitewellError, StoreUnavailableError
@@ -313,12 +314,15 @@ class ServingIndex:
         for rank, (cid, score) in enumerate(lexical, start=1):
             breakdown.setdefault(cid, {}).update(bm25_rank=rank, bm25_score=score)
 
+        fusion = self.fusion()
+        document_of = {cid: chunk.doc_id for cid, chunk in chunks.items()}
+        recency = self.settings.recency_weight if request.prefer_recent else 0.0
+        dates = _document_dates(chunks.values()) if recency > 0 else {}
         if mode == SearchMode.DENSE:
             ranked = [(chunk.chunk_id, score) for chunk, score in dense]
         elif mode == SearchMode.BM25:
             ranked = list(lexical)
         else:
-            fusion = self.fusion()
             documents: list[tuple[str, float]] = []
             if fusion.document_weight > 0:
                 # Document-level BM25 under the same scope and filters as the chunk legs.
@@ -328,12 +332,18 @@ class ServingIndex:
                 )
                 timings["bm25_documents"] = _ms(tick)
             fused = fusion.fuse(
-                [(c.chunk_id, s) for c, s in dense],
-                lexical,
-                documents,
-                {cid: chunk.doc_id for cid, chunk in chunks.items()},
+                [(c.chunk_id, s) for c, s in dense], lexical, documents, document_of
             )
+            if dates:
+                fused = fusion.add_recency(fused, document_of, dates, recency)
             ranked = sorted(fused.items(), key=lambda pair: (-pair[1], pair[0]))
+            for cid, score in ranked:
+                breakdown[cid]["fused"] = score
+        if dates and mode != SearchMode.HYBRID:
+            # A single leg has raw scores; put it on the fusion's scale to add the recency leg.
+            ranked = _by_score(
+                fusion.add_recency(fusion.single(ranked), document_of, dates, recency)
+            )
             for cid, score in ranked:
                 breakdown[cid]["fused"] = score
         ranked = [(cid, score) for cid, score in ranked if cid in chunks]
@@ -349,6 +359,12 @@ class ServingIndex:
             )
             for cid, score in rescored:
                 breakdown[cid]["rerank"] = score
+            if dates:
+                # The cross-encoder orders by relevance alone; add the recency leg to its order
+                # too, or reranking would undo what the request asked for.
+                rescored = _by_score(
+                    fusion.add_recency(fusion.single(rescored), document_of, dates, recency)
+                )
             ranked = rescored + ranked[len(head) :]
             reranked = True
             timings["rerank"] = _ms(tick)
@@ -376,6 +392,20 @@ class ServingIndex:
 def open_search_service(settings: Settings, index: str | None = None) -> ServingIndex:
     """A search service over the published version of ``index`` (loaded on first use)."""
     return ServingIndex(settings, index)
+
+
+def _document_dates(chunks: Iterable[Chunk]) -> dict[str, datetime]:
+    """Each candidate document's stated date (naive dates read as UTC, as filters read them)."""
+    dates: dict[str, datetime] = {}
+    for chunk in chunks:
+        value = chunk.document_date
+        if value is not None:
+            dates[chunk.doc_id] = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return dates
+
+
+def _by_score(scores: dict[str, float]) -> list[tuple[str, float]]:
+    return sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))
 
 
 def _ms(since: float) -> float:
