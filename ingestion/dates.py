@@ -39,7 +39,7 @@ _CORE_REL = "http://schemas.openxmlformats.org/package/2006/relationships/metada
 # PDF 1.7 §7.9.4: D:YYYYMMDDHHmmSSOHH'mm' with everything after the year optional.
 _PDF_DATE = re.compile(
     r"^(?:D:)?(?P<year>\d{4})(?P<month>\d{2})?(?P<day>\d{2})?(?P<hour>\d{2})?(?P<minute>\d{2})?"
-    r"(?P<second>\d{2})?(?P<tz>[Zz+-])?(?:(?P<tzh>\d{2})'?(?:(?P<tzm>\d{2})'?)?)?"
+    r"(?P<second>\d{2})?(?P<tz>[Zz+-])?(?:(?P<tzh>\d{2})'?(?:(?P<tzm>\d{2})'?)?)?$"
 )
 
 
