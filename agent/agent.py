@@ -18,6 +18,7 @@ from agent.citations import MARKER_RE, verify_citations
 from agent.injection import instruction_patterns
 from agent.models import AgentConfig, Answer, AnswerTimings, Citation, Source, TokenUsage
 from agent.prompt import REFUSAL_TOKEN
+from agent.recency import wants_recent
 from agent.scoring import ScoredSentence, SentenceScorer
 from core.errors import InputRejectedError, LLMError
 from core.logging import log_event
@@ -109,6 +110,11 @@ class Agent:
         notes: list[str] = []
 
         queries = [question]
+        # Asked for the newest report/version: retrieval re-orders what the caller may see
+        # towards newer documents. It cannot widen access, and refusal below is unchanged.
+        prefer_recent = cfg.detect_recency and wants_recent(question)
+        if prefer_recent:
+            notes.append("the question asks for the most recent document; newer ones preferred")
         reformulated = keyword_query(question)
         if reformulated:
             queries.append(reformulated)
@@ -129,6 +135,7 @@ class Agent:
                     mode=cfg.mode,
                     rerank=cfg.rerank,
                     filters=filters or SearchFilters(),
+                    prefer_recent=prefer_recent,
                 )
             )
             retrievals += 1
@@ -263,6 +270,7 @@ class Agent:
                         char_start=start,
                         char_end=end,
                         quote=quote,
+                        document_date=chunk.document_date,
                     ),
                 )
         return tuple(out.values())
@@ -357,4 +365,5 @@ def _source(n: int, chunk: Chunk, scored: Sequence[ScoredSentence]) -> Source:
         char_start=chunk.char_start,
         char_end=chunk.char_end,
         score=score,
+        document_date=chunk.document_date,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import Field, computed_field
 
 from core.models import Frozen, SearchMode
@@ -37,6 +39,7 @@ class Source(Frozen):
     char_start: int
     char_end: int
     score: float
+    document_date: datetime | None = None  # the date the document states (Chunk.document_date)
 
 
 class Citation(Frozen):
@@ -51,6 +54,7 @@ class Citation(Frozen):
     char_start: int  # document offsets of ``quote``
     char_end: int
     quote: str
+    document_date: datetime | None = None  # the date the document states (Chunk.document_date)
 
 
 class TokenUsage(Frozen):
@@ -102,6 +106,9 @@ class AgentConfig(Frozen):
     generation_enabled: bool = True
     max_answer_sentences: int = Field(default=3, ge=1, le=10)
     max_query_chars: int = Field(default=2000, ge=1)
+    # Ask retrieval to prefer recent documents when the question asks for the latest report or
+    # version (agent/recency.py).
+    detect_recency: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: object) -> AgentConfig:
