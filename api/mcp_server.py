@@ -25,8 +25,16 @@ def build_mcp_server(search: SearchService, agent: Agent, principal: Principal) 
     server: MCPServer = MCPServer(name="citewell", instructions=INSTRUCTIONS)
 
     @server.tool(name="search", description="Search the knowledge base; returns cited passages.")
-    async def search_tool(query: str, k: int = 5, mode: str = "hybrid") -> dict[str, Any]:
-        request = SearchRequest(query=query, k=min(max(k, 1), 50), mode=SearchMode(mode))
+    async def search_tool(
+        query: str, k: int = 5, mode: str = "hybrid", prefer_recent: bool = False
+    ) -> dict[str, Any]:
+        """``prefer_recent``: favour newer documents (the date each states) among the results."""
+        request = SearchRequest(
+            query=query,
+            k=min(max(k, 1), 50),
+            mode=SearchMode(mode),
+            prefer_recent=prefer_recent,
+        )
         result = await anyio.to_thread.run_sync(search.search, principal, request)
         return {
             "results": [
@@ -40,6 +48,9 @@ def build_mcp_server(search: SearchService, agent: Agent, principal: Principal) 
                     "char_start": hit.chunk.char_start,
                     "char_end": hit.chunk.char_end,
                     "text": hit.chunk.text,
+                    "document_date": (
+                        hit.chunk.document_date.isoformat() if hit.chunk.document_date else None
+                    ),
                     "score": hit.score,
                 }
                 for i, hit in enumerate(result.results, start=1)

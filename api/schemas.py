@@ -58,6 +58,10 @@ class SearchRequestBody(_Body):
     mode: SearchMode | None = Field(default=None, description="dense, bm25 or hybrid")
     rerank: bool = Field(default=True, description="rerank the fused candidates when possible")
     filters: SearchFiltersBody | None = None
+    prefer_recent: bool = Field(
+        default=False,
+        description="prefer newer documents (by the date each states) among the results found",
+    )
 
 
 class ScoreBreakdownBody(BaseModel):
@@ -87,6 +91,9 @@ class SearchHitBody(BaseModel):
     char_end: int
     classification: str
     modified_at: datetime | None
+    document_date: datetime | None = Field(
+        default=None, description="the date the document states about itself, if any"
+    )
     score: float = Field(description="the final ranking score")
     scores: ScoreBreakdownBody
 
@@ -107,6 +114,7 @@ class SearchHitBody(BaseModel):
             char_end=chunk.char_end,
             classification=chunk.classification,
             modified_at=chunk.modified_at,
+            document_date=chunk.document_date,
             score=hit.score,
             scores=ScoreBreakdownBody.model_validate(hit.scores.model_dump()),
         )
@@ -133,6 +141,7 @@ class SearchResponseBody(BaseModel):
                             "char_end": 41190,
                             "classification": "internal",
                             "modified_at": "2023-08-04T00:00:00Z",
+                            "document_date": "2023-08-04T10:02:23Z",
                             "score": 0.8731,
                             "scores": {
                                 "dense_rank": 2,

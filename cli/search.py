@@ -25,6 +25,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--mode", choices=[m.value for m in SearchMode], default=SearchMode.HYBRID.value
     )
     parser.add_argument("--no-rerank", action="store_true", help="skip cross-encoder reranking")
+    parser.add_argument(
+        "--prefer-recent",
+        action="store_true",
+        help="prefer newer documents (by the date each states) among the results found",
+    )
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(func=run)
 
@@ -43,6 +48,9 @@ def result_json(result: SearchResult) -> dict[str, Any]:
                 "char_end": item.chunk.char_end,
                 "classification": item.chunk.classification,
                 "groups": list(item.chunk.groups),
+                "document_date": (
+                    item.chunk.document_date.isoformat() if item.chunk.document_date else None
+                ),
                 "text": item.chunk.text,
                 "score": item.score,
                 "scores": item.scores.model_dump(exclude_none=True),
@@ -62,7 +70,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings, principal = load_caller(args)
         request = SearchRequest(
-            query=args.query, k=args.k, mode=SearchMode(args.mode), rerank=not args.no_rerank
+            query=args.query,
+            k=args.k,
+            mode=SearchMode(args.mode),
+            rerank=not args.no_rerank,
+            prefer_recent=args.prefer_recent,
         )
         service = open_search_service(settings)
         try:

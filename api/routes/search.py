@@ -77,7 +77,12 @@ def search(
         record("rejected", None, "query_too_long")
         raise InputRejectedError(f"query longer than {settings.max_query_chars} characters")
     request = SearchRequest(
-        query=body.query, k=body.k, mode=mode, rerank=body.rerank, filters=filters
+        query=body.query,
+        k=body.k,
+        mode=mode,
+        rerank=body.rerank,
+        filters=filters,
+        prefer_recent=body.prefer_recent,
     )
     try:
         result = service.search(principal, request)

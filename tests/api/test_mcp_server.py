@@ -59,3 +59,19 @@ def test_mcp_search_and_answer_round_trip():
     assert answered["refused"] is False and answered["citations"]
     assert answered["citations"][0]["doc_id"] == "normans"
     assert {p.name for p, _ in search.requests} == {"mcp-bot"}
+
+
+def test_mcp_search_passes_prefer_recent():
+    search = FakeSearch(CHUNKS)
+    principal = Principal(name="mcp-bot", clearance="internal", groups=frozenset())
+    agent = Agent(search, SentenceScorer(HashingEmbedder()), ExtractiveAnswerer(), AgentConfig())
+    server = build_mcp_server(search, agent, principal)
+
+    async def scenario() -> dict:
+        async with Client(server) as client:
+            arguments = {"query": "Normans", "prefer_recent": True}
+            return _payload(await client.call_tool("search", arguments))
+
+    found = anyio.run(scenario)
+    assert search.requests[-1][1].prefer_recent is True
+    assert found["results"] and "document_date" in found["results"][0]

@@ -220,3 +220,25 @@ def test_unexpected_error_is_a_generic_500(api_settings, fake_index):
         assert 'route="/v1/search",status="500"' in metrics
     last = audit_lines(api_settings)[-1]
     assert (last["outcome"], last["reason"]) == ("error", "RuntimeError")
+
+
+def test_prefer_recent_reaches_the_service_and_dates_come_back(client, fake_index):
+    body = {"query": QUERY, "k": 3, "prefer_recent": True}
+    response = client.post("/v1/search", json=body, headers=ALICE)
+    assert response.status_code == 200
+    assert fake_index.seen[-1][1].prefer_recent is True
+    assert all("document_date" in hit for hit in response.json()["results"])
+    client.post("/v1/search", json={"query": QUERY}, headers=ALICE)
+    assert fake_index.seen[-1][1].prefer_recent is False
+
+
+def test_hit_body_carries_the_stated_date_apart_from_mtime(shared_data):
+    from api.schemas import SearchHitBody
+    from core.models import ScoreBreakdown, ScoredChunk
+
+    stated = datetime(2023, 8, 4, 10, 2, 23, tzinfo=UTC)
+    chunk = load_chunks(shared_data)[0].model_copy(update={"document_date": stated})
+    hit = SearchHitBody.from_scored(ScoredChunk(chunk=chunk, score=1.0, scores=ScoreBreakdown()))
+    wire = json.loads(hit.model_dump_json())
+    assert wire["document_date"] == "2023-08-04T10:02:23Z"
+    assert wire["modified_at"] == "2022-01-10T00:00:00Z"
