@@ -81,7 +81,7 @@ REPORT = "Quarterly report: revenue of the services segment and operating margin
 READER = Principal(name="reader", clearance="internal", groups=frozenset({"finance"}))
 
 
-def _docs() -> list[TextDocument]:
+def dated_reports() -> list[TextDocument]:
     public = AccessLabel(classification="public", groups=frozenset({"finance"}))
     secret = AccessLabel(classification="restricted", groups=frozenset({"board"}))
 
@@ -111,7 +111,9 @@ def _docs() -> list[TextDocument]:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
     settings = Settings(data_dir=Path(tmp_path_factory.mktemp("recency")), index="recency")
     embedder = HashingEmbedder()
-    Ingestor(settings, embedder=embedder).ingest_texts(_docs(), index="recency", source_name="t")
+    Ingestor(settings, embedder=embedder).ingest_texts(
+        dated_reports(), index="recency", source_name="t"
+    )
     # Weighted fusion turns tied scores into tied fused scores (RRF would rank ties apart).
     weighted = ServingIndex(
         settings, embedder=embedder, fusion=FusionChoice(method=FusionMethod.WEIGHTED)

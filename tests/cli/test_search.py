@@ -1,0 +1,40 @@
+"""``citewell search --prefer-recent``: the flag reaches retrieval and dates come back in JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cli.main import main as cli_main
+from core.settings import Settings
+from ingestion.pipeline import Ingestor
+from tests.agent.fakes import HashingEmbedder
+from tests.retrieval.test_recency import dated_reports
+
+
+def test_search_prefer_recent_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("cli.common.configure_logging", lambda *a, **k: None)
+    # Weighted fusion keeps the reports' tied relevance tied, so the order shows the recency leg.
+    monkeypatch.setenv("CITEWELL_FUSION", "weighted")
+    settings = Settings(data_dir=tmp_path / "data", index="dated")
+    Ingestor(settings, embedder=HashingEmbedder()).ingest_texts(
+        dated_reports(), index="dated", source_name="t"
+    )
+    base = ["search", "quarterly report revenue", "--data-dir", str(settings.data_dir)]
+    base += ["--index", "dated", "--clearance", "internal", "--groups", "finance"]
+    base += ["--mode", "bm25", "--no-rerank", "--json"]
+
+    def run(*extra: str) -> list[dict[str, object]]:
+        assert cli_main([*base, *extra]) == 0
+        results: list[dict[str, object]] = json.loads(capsys.readouterr().out)["results"]
+        return results
+
+    recent = run("--prefer-recent")
+    assert [r["doc_id"] for r in recent][:3] == ["q3", "q2", "q1"]
+    assert recent[0]["document_date"] == "2023-07-15T00:00:00+00:00"
+    assert "board-q4" not in {r["doc_id"] for r in recent}
+    assert {r["doc_id"] for r in run()} == {r["doc_id"] for r in recent}
