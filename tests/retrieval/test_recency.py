@@ -164,3 +164,39 @@ def test_prefer_recent_cannot_reach_beyond_the_scope(served: Any):
     board = Principal(name="board", clearance="restricted", groups=frozenset({"board"}))
     got = service.search(board, request)
     assert [r.chunk.doc_id for r in got.results] == ["board-q4"]
+
+
+class _ReversingReranker:
+    """Reverses the order it is given (the reports read the same, so it cannot judge them)."""
+
+    name = "reversing"
+
+    def warm_up(self) -> None:
+        pass
+
+    def score(self, query: str, passages: Any) -> Any:
+        import numpy as np
+
+        assert len(passages) == 4  # the four visible reports BM25 finds
+        return np.array([0.0, 0.1, 0.2, 0.95], dtype=np.float32)
+
+
+def test_reranking_does_not_undo_prefer_recent(served: Any):
+    # Reranked alone, the order would be undated, q1, q2, q3; the recency leg added to the
+    # reranked order puts the newest first again.
+    settings, weighted, _ = served
+    service = ServingIndex(
+        settings,
+        embedder=weighted.embedder,
+        reranker=_ReversingReranker(),
+        fusion=FusionChoice(method=FusionMethod.WEIGHTED),
+    )
+    try:
+        request = SearchRequest(query="quarterly report revenue", k=4, mode=SearchMode.BM25)
+        got = service.search(READER, request.model_copy(update={"prefer_recent": True}))
+    finally:
+        service.close()
+    assert got.reranked
+    order = [r.chunk.doc_id for r in got.results]
+    assert order[0] == "q3"
+    assert [d for d in order if d != "undated"] == ["q3", "q2", "q1"]
