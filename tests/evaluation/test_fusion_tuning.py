@@ -36,9 +36,11 @@ def test_tuning_scores_every_candidate_and_keeps_the_baseline_without_a_margin(
     kept = tune_fusion(settings, index, queries, qrels, judgements="tiny", min_gain=1.0)
     # RRF k=60 (the baseline) and the weighted grid, each with every document-leg weight.
     assert len(kept.candidates) == (1 + len(DENSE_WEIGHTS)) * len(DOCUMENT_WEIGHTS)
-    assert "rrf k=60 doc=1" in kept.candidates
-    assert kept.choice == kept.baseline == FusionChoice(method=FusionMethod.RRF, rrf_k=60)
-    assert kept.chosen_score == kept.baseline_score == kept.candidates["rrf k=60"]
+    assert "rrf k=60" in kept.candidates
+    # The settings' fusion: RRF with the document leg at its default weight.
+    baseline = FusionChoice(method=FusionMethod.RRF, rrf_k=60, document_weight=1.0)
+    assert kept.choice == kept.baseline == baseline
+    assert kept.chosen_score == kept.baseline_score == kept.candidates["rrf k=60 doc=1"]
     assert load_tuned_fusion(IndexLayout(settings, index).root) == kept
 
     best = tune_fusion(settings, index, queries, qrels, judgements="tiny", min_gain=0.0)
