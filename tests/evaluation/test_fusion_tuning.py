@@ -15,7 +15,7 @@ from core.settings import Settings
 from evaluation.fusion_tuning import DENSE_WEIGHTS, DOCUMENT_WEIGHTS, tune_fusion
 from evaluation.reranker_gate import holdout_judgements
 from evaluation.retrieval_eval import eval_principal
-from retrieval.fusion import FUSION_FILE, FusionChoice, load_tuned_fusion
+from retrieval.fusion import FUSION_FILE, FusionChoice, load_tuned_fusion, settings_fusion
 from retrieval.index import IndexLayout
 from retrieval.service import ServingIndex
 from tests.evaluation.beir_files import tiny_train_index
@@ -60,7 +60,7 @@ def test_serving_applies_the_record_without_restart_and_ignores_a_broken_one(
         record["choice"] = {"method": "weighted", "rrf_k": 60, "dense_weight": 0.7}
         (root / FUSION_FILE).write_text(json.dumps(record), encoding="utf-8")
         assert service.fusion() == FusionChoice(method=FusionMethod.WEIGHTED, dense_weight=0.7)
-        assert off.fusion() == FusionChoice(method=FusionMethod.RRF, rrf_k=60)
+        assert off.fusion() == settings_fusion(settings)
 
         record["choice"]["dense_weight"] = 0.2
         (root / FUSION_FILE).write_text(json.dumps(record), encoding="utf-8")
@@ -70,7 +70,7 @@ def test_serving_applies_the_record_without_restart_and_ignores_a_broken_one(
 
         (root / FUSION_FILE).write_text("{broken", encoding="utf-8")
         os.utime(root / FUSION_FILE, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000))
-        assert service.fusion() == FusionChoice(method=FusionMethod.RRF, rrf_k=60)
+        assert service.fusion() == settings_fusion(settings)
         request = SearchRequest(query="cancer cells", k=5, mode=SearchMode.HYBRID, rerank=False)
         assert service.search(eval_principal(settings), request).results
     finally:
