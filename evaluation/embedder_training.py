@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import random
-import shutil
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -41,6 +40,7 @@ from evaluation.reranker_training import (
     ValidationPoint,
     git_commit,
     hybrid_ndcg,
+    publish_model_dir,
     rerank_ndcg,
     resolve_device,
 )
@@ -264,9 +264,8 @@ def train_embedder(
     ``<data_dir>/models/embedder-<dataset>-<UTC timestamp>``) with its model card."""
     from sentence_transformers import SentenceTransformer
 
-    from evaluation.training_data import build_training_data
+    from evaluation.training_data import build_index_training_data
     from retrieval.factory import embedding_model_id
-    from retrieval.service import ServingIndex
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub from training
     params = EmbedderTrainingParameters(
@@ -284,22 +283,16 @@ def train_embedder(
     if epochs < 1 or batch_size < 2:
         raise EvaluationError("training needs at least one epoch and two pairs per batch")
     dataset = load_beir(dataset_dir, "train")
-    service = ServingIndex(settings, index)
-    try:
-        if not service.ready():
-            raise EvaluationError(f"index {index!r} is not available; ingest {dataset.name} first")
-        data = build_training_data(
-            settings,
-            service,
-            dataset,
-            validation_fraction=validation_fraction,
-            negatives=1,  # the loss uses in-batch negatives; one mined negative keeps groups valid
-            max_pseudo=max_pseudo,
-            seed=seed,
-            indexed_text=True,
-        )
-    finally:
-        service.close()
+    data = build_index_training_data(
+        settings,
+        index,
+        dataset,
+        validation_fraction=validation_fraction,
+        negatives=1,  # the loss uses in-batch negatives; one mined negative keeps groups valid
+        max_pseudo=max_pseudo,
+        seed=seed,
+        indexed_text=True,
+    )
     if not data.validation:
         raise EvaluationError("no validation queries: the train split is too small to hold out")
 
@@ -317,11 +310,7 @@ def train_embedder(
     stamp = datetime.now(UTC)
     name = f"embedder-{dataset.name}-{stamp:%Y%m%dT%H%M%S}"
     target = out_dir or settings.data_dir / "models" / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".{target.name}.tmp{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
     model.cpu()
-    model.save(str(staging))
     card = EmbedderCard(
         index=index,
         dataset=dataset.name,
@@ -339,10 +328,12 @@ def train_embedder(
         trained_at=stamp,
         git_commit=git_commit(),
     )
-    write_embedder_card(staging, card)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(staging, target)
+
+    def save(staging: Path) -> None:
+        model.save(str(staging))
+        write_embedder_card(staging, card)
+
+    publish_model_dir(target, save)
     log_event(
         logger,
         logging.INFO,

@@ -327,6 +327,18 @@ def fit(
     return student, history, baseline, step
 
 
+def publish_model_dir(target: Path, save: Callable[[Path], None]) -> None:
+    """Write a model folder whole or not at all: ``save`` fills a staging folder beside
+    ``target``, which then takes its place (an older folder of that name is replaced)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{target.name}.tmp{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    save(staging)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(staging, target)
+
+
 def install(rerankers_dir: Path, model_dir: Path) -> Path:
     """Point ``rerankers/current`` at ``model_dir`` atomically (a symlink replaced by rename), so
     a serving process sees either the old model or the new one, never a partial folder."""
@@ -409,11 +421,10 @@ def train_reranker(
     ``out_dir`` defaults to ``<rerankers>/model-<UTC timestamp>``; installing requires it to be
     inside the index's rerankers folder."""
     from evaluation.reranker_gate import decide_gate
-    from evaluation.training_data import build_training_data
+    from evaluation.training_data import build_index_training_data
     from retrieval.factory import model_export_dir, model_threads
     from retrieval.index import IndexLayout
     from retrieval.rerank import CrossEncoderReranker
-    from retrieval.service import ServingIndex
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub from training
     resolved_device = resolve_device(device)
@@ -434,22 +445,16 @@ def train_reranker(
     )
     dataset = load_beir(dataset_dir, "train")
     layout = IndexLayout(settings, index)
-    service = ServingIndex(settings, index)
-    try:
-        if not service.ready():
-            raise EvaluationError(f"index {index!r} is not available; ingest {dataset.name} first")
-        data = build_training_data(
-            settings,
-            service,
-            dataset,
-            validation_fraction=validation_fraction,
-            negatives=negatives,
-            max_pseudo=max_pseudo,
-            external_dir=external_dir,
-            seed=seed,
-        )
-    finally:
-        service.close()
+    data = build_index_training_data(
+        settings,
+        index,
+        dataset,
+        validation_fraction=validation_fraction,
+        negatives=negatives,
+        max_pseudo=max_pseudo,
+        external_dir=external_dir,
+        seed=seed,
+    )
     if max_groups is not None and len(data.groups) > max_groups:
         kept = data.groups[:max_groups]  # already shuffled with the seed
         counts: dict[str, int] = {}
@@ -463,11 +468,7 @@ def train_reranker(
 
     stamp = datetime.now(UTC)
     target = out_dir or layout.rerankers_dir / f"model-{stamp:%Y%m%dT%H%M%S}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".{target.name}.tmp{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
     student.model.cpu()
-    student.ce.save(str(staging))
     card = RerankerCard(
         index=index,
         dataset=dataset.name,
@@ -484,10 +485,12 @@ def train_reranker(
         trained_at=stamp,
         git_commit=git_commit(),
     )
-    write_card(staging, card)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(staging, target)
+
+    def save(staging: Path) -> None:
+        student.ce.save(str(staging))
+        write_card(staging, card)
+
+    publish_model_dir(target, save)
     log_event(logger, logging.INFO, "reranker.trained", index=index, model_dir=str(target))
 
     if target.parent.resolve() != layout.rerankers_dir.resolve():

@@ -348,3 +348,38 @@ def build_training_data(
         train_queries=len(train_ids),
         validation_queries=len(validation),
     )
+
+
+def build_index_training_data(
+    settings: Settings,
+    index: str,
+    dataset: BeirDataset,
+    *,
+    validation_fraction: float = 0.2,
+    negatives: int = 3,
+    max_pseudo: int = 3000,
+    external_dir: Path | None = None,
+    seed: int = 13,
+    indexed_text: bool = False,
+) -> TrainingData:
+    """``build_training_data`` over the serving index ``index``, which must hold the corpus of
+    ``dataset`` (opened for this call and closed again)."""
+    from retrieval.service import ServingIndex
+
+    service = ServingIndex(settings, index)
+    try:
+        if not service.ready():
+            raise EvaluationError(f"index {index!r} is not available; ingest {dataset.name} first")
+        return build_training_data(
+            settings,
+            service,
+            dataset,
+            validation_fraction=validation_fraction,
+            negatives=negatives,
+            max_pseudo=max_pseudo,
+            external_dir=external_dir,
+            seed=seed,
+            indexed_text=indexed_text,
+        )
+    finally:
+        service.close()
