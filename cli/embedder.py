@@ -26,7 +26,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_dataset_option(train)
     train.add_argument("--out", type=Path, help="model folder (default: <data dir>/models/...)")
     train.add_argument("--epochs", type=int, default=2, help="at most; stops when validation drops")
-    train.add_argument("--batch-size", type=int, default=32, help="pairs per step")
+    train.add_argument("--batch-size", type=int, default=32, help="examples per step")
+    train.add_argument(
+        "--hard-negatives",
+        type=int,
+        default=1,
+        help="mined hybrid negatives per example besides the in-batch ones (0: in-batch only)",
+    )
     train.add_argument("--max-length", type=int, default=128, help="wordpieces per training text")
     train.add_argument("--learning-rate", type=float, default=3e-5)
     train.add_argument("--max-pseudo", type=int, default=2000, help="corpus pseudo-queries")
@@ -50,6 +56,7 @@ def run_train(args: argparse.Namespace) -> int:
             args.out,
             epochs=args.epochs,
             batch_size=args.batch_size,
+            hard_negatives=args.hard_negatives,
             max_length=args.max_length,
             learning_rate=args.learning_rate,
             max_pseudo=args.max_pseudo,

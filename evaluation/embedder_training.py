@@ -4,7 +4,10 @@ own judged train queries and pseudo-queries, so the dense leg ranks that domain 
 Why the bi-encoder and not only the reranker: a cross-encoder has to learn relevance from a
 fresh head, which 2 CPU cores cannot give it in minutes (see evaluation/reranker_training.py);
 the bi-encoder starts from a good retriever and needs only a few hundred steps of contrastive
-fine-tuning (in-batch negatives) to move toward the domain's vocabulary and query style.
+fine-tuning to move toward the domain's vocabulary and query style. Besides the other examples
+of a batch, each example can bring hard negatives mined from our own hybrid retriever (top
+candidates that are not judged relevant): passages the served ranking confuses, which random
+in-batch passages rarely are.
 
 The result is a new model folder with MODEL_CARD.md and card.json. It defines a new vector
 space, so an index uses it only after ``CITEWELL_EMBEDDING_MODEL=<folder>`` and a rebuild; the
@@ -23,7 +26,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,7 +54,8 @@ logger = logging.getLogger(__name__)
 
 class EmbedderTrainingParameters(Frozen):
     epochs: int
-    batch_size: int  # (query, passage) pairs per step; the other passages are its negatives
+    batch_size: int  # examples per step; the other examples' passages are negatives too
+    hard_negatives: int  # mined negatives per example beside the in-batch ones (0: in-batch only)
     max_length: int  # wordpieces per text while training (serving keeps its own length)
     learning_rate: float
     device: str
@@ -122,28 +126,71 @@ def dense_rescoring_ndcg(
     return rerank_ndcg(validation, score, candidates)
 
 
-def _pairs(groups: Sequence[TrainingGroup], seed: int) -> list[tuple[str, str]]:
-    """Distinct (query, positive) pairs in a seeded random order."""
-    pairs = list(dict.fromkeys((group.query, group.positive) for group in groups))
-    random.Random(seed).shuffle(pairs)
-    return pairs
+Example = tuple[str, ...]  # (query, positive, hard negative 1..N)
 
 
-def _batches(pairs: Sequence[tuple[str, str]], size: int) -> list[list[tuple[str, str]]]:
-    """Batches in which no text repeats: with in-batch negatives a repeated passage would be
-    scored as its own negative. A pair that clashes waits for a later batch."""
-    batches: list[list[tuple[str, str]]] = []
-    pending = list(pairs)
+def _examples(groups: Sequence[TrainingGroup], hard_negatives: int, seed: int) -> list[Example]:
+    """Distinct (query, positive, negative_1..N) examples in a seeded random order. A negative
+    that is a positive of the same query anywhere in the data is dropped; with N > 0 a group
+    left with fewer than N negatives is skipped, since MNRL takes one column per negative."""
+    relevant = _relevant(groups)
+    examples: dict[tuple[str, str], Example] = {}
+    for group in groups:
+        key = (group.query, group.positive)
+        if key in examples or group.query == group.positive:
+            continue
+        own = relevant[group.query]
+        negatives = [n for n in dict.fromkeys(group.negatives) if n not in own | {group.query}]
+        if len(negatives) >= hard_negatives:
+            examples[key] = (*key, *negatives[:hard_negatives])
+    shuffled = list(examples.values())
+    random.Random(seed).shuffle(shuffled)
+    return shuffled
+
+
+def _relevant(groups: Iterable[TrainingGroup]) -> dict[str, frozenset[str]]:
+    """Every positive passage of each query text, over all its groups."""
+    positives: dict[str, set[str]] = {}
+    for group in groups:
+        positives.setdefault(group.query, set()).add(group.positive)
+    return {query: frozenset(texts) for query, texts in positives.items()}
+
+
+def _batches(
+    examples: Sequence[Example],
+    size: int,
+    relevant: Mapping[str, frozenset[str]] | None = None,
+) -> list[list[Example]]:
+    """Batches in which no text repeats in any column: every passage of a batch is a negative
+    for every other query in it, so a repeated passage would be scored as its own negative. With
+    ``relevant`` (query -> its positives), a batch also never holds a passage that is a positive
+    of another of its queries. An example that clashes waits for a later batch."""
+    relevant = relevant or {}
+    batches: list[list[Example]] = []
+    pending = list(examples)
     while pending:
-        batch: list[tuple[str, str]] = []
+        batch: list[Example] = []
         texts: set[str] = set()
-        rest: list[tuple[str, str]] = []
-        for pair in pending:
-            if len(batch) < size and pair[0] not in texts and pair[1] not in texts:
-                batch.append(pair)
-                texts.update(pair)
-            else:
-                rest.append(pair)
+        passages: set[str] = set()
+        positives: set[str] = set()  # of the batch's queries
+        rest: list[Example] = []
+        for example in pending:
+            query, own = example[0], example[1:]
+            mine = relevant.get(query, frozenset())
+            clash = (
+                len(batch) >= size
+                or len(set(example)) < len(example)
+                or not texts.isdisjoint(example)
+                or not positives.isdisjoint(own)
+                or not mine.isdisjoint(passages)
+            )
+            if clash:
+                rest.append(example)
+                continue
+            batch.append(example)
+            texts.update(example)
+            passages.update(own)
+            positives.update(mine)
         if len(batch) < 2:  # one pair alone has no negatives
             break
         batches.append(batch)
@@ -161,15 +208,17 @@ def fit_embedder(
     data: TrainingData,
     params: EmbedderTrainingParameters,
 ) -> tuple[list[ValidationPoint], float, float, int]:
-    """Fine-tune ``model`` (a SentenceTransformer) in place with in-batch-negative contrastive
-    loss; keep the checkpoint with the best validation nDCG@10. Returns the history, the
-    hybrid and base-model validation scores, and the optimiser steps taken."""
+    """Fine-tune ``model`` (a SentenceTransformer) in place with contrastive loss over in-batch
+    and ``params.hard_negatives`` mined negatives per example; keep the checkpoint with the best
+    validation nDCG@10. Returns the history, the hybrid and base-model validation scores, and
+    the optimiser steps taken."""
     import torch
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-    pairs = _pairs(data.groups, params.seed)
-    if len(pairs) < 2:
-        raise EvaluationError("fewer than two training pairs")
+    examples = _examples(data.groups, params.hard_negatives, params.seed)
+    relevant = _relevant(data.groups)
+    if len(examples) < 2:
+        raise EvaluationError("fewer than two training examples")
     torch.manual_seed(params.seed)
     serving_length = model.max_seq_length
     hybrid = hybrid_ndcg(data.validation)
@@ -182,7 +231,7 @@ def fit_embedder(
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=params.learning_rate, weight_decay=0.01)
     rng = random.Random(params.seed)
-    per_epoch = len(_batches(pairs, params.batch_size))
+    per_epoch = len(_batches(examples, params.batch_size, relevant))
     total = per_epoch * params.epochs
     warmup = max(1, total // 10)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -193,13 +242,16 @@ def fit_embedder(
     started = time.perf_counter()
     step = 0
     for epoch in range(params.epochs):
-        rng.shuffle(pairs)
+        rng.shuffle(examples)
         model.train()
         model.max_seq_length = params.max_length
         out_of_time = False
-        for batch in _batches(pairs, params.batch_size):
+        for batch in _batches(examples, params.batch_size, relevant):
+            # One column per role: anchors, positives, then each hard negative (MNRL scores
+            # every query against all passages of all columns).
             features = [
-                _on_device(model.preprocess([p[i] for p in batch]), model.device) for i in (0, 1)
+                _on_device(model.preprocess([e[i] for e in batch]), model.device)
+                for i in range(len(batch[0]))
             ]
             loss = loss_fn(features, None)
             loss.backward()
@@ -250,6 +302,7 @@ def train_embedder(
     *,
     epochs: int = 2,
     batch_size: int = 32,
+    hard_negatives: int = 1,
     max_length: int = 128,
     learning_rate: float = 3e-5,
     device: Device = "auto",
@@ -271,6 +324,7 @@ def train_embedder(
     params = EmbedderTrainingParameters(
         epochs=epochs,
         batch_size=batch_size,
+        hard_negatives=hard_negatives,
         max_length=max_length,
         learning_rate=learning_rate,
         device=resolve_device(device),
@@ -280,15 +334,18 @@ def train_embedder(
         validation_candidates=settings.rerank_candidates,
         time_budget_s=time_budget_s,
     )
-    if epochs < 1 or batch_size < 2:
-        raise EvaluationError("training needs at least one epoch and two pairs per batch")
+    if epochs < 1 or batch_size < 2 or hard_negatives < 0:
+        raise EvaluationError(
+            "training needs at least one epoch, two examples per batch and hard negatives >= 0"
+        )
     dataset = load_beir(dataset_dir, "train")
     data = build_index_training_data(
         settings,
         index,
         dataset,
         validation_fraction=validation_fraction,
-        negatives=1,  # the loss uses in-batch negatives; one mined negative keeps groups valid
+        # Groups need one mined negative to exist even when the loss uses in-batch ones only.
+        negatives=max(1, hard_negatives),
         max_pseudo=max_pseudo,
         seed=seed,
         indexed_text=True,
@@ -357,7 +414,8 @@ def write_embedder_card(model_dir: Path, card: EmbedderCard) -> None:
     )
     text = f"""# Citewell embedder adapted to `{card.dataset}`
 
-Fine-tuned from `{card.base_model}` with in-batch-negative contrastive loss (sentence-transformers
+Fine-tuned from `{card.base_model}` with contrastive loss over in-batch negatives and
+{p.hard_negatives} mined hard negative(s) per example (sentence-transformers
 MultipleNegativesRankingLoss), fp32. Trained {card.trained_at:%Y-%m-%d %H:%M} UTC on {p.device}
 in {card.train_seconds:.0f} s ({card.steps} steps); git {card.git_commit}.
 

@@ -1,6 +1,7 @@
-"""Embedder adaptation: batches without repeated texts, the validation metric on hand-made
-vectors, and training on a tiny SciFact train slice producing a model an index can be built
-with and searched through."""
+"""Embedder adaptation: batches without repeated texts (hard-negative columns included), mined
+negatives that are never a positive of their query, the validation metric on hand-made vectors,
+and training with a hard negative on a tiny SciFact train slice producing a model an index can
+be built with and searched through."""
 
 from __future__ import annotations
 
@@ -11,16 +12,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.models import SearchMode, SearchRequest
 from core.settings import Settings
+from evaluation.beir import load_beir
 from evaluation.embedder_training import (
     TrainedEmbedder,
     _batches,
+    _examples,
+    _relevant,
     dense_rescoring_ndcg,
     train_embedder,
 )
-from evaluation.retrieval_eval import evaluate_retrieval
-from evaluation.training_data import Candidate, ValidationQuery
+from evaluation.retrieval_eval import eval_principal, evaluate_retrieval
+from evaluation.training_data import (
+    Candidate,
+    TrainingGroup,
+    ValidationQuery,
+    build_index_training_data,
+    passage_text,
+)
 from retrieval.index import IndexLayout
+from retrieval.service import ServingIndex
 from tests.evaluation.beir_files import write_slice
 
 SCIFACT = Path("/work/shared/data/ir/scifact")
@@ -38,6 +50,56 @@ def test_batches_never_repeat_a_text_and_keep_every_pair_they_can() -> None:
 
 def test_batches_drop_a_lone_pair_that_has_no_negatives() -> None:
     assert _batches([("q", "p"), ("q", "p2")], 4) == []
+
+
+def test_batches_with_hard_negatives_never_repeat_a_text_in_any_column() -> None:
+    examples = [
+        ("q1", "p1", "n1"),
+        ("q2", "p2", "p1"),  # its negative is q1's positive
+        ("q3", "p3", "n1"),  # shares q1's negative
+        ("q4", "p4", "n4"),
+        ("q5", "n4", "n5"),  # its positive is q4's negative
+        ("q6", "p6", "n6"),
+    ]
+    batches = _batches(examples, 4)
+    for batch in batches:
+        texts = [t for example in batch for t in example]
+        assert len(texts) == len(set(texts))
+        assert {len(example) for example in batch} == {3}
+    assert sorted(e for b in batches for e in b) == sorted(examples)
+
+
+def test_batches_keep_a_querys_other_positives_out_of_its_batch() -> None:
+    # q1 is judged relevant to p1 and p1b: p1b as q2's negative (or positive) in q1's batch
+    # would train q1 away from a relevant passage.
+    examples = [("q1", "p1", "n1"), ("q2", "p2", "p1b"), ("q3", "p3", "n3")]
+    relevant = {"q1": frozenset({"p1", "p1b"})}
+    batches = _batches(examples, 3, relevant)
+    for batch in batches:
+        queries = {example[0] for example in batch}
+        assert not ("q1" in queries and "q2" in queries)
+    assert len(_batches(examples, 3)) == 1  # without the judgements they would share one
+
+
+def _group(query: str, positive: str, *negatives: str) -> TrainingGroup:
+    return TrainingGroup(query=query, positive=positive, negatives=negatives, source="judged")
+
+
+def test_examples_never_use_a_positive_of_the_query_as_its_negative() -> None:
+    groups = [
+        _group("q1", "p1", "p2", "n1"),  # p2 is another judged positive of q1
+        _group("q1", "p2", "p1"),  # only positives mined: no negative left
+        _group("q2", "p3", "n2", "n3"),
+        _group("q2", "p3", "n4"),  # the same pair again
+    ]
+    relevant = _relevant(groups)
+    with_one = _examples(groups, 1, seed=1)
+    assert sorted(with_one) == [("q1", "p1", "n1"), ("q2", "p3", "n2")]
+    # With two columns q1 has one clean negative only and is left out.
+    assert _examples(groups, 2, seed=1) == [("q2", "p3", "n2", "n3")]
+    for query, _, *negatives in with_one:
+        assert relevant[query].isdisjoint(negatives)
+    assert sorted(_examples(groups, 0, seed=1)) == [("q1", "p1"), ("q1", "p2"), ("q2", "p3")]
 
 
 class _Vectors:
@@ -82,8 +144,40 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, str, Path]
 def trained(tiny: tuple[Settings, str, Path]) -> TrainedEmbedder:
     settings, index, dataset = tiny
     return train_embedder(
-        settings, index, dataset, epochs=1, batch_size=4, max_length=32, max_pseudo=8, device="cpu"
+        settings,
+        index,
+        dataset,
+        epochs=1,
+        batch_size=4,
+        hard_negatives=1,
+        max_length=32,
+        max_pseudo=8,
+        device="cpu",
     )
+
+
+@pytest.mark.slow
+def test_mined_negatives_are_hybrid_candidates_from_unjudged_documents(
+    tiny: tuple[Settings, str, Path],
+) -> None:
+    settings, index, dataset_dir = tiny
+    dataset = load_beir(dataset_dir, "train")
+    data = build_index_training_data(
+        settings, index, dataset, negatives=2, max_pseudo=0, indexed_text=True
+    )
+    texts = {q.text: q.query_id for q in dataset.queries}
+    examples = _examples(data.groups, 1, seed=13)
+    assert examples
+    service = ServingIndex(settings, index)
+    try:
+        for query, _, negative in examples:
+            request = SearchRequest(query=query, k=30, mode=SearchMode.HYBRID, rerank=False)
+            result = service.search(eval_principal(settings), request)
+            doc_of = {passage_text(s.chunk, True): s.chunk.doc_id for s in result.results}
+            judged = {d for d, grade in dataset.qrels[texts[query]].items() if grade > 0}
+            assert doc_of[negative] not in judged
+    finally:
+        service.close()
 
 
 @pytest.mark.slow
@@ -98,8 +192,10 @@ def test_tiny_training_writes_a_model_with_its_card(
     assert card["index"] == index and card["data"]["judged"] > 0
     assert card["validation_queries"] >= 1 and card["history"] and card["steps"] >= 1
     assert 0.0 <= card["base_ndcg_at_10"] <= 1.0
+    assert card["parameters"]["hard_negatives"] == 1
     text = (model_dir / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "CITEWELL_EMBEDDING_MODEL" in text and "## Validation" in text
+    assert "1 mined hard negative" in text
 
 
 @pytest.mark.slow
