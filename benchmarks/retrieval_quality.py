@@ -3,6 +3,11 @@ serving index (``evaluation.retrieval_eval``), printed as one table.
 
     .venv/bin/python -m benchmarks.retrieval_quality [--data-root /work/shared/data/ir]
         [--data-dir .citewell-bench] [--modes bm25 dense hybrid hybrid+rerank] [--json]
+        [--datasets scifact cranfield] [--embedding-model DIR]
+
+``--embedding-model`` evaluates with another embedder (e.g. one adapted to SciFact by
+``citewell embedder train``): its own evaluation index, embedded once, and the fusion recorded
+for that index by ``citewell eval tune-fusion``, if any.
 
 The first run embeds both corpora (SciFact ~7 min on 2 cores); later runs reuse the evaluation
 indexes built under ``--data-dir`` and only run the queries. Reference on this machine kind
@@ -37,11 +42,14 @@ def main() -> int:
     parser.add_argument("--datasets", nargs="+", default=[name for name, _, _ in DATASETS])
     parser.add_argument("--modes", nargs="+", default=list(RETRIEVAL_MODES))
     parser.add_argument("--json", action="store_true", help="print every report as JSON")
+    parser.add_argument("--embedding-model", help="embedding model id or folder (default: bundled)")
     args = parser.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     configure_logging("WARNING")
-    settings = Settings(data_dir=args.data_dir)
+    settings = Settings(data_dir=args.data_dir, embedding_model=args.embedding_model)
+    if not args.json:
+        sys.stdout.write(f"load average {os.getloadavg()[0]:.1f}\n")
     reports = {}
     for name, relative, split in DATASETS:
         if name not in args.datasets:

@@ -8,8 +8,9 @@ import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from core.errors import ConfigurationError
 from core.models import Frozen, FusionMethod
@@ -116,11 +117,32 @@ class FusionChoice(Frozen):
     method: FusionMethod
     rrf_k: int = 60
     dense_weight: float = 0.5
-    # Weight of the document-level BM25 leg (``BM25Index.document_search``): each candidate chunk
-    # also scores its document's rank (RRF: weight / (k + rank)) or normalised score (weighted:
-    # weight * score). It only re-orders candidates the chunk legs found. Records written
-    # before this field existed load with 0: what they were tuned and served with.
-    document_weight: float = Field(default=0.0, ge=0.0, le=2.0)
+    # Share of the lexical evidence taken from the document-level BM25 leg
+    # (``BM25Index.document_search``) instead of the chunk's own BM25: each candidate chunk
+    # scores ``(1 - share) * chunk + share * its document`` on the lexical side (RRF: per-rank
+    # terms; weighted: normalised scores). A share, not an extra weight, so the lexical side
+    # keeps its weight: where a document is one chunk both terms agree and nothing changes.
+    # It only re-orders candidates the chunk legs found.
+    document_share: float = Field(default=0.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_document_weight(cls, data: Any) -> Any:
+        """Records written before ``document_share`` carried an extra ``document_weight`` added
+        on top of both legs. Weighted fusion converts exactly (the same ranking, rescaled);
+        RRF, whose lexical side cannot grow, keeps the same document-to-lexical proportion."""
+        if not isinstance(data, dict) or "document_weight" not in data:
+            return data
+        data = dict(data)
+        extra = float(data.pop("document_weight") or 0.0)
+        if extra > 0 and "document_share" not in data:
+            if data.get("method") == FusionMethod.WEIGHTED.value:
+                dense = float(data.get("dense_weight", 0.5))
+                data["dense_weight"] = dense / (1.0 + extra)
+                data["document_share"] = extra / (1.0 - dense + extra)
+            else:
+                data["document_share"] = extra / (1.0 + extra)
+        return data
 
     def describe(self) -> str:
         base = (
@@ -128,7 +150,7 @@ class FusionChoice(Frozen):
             if self.method == FusionMethod.RRF
             else f"weighted dense={self.dense_weight:g}"
         )
-        return f"{base} doc={self.document_weight:g}" if self.document_weight else base
+        return f"{base} doc={self.document_share:g}" if self.document_share else base
 
     def fuse(
         self,
@@ -138,18 +160,23 @@ class FusionChoice(Frozen):
         document_of: Mapping[str, str] | None = None,
     ) -> dict[str, float]:
         """Fused chunk scores. ``documents`` are (doc id, score) best first; ``document_of``
-        maps candidate chunk ids to their documents (both unused while the weight is 0)."""
+        maps candidate chunk ids to their documents (both unused while the share is 0)."""
+        share = self.document_share if documents and document_of else 0.0
         if self.method == FusionMethod.RRF:
-            scores = reciprocal_rank_fusion(
-                [[item for item, _ in dense], [item for item, _ in lexical]], k=self.rrf_k
-            )
+            weights = (1.0, 1.0)
+            dense_part = reciprocal_rank_fusion([[item for item, _ in dense]], k=self.rrf_k)
+            lexical_part = reciprocal_rank_fusion([[item for item, _ in lexical]], k=self.rrf_k)
         else:
-            scores = weighted_fusion(dense, lexical, self.dense_weight)
-        if self.document_weight and documents and document_of:
+            weights = (self.dense_weight, 1.0 - self.dense_weight)
+            dense_part = weighted_fusion(dense, [], dense_weight=1.0)
+            lexical_part = weighted_fusion([], lexical, dense_weight=0.0)
+        scores = {item: weights[0] * value for item, value in dense_part.items()}
+        for item, value in lexical_part.items():
+            scores[item] = scores.get(item, 0.0) + weights[1] * (1.0 - share) * value
+        if share and document_of:
             for chunk_id, rank, normalised in document_leg(list(scores), documents, document_of):
-                scores[chunk_id] += self.document_weight * (
-                    1.0 / (self.rrf_k + rank) if self.method == FusionMethod.RRF else normalised
-                )
+                value = 1.0 / (self.rrf_k + rank) if self.method == FusionMethod.RRF else normalised
+                scores[chunk_id] += weights[1] * share * value
         return scores
 
     def single(self, leg: Sequence[tuple[str, float]]) -> dict[str, float]:
@@ -198,7 +225,7 @@ def settings_fusion(settings: Settings) -> FusionChoice:
         method=settings.fusion,
         rrf_k=settings.rrf_k,
         dense_weight=settings.dense_weight,
-        document_weight=settings.fusion_document_weight,
+        document_share=settings.fusion_document_share,
     )
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from core.models import FusionMethod, SearchMode, SearchRequest
 from core.settings import Settings
-from evaluation.fusion_tuning import DENSE_WEIGHTS, DOCUMENT_WEIGHTS, tune_fusion
+from evaluation.fusion_tuning import DENSE_WEIGHTS, DOCUMENT_SHARES, tune_fusion
 from evaluation.reranker_gate import holdout_judgements
 from evaluation.retrieval_eval import eval_principal
 from retrieval.fusion import FUSION_FILE, FusionChoice, load_tuned_fusion, settings_fusion
@@ -34,13 +34,13 @@ def test_tuning_scores_every_candidate_and_keeps_the_baseline_without_a_margin(
     settings, index, dataset = tiny
     queries, qrels = holdout_judgements(dataset)
     kept = tune_fusion(settings, index, queries, qrels, judgements="tiny", min_gain=1.0)
-    # RRF k=60 (the baseline) and the weighted grid, each with every document-leg weight.
-    assert len(kept.candidates) == (1 + len(DENSE_WEIGHTS)) * len(DOCUMENT_WEIGHTS)
+    # RRF k=60 and the weighted grid (the baseline among it), each with every document share.
+    assert len(kept.candidates) == (1 + len(DENSE_WEIGHTS)) * len(DOCUMENT_SHARES)
     assert "rrf k=60" in kept.candidates
-    # The settings' fusion: RRF with the document leg at its default weight.
-    baseline = FusionChoice(method=FusionMethod.RRF, rrf_k=60, document_weight=1.0)
+    # The settings' fusion: weighted, even split, half the lexical side from documents.
+    baseline = FusionChoice(method=FusionMethod.WEIGHTED, dense_weight=0.5, document_share=0.5)
     assert kept.choice == kept.baseline == baseline
-    assert kept.chosen_score == kept.baseline_score == kept.candidates["rrf k=60 doc=1"]
+    assert kept.chosen_score == kept.baseline_score == kept.candidates["weighted dense=0.5 doc=0.5"]
     assert load_tuned_fusion(IndexLayout(settings, index).root) == kept
 
     best = tune_fusion(settings, index, queries, qrels, judgements="tiny", min_gain=0.0)

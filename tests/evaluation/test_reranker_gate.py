@@ -78,7 +78,7 @@ def test_gate_disables_a_reranker_that_hurts_and_serving_reports_it(
     settings, index, dataset = tiny
     # The scripted reranker spots judged documents by their first chunk (it starts with the
     # title); the document leg lifts their later chunks too, which it cannot see, so it runs off.
-    settings = settings.model_copy(update={"fusion_document_weight": 0.0})
+    settings = settings.model_copy(update={"fusion_document_share": 0.0})
     current = str(IndexLayout(settings, index).rerankers_dir / "current")
     bad = ScriptedReranker(current, _titles(dataset), "reverse")
     queries, qrels = holdout_judgements(dataset, fraction=0.5)

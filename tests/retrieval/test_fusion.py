@@ -85,7 +85,7 @@ def test_tuned_fusion_round_trips_and_a_corrupt_record_is_an_error(tmp_path):
     settings = Settings(data_dir=tmp_path)
     assert describe_fusion(settings, tmp_path) == "weighted dense=0.4 (tuned on unit test)"
     off = Settings(data_dir=tmp_path, use_tuned_fusion=False)
-    assert describe_fusion(off, tmp_path) == "rrf k=60 doc=1"
+    assert describe_fusion(off, tmp_path) == "weighted dense=0.5 doc=0.5"
     (tmp_path / FUSION_FILE).write_text("{not json", encoding="utf-8")
     with pytest.raises(ConfigurationError):
         load_tuned_fusion(tmp_path)
@@ -103,29 +103,72 @@ def test_document_leg_maps_chunks_to_their_documents_rank_and_score():
     assert document_leg(["a"], [], document_of) == []
 
 
-def test_document_weight_adds_a_third_leg_to_both_methods():
+def test_document_share_moves_lexical_evidence_to_the_document_in_both_methods():
     from core.models import FusionMethod
     from retrieval.fusion import FusionChoice
 
     dense, lexical = [("a", 0.9), ("b", 0.1)], [("b", 5.0), ("c", 1.0)]
     documents = [("D2", 4.0), ("D1", 2.0)]
     document_of = {"a": "D1", "b": "D1", "c": "D2"}
-    rrf = FusionChoice(method=FusionMethod.RRF, rrf_k=10, document_weight=0.5)
-    plain = reciprocal_rank_fusion([["a", "b"], ["b", "c"]], k=10)
+    rrf = FusionChoice(method=FusionMethod.RRF, rrf_k=10, document_share=0.25)
     fused = rrf.fuse(dense, lexical, documents, document_of)
-    assert fused["a"] == pytest.approx(plain["a"] + 0.5 / 12)
-    assert fused["b"] == pytest.approx(plain["b"] + 0.5 / 12)
-    assert fused["c"] == pytest.approx(plain["c"] + 0.5 / 11)
-    weighted = FusionChoice(method=FusionMethod.WEIGHTED, dense_weight=0.3, document_weight=1.0)
-    base = weighted_fusion(dense, lexical, 0.3)
+    # dense 1/(k+rank) + lexical 0.75/(k+rank) + document 0.25/(k+document rank)
+    assert fused["a"] == pytest.approx(1 / 11 + 0.25 / 12)
+    assert fused["b"] == pytest.approx(1 / 12 + 0.75 / 11 + 0.25 / 12)
+    assert fused["c"] == pytest.approx(0.75 / 12 + 0.25 / 11)
+    weighted = FusionChoice(method=FusionMethod.WEIGHTED, dense_weight=0.3, document_share=0.5)
     fused = weighted.fuse(dense, lexical, documents, document_of)
-    assert fused == pytest.approx({"a": base["a"], "b": base["b"], "c": base["c"] + 1.0})
-    # The leg only re-scores candidates of the chunk legs, and weight 0 ignores it.
+    # Min-max normalised: dense a 1, b 0; lexical b 1, c 0; documents D2 1, D1 0.
+    assert fused == pytest.approx({"a": 0.3, "b": 0.7 * 0.5, "c": 0.7 * 0.5})
+    # The leg only re-scores candidates of the chunk legs, and share 0 ignores it.
     assert fused.keys() == {"a", "b", "c"}
     off = FusionChoice(method=FusionMethod.RRF, rrf_k=10)
-    assert off.fuse(dense, lexical, documents, document_of) == plain
-    assert rrf.describe() == "rrf k=10 doc=0.5"
+    assert off.fuse(dense, lexical, documents, document_of) == pytest.approx(
+        reciprocal_rank_fusion([["a", "b"], ["b", "c"]], k=10)
+    )
+    assert weighted.describe() == "weighted dense=0.3 doc=0.5"
     assert off.describe() == "rrf k=10"
+
+
+def test_where_each_document_is_one_chunk_the_share_changes_nothing():
+    from core.models import FusionMethod
+    from retrieval.fusion import FusionChoice
+
+    dense = [("a", 0.9), ("b", 0.5), ("c", 0.1)]
+    lexical = [("c", 7.0), ("a", 3.0), ("b", 1.0)]
+    documents = [("C", 7.5), ("A", 3.2), ("B", 1.0)]  # one chunk each, the same order
+    document_of = {"a": "A", "b": "B", "c": "C"}
+    for method in FusionMethod:
+        plain = FusionChoice(method=method, rrf_k=10, dense_weight=0.4)
+        shared = plain.model_copy(update={"document_share": 0.5})
+        got = shared.fuse(dense, lexical, documents, document_of)
+        want = plain.fuse(dense, lexical)
+        assert sorted(got, key=lambda c: -got[c]) == sorted(want, key=lambda c: -want[c])
+        if method == FusionMethod.RRF:
+            assert got == pytest.approx(want)
+
+
+def test_records_with_the_former_additive_document_weight_load_as_a_share():
+    from core.models import FusionMethod
+    from retrieval.fusion import FusionChoice
+
+    dense, lexical = [("a", 0.9), ("b", 0.4), ("c", 0.1)], [("b", 5.0), ("c", 4.0), ("a", 1.0)]
+    documents = [("D2", 4.0), ("D1", 2.0), ("D3", 1.0)]
+    document_of = {"a": "D1", "b": "D2", "c": "D3"}
+    old = FusionChoice.model_validate(
+        {"method": "weighted", "rrf_k": 60, "dense_weight": 0.6, "document_weight": 0.5}
+    )
+    assert old.dense_weight == pytest.approx(0.4)
+    assert old.document_share == pytest.approx(0.5 / 0.9)
+    # The same ranking as 0.6 * dense + 0.4 * lexical + 0.5 * document, rescaled by 1 / 1.5.
+    fused = old.fuse(dense, lexical, documents, document_of)
+    assert fused["a"] == pytest.approx((0.6 * 1.0 + 0.4 * 0.0 + 0.5 * 1 / 3) / 1.5)
+    assert fused["b"] == pytest.approx((0.6 * 0.375 + 0.4 * 1.0 + 0.5 * 1.0) / 1.5)
+    rrf = FusionChoice.model_validate({"method": "rrf", "rrf_k": 60, "document_weight": 1.0})
+    assert rrf == FusionChoice(method=FusionMethod.RRF, document_share=0.5)
+    assert FusionChoice.model_validate({"method": "rrf", "document_weight": 0.0}) == (
+        FusionChoice(method=FusionMethod.RRF)
+    )
 
 
 def test_fusion_records_without_a_document_weight_still_load(tmp_path):
@@ -150,11 +193,11 @@ def test_fusion_records_without_a_document_weight_still_load(tmp_path):
     tuned = load_tuned_fusion(tmp_path)
     assert tuned is not None
     assert tuned.choice == FusionChoice(method=FusionMethod.WEIGHTED, dense_weight=0.4)
-    assert tuned.choice.document_weight == 0.0
+    assert tuned.choice.document_share == 0.0
 
 
-def test_settings_fusion_carries_the_document_weight():
+def test_settings_fusion_carries_the_document_share():
     from core.settings import Settings
     from retrieval.fusion import settings_fusion
 
-    assert settings_fusion(Settings(fusion_document_weight=0.7)).document_weight == 0.7
+    assert settings_fusion(Settings(fusion_document_share=0.7)).document_share == 0.7

@@ -106,15 +106,14 @@ def test_restricted_rare_term_document_changes_nothing_a_public_user_sees(
     ingestor = Ingestor(settings, embedder=embedder)
     ingestor.ingest_texts(base_docs(), index="stats", source_name="t")
     service = ServingIndex(settings, embedder=embedder, reranker=reranker)
-    # Weighted fusion min-max normalises each leg's scores: over visible candidates only.
-    weighted = ServingIndex(
-        settings.model_copy(update={"fusion": FusionMethod.WEIGHTED}), embedder=embedder
-    )
+    # The default (weighted) fusion min-max normalises each leg's scores, over visible
+    # candidates only; RRF uses ranks only. Both must stay unmoved.
+    rrf = ServingIndex(settings.model_copy(update={"fusion": FusionMethod.RRF}), embedder=embedder)
     hybrid = REQUESTS[3]
     try:
         before = [fingerprint(service.search(GUEST, r)) for r in REQUESTS]
-        before_weighted = fingerprint(weighted.search(GUEST, hybrid))
-        assert before_weighted and before_weighted != before[3]
+        before_rrf = fingerprint(rrf.search(GUEST, hybrid))
+        assert before_rrf and before_rrf != before[3]
         assert all(before), "the public rare-term documents must be found in every mode"
         assert service.search(GUEST, REQUESTS[-1]).reranked
         version = service.status().version
@@ -129,11 +128,11 @@ def test_restricted_rare_term_document_changes_nothing_a_public_user_sees(
         after = [fingerprint(service.search(GUEST, r)) for r in REQUESTS]
         for request, old, new in zip(REQUESTS, before, after, strict=True):
             assert new == old, f"mode={request.mode} rerank={request.rerank} changed"
-        assert weighted.maybe_reload() is True
-        assert fingerprint(weighted.search(GUEST, hybrid)) == before_weighted
+        assert rrf.maybe_reload() is True
+        assert fingerprint(rrf.search(GUEST, hybrid)) == before_rrf
     finally:
         service.close()
-        weighted.close()
+        rrf.close()
 
 
 def test_global_statistics_would_have_leaked(tmp_path: Path) -> None:
