@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 
 from core.errors import CitewellError, StoreUnavailableError
 from core.logging import log_event
@@ -75,6 +76,9 @@ class ServingIndex:
         self._reranker_override = reranker
         self._reranker: Reranker | None = None
         self._reranker_note: str | None = None
+        # What the last resolution looked at, and what it chose (before the gate).
+        self._reranker_source: tuple[str | None, tuple[int, int] | None] | None = None
+        self._resolved: tuple[Reranker | None, str] = (None, "")
         self._lock = threading.Lock()
         self._lease: _Lease | None = None
         self._last_error: str | None = None
@@ -154,14 +158,23 @@ class ServingIndex:
         if self._reranker_override is not None:
             self._reranker, self._reranker_note = self._reranker_override, None
             return
-        reranker, note = resolve_reranker(
-            self.settings.reranker_model,
-            self.layout.rerankers_dir / "current",
-            backend=self.settings.reranker_backend,
-            max_length=self.settings.reranker_max_length,
-            threads=model_threads(self.settings),
-            export_dir=model_export_dir(self.settings),
-        )
+        trained = self.layout.rerankers_dir / "current"
+        # A version switch (every refresh) keeps the loaded model when the same one would be
+        # chosen: reloading it would stall the first reranked search after each refresh.
+        # Publishing a trained model renames a new folder into place, so its inode changes.
+        source = (self.settings.reranker_model, _folder_identity(trained))
+        if self._reranker_source == source:
+            reranker, note = self._resolved
+        else:
+            reranker, note = resolve_reranker(
+                self.settings.reranker_model,
+                trained,
+                backend=self.settings.reranker_backend,
+                max_length=self.settings.reranker_max_length,
+                threads=model_threads(self.settings),
+                export_dir=model_export_dir(self.settings),
+            )
+            self._reranker_source, self._resolved = source, (reranker, note)
         if reranker is not None:
             gate = load_gate(self.layout.rerankers_dir)
             if gate is not None and gate.model == reranker.name and not gate.enabled:
@@ -324,7 +337,7 @@ class ServingIndex:
             ranked = list(lexical)
         else:
             documents: list[tuple[str, float]] = []
-            if fusion.document_weight > 0:
+            if fusion.document_share > 0:
                 # Document-level BM25 under the same scope and filters as the chunk legs.
                 tick = time.perf_counter()
                 documents = opened.lexical.document_search(
@@ -392,6 +405,14 @@ class ServingIndex:
 def open_search_service(settings: Settings, index: str | None = None) -> ServingIndex:
     """A search service over the published version of ``index`` (loaded on first use)."""
     return ServingIndex(settings, index)
+
+
+def _folder_identity(folder: Path) -> tuple[int, int] | None:
+    try:
+        stat = folder.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
 
 
 def _document_dates(chunks: Iterable[Chunk]) -> dict[str, datetime]:

@@ -192,7 +192,7 @@ def test_document_leg_keeps_access_and_only_reorders(built):
     settings, _ = built
     plain = ServingIndex(settings, fusion=FusionChoice(method=FusionMethod.RRF))
     with_docs = ServingIndex(
-        settings, fusion=FusionChoice(method=FusionMethod.RRF, document_weight=1.0)
+        settings, fusion=FusionChoice(method=FusionMethod.RRF, document_share=0.5)
     )
     with_docs._embedder = plain._embedder = built[1].embedder
     try:
@@ -212,3 +212,34 @@ def test_document_leg_keeps_access_and_only_reorders(built):
     finally:
         plain.close()
         with_docs.close()
+
+
+def test_a_refresh_keeps_the_loaded_reranker_until_a_new_model_is_published(
+    tmp_path, make_settings, embedder
+):
+    from tests.retrieval.test_rerank import build_cross_encoder
+
+    settings = make_settings(index="rr")
+    ingestor = Ingestor(settings, embedder=embedder)
+    docs = corpus(8)
+    ingestor.ingest_texts(docs, index="rr", source_name="t")
+    current = IndexLayout(settings, "rr").rerankers_dir / "current"
+    model = build_cross_encoder(tmp_path / "ce", layers=1)
+    shutil.copytree(model, current)
+    service = ServingIndex(settings, embedder=embedder)
+    try:
+        service.load()
+        first = service._reranker
+        assert first is not None and service.status().reranker == str(current)
+        ingestor.ingest_texts(docs[:6], index="rr", source_name="t")
+        assert service.maybe_reload() is True
+        assert service._reranker is first  # same model: not reloaded on a version switch
+        # A newly trained model is renamed into place: the next switch picks it up.
+        shutil.copytree(model, current.with_name("staging"))
+        shutil.rmtree(current)
+        current.with_name("staging").rename(current)
+        ingestor.ingest_texts(docs, index="rr", source_name="t")
+        assert service.maybe_reload() is True
+        assert service._reranker is not None and service._reranker is not first
+    finally:
+        service.close()
