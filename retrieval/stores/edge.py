@@ -12,13 +12,15 @@ Facts about qdrant-edge-py 0.9 that callers depend on (verified on this machine,
   reader can serve one copy while a writer builds the next version in a copy of its own.
 
 Restrictive filters: HNSW with a filter that few points pass can return fewer than ``limit``
-results although more match (graph connectivity; see MEASURED.md). :meth:`EdgeVectorStore.search`
-therefore checks every short answer with an exact count of matching points and, if more match
-than were returned, repeats the query with ``exact=True`` (a brute-force scan of the points the
-payload indexes select). Broad filters pay nothing; short answers pay one count, and a real
-shortfall one exact scan. ACORN was measured as the alternative: at 100k points and a 2% filter
-it took 7.6 ms p50 against 0.9 ms for plain HNSW on every query (``benchmarks/vector_store.py``),
-while the fallback only costs when the answer is short.
+results although more match, or a full list that misses part of the true top (graph
+connectivity; see MEASURED.md and ``test_edge.py``). :meth:`EdgeVectorStore.search` therefore
+plans each filtered search (:class:`~retrieval.stores.shared.FilteredSearchPlanner`): the
+engine's cardinality estimate (``count(exact=False)``, ~0.05 ms at 100k points) decides, and a
+filter matching at most ``exact_search_max_points`` points is searched with ``exact=True`` (a
+brute-force scan of the points the payload indexes select). Broader filters use HNSW, and a short
+answer is still checked with an exact count and repeated exactly. ACORN was measured as the
+alternative: at 100k points and a 2% filter it took 7.6 ms p50 against 0.9 ms for plain HNSW on
+every query (``benchmarks/vector_store.py``).
 """
 
 from __future__ import annotations
@@ -52,10 +54,11 @@ from retrieval.stores.filters import (
 )
 from retrieval.stores.shared import (
     CHUNK_ID_FIELDS,
+    EXACT_SEARCH_MAX_POINTS,
+    FilteredSearchPlanner,
     checked_query,
     chunks_in_order,
     group_chunk_ids,
-    search_with_exact_fallback,
     wanted_point_ids,
 )
 
@@ -71,7 +74,8 @@ class EdgeVectorStore:
 
     The constructor only stores its arguments; the shard is opened (created if the directory is
     missing or empty) on first use. ``full_scan_threshold_kb`` and ``indexing_threshold_kb``
-    tune HNSW and apply only when the shard is created or opened by this object.
+    tune HNSW and apply only when the shard is created or opened by this object. Filters matching
+    at most ``exact_search_max_points`` points are searched exactly (0: always HNSW).
     """
 
     def __init__(
@@ -81,9 +85,11 @@ class EdgeVectorStore:
         *,
         full_scan_threshold_kb: int | None = None,
         indexing_threshold_kb: int | None = None,
+        exact_search_max_points: int = EXACT_SEARCH_MAX_POINTS,
     ) -> None:
         if dimension <= 0:
             raise ValueError("dimension must be positive")
+        self._planner = FilteredSearchPlanner(exact_search_max_points)
         self._path = Path(path)
         self._dimension = dimension
         self._full_scan_threshold_kb = full_scan_threshold_kb
@@ -215,12 +221,14 @@ class EdgeVectorStore:
                     for i in range(start, min(len(ids), start + _UPSERT_BATCH))
                 ]
                 shard.update(edge.UpdateOperation.upsert_points(points))
+        self._planner.invalidate()
 
     def delete_documents(self, doc_ids: Collection[str]) -> None:
         if not doc_ids:
             return
         with self._engine("delete documents") as shard:
             shard.update(edge.UpdateOperation.delete_points_by_filter(edge_doc_filter(doc_ids)))
+        self._planner.invalidate()
 
     def delete_chunks(self, chunk_ids: Collection[str]) -> None:
         ids = [pid for pid in map(point_id, chunk_ids) if pid is not None]
@@ -228,6 +236,7 @@ class EdgeVectorStore:
             return
         with self._engine("delete chunks") as shard:
             shard.update(edge.UpdateOperation.delete_points(list(ids)))
+        self._planner.invalidate()
 
     def relabel_document(self, doc_id: str, label: AccessLabel, classification_rank: int) -> None:
         with self._engine("relabel") as shard:
@@ -236,6 +245,7 @@ class EdgeVectorStore:
                     edge_doc_filter([doc_id]), access_payload(label, classification_rank)
                 )
             )
+        self._planner.invalidate()
 
     # --- reads ---------------------------------------------------------------------------------
 
@@ -256,10 +266,17 @@ class EdgeVectorStore:
                 )
                 return list(shard.query(request))
 
-            def count_matching() -> int:
-                return int(shard.count(edge.CountRequest(exact=True, filter=flt)))
+            def count_matching(exact: bool = True) -> int:
+                return int(shard.count(edge.CountRequest(exact=exact, filter=flt)))
 
-            points = search_with_exact_fallback(run, count_matching, limit, logger)
+            points = self._planner.search(
+                (scope.cache_key, filters),
+                run,
+                lambda: count_matching(exact=False),
+                count_matching,
+                limit,
+                logger,
+            )
         return [(chunk_from_payload(p.payload), float(p.score)) for p in points]
 
     def get_chunks(self, chunk_ids: Sequence[str]) -> list[Chunk]:

@@ -40,10 +40,11 @@ from retrieval.stores.filters import (
 )
 from retrieval.stores.shared import (
     CHUNK_ID_FIELDS,
+    EXACT_SEARCH_MAX_POINTS,
+    FilteredSearchPlanner,
     checked_query,
     chunks_in_order,
     group_chunk_ids,
-    search_with_exact_fallback,
     wanted_point_ids,
 )
 
@@ -59,10 +60,18 @@ class QdrantVectorStore:
     """A :class:`~retrieval.protocols.VectorStore` over one Qdrant collection (or alias).
 
     The collection and its payload indexes are created on first use if neither a collection nor
-    an alias of that name exists.
+    an alias of that name exists. Filters matching at most ``exact_search_max_points`` points are
+    searched exactly (0: always HNSW), as in the edge store.
     """
 
-    def __init__(self, client: QdrantClient, collection: str, dimension: int) -> None:
+    def __init__(
+        self,
+        client: QdrantClient,
+        collection: str,
+        dimension: int,
+        *,
+        exact_search_max_points: int = EXACT_SEARCH_MAX_POINTS,
+    ) -> None:
         if dimension <= 0:
             raise ValueError("dimension must be positive")
         if not collection:
@@ -72,20 +81,32 @@ class QdrantVectorStore:
         self._dimension = dimension
         self._ready = False
         self._lock = threading.Lock()
+        self._planner = FilteredSearchPlanner(exact_search_max_points)
 
     @classmethod
     def from_url(
-        cls, url: str, api_key: str | SecretStr | None, collection: str, dimension: int
+        cls,
+        url: str,
+        api_key: str | SecretStr | None,
+        collection: str,
+        dimension: int,
+        *,
+        exact_search_max_points: int = EXACT_SEARCH_MAX_POINTS,
     ) -> QdrantVectorStore:
         """A store on a Qdrant server. Connects on first use, not here."""
         key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
         # check_compatibility would make a request now; the constructor must stay cheap.
         client = QdrantClient(url=url, api_key=key, check_compatibility=False)
-        return cls(client, collection, dimension)
+        return cls(client, collection, dimension, exact_search_max_points=exact_search_max_points)
 
     @classmethod
     def local(
-        cls, path_or_memory: Path | str, collection: str, dimension: int
+        cls,
+        path_or_memory: Path | str,
+        collection: str,
+        dimension: int,
+        *,
+        exact_search_max_points: int = EXACT_SEARCH_MAX_POINTS,
     ) -> QdrantVectorStore:
         """A store in qdrant-client local mode: ``":memory:"`` or a directory path."""
         try:
@@ -98,7 +119,7 @@ class QdrantVectorStore:
             raise StoreUnavailableError(
                 f"cannot open local Qdrant at {path_or_memory}: {exc}"
             ) from exc
-        return cls(client, collection, dimension)
+        return cls(client, collection, dimension, exact_search_max_points=exact_search_max_points)
 
     @property
     def collection(self) -> str:
@@ -232,6 +253,7 @@ class QdrantVectorStore:
                 )
             )
             client.update_collection_aliases(operations)
+        self._planner.invalidate()  # this store may read through the alias
         log_event(
             logger, logging.INFO, "vector_store.alias_switched", alias=alias, collection=collection
         )
@@ -243,6 +265,7 @@ class QdrantVectorStore:
             client.delete_collection(name)
         if name == self._collection:
             self._ready = False
+        self._planner.invalidate()
 
     # --- writes --------------------------------------------------------------------------------
 
@@ -265,6 +288,7 @@ class QdrantVectorStore:
                         for i in range(start, end)
                     ],
                 )
+        self._planner.invalidate()
 
     def delete_documents(self, doc_ids: Collection[str]) -> None:
         if not doc_ids:
@@ -274,6 +298,7 @@ class QdrantVectorStore:
                 self._collection,
                 points_selector=qm.FilterSelector(filter=client_doc_filter(doc_ids)),
             )
+        self._planner.invalidate()
 
     def delete_chunks(self, chunk_ids: Collection[str]) -> None:
         ids: list[qm.ExtendedPointId] = [pid for pid in map(point_id, chunk_ids) if pid is not None]
@@ -281,6 +306,7 @@ class QdrantVectorStore:
             return
         with self._engine("delete chunks") as client:
             client.delete(self._collection, points_selector=qm.PointIdsList(points=ids))
+        self._planner.invalidate()
 
     def relabel_document(self, doc_id: str, label: AccessLabel, classification_rank: int) -> None:
         with self._engine("relabel") as client:
@@ -289,6 +315,7 @@ class QdrantVectorStore:
                 payload=access_payload(label, classification_rank),
                 points=qm.FilterSelector(filter=client_doc_filter([doc_id])),
             )
+        self._planner.invalidate()
 
     # --- reads ---------------------------------------------------------------------------------
 
@@ -304,11 +331,19 @@ class QdrantVectorStore:
             def run(exact: bool) -> list[qm.ScoredPoint]:
                 return self._query(client, query, flt, limit, exact=exact)
 
-            def count_matching() -> int:
-                return client.count(self._collection, count_filter=flt, exact=True).count
+            def count_matching(exact: bool = True) -> int:
+                return client.count(self._collection, count_filter=flt, exact=exact).count
 
-            # Same guard as the edge store (see retrieval/stores/edge).
-            points = search_with_exact_fallback(run, count_matching, limit, logger)
+            # Same plan as the edge store (see retrieval/stores/edge). On a server the estimate
+            # is one request; plans are remembered per scope, so recurring scopes skip it.
+            points = self._planner.search(
+                (scope.cache_key, filters),
+                run,
+                lambda: count_matching(exact=False),
+                count_matching,
+                limit,
+                logger,
+            )
         return [(chunk_from_payload(p.payload), float(p.score)) for p in points]
 
     def _query(
