@@ -10,6 +10,7 @@ import pytest
 
 from core.errors import InputRejectedError, StoreUnavailableError
 from retrieval.stores.edge import EdgeVectorStore
+from retrieval.stores.shared import FilteredSearchPlanner
 from tests.retrieval.contracts.vector_store_contract import (
     DIM,
     NO_FILTERS,
@@ -109,6 +110,38 @@ def test_copy_of_shard_held_by_another_process_opens(tmp_path):
         proc.wait(timeout=30)
 
 
+def _graph_without_payload_links(
+    tmp_path, chunks, vectors, *, exact_search_max_points: int
+) -> EdgeVectorStore:
+    """A store whose HNSW graph was built before the payload indexes (as in an old shard), so it
+    has no per-group links: the situation MEASURED.md describes. The engine's own full-scan
+    threshold is 1 kB, so it never brute-forces a filter by itself."""
+    import qdrant_edge as qe
+
+    store = EdgeVectorStore(
+        tmp_path / "shard",
+        vectors.shape[1],
+        full_scan_threshold_kb=1,
+        indexing_threshold_kb=1,
+        exact_search_max_points=exact_search_max_points,
+    )
+    store.upsert(chunks, vectors)
+    shard = store._open()
+    for field in ("groups", "classification_rank"):
+        shard.update(qe.UpdateOperation.delete_field_index(field))
+    store.optimize()
+    shard.update(qe.UpdateOperation.create_field_index("groups", qe.PayloadSchemaType.Keyword))
+    shard.update(
+        qe.UpdateOperation.create_field_index("classification_rank", qe.PayloadSchemaType.Integer)
+    )
+    return store
+
+
+def _true_top(vectors, visible, query, limit):
+    scores = vectors @ query
+    return np.argsort(-np.where(visible, scores, -np.inf))[:limit]
+
+
 @pytest.mark.slow
 def test_restrictive_filter_still_fills_limit(tmp_path):
     """HNSW whose graph lacks payload-aware links (built before the payload indexes, as in an
@@ -123,20 +156,9 @@ def test_restrictive_filter_still_fills_limit(tmp_path):
         for i in range(n)
     ]
     vectors = unit_vectors(n, seed=3, dim=dim)
-    store = EdgeVectorStore(
-        tmp_path / "shard", dim, full_scan_threshold_kb=1, indexing_threshold_kb=1
-    )
-    store.upsert(chunks, vectors)
+    # Planning off: this test is about the short-answer fallback behind HNSW.
+    store = _graph_without_payload_links(tmp_path, chunks, vectors, exact_search_max_points=0)
     shard = store._open()
-    # Drop the payload indexes before building the graph and add them back afterwards, so the
-    # graph has no per-group links: the situation MEASURED.md describes.
-    for field in ("groups", "classification_rank"):
-        shard.update(qe.UpdateOperation.delete_field_index(field))
-    store.optimize()
-    shard.update(qe.UpdateOperation.create_field_index("groups", qe.PayloadSchemaType.Keyword))
-    shard.update(
-        qe.UpdateOperation.create_field_index("classification_rank", qe.PayloadSchemaType.Integer)
-    )
     access = scope(max_rank=3, groups=("g1",))
     visible = np.array([access.allows_chunk(c) for c in chunks])
     assert 150 < visible.sum() < 250
@@ -144,8 +166,7 @@ def test_restrictive_filter_still_fills_limit(tmp_path):
     raw_short = 0
     for query in unit_vectors(10, seed=11, dim=dim):
         got = store.search(query, access, NO_FILTERS, limit)
-        scores = vectors @ query
-        best = np.argsort(-np.where(visible, scores, -np.inf))[:limit]
+        best = _true_top(vectors, visible, query, limit)
         assert [c.chunk_id for c, _ in got] == [chunks[i].chunk_id for i in best]
         # Precondition: without the fallback the engine really does come back short here.
         raw = shard.query(
@@ -157,4 +178,40 @@ def test_restrictive_filter_still_fills_limit(tmp_path):
         )
         raw_short += len(raw) < limit
     assert raw_short > 0
+    store.close()
+
+
+@pytest.mark.slow
+def test_full_but_approximate_hnsw_answer_is_replaced_by_exact_top(tmp_path):
+    """On a graph without links among a filter's points, HNSW for a ~12% filter returns full
+    lists (50 of 50) that miss a quarter of the true top 50, so the short-answer check cannot
+    notice. A filter matching at most ``exact_search_max_points`` points must be searched
+    exactly: the store returns the true filtered top ``limit``, in order."""
+    n, dim, limit = 5000, 32, 50
+    rng = np.random.default_rng(0)
+    chunks = [
+        make_chunk(f"doc-{i}", 0, rank=int(rng.integers(0, 4)), groups=(f"g{rng.integers(25)}",))
+        for i in range(n)
+    ]
+    vectors = unit_vectors(n, seed=3, dim=dim)
+    store = _graph_without_payload_links(tmp_path, chunks, vectors, exact_search_max_points=1000)
+    access = scope(max_rank=3, groups=("g0", "g1", "g2"))
+    visible = np.array([access.allows_chunk(c) for c in chunks])
+    assert 500 < visible.sum() < 1000  # under the threshold, far above limit
+
+    planned = store._planner
+    queries = unit_vectors(10, seed=11, dim=dim)
+    wanted = [[chunks[i].chunk_id for i in _true_top(vectors, visible, q, limit)] for q in queries]
+    # Precondition: without planning the same store answers full but approximate lists.
+    store._planner = FilteredSearchPlanner(0)
+    full_but_wrong = 0
+    for query, best in zip(queries, wanted, strict=True):
+        got = [c.chunk_id for c, _ in store.search(query, access, NO_FILTERS, limit)]
+        full_but_wrong += len(got) == limit and got != best
+    assert full_but_wrong > 0
+
+    store._planner = planned
+    for query, best in zip(queries, wanted, strict=True):
+        got = store.search(query, access, NO_FILTERS, limit)
+        assert [c.chunk_id for c, _ in got] == best
     store.close()
