@@ -145,9 +145,12 @@ def _true_top(vectors, visible, query, limit):
 @pytest.mark.slow
 def test_restrictive_filter_still_fills_limit(tmp_path):
     """HNSW whose graph lacks payload-aware links (built before the payload indexes, as in an
-    old shard) returns a handful of points for a ~4% filter although ~190 match; the store's
-    count-and-exact fallback must still return the true top ``limit``."""
+    old shard) returns a handful of points for a ~4% filter although ~190 match. With planning
+    off, the store's count-and-exact fallback must still return the true top ``limit`` for every
+    short answer; with the default plan the filter is searched exactly in the first place."""
     import qdrant_edge as qe
+
+    from retrieval.stores.filters import edge_filter
 
     n, dim, limit = 5000, 32, 50
     rng = np.random.default_rng(0)
@@ -156,28 +159,33 @@ def test_restrictive_filter_still_fills_limit(tmp_path):
         for i in range(n)
     ]
     vectors = unit_vectors(n, seed=3, dim=dim)
-    # Planning off: this test is about the short-answer fallback behind HNSW.
     store = _graph_without_payload_links(tmp_path, chunks, vectors, exact_search_max_points=0)
     shard = store._open()
     access = scope(max_rank=3, groups=("g1",))
     visible = np.array([access.allows_chunk(c) for c in chunks])
     assert 150 < visible.sum() < 250
+    queries = unit_vectors(10, seed=11, dim=dim)
+    wanted = [[chunks[i].chunk_id for i in _true_top(vectors, visible, q, limit)] for q in queries]
 
     raw_short = 0
-    for query in unit_vectors(10, seed=11, dim=dim):
-        got = store.search(query, access, NO_FILTERS, limit)
-        best = _true_top(vectors, visible, query, limit)
-        assert [c.chunk_id for c, _ in got] == [chunks[i].chunk_id for i in best]
-        # Precondition: without the fallback the engine really does come back short here.
+    for query, best in zip(queries, wanted, strict=True):
         raw = shard.query(
             qe.QueryRequest(
                 limit=limit,
                 query=qe.Query.Nearest(query.tolist(), using="dense"),
-                filter=qe.Filter(must=[qe.FieldCondition("groups", match=qe.MatchAny(["g1"]))]),
+                filter=edge_filter(access, NO_FILTERS),
             )
         )
-        raw_short += len(raw) < limit
-    assert raw_short > 0
+        if len(raw) < limit:  # the fallback's case (a full answer is the planner's, below)
+            raw_short += 1
+            got = store.search(query, access, NO_FILTERS, limit)
+            assert [c.chunk_id for c, _ in got] == best
+    assert raw_short > 0  # precondition: the engine really does come back short here
+
+    store._planner = FilteredSearchPlanner()  # the default plan
+    for query, best in zip(queries, wanted, strict=True):
+        got = store.search(query, access, NO_FILTERS, limit)
+        assert [c.chunk_id for c, _ in got] == best
     store.close()
 
 
