@@ -82,6 +82,10 @@ class QdrantVectorStore:
         self._ready = False
         self._lock = threading.Lock()
         self._planner = FilteredSearchPlanner(exact_search_max_points)
+        # Local mode (":memory:" or a path) is always brute force and warns on every request
+        # that carries search params, so exact requests go without them there.
+        options = getattr(client, "init_options", {})
+        self._brute_force = options.get("path") is not None or options.get("location") == MEMORY
 
     @classmethod
     def from_url(
@@ -362,7 +366,7 @@ class QdrantVectorStore:
             query_filter=flt,
             limit=limit,
             with_payload=True,
-            search_params=qm.SearchParams(exact=exact) if exact else None,
+            search_params=qm.SearchParams(exact=True) if exact and not self._brute_force else None,
         )
         return list(response.points)
 

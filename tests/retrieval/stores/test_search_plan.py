@@ -171,6 +171,7 @@ def spied(request, tmp_path):
         store = QdrantVectorStore.local(":memory:", "spy", DIM, exact_search_max_points=50)
         store.upsert(chunks, unit_vectors(N, seed=1))
         store._client = ClientSpy(store._raw(), calls)
+        store._brute_force = False  # send the exact flag as to a server, so the spy sees it
     yield store, chunks, calls
     store.close()
 
@@ -218,3 +219,9 @@ def test_writes_forget_plans(spied):
     # checked band, so an exact count decides, and it is HNSW.
     assert calls == [("count", False), ("query", True), ("count", False), ("count", True),
                      ("query", False)]  # fmt: skip
+
+
+def test_only_local_mode_drops_the_exact_flag():
+    # Local mode is brute force anyway and warns on every request with search params.
+    assert QdrantVectorStore.local(":memory:", "c", DIM)._brute_force
+    assert not QdrantVectorStore.from_url("http://127.0.0.1:1", None, "c", DIM)._brute_force
