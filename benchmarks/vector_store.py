@@ -1,12 +1,17 @@
-"""Filtered top-50 search latency of the vector stores on synthetic 384-d points.
+"""Filtered top-50 search latency and recall of the vector stores on synthetic 384-d points.
 
     .venv/bin/python -m benchmarks.vector_store [--sizes 10000 100000] [--queries 200]
 
-Each point gets a random rank (0-3) and one of 25 groups. The broad filter (rank <= 3, any of
-20 groups) passes ~80% of points; the restrictive one (rank <= 1, one group) ~2%. For the edge
-store, "store" is EdgeVectorStore.search (HNSW, plus the count-and-exact fallback on short
-answers); "acorn" and "exact" are the engine's alternatives with the same filter and payload.
-qdrant-client local mode is brute-force Python, so it runs only at the smallest size.
+Each point gets a random rank (0-3) and one of 50 groups. The broad filter (any rank, 35 groups)
+passes ~70% of points, the restrictive ones ~4% (any rank, two groups) and ~0.5% (rank 0, one
+group). For the edge store, "before" is EdgeVectorStore.search with planning off
+(``exact_search_max_points=0``: HNSW plus the count-and-exact fallback on short answers),
+"after" the default plan (filters matching at most ``EXACT_SEARCH_MAX_POINTS`` points are
+searched exactly; the plan is remembered per scope, so a repeated scope pays no count) and
+"after, cold" the same with the plan forgotten before every query (one cardinality estimate per
+query). "hnsw only", "acorn" and "exact" are the engine's own strategies with the same filter and
+payload. Recall is recall@50 against the true filtered top 50. qdrant-client local mode is
+brute-force Python, so it runs only at the smallest size.
 """
 
 from __future__ import annotations
@@ -26,12 +31,16 @@ from retrieval.access import AccessScope
 from retrieval.stores.edge import VECTOR_NAME, EdgeVectorStore
 from retrieval.stores.filters import edge_filter
 from retrieval.stores.qdrant import QdrantVectorStore
+from retrieval.stores.shared import FilteredSearchPlanner
 
 DIM = 384
 LIMIT = 50
-GROUPS = tuple(f"g{i}" for i in range(25))
-BROAD = AccessScope(principal="bench", max_rank=3, groups=frozenset(GROUPS[:20]))
-RESTRICTIVE = AccessScope(principal="bench", max_rank=1, groups=frozenset(GROUPS[:1]))
+GROUPS = tuple(f"g{i}" for i in range(50))
+FILTERS = {
+    "broad": AccessScope(principal="bench", max_rank=3, groups=frozenset(GROUPS[:35])),
+    "restrictive": AccessScope(principal="bench", max_rank=3, groups=frozenset(GROUPS[:2])),
+    "very restrictive": AccessScope(principal="bench", max_rank=0, groups=frozenset(GROUPS[:1])),
+}
 
 
 def make_data(n: int, seed: int = 0) -> tuple[list[Chunk], np.ndarray]:
@@ -61,22 +70,43 @@ def make_data(n: int, seed: int = 0) -> tuple[list[Chunk], np.ndarray]:
     return chunks, vectors
 
 
-def timed(fn: Callable[[np.ndarray], int], queries: np.ndarray) -> tuple[float, float, float]:
-    """(p50 ms, p95 ms, mean results) after two warm-up calls."""
+Search = Callable[[np.ndarray], list[int]]  # query -> point indexes, best first
+
+
+def timed(fn: Search, queries: np.ndarray, truth: list[set[int]]) -> tuple[str, ...]:
+    """(p50 ms, p95 ms, mean results, mean recall@LIMIT) after two warm-up calls."""
     for q in queries[:2]:
         fn(q)
-    times, counts = [], []
-    for q in queries:
+    times, counts, recalls = [], [], []
+    for q, best in zip(queries, truth, strict=True):
         start = time.perf_counter()
-        counts.append(fn(q))
+        got = fn(q)
         times.append((time.perf_counter() - start) * 1000)
-    return float(np.percentile(times, 50)), float(np.percentile(times, 95)), float(np.mean(counts))
+        counts.append(len(got))
+        recalls.append(len(best.intersection(got)) / max(1, len(best)))
+    p50, p95 = np.percentile(times, 50), np.percentile(times, 95)
+    return f"{p50:.2f}", f"{p95:.2f}", f"{np.mean(counts):.1f}", f"{np.mean(recalls):.3f}"
+
+
+def _index(point_id: object) -> int:
+    return uuid.UUID(str(point_id)).int - 1  # make_data's ids are UUID(int=i + 1)
+
+
+def true_top(vectors: np.ndarray, visible: np.ndarray, queries: np.ndarray) -> list[set[int]]:
+    scores = np.where(visible[:, None], vectors @ queries.T, -np.inf)
+    top = min(LIMIT, int(visible.sum()))
+    return [set(np.argsort(-scores[:, j])[:top].tolist()) for j in range(len(queries))]
 
 
 def _store_search(
-    store: EdgeVectorStore | QdrantVectorStore, access: AccessScope
-) -> Callable[[np.ndarray], int]:
-    return lambda q: len(store.search(q, access, SearchFilters(), LIMIT))
+    store: EdgeVectorStore | QdrantVectorStore, access: AccessScope, cold: bool = False
+) -> Search:
+    def run(q: np.ndarray) -> list[int]:
+        if cold:
+            store._planner.invalidate()
+        return [_index(c.chunk_id) for c, _ in store.search(q, access, SearchFilters(), LIMIT)]
+
+    return run
 
 
 def edge_rows(n: int, queries: np.ndarray, workdir: Path) -> list[tuple[str, ...]]:
@@ -90,13 +120,15 @@ def edge_rows(n: int, queries: np.ndarray, workdir: Path) -> list[tuple[str, ...
     optimize_s = time.perf_counter() - started
     print(f"edge n={n}: upsert {upsert_s:.1f} s, optimize {optimize_s:.1f} s")
     shard = store._open()  # the raw engine, for the alternative strategies only
+    planned = store._planner
     rows: list[tuple[str, ...]] = []
-    for name, access in (("broad", BROAD), ("restrictive", RESTRICTIVE)):
-        matching = sum(access.allows_chunk(c) for c in chunks)
+    for name, access in FILTERS.items():
+        visible = np.array([access.allows_chunk(c) for c in chunks])
+        truth = true_top(vectors, visible, queries)
         flt = edge_filter(access, SearchFilters())
 
-        def raw(params: qe.SearchParams | None, flt: qe.Filter = flt) -> Callable[..., int]:
-            def run(q: np.ndarray) -> int:
+        def raw(params: qe.SearchParams | None, flt: qe.Filter = flt) -> Search:
+            def run(q: np.ndarray) -> list[int]:
                 request = qe.QueryRequest(
                     limit=LIMIT,
                     query=qe.Query.Nearest(q.tolist(), using=VECTOR_NAME),
@@ -104,22 +136,26 @@ def edge_rows(n: int, queries: np.ndarray, workdir: Path) -> list[tuple[str, ...
                     with_payload=True,
                     params=params,
                 )
-                return len(shard.query(request))
+                return [_index(p.id) for p in shard.query(request)]
 
             return run
 
-        strategies: dict[str, Callable[[np.ndarray], int]] = {
-            "store": _store_search(store, access),
-            "hnsw only": raw(None),
-            "acorn": raw(qe.SearchParams(acorn=qe.AcornSearchParams(enable=True))),
-            "exact": raw(qe.SearchParams(exact=True)),
+        strategies: dict[str, tuple[FilteredSearchPlanner, Search]] = {
+            "before": (FilteredSearchPlanner(0), _store_search(store, access)),
+            "after": (planned, _store_search(store, access)),
+            "after, cold": (planned, _store_search(store, access, cold=True)),
+            "hnsw only": (planned, raw(None)),
+            "acorn": (planned, raw(qe.SearchParams(acorn=qe.AcornSearchParams(enable=True)))),
+            "exact": (planned, raw(qe.SearchParams(exact=True))),
         }
-        for strategy, fn in strategies.items():
-            p50, p95, mean = timed(fn, queries)
+        for strategy, (planner, fn) in strategies.items():
+            store._planner = planner
+            planner.invalidate()
             rows.append(
-                ("edge", str(n), name, f"{matching / n:.1%}", strategy, f"{p50:.2f}", f"{p95:.2f}",
-                 f"{mean:.1f}")
+                ("edge", str(n), name, f"{visible.mean():.1%}", strategy,
+                 *timed(fn, queries, truth))
             )  # fmt: skip
+        store._planner = planned
     store.close()
     return rows
 
@@ -129,12 +165,12 @@ def client_rows(n: int, queries: np.ndarray) -> list[tuple[str, ...]]:
     store = QdrantVectorStore.local(":memory:", "bench", DIM)
     store.upsert(chunks, vectors)
     rows: list[tuple[str, ...]] = []
-    for name, access in (("broad", BROAD), ("restrictive", RESTRICTIVE)):
-        matching = sum(access.allows_chunk(c) for c in chunks)
-        p50, p95, mean = timed(_store_search(store, access), queries)
+    for name, access in FILTERS.items():
+        visible = np.array([access.allows_chunk(c) for c in chunks])
+        truth = true_top(vectors, visible, queries)
         rows.append(
-            ("qdrant-local", str(n), name, f"{matching / n:.1%}", "store", f"{p50:.2f}",
-             f"{p95:.2f}", f"{mean:.1f}")
+            ("qdrant-local", str(n), name, f"{visible.mean():.1%}", "after",
+             *timed(_store_search(store, access), queries, truth))
         )  # fmt: skip
     store.close()
     return rows
@@ -153,7 +189,8 @@ def main() -> None:
         for n in args.sizes:
             rows += edge_rows(n, queries, Path(tmp))
         rows += client_rows(min(args.sizes), queries[:20])
-    header = ("store", "points", "filter", "passes", "strategy", "p50 ms", "p95 ms", "results")
+    header = ("store", "points", "filter", "passes", "strategy", "p50 ms", "p95 ms", "results",
+              "recall@50")  # fmt: skip
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
