@@ -3,7 +3,7 @@ and with MiniLM adapted by ``citewell embedder train`` on SciFact *train*, each 
 chosen for its index on the train holdout.
 
     .venv/bin/python -m benchmarks.adapt_embedder [--data-dir .citewell-bench] [--train]
-        [--model DIR] [--epochs 2] [--hard-negatives 1] [--time-budget S]
+        [--model DIR] [--epochs 2] [--hard-negatives 0] [--time-budget S]
 
 The adapted model is the newest ``<data-dir>/models/embedder-scifact-*`` folder unless
 ``--model`` names one or ``--train`` asks for a new one. Building the adapted index embeds the
@@ -54,7 +54,7 @@ def main() -> int:
     parser.add_argument("--train", action="store_true", help="train a new adapted model")
     parser.add_argument("--model", type=Path, help="an adapted model folder to evaluate")
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--hard-negatives", type=int, default=1)
+    parser.add_argument("--hard-negatives", type=int, default=0)
     parser.add_argument("--time-budget", type=float)
     args = parser.parse_args()
 
