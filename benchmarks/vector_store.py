@@ -3,15 +3,15 @@
     .venv/bin/python -m benchmarks.vector_store [--sizes 10000 100000] [--queries 200]
 
 Each point gets a random rank (0-3) and one of 50 groups. The broad filter (any rank, 35 groups)
-passes ~70% of points, the restrictive ones ~4% (any rank, two groups) and ~0.5% (rank 0, one
-group). For the edge store, "before" is EdgeVectorStore.search with planning off
-(``exact_search_max_points=0``: HNSW plus the count-and-exact fallback on short answers),
-"after" the default plan (filters matching at most ``EXACT_SEARCH_MAX_POINTS`` points are
-searched exactly; the plan is remembered per scope, so a repeated scope pays no count) and
-"after, cold" the same with the plan forgotten before every query (one cardinality estimate per
-query). "hnsw only", "acorn" and "exact" are the engine's own strategies with the same filter and
-payload. Recall is recall@50 against the true filtered top 50. qdrant-client local mode is
-brute-force Python, so it runs only at the smallest size.
+passes ~70% of points, the moderate one ~10% (any rank, five groups), the restrictive ones ~4%
+(any rank, two groups) and ~0.5% (rank 0, one group). For the edge store, "before" is
+EdgeVectorStore.search with planning off (``exact_search_max_points=0``: HNSW plus the
+count-and-exact fallback on short answers), "after" the default plan (filters matching at most
+``EXACT_SEARCH_MAX_POINTS`` points are searched exactly; the plan is remembered per scope, so a
+repeated scope pays no count) and "after, cold" the same with the plan forgotten before every
+query (one cardinality estimate per query). "hnsw only", "acorn" and "exact" are the engine's
+own strategies with the same filter and payload. Recall is recall@50 against the true filtered
+top 50. qdrant-client local mode is brute-force Python, so it runs only at the smallest size.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ LIMIT = 50
 GROUPS = tuple(f"g{i}" for i in range(50))
 FILTERS = {
     "broad": AccessScope(principal="bench", max_rank=3, groups=frozenset(GROUPS[:35])),
+    "moderate": AccessScope(principal="bench", max_rank=3, groups=frozenset(GROUPS[:5])),
     "restrictive": AccessScope(principal="bench", max_rank=3, groups=frozenset(GROUPS[:2])),
     "very restrictive": AccessScope(principal="bench", max_rank=0, groups=frozenset(GROUPS[:1])),
 }

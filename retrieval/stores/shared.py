@@ -28,16 +28,17 @@ Point = TypeVar("Point")
 # The payload fields :func:`group_chunk_ids` reads; ask the engine for these only.
 CHUNK_ID_FIELDS: list[str] = [DOC_ID_FIELD, "chunk_id", "chunk_index"]
 
-# Filters matching at most this many points are searched exactly. Brute force over 5,000 384-d
-# points costs about 1.5 ms of scoring on this machine (qdrant-edge, 100k points: a 3,900-point
-# filter 3.4 / 4.1 ms p50 / p95 with payloads, HNSW 4.8 / 5.4 ms), the same order as filtered
-# HNSW; Qdrant's own default full_scan_threshold (10 MB) is ~6,700 such points.
-EXACT_SEARCH_MAX_POINTS = 5_000
+# Filters matching at most this many points are searched exactly. Brute force over 384-d points
+# costs ~0.4 us each with qdrant-edge on this machine (100k points: a 3,900-point filter 1.4 ms
+# p50, a 70,000-point one 28 ms), so 10,000 points stay near 4 ms, against 1-2 ms for filtered
+# HNSW. That is above Qdrant's own per-segment full_scan_threshold (10 MB, ~6,700 such points),
+# so filters between the two are made exact too.
+EXACT_SEARCH_MAX_POINTS = 10_000
 # A cardinality estimate assumes independent conditions (a rank range AND'ed with groups), so it
 # can be too high for anti-correlated ones. Estimates up to this factor above the threshold are
-# checked with an exact count (~0.3 us per matching point); beyond it HNSW plus the short-answer
-# fallback stays the only guard.
-_CHECK_ESTIMATE_FACTOR = 4
+# checked with an exact count (~0.3 us per matching point, once per plan); beyond it HNSW plus
+# the short-answer fallback stays the only guard.
+_CHECK_ESTIMATE_FACTOR = 2
 # Plans are remembered per (scope, filters) so a recurring scope pays no count per query. This
 # store's writes clear them; the age limit covers writers elsewhere (remote Qdrant, alias moves).
 _PLAN_TTL_S = 60.0

@@ -56,9 +56,9 @@ class Engine:
     [
         (80, 80, 10, ["estimate", "exact"]),  # few points: exact at once, no exact count
         (100, 100, 10, ["estimate", "exact"]),  # at the threshold
-        (300, 90, 10, ["estimate", "count", "exact"]),  # estimate too high: the count decides
-        (300, 300, 10, ["estimate", "count", "hnsw"]),  # checked, really broad
-        (401, 50, 10, ["estimate", "hnsw"]),  # beyond the checked band: HNSW, full answer
+        (200, 90, 10, ["estimate", "count", "exact"]),  # estimate too high: the count decides
+        (200, 200, 10, ["estimate", "count", "hnsw"]),  # checked, really broad
+        (201, 50, 10, ["estimate", "hnsw"]),  # beyond the checked band: HNSW, full answer
         (5000, 5000, 3, ["estimate", "hnsw", "count", "exact"]),  # short answer: fallback
     ],
 )
@@ -212,10 +212,10 @@ def test_writes_forget_plans(spied):
     query = unit_vectors(1, seed=7)[0]
     store.search(query, hr, NO_FILTERS, 5)
     store.upsert(
-        [make_chunk(f"new-{i}", 0, groups=("hr",)) for i in range(60)], unit_vectors(60, seed=9)
+        [make_chunk(f"new-{i}", 0, groups=("hr",)) for i in range(40)], unit_vectors(40, seed=9)
     )
     store.search(query, hr, NO_FILTERS, 5)
-    # 50 then 110 "hr" chunks: exact before the write; after it the estimate is within the
+    # 50 then 90 "hr" chunks: exact before the write; after it the estimate is within the
     # checked band, so an exact count decides, and it is HNSW.
     assert calls == [("count", False), ("query", True), ("count", False), ("count", True),
                      ("query", False)]  # fmt: skip
