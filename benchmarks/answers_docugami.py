@@ -29,7 +29,8 @@ from agent.models import AgentConfig
 from core.logging import configure_logging
 from core.models import AccessLabel, Principal
 from core.settings import Settings
-from evaluation.golden import load_golden_set, load_squad, matches_expected
+from evaluation.golden import load_squad
+from ingestion.golden import load_golden_set, matches_expected
 from ingestion.pipeline import Ingestor
 from retrieval.service import open_search_service
 

@@ -35,7 +35,8 @@ from core.logging import configure_logging
 from core.models import AccessLabel, Principal
 from core.settings import Settings
 from evaluation.answers_eval import AnswersEvalReport, evaluate_answers
-from evaluation.golden import load_golden_set, load_squad
+from evaluation.golden import load_squad
+from ingestion.golden import load_golden_set
 from ingestion.pipeline import Ingestor
 from retrieval.embedding import SentenceTransformerEmbedder
 from retrieval.service import open_search_service

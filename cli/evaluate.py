@@ -181,7 +181,7 @@ def register_owner_reports(kinds: argparse._SubParsersAction[argparse.ArgumentPa
 
 def _answers_run(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     from evaluation.answers_eval import evaluate_answers
-    from evaluation.golden import load_golden_set
+    from ingestion.golden import load_golden_set
 
     settings, principal = load_caller(args)
     questions = load_golden_set(args.questions, limit=args.limit)

@@ -19,6 +19,10 @@ class LabelError(ConfigurationError):
     """A labels file is malformed (unknown level, bad rule). Names the file and line."""
 
 
+class GoldenSetError(ConfigurationError):
+    """A golden questions file is unreadable, malformed or empty. Names the file and line."""
+
+
 class UnknownClassificationError(ConfigurationError):
     """A classification level name is not one of the configured levels."""
 

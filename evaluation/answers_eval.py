@@ -30,8 +30,8 @@ from core.errors import EvaluationError
 from core.logging import log_event
 from core.models import Frozen, Principal, SearchRequest
 from core.settings import Settings
-from evaluation.golden import GoldenQuestion, matches_expected
 from evaluation.metrics import mean, percentile
+from ingestion.golden import GoldenQuestion, matches_expected
 from retrieval.factory import model_export_dir, model_threads
 from retrieval.protocols import Embedder, Reranker, SearchService
 from retrieval.rerank import resolve_reranker

@@ -15,8 +15,8 @@ from typing import IO
 
 from core.errors import EvaluationError
 from core.logging import log_event
-from evaluation.jsonl import json_objects
 from evaluation.models import BeirDataset, BeirDocument, BeirQuery
+from ingestion.golden import json_objects
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def _open_text(path: Path) -> IO[str]:
 def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
     try:
         with _open_text(path) as handle:
-            yield from json_objects(handle, path)
+            yield from json_objects(handle, path, EvaluationError)
     except (OSError, UnicodeDecodeError, EOFError) as exc:
         raise EvaluationError(f"cannot read {path}: {exc}") from exc
 

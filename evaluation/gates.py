@@ -1,9 +1,10 @@
 """Quality gates on a published index: a source's golden questions, scored and held to floors.
 
-Each golden question names the document(s) that answer it (paths relative to the source
-folder). The questions are asked through ``ServingIndex.search`` as the API would, by a
-principal that sees every labelled document of the index; a question scores a hit when an
-expected document is among the top k documents, and its reciprocal rank (``evaluation.metrics``).
+Each golden question names the document(s) that answer it (paths or globs relative to the source
+folder, see ``ingestion.golden``). The questions are asked through ``ServingIndex.search`` as the
+API would, by a principal that sees every labelled document of the index; a question scores a
+hit when an expected document is among the top k documents, and its reciprocal rank
+(``evaluation.metrics``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from core.logging import log_event
 from core.models import Frozen, Principal, SearchRequest
 from core.settings import Settings
 from evaluation.metrics import mean, mrr_at_k, recall_at_k
-from ingestion.sources_config import EvaluationConfig, SourceConfig, load_golden
+from ingestion.golden import load_golden_set, matches_relative_path
+from ingestion.sources_config import EvaluationConfig, SourceConfig
 from retrieval.index import IndexLayout
 from retrieval.manifest import Manifest
 from retrieval.protocols import Embedder, SearchService
@@ -83,7 +85,7 @@ def score_golden(
     source_root_uri: str,
 ) -> tuple[dict[str, float], str | None]:
     """Mean hit rate and MRR at ``config.k`` over the golden set, and the version searched."""
-    questions = load_golden(config.golden)
+    questions = load_golden_set(config.golden, require_expected=True)
     hits: list[float] = []
     reciprocal: list[float] = []
     version: str | None = None
@@ -95,11 +97,19 @@ def score_golden(
         )
         result = service.search(principal, request)
         version = version or result.index_version
-        # Chunks carry file URIs (percent-encoded); golden files name plain relative paths.
-        ranked = [
-            unquote(scored.chunk.source_uri.removeprefix(prefix)) for scored in result.results
-        ]
-        qrels = dict.fromkeys(question.expected, 1)
+        # Chunks carry file URIs (percent-encoded); golden files name plain relative paths, or
+        # globs, so the judgements are the retrieved documents that match one.
+        ranked: list[str] = []
+        qrels: dict[str, int] = {}
+        for scored in result.results:
+            uri = scored.chunk.source_uri
+            if uri.startswith(prefix):
+                relative = unquote(uri.removeprefix(prefix))
+                ranked.append(relative)
+                if matches_relative_path(question, relative):
+                    qrels[relative] = 1
+            else:
+                ranked.append(uri)
         hits.append(1.0 if recall_at_k(ranked, qrels, config.k) > 0 else 0.0)
         reciprocal.append(mrr_at_k(ranked, qrels, config.k))
     return {"hit_rate": mean(hits), "mrr": mean(reciprocal)}, version
@@ -133,7 +143,7 @@ def evaluate(
         source=source.name,
         index=source.index,
         index_version=seen or version,
-        questions=len(load_golden(config.golden)),
+        questions=len(load_golden_set(config.golden, require_expected=True)),
         k=config.k,
         metrics=metrics,
         floors=dict(config.floors),

@@ -36,10 +36,11 @@ from core.errors import CitewellError, ConfigurationError, EvaluationError
 from core.logging import log_event
 from core.models import DocumentFailure, Frozen, IngestReport, SearchFilters
 from core.settings import Settings
+from ingestion.golden import load_golden_set, matches_relative_path
 from ingestion.labels import LabelRules
 from ingestion.pipeline import Ingestor, document_id
 from ingestion.sources import LocalFolderSource
-from ingestion.sources_config import SourceConfig, load_golden
+from ingestion.sources_config import SourceConfig
 from retrieval.access import AccessScope
 from retrieval.index import IndexLayout, IndexWriter
 from retrieval.manifest import DocumentEntry, Manifest
@@ -343,7 +344,7 @@ def _smoke_test(
 ) -> tuple[int, int]:
     """Ask each golden question of the staged version (dense and BM25 legs, a scope that sees
     every labelled document) and count those whose expected document is in either top k."""
-    questions = load_golden(golden)
+    questions = load_golden_set(golden, require_expected=True)
     documents = writer.manifest.documents()
     groups = frozenset(g for doc in documents.values() for g in doc.groups)
     scope = AccessScope(principal=_SMOKE_PRINCIPAL, max_rank=levels - 1, groups=groups)
@@ -357,7 +358,7 @@ def _smoke_test(
         lexical = writer.lexical.search(question.question, scope, SearchFilters(), k)
         for chunk in writer.vectors.get_chunks([chunk_id for chunk_id, _ in lexical]):
             found.add(path_of.get(chunk.doc_id, ""))
-        if found.intersection(question.expected):
+        if any(matches_relative_path(question, path) for path in found):
             hits += 1
     if not questions or hits / len(questions) < min_hit_rate:
         raise RebuildValidationError(

@@ -17,14 +17,14 @@ A YAML file (its path is given by the entry point, e.g. ``CITEWELL_SOURCES_FILE`
           floors: {hit_rate: 0.8, mrr: 0.5}
 
 A golden file is JSON lines of ``{"question": "...", "expected": "relative/path.md"}`` (or a list
-of paths, any of which counts as a hit), paths relative to the source folder.
+of paths or globs, any of which counts as a hit), paths relative to the source folder; see
+``ingestion.golden`` for the whole format (CSV too).
 
 Every problem raises :class:`ConfigurationError` naming the file (and the source, where known).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Literal
@@ -42,13 +42,6 @@ _PRESETS = frozenset(
 )
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?LW#]+$")
 EVALUATION_METRICS: tuple[str, ...] = ("hit_rate", "mrr")
-
-
-class GoldenQuestion(Frozen):
-    """A question whose answer is in one of ``expected`` (paths relative to the source)."""
-
-    question: str = Field(min_length=1)
-    expected: tuple[str, ...] = Field(min_length=1)
 
 
 class RebuildConfig(Frozen):
@@ -203,30 +196,3 @@ def load_sources(file: Path) -> SourcesConfig:
     for source in config.sources:
         _check_labels(source, file)
     return config
-
-
-def load_golden(file: Path) -> tuple[GoldenQuestion, ...]:
-    """Read a golden questions file (JSON lines). An empty file is an error."""
-    try:
-        lines = file.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigurationError(f"cannot read golden set {file}: {exc}") from exc
-    questions: list[GoldenQuestion] = []
-    for line_no, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigurationError(f"{file}:{line_no}: invalid JSON: {exc.msg}") from exc
-        if isinstance(record, dict) and isinstance(record.get("expected"), str):
-            record = {**record, "expected": [record["expected"]]}
-        try:
-            questions.append(GoldenQuestion.model_validate(record))
-        except ValidationError as exc:
-            raise ConfigurationError(
-                f"{file}:{line_no}: expected {{'question': str, 'expected': path or [paths]}}"
-            ) from exc
-    if not questions:
-        raise ConfigurationError(f"{file}: golden set is empty")
-    return tuple(questions)

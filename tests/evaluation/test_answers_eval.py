@@ -1,5 +1,5 @@
-"""Answers evaluation: golden-set loading, expected-source matching, citation judging, and an
-end-to-end run on a small SQuAD 2.0 slice and one docugami 10-Q ingested through the pipeline."""
+"""Answers evaluation: citation judging, and an end-to-end run on a small SQuAD 2.0 slice and
+one docugami 10-Q ingested through the pipeline (golden sets: tests/ingestion/test_golden.py)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from agent.models import Answer, Citation, Source
-from core.errors import EvaluationError
 from core.models import AccessLabel, Principal
 from core.settings import Settings
 from evaluation.answers_eval import evaluate_answers, judge_answer
-from evaluation.golden import load_golden_set, load_squad, matches_expected
+from evaluation.golden import load_squad
+from ingestion.golden import load_golden_set
 from ingestion.pipeline import Ingestor, TextDocument
 from retrieval.service import ServingIndex
 
@@ -52,45 +52,6 @@ def build_squad_kb(shared: Path, data_dir: Path, embedder: Any) -> tuple[Setting
 def squad_kb(shared_data, embedder, tmp_path_factory):
     settings, questions = build_squad_kb(shared_data, tmp_path_factory.mktemp("squad"), embedder)
     return settings, questions
-
-
-def test_docugami_csv_loads_with_patterns_and_reference_answers(shared_data):
-    questions = load_golden_set(shared_data / "qa" / "docugami_sec10q" / "qna_data.csv")
-    assert len(questions) == 130
-    first = questions[0]
-    assert first.expected_sources == ("*AAPL*",)
-    assert first.answerable and first.reference_answer and first.question_type == "Multi-Doc RAG"
-    uri = (shared_data / "qa" / "docugami_sec10q" / "docs" / "2023 Q3 AAPL.pdf").as_uri()
-    assert "%20" in uri  # file URIs are percent-encoded; matching must decode them
-    assert matches_expected(first, uri, "2023 Q3 AAPL")
-    assert not matches_expected(first, uri.replace("AAPL", "MSFT"), "2023 Q3 MSFT")
-
-
-def test_jsonl_paths_match_relative_to_the_source(tmp_path):
-    path = tmp_path / "q.jsonl"
-    path.write_text(
-        json.dumps(
-            {"question": "Q?", "expected_doc": "press/launch.md", "min_clearance": "internal"}
-        )
-        + "\n"
-        + json.dumps({"question": "Nothing?", "answerable": False})
-        + "\n",
-        encoding="utf-8",
-    )
-    answerable, unanswerable = load_golden_set(path)
-    assert answerable.min_clearance == "internal" and not unanswerable.answerable
-    assert matches_expected(answerable, "file:///kb/press/launch.md", "Launch")
-    assert not matches_expected(answerable, "file:///kb/old-press/launch.md", "Launch")
-
-
-def test_malformed_golden_sets_raise(tmp_path):
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"question": ""}\n', encoding="utf-8")
-    with pytest.raises(EvaluationError, match=r"bad\.jsonl:1"):
-        load_golden_set(bad)
-    (tmp_path / "empty.csv").write_text("Question,Source Docs\n", encoding="utf-8")
-    with pytest.raises(EvaluationError, match="empty"):
-        load_golden_set(tmp_path / "empty.csv")
 
 
 class _KeywordJudge:

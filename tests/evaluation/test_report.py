@@ -8,8 +8,9 @@ from core.errors import EvaluationError
 from core.models import AccessLabel, Principal
 from evaluation.answers_eval import evaluate_answers
 from evaluation.coverage import evaluate_coverage
-from evaluation.golden import GoldenQuestion, load_squad
+from evaluation.golden import load_squad
 from evaluation.report import bar_chart, make_bundle, render_html, write_report
+from ingestion.golden import GoldenQuestion
 from tests.evaluation.test_answers_eval import SECRET_TITLE, squad_kb  # noqa: F401
 
 LOW = Principal(name="press-owner", clearance="public", groups=frozenset())

@@ -92,18 +92,19 @@ def test_rebuild_validates_before_publishing(
     settings = make_settings()
     folder = _folder(tmp_path / "docs")
     golden = tmp_path / "golden.jsonl"
-    golden.write_text(
-        json.dumps({"question": "how often do beta valves get replaced", "expected": "b.md"})
-        + "\n",
-        encoding="utf-8",
-    )
+    rows = [
+        {"question": "how often do beta valves get replaced", "expected": "b.md"},
+        # Globs match the manifest's relative paths too.
+        {"question": "how often does the alpha pump need oil", "expected": ["old/*.md", "a.*"]},
+    ]
+    golden.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     source = _source(folder, rebuild={"golden": golden, "k": 3, "min_hit_rate": 1.0})
     layout = IndexLayout(settings, "idx")
 
     first = plan(settings, source, Path(discover(settings, source, "r1").path), fresh=True)
     built = rebuild(settings, source, Path(first.path), embedder=embedder)
     assert built.version == layout.current_version() and built.previous_version is None
-    assert (built.documents, built.smoke_hits, built.smoke_questions) == (3, 1, 1)
+    assert (built.documents, built.smoke_hits, built.smoke_questions) == (3, 2, 2)
 
     # The folder gains a document after planning: counts no longer match the plan.
     (folder / "late.md").write_text("# Late\n\nArrived after the plan.\n", encoding="utf-8")

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import ConfigurationError
-from ingestion.sources_config import load_golden, load_sources
+from ingestion.sources_config import load_sources
 
 
 def _write(path: Path, text: str) -> Path:
@@ -75,27 +75,3 @@ def test_missing_file_and_empty_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="cannot read"):
         load_sources(tmp_path / "absent.yaml")
     assert load_sources(_write(tmp_path / "empty.yaml", "")).sources == ()
-
-
-def test_golden_file_accepts_a_path_or_a_list(tmp_path: Path) -> None:
-    file = _write(
-        tmp_path / "g.jsonl",
-        '{"question": "q1", "expected": "a.md"}\n\n'
-        '{"question": "q2", "expected": ["b.md", "c.md"]}\n',
-    )
-    questions = load_golden(file)
-    assert [q.expected for q in questions] == [("a.md",), ("b.md", "c.md")]
-
-
-@pytest.mark.parametrize(
-    ("body", "message"),
-    [
-        ("", "empty"),
-        ("not json\n", ":1: invalid JSON"),
-        ('{"question": "q"}\n', ":1: expected"),
-        ('{"question": "", "expected": "a.md"}\n', ":1: expected"),
-    ],
-)
-def test_bad_golden_files(tmp_path: Path, body: str, message: str) -> None:
-    with pytest.raises(ConfigurationError, match=message):
-        load_golden(_write(tmp_path / "g.jsonl", body))

@@ -22,7 +22,7 @@ from core.logging import JsonFormatter
 from core.models import Principal
 from core.settings import Settings
 from evaluation.answers_eval import evaluate_answers
-from evaluation.golden import GoldenQuestion
+from ingestion.golden import GoldenQuestion
 from retrieval.principals import hash_api_key
 from retrieval.service import ServingIndex
 from tests.agent.openai_server import chat_server

@@ -28,8 +28,8 @@ from core.models import Principal, SearchMode, SearchRequest
 from core.settings import Settings
 from evaluation.answers_eval import evaluate_answers
 from evaluation.coverage import evaluate_coverage
-from evaluation.golden import GoldenQuestion
 from evaluation.report import make_bundle, render_html
+from ingestion.golden import GoldenQuestion
 from ingestion.pipeline import Ingestor
 from retrieval.principals import hash_api_key
 from retrieval.rerank import CrossEncoderReranker
