@@ -29,10 +29,10 @@ Point = TypeVar("Point")
 CHUNK_ID_FIELDS: list[str] = [DOC_ID_FIELD, "chunk_id", "chunk_index"]
 
 # Filters matching at most this many points are searched exactly. Brute force over 384-d points
-# costs ~0.4 us each with qdrant-edge on this machine (100k points: a 3,900-point filter 1.4 ms
-# p50, a 70,000-point one 28 ms), so 10,000 points stay near 4 ms, against 1-2 ms for filtered
-# HNSW. That is above Qdrant's own per-segment full_scan_threshold (10 MB, ~6,700 such points),
-# so filters between the two are made exact too.
+# costs ~0.4 us each with qdrant-edge on this machine: at 100k points a 10,000-point filter took
+# 4.9 / 7.1 ms p50 / p95 (7.0 / 9.1 through the store, payloads included) where HNSW answered in
+# ~2 ms with recall 0.165 (benchmarks/vector_store.py). 10,000 is above Qdrant's own per-segment
+# full_scan_threshold (10 MB, ~6,700 such points), so filters between the two are made exact too.
 EXACT_SEARCH_MAX_POINTS = 10_000
 # A cardinality estimate assumes independent conditions (a rank range AND'ed with groups), so it
 # can be too high for anti-correlated ones. Estimates up to this factor above the threshold are
