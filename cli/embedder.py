@@ -34,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         # 1 scored lower on the SciFact train holdout (0.740 vs 0.746): see benchmarks/README.md.
         help="mined hybrid negatives per example besides the in-batch ones (0: in-batch only)",
     )
-    train.add_argument("--max-length", type=int, default=128, help="wordpieces per training text")
+    # 192 beat 128 on the SciFact train holdout (0.749 vs 0.746); it trains ~40% slower.
+    train.add_argument("--max-length", type=int, default=192, help="wordpieces per training text")
     train.add_argument("--learning-rate", type=float, default=3e-5)
     train.add_argument("--max-pseudo", type=int, default=2000, help="corpus pseudo-queries")
     train.add_argument("--time-budget", type=float, help="stop training after N seconds")

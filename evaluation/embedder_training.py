@@ -305,7 +305,7 @@ def train_embedder(
     epochs: int = 2,
     batch_size: int = 32,
     hard_negatives: int = 0,
-    max_length: int = 128,
+    max_length: int = 192,  # served chunks reach 224 wordpieces; 192 beat 128 on holdout
     learning_rate: float = 3e-5,
     device: Device = "auto",
     seed: int = 13,
