@@ -159,7 +159,11 @@ def _remote_store(settings: Settings, collection: str, dimension: int) -> Qdrant
     from retrieval.stores.qdrant import QdrantVectorStore
 
     return QdrantVectorStore.from_url(
-        settings.qdrant_url, settings.qdrant_api_key, collection, dimension
+        settings.qdrant_url,
+        settings.qdrant_api_key,
+        collection,
+        dimension,
+        exact_search_max_points=settings.exact_search_max_points,
     )
 
 
@@ -283,7 +287,11 @@ class IndexWriter:
         else:
             staging.mkdir()
         if self.backend == "edge":
-            self._vectors = EdgeVectorStore(staging / "vectors", self.dimension)
+            self._vectors = EdgeVectorStore(
+                staging / "vectors",
+                self.dimension,
+                exact_search_max_points=self.settings.exact_search_max_points,
+            )
         else:
             # A remote collection cannot be copied cheaply, so refreshes write into the
             # published collection in place (upserts before deletes keep old chunks searchable);
@@ -484,18 +492,22 @@ def open_version(settings: Settings, index: str | None = None) -> OpenedVersion:
         vectors = _remote_store(settings, meta.collection or "", meta.dimension)
         vectors.count()
     else:
-        vectors, private_copy = _open_edge(version_dir, meta.dimension)
+        vectors, private_copy = _open_edge(
+            version_dir, meta.dimension, settings.exact_search_max_points
+        )
     manifest = Manifest(version_dir / "manifest.sqlite", read_only=True)
     return OpenedVersion(meta, vectors, lexical, manifest, private_copy)
 
 
-def _open_edge(version_dir: Path, dimension: int) -> tuple[VectorStore, Path | None]:
+def _open_edge(
+    version_dir: Path, dimension: int, exact_search_max_points: int
+) -> tuple[VectorStore, Path | None]:
     vectors_dir = version_dir / "vectors"
     if not vectors_dir.is_dir() or not any(vectors_dir.iterdir()):
         # The edge store would create an empty shard here: a published version must never be
         # written, and serving an empty store would hide the fault behind "no results".
         raise StoreUnavailableError(f"vector store missing in {version_dir}")
-    store = EdgeVectorStore(vectors_dir, dimension)
+    store = EdgeVectorStore(vectors_dir, dimension, exact_search_max_points=exact_search_max_points)
     try:
         store.count()
         return store, None
@@ -507,7 +519,9 @@ def _open_edge(version_dir: Path, dimension: int) -> tuple[VectorStore, Path | N
     started = time.perf_counter()
     private = Path(tempfile.mkdtemp(prefix="citewell-read-"))
     shutil.copytree(version_dir / "vectors", private / "vectors")
-    copy = EdgeVectorStore(private / "vectors", dimension)
+    copy = EdgeVectorStore(
+        private / "vectors", dimension, exact_search_max_points=exact_search_max_points
+    )
     try:
         copy.count()
     except StoreUnavailableError:

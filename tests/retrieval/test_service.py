@@ -243,3 +243,18 @@ def test_a_refresh_keeps_the_loaded_reranker_until_a_new_model_is_published(
         assert service._reranker is not None and service._reranker is not first
     finally:
         service.close()
+
+
+def test_the_exact_search_threshold_reaches_the_serving_store(tmp_path, make_settings, embedder):
+    settings = make_settings(index="plan", exact_search_max_points=123)
+    Ingestor(settings, embedder=embedder).ingest_texts(corpus(4), index="plan", source_name="t")
+    service = ServingIndex(settings, embedder=embedder)
+    try:
+        service.load()
+        lease = service._acquire()
+        try:
+            assert lease.opened.vectors._planner._max_points == 123  # type: ignore[attr-defined]
+        finally:
+            service._release(lease)
+    finally:
+        service.close()
