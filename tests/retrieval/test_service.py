@@ -253,7 +253,7 @@ def test_the_exact_search_threshold_reaches_the_serving_store(tmp_path, make_set
         service.load()
         lease = service._acquire()
         try:
-            assert lease.opened.vectors._planner._max_points == 123  # type: ignore[attr-defined]
+            assert lease.opened.vectors._planner._max_points == 123
         finally:
             service._release(lease)
     finally:
