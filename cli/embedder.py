@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from citewell.evaluation.embedder_training import train_embedder
+    from citewell.training.embedder import train_embedder
 
     try:
         settings = load_settings(args)

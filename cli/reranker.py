@@ -106,7 +106,7 @@ def validation_judgements(
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from citewell.evaluation.reranker_training import train_reranker
+    from citewell.training.reranker import train_reranker
 
     try:
         settings = load_settings(args)

@@ -23,7 +23,7 @@ from citewell.ingestion.sources_config import SourceConfig
 
 @task
 def evaluate(source_name: str) -> dict[str, float]:
-    from citewell.evaluation.gates import evaluate as evaluate_source
+    from citewell.evaluation.quality_gates import evaluate as evaluate_source
 
     outcome = guarded(lambda: evaluate_source(load_settings(), load_source(source_name)))
     return outcome.metrics

@@ -48,8 +48,8 @@ from citewell.evaluation.models import (
 )
 from citewell.retrieval.embedding import backend_tag
 from citewell.retrieval.fusion import describe_fusion
-from citewell.retrieval.gate import load_gate
 from citewell.retrieval.index import IndexLayout
+from citewell.retrieval.reranker_decision import load_gate
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Golden question sets: the one file format, its reader and expected-source matching.
 
 Used by the rebuild smoke test (``ingestion.refresh``), the per-source quality gates
-(``evaluation.gates``) and answer evaluation (``evaluation.answers_eval``, ``citewell eval
+(``evaluation.quality_gates``) and answer evaluation (``evaluation.answers_eval``, ``citewell eval
 answers``). Formats, chosen by file suffix:
 
 - ``.csv`` with docugami's columns ``Question, Source Docs, Question Type, Source Chunk Type,

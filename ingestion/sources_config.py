@@ -109,7 +109,7 @@ class SourceConfig(Frozen):
         """The golden set a rebuild is validated on (the rebuild's, else the evaluation's)."""
         if self.rebuild.golden is not None:
             return self.rebuild.golden
-        return self.evaluation.golden if self.evaluation is not None else None
+        return self.evaluation.squad if self.evaluation is not None else None
 
 
 class SourcesConfig(Frozen):

@@ -35,10 +35,10 @@ from citewell.retrieval.factory import (
     model_threads,
 )
 from citewell.retrieval.fusion import FUSION_FILE, FusionChoice, load_tuned_fusion, settings_fusion
-from citewell.retrieval.gate import load_gate
 from citewell.retrieval.index import IndexLayout, OpenedVersion, open_version
 from citewell.retrieval.protocols import Embedder, Reranker
 from citewell.retrieval.rerank import resolve_reranker
+from citewell.retrieval.reranker_decision import load_gate
 
 logger = logging.getLogger(__name__)
 

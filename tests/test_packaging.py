@@ -7,7 +7,17 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-GENERIC = ("core", "api", "cli", "agent", "dags", "ingestion", "retrieval", "evaluation", "training")
+GENERIC = (
+    "core",
+    "api",
+    "cli",
+    "agent",
+    "dags",
+    "ingestion",
+    "retrieval",
+    "evaluation",
+    "training",
+)
 
 
 def test_only_citewell_is_importable_outside_the_repository(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from citewell.agent.models import Answer, Citation, Source
 from citewell.core.models import AccessLabel, Principal
 from citewell.core.settings import Settings
 from citewell.evaluation.answers_eval import evaluate_answers, judge_answer
-from citewell.evaluation.golden import load_squad
+from citewell.evaluation.squad import load_squad
 from citewell.ingestion.golden import load_golden_set
 from citewell.ingestion.pipeline import Ingestor, TextDocument
 from citewell.retrieval.service import ServingIndex

@@ -16,7 +16,7 @@ from citewell.core.models import (
     SearchRequest,
     SearchResult,
 )
-from citewell.evaluation.gates import score_golden
+from citewell.evaluation.quality_gates import score_golden
 from citewell.ingestion.sources_config import EvaluationConfig
 
 ROOT = "file:///srv/docs/handbook"
