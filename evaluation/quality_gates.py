@@ -20,6 +20,7 @@ from citewell.core.settings import Settings
 from citewell.evaluation.metrics import mean, mrr_at_k, recall_at_k
 from citewell.ingestion.golden import load_golden_set, matches_relative_path
 from citewell.ingestion.sources_config import EvaluationConfig, SourceConfig
+from citewell.retrieval.access import maintenance_principal
 from citewell.retrieval.index import IndexLayout
 from citewell.retrieval.manifest import Manifest
 from citewell.retrieval.protocols import Embedder, SearchService
@@ -66,16 +67,13 @@ def _principal(settings: Settings, index: str) -> tuple[Principal, str | None]:
     layout = IndexLayout(settings, index)
     version = layout.current_version()
     if version is None:
-        return Principal(name=_EVAL_PRINCIPAL, clearance=settings.scheme.most_restrictive), None
+        return maintenance_principal(_EVAL_PRINCIPAL, settings.scheme, ()), None
     manifest = Manifest(layout.version_dir(version) / "manifest.sqlite", read_only=True)
     try:
         groups = frozenset(g for doc in manifest.iter_documents() for g in doc.groups)
     finally:
         manifest.close()
-    principal = Principal(
-        name=_EVAL_PRINCIPAL, clearance=settings.scheme.most_restrictive, groups=groups
-    )
-    return principal, version
+    return maintenance_principal(_EVAL_PRINCIPAL, settings.scheme, groups), version
 
 
 def score_golden(

@@ -34,14 +34,20 @@ from pydantic import BaseModel, ValidationError
 
 from citewell.core.errors import CitewellError, ConfigurationError, EvaluationError
 from citewell.core.logging import log_event
-from citewell.core.models import DocumentFailure, Frozen, IngestReport, SearchFilters
+from citewell.core.models import (
+    ClassificationScheme,
+    DocumentFailure,
+    Frozen,
+    IngestReport,
+    SearchFilters,
+)
 from citewell.core.settings import Settings
 from citewell.ingestion.golden import load_golden_set, matches_relative_path
 from citewell.ingestion.labels import LabelRules
 from citewell.ingestion.pipeline import Ingestor, document_id
 from citewell.ingestion.sources import LocalFolderSource
 from citewell.ingestion.sources_config import SourceConfig
-from citewell.retrieval.access import AccessScope
+from citewell.retrieval.access import maintenance_principal, scope_for
 from citewell.retrieval.index import IndexLayout, IndexWriter
 from citewell.retrieval.manifest import DocumentEntry, Manifest
 from citewell.retrieval.protocols import Embedder
@@ -340,14 +346,14 @@ def _smoke_test(
     golden: Path,
     k: int,
     min_hit_rate: float,
-    levels: int,
+    scheme: ClassificationScheme,
 ) -> tuple[int, int]:
     """Ask each golden question of the staged version (dense and BM25 legs, a scope that sees
     every labelled document) and count those whose expected document is in either top k."""
     questions = load_golden_set(golden, require_expected=True)
     documents = writer.manifest.documents()
     groups = frozenset(g for doc in documents.values() for g in doc.groups)
-    scope = AccessScope(principal=_SMOKE_PRINCIPAL, max_rank=levels - 1, groups=groups)
+    scope = scope_for(maintenance_principal(_SMOKE_PRINCIPAL, scheme, groups), scheme, ())
     path_of = {doc_id: doc.relative_path for doc_id, doc in documents.items()}
     hits = 0
     for question in questions:
@@ -420,7 +426,7 @@ def rebuild(
                     golden,
                     source.rebuild.k,
                     source.rebuild.min_hit_rate,
-                    len(settings.scheme.levels),
+                    settings.scheme,
                 )
             )
 

@@ -60,6 +60,15 @@ def scope_for(
     )
 
 
+def maintenance_principal(
+    name: str, scheme: ClassificationScheme, groups: Iterable[str]
+) -> Principal:
+    """The principal of an internal job (rebuild smoke test, quality gates, evaluation) that must
+    see every labelled document: the most restrictive clearance and the index's own groups.
+    Documents with no groups stay invisible even to it; there is no "see everything" scope."""
+    return Principal(name=name, clearance=scheme.most_restrictive, groups=frozenset(groups))
+
+
 T = TypeVar("T")
 
 

@@ -95,10 +95,10 @@ def edge_doc_filter(doc_ids: Iterable[str]) -> edge.Filter:
 
 
 def client_filter(scope: AccessScope, filters: SearchFilters) -> qm.Filter:
-    from qdrant_client import models as qm  # the client is heavy to import; embedded use skips it
-
     """The qdrant-client filter for ``scope`` narrowed by ``filters``; same logic as
     :func:`edge_filter`."""
+    from qdrant_client import models as qm  # the client is heavy to import; embedded use skips it
+
     must: list[qm.Condition] = [
         qm.FieldCondition(key=RANK_FIELD, range=qm.Range(lte=scope.max_rank)),
         qm.FieldCondition(key=GROUPS_FIELD, match=qm.MatchAny(any=_sorted(scope.groups))),
@@ -119,9 +119,9 @@ def client_filter(scope: AccessScope, filters: SearchFilters) -> qm.Filter:
 
 
 def client_doc_filter(doc_ids: Iterable[str]) -> qm.Filter:
+    """Every chunk of these documents (no access part: used for writes and bookkeeping)."""
     from qdrant_client import models as qm
 
-    """Every chunk of these documents (no access part: used for writes and bookkeeping)."""
     return qm.Filter(
         must=[qm.FieldCondition(key=DOC_ID_FIELD, match=qm.MatchAny(any=_sorted(doc_ids)))]
     )
