@@ -15,6 +15,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from api.auth import MalformedCredentialsError
 from core.errors import (
     AuthenticationError,
     AuthorizationError,
@@ -53,6 +54,9 @@ def _count_denial(request: Request, status: int, exc: Exception) -> None:
 
 def error_response(request: Request, exc: Exception) -> JSONResponse:
     """The response for ``exc``; the most specific mapping wins."""
+    if isinstance(exc, MalformedCredentialsError):
+        _count_denial(request, 400, exc)
+        return _body(400, str(exc))
     if isinstance(exc, AuthenticationError):
         _count_denial(request, 401, exc)
         return _body(401, str(exc), {"WWW-Authenticate": 'Bearer, ApiKey header="X-API-Key"'})
