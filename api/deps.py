@@ -22,6 +22,7 @@ from api.auth import (
     credential_headers,
 )
 from api.metrics import ApiMetrics
+from api.operations import Operations
 from api.state import ServiceHolder
 from core.errors import AuthenticationError, AuthorizationError
 from core.models import Principal
@@ -62,6 +63,11 @@ def get_metrics(request: Request) -> ApiMetrics:
     return metrics
 
 
+def get_operations(request: Request) -> Operations:
+    operations: Operations = request.app.state.operations
+    return operations
+
+
 def get_service_holder(request: Request) -> ServiceHolder:
     holder: ServiceHolder = request.app.state.holder
     return holder
@@ -77,6 +83,7 @@ AuditLogDep = Annotated[AuditLog, Depends(get_audit_log)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 ServiceHolderDep = Annotated[ServiceHolder, Depends(get_service_holder)]
 SearchServiceDep = Annotated[SearchService, Depends(get_search_service)]
+OperationsDep = Annotated[Operations, Depends(get_operations)]
 
 
 def authenticate_connection(
