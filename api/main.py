@@ -20,7 +20,7 @@ from api.errors import install_error_handlers
 from api.mcp_server import MCP_PATH, McpTransport
 from api.metrics import ApiMetrics
 from api.operations import Operations
-from api.routes import answer, health, search
+from api.routes import answer, health, openai, search
 from api.routes.answer import agent_for
 from api.state import ServiceHolder, ServingIndexLike
 from core.logging import log_event
@@ -193,6 +193,7 @@ def create_app(settings: Settings, service: ServingIndexLike | None = None) -> F
     app.include_router(health.router)
     app.include_router(search.router)
     app.include_router(answer.router)
+    app.include_router(openai.router)
     # MCP's streamable HTTP transport, in this app (not a second server): authentication,
     # audit and metrics are the ones above. A Route, not a Mount, so that "/mcp" itself
     # answers (no redirect) and the metrics see the route template.
