@@ -25,13 +25,13 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.requests import HTTPConnection, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from agent.models import Answer
-from api.audit import AuditLog
-from api.auth import AuthContext, Authenticator
-from api.deps import authenticate_connection
-from api.errors import error_response, public_error
-from api.operations import Operations
-from core.models import SearchMode
+from citewell.agent.models import Answer
+from citewell.api.audit import AuditLog
+from citewell.api.auth import AuthContext, Authenticator
+from citewell.api.deps import authenticate_connection
+from citewell.api.errors import error_response, public_error
+from citewell.api.operations import Operations
+from citewell.core.models import SearchMode
 
 logger = logging.getLogger(__name__)
 

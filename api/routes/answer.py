@@ -13,13 +13,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.agent import Agent
-from agent.factory import build_agent
-from agent.models import Answer, AnswerTimings, Citation, Source, TokenUsage
-from api.deps import AuthContextDep, OperationsDep
-from api.schemas import ErrorBody, SearchFiltersBody
-from core.errors import StoreUnavailableError
-from retrieval.protocols import Embedder
+from citewell.agent.agent import Agent
+from citewell.agent.factory import build_agent
+from citewell.agent.models import Answer, AnswerTimings, Citation, Source, TokenUsage
+from citewell.api.deps import AuthContextDep, OperationsDep
+from citewell.api.schemas import ErrorBody, SearchFiltersBody
+from citewell.core.errors import StoreUnavailableError
+from citewell.retrieval.protocols import Embedder
 
 router = APIRouter(prefix="/v1", tags=["answer"])
 

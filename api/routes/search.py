@@ -6,8 +6,8 @@ import logging
 
 from fastapi import APIRouter
 
-from api.deps import AuthContextDep, OperationsDep
-from api.schemas import ErrorBody, SearchRequestBody, SearchResponseBody
+from citewell.api.deps import AuthContextDep, OperationsDep
+from citewell.api.schemas import ErrorBody, SearchRequestBody, SearchResponseBody
 
 logger = logging.getLogger(__name__)
 
