@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from cli.arguments import PORT
 from cli.common import add_index_options, fail, load_settings
 from core.errors import CitewellError
 
@@ -18,7 +19,7 @@ def register(subparsers: Any) -> None:
         "CITEWELL_JWT_JWKS_FILE (bearer tokens).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--port", type=PORT, default=8000, help="port (default 8000)")
     add_index_options(parser)
     parser.set_defaults(func=run)
 
