@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from pathlib import Path
 from typing import Any
 
 from cli import tuning
@@ -228,6 +229,7 @@ def run_answers(args: argparse.Namespace) -> int:
     from evaluation.coverage import evaluate_coverage
     from evaluation.report import make_bundle, write_report
 
+    written: tuple[Path, Path] | None = None
     try:
         settings, principal, report = _answers_run(args)
         if args.report:
@@ -241,7 +243,7 @@ def run_answers(args: argparse.Namespace) -> int:
                 answers=report,
                 coverage=coverage,
             )
-            write_report(bundle, args.report)
+            written = write_report(bundle, args.report)
     except CitewellError as exc:
         return fail(str(exc))
     if args.json:
@@ -254,6 +256,15 @@ def run_answers(args: argparse.Namespace) -> int:
         for name, value in report.metrics().items():
             shown = "n/a" if value is None else f"{value:.3f}"
             sys.stdout.write(f"  {name:<22}{shown:>10}\n")
+        if report.n_not_answerable_for_user:
+            sys.stdout.write(
+                f"  {report.n_not_answerable_for_user} answerable question(s) not answerable for "
+                f"{report.principal} (no expected document visible), counted apart\n"
+            )
+    if written is not None:
+        # On stderr with --json, so stdout stays one JSON document.
+        stream = sys.stderr if args.json else sys.stdout
+        stream.write(f"report written to {written[0].resolve()} (data: {written[1].resolve()})\n")
     return 0
 
 
@@ -330,7 +341,7 @@ def run_report(args: argparse.Namespace) -> int:
         return fail(f"not an evaluation JSON file: {exc.error_count()} problem(s)")
     except CitewellError as exc:
         return fail(str(exc))
-    sys.stdout.write(f"wrote {html_path} and {json_path}\n")
+    sys.stdout.write(f"report written to {html_path.resolve()} (data: {json_path.resolve()})\n")
     return 0
 
 

@@ -440,8 +440,16 @@ class Ingestor:
                     continue
                 item = self._prepare(candidate, prior is not None, detect_banners, tally)
                 if item is None:
+                    base = candidate.base_label
+                    # The path's label, so reports show the failure only to who may see it.
                     writer.manifest.record_failure(
-                        source_name, candidate.source_uri, tally.failed[-1].reason
+                        source_name,
+                        candidate.source_uri,
+                        tally.failed[-1].reason,
+                        classification_rank=(
+                            self.scheme.rank(base.label.classification) if base.labelled else None
+                        ),
+                        groups=base.label.groups,
                     )
                     continue
                 pending.append(item)

@@ -50,8 +50,25 @@ DOCS = [
 ]
 FAILURES = [
     FailureEntry(
-        source="kb", source_uri="file:///kb/secret-plan.pdf", reason="encrypted PDF", failed_at=NOW
-    )
+        source="kb",
+        source_uri="file:///kb/secret-plan.pdf",
+        reason="encrypted PDF",
+        failed_at=NOW,
+        classification_rank=3,
+        groups=("security",),
+    ),
+    FailureEntry(
+        source="kb",
+        source_uri="file:///kb/finance/q3-forecast.xlsx",
+        reason="corrupt workbook",
+        failed_at=NOW,
+        classification_rank=2,
+        groups=("finance",),
+    ),
+    # Failed before its label was resolved (unreadable): shown to nobody.
+    FailureEntry(
+        source="kb", source_uri="file:///kb/unknown.bin", reason="cannot read", failed_at=NOW
+    ),
 ]
 
 
@@ -73,15 +90,30 @@ def _coverage(principal: Principal):
 
 def test_low_clearance_owner_sees_only_visible_documents_and_no_failures():
     report = _coverage(Principal(name="pr", clearance="public"))
-    assert report.documents == 2 and report.failures == () and report.failures_hidden
+    assert report.documents == 2 and report.failures == ()
     (group,) = report.groups
     assert (group.source, group.classification) == ("kb", "public")
     assert [d.doc_id for d in group.never_retrieved] == ["old-faq"]
     assert [d.doc_id for d in group.never_cited] == ["old-faq"]
     assert [d.doc_id for d in group.stale] == ["old-faq"]
     dumped = report.model_dump_json()
-    for hidden in ("postmortem", "runbook", "draft", "secret-plan"):
+    for hidden in ("postmortem", "runbook", "draft", "secret-plan", "q3-forecast", "unknown"):
         assert hidden not in dumped
+
+
+def test_failures_are_filtered_by_groups_not_only_clearance():
+    """Issue 16.12: a restricted owner outside finance must not see finance's failed file."""
+    security = _coverage(
+        Principal(name="sec", clearance="restricted", groups=frozenset({"security"}))
+    )
+    dumped = security.model_dump_json()
+    assert [f.source_uri for f in security.failures] == ["file:///kb/secret-plan.pdf"]
+    assert "q3-forecast" not in dumped and "corrupt workbook" not in dumped
+    assert "unknown.bin" not in dumped
+    finance = _coverage(
+        Principal(name="fin", clearance="confidential", groups=frozenset({"finance"}))
+    )
+    assert [f.source_uri for f in finance.failures] == ["file:///kb/finance/q3-forecast.xlsx"]
 
 
 def test_top_clearance_owner_sees_levels_in_order_and_failures_with_reasons():
