@@ -253,9 +253,7 @@ def visible_documents(
         manifest.close()
 
 
-def _answerable_for(
-    question: GoldenQuestion, visible: Sequence[tuple[str, str]] | None
-) -> bool:
+def _answerable_for(question: GoldenQuestion, visible: Sequence[tuple[str, str]] | None) -> bool:
     if visible is None or not question.answerable or not question.expected_sources:
         return True
     return any(matches_expected(question, uri, title) for uri, title in visible)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import socket
 import subprocess
 import sys
@@ -60,7 +59,9 @@ def shell_blocks(document: Path) -> list[Block]:
         while end < len(lines) and lines[end].strip() != "```":
             end += 1
         if match["info"] in SHELL_INFOS:
-            previous = next((lines[j].strip() for j in range(i - 1, -1, -1) if lines[j].strip()), "")
+            previous = next(
+                (lines[j].strip() for j in range(i - 1, -1, -1) if lines[j].strip()), ""
+            )
             skip = SKIP_MARK.match(previous)
             blocks.append(
                 Block(
@@ -144,7 +145,9 @@ def run_document(
     timeout_s: float = 1800,
 ) -> list[CommandRun]:
     """Run every command of the document's runnable blocks, in order, in one bash session."""
-    commands = [c for block in shell_blocks(document) if not block.skip_reason for c in block.commands]
+    commands = [
+        c for block in shell_blocks(document) if not block.skip_reason for c in block.commands
+    ]
     out = workdir.parent / f"{workdir.name}-out"
     out.mkdir(parents=True, exist_ok=True)
     script = out / "script.sh"
@@ -195,5 +198,3 @@ def describe_failure(runs: list[CommandRun]) -> str:
                 f"--- stderr\n{run.stderr[-3000:]}"
             )
     return "all commands passed"
-
-

@@ -139,3 +139,32 @@ def test_coverage_of_a_published_index(squad_kb):  # noqa: F811
     security = Principal(name="s", clearance="restricted", groups=frozenset({"security"}))
     full = evaluate_coverage(settings, security, None, "squad")
     assert full.documents == 6 and SECRET_TITLE in full.model_dump_json()
+
+
+def test_failed_document_of_an_ingested_folder_is_shown_only_to_its_groups(tmp_path):
+    """Issue 16.12 end to end: the pipeline records a failed file's label and coverage shows
+    it to the finance owner, not to a restricted owner outside finance."""
+    from ingestion.pipeline import Ingestor
+    from tests.agent.fakes import HashingEmbedder
+
+    folder = tmp_path / "kb"
+    (folder / "finance").mkdir(parents=True)
+    (folder / "citewell.labels.yaml").write_text(
+        "default: {classification: public, groups: [everyone]}\n"
+        "rules:\n"
+        '  - {match: "finance/**", classification: confidential, groups: [finance]}\n',
+        encoding="utf-8",
+    )
+    (folder / "faq.md").write_text("# FAQ\n\nThe office opens at nine.\n", encoding="utf-8")
+    (folder / "finance" / "q3-forecast.pdf").write_bytes(b"%PDF-1.4\n%broken beyond repair")
+    settings = Settings(data_dir=tmp_path / "data", index="kb")
+    report = Ingestor(settings, embedder=HashingEmbedder()).ingest_folder(folder, index="kb")
+    assert [f.source_uri.rsplit("/", 1)[-1] for f in report.failed] == ["q3-forecast.pdf"]
+
+    dana = Principal(name="dana", clearance="restricted", groups=frozenset({"security"}))
+    outsider = evaluate_coverage(settings, dana, None, "kb")
+    assert outsider.failures == ()
+    assert "q3-forecast" not in outsider.model_dump_json()
+    carol = Principal(name="carol", clearance="confidential", groups=frozenset({"finance"}))
+    insider = evaluate_coverage(settings, carol, None, "kb")
+    assert [f.source_uri.rsplit("/", 1)[-1] for f in insider.failures] == ["q3-forecast.pdf"]
