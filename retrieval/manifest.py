@@ -220,7 +220,7 @@ class Manifest:
 
 def _optional(row: sqlite3.Row, column: str) -> Any:
     """A column that manifests opened read-only from before it existed lack."""
-    return row[column] if column in row.keys() else None
+    return row[column] if column in row.keys() else None  # noqa: SIM118 (Row: values)
 
 
 def _entry(row: sqlite3.Row) -> DocumentEntry:
