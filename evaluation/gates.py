@@ -18,7 +18,7 @@ from core.logging import log_event
 from core.models import Frozen, Principal, SearchRequest
 from core.settings import Settings
 from evaluation.metrics import mean, mrr_at_k, recall_at_k
-from ingestion.golden import load_golden_set, matches_relative_path
+from ingestion.golden import load_retrieval_questions, matches_relative_path
 from ingestion.sources_config import EvaluationConfig, SourceConfig
 from retrieval.index import IndexLayout
 from retrieval.manifest import Manifest
@@ -85,7 +85,7 @@ def score_golden(
     source_root_uri: str,
 ) -> tuple[dict[str, float], str | None]:
     """Mean hit rate and MRR at ``config.k`` over the golden set, and the version searched."""
-    questions = load_golden_set(config.golden, require_expected=True)
+    questions = load_retrieval_questions(config.golden)
     hits: list[float] = []
     reciprocal: list[float] = []
     version: str | None = None
@@ -143,7 +143,7 @@ def evaluate(
         source=source.name,
         index=source.index,
         index_version=seen or version,
-        questions=len(load_golden_set(config.golden, require_expected=True)),
+        questions=len(load_retrieval_questions(config.golden)),
         k=config.k,
         metrics=metrics,
         floors=dict(config.floors),

@@ -36,7 +36,7 @@ from core.errors import CitewellError, ConfigurationError, EvaluationError
 from core.logging import log_event
 from core.models import DocumentFailure, Frozen, IngestReport, SearchFilters
 from core.settings import Settings
-from ingestion.golden import load_golden_set, matches_relative_path
+from ingestion.golden import load_retrieval_questions, matches_relative_path
 from ingestion.labels import LabelRules
 from ingestion.pipeline import Ingestor, document_id
 from ingestion.sources import LocalFolderSource
@@ -344,7 +344,7 @@ def _smoke_test(
 ) -> tuple[int, int]:
     """Ask each golden question of the staged version (dense and BM25 legs, a scope that sees
     every labelled document) and count those whose expected document is in either top k."""
-    questions = load_golden_set(golden, require_expected=True)
+    questions = load_retrieval_questions(golden)
     documents = writer.manifest.documents()
     groups = frozenset(g for doc in documents.values() for g in doc.groups)
     scope = AccessScope(principal=_SMOKE_PRINCIPAL, max_rank=levels - 1, groups=groups)

@@ -246,15 +246,23 @@ def _folder_of(source_uri: str, relative_path: str) -> Path | None:
 
 
 def resolve_folder_source(
-    settings: Settings, index: str | None, folder: Path, requested: str | None = None
+    settings: Settings,
+    index: str | None,
+    folder: Path,
+    requested: str | None = None,
+    *,
+    fresh: bool = False,
 ) -> str:
     """The source name ``folder`` is ingested under in ``index``: one folder is one source,
     however it is ingested (``citewell demo``, ``citewell ingest``, a DAG).
 
     The name it is already indexed under wins; ``requested`` (``--source-name``, a sources
     config entry) must agree with it, and may not name another folder's source (ingesting
-    would delete that folder's documents as gone). Without either, the folder's name."""
+    would delete that folder's documents as gone). Without either, the folder's name. A
+    ``fresh`` rebuild starts from an empty version, so it may name the source anew."""
     root = folder.resolve()
+    if fresh:
+        return requested or default_source_name(root)
     folders = indexed_folder_sources(settings, index)
     existing = folders.get(root)
     index_name = index or settings.index
@@ -280,3 +288,19 @@ def resolve_folder_source(
             f"name this folder's source differently (--source-name NAME)"
         )
     return name
+
+
+def check_source_inputs(settings: Settings, source: SourceConfig, *, fresh: bool = False) -> None:
+    """Everything a run of ``source`` reads, checked before any work (the DAGs' first task):
+    the folder, its labels file, the golden sets, and that the folder is this source in its
+    index. Raises :class:`ConfigurationError` (golden and labels errors name file and line)."""
+    from ingestion.golden import load_retrieval_questions
+    from ingestion.labels import LabelRules
+
+    if not source.path.is_dir():
+        raise ConfigurationError(f"source {source.name!r}: folder {source.path} does not exist")
+    LabelRules.load(source.path, settings.scheme)
+    for golden in {source.smoke_golden, source.evaluation.golden if source.evaluation else None}:
+        if golden is not None:
+            load_retrieval_questions(golden)
+    resolve_folder_source(settings, source.index, source.path, source.name, fresh=fresh)
