@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from citewell.cli.arguments import VERSION
 from citewell.cli.common import add_index_options, fail, load_settings, print_json
 from citewell.core.errors import CitewellError
 from citewell.retrieval.index import IndexLayout, rollback
@@ -21,7 +22,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "rollback", help="serve an earlier version (default: the one before the current)"
     )
     add_index_options(back)
-    back.add_argument("--to", dest="to_version", help="version to serve, e.g. v000007")
+    back.add_argument(
+        "--to",
+        dest="to_version",
+        type=VERSION,
+        help="version to serve, e.g. v000007",
+    )
     back.add_argument("--json", action="store_true", help="print as JSON")
     back.set_defaults(func=run_rollback)
 

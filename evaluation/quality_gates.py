@@ -18,7 +18,10 @@ from citewell.core.logging import log_event
 from citewell.core.models import Frozen, Principal, SearchRequest
 from citewell.core.settings import Settings
 from citewell.evaluation.metrics import mean, mrr_at_k, recall_at_k
-from citewell.ingestion.golden import load_golden_set, matches_relative_path
+from citewell.ingestion.golden import (
+    load_retrieval_questions,
+    matches_relative_path,
+)
 from citewell.ingestion.sources_config import EvaluationConfig, SourceConfig
 from citewell.retrieval.access import maintenance_principal
 from citewell.retrieval.index import IndexLayout
@@ -83,7 +86,7 @@ def score_golden(
     source_root_uri: str,
 ) -> tuple[dict[str, float], str | None]:
     """Mean hit rate and MRR at ``config.k`` over the golden set, and the version searched."""
-    questions = load_golden_set(config.golden, require_expected=True)
+    questions = load_retrieval_questions(config.golden)
     hits: list[float] = []
     reciprocal: list[float] = []
     version: str | None = None
@@ -141,7 +144,7 @@ def evaluate(
         source=source.name,
         index=source.index,
         index_version=seen or version,
-        questions=len(load_golden_set(config.golden, require_expected=True)),
+        questions=len(load_retrieval_questions(config.golden)),
         k=config.k,
         metrics=metrics,
         floors=dict(config.floors),

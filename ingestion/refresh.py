@@ -42,7 +42,10 @@ from citewell.core.models import (
     SearchFilters,
 )
 from citewell.core.settings import Settings
-from citewell.ingestion.golden import load_golden_set, matches_relative_path
+from citewell.ingestion.golden import (
+    load_retrieval_questions,
+    matches_relative_path,
+)
 from citewell.ingestion.labels import LabelRules
 from citewell.ingestion.pipeline import Ingestor, document_id
 from citewell.ingestion.sources import LocalFolderSource
@@ -350,7 +353,7 @@ def _smoke_test(
 ) -> tuple[int, int]:
     """Ask each golden question of the staged version (dense and BM25 legs, a scope that sees
     every labelled document) and count those whose expected document is in either top k."""
-    questions = load_golden_set(golden, require_expected=True)
+    questions = load_retrieval_questions(golden)
     documents = writer.manifest.documents()
     groups = frozenset(g for doc in documents.values() for g in doc.groups)
     scope = scope_for(maintenance_principal(_SMOKE_PRINCIPAL, scheme, groups), scheme, ())

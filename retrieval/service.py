@@ -185,8 +185,17 @@ class ServingIndex:
             if gate is not None and gate.model == reranker.name and not gate.enabled:
                 reranker, note = None, f"reranker disabled by its evaluation gate: {gate.reason}"
         if reranker is None:
+            # Every result says so (reranked: false and why); the log warns only when a
+            # configured model could not be used, else it is the normal offline default.
+            configured = self.settings.reranker_model is not None and not note.startswith(
+                "reranker disabled by its evaluation gate"
+            )
             log_event(
-                logger, logging.WARNING, "rerank.unavailable", index=self.layout.name, reason=note
+                logger,
+                logging.WARNING if configured else logging.INFO,
+                "rerank.unavailable",
+                index=self.layout.name,
+                reason=note,
             )
         self._reranker, self._reranker_note = reranker, note
 
