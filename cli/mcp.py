@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from citewell.cli.arguments import Pattern
 from citewell.cli.common import add_caller_options, fail, load_caller
 from citewell.core.errors import CitewellError
 
@@ -30,6 +31,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_caller_options(parser)
     parser.add_argument(
         "--transport",
+        type=Pattern(
+            r"^stdio$",
+            "transport (only stdio here: MCP over HTTP is served by `citewell serve` at /mcp)",
+            "stdio",
+        ),
         default="stdio",
         help="stdio (the only transport here; for HTTP use `citewell serve`, path /mcp)",
     )
@@ -45,11 +51,6 @@ def run(args: argparse.Namespace) -> int:
     from citewell.api.operations import Operations
     from citewell.retrieval.service import open_search_service
 
-    if args.transport != "stdio":
-        return fail(
-            "citewell mcp serves stdio only; MCP over HTTP is served, with authentication, "
-            "by `citewell serve` at /mcp"
-        )
     try:
         # stdout is the MCP channel: logs go to stderr (configure_logging does that).
         settings, principal = load_caller(args)
