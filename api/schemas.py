@@ -214,6 +214,11 @@ class ReadyBody(BaseModel):
     )
 
     ready: bool
+    reason: str | None = Field(
+        default=None,
+        description="why not ready: no_published_version, integrity_failed, store_unavailable, "
+        "model_unavailable or not_loaded",
+    )
     index: str | None = None
     version: str | None = None
     reranker: str | None = None

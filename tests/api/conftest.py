@@ -32,6 +32,7 @@ from core.models import (
 from core.settings import Settings
 from retrieval.access import scope_for
 from retrieval.principals import hash_api_key
+from retrieval.readiness import Readiness
 
 JWT_SECRET = "test-secret-0123456789-abcdefghijklmnop"
 KEYS = {"alice": "alice-key-7f3a", "gateway": "gateway-key-91bc", "hrbot": "hr-key-55d0"}
@@ -150,8 +151,13 @@ class FakeServingIndex:
             index_version=self.version,
         )
 
+    def readiness(self) -> Readiness:
+        if self.unavailable or self.closed:
+            return Readiness(ready=False, reason="store_unavailable", detail="fake store down")
+        return Readiness(ready=True, version=self.version)
+
     def ready(self) -> bool:
-        return not self.unavailable and not self.closed
+        return self.readiness().ready
 
     def status(self) -> FakeStatus:
         return FakeStatus(index="default", version=self.version, loaded_at=datetime.now(UTC))
