@@ -75,7 +75,11 @@ def error_response(request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, IndexIntegrityError):
             # The version and what failed go to the log (operators), never to the caller.
             log_event(
-                logger, logging.ERROR, "api.index_integrity_failed", version=exc.version, error=str(exc)
+                logger,
+                logging.ERROR,
+                "api.index_integrity_failed",
+                version=exc.version,
+                error=str(exc),
             )
             return _body(503, INDEX_INTEGRITY_MESSAGE, {"Retry-After": RETRY_AFTER_S})
         log_event(logger, logging.WARNING, "api.store_unavailable", error=type(exc).__name__)

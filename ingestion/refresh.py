@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -42,6 +41,7 @@ from ingestion.pipeline import Ingestor, document_id
 from ingestion.sources import LocalFolderSource
 from ingestion.sources_config import SourceConfig
 from retrieval.access import AccessScope
+from retrieval.durable import write_atomic
 from retrieval.index import IndexLayout, IndexWriter
 from retrieval.manifest import DocumentEntry, Manifest
 from retrieval.protocols import Embedder
@@ -131,10 +131,7 @@ def parse_cache_dir(settings: Settings) -> Path:
 
 def _write_model(path: Path, model: BaseModel) -> None:
     """Write atomically so a retried task never reads a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(model.model_dump_json(indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, model.model_dump_json(indent=2).encode("utf-8"))
 
 
 def _read_model(path: Path, model: type[M]) -> M:

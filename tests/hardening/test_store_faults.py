@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-import retrieval.lexical.bm25 as bm25_module
+import retrieval.lexical.storage as bm25_storage
 from api.errors import STORE_UNAVAILABLE_MESSAGE
 from api.main import create_app
 from core.errors import StoreUnavailableError
@@ -162,9 +162,9 @@ def test_disk_full_while_saving_bm25_keeps_the_published_version_serving(
     ingestor = Ingestor(settings, embedder=embedder)
     with monkeypatch.context() as patch:
         if where == "meta":
-            patch.setattr(bm25_module, "_write_synced", _fail_meta_write)
+            patch.setattr(bm25_storage, "write_synced", _fail_meta_write)
         else:
-            patch.setattr(bm25_module.np, "savez", _fail_arrays_write)
+            patch.setattr(bm25_storage.np, "savez", _fail_arrays_write)
         with pytest.raises(StoreUnavailableError, match="No space left on device"):
             ingestor.ingest_texts(more, index=settings.index, source_name="scifact")
 
