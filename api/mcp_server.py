@@ -65,7 +65,8 @@ def build_mcp_server(search: SearchService, agent: Agent, principal: Principal) 
     )
     async def answer_tool(question: str) -> dict[str, Any]:
         answer = await anyio.to_thread.run_sync(agent.answer, principal, question)
-        payload: dict[str, Any] = answer.model_dump(mode="json")
+        # Server timings depend on the whole index (SECURITY.md): callers do not get them.
+        payload: dict[str, Any] = answer.model_dump(mode="json", exclude={"timings"})
         return payload
 
     return server

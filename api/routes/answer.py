@@ -65,11 +65,17 @@ class AnswerResponseBody(BaseModel):
     notes: list[str]
     principal: str
     index_version: str | None
-    timings: AnswerTimings
+    timings: AnswerTimings | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="server timings; only for operator principals",
+    )
     usage: TokenUsage | None
 
     @classmethod
-    def from_answer(cls, answer: Answer, principal: str) -> AnswerResponseBody:
+    def from_answer(
+        cls, answer: Answer, principal: str, *, operator: bool = False
+    ) -> AnswerResponseBody:
         flagged = set(answer.flagged_chunks)
         return cls(
             answer=answer.answer,
@@ -86,7 +92,7 @@ class AnswerResponseBody(BaseModel):
             notes=list(answer.notes),
             principal=principal,
             index_version=answer.index_version,
-            timings=answer.timings,
+            timings=answer.timings if operator else None,
             usage=answer.usage,
         )
 
@@ -201,4 +207,4 @@ def answer(
     reason = "refused" if result.refused else None if result.generated else "sources_only"
     record("answer", "ok", result, reason)
     answer_metrics.observe(result)
-    return AnswerResponseBody.from_answer(result, principal.name)
+    return AnswerResponseBody.from_answer(result, principal.name, operator=auth.operator)

@@ -103,4 +103,6 @@ def search(
         took
     )
     record("ok", result, None)
-    return SearchResponseBody.from_result(result, principal=principal.name, took_ms=took * 1000)
+    return SearchResponseBody.from_result(
+        result, principal=principal.name, took_ms=took * 1000 if auth.operator else None
+    )
