@@ -1,7 +1,7 @@
 """Store faults: a missing, corrupt or truncated vector store or BM25 index answers 503 with a
 fixed message and a log line, never results (every such damage to a published version is caught
-by its integrity check, so the message is the integrity one); a disk that fills up while the BM25 index is
-written leaves the published version serving."""
+by its integrity check, so the message is the integrity one); a disk that fills up while the
+BM25 index is written leaves the published version serving."""
 
 from __future__ import annotations
 
