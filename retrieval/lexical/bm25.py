@@ -56,10 +56,6 @@ _MAX_CACHED_SCOPES = 256
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 
-# Kept for callers that subclass the index (benchmarks/statistics_leak.py).
-_ScopeStats = ScopeStats
-
-
 @dataclass(frozen=True)
 class _Compiled:
     """Immutable snapshot used by searches; writes build a new one instead of mutating."""
@@ -94,6 +90,7 @@ class BM25Index:
         self.b = float(b)
         self.epsilon = float(epsilon)
         self.tokenizer = tokenizer
+        self._query_tokenizer = tokenizer.uncached()
         self._lock = threading.RLock()
         self._vocab: dict[str, int] = {}
         # Per slot (a chunk position; deleted slots are compacted away on the next compile).
@@ -118,7 +115,7 @@ class BM25Index:
         self._class_docs: list[int] = []
         self._class_len: list[int] = []
         self._compiled: _Compiled | None = None
-        self._stats_cache: dict[tuple[int, ...], _ScopeStats] = {}
+        self._stats_cache: dict[tuple[int, ...], ScopeStats] = {}
 
     # ------------------------------------------------------------------ writes
 
@@ -184,7 +181,7 @@ class BM25Index:
             raise ConfigurationError(f"limit must be at least 1, got {limit}")
         if scope.matches_nothing:
             return []
-        tokens = self.tokenizer(query)
+        tokens = self._query_tokenizer(query)
         with self._lock:
             compiled = self._compile()
             visible = self._visible_classes(scope)
@@ -242,7 +239,7 @@ class BM25Index:
             raise ConfigurationError(f"limit must be at least 1, got {limit}")
         if scope.matches_nothing:
             return []
-        tokens = self.tokenizer(query)
+        tokens = self._query_tokenizer(query)
         with self._lock:
             compiled = self._compile()
             visible = self._visible_classes(scope)

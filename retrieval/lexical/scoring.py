@@ -72,7 +72,10 @@ def okapi_stats(
     total_len = sum(length_per_class[c] for c in visible)
     df = np.zeros(n_terms, dtype=np.int64)
     for c in visible:
-        df += df_per_class[c][:n_terms]
+        # A class's array grows only when its own chunks bring new terms, so it may be shorter
+        # than the vocabulary that other classes grew (the missing tail is zeros).
+        counts = df_per_class[c][:n_terms]
+        df[: counts.shape[0]] += counts
     present = df > 0
     idf = np.zeros(n_terms, dtype=np.float64)
     if n_docs and present.any():

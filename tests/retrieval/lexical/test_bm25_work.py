@@ -95,3 +95,19 @@ def test_filters_mean_what_retrieval_access_says(filters: SearchFilters) -> None
     expected = {c.chunk_id for c in CORPUS if "falcon" in c.text and filters_allow(filters, c)}
     hits = index.search("falcon", everyone, filters, 10)
     assert {chunk_id for chunk_id, _ in hits} == expected
+
+
+def test_a_class_whose_terms_array_is_shorter_than_the_vocabulary_still_scores() -> None:
+    # Regression: the public class's per-term counts stop growing while restricted chunks keep
+    # adding vocabulary; summing them used to raise a numpy broadcast error on every search.
+    index = BM25Index()
+    index.add([make_chunk("pub", "falcon river valley"), *FILLER])
+    index.add(
+        [
+            make_chunk(f"r{i}", f"term{i}a term{i}b term{i}c", rank=3, groups=("security",))
+            for i in range(1500)
+        ]
+    )
+    hits = index.search("falcon", PUBLIC, NO_FILTERS, 5)
+    assert [chunk_id for chunk_id, _ in hits] == ["pub"]
+    assert index.document_search("falcon", PUBLIC, NO_FILTERS, 5)[0][0] == "doc-pub"
