@@ -18,6 +18,7 @@ import argparse
 import random
 import time
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
@@ -92,8 +93,8 @@ def main() -> None:
     for invisible in args.invisible:
         index = build(args.visible, invisible)
         legs: dict[str, Callable[[str], object]] = {
-            "chunks": lambda q, index=index: index.search(q, CALLER, NO_FILTERS, 50),
-            "documents": lambda q, index=index: index.document_search(q, CALLER, NO_FILTERS, 50),
+            "chunks": partial(index.search, scope=CALLER, filters=NO_FILTERS, limit=50),
+            "documents": partial(index.document_search, scope=CALLER, filters=NO_FILTERS, limit=50),
         }
         for leg_name, leg in legs.items():
             times = measure(leg, queries, args.repeats)
