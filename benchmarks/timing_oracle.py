@@ -3,13 +3,13 @@ documents they cannot see?
 
     .venv/bin/python -m benchmarks.timing_oracle [--visible 10000] [--invisible 20000 100000]
 
-A public caller (clearance public, group everyone) queries, interleaved in random order, (a) a term that occurs
-only in restricted chunks, (b) a term that occurs nowhere, (c) a common visible term plus that
-secret term and (d) the common visible term alone, through the chunk leg (``search``) and the
-document leg (``document_search``). The table shows the median and p95 microseconds per query
-and the differences a-b and c-d: what an attacker who can time queries would measure. Run it on
-two checkouts (``PYTHONPATH=<tree> python -m benchmarks.timing_oracle``) to compare before and
-after a change; it uses only the public index API.
+A public caller (clearance public, group everyone) queries, in random order per repeat, (a) a
+term that occurs only in restricted chunks, (b) a term that occurs nowhere, (c) a common visible
+term plus that secret term and (d) the common visible term alone, through the chunk leg
+(``search``) and the document leg (``document_search``). The table shows the median and p95
+microseconds per query and the differences a-b and c-d: what an attacker who can time queries
+would measure. Run it on two checkouts (``PYTHONPATH=<tree> python -m benchmarks.timing_oracle``)
+to compare before and after a change; it uses only the public index API.
 """
 
 from __future__ import annotations
