@@ -56,6 +56,7 @@ _MAX_CACHED_SCOPES = 256
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 
+
 @dataclass(frozen=True)
 class _Compiled:
     """Immutable snapshot used by searches; writes build a new one instead of mutating."""
