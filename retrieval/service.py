@@ -48,6 +48,10 @@ from retrieval.rerank import resolve_reranker
 
 logger = logging.getLogger(__name__)
 
+# A refused version is checked again at most this often: readiness probes and the reload loop
+# would otherwise re-read every file (and log the refusal) several times a minute.
+REVERIFY_REFUSED_S = 60.0
+
 
 class IndexStatus(Frozen):
     index: str
@@ -94,6 +98,8 @@ class ServingIndex:
         self._lock = threading.Lock()
         self._lease: _Lease | None = None
         self._last_error: str | None = None
+        self._refused: tuple[str | None, float, IndexIntegrityError] | None = None
+        self._repeated_refusal = False  # the last open re-raised a recent refusal
         self._fusion_override = fusion
         self._fusion_choice = settings_fusion(settings)
         self._fusion_stamp: int | None = None
@@ -114,8 +120,26 @@ class ServingIndex:
             self._reranker.warm_up()
 
     def load(self) -> None:
-        """Open the published version now (raises StoreUnavailableError/IndexNotFoundError)."""
-        self._swap(open_version(self.settings, self.layout.name))
+        """Open the published version now (raises StoreUnavailableError/IndexNotFoundError,
+        IndexIntegrityError for a version that fails its check)."""
+        self._swap(self._open_current())
+
+    def _open_current(self) -> OpenedVersion:
+        current = self.layout.current_version()
+        refused = self._refused
+        if (
+            refused is not None
+            and refused[0] == current
+            and time.monotonic() - refused[1] < REVERIFY_REFUSED_S
+        ):
+            self._repeated_refusal = True
+            raise refused[2]
+        self._repeated_refusal = False
+        try:
+            return open_version(self.settings, self.layout.name)
+        except IndexIntegrityError as exc:
+            self._refused = (exc.version, time.monotonic(), exc)
+            raise
 
     def ready(self) -> bool:
         return self.readiness().ready
@@ -175,9 +199,11 @@ class ServingIndex:
         ):
             return False
         try:
-            self._swap(open_version(self.settings, self.layout.name))
+            self._swap(self._open_current())
         except CitewellError as exc:
             self._last_error = str(exc)
+            if self._repeated_refusal:
+                return False  # logged when it was refused
             log_event(
                 logger,
                 logging.ERROR,

@@ -242,6 +242,11 @@ def test_a_damaged_new_version_is_not_switched_to_and_the_old_one_keeps_serving(
     events = {(r.getMessage(), getattr(r, "fields", {}).get("version")) for r in caplog.records}
     assert ("index.version_refused", newer) in events
     assert ("index.reload_failed", newer) in events
+    # The reload loop does not re-read the refused version (or log it again) on every tick.
+    caplog.clear()
+    assert service.maybe_reload() is False
+    assert service.readiness().ready is True
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     service.close()
 
 
