@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from api.routes import answer as answer_route
+from citewell.api.routes import answer as answer_route
 from tests.agent.fakes import HashingEmbedder
 from tests.api.conftest import KEYS, hs256_token
 
