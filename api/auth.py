@@ -127,6 +127,9 @@ class AuthContext(BaseModel):
     principal: Principal  # whom the request runs as
     method: AuthMethod
     caller: str | None = None  # the service that acted for ``principal``, if any
+    # An operator (``operator: true`` in the principals file, API keys only) receives server
+    # timings; a request made for someone else (act-for) never does.
+    operator: bool = False
 
 
 class JwtVerifier:
@@ -301,7 +304,10 @@ class Authenticator:
         if api_key and bearer:
             raise CredentialError("ambiguous", "send either an API key or a bearer token, not both")
         if api_key:
-            return AuthContext(principal=self._by_api_key(api_key), method="api_key")
+            principal = self._by_api_key(api_key)
+            directory = self._directory()
+            operator = directory is not None and directory.is_operator(principal.name)
+            return AuthContext(principal=principal, method="api_key", operator=operator)
         if bearer:
             # OpenAI-style clients can only send "Authorization: Bearer <key>": an API key is
             # accepted there too (same constant-time lookup), anything else must be a JWT.

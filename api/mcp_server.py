@@ -139,7 +139,9 @@ def build_mcp_server(
 
         def run() -> dict[str, Any]:
             answer: Answer = operations.answer(auth, question=question, endpoint=endpoint)
-            payload: dict[str, Any] = answer.model_dump(mode="json")
+            # Server timings depend on the whole index (SECURITY.md): only operators get them.
+            hidden = None if auth.operator else {"timings"}
+            payload: dict[str, Any] = answer.model_dump(mode="json", exclude=hidden)
             return payload
 
         return await anyio.to_thread.run_sync(call, "answer", run)

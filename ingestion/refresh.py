@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -51,6 +50,7 @@ from citewell.ingestion.pipeline import Ingestor, document_id
 from citewell.ingestion.sources import LocalFolderSource
 from citewell.ingestion.sources_config import SourceConfig
 from citewell.retrieval.access import maintenance_principal, scope_for
+from citewell.retrieval.durable import write_atomic
 from citewell.retrieval.index import IndexLayout, IndexWriter
 from citewell.retrieval.manifest import DocumentEntry, Manifest
 from citewell.retrieval.protocols import Embedder
@@ -140,10 +140,7 @@ def parse_cache_dir(settings: Settings) -> Path:
 
 def _write_model(path: Path, model: BaseModel) -> None:
     """Write atomically so a retried task never reads a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(model.model_dump_json(indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, model.model_dump_json(indent=2).encode("utf-8"))
 
 
 def _read_model(path: Path, model: type[M]) -> M:

@@ -51,5 +51,5 @@ def search(
         prefer_recent=body.prefer_recent,
     )
     return SearchResponseBody.from_result(
-        result, principal=auth.principal.name, took_ms=took * 1000
+        result, principal=auth.principal.name, took_ms=took * 1000 if auth.operator else None
     )
