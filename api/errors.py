@@ -95,7 +95,7 @@ def public_error(exc: Exception, request: Request | None = None) -> tuple[int, s
                 version=exc.version,
                 error=str(exc),
             )
-            return _body(503, INDEX_INTEGRITY_MESSAGE, {"Retry-After": RETRY_AFTER_S})
+            return 503, INDEX_INTEGRITY_MESSAGE
         log_event(logger, logging.WARNING, "api.store_unavailable", error=type(exc).__name__)
         return 503, STORE_UNAVAILABLE_MESSAGE
     if isinstance(exc, InputRejectedError):

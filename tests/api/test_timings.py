@@ -4,6 +4,8 @@ timing side channel)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi.testclient import TestClient
 
 from citewell.api.routes import answer as answer_route
@@ -42,8 +44,9 @@ def test_an_operator_acting_for_a_user_gets_no_timings(client: TestClient) -> No
 
 def test_answer_timings_only_for_operators(client: TestClient, fake_index) -> None:
     fake_index.embedder = HashingEmbedder()
-    if not any(getattr(r, "path", None) == "/v1/answer" for r in client.app.routes):
-        client.app.include_router(answer_route.router)
+    app: Any = client.app
+    if not any(getattr(r, "path", None) == "/v1/answer" for r in app.routes):
+        app.include_router(answer_route.router)
     question = {"question": "What changes in newborn white matter?"}
     user = client.post("/v1/answer", json=question, headers={"X-API-Key": KEYS["alice"]})
     assert user.status_code == 200, user.text
