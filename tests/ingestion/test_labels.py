@@ -132,11 +132,13 @@ def test_detect_banner(text: str, level: str | None):
     assert detect_banner(text, SCHEME) == level
 
 
-def test_banner_in_middle_of_long_document_is_ignored():
+def test_marking_line_counts_anywhere_but_loose_forms_only_at_edges():
     lines = [f"line {i} of ordinary prose." for i in range(40)]
-    lines[20] = "CONFIDENTIAL"
+    lines[20] = "ACME CORP CONFIDENTIAL"  # a loose form in the middle of the text: not a banner
     assert detect_banner("\n".join(lines), SCHEME) is None
-    lines[-1] = "RESTRICTED"
+    lines[20] = "Confidential"  # a line that is nothing but a marking: a banner anywhere
+    assert detect_banner("\n".join(lines), SCHEME) == "confidential"
+    lines[-1] = "ACME RESTRICTED"  # the loose form at the document's edge
     assert detect_banner("\n".join(lines), SCHEME) == "restricted"
 
 
@@ -171,3 +173,53 @@ def test_custom_scheme_drops_default_banners_it_cannot_map():
 )
 def test_glob(pattern: str, path: str, matches: bool):
     assert bool(glob_to_regex(pattern).match(path)) is matches
+
+
+# --- configuration errors: duplicate keys, wrong types, bad globs (issue 16, item 2) ----------
+@pytest.mark.parametrize(
+    ("content", "line", "message"),
+    [
+        (
+            "default: {classification: internal, groups: [everyone]}\n"
+            "rules: []\n"
+            "default: {classification: public, groups: [everyone]}\n",
+            3,
+            "duplicate key 'default'",
+        ),
+        ("default:\n  classification: restricted\n  classification: public\n", 3, "duplicate"),
+        ("rules:\n  - {match: 'a/[z-a]', classification: public, groups: [a]}\n", 2, "glob"),
+        ("rules:\n  - {match: 5, classification: public, groups: [a]}\n", 2, "match"),
+        ("default: {classification: internal, groups: [1, 2]}\n", 1, "groups"),
+        ("default: {classification: internal, groups: [true]}\n", 1, "groups"),
+        ("default:\n  classification: internal\n  groups: [a]\n  group: [b]\n", 4, "unknown key"),
+        ("default: {classification: '', groups: [a]}\n", 1, "classification"),
+    ],
+)
+def test_labels_file_errors_name_file_and_line(
+    tmp_path: Path, content: str, line: int, message: str
+):
+    (tmp_path / "citewell.labels.yaml").write_text(content)
+    with pytest.raises(LabelError, match=rf"citewell\.labels\.yaml:{line}: .*{message}"):
+        LabelRules.load(tmp_path, SCHEME)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "classification: restricted\nclassification: public\ngroups: [a]\n",
+        "classification: restricted\ngroups: [a]\nclasification: public\n",
+        "classification: restricted\ngroups: [7]\n",
+        "- classification: restricted\n",
+    ],
+)
+def test_sidecar_errors_name_the_sidecar_and_line(tmp_path: Path, content: str):
+    doc = tmp_path / "a.txt"
+    doc.write_text("hi")
+    (tmp_path / "a.txt.labels.yaml").write_text(content)
+    with pytest.raises(LabelError, match=r"a\.txt\.labels\.yaml:\d+: "):
+        LabelRules.load(tmp_path, SCHEME).resolve("a.txt", doc)
+
+
+def test_invalid_glob_in_code_raises_label_error():
+    with pytest.raises(LabelError, match=r"invalid glob '\[z-a\]'"):
+        glob_to_regex("[z-a]")
