@@ -29,9 +29,7 @@ SCHEME = ClassificationScheme()
         ("principals:\n  alice: {clearance: public, grups: [a]}\n", r":2: .*unknown key"),
     ],
 )
-def test_principals_file_errors_name_file_and_line(
-    tmp_path: Path, body: str, message: str
-) -> None:
+def test_principals_file_errors_name_file_and_line(tmp_path: Path, body: str, message: str) -> None:
     file = tmp_path / "principals.yaml"
     file.write_text(body, encoding="utf-8")
     with pytest.raises(ConfigurationError, match=rf"principals\.yaml{message}"):
