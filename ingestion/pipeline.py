@@ -58,7 +58,7 @@ _CHUNK_NAMESPACE = uuid.UUID("5b0e4a36-37a4-4d5e-9a54-2f1f2d1c8e11")
 _EMBED_BATCH_CHUNKS = 256  # chunks buffered across documents before one embedding call
 # Part of the parse cache key: bump when parsing output changes (e.g. how titles are chosen), so
 # cached documents parsed the old way are not reused.
-_PARSER_VERSION = 3  # 3: documents carry the date they state (ingestion/dates.py)
+_PARSER_VERSION = 4  # 4: XLSX sheet headers/footers and PPTX master/layout text
 
 
 class TextDocument(Frozen):
