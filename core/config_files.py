@@ -167,5 +167,6 @@ def describe_errors(exc: ValidationError, document: YamlDocument) -> str:
         message = problem["msg"]
         if problem["type"] == "extra_forbidden":
             message = "unknown key"
+        message = message.removeprefix("Value error, ")
         problems.append(f"{document.where(location)}: {name}: {message}")
     return "; ".join(problems)
