@@ -28,6 +28,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Annotated, Protocol
 
@@ -288,7 +289,13 @@ class BannerReader:
         self._phrases = _phrase_map(banners, scheme)
 
     def __call__(self, document: ParsedDocument, path: Path | None = None) -> Marking | None:
-        return self.in_regions(_regions(document))
+        """Banners in the parsed document and, for markup and plain-text files, in the source:
+        parsers drop HTML ``<header>``/``<footer>`` and join Markdown's soft-wrapped lines, so a
+        banner line can be missing from the parsed text."""
+        regions = _regions(document)
+        if path is not None:
+            regions += _source_regions(path)
+        return self.in_regions(regions)
 
     def in_text(self, text: str) -> Marking | None:
         """Banners of a plain text (one unpaginated flow)."""
@@ -377,6 +384,74 @@ def _regions(document: ParsedDocument) -> list[_Region]:
     return regions
 
 
+_SOURCE_TEXT_TYPES = frozenset({"md", "markdown", "rst", "txt", "text", "log", "csv", "tsv"})
+_HTML_TYPES = frozenset({"html", "htm", "xhtml"})
+_HTML_BLOCKS = frozenset(
+    {"p", "div", "li", "td", "th", "tr", "br", "h1", "h2", "h3", "h4", "h5", "h6", "span"}
+    | {"header", "footer", "section", "article", "aside", "nav", "main", "title", "caption"}
+    | {"blockquote", "pre", "dt", "dd", "figcaption", "small", "strong", "b", "em", "label"}
+)
+_HTML_EDGES = frozenset({"header", "footer"})
+_HTML_SKIPPED = frozenset({"script", "style", "template", "noscript"})
+
+
+class _HtmlLines(HTMLParser):
+    """Text of an HTML page line by line (a line per block), ``<header>``/``<footer>`` apart."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.body: list[str] = []
+        self.edges: list[str] = []
+        self._parts: list[str] = []
+        self._edge_depth = 0
+        self._skip_depth = 0
+
+    def _flush(self) -> None:
+        line = " ".join("".join(self._parts).split())
+        self._parts = []
+        if line:
+            (self.edges if self._edge_depth else self.body).append(line)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _HTML_SKIPPED:
+            self._skip_depth += 1
+        if tag in _HTML_BLOCKS:
+            self._flush()
+        if tag in _HTML_EDGES:
+            self._edge_depth += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _HTML_BLOCKS:
+            self._flush()
+        if tag in _HTML_EDGES and self._edge_depth:
+            self._edge_depth -= 1
+        if tag in _HTML_SKIPPED and self._skip_depth:
+            self._skip_depth -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip_depth:
+            self._parts.append(data)
+
+
+def _source_regions(path: Path) -> list[_Region]:
+    """Lines of a markup or plain-text source file, as written (see BannerReader.__call__)."""
+    kind = path.suffix.lower().lstrip(".")
+    if kind not in _SOURCE_TEXT_TYPES and kind not in _HTML_TYPES:
+        return []
+    # Phrases are ASCII: undecodable bytes cannot hide or make a banner.
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    if kind in _SOURCE_TEXT_TYPES:
+        return [_Region(_lines(text), edge=_DOCUMENT_EDGE_LINES)]
+    parser = _HtmlLines()
+    parser.feed(text)
+    parser.close()
+    parser._flush()
+    return [
+        _Region(parser.edges, edge=None),
+        _Region(parser.body, edge=_DOCUMENT_EDGE_LINES),
+    ]
+
+
 def find_banner(
     text: str, scheme: ClassificationScheme, banners: Mapping[str, str] | None = None
 ) -> tuple[str, str] | None:
@@ -392,6 +467,13 @@ def detect_banner(
     """The level named by the text's most restrictive classification banner, if any."""
     found = find_banner(text, scheme, banners)
     return found[1] if found else None
+
+
+def default_marking_readers(banners: BannerReader) -> tuple[MarkingReader, ...]:
+    """Every source of in-document markings a folder's documents are checked with. To add one
+    (e.g. an embedded sensitivity label), add it here: each returns its most restrictive
+    marking or None, and the most restrictive marking of all raises the label."""
+    return (banners,)
 
 
 # --- resolution -----------------------------------------------------------------------------
@@ -414,7 +496,9 @@ class LabelRules:
         self._scheme = scheme
         self._banners = BannerReader(scheme, banners)
         self._readers: tuple[MarkingReader, ...] = (
-            tuple(marking_readers) if marking_readers is not None else (self._banners,)
+            tuple(marking_readers)
+            if marking_readers is not None
+            else default_marking_readers(self._banners)
         )
         self._default: _Spec | None = None
         if default is not None:

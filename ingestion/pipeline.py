@@ -548,7 +548,12 @@ class Ingestor:
         except ParseError as exc:
             tally.failed.append(DocumentFailure(source_uri=candidate.source_uri, reason=exc.reason))
             return None
-        marking = candidate.mark(parsed) if candidate.mark is not None else None
+        try:
+            marking = candidate.mark(parsed) if candidate.mark is not None else None
+        except Exception as exc:  # any reader, any failure: the label cannot be determined
+            reason = f"markings cannot be read: {type(exc).__name__}: {str(exc)[:160]}"
+            tally.failed.append(DocumentFailure(source_uri=candidate.source_uri, reason=reason))
+            return None
         label, banner_level = self._final_label(
             candidate.base_label, marking.level if marking else None
         )
