@@ -41,6 +41,9 @@ from ingestion.models import ParsedDocument, ResolvedLabel
 
 LABELS_FILE = "citewell.labels.yaml"
 SIDECAR_SUFFIX = ".labels.yaml"
+# ".yml" spellings are refused, not ignored: an ignored sidecar would leave its document at the
+# folder's (possibly lower) label.
+MISSPELT_SUFFIX = ".labels.yml"
 
 # Banner phrase → level of the default scheme. Matched case-insensitively; longer phrases are
 # tried first, so "STRICTLY CONFIDENTIAL" wins over "CONFIDENTIAL".
@@ -221,8 +224,9 @@ def most_restrictive(
 # ordinary words, so it is not a banner). In header and footer elements, and in the first and
 # last lines of each page (slide, sheet) and of the document, where banners are printed, a looser
 # form also counts: the phrase as one separated part of the line ("Acme Corp | Confidential |
-# Page 3") or in a mostly upper-case line ("ACME CONFIDENTIAL"), unless negated ("NOT
-# CONFIDENTIAL"). Lines over 80 characters are never banners.
+# Page 3"), in brackets ("Subject: [Confidential] Q3 plan") or in a mostly upper-case line
+# ("ACME CONFIDENTIAL"), unless negated ("NOT CONFIDENTIAL"). Lines over 80 characters are never
+# banners. Markup and plain-text sources are also read as written (see BannerReader.__call__).
 _BANNER_MAX_LINE_CHARS = 80
 _DOCUMENT_EDGE_LINES = 8  # cover page and last lines of the whole document
 _PAGE_EDGE_LINES = 3  # top and bottom of every page, slide and sheet
@@ -254,6 +258,8 @@ _CAVEAT = re.compile(
     re.IGNORECASE | re.VERBOSE,
 )
 _SEGMENT_SPLIT = re.compile(r"\s+[-/]\s+|[|\u2022\u00b7\u2013\u2014:;]|\t|\s{3,}")
+_TAG_AT_START = re.compile(r"^[\[(]([^\[\]()]{1,40})[\])]")
+_TAG_AT_END = re.compile(r"[\[(]([^\[\]()]{1,40})[\])]\W*$")
 _NEGATION = re.compile(r"(?:\bnot|\bnon|\bun)[\s-]*$", re.IGNORECASE)
 
 
@@ -329,6 +335,13 @@ class BannerReader:
             return strict
         for segment in _SEGMENT_SPLIT.split(line):
             entry = self._phrases.get(_normal(segment))
+            if entry is not None:
+                return Marking(entry[1], entry[0])
+        for segment in _SEGMENT_SPLIT.split(line):
+            # A tag opening or closing a part: "Subject: [CONFIDENTIAL] Q3 plan", "Plan (Internal
+            # use only)"; not "a report on (internal) audits".
+            tag = _TAG_AT_START.match(segment.strip()) or _TAG_AT_END.search(segment.strip())
+            entry = self._phrases.get(_normal(tag.group(1))) if tag else None
             if entry is not None:
                 return Marking(entry[1], entry[0])
         if _mostly_upper(line):
@@ -522,6 +535,9 @@ class LabelRules:
         unless it has a sidecar). Errors raise :class:`LabelError` naming file and line."""
         rules = cls(scheme, banners=banners)
         file = root / LABELS_FILE
+        misspelt = root / LABELS_FILE.replace(SIDECAR_SUFFIX, MISSPELT_SUFFIX)
+        if misspelt.exists() or misspelt.is_symlink():
+            raise LabelError(f"{misspelt}: the labels file must be named {LABELS_FILE}")
         if not file.is_symlink() and not file.exists():
             return rules
         document = _load(file, "labels file")
@@ -540,12 +556,20 @@ class LabelRules:
 
     def _sidecar(self, document: Path) -> _Spec | None:
         sidecar = document.with_name(document.name + SIDECAR_SUFFIX)
+        misspelt = document.with_name(document.name + MISSPELT_SUFFIX)
+        if misspelt.exists() or misspelt.is_symlink():
+            raise LabelError(f"{misspelt}: a labels sidecar must end in {SIDECAR_SUFFIX}")
         if not sidecar.is_symlink() and not sidecar.exists():
             return None
         loaded = _load(sidecar, "labels sidecar")
-        if loaded.data is None:
-            return None  # an empty sidecar sets nothing
-        keys = validate_yaml(LabelKeys, loaded, error=LabelError)
+        keys = validate_yaml(
+            LabelKeys, loaded, error=LabelError, data={} if loaded.data is None else loaded.data
+        )
+        if keys.classification is None and keys.groups is None:
+            # Empty (a truncated write?) or all null: it meant to say something; fail closed.
+            raise LabelError(
+                f"{loaded.where()}: labels sidecar sets neither classification nor groups"
+            )
         return _spec(keys, loaded, (), self._scheme, "sidecar")
 
     def strongest_marking(

@@ -223,3 +223,52 @@ def test_sidecar_errors_name_the_sidecar_and_line(tmp_path: Path, content: str):
 def test_invalid_glob_in_code_raises_label_error():
     with pytest.raises(LabelError, match=r"invalid glob '\[z-a\]'"):
         glob_to_regex("[z-a]")
+
+
+@pytest.mark.parametrize("content", ["", "# nothing\n", "{}\n", "classification: null\n"])
+def test_an_empty_sidecar_is_an_error_not_silence(tmp_path: Path, content: str):
+    doc = tmp_path / "a.txt"
+    doc.write_text("hi")
+    (tmp_path / "a.txt.labels.yaml").write_text(content)
+    rules = LabelRules(SCHEME, default=AccessLabel(classification="public", groups={"all"}))
+    with pytest.raises(LabelError, match=r"a\.txt\.labels\.yaml:1: .*neither"):
+        rules.resolve("a.txt", doc)
+
+
+def test_yml_spellings_are_refused_not_ignored(tmp_path: Path):
+    doc = tmp_path / "a.txt"
+    doc.write_text("hi")
+    (tmp_path / "a.txt.labels.yml").write_text("classification: restricted\n")
+    with pytest.raises(LabelError, match=r"a\.txt\.labels\.yml: .*\.labels\.yaml"):
+        LabelRules.load(tmp_path, SCHEME).resolve("a.txt", doc)
+    (tmp_path / "citewell.labels.yml").write_text("default: {classification: public}\n")
+    with pytest.raises(LabelError, match=r"citewell\.labels\.yml: .*citewell\.labels\.yaml"):
+        LabelRules.load(tmp_path, SCHEME)
+
+
+def test_a_nested_labels_file_is_a_configuration_error(tmp_path: Path):
+    from ingestion.sources import LocalFolderSource
+
+    (tmp_path / "citewell.labels.yaml").write_text("default: {classification: public}\n")
+    (tmp_path / "board").mkdir()
+    (tmp_path / "board" / "citewell.labels.yaml").write_text("default: {classification: x}\n")
+    (tmp_path / "board" / "minutes.md").write_text("# Minutes\n")
+    rules = LabelRules.load(tmp_path, SCHEME)
+    source = LocalFolderSource(tmp_path, labels=rules, max_file_bytes=1000)
+    with pytest.raises(LabelError, match=r"board/citewell\.labels\.yaml: .*'board/\*\*'"):
+        source.discover()
+
+
+@pytest.mark.parametrize(
+    ("text", "level"),
+    [
+        ("Subject: [CONFIDENTIAL] Q3 plan\nFrom: ceo@example.com\n\nBody.", "confidential"),
+        ("Subject: Q3 plan (Internal use only)\n\nBody.", "internal"),
+        ("Sensitivity: Highly Confidential\n\nBody.", "restricted"),
+        ("Body text.\n\nclassification: confidential - do not forward", "confidential"),
+        ("Body text.\n\nACME CORP - NOT CONFIDENTIAL", None),
+        ("Report on (internal) audit practices across the group.", None),
+    ],
+)
+def test_loose_banner_forms_at_the_edges(text: str, level: str | None):
+    assert detect_banner(text, SCHEME) == level
