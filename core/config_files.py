@@ -29,6 +29,7 @@ MAX_CONFIG_BYTES = 16 * 1024 * 1024
 # Aliases can make a small file expand exponentially ("billion laughs"); no real config file
 # comes near this many values.
 _MAX_NODES = 250_000
+_MAX_FLOW_DEPTH = 64
 _PLAIN_COLLECTION_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
 
 
@@ -116,6 +117,18 @@ class _Builder:
         return out
 
 
+def _bracket_depth(text: str) -> int:
+    """Deepest nesting of ``[``/``{`` (quotes ignored: an over-estimate is harmless here)."""
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
 def load_yaml(
     file: Path, *, error: type[ConfigurationError] = ConfigurationError, what: str = "file"
 ) -> YamlDocument:
@@ -129,8 +142,13 @@ def load_yaml(
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise error(f"{file}: cannot read {what}: {exc}") from exc
+    if _bracket_depth(text) > _MAX_FLOW_DEPTH:
+        # PyYAML's scanner is quadratic in flow nesting (seconds per kilobyte of "[[[[").
+        raise error(f"{file}: invalid YAML: nested too deeply")
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError as exc:  # PyYAML composes recursively: "[[[[…" would crash the caller
+        raise error(f"{file}: invalid YAML: nested too deeply") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -139,7 +157,10 @@ def load_yaml(
     if node is None:
         return YamlDocument(file=file, data=None, lines={(): 1})
     builder = _Builder(file, error)
-    data = builder.build(node, ())
+    try:
+        data = builder.build(node, ())
+    except RecursionError as exc:
+        raise error(f"{file}: invalid YAML: nested too deeply") from exc
     return YamlDocument(file=file, data=data, lines=builder.lines)
 
 

@@ -56,6 +56,7 @@ def test_validation_errors_name_the_line_of_the_offending_key(tmp_path: Path) ->
         ("a: !!python/object:os.system {}\n", r":1: unsupported tag"),
         ("a: [1, 2\n", r"invalid YAML"),
         ("? [a, b]\n: 1\n", r":1: mapping keys must be plain values"),
+        ("a: " + "[" * 1200 + "]" * 1200 + "\n", r"nested too deeply"),
     ],
 )
 def test_ambiguous_or_unsafe_yaml_is_refused(tmp_path: Path, text: str, message: str) -> None:
