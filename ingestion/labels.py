@@ -25,6 +25,7 @@ the most restrictive marking of all readers wins (:meth:`LabelRules.strongest_ma
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -523,6 +524,7 @@ class LabelRules:
             spec = _Spec(label.classification, label.groups, f"rule:code:{i}")
             self._rules.append(_Rule(glob_to_regex(pattern), spec))
         self.source_file: Path | None = None
+        self._listings: dict[Path, tuple[str, ...]] = {}  # directory → names, for one run
 
     @classmethod
     def load(
@@ -556,9 +558,8 @@ class LabelRules:
 
     def _sidecar(self, document: Path) -> _Spec | None:
         sidecar = document.with_name(document.name + SIDECAR_SUFFIX)
-        misspelt = document.with_name(document.name + MISSPELT_SUFFIX)
-        if misspelt.exists() or misspelt.is_symlink():
-            raise LabelError(f"{misspelt}: a labels sidecar must end in {SIDECAR_SUFFIX}")
+        for misspelt in self._misspelt_sidecars(document):
+            raise LabelError(f"{misspelt}: a labels sidecar must be named {sidecar.name}")
         if not sidecar.is_symlink() and not sidecar.exists():
             return None
         loaded = _load(sidecar, "labels sidecar")
@@ -571,6 +572,27 @@ class LabelRules:
                 f"{loaded.where()}: labels sidecar sets neither classification nor groups"
             )
         return _spec(keys, loaded, (), self._scheme, "sidecar")
+
+    def _misspelt_sidecars(self, document: Path) -> list[Path]:
+        """Siblings that look like the document's sidecar but are not named exactly so
+        (``.labels.yml``, ``.LABELS.YAML``): ignoring them would lower its label."""
+        directory = document.parent
+        if directory not in self._listings:
+            try:
+                self._listings[directory] = tuple(os.listdir(directory))
+            except OSError:
+                self._listings[directory] = ()
+        names = self._listings[directory]
+        wanted = {(document.name + end).casefold() for end in (SIDECAR_SUFFIX, MISSPELT_SUFFIX)}
+        exact = document.name + SIDECAR_SUFFIX
+        return [
+            directory / name
+            for name in names
+            if name.casefold() in wanted
+            and name != exact
+            # "a.TXT.labels.yaml" next to a file "a.TXT" is that file's own sidecar.
+            and not (name.endswith(SIDECAR_SUFFIX) and name[: -len(SIDECAR_SUFFIX)] in names)
+        ]
 
     def strongest_marking(
         self, document: ParsedDocument, path: Path | None = None

@@ -47,7 +47,9 @@ def _is_hidden(name: str) -> bool:
 
 
 def _is_label_file(name: str) -> bool:
-    return name == LABELS_FILE or name.endswith((SIDECAR_SUFFIX, MISSPELT_SUFFIX))
+    # Case-insensitive: a "report.pdf.LABELS.YAML" is a (refused) sidecar, never a document.
+    folded = name.casefold()
+    return folded == LABELS_FILE or folded.endswith((SIDECAR_SUFFIX, MISSPELT_SUFFIX))
 
 
 class LocalFolderSource:

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -238,9 +239,11 @@ def test_an_empty_sidecar_is_an_error_not_silence(tmp_path: Path, content: str):
 def test_yml_spellings_are_refused_not_ignored(tmp_path: Path):
     doc = tmp_path / "a.txt"
     doc.write_text("hi")
-    (tmp_path / "a.txt.labels.yml").write_text("classification: restricted\n")
-    with pytest.raises(LabelError, match=r"a\.txt\.labels\.yml: .*\.labels\.yaml"):
-        LabelRules.load(tmp_path, SCHEME).resolve("a.txt", doc)
+    for name in ("a.txt.labels.yml", "a.txt.LABELS.YAML", "a.TXT.labels.yaml"):
+        (tmp_path / name).write_text("classification: restricted\n")
+        with pytest.raises(LabelError, match=rf"{re.escape(name)}: .*a\.txt\.labels\.yaml"):
+            LabelRules.load(tmp_path, SCHEME).resolve("a.txt", doc)
+        (tmp_path / name).unlink()
     (tmp_path / "citewell.labels.yml").write_text("default: {classification: public}\n")
     with pytest.raises(LabelError, match=r"citewell\.labels\.yml: .*citewell\.labels\.yaml"):
         LabelRules.load(tmp_path, SCHEME)
