@@ -60,8 +60,12 @@ def _render(kinds: list[str], blocks: list[list[tuple[str, str]]]) -> list[str]:
     return lines
 
 
-def _defect(draw: st.DrawFn, blocks: list[list[tuple[str, str]]]) -> tuple[int, str, str, str]:
+Blocks = list[list[tuple[str, str]]]
+
+
+def _defect(data: st.DataObject, blocks: Blocks) -> tuple[int, str, str, str]:
     """(block index, kind, key, value) of one defect to write into a block."""
+    draw = data.draw
     target = draw(st.integers(min_value=0, max_value=len(blocks) - 1))
     kind = draw(st.sampled_from(["duplicate", "unknown key", "wrong type", "unknown level"]))
     is_rule = target > 0
@@ -77,7 +81,7 @@ def _defect(draw: st.DrawFn, blocks: list[list[tuple[str, str]]]) -> tuple[int, 
     return target, kind, key, draw(st.sampled_from(WRONG_TYPES[key]))
 
 
-def _apply(blocks, target, key, value):  # type: ignore[no-untyped-def]
+def _apply(blocks: Blocks, target: int, key: str, value: str) -> Blocks:
     """Replace ``key`` in the block (or append it), keeping the first key of a rule first."""
     block = list(blocks[target])
     if any(k == key for k, _ in block):
@@ -108,7 +112,7 @@ def test_every_defect_in_a_labels_file_is_reported_at_its_line(
     shape: tuple[list[str], list[list[tuple[str, str]]]], data: st.DataObject
 ) -> None:
     kinds, blocks = shape
-    target, kind, key, value = _defect(data.draw, blocks)
+    target, kind, key, value = _defect(data, blocks)
     if kind == "duplicate":
         blocks = [*blocks[:target], [*blocks[target], (key, value)], *blocks[target + 1 :]]
         expected_key, occurrence = key, 2
@@ -153,7 +157,7 @@ def test_a_bad_glob_is_a_label_error_at_its_line(
 def test_every_defect_in_a_sidecar_is_a_label_error_at_its_line(
     block: list[tuple[str, str]], data: st.DataObject
 ) -> None:
-    _, kind, key, value = _defect(data.draw, [block])
+    _, kind, key, value = _defect(data, [block])
     if kind == "duplicate":
         block = [*block, (key, value)]
         occurrence = 2
