@@ -31,10 +31,10 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from core.config_files import load_yaml, validate_yaml
-from core.errors import ConfigurationError
-from core.models import Frozen, SearchMode
-from ingestion.labels import LABELS_FILE
+from citewell.core.config_files import load_yaml, validate_yaml
+from citewell.core.errors import ConfigurationError
+from citewell.core.models import Frozen, SearchMode
+from citewell.ingestion.labels import LABELS_FILE
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _PRESETS = frozenset(
@@ -109,7 +109,7 @@ class SourceConfig(Frozen):
         """The golden set a rebuild is validated on (the rebuild's, else the evaluation's)."""
         if self.rebuild.golden is not None:
             return self.rebuild.golden
-        return self.evaluation.golden if self.evaluation is not None else None
+        return self.evaluation.squad if self.evaluation is not None else None
 
 
 class SourcesConfig(Frozen):
