@@ -77,6 +77,7 @@ def print_report(report: IngestReport) -> None:
         ("relabeled", len(report.relabeled)),
         ("deleted", len(report.deleted)),
         ("failed", len(report.failed)),
+        ("withdrawn", len(report.withdrawn)),
         ("chunks written", report.chunks_written),
         ("embeddings computed", report.embeddings_computed),
     ]
@@ -84,5 +85,7 @@ def print_report(report: IngestReport) -> None:
         out.write(f"  {name:<20} {value:>7}\n")
     for failure in report.failed:
         out.write(f"  FAILED  {failure.source_uri}: {failure.reason}\n")
+    for path in report.withdrawn:
+        out.write(f"  WITHDRAWN (labels cannot be determined; not served until fixed)  {path}\n")
     for path in report.unlabelled:
         out.write(f"  UNLABELLED (visible to nobody until labelled)  {path}\n")

@@ -176,6 +176,9 @@ class IngestReport(Frozen):
     relabeled: tuple[str, ...] = ()
     failed: tuple[DocumentFailure, ...] = ()
     unlabelled: tuple[str, ...] = ()  # ingested fail-closed: visible to nobody
+    # Indexed before, but their labels cannot be determined now: no longer served (each is also
+    # in ``failed`` with the reason) until a refresh finds their labels valid again.
+    withdrawn: tuple[str, ...] = ()
     chunks_written: int = 0
     embeddings_computed: int = 0
     seconds: float = 0.0

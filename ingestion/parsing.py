@@ -30,6 +30,7 @@ from citewell.core.logging import log_event
 from citewell.ingestion.dates import email_date, office_date, pdf_date, plausible
 from citewell.ingestion.limits import ZipLimits, check_zip_container
 from citewell.ingestion.models import Element, ParsedDocument
+from citewell.ingestion.office_markings import office_marking_texts
 
 logger = logging.getLogger(__name__)
 
@@ -421,6 +422,8 @@ def _parse_unstructured(path: Path, doc_type: str, data: bytes) -> ParsedDocumen
             header = [_Piece("email_header", f"Subject: {subject}\nFrom: {sender}", None)]
         document_date = _msg_date(path)
     pieces = header + _pieces_from_unstructured(elements)
+    # Sheet headers/footers and slide-master text, where banners are printed (see labels.py).
+    pieces += [_Piece(m.kind, m.text, m.page) for m in office_marking_texts(path, doc_type)]
     return _assemble(
         pieces, doc_type, path.stem, metadata, title=title, document_date=document_date
     )

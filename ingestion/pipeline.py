@@ -38,7 +38,7 @@ from citewell.core.models import (
 )
 from citewell.core.settings import Settings
 from citewell.ingestion.chunking import Tokenizer, chunk_document, chunk_recipe, embedding_tokenizer
-from citewell.ingestion.labels import LabelRules, detect_banner
+from citewell.ingestion.labels import MARKING_RULES_VERSION, LabelRules, Marking
 from citewell.ingestion.limits import ZipLimits
 from citewell.ingestion.models import ChunkDraft, Element, ParsedDocument, ResolvedLabel, SourceItem
 from citewell.ingestion.parsing import parse_document
@@ -56,7 +56,7 @@ _CHUNK_NAMESPACE = uuid.UUID("5b0e4a36-37a4-4d5e-9a54-2f1f2d1c8e11")
 _EMBED_BATCH_CHUNKS = 256  # chunks buffered across documents before one embedding call
 # Part of the parse cache key: bump when parsing output changes (e.g. how titles are chosen), so
 # cached documents parsed the old way are not reused.
-_PARSER_VERSION = 3  # 3: documents carry the date they state (ingestion/dates.py)
+_PARSER_VERSION = 4  # 4: XLSX sheet headers/footers and PPTX master/layout text
 
 
 class TextDocument(Frozen):
@@ -93,13 +93,20 @@ class _Candidate:
     modified_at: datetime | None
     load: Callable[[], ParsedDocument]
     file_name: str | None = None  # the file's stem, for chunk headers; None without a file
+    # Markings in the parsed document that can only raise the label (banners, ...); None: none.
+    mark: Callable[[ParsedDocument], Marking | None] | None = None
 
 
 @dataclass(frozen=True)
 class _Unreadable:
+    """A document whose content cannot be read now. ``label`` is its current label, enforced on
+    the version already indexed (which keeps being served); None when the labels themselves
+    cannot be determined, which withdraws it."""
+
     doc_id: str
     source_uri: str
     reason: str
+    label: ResolvedLabel | None = None
 
 
 @dataclass
@@ -122,6 +129,7 @@ class _Tally:
     relabeled: list[str] = field(default_factory=list)
     failed: list[DocumentFailure] = field(default_factory=list)
     unlabelled: list[str] = field(default_factory=list)
+    withdrawn: list[str] = field(default_factory=list)
     chunks_written: int = 0
     chunks_queued: int = 0
     chunks_embedded: int = 0
@@ -175,14 +183,18 @@ class Ingestor:
 
     @functools.cached_property
     def chunk_recipe(self) -> str:
-        """Fingerprint of the settings that decide chunk texts and headers; an index chunked
-        with another recipe is re-chunked in full on its next refresh."""
-        return chunk_recipe(
+        """Fingerprint of the settings and code that decide chunk texts, headers and in-document
+        markings; an index made with another recipe is parsed, labelled and chunked again in
+        full on its next refresh (so a better banner detector reaches documents already
+        indexed)."""
+        chunking = chunk_recipe(
             self.settings.chunk_size_tokens,
             self.settings.chunk_overlap_tokens,
             self.settings.chunk_context,
             self.settings.embedding_max_seq_length,
         )
+        material = f"{chunking}|parser:{_PARSER_VERSION}|markings:{MARKING_RULES_VERSION}"
+        return hashlib.sha256(material.encode("utf-8")).hexdigest()[:16]
 
     def _parse(self, item: SourceItem) -> ParsedDocument:
         limits = ZipLimits(
@@ -279,18 +291,27 @@ class Ingestor:
 
         def candidates() -> Iterator[_Candidate | _Unreadable]:
             for item in discovery.items:
+                doc_id = document_id(item.source_uri)
                 try:
-                    data = source.read_bytes(item)
                     base = source.labels_for(item, None)
                 except (OSError, CitewellError) as exc:
-                    # Reported and skipped; a previously indexed version stays as it was.
-                    yield _Unreadable(document_id(item.source_uri), item.source_uri, str(exc))
+                    # Labels cannot be determined: withdrawn until they can (fail closed).
+                    yield _Unreadable(doc_id, item.source_uri, _label_failure(exc))
+                    continue
+                try:
+                    data = source.read_bytes(item)
+                except (OSError, CitewellError) as exc:
+                    # Reported and skipped; an indexed version stays, under the current label.
+                    yield _Unreadable(doc_id, item.source_uri, f"cannot read: {exc}", base)
                     continue
 
                 content_hash = hashlib.sha256(data).hexdigest()
 
                 def load(item: SourceItem = item, digest: str = content_hash) -> ParsedDocument:
                     return self._parse_cached(item, digest)
+
+                def mark(parsed: ParsedDocument, path: Path = item.path) -> Marking | None:
+                    return rules.strongest_marking(parsed, path)
 
                 yield _Candidate(
                     doc_id=document_id(item.source_uri),
@@ -302,7 +323,13 @@ class Ingestor:
                     modified_at=item.modified_at,
                     load=load,
                     file_name=Path(item.relative_path).stem,
+                    mark=mark,
                 )
+
+        def current_label(entry: DocumentEntry) -> ResolvedLabel:
+            # For a document refused at discovery (too large, now a symlink...): its indexed
+            # version stays, but only under the label the current files give it.
+            return rules.resolve(entry.relative_path, root / entry.relative_path)
 
         kept = {document_id(r.source_uri) for r in discovery.rejected}
         return self._run(
@@ -312,10 +339,10 @@ class Ingestor:
             total=len(discovery.items),
             rejected=list(discovery.rejected),
             keep_doc_ids=kept,
-            detect_banners=True,
             progress=reporter,
             fresh=fresh,
             validate=validate,
+            current_label=current_label,
         )
 
     def ingest_texts(
@@ -365,7 +392,6 @@ class Ingestor:
             total=len(documents),
             rejected=[],
             keep_doc_ids=set(),
-            detect_banners=False,
             progress=_reporter(progress),
             fresh=fresh,
         )
@@ -380,10 +406,10 @@ class Ingestor:
         total: int,
         rejected: list[DocumentFailure],
         keep_doc_ids: set[str],
-        detect_banners: bool,
         progress: IngestProgress,
         fresh: bool,
         validate: Callable[[IndexWriter], None] | None = None,
+        current_label: Callable[[DocumentEntry], ResolvedLabel] | None = None,
     ) -> IngestReport:
         started = time.perf_counter()
         embedder = self.embedder
@@ -417,11 +443,15 @@ class Ingestor:
                 progress.update("parse", checked, total)
                 seen.add(candidate.doc_id)
                 if isinstance(candidate, _Unreadable):
-                    reason = f"cannot read: {candidate.reason}"
                     tally.failed.append(
-                        DocumentFailure(source_uri=candidate.source_uri, reason=reason)
+                        DocumentFailure(source_uri=candidate.source_uri, reason=candidate.reason)
                     )
-                    writer.manifest.record_failure(source_name, candidate.source_uri, reason)
+                    writer.manifest.record_failure(
+                        source_name, candidate.source_uri, candidate.reason
+                    )
+                    prior = existing.get(candidate.doc_id)
+                    if prior is not None:
+                        self._enforce_label(writer, prior, candidate.label, candidate.reason, tally)
                     continue
                 prior = existing.get(candidate.doc_id)
                 if (
@@ -436,21 +466,25 @@ class Ingestor:
                         if not prior.labelled:
                             tally.unlabelled.append(candidate.relative_path)
                     else:
-                        self._relabel(writer, prior, candidate, tally)
+                        self._relabel(writer, prior, candidate.base_label, tally)
                     continue
-                item = self._prepare(candidate, prior is not None, detect_banners, tally)
+                item = self._prepare(candidate, prior is not None, tally)
                 if item is None:
+                    reason = tally.failed[-1].reason
                     base = candidate.base_label
                     # The path's label, so reports show the failure only to who may see it.
                     writer.manifest.record_failure(
                         source_name,
                         candidate.source_uri,
-                        tally.failed[-1].reason,
+                        reason,
                         classification_rank=(
                             self.scheme.rank(base.label.classification) if base.labelled else None
                         ),
                         groups=base.label.groups,
                     )
+                    if prior is not None:
+                        # The old version stays (the new one failed), under the current label.
+                        self._enforce_label(writer, prior, candidate.base_label, reason, tally)
                     continue
                 pending.append(item)
                 tally.chunks_queued += len(item.drafts)
@@ -458,17 +492,26 @@ class Ingestor:
                     self._write(writer, source_name, pending, tally)
                     pending = []
             self._write(writer, source_name, pending, tally)
+            for doc_id in sorted(keep_doc_ids):
+                prior = existing.get(doc_id)
+                if prior is None or current_label is None:
+                    continue
+                try:
+                    label: ResolvedLabel | None = current_label(prior)
+                    reason = "refused at discovery"
+                except (OSError, CitewellError) as exc:
+                    label, reason = None, _label_failure(exc)
+                    tally.failed.append(DocumentFailure(source_uri=prior.source_uri, reason=reason))
+                self._enforce_label(writer, prior, label, reason, tally)
             gone = [doc for doc_id, doc in existing.items() if doc_id not in seen]
             if gone:
-                ids = [doc.doc_id for doc in gone]
-                writer.vectors.delete_documents(ids)
-                writer.lexical.delete_documents(ids)
-                writer.manifest.delete(ids)
+                writer.delete_documents([doc.doc_id for doc in gone])
                 tally.deleted.extend(doc.relative_path for doc in gone)
             changed = (
                 fresh
                 or writer.base_version is None
                 or bool(tally.added or tally.updated or tally.deleted or tally.relabeled)
+                or bool(tally.withdrawn)
                 or _failure_set(writer, source_name) != failures_before
             )
             # Nothing changed: keep serving the published version instead of publishing a copy.
@@ -483,6 +526,7 @@ class Ingestor:
             relabeled=tuple(tally.relabeled),
             failed=tuple(tally.failed),
             unlabelled=tuple(tally.unlabelled),
+            withdrawn=tuple(tally.withdrawn),
             chunks_written=tally.chunks_written,
             embeddings_computed=_computed(embedder) - computed_before,
             seconds=round(time.perf_counter() - started, 3),
@@ -499,6 +543,7 @@ class Ingestor:
             deleted=len(report.deleted),
             relabeled=len(report.relabeled),
             failed=len(report.failed),
+            withdrawn=len(report.withdrawn),
             chunks_written=report.chunks_written,
             embeddings_computed=report.embeddings_computed,
             seconds=report.seconds,
@@ -515,16 +560,21 @@ class Ingestor:
         level = self.scheme.max(label.classification, banner_level)
         return AccessLabel(classification=level, groups=label.groups), banner_level
 
-    def _prepare(
-        self, candidate: _Candidate, exists: bool, detect_banners: bool, tally: _Tally
-    ) -> _Pending | None:
+    def _prepare(self, candidate: _Candidate, exists: bool, tally: _Tally) -> _Pending | None:
         try:
             parsed = candidate.load()
         except ParseError as exc:
             tally.failed.append(DocumentFailure(source_uri=candidate.source_uri, reason=exc.reason))
             return None
-        banner = detect_banner(parsed.text, self.scheme) if detect_banners else None
-        label, banner_level = self._final_label(candidate.base_label, banner)
+        try:
+            marking = candidate.mark(parsed) if candidate.mark is not None else None
+        except Exception as exc:  # any reader, any failure: the label cannot be determined
+            reason = f"markings cannot be read: {type(exc).__name__}: {str(exc)[:160]}"
+            tally.failed.append(DocumentFailure(source_uri=candidate.source_uri, reason=reason))
+            return None
+        label, banner_level = self._final_label(
+            candidate.base_label, marking.level if marking else None
+        )
         drafts = self.chunk(parsed, candidate.file_name)
         if not drafts:
             tally.failed.append(
@@ -619,28 +669,51 @@ class Ingestor:
             document_date=item.parsed.document_date,
         )
 
-    def _relabel(
-        self, writer: IndexWriter, prior: DocumentEntry, candidate: _Candidate, tally: _Tally
+    def _enforce_label(
+        self,
+        writer: IndexWriter,
+        prior: DocumentEntry,
+        base: ResolvedLabel | None,
+        reason: str,
+        tally: _Tally,
     ) -> None:
-        label, _ = self._final_label(candidate.base_label, prior.banner_level)
+        """An indexed document that was not re-ingested this run keeps being served only under
+        the label the current files give it: relabeled if that changed, withdrawn when it
+        cannot be determined (``base`` None)."""
+        if base is None:
+            writer.withdraw_document(
+                prior.doc_id, source=prior.source, source_uri=prior.source_uri, reason=reason
+            )
+            tally.withdrawn.append(prior.relative_path)
+        elif base.fingerprint != prior.label_fingerprint:
+            self._relabel(writer, prior, base, tally)
+
+    def _relabel(
+        self, writer: IndexWriter, prior: DocumentEntry, base: ResolvedLabel, tally: _Tally
+    ) -> None:
+        label, _ = self._final_label(base, prior.banner_level)
         rank = self.scheme.rank(label.classification)
         writer.vectors.relabel_document(prior.doc_id, label, rank)
         writer.lexical.relabel_document(prior.doc_id, label, rank)
         writer.manifest.put(
             prior.model_copy(
                 update={
-                    "label_fingerprint": candidate.base_label.fingerprint,
+                    "label_fingerprint": base.fingerprint,
                     "classification": label.classification,
                     "classification_rank": rank,
                     "groups": tuple(sorted(label.groups)),
-                    "labelled": candidate.base_label.labelled,
+                    "labelled": base.labelled,
                     "refreshed_at": datetime.now(UTC),
                 }
             )
         )
-        tally.relabeled.append(candidate.relative_path)
-        if not candidate.base_label.labelled:
-            tally.unlabelled.append(candidate.relative_path)
+        tally.relabeled.append(prior.relative_path)
+        if not base.labelled:
+            tally.unlabelled.append(prior.relative_path)
+
+
+def _label_failure(exc: BaseException) -> str:
+    return f"labels cannot be determined (withdrawn until fixed): {exc}"
 
 
 def _reporter(progress: bool | IngestProgress) -> IngestProgress:

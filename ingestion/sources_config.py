@@ -30,9 +30,9 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote, urlparse
 
-import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from citewell.core.config_files import load_yaml, validate_yaml
 from citewell.core.errors import ConfigurationError
 from citewell.core.models import Frozen, SearchMode
 from citewell.ingestion.labels import LABELS_FILE
@@ -172,31 +172,20 @@ def _check_labels(source: SourceConfig, file: Path) -> None:
 
 def load_sources(file: Path) -> SourcesConfig:
     """Read and validate a sources config file."""
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigurationError(f"cannot read sources config {file}: {exc}") from exc
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigurationError(f"{file}: invalid YAML: {exc}") from exc
+    document = load_yaml(file, what="sources config")
+    raw = document.data
     if raw is None:
         return SourcesConfig()
     if not isinstance(raw, dict) or not isinstance(raw.get("sources", []), list):
-        raise ConfigurationError(f"{file}: expected a mapping with a 'sources' list")
+        raise ConfigurationError(f"{document.where()}: expected a mapping with a 'sources' list")
     base = file.resolve().parent
     entries = []
-    for position, entry in enumerate(raw.get("sources") or [], start=1):
+    for position, entry in enumerate(raw.get("sources") or []):
         if not isinstance(entry, dict):
-            raise ConfigurationError(f"{file}: source #{position} must be a mapping")
+            where = document.where(("sources", position))
+            raise ConfigurationError(f"{where}: source #{position + 1} must be a mapping")
         entries.append(_absolutise(entry, base))
-    try:
-        config = SourcesConfig.model_validate({**raw, "sources": entries})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
-        )
-        raise ConfigurationError(f"{file}: invalid sources config: {problems}") from exc
+    config = validate_yaml(SourcesConfig, document, data={**raw, "sources": entries})
     for source in config.sources:
         _check_labels(source, file)
     return config

@@ -248,6 +248,35 @@ class IndexWriter:
     def backend(self) -> VectorBackend:
         return "qdrant" if self.settings.qdrant_url else "edge"
 
+    # --- document-level operations ----------------------------------------------------------
+    def delete_documents(self, doc_ids: list[str]) -> None:
+        """Remove documents from the vectors, BM25 and the manifest together."""
+        if not doc_ids:
+            return
+        self.vectors.delete_documents(doc_ids)
+        self.lexical.delete_documents(doc_ids)
+        self.manifest.delete(doc_ids)
+
+    def withdraw_document(self, doc_id: str, *, source: str, source_uri: str, reason: str) -> None:
+        """Stop serving a document whose access labels can no longer be determined.
+
+        Its chunks leave the vectors and BM25 and its manifest entry goes, so no leg, statistic or
+        report can reach it; ``reason`` is recorded as the document's failure. Serving it again
+        takes a refresh that finds its labels valid, which ingests it as new (embeddings come
+        from the cache). Fail closed: a label the current files no longer support is never
+        served, not even the previous one.
+        """
+        self.delete_documents([doc_id])
+        self.manifest.record_failure(source, source_uri, reason)
+        log_event(
+            logger,
+            logging.WARNING,
+            "index.document_withdrawn",
+            index=self.layout.name,
+            doc_id=doc_id,
+            reason=reason,
+        )
+
     # --- lifecycle ------------------------------------------------------------------------
     def __enter__(self) -> IndexWriter:
         self.layout.root.mkdir(parents=True, exist_ok=True)
