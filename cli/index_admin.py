@@ -42,7 +42,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="check a version's files, digests and counts against its record (exit 1 if not)",
     )
     add_index_options(verify)
-    verify.add_argument("--version", help="version to check (default: the current one)")
+    verify.add_argument(
+        "--version", type=VERSION, help="version to check (default: the current one)"
+    )
     verify.add_argument("--json", action="store_true", help="print as JSON")
     verify.set_defaults(func=run_verify)
     ready = actions.add_parser(

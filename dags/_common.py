@@ -213,7 +213,7 @@ def source_doc_md(source: SourceConfig) -> str:
         ("batch size", str(source.batch_size)),
         ("rebuild golden set", str(source.smoke_golden) if source.smoke_golden else "none"),
         ("rebuild min hit rate", f"{source.rebuild.min_hit_rate:g} at k={source.rebuild.k}"),
-        ("evaluation golden set", str(evaluation.squad) if evaluation else "none"),
+        ("evaluation golden set", str(evaluation.golden) if evaluation else "none"),
         (
             "evaluation floors",
             ", ".join(f"{m} >= {v:g}" for m, v in sorted(evaluation.floors.items()))

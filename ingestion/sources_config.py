@@ -113,7 +113,7 @@ class SourceConfig(Frozen):
         """The golden set a rebuild is validated on (the rebuild's, else the evaluation's)."""
         if self.rebuild.golden is not None:
             return self.rebuild.golden
-        return self.evaluation.squad if self.evaluation is not None else None
+        return self.evaluation.golden if self.evaluation is not None else None
 
 
 class SourcesConfig(Frozen):
@@ -289,7 +289,7 @@ def check_source_inputs(settings: Settings, source: SourceConfig, *, fresh: bool
     if not source.path.is_dir():
         raise ConfigurationError(f"source {source.name!r}: folder {source.path} does not exist")
     LabelRules.load(source.path, settings.scheme)
-    for golden in {source.smoke_golden, source.evaluation.squad if source.evaluation else None}:
+    for golden in {source.smoke_golden, source.evaluation.golden if source.evaluation else None}:
         if golden is not None:
             load_retrieval_questions(golden)
     resolve_folder_source(settings, source.index, source.path, source.name, fresh=fresh)
