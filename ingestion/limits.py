@@ -231,7 +231,6 @@ def _inflate_entry(
 
 # A stream's data starts after the "stream" keyword and its end of line ("endstream" excluded).
 _PDF_STREAM = re.compile(rb"(?<![A-Za-z])stream(?:\r\n|\n|\r)")
-_PDF_OBJ = re.compile(rb"\d+\s+\d+\s+obj\b")
 _PDF_IMAGE = re.compile(rb"/Subtype\s*/Image\b")
 # What the raw scan cannot see: encrypted streams, and filters it does not decode (a Flate
 # stream behind ASCIIHex, or LZW): then every stream object is decoded through pdfminer.
@@ -255,8 +254,7 @@ def check_pdf_streams(data: bytes, limits: ZipLimits | None = None) -> None:
         total = 0
         for match in _PDF_STREAM.finditer(data):
             before = data[max(0, match.start() - _PDF_DICT_LOOKBACK) : match.start()]
-            objects = list(_PDF_OBJ.finditer(before))
-            header = before[objects[-1].end() :] if objects else before
+            header = before[before.rfind(b"obj") + 1 :]  # this object's dictionary
             if _PDF_IMAGE.search(header):
                 _count(_inflate(data, match.end()), cap, "PDF image stream")
             else:
@@ -292,10 +290,21 @@ def _check_pdf_objects(data: bytes, cap: int) -> None:
             if not isinstance(obj, PDFStream):
                 continue
             image = obj.get("Subtype") is LIT("Image")
+            if image and _raster_bytes(obj) <= cap:
+                # Never decoded by text extraction; decrypting it would cost more than parsing.
+                continue
             budget = cap if image else cap - total
             size = _count(_decode_pdf_stream(obj, budget), budget, "PDF streams")
             if not image:
                 total += size
+
+
+def _raster_bytes(image: Any) -> int:
+    """The decoded size an image stream declares (width x height x 4 bytes at most)."""
+    try:
+        return int(image.get("Width", 0)) * int(image.get("Height", 0)) * 4
+    except (TypeError, ValueError):
+        return 1 << 62  # undeclared or unreadable: decode and count it
 
 
 def _decode_pdf_stream(stream: Any, budget: int) -> Iterator[bytes]:
