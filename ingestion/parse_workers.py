@@ -222,6 +222,11 @@ class ParseWorkers:
                 self._changed.wait(_POLL_S * 4)
             return self._results.pop(key)
 
+    def worker_pids(self) -> list[int]:
+        """Process ids of the workers alive now."""
+        with self._changed:
+            return [s.process.pid for s in self._slots if s.process.pid and s.process.is_alive()]
+
     def close(self) -> None:
         """End every worker now (jobs still queued are dropped)."""
         with self._changed:
