@@ -38,19 +38,19 @@ from pathlib import Path
 
 from pydantic import Field
 
-from core.errors import ParseError, ParseWorkerError
-from core.logging import log_event
-from core.models import Frozen
-from ingestion.limits import ZipLimits
-from ingestion.models import ParsedDocument
-from ingestion.parsing import parse_document, prepare_parser_environment
+from citewell.core.errors import ParseError, ParseWorkerError
+from citewell.core.logging import log_event
+from citewell.core.models import Frozen
+from citewell.ingestion.limits import ZipLimits
+from citewell.ingestion.models import ParsedDocument
+from citewell.ingestion.parsing import parse_document, prepare_parser_environment
 
 logger = logging.getLogger(__name__)
 
 # Imported once by the forkserver, so every worker forked from it starts with them loaded
 # (importing unstructured's Office partitioners pulls torch: seconds per worker otherwise).
 PRELOAD = (
-    "ingestion.parsing",
+    "citewell.ingestion.parsing",
     "pdfminer.high_level",
     "unstructured.partition.docx",
     "unstructured.partition.pptx",

@@ -26,17 +26,17 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from core.errors import InputRejectedError, MissingDependencyError, ParseError
-from core.logging import log_event
-from ingestion.dates import email_date, office_date, pdf_date, plausible
-from ingestion.limits import (
+from citewell.core.errors import InputRejectedError, MissingDependencyError, ParseError
+from citewell.core.logging import log_event
+from citewell.ingestion.dates import email_date, office_date, pdf_date, plausible
+from citewell.ingestion.limits import (
     ZIP_CONTAINER_TYPES,
     ZipLimits,
     check_email_parts,
     check_pdf_streams,
     check_zip_container,
 )
-from ingestion.models import Element, ParsedDocument
+from citewell.ingestion.models import Element, ParsedDocument
 
 logger = logging.getLogger(__name__)
 

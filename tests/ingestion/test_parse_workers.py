@@ -10,8 +10,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ingestion.limits import ZipLimits
-from ingestion.parse_workers import ParseJob, ParseWorkers, WorkerLimits
+from citewell.ingestion.limits import ZipLimits
+from citewell.ingestion.parse_workers import ParseJob, ParseWorkers, WorkerLimits
 from tests.security.hostile_files import MIB, pdf_flate_bomb, pdf_many_boxes
 
 SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "sample_docs"

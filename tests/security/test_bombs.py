@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import InputRejectedError, ParseError
-from ingestion.limits import ZipLimits, check_pdf_streams, check_zip_container
-from ingestion.parse_workers import ParseJob, ParseWorkers, WorkerLimits
-from ingestion.parsing import parse_document
-from ingestion.pipeline import Ingestor
+from citewell.core.errors import InputRejectedError, ParseError
+from citewell.ingestion.limits import ZipLimits, check_pdf_streams, check_zip_container
+from citewell.ingestion.parse_workers import ParseJob, ParseWorkers, WorkerLimits
+from citewell.ingestion.parsing import parse_document
+from citewell.ingestion.pipeline import Ingestor
 from tests.security.hostile_files import (
     MIB,
     ZIP_CONTAINERS,

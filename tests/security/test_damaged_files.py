@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.errors import ParseError
-from ingestion.parsing import SUPPORTED_TYPES, parse_document
-from ingestion.pipeline import Ingestor
+from citewell.core.errors import ParseError
+from citewell.ingestion.parsing import SUPPORTED_TYPES, parse_document
+from citewell.ingestion.pipeline import Ingestor
 from tests.security.hostile_files import damaged_copies
 
 SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "sample_docs"
