@@ -337,9 +337,12 @@ class Ingestor:
                 candidate = ahead.popleft()
                 try:
                     parsed = parsing.take(candidate)
-                except ParseError:
+                    drafts = self.chunk(parsed, candidate.file_name)
+                except ParseWorkerError:
+                    raise
+                except Exception as exc:  # the publishing run reports it with its reason
+                    log_event(logger, logging.DEBUG, "ingest.prepare_skipped", reason=_describe(exc))
                     return
-                drafts = self.chunk(parsed, candidate.file_name)
                 if drafts:
                     self.embedder.embed_documents([d.embedding_text for d in drafts])
 
