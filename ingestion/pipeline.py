@@ -341,7 +341,8 @@ class Ingestor:
                 except ParseWorkerError:
                     raise
                 except Exception as exc:  # the publishing run reports it with its reason
-                    log_event(logger, logging.DEBUG, "ingest.prepare_skipped", reason=_describe(exc))
+                    reason = _describe(exc)
+                    log_event(logger, logging.DEBUG, "ingest.prepare_skipped", reason=reason)
                     return
                 if drafts:
                     self.embedder.embed_documents([d.embedding_text for d in drafts])
