@@ -185,6 +185,7 @@ class ParseWorkers:
         self._context = get_context("forkserver")
         self._queue: deque[ParseJob] = deque()
         self._results: dict[str, ParseOutcome] = {}
+        self._pending: set[str] = set()  # submitted, not yet taken
         self._changed = threading.Condition()
         self._slots: list[_Slot] = []
         self._closed = False
@@ -201,7 +202,11 @@ class ParseWorkers:
         self.close()
 
     def submit(self, job: ParseJob) -> None:
+        """Queue ``job``; its key must not be pending already (one outcome per key)."""
         with self._changed:
+            if job.key in self._pending:
+                raise ValueError(f"a job with key {job.key!r} is already pending")
+            self._pending.add(job.key)
             if self._thread is None:
                 prepare_parser_environment()  # inherited by the forkserver and its workers
                 self._context.set_forkserver_preload(list(PRELOAD))
@@ -220,6 +225,7 @@ class ParseWorkers:
                         f"parse workers failed: {reason[0] if reason else self._failure!r}"
                     ) from self._failure
                 self._changed.wait(_POLL_S * 4)
+            self._pending.discard(key)
             return self._results.pop(key)
 
     def worker_pids(self) -> list[int]:

@@ -347,7 +347,7 @@ class Ingestor:
                 if drafts:
                     self.embedder.embed_documents([d.embedding_text for d in drafts])
 
-            for relative in relative_paths:
+            for relative in dict.fromkeys(relative_paths):
                 file_path = (root / relative).resolve()
                 if not file_path.is_relative_to(root) or not file_path.is_file():
                     continue

@@ -91,3 +91,13 @@ def test_close_ends_every_worker(tmp_path: Path):
 def test_worker_count_must_be_positive(workers: int):
     with pytest.raises(ValueError):
         ParseWorkers(workers, WorkerLimits())
+
+
+def test_a_key_cannot_be_pending_twice(tmp_path: Path):
+    with ParseWorkers(1, WorkerLimits()) as workers:
+        workers.submit(_good(tmp_path))
+        with pytest.raises(ValueError, match="already pending"):
+            workers.submit(_good(tmp_path))
+        assert workers.take("good").parsed is not None
+        workers.submit(_good(tmp_path))  # taken: the key is free again
+        assert workers.take("good").parsed is not None
