@@ -39,6 +39,11 @@ class MissingDependencyError(ParseError):
     """A format needs an external tool (LibreOffice, pandoc, Tesseract) that is not installed."""
 
 
+class ParseWorkerError(CitewellError):
+    """Parse worker processes cannot be started or supervised: the run stops (one document's
+    failure in a worker is a :class:`ParseError` for that document, never this)."""
+
+
 class InputRejectedError(CitewellError):
     """Input exceeds a configured limit or is otherwise unsafe (path traversal, zip bomb)."""
 

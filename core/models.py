@@ -166,6 +166,21 @@ class DocumentFailure(Frozen):
     reason: str
 
 
+class IngestStages(Frozen):
+    """Where an ingestion run's time went. ``parse_s`` is worker time (parsing overlaps the
+    rest); ``parse_wait_s`` is how long the run waited for a parsed document; ``chunk_s``,
+    ``embed_s`` and ``write_s`` (both indexes and the manifest) are the run's own time."""
+
+    parse_s: float = 0.0
+    parse_wait_s: float = 0.0
+    chunk_s: float = 0.0
+    embed_s: float = 0.0
+    write_s: float = 0.0
+    parse_workers: int = 0
+    parse_workers_replaced: int = 0  # killed at a limit or lost, and started again
+    parse_peak_rss_bytes: int = 0  # the largest resident size a parse worker reached
+
+
 class IngestReport(Frozen):
     index: str
     index_version: str | None
@@ -182,6 +197,7 @@ class IngestReport(Frozen):
     chunks_written: int = 0
     embeddings_computed: int = 0
     seconds: float = 0.0
+    stages: IngestStages = IngestStages()
 
 
 def ordered_unique(items: Sequence[str]) -> tuple[str, ...]:

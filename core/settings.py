@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     max_uncompressed_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
     max_compression_ratio: float = Field(default=100.0, gt=1)
     max_zip_entries: int = Field(default=10_000, ge=1)
+    # Each document is parsed in a worker process (ingestion/parse_workers.py): killed past the
+    # time limit; its address space capped at start-up size plus the memory limit. The failure
+    # is that document's, with its reason; the run goes on. Workers: None → cores - 1 (1 to 4).
+    parse_time_limit_s: float = Field(default=300.0, gt=0)
+    parse_memory_limit_bytes: int = Field(default=2 * 1024**3, ge=64 * 1024**2)
+    parse_workers: int | None = Field(default=None, ge=1, le=64)
     max_query_chars: int = Field(default=2000, ge=1)
     max_request_bytes: int = Field(default=64 * 1024, ge=1024)
 
