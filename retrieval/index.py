@@ -34,12 +34,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import model_validator
 
 from core.errors import IndexLockedError, IndexNotFoundError, StoreUnavailableError
 from core.logging import log_event
 from core.models import Frozen
 from core.settings import Settings
+from retrieval.embedding import backend_of_key
 from retrieval.lexical.bm25 import BM25Index
 from retrieval.lexical.tokenize import Tokenizer
 from retrieval.manifest import Manifest
@@ -61,6 +64,10 @@ class IndexMeta(Frozen):
     created_at: datetime
     embedding_model: str
     embedding_key: str
+    # The inference backend (with its recipe tag) that made every vector in this version;
+    # documents and queries must be embedded by the same one. Versions written before the field
+    # existed: the backend their embedding key names (torch for all but explicit opt-ins).
+    embedding_backend: str
     dimension: int
     vector_backend: VectorBackend
     collection: str | None = None  # remote Qdrant collection holding this version's vectors
@@ -69,6 +76,27 @@ class IndexMeta(Frozen):
     bm25_k1: float
     bm25_b: float
     bm25_stemming: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _backend_of_older_versions(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "embedding_backend" not in data:
+            key = str(data.get("embedding_key") or "")
+            named = backend_of_key(key)
+            data = {**data, "embedding_backend": "torch" if named == key else named}
+        return data
+
+
+def check_embedding_backend(index: str, index_backend: str, embedder_backend: str) -> None:
+    """Refuse to mix vectors of two inference backends in one index (their spaces differ by
+    more than the ranking tolerates: int8 vs fp32 cosine ~0.998, and a recipe change more)."""
+    if index_backend != embedder_backend:
+        raise StoreUnavailableError(
+            f"index {index!r} was embedded with backend {index_backend!r}, but this process "
+            f"embeds with {embedder_backend!r}; documents and queries must use one backend. "
+            f"Set CITEWELL_EMBEDDING_BACKEND={index_backend.split(':')[0]} to use this index, "
+            "or rebuild it with `citewell ingest --fresh`"
+        )
 
 
 class IndexLayout:
@@ -192,6 +220,7 @@ class IndexWriter:
         self.layout = IndexLayout(settings, index)
         self.embedding_model = embedding_model
         self.embedding_key = embedding_key
+        self.embedding_backend = backend_of_key(embedding_key)
         self.dimension = dimension
         self.fresh = fresh
         self.version = ""
@@ -234,7 +263,9 @@ class IndexWriter:
         try:
             self._open()
         except BaseException:
+            # A refused open (another model or backend) must not keep the index locked.
             self._discard()
+            self._release_lock()
             raise
         return self
 
@@ -280,6 +311,10 @@ class IndexWriter:
             raise StoreUnavailableError(
                 f"index {layout.name!r} was built with embedding model "
                 f"{base_meta.embedding_model!r}, not {self.embedding_model!r}; rebuild it"
+            )
+        if base_meta is not None:
+            check_embedding_backend(
+                layout.name, base_meta.embedding_backend, self.embedding_backend
             )
         if self.base_version is not None:
             shutil.copytree(layout.version_dir(self.base_version), staging)
@@ -356,6 +391,7 @@ class IndexWriter:
             created_at=datetime.now(UTC),
             embedding_model=self.embedding_model,
             embedding_key=self.embedding_key,
+            embedding_backend=self.embedding_backend,
             dimension=self.dimension,
             vector_backend=self.backend,
             collection=self._collection,

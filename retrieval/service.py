@@ -28,10 +28,11 @@ from core.models import (
 )
 from core.settings import Settings
 from retrieval.access import AccessScope, enforce, scope_for
+from retrieval.embedding import backend_of_key
 from retrieval.factory import build_embedder, embedding_model_id, model_export_dir, model_threads
 from retrieval.fusion import FUSION_FILE, FusionChoice, load_tuned_fusion, settings_fusion
 from retrieval.gate import load_gate
-from retrieval.index import IndexLayout, OpenedVersion, open_version
+from retrieval.index import IndexLayout, OpenedVersion, check_embedding_backend, open_version
 from retrieval.protocols import Embedder, Reranker
 from retrieval.rerank import resolve_reranker
 
@@ -138,6 +139,15 @@ class ServingIndex:
                 f"index {self.layout.name!r} was built with a different embedding model "
                 f"({opened.meta.embedding_model}); rebuild it or configure that model"
             )
+        try:
+            check_embedding_backend(
+                self.layout.name,
+                opened.meta.embedding_backend,
+                backend_of_key(self.embedder.cache_key),
+            )
+        except CitewellError:
+            opened.close()
+            raise
         self._select_reranker()
         with self._lock:
             old, self._lease = self._lease, _Lease(opened)
