@@ -93,7 +93,8 @@ def load_average() -> float:
 
 
 def disk_mb(path: Path) -> float:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+    """Space allocated on disk (as ``du``: qdrant-edge preallocates sparse files)."""
+    return sum(f.stat().st_blocks * 512 for f in path.rglob("*") if f.is_file()) / 1e6
 
 
 # --- the synthetic corpus ------------------------------------------------------------------
