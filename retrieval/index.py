@@ -34,9 +34,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
-
-from pydantic import model_validator
+from typing import TYPE_CHECKING, Literal
 
 from core.errors import IndexLockedError, IndexNotFoundError, StoreUnavailableError
 from core.logging import log_event
@@ -65,9 +63,9 @@ class IndexMeta(Frozen):
     embedding_model: str
     embedding_key: str
     # The inference backend (with its recipe tag) that made every vector in this version;
-    # documents and queries must be embedded by the same one. Versions written before the field
-    # existed: the backend their embedding key names (torch for all but explicit opt-ins).
-    embedding_backend: str
+    # documents and queries must be embedded by the same one. None: written before the field
+    # existed (``vectors_backend`` then reads it from the embedding key).
+    embedding_backend: str | None = None
     dimension: int
     vector_backend: VectorBackend
     collection: str | None = None  # remote Qdrant collection holding this version's vectors
@@ -77,14 +75,15 @@ class IndexMeta(Frozen):
     bm25_b: float
     bm25_stemming: bool = True
 
-    @model_validator(mode="before")
-    @classmethod
-    def _backend_of_older_versions(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "embedding_backend" not in data:
-            key = str(data.get("embedding_key") or "")
-            named = backend_of_key(key)
-            data = {**data, "embedding_backend": "torch" if named == key else named}
-        return data
+    @property
+    def vectors_backend(self) -> str:
+        """The backend that made this version's vectors: the recorded one; for a version
+        written before the record, the one its embedding key names, else torch (the only
+        default there was)."""
+        if self.embedding_backend is not None:
+            return self.embedding_backend
+        named = backend_of_key(self.embedding_key)
+        return "torch" if named == self.embedding_key else named
 
 
 def check_embedding_backend(index: str, index_backend: str, embedder_backend: str) -> None:
@@ -314,7 +313,7 @@ class IndexWriter:
             )
         if base_meta is not None:
             check_embedding_backend(
-                layout.name, base_meta.embedding_backend, self.embedding_backend
+                layout.name, base_meta.vectors_backend, self.embedding_backend
             )
         if self.base_version is not None:
             shutil.copytree(layout.version_dir(self.base_version), staging)

@@ -142,7 +142,7 @@ class ServingIndex:
         try:
             check_embedding_backend(
                 self.layout.name,
-                opened.meta.embedding_backend,
+                opened.meta.vectors_backend,
                 backend_of_key(self.embedder.cache_key),
             )
         except CitewellError:

@@ -109,7 +109,8 @@ def test_versions_without_the_record_read_as_the_backend_their_key_names(torch_i
     del record["embedding_backend"]
     record["embedding_key"] = key
     meta_file.write_text(json.dumps(record))
-    assert layout.read_meta(record["version"]).embedding_backend == backend
+    meta = layout.read_meta(record["version"])
+    assert meta.embedding_backend is None and meta.vectors_backend == backend
 
 
 def test_an_older_version_refuses_the_new_default_and_takes_torch(torch_index):
