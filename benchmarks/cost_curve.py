@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks.cost_curve run [--sizes 10000 100000] [--queries 200]
         [--data-dir /tmp/citewell-cost] [--results FILE] [--sample 1000] [--skip-build]
     .venv/bin/python -m benchmarks.cost_curve table [--results FILE]
+    .venv/bin/python -m benchmarks.cost_curve lexical --size 10000 [--factors 10 100]
 
 ``run`` does, per size, each phase in a fresh process (so RSS and open time are a new
 process's): ``build`` writes the index through the real ``IndexWriter`` (qdrant-edge vectors
@@ -426,6 +427,66 @@ def refresh(root: Path, size: int) -> dict[str, object]:
     }
 
 
+def lexical(
+    root: Path, size: int, factors: Sequence[int], n_queries: int
+) -> list[dict[str, object]]:
+    """The lexical leg alone at ``size`` x each factor: the built index's BM25 postings
+    replicated under new chunk and document ids (same per-chunk terms, N scaled; the vocabulary
+    does not grow), then CPU per query of the chunk and the document legs."""
+    from core.models import SearchFilters
+    from retrieval.access import scope_for
+    from retrieval.index import IndexLayout
+    from retrieval.lexical.bm25 import BM25Index
+    from retrieval.lexical.tokenize import Tokenizer
+
+    settings = settings_for(root)
+    layout = IndexLayout(settings, index_name(size))
+    saved = layout.version_dir(layout.current_version() or "") / "bm25"
+    base = BM25Index.load(saved, tokenizer=Tokenizer(stem=True))
+    slots = len(base)
+    queries = load_queries(n_queries)
+    rows: list[dict[str, object]] = []
+    for factor in factors:
+        before = rss_mb()[0]
+        index = BM25Index.load(saved, tokenizer=Tokenizer(stem=True))
+        for copy in range(1, factor):
+            for slot in range(slots):
+                index._append_slot(
+                    chunk_id=f"{base._chunk_ids[slot]}-{copy}",
+                    doc_id=f"{base._doc_ids[slot]}-{copy}",
+                    source_code=base._source_codes[slot],
+                    doc_type_code=base._doc_type_codes[slot],
+                    modified=base._modified[slot],
+                    class_id=base._class_of[slot],
+                    terms=base._terms[slot],
+                    counts=base._counts[slot],
+                )
+        index._invalidate()
+        index._compile()
+        row: dict[str, object] = {
+            "phase": "lexical",
+            "chunks": len(index),
+            "rss_mb": round(rss_mb()[0] - before),
+        }
+        for principal in (BROAD, RESTRICTIVE):
+            scope = scope_for(principal, settings.scheme, settings.default_groups)
+            for leg, search in (("chunk", index.search), ("document", index.document_search)):
+                search(queries[0], scope, SearchFilters(), 50)
+                times = []
+                for query in queries:
+                    tick = time.process_time()
+                    search(query, scope, SearchFilters(), 50)
+                    times.append((time.process_time() - tick) * 1000)
+                row[f"{principal.name}/{leg}"] = {
+                    "p50": round(float(np.percentile(times, 50)), 1),
+                    "p95": round(float(np.percentile(times, 95)), 1),
+                }
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+        del index
+    return rows
+
+
 # --- driver ---------------------------------------------------------------------------------
 
 
@@ -495,7 +556,10 @@ def print_table(results: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["run", "table", "build", "measure", "refresh"])
+    parser.add_argument(
+        "command", choices=["run", "table", "build", "measure", "refresh", "lexical"]
+    )
+    parser.add_argument("--factors", type=int, nargs="+", default=[10, 100], help="lexical")
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--size", type=int, default=10_000, help="one phase's size")
     parser.add_argument("--queries", type=int, default=200)
@@ -524,6 +588,10 @@ def main(argv: list[str] | None = None) -> int:
             run_phase(["refresh", "--size", str(size), *common], args.results)
         print()
         print_table(args.results)
+        return 0
+    if args.command == "lexical":
+        for row in lexical(args.data_dir, args.size, args.factors, args.queries):
+            print(json.dumps(row), flush=True)
         return 0
     if args.command == "build":
         row = build(args.data_dir, args.size, args.sample)
