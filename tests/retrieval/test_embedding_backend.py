@@ -3,6 +3,7 @@ when serving; versions written before the record existed read as the backend the
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -30,6 +31,21 @@ class KeyedEmbedder(HashingEmbedder):
 def documents(text: str = "parental leave lasts sixteen weeks") -> list[TextDocument]:
     label = AccessLabel(classification="internal", groups=frozenset({"everyone"}))
     return [TextDocument(doc_id="policy", title="Leave policy", text=text, label=label)]
+
+
+def write_older_meta(layout: IndexLayout, embedding_key: str) -> str:
+    """Rewrite the published meta.json as code before the backend record wrote it (sealed, where
+    versions carry a seal, over the fields it had); returns the version."""
+    meta_file = layout.version_dir(layout.current_version() or "") / META_FILE
+    record = json.loads(meta_file.read_text())
+    del record["embedding_backend"]
+    record["embedding_key"] = embedding_key
+    if "seal" in record:
+        del record["seal"]
+        material = json.dumps(record, separators=(",", ":"))
+        record["seal"] = hashlib.sha256(material.encode("utf-8")).hexdigest()
+    meta_file.write_text(json.dumps(record))
+    return str(record["version"])
 
 
 @pytest.fixture
@@ -104,22 +120,12 @@ def test_a_switch_to_a_version_of_another_backend_keeps_the_old_one_serving(torc
 )
 def test_versions_without_the_record_read_as_the_backend_their_key_names(torch_index, key, backend):
     layout = IndexLayout(torch_index, INDEX)
-    meta_file = layout.version_dir(layout.current_version() or "") / META_FILE
-    record = json.loads(meta_file.read_text())
-    del record["embedding_backend"]
-    record["embedding_key"] = key
-    meta_file.write_text(json.dumps(record))
-    meta = layout.read_meta(record["version"])
+    meta = layout.read_meta(write_older_meta(layout, key))
     assert meta.embedding_backend is None and meta.vectors_backend == backend
 
 
 def test_an_older_version_refuses_the_new_default_and_takes_torch(torch_index):
-    layout = IndexLayout(torch_index, INDEX)
-    meta_file = layout.version_dir(layout.current_version() or "") / META_FILE
-    record = json.loads(meta_file.read_text())
-    del record["embedding_backend"]
-    record["embedding_key"] = "st:all-MiniLM-L6-v2@0123|torch|len=256"
-    meta_file.write_text(json.dumps(record))
+    write_older_meta(IndexLayout(torch_index, INDEX), "st:all-MiniLM-L6-v2@0123|torch|len=256")
     with pytest.raises(StoreUnavailableError, match="CITEWELL_EMBEDDING_BACKEND=torch"):
         Ingestor(torch_index, embedder=KeyedEmbedder("openvino-int8")).ingest_texts(
             documents("changed"), index=INDEX, source_name="kb"
