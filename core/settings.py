@@ -39,8 +39,8 @@ class Settings(BaseSettings):
 
     # --- models --------------------------------------------------------------------------
     embedding_model: str | None = None  # id or path; None → bundled all-MiniLM-L6-v2
-    # The fastest backend that holds quality (2.8x torch's documents/s on 2 cores, SciFact and
-    # Cranfield nDCG@10 within 0.005; benchmarks/README.md). Exported once from the local
+    # The fastest backend that holds quality (2.8x torch's documents/s on 2 cores, SciFact
+    # nDCG@10 within 0.005; benchmarks/README.md). Exported once from the local
     # weights into model_cache_dir; if that fails, torch with one WARNING log line. An index
     # records its backend and refuses vectors of another (set torch to keep an older index).
     embedding_backend: EmbeddingBackend = "openvino-int8"
