@@ -46,8 +46,8 @@ def embedder(shared_model_exports: Path) -> Iterator[Any]:
     """The real bundled MiniLM embedder on the default backend behind an embedding cache,
     loaded once per session: what Settings() builds, so indexes it writes serve without a
     backend mismatch."""
-    from retrieval.embedding import DEFAULT_BACKEND, SentenceTransformerEmbedder
-    from retrieval.embedding_cache import CachingEmbedder, EmbeddingCache
+    from citewell.retrieval.embedding import DEFAULT_BACKEND, SentenceTransformerEmbedder
+    from citewell.retrieval.embedding_cache import CachingEmbedder, EmbeddingCache
 
     session_cache_dir = shared_model_exports.parent
     inner = SentenceTransformerEmbedder(
@@ -58,7 +58,7 @@ def embedder(shared_model_exports: Path) -> Iterator[Any]:
 
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Any]:
-    from core.settings import Settings
+    from citewell.core.settings import Settings
 
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {"data_dir": tmp_path / "data"}

@@ -8,12 +8,12 @@ import json
 
 import pytest
 
-from core.errors import StoreUnavailableError
-from core.models import AccessLabel, Principal, SearchRequest
-from ingestion.pipeline import Ingestor, TextDocument
-from retrieval.embedding import backend_of_key, embedding_cache_key
-from retrieval.index import META_FILE, IndexLayout
-from retrieval.service import ServingIndex
+from citewell.core.errors import StoreUnavailableError
+from citewell.core.models import AccessLabel, Principal, SearchRequest
+from citewell.ingestion.pipeline import Ingestor, TextDocument
+from citewell.retrieval.embedding import backend_of_key, embedding_cache_key
+from citewell.retrieval.index import META_FILE, IndexLayout
+from citewell.retrieval.service import ServingIndex
 from tests.agent.fakes import HashingEmbedder
 
 INDEX = "kb"
