@@ -53,6 +53,7 @@ from citewell.core.logging import log_event
 from citewell.core.models import Frozen
 from citewell.core.settings import Settings
 from citewell.retrieval.durable import fsync_dir, write_atomic, write_synced
+from citewell.retrieval.embedding import backend_of_key
 from citewell.retrieval.integrity import DIGEST_ALGORITHM, VersionFile, check_files, record_files
 from citewell.retrieval.lexical.bm25 import BM25Index
 from citewell.retrieval.lexical.tokenize import Tokenizer
@@ -76,6 +77,10 @@ class IndexMeta(Frozen):
     created_at: datetime
     embedding_model: str
     embedding_key: str
+    # The inference backend (with its recipe tag) that made every vector in this version;
+    # documents and queries must be embedded by the same one. None: written before the field
+    # existed (``vectors_backend`` then reads it from the embedding key).
+    embedding_backend: str | None = None
     dimension: int
     vector_backend: VectorBackend
     collection: str | None = None  # remote Qdrant collection holding this version's vectors
@@ -104,6 +109,28 @@ class IndexMeta(Frozen):
     def _seal_value(self) -> str:
         material = self.model_dump_json(exclude={"seal"})
         return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+    @property
+    def vectors_backend(self) -> str:
+        """The backend that made this version's vectors: the recorded one; for a version
+        written before the record, the one its embedding key names, else torch (the only
+        default there was)."""
+        if self.embedding_backend is not None:
+            return self.embedding_backend
+        named = backend_of_key(self.embedding_key)
+        return "torch" if named == self.embedding_key else named
+
+
+def check_embedding_backend(index: str, index_backend: str, embedder_backend: str) -> None:
+    """Refuse to mix vectors of two inference backends in one index (their spaces differ by
+    more than the ranking tolerates: int8 vs fp32 cosine ~0.998, and a recipe change more)."""
+    if index_backend != embedder_backend:
+        raise StoreUnavailableError(
+            f"index {index!r} was embedded with backend {index_backend!r}, but this process "
+            f"embeds with {embedder_backend!r}; documents and queries must use one backend. "
+            f"Set CITEWELL_EMBEDDING_BACKEND={index_backend.split(':')[0]} to use this index, "
+            "or rebuild it with `citewell ingest --fresh`"
+        )
 
 
 class IndexLayout:
@@ -213,6 +240,7 @@ class IndexWriter:
         self.layout = IndexLayout(settings, index)
         self.embedding_model = embedding_model
         self.embedding_key = embedding_key
+        self.embedding_backend = backend_of_key(embedding_key)
         self.dimension = dimension
         self.fresh = fresh
         self.version = ""
@@ -284,7 +312,9 @@ class IndexWriter:
         try:
             self._open()
         except BaseException:
+            # A refused open (another model or backend) must not keep the index locked.
             self._discard()
+            self._release_lock()
             raise
         return self
 
@@ -331,9 +361,12 @@ class IndexWriter:
                 f"index {layout.name!r} was built with embedding model "
                 f"{base_meta.embedding_model!r}, not {self.embedding_model!r}; rebuild it"
             )
+        if base_meta is not None:
+            check_embedding_backend(layout.name, base_meta.vectors_backend, self.embedding_backend)
         if self.base_version is not None and base_meta is not None:
             # Building on a damaged version would record its damage as the new truth.
             _refuse_if_damaged(layout, base_meta, digests=True)
+        if self.base_version is not None:
             shutil.copytree(layout.version_dir(self.base_version), staging)
             (staging / META_FILE).unlink(missing_ok=True)
         else:
@@ -408,6 +441,7 @@ class IndexWriter:
             created_at=datetime.now(UTC),
             embedding_model=self.embedding_model,
             embedding_key=self.embedding_key,
+            embedding_backend=self.embedding_backend,
             dimension=self.dimension,
             vector_backend=self.backend,
             collection=self._collection,

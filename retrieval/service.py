@@ -38,6 +38,7 @@ from citewell.core.models import (
 )
 from citewell.core.settings import Settings
 from citewell.retrieval.access import AccessScope, enforce, scope_for
+from citewell.retrieval.embedding import backend_of_key
 from citewell.retrieval.factory import (
     build_embedder,
     embedding_model_id,
@@ -45,7 +46,12 @@ from citewell.retrieval.factory import (
     model_threads,
 )
 from citewell.retrieval.fusion import FUSION_FILE, FusionChoice, load_tuned_fusion, settings_fusion
-from citewell.retrieval.index import IndexLayout, OpenedVersion, open_version
+from citewell.retrieval.index import (
+    IndexLayout,
+    OpenedVersion,
+    check_embedding_backend,
+    open_version,
+)
 from citewell.retrieval.protocols import Embedder, Reranker
 from citewell.retrieval.readiness import NotReadyReason, Readiness
 from citewell.retrieval.rerank import resolve_reranker
@@ -228,6 +234,15 @@ class ServingIndex:
                 f"index {self.layout.name!r} was built with a different embedding model "
                 f"({opened.meta.embedding_model}); rebuild it or configure that model"
             )
+        try:
+            check_embedding_backend(
+                self.layout.name,
+                opened.meta.vectors_backend,
+                backend_of_key(self.embedder.cache_key),
+            )
+        except CitewellError:
+            opened.close()
+            raise
         self._select_reranker()
         with self._lock:
             old, self._lease = self._lease, _Lease(opened)
