@@ -24,7 +24,7 @@ from citewell.api.routes import answer, health, openai, search
 from citewell.api.routes.answer import agent_for
 from citewell.api.state import ServiceHolder, ServingIndexLike
 from citewell.core.logging import log_event
-from citewell.core.settings import Settings
+from citewell.core.settings import Settings, apply_process_environment
 
 logger = logging.getLogger(__name__)
 
@@ -204,4 +204,6 @@ def create_app(settings: Settings, service: ServingIndexLike | None = None) -> F
 def create_app_from_env() -> FastAPI:
     """For ``uvicorn --factory citewell.api.main:create_app_from_env``: settings from the
     environment."""
-    return create_app(Settings())
+    settings = Settings()
+    apply_process_environment(settings)
+    return create_app(settings)

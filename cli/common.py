@@ -13,7 +13,7 @@ from citewell.cli.arguments import INDEX_NAME, OutputPath
 from citewell.core.errors import ConfigurationError
 from citewell.core.logging import configure_logging
 from citewell.core.models import Principal
-from citewell.core.settings import Settings
+from citewell.core.settings import Settings, apply_process_environment
 from citewell.retrieval.principals import PrincipalDirectory
 
 
@@ -33,6 +33,7 @@ def load_settings(args: argparse.Namespace | None = None) -> Settings:
             for error in exc.errors()
         )
         raise ConfigurationError(f"invalid settings (CITEWELL_* variables): {problems}") from exc
+    apply_process_environment(settings)
     verbose = bool(getattr(args, "verbose", False))
     configure_logging("INFO" if verbose else "WARNING", json_output=True)
     return settings

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -70,8 +69,6 @@ def configure_logging(level: str = "INFO", json_output: bool = True) -> None:
     root.setLevel(level)
     for noisy in ("httpx", "urllib3", "sentence_transformers", "unstructured", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    # Model loading draws progress bars on stderr; they are noise in logs and CLI output.
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     with contextlib.suppress(ImportError):
         from transformers.utils import logging as transformers_logging
 

@@ -6,6 +6,7 @@ Every field can be set from the environment with the ``CITEWELL_`` prefix, e.g.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -165,3 +166,19 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
+
+
+def apply_process_environment(settings: Settings) -> None:
+    """Set the process environment the libraries read, before any model or parser loads.
+
+    Called by entry points only (the CLI, the API factory, DAG tasks): library code never sets
+    the environment. unstructured sends no telemetry; Hugging Face libraries never reach a hub
+    while every configured model is a local folder (a hub id in production keeps the hub).
+    Values already set by the operator win.
+    """
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    models = (settings.embedding_model, settings.reranker_model)
+    if all(model is None or Path(model).expanduser().is_dir() for model in models):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -69,11 +69,13 @@ def load_settings() -> Settings:
     ``citewell_settings`` (a JSON object) when it exists."""
     from airflow.sdk import Variable
 
-    from citewell.core.settings import Settings
+    from citewell.core.settings import Settings, apply_process_environment
 
     overrides = _variable_json(Variable)
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
+        apply_process_environment(settings)
+        return settings
     except ValueError as exc:
         raise ConfigurationError(f"invalid Citewell settings: {exc}") from exc
 

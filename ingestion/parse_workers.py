@@ -43,7 +43,7 @@ from citewell.core.logging import log_event
 from citewell.core.models import Frozen
 from citewell.ingestion.limits import ZipLimits
 from citewell.ingestion.models import ParsedDocument
-from citewell.ingestion.parsing import parse_document, prepare_parser_environment
+from citewell.ingestion.parsing import parse_document
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +208,6 @@ class ParseWorkers:
                 raise ValueError(f"a job with key {job.key!r} is already pending")
             self._pending.add(job.key)
             if self._thread is None:
-                prepare_parser_environment()  # inherited by the forkserver and its workers
                 self._context.set_forkserver_preload(list(PRELOAD))
                 self._thread = threading.Thread(
                     target=self._supervise, name="citewell-parse-supervisor", daemon=True

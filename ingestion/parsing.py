@@ -12,7 +12,6 @@ import email
 import email.policy
 import io
 import logging
-import os
 import re
 import shutil
 import statistics
@@ -80,19 +79,10 @@ class _Piece:
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def prepare_parser_environment() -> None:
-    """Keep unstructured offline and quiet; call before importing any of its modules (and before
-    starting parse workers, which inherit the environment).
-
-    Set at call time, not import time: nothing in Citewell changes the environment on import.
-    """
-    os.environ.setdefault("DO_NOT_TRACK", "true")
-    os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
-
-
 def _unstructured_ready() -> None:
-    """Prepare unstructured for offline use; call before importing any of its modules."""
-    prepare_parser_environment()
+    """Prepare unstructured for offline use; call before importing any of its modules. (Its
+    telemetry is off through DO_NOT_TRACK, set by the entry points:
+    ``core.settings.apply_process_environment``.)"""
     import unstructured.nlp.tokenize as tokenize
 
     if not hasattr(tokenize, "_SPACY_MODEL_NAME"):

@@ -99,7 +99,6 @@ def local_model_dir(model: str | Path) -> Path | None:
     """The model's folder when it is a local path (then the hub is never contacted)."""
     path = Path(model).expanduser()
     if path.is_dir():
-        os.environ["HF_HUB_OFFLINE"] = "1"
         return path.resolve()
     return None
 

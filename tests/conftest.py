@@ -30,6 +30,14 @@ def session_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def process_environment() -> None:
+    """What every entry point sets before loading models and parsers (no hub, no telemetry)."""
+    from citewell.core.settings import Settings, apply_process_environment
+
+    apply_process_environment(Settings())
+
+
+@pytest.fixture(scope="session", autouse=True)
 def shared_model_exports(session_cache_dir: Path) -> Iterator[Path]:
     """One model export per session for every Settings a test builds (each in its own data
     dir), subprocesses included: the default backend exports once, ~40 s on 2 cores."""

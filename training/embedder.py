@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import random
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -322,7 +321,6 @@ def train_embedder(
     from citewell.retrieval.factory import embedding_model_id
     from citewell.training.data import build_index_training_data
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub from training
     params = EmbedderTrainingParameters(
         epochs=epochs,
         batch_size=batch_size,

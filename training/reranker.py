@@ -426,7 +426,6 @@ def train_reranker(
     from citewell.retrieval.rerank import CrossEncoderReranker
     from citewell.training.data import build_index_training_data
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub from training
     resolved_device = resolve_device(device)
     params = TrainingParameters(
         layers=layers,
