@@ -67,7 +67,11 @@ _WHERE = frozenset({"GPE", "LOC", "FAC", "ORG"})
 _TYPE_RULES: tuple[tuple[re.Pattern[str], str, frozenset[str]], ...] = tuple(
     (re.compile(pattern, re.IGNORECASE), name, labels)
     for pattern, name, labels in (
-        (r"\bhow (many|much)\b|\bwhat (percentage|percent|number|amount|share)\b", "a number", _COUNT),
+        (
+            r"\bhow (many|much)\b|\bwhat (percentage|percent|number|amount|share)\b",
+            "a number",
+            _COUNT,
+        ),
         (r"\bhow (long|old|far|large|big|tall|high)\b", "a quantity", _COUNT | _WHEN),
         (
             r"\bwhen\b|\b(what|which) (year|years|century|date|day|month|decade|period|time)\b"

@@ -9,6 +9,7 @@ from pydantic import Field, computed_field
 from core.models import Frozen, SearchMode
 from core.settings import Settings
 
+
 class Source(Frozen):
     """A retrieved chunk given to the answer backend as source ``[n]``."""
 
@@ -71,7 +72,9 @@ class Answer(Frozen):
     # (agent/answerability.py); None when nothing was retrieved.
     confidence: float | None = None
     refusal_reason: str | None = None  # why the agent refused ("no passage answers ...")
-    removed_claims: int = 0  # LLM sentences dropped because their cited source does not support them
+    removed_claims: int = (
+        0  # LLM sentences dropped because their cited source does not support them
+    )
     retrievals: int = 0
     backend: str
     flagged_chunks: tuple[str, ...] = ()  # chunk ids whose text looks like instructions

@@ -68,7 +68,7 @@ def looks_like_heading(text: str, own_line: bool, headings: frozenset[str] = fro
         return True
     if not own_line or bare[-1:] in ".!?;," or len(bare.split()) > 14 or _DIGIT_RE.search(bare):
         return False
-    words = [w for w in re.findall(r"[A-Za-z][A-Za-z'’-]*", bare) if len(w) > 3]
+    words = [w for w in re.findall(r"[A-Za-z][A-Za-z'\u2019-]*", bare) if len(w) > 3]
     return bool(words) and sum(w[0].isupper() for w in words) / len(words) >= 0.75
 
 

@@ -334,7 +334,7 @@ def register_calibrate(kinds: argparse._SubParsersAction[argparse.ArgumentParser
         help="recalibrate when the agent refuses, from judged answerable/unanswerable questions",
         description=(
             "Ask every question of a golden set (the `eval answers` format; unanswerable lines "
-            "have no expected document or \"answerable\": false) as a principal, fit the "
+            'have no expected document or "answerable": false) as a principal, fit the '
             "answerability check on them and write the index's calibration file, which the "
             "agent uses from its next answer. With fewer than 30 questions of either kind only "
             "the threshold is recalibrated; the shipped weights are kept."
@@ -362,7 +362,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from agent.factory import build_agent, calibration_path
     from evaluation.answerability import (
         DEFAULT_MAX_FALSE_REFUSAL,
-        collect_features,
+        collect_candidates,
+        featurize,
         fit_model,
         rates,
     )
@@ -379,8 +380,11 @@ def run_calibrate(args: argparse.Namespace) -> int:
         try:
             agent = build_agent(settings, service, service.embedder)
             current: AnswerabilityModel = agent.checker.model()
-            judged = collect_features(
-                agent, principal, [(q.question, q.answerable) for q in questions]
+            judged = featurize(
+                agent.checker.analyzer,
+                collect_candidates(
+                    agent, principal, [(q.question, q.answerable) for q in questions]
+                ),
             )
         finally:
             service.close()
@@ -406,7 +410,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
             }
         )
         return 0
-    fitted = "weights and threshold" if figures.weights_fitted else "threshold only (few judgements)"
+    fitted = (
+        "weights and threshold" if figures.weights_fitted else "threshold only (few judgements)"
+    )
     sys.stdout.write(
         f"{figures.answerable} answerable and {figures.unanswerable} unanswerable questions "
         f"as {principal.name} on index {settings.index}; recalibrated {fitted}\n"

@@ -30,6 +30,7 @@ from agent.answerability import (
     AnswerabilityModel,
     CalibrationFigures,
     Candidate,
+    TextAnalyzer,
     feature_rows,
 )
 from core.errors import EvaluationError
@@ -42,6 +43,15 @@ MIN_PER_CLASS_TO_FIT = 30
 DEFAULT_MAX_FALSE_REFUSAL = 0.07
 
 
+class JudgedCandidates(Frozen):
+    """One judged question and the candidate sentences its retrieval gives (most similar
+    first; instructions and headings already left out)."""
+
+    question: str
+    answerable: bool
+    candidates: tuple[Candidate, ...]
+
+
 class JudgedFeatures(Frozen):
     """The feature rows of one judged question's candidates (most similar first)."""
 
@@ -50,55 +60,58 @@ class JudgedFeatures(Frozen):
     rows: tuple[tuple[float, ...], ...]
 
 
-def question_features(
+def question_candidates(
     agent: Agent, principal: Principal, question: str, answerable: bool
-) -> JudgedFeatures:
-    """The candidates the agent's first retrieval gives, as the check would score them."""
-    checker = agent.checker
+) -> JudgedCandidates:
+    """The candidates the agent's first retrieval gives, as the check would see them."""
     scored = [s for s in agent.candidates(principal, question) if s.span.answerable]
-    scored = scored[: checker.max_candidates]
-    profile = checker.analyzer.question(question)
-    rows = feature_rows(
-        checker.analyzer,
-        profile,
-        [
+    return JudgedCandidates(
+        question=question,
+        answerable=answerable,
+        candidates=tuple(
             Candidate(
                 sentence=s.span.text,
                 chunk_text=s.chunk.text,
                 context=s.chunk.context,
                 similarity=s.score,
             )
-            for s in scored
-        ],
-    )
-    return JudgedFeatures(
-        question=question,
-        answerable=answerable,
-        rows=tuple(tuple(float(v) for v in row) for row in rows),
+            for s in scored[: agent.checker.max_candidates]
+        ),
     )
 
 
-def collect_features(
+def collect_candidates(
     agent: Agent,
     principal: Principal,
     questions: Sequence[tuple[str, bool]],
     progress: Callable[[int, int], None] | None = None,
-) -> list[JudgedFeatures]:
+) -> list[JudgedCandidates]:
     out = []
     for i, (question, answerable) in enumerate(questions, start=1):
-        out.append(question_features(agent, principal, question, answerable))
+        out.append(question_candidates(agent, principal, question, answerable))
         if progress is not None:
             progress(i, len(questions))
+    return out
+
+
+def featurize(analyzer: TextAnalyzer, judged: Sequence[JudgedCandidates]) -> list[JudgedFeatures]:
+    out = []
+    for item in judged:
+        rows = feature_rows(analyzer, analyzer.question(item.question), item.candidates)
+        out.append(
+            JudgedFeatures(
+                question=item.question,
+                answerable=item.answerable,
+                rows=tuple(tuple(float(v) for v in row) for row in rows),
+            )
+        )
     return out
 
 
 def confidences(model: AnswerabilityModel, judged: Sequence[JudgedFeatures]) -> np.ndarray:
     """The served confidence of each question: its best candidate's probability (0: none)."""
     return np.asarray(
-        [
-            float(model.probabilities(np.asarray(j.rows)).max()) if j.rows else 0.0
-            for j in judged
-        ]
+        [float(model.probabilities(np.asarray(j.rows)).max()) if j.rows else 0.0 for j in judged]
     )
 
 
@@ -114,7 +127,9 @@ def threshold_for(answerable_confidences: np.ndarray, max_false_refusal: float) 
     return round(max(0.0, (below + keep) / 2 if allowed > 0 else keep * 0.999), 6)
 
 
-def _fit_weights(judged: Sequence[JudgedFeatures]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+def _fit_weights(
+    judged: Sequence[JudgedFeatures],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     from sklearn.linear_model import LogisticRegression
 
     with_rows = [j for j in judged if j.rows]
