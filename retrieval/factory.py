@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from core.settings import Settings
-from retrieval.embedding import SentenceTransformerEmbedder
-from retrieval.embedding_cache import CachingEmbedder, EmbeddingCache
+from citewell.core.settings import Settings
+from citewell.retrieval.embedding import SentenceTransformerEmbedder
+from citewell.retrieval.embedding_cache import CachingEmbedder, EmbeddingCache
 
 BUNDLED_EMBEDDING_MODEL = "bundled:all-MiniLM-L6-v2"
 
@@ -19,7 +19,7 @@ def embedding_model_id(settings: Settings) -> str:
 
 
 def model_export_dir(settings: Settings) -> Path:
-    return settings.cache_dir / "models"
+    return settings.model_cache_dir or settings.cache_dir / "models"
 
 
 def model_threads(settings: Settings) -> int:
