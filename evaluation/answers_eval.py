@@ -259,6 +259,16 @@ def _answerable_for(question: GoldenQuestion, visible: Sequence[tuple[str, str]]
     return any(matches_expected(question, uri, title) for uri, title in visible)
 
 
+def allowed_questions(
+    questions: Sequence[GoldenQuestion], principal: Principal, settings: Settings
+) -> list[GoldenQuestion]:
+    """The questions within ``principal``'s clearance; an error when none is."""
+    asked = [q for q in questions if _allowed(q, principal, settings)]
+    if not asked:
+        raise EvaluationError("no golden question is within the evaluating principal's clearance")
+    return asked
+
+
 def evaluate_answers(
     settings: Settings,
     principal: Principal,
@@ -290,7 +300,7 @@ def evaluate_answers(
         if agent is None or judge is None:
             if emb is None:
                 raise EvaluationError("pass an embedder when passing a search service")
-            agent = agent or build_agent(settings, service, emb)
+            agent = agent or build_agent(settings, service, emb, index=index_name)
             judge = judge or default_judge(settings, index_name, emb)
         results: list[QuestionResult] = []
         version: str | None = None
