@@ -9,12 +9,12 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from cli.arguments import INDEX_NAME, OutputPath
-from core.errors import ConfigurationError
-from core.logging import configure_logging
-from core.models import Principal
-from core.settings import Settings
-from retrieval.principals import PrincipalDirectory
+from citewell.cli.arguments import INDEX_NAME, OutputPath
+from citewell.core.errors import ConfigurationError
+from citewell.core.logging import configure_logging
+from citewell.core.models import Principal
+from citewell.core.settings import Settings
+from citewell.retrieval.principals import PrincipalDirectory
 
 
 def load_settings(args: argparse.Namespace | None = None) -> Settings:

@@ -10,12 +10,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli.arguments import ExistingPath, Text
-from cli.ask import print_answer
-from cli.common import add_index_options, fail, load_settings
-from cli.ingest import print_report
-from core.errors import CitewellError
-from core.models import SearchRequest
+from citewell.cli.arguments import ExistingPath, Text
+from citewell.cli.ask import print_answer
+from citewell.cli.common import add_index_options, fail, load_settings
+from citewell.cli.ingest import print_report
+from citewell.core.errors import CitewellError
+from citewell.core.models import SearchRequest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 DEFAULT_QUESTION = "How many weeks of paid parental leave does a birth parent get?"
@@ -43,12 +43,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent.factory import build_agent
-    from ingestion.pipeline import Ingestor
-    from ingestion.progress import TerminalProgress
-    from ingestion.sources_config import resolve_folder_source
-    from retrieval.principals import PrincipalDirectory
-    from retrieval.service import open_search_service
+    from citewell.agent.factory import build_agent
+    from citewell.ingestion.pipeline import Ingestor
+    from citewell.ingestion.progress import TerminalProgress
+    from citewell.ingestion.sources_config import resolve_folder_source
+    from citewell.retrieval.principals import PrincipalDirectory
+    from citewell.retrieval.service import open_search_service
 
     out = sys.stdout
     try:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli.arguments import SEED, TIME_BUDGET_S, FloatRange, IntRange, OutputPath
-from cli.common import add_index_options, fail, load_settings, print_json
-from cli.reranker import (
+from citewell.cli.arguments import SEED, TIME_BUDGET_S, FloatRange, IntRange, OutputPath
+from citewell.cli.common import add_index_options, fail, load_settings, print_json
+from citewell.cli.reranker import (
     BATCH_SIZE,
     EPOCHS,
     MAX_LENGTH,
@@ -15,7 +15,7 @@ from cli.reranker import (
     add_dataset_option,
     index_for_dataset,
 )
-from core.errors import CitewellError
+from citewell.core.errors import CitewellError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from evaluation.embedder_training import train_embedder
+    from citewell.training.embedder import train_embedder
 
     try:
         settings = load_settings(args)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli.arguments import SOURCE_NAME, ExistingPath
-from cli.common import add_index_options, fail, load_settings, print_json
-from core.errors import CitewellError
-from core.models import IngestReport
+from citewell.cli.arguments import SOURCE_NAME, ExistingPath
+from citewell.cli.common import add_index_options, fail, load_settings, print_json
+from citewell.core.errors import CitewellError
+from citewell.core.models import IngestReport
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,9 +38,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from ingestion.pipeline import Ingestor  # heavy (models, stores): only when running
-    from ingestion.progress import NoProgress, TerminalProgress
-    from ingestion.sources_config import resolve_folder_source
+    from citewell.ingestion.pipeline import Ingestor  # heavy (models, stores): only when running
+    from citewell.ingestion.progress import NoProgress, TerminalProgress
+    from citewell.ingestion.sources_config import resolve_folder_source
 
     try:
         settings = load_settings(args)

@@ -7,10 +7,10 @@ import socket
 import sys
 from typing import Any
 
-from cli.arguments import PORT
-from cli.common import add_index_options, fail, load_settings
-from core.errors import CitewellError
-from core.settings import Settings
+from citewell.cli.arguments import PORT
+from citewell.cli.common import add_index_options, fail, load_settings
+from citewell.core.errors import CitewellError
+from citewell.core.settings import Settings
 
 
 def register(subparsers: Any) -> None:
@@ -29,8 +29,8 @@ def register(subparsers: Any) -> None:
 
 def banner(settings: Settings, url: str) -> str:
     """What `citewell serve` says once it listens: where, which index and version, the docs."""
-    from cli.main import citewell_version
-    from retrieval.index import IndexLayout
+    from citewell.cli.main import citewell_version
+    from citewell.retrieval.index import IndexLayout
 
     version = IndexLayout(settings, settings.index).current_version()
     serving = (
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     # Heavy imports here so `citewell --help` stays fast.
     import uvicorn
 
-    from api.main import create_app
+    from citewell.api.main import create_app
 
     try:
         settings = load_settings(args)

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.sdk import Asset, dag
 
-from core.errors import CitewellError, ConfigurationError, EvaluationError
-from core.logging import event_sink, log_event
-from ingestion.sources_config import SourceConfig, SourcesConfig, load_sources
+from citewell.core.errors import CitewellError, ConfigurationError, EvaluationError
+from citewell.core.logging import event_sink, log_event
+from citewell.ingestion.sources_config import SourceConfig, SourcesConfig, load_sources
 
 if TYPE_CHECKING:
-    from core.settings import Settings
+    from citewell.core.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def load_settings() -> Settings:
     ``citewell_settings`` (a JSON object) when it exists."""
     from airflow.sdk import Variable
 
-    from core.settings import Settings
+    from citewell.core.settings import Settings
 
     overrides = _variable_json(Variable)
     try:
@@ -173,7 +173,7 @@ def run_on_plan(
 ) -> T:
     """Run ``step`` (e.g. ``ingestion.refresh.finalize``) on the plan made from this snapshot,
     with worker-side settings and source, through :func:`guarded`."""
-    from ingestion.refresh import plan_file
+    from citewell.ingestion.refresh import plan_file
 
     plan_path = plan_file(Path(snapshot_path))
     return guarded(lambda: step(load_settings(), load_source(source_name), plan_path))

@@ -1,7 +1,7 @@
 """Golden question sets: the one file format, its reader and expected-source matching.
 
 Used by the rebuild smoke test (``ingestion.refresh``), the per-source quality gates
-(``evaluation.gates``) and answer evaluation (``evaluation.answers_eval``, ``citewell eval
+(``evaluation.quality_gates``) and answer evaluation (``evaluation.answers_eval``, ``citewell eval
 answers``). Formats, chosen by file suffix:
 
 - ``.csv`` with docugami's columns ``Question, Source Docs, Question Type, Source Chunk Type,
@@ -27,8 +27,8 @@ from urllib.parse import unquote, urlparse
 
 from pydantic import Field
 
-from core.errors import CitewellError, GoldenSetError
-from core.models import Frozen
+from citewell.core.errors import CitewellError, GoldenSetError
+from citewell.core.models import Frozen
 
 # Keys naming the expected documents, in order of precedence (the first non-empty one counts).
 _EXPECTED_KEYS = ("expected_docs", "expected_doc", "expected", "source docs")

@@ -33,12 +33,12 @@ from urllib.parse import unquote, urlparse
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from core.errors import ConfigurationError
-from core.models import Frozen, SearchMode
-from ingestion.labels import LABELS_FILE
+from citewell.core.errors import ConfigurationError
+from citewell.core.models import Frozen, SearchMode
+from citewell.ingestion.labels import LABELS_FILE
 
 if TYPE_CHECKING:
-    from core.settings import Settings
+    from citewell.core.settings import Settings
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _PRESETS = frozenset(
@@ -211,8 +211,8 @@ def default_source_name(folder: Path) -> str:
 def indexed_folder_sources(settings: Settings, index: str | None) -> dict[Path, str]:
     """The folders the published version of ``index`` holds documents from, and the source
     each is indexed as (empty for an index with no published version)."""
-    from retrieval.index import IndexLayout
-    from retrieval.manifest import Manifest
+    from citewell.retrieval.index import IndexLayout
+    from citewell.retrieval.manifest import Manifest
 
     layout = IndexLayout(settings, index)
     version = layout.current_version()
@@ -294,8 +294,8 @@ def check_source_inputs(settings: Settings, source: SourceConfig, *, fresh: bool
     """Everything a run of ``source`` reads, checked before any work (the DAGs' first task):
     the folder, its labels file, the golden sets, and that the folder is this source in its
     index. Raises :class:`ConfigurationError` (golden and labels errors name file and line)."""
-    from ingestion.golden import load_retrieval_questions
-    from ingestion.labels import LabelRules
+    from citewell.ingestion.golden import load_retrieval_questions
+    from citewell.ingestion.labels import LabelRules
 
     if not source.path.is_dir():
         raise ConfigurationError(f"source {source.name!r}: folder {source.path} does not exist")

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from core.errors import StoreUnavailableError
-from core.models import Frozen
+from citewell.core.errors import StoreUnavailableError
+from citewell.core.models import Frozen
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (

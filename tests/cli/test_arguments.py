@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.arguments import (
+from citewell.cli.arguments import (
     ExistingPath,
     FloatRange,
     IntRange,
@@ -20,7 +20,7 @@ from cli.arguments import (
     Pattern,
     Text,
 )
-from cli.main import build_parser, main
+from citewell.cli.main import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -156,7 +156,7 @@ def test_tolerance_must_be_metric_equals_delta(
 
 def _citewell(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
+        [sys.executable, "-m", "citewell.cli.main", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

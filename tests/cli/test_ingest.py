@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from cli.main import main
-from core.settings import Settings
-from ingestion.pipeline import Ingestor
-from retrieval.index import IndexLayout
+from citewell.cli.main import main
+from citewell.core.settings import Settings
+from citewell.ingestion.pipeline import Ingestor
+from citewell.retrieval.index import IndexLayout
 from tests.agent.fakes import HashingEmbedder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,8 +31,8 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(autouse=True)
 def _fast_embedder(monkeypatch: pytest.MonkeyPatch) -> None:
     embedder = HashingEmbedder()
-    monkeypatch.setattr("ingestion.pipeline.build_embedder", lambda settings: embedder)
-    monkeypatch.setattr("cli.common.configure_logging", lambda *a, **k: None)
+    monkeypatch.setattr("citewell.ingestion.pipeline.build_embedder", lambda settings: embedder)
+    monkeypatch.setattr("citewell.cli.common.configure_logging", lambda *a, **k: None)
 
 
 def _folder(root: Path, files: int = 3) -> Path:
@@ -74,7 +74,7 @@ def test_demo_then_ingest_is_one_source(tmp_path: Path, capsys: pytest.CaptureFi
 def test_cli_and_demo_name_a_new_folder_alike(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from ingestion.sources_config import resolve_folder_source
+    from citewell.ingestion.sources_config import resolve_folder_source
 
     data = tmp_path / "data"
     kb = _folder(tmp_path / "kb")
@@ -154,7 +154,7 @@ def test_progress_bars_on_a_terminal_and_ctrl_c(tmp_path: Path) -> None:
     folder = _folder(tmp_path / "many", files=400)
     data = tmp_path / "data"
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    argv = [sys.executable, "-m", "cli.main", "ingest", str(folder), "--index", "big"]
+    argv = [sys.executable, "-m", "citewell.cli.main", "ingest", str(folder), "--index", "big"]
     argv += ["--data-dir", str(data)]
     code, output = _run_in_pty(argv, env, interrupt_on=b"/400 [")
     assert output.startswith(f"reading 400 files from {folder.resolve()} (source many)")

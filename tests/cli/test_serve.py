@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.settings import Settings
-from ingestion.pipeline import Ingestor
+from citewell.core.settings import Settings
+from citewell.ingestion.pipeline import Ingestor
 from tests.agent.fakes import HashingEmbedder
 
 pytestmark = pytest.mark.slow
@@ -48,7 +48,7 @@ def test_serve_prints_where_it_listens(tmp_path: Path, published: bool) -> None:
         Ingestor(Settings(data_dir=data), embedder=HashingEmbedder()).ingest_folder(
             folder, index="kb"
         )
-    cmd = [sys.executable, "-m", "cli.main", "serve", "--port", "0", "--index", "kb"]
+    cmd = [sys.executable, "-m", "citewell.cli.main", "serve", "--port", "0", "--index", "kb"]
     cmd += ["--data-dir", str(data)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     env.pop("CITEWELL_PRINCIPALS_FILE", None)

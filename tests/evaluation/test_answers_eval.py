@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from agent.models import Answer, Citation, Source
-from core.models import AccessLabel, Principal
-from core.settings import Settings
-from evaluation.answers_eval import evaluate_answers, judge_answer
-from evaluation.golden import load_squad
-from ingestion.golden import load_golden_set
-from ingestion.pipeline import Ingestor, TextDocument
-from retrieval.service import ServingIndex
+from citewell.agent.models import Answer, Citation, Source
+from citewell.core.models import AccessLabel, Principal
+from citewell.core.settings import Settings
+from citewell.evaluation.answers_eval import evaluate_answers, judge_answer
+from citewell.evaluation.squad import load_squad
+from citewell.ingestion.golden import load_golden_set
+from citewell.ingestion.pipeline import Ingestor, TextDocument
+from citewell.retrieval.service import ServingIndex
 
 PUBLIC = AccessLabel(classification="public", groups=frozenset({"everyone"}))
 READER = Principal(name="owner", clearance="public", groups=frozenset())
@@ -142,7 +142,7 @@ def test_squad_slice_end_to_end(squad_kb, embedder):
 
 @pytest.mark.slow
 def test_cli_eval_answers_json_contract(squad_kb, tmp_path, capsys):
-    from cli.main import main
+    from citewell.cli.main import main
 
     settings, questions = squad_kb
     golden = tmp_path / "golden.jsonl"
@@ -212,7 +212,7 @@ def test_one_docugami_filing_with_its_questions(shared_data, embedder, tmp_path)
 def test_questions_outside_the_users_groups_are_not_false_refusals(tmp_path):
     """Issue 18.8: a question whose expected document the evaluating user may not see (other
     groups, whatever the clearance) is "not answerable for this user", counted apart."""
-    from ingestion.golden import GoldenQuestion
+    from citewell.ingestion.golden import GoldenQuestion
     from tests.agent.fakes import HashingEmbedder
 
     settings = Settings(data_dir=tmp_path / "data", index="kb")

@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core.models import Principal
-from core.settings import Settings
-from evaluation.coverage import build_coverage, evaluate_coverage
-from retrieval.manifest import DocumentEntry, FailureEntry
+from citewell.core.models import Principal
+from citewell.core.settings import Settings
+from citewell.evaluation.coverage import build_coverage, evaluate_coverage
+from citewell.retrieval.manifest import DocumentEntry, FailureEntry
 from tests.evaluation.test_answers_eval import SECRET_TITLE, squad_kb  # noqa: F401
 
 NOW = datetime(2025, 10, 1, tzinfo=UTC)
@@ -144,7 +144,7 @@ def test_coverage_of_a_published_index(squad_kb):  # noqa: F811
 def test_failed_document_of_an_ingested_folder_is_shown_only_to_its_groups(tmp_path):
     """Issue 16.12 end to end: the pipeline records a failed file's label and coverage shows
     it to the finance owner, not to a restricted owner outside finance."""
-    from ingestion.pipeline import Ingestor
+    from citewell.ingestion.pipeline import Ingestor
     from tests.agent.fakes import HashingEmbedder
 
     folder = tmp_path / "kb"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import GoldenSetError
-from core.models import (
+from citewell.core.errors import GoldenSetError
+from citewell.core.models import (
     Chunk,
     Principal,
     ScoreBreakdown,
@@ -16,8 +16,8 @@ from core.models import (
     SearchRequest,
     SearchResult,
 )
-from evaluation.gates import score_golden
-from ingestion.sources_config import EvaluationConfig
+from citewell.evaluation.quality_gates import score_golden
+from citewell.ingestion.sources_config import EvaluationConfig
 
 ROOT = "file:///srv/docs/handbook"
 PRINCIPAL = Principal(name="gate", clearance="public")
@@ -103,7 +103,7 @@ def test_questions_without_expected_documents_are_refused(tmp_path: Path) -> Non
 
 def test_the_bundled_questions_are_accepted() -> None:
     """examples/questions.jsonl (with its unanswerable lines) is what the DAGs' gates read."""
-    from ingestion.golden import load_retrieval_questions
+    from citewell.ingestion.golden import load_retrieval_questions
 
     questions = load_retrieval_questions(Path(__file__).parents[2] / "examples" / "questions.jsonl")
     assert len(questions) == 16 and all(q.expected_sources for q in questions)

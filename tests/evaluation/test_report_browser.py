@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.answers_eval import AnswersEvalReport, LatencyStats, QuestionResult
-from evaluation.coverage import CoverageGroup, CoverageReport, DocumentRef, FailedDocument
-from evaluation.models import LatencySummary, ModeMetrics, RetrievalEvalReport
-from evaluation.report import make_bundle, write_report
+from citewell.evaluation.answers_eval import AnswersEvalReport, LatencyStats, QuestionResult
+from citewell.evaluation.coverage import CoverageGroup, CoverageReport, DocumentRef, FailedDocument
+from citewell.evaluation.models import LatencySummary, ModeMetrics, RetrievalEvalReport
+from citewell.evaluation.report import make_bundle, write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
