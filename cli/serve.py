@@ -41,8 +41,9 @@ def banner(settings: Settings, url: str) -> str:
     )
     return (
         f"citewell {citewell_version()} serving {serving}\n"
-        f"  API  {url}/v1/search  (health {url}/healthz, ready {url}/readyz)\n"
-        f"  docs {url}/docs\n"
+        f"  API     {url}/v1/search\n"
+        f"  health  {url}/healthz   ready {url}/readyz\n"
+        f"  docs    {url}/docs\n"
         "  Ctrl-C to stop\n"
     )
 
