@@ -784,19 +784,7 @@ class Ingestor:
             chunks = [self._chunk(item, draft, source_name) for draft in item.drafts]
             block = vectors[offset : offset + len(chunks)]
             offset += len(chunks)
-            new_ids = {chunk.chunk_id for chunk in chunks}
-            # Upsert first, then delete stale chunks: a live remote collection never lacks
-            # the document in between.
-            writer.vectors.upsert(chunks, block)
-            stale = writer.vectors.chunk_ids_by_document([candidate.doc_id]).get(
-                candidate.doc_id, []
-            )
-            stale_ids = [cid for cid in stale if cid not in new_ids]
-            if stale_ids:
-                writer.vectors.delete_chunks(stale_ids)
-            writer.lexical.delete_documents([candidate.doc_id])
-            writer.lexical.add(chunks)  # indexes context + text, as embedded
-            writer.manifest.put(
+            writer.put_document(
                 DocumentEntry(
                     doc_id=candidate.doc_id,
                     source=source_name,
@@ -815,7 +803,9 @@ class Ingestor:
                     modified_at=candidate.modified_at,
                     refreshed_at=now,
                     chunk_recipe=self.chunk_recipe,
-                )
+                ),
+                chunks,
+                block,
             )
             tally.chunks_written += len(chunks)
             tally.progress.update("write", tally.chunks_written, tally.chunks_queued)
@@ -870,21 +860,7 @@ class Ingestor:
         self, writer: IndexWriter, prior: DocumentEntry, base: ResolvedLabel, tally: _Tally
     ) -> None:
         label, _ = self._final_label(base, prior.banner_level)
-        rank = self.scheme.rank(label.classification)
-        writer.vectors.relabel_document(prior.doc_id, label, rank)
-        writer.lexical.relabel_document(prior.doc_id, label, rank)
-        writer.manifest.put(
-            prior.model_copy(
-                update={
-                    "label_fingerprint": base.fingerprint,
-                    "classification": label.classification,
-                    "classification_rank": rank,
-                    "groups": tuple(sorted(label.groups)),
-                    "labelled": base.labelled,
-                    "refreshed_at": datetime.now(UTC),
-                }
-            )
-        )
+        writer.relabel_document(prior, label, base.labelled, base.fingerprint)
         tally.relabeled.append(prior.relative_path)
         if not base.labelled:
             tally.unlabelled.append(prior.relative_path)
