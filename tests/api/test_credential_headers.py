@@ -125,7 +125,7 @@ def test_api_key_as_bearer_token(client, fake_index, api_settings):
     assert _post(client, [("Authorization", "Bearer not-a-key")]).status_code == 401
 
 
-def test_gateway_key_as_bearer_may_act_for(client, fake_index):
+def test_gateway_key_as_bearer_may_act_for(client, fake_index, api_settings):
     token = hs256_token(sub="frank", clearance="internal", groups=["engineering"])
     headers = [("Authorization", f"Bearer {KEYS['gateway']}"), ("X-Act-For", token)]
     response = _post(client, headers)
@@ -133,6 +133,12 @@ def test_gateway_key_as_bearer_may_act_for(client, fake_index):
     assert response.json()["principal"] == "frank"
     headers = [("Authorization", f"Bearer {KEYS['gateway']}"), ("X-Act-For", " ")]
     assert _post(client, headers).status_code == 400
+    line = audit_lines(api_settings)[-1]
+    assert (line["event"], line["outcome"], line["caller"]) == (
+        "act_for",
+        "rejected",
+        "search-gateway",
+    )
 
 
 def _authenticated_routes(client: TestClient) -> list[tuple[str, str]]:
