@@ -96,7 +96,7 @@ def authenticate_connection(
     context: AuthContext | None = None
     headers = None
     try:
-        headers = credential_headers(connection.headers.getlist)
+        headers = credential_headers(connection.headers)
         context = authenticator.authenticate(headers.api_key, headers.bearer)
         if headers.act_for is not None:
             # On failure ``context`` still names the caller, for the audit line below.

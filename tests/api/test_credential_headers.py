@@ -179,3 +179,13 @@ def test_every_authenticated_route_refuses_bad_credential_headers(client, fake_i
             response = client.request(method, path, json={}, headers=headers)
             assert response.status_code == status, (path, headers, response.text)
     assert fake_index.seen == []
+
+
+@pytest.mark.parametrize("name", ["X_Act_For", "Act-For", "X-Act-As", "xactfor"])
+def test_act_for_lookalike_header_is_400(client, fake_index, name):
+    # Ignoring a mangled act-for header would run the gateway as itself.
+    token = hs256_token(sub="frank", clearance="internal", groups=["engineering"])
+    response = _post(client, [("X-API-Key", KEYS["gateway"]), (name, token)])
+    assert response.status_code == 400
+    assert "X-Act-For" in response.json()["detail"]
+    assert fake_index.seen == []

@@ -4,7 +4,6 @@ credentials, API key or JWT, act-for), every tool call audited and counted."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import anyio
@@ -45,7 +44,8 @@ def _call(base: str, headers: dict[str, str], calls: list[tuple[str, dict]]) -> 
             for name, args in calls:
                 result = await c.call_tool(name, args)
                 assert not result.is_error, result.content
-                results.append(result.structured_content or json.loads(result.content[0].text))
+                assert result.structured_content is not None
+                results.append(result.structured_content)
             return tools, results
 
     return anyio.run(scenario)
