@@ -28,17 +28,17 @@ from typing import Any, Literal, Protocol
 import jwt
 from pydantic import BaseModel, ConfigDict
 
-from core.errors import (
+from citewell.core.errors import (
     AuthenticationError,
     AuthorizationError,
     CitewellError,
     ConfigurationError,
     UnknownClassificationError,
 )
-from core.logging import log_event
-from core.models import ClassificationScheme, Principal
-from core.settings import Settings
-from retrieval.principals import PrincipalDirectory
+from citewell.core.logging import log_event
+from citewell.core.models import ClassificationScheme, Principal
+from citewell.core.settings import Settings
+from citewell.retrieval.principals import PrincipalDirectory
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +142,9 @@ class AuthContext(BaseModel):
     principal: Principal  # whom the request runs as
     method: AuthMethod
     caller: str | None = None  # the service that acted for ``principal``, if any
+    # An operator (``operator: true`` in the principals file, API keys only) receives server
+    # timings; a request made for someone else (act-for) never does.
+    operator: bool = False
 
 
 class JwtVerifier:
@@ -316,7 +319,10 @@ class Authenticator:
         if api_key and bearer:
             raise CredentialError("ambiguous", "send either an API key or a bearer token, not both")
         if api_key:
-            return AuthContext(principal=self._by_api_key(api_key), method="api_key")
+            principal = self._by_api_key(api_key)
+            directory = self._directory()
+            operator = directory is not None and directory.is_operator(principal.name)
+            return AuthContext(principal=principal, method="api_key", operator=operator)
         if bearer:
             # OpenAI-style clients can only send "Authorization: Bearer <key>": an API key is
             # accepted there too (same constant-time lookup), anything else must be a JWT.

@@ -12,8 +12,8 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
-from api.audit import AuditLog, AuditRecord
-from api.auth import (
+from citewell.api.audit import AuditLog, AuditRecord
+from citewell.api.auth import (
     ACT_FOR_HEADER,
     API_KEY_HEADER,
     AUTHORIZATION_HEADER,
@@ -22,13 +22,13 @@ from api.auth import (
     MalformedCredentialsError,
     credential_headers,
 )
-from api.metrics import ApiMetrics
-from api.operations import Operations
-from api.state import ServiceHolder
-from core.errors import AuthenticationError, AuthorizationError, ConfigurationError
-from core.models import Principal
-from core.settings import Settings
-from retrieval.protocols import SearchService
+from citewell.api.metrics import ApiMetrics
+from citewell.api.operations import Operations
+from citewell.api.state import ServiceHolder
+from citewell.core.errors import AuthenticationError, AuthorizationError, ConfigurationError
+from citewell.core.models import Principal
+from citewell.core.settings import Settings
+from citewell.retrieval.protocols import SearchService
 
 api_key_scheme = APIKeyHeader(
     name="X-API-Key",

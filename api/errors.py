@@ -15,24 +15,29 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from api.auth import MalformedCredentialsError
-from core.errors import (
+from citewell.api.auth import MalformedCredentialsError
+from citewell.core.errors import (
     AuthenticationError,
     AuthorizationError,
     CitewellError,
     ConfigurationError,
+    IndexIntegrityError,
     InputRejectedError,
     LLMError,
     ModelError,
     StoreUnavailableError,
     UnknownClassificationError,
 )
-from core.logging import log_event
+from citewell.core.logging import log_event
 
 logger = logging.getLogger(__name__)
 
 STORE_UNAVAILABLE_MESSAGE = (
     "The search index is temporarily unavailable; no results were returned. Retry shortly."
+)
+INDEX_INTEGRITY_MESSAGE = (
+    "The search index failed its integrity check; no results were returned. An operator must "
+    "repair the index or roll it back."
 )
 RETRY_AFTER_S = "5"
 # Routes whose callers are OpenAI clients: errors also carry OpenAI's {"error": {...}} shape.
@@ -81,6 +86,16 @@ def public_error(exc: Exception, request: Request | None = None) -> tuple[int, s
         metrics = getattr(request.app.state, "metrics", None) if request is not None else None
         if metrics is not None:
             metrics.store_unavailable.inc()
+        if isinstance(exc, IndexIntegrityError):
+            # The version and what failed go to the log (operators), never to the caller.
+            log_event(
+                logger,
+                logging.ERROR,
+                "api.index_integrity_failed",
+                version=exc.version,
+                error=str(exc),
+            )
+            return 503, INDEX_INTEGRITY_MESSAGE
         log_event(logger, logging.WARNING, "api.store_unavailable", error=type(exc).__name__)
         return 503, STORE_UNAVAILABLE_MESSAGE
     if isinstance(exc, InputRejectedError):

@@ -1,6 +1,6 @@
 """The FastAPI application factory. Nothing is built at import time: ``citewell serve`` builds
-Settings and calls :func:`create_app`; ``uvicorn --factory api.main:create_app_from_env`` does
-the same from the environment (for multi-worker deployments)."""
+Settings and calls :func:`create_app`; ``uvicorn --factory citewell.api.main:create_app_from_env``
+does the same from the environment (for multi-worker deployments)."""
 
 from __future__ import annotations
 
@@ -15,17 +15,17 @@ from fastapi_offline import FastAPIOffline
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.audit import AuditLog
-from api.auth import Authenticator
-from api.errors import install_error_handlers
-from api.mcp_server import MCP_PATH, McpTransport
-from api.metrics import ApiMetrics
-from api.operations import Operations
-from api.routes import answer, health, openai, search
-from api.routes.answer import agent_for
-from api.state import ServiceHolder, ServingIndexLike
-from core.logging import log_event
-from core.settings import Settings
+from citewell.api.audit import AuditLog
+from citewell.api.auth import Authenticator
+from citewell.api.errors import install_error_handlers
+from citewell.api.mcp_server import MCP_PATH, McpTransport
+from citewell.api.metrics import ApiMetrics
+from citewell.api.operations import Operations
+from citewell.api.routes import answer, health, openai, search
+from citewell.api.routes.answer import agent_for
+from citewell.api.state import ServiceHolder, ServingIndexLike
+from citewell.core.logging import log_event
+from citewell.core.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -210,5 +210,6 @@ def create_app(settings: Settings, service: ServingIndexLike | None = None) -> F
 
 
 def create_app_from_env() -> FastAPI:
-    """For ``uvicorn --factory api.main:create_app_from_env``: settings from the environment."""
+    """For ``uvicorn --factory citewell.api.main:create_app_from_env``: settings from the
+    environment."""
     return create_app(Settings())

@@ -26,14 +26,14 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.requests import HTTPConnection, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from agent.models import Answer
-from api.audit import AuditLog
-from api.auth import AuthContext, Authenticator
-from api.deps import authenticate_connection
-from api.errors import error_response, public_error
-from api.operations import Operations
-from core.errors import StoreUnavailableError
-from core.models import SearchMode
+from citewell.agent.models import Answer
+from citewell.api.audit import AuditLog
+from citewell.api.auth import AuthContext, Authenticator
+from citewell.api.deps import authenticate_connection
+from citewell.api.errors import error_response, public_error
+from citewell.api.operations import Operations
+from citewell.core.errors import StoreUnavailableError
+from citewell.core.models import SearchMode
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +141,9 @@ def build_mcp_server(
 
         def run() -> dict[str, Any]:
             answer: Answer = operations.answer(auth, question=question, endpoint=endpoint)
-            payload: dict[str, Any] = answer.model_dump(mode="json")
+            # Server timings depend on the whole index (SECURITY.md): only operators get them.
+            hidden = None if auth.operator else {"timings"}
+            payload: dict[str, Any] = answer.model_dump(mode="json", exclude=hidden)
             return payload
 
         return await anyio.to_thread.run_sync(call, "answer", run)

@@ -8,16 +8,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from agent.agent import Agent
-from agent.models import Answer
-from api.audit import AuditLog, AuditOutcome, AuditRecord, FilterSummary, query_hash
-from api.auth import AuthContext
-from api.metrics import AnswerMetrics, ApiMetrics
-from core.errors import CitewellError, InputRejectedError, StoreUnavailableError
-from core.models import SearchFilters, SearchMode, SearchRequest, SearchResult
-from core.settings import Settings
-from retrieval.access import enforce, scope_for
-from retrieval.protocols import SearchService
+from citewell.agent.agent import Agent
+from citewell.agent.models import Answer
+from citewell.api.audit import AuditLog, AuditOutcome, AuditRecord, FilterSummary, query_hash
+from citewell.api.auth import AuthContext
+from citewell.api.metrics import AnswerMetrics, ApiMetrics
+from citewell.core.errors import CitewellError, InputRejectedError, StoreUnavailableError
+from citewell.core.models import SearchFilters, SearchMode, SearchRequest, SearchResult
+from citewell.core.settings import Settings
+from citewell.retrieval.access import enforce, scope_for
+from citewell.retrieval.protocols import SearchService
 
 
 class Operations:

@@ -5,21 +5,22 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agent.models import Answer
-from cli.common import (
+from citewell.agent.models import Answer
+from citewell.cli.arguments import Text
+from citewell.cli.common import (
     add_caller_options,
     fail,
     load_caller,
     print_json,
 )
-from core.errors import CitewellError
+from citewell.core.errors import CitewellError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "ask", help="answer a question from the knowledge base, citing sources"
     )
-    parser.add_argument("question")
+    parser.add_argument("question", type=Text())
     add_caller_options(parser)
     parser.add_argument("--json", action="store_true", help="print the answer as JSON")
     parser.set_defaults(func=run)
@@ -27,8 +28,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so `citewell --help` loads no models or stores.
-    from agent.factory import build_agent
-    from retrieval.service import open_search_service
+    from citewell.agent.factory import build_agent
+    from citewell.retrieval.service import open_search_service
 
     try:
         settings, principal = load_caller(args)

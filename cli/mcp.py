@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cli.common import add_caller_options, fail, load_caller
-from core.errors import CitewellError
+from citewell.cli.arguments import Pattern
+from citewell.cli.common import add_caller_options, fail, load_caller
+from citewell.core.errors import CitewellError
 
 EPILOG = """example (after `citewell demo`, which builds the index `demo`):
   CITEWELL_PRINCIPALS_FILE=examples/principals.yaml citewell mcp --index demo --user carol
@@ -30,6 +31,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_caller_options(parser)
     parser.add_argument(
         "--transport",
+        type=Pattern(
+            r"^stdio$",
+            "transport (only stdio here: MCP over HTTP is served by `citewell serve` at /mcp)",
+            "stdio",
+        ),
         default="stdio",
         help="stdio (the only transport here; for HTTP use `citewell serve`, path /mcp)",
     )
@@ -37,19 +43,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent.factory import build_agent
-    from api.audit import AuditLog
-    from api.auth import AuthContext
-    from api.mcp_server import stdio_mcp_server
-    from api.metrics import ApiMetrics
-    from api.operations import Operations
-    from retrieval.service import open_search_service
+    from citewell.agent.factory import build_agent
+    from citewell.api.audit import AuditLog
+    from citewell.api.auth import AuthContext
+    from citewell.api.mcp_server import stdio_mcp_server
+    from citewell.api.metrics import ApiMetrics
+    from citewell.api.operations import Operations
+    from citewell.retrieval.service import open_search_service
 
-    if args.transport != "stdio":
-        return fail(
-            "citewell mcp serves stdio only; MCP over HTTP is served, with authentication, "
-            "by `citewell serve` at /mcp"
-        )
     try:
         # stdout is the MCP channel: logs go to stderr (configure_logging does that).
         settings, principal = load_caller(args)

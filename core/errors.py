@@ -51,6 +51,20 @@ class IndexNotFoundError(StoreUnavailableError):
     """The named index has no published version yet."""
 
 
+class IndexIntegrityError(StoreUnavailableError):
+    """A published index version does not match what was recorded when it was published (a
+    file missing, truncated or changed; a point count that disagrees; a search hit that cannot
+    be hydrated). The version is refused, never served partially. ``version`` names it;
+    ``problems`` say what failed (paths relative to the version, for operators' logs only)."""
+
+    def __init__(self, version: str | None, problems: list[str] | tuple[str, ...]) -> None:
+        self.version = version
+        self.problems = tuple(problems)
+        shown = "; ".join(self.problems[:5])
+        more = f" (and {len(self.problems) - 5} more)" if len(self.problems) > 5 else ""
+        super().__init__(f"index version {version or '?'} failed verification: {shown}{more}")
+
+
 class IndexLockedError(CitewellError):
     """Another writer holds the index's write lock."""
 

@@ -12,9 +12,18 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from core.models import DEFAULT_LEVELS, ClassificationScheme, FusionMethod, SearchMode
+from citewell.core.models import DEFAULT_LEVELS, ClassificationScheme, FusionMethod, SearchMode
 
 EmbeddingBackend = Literal["torch", "onnx", "onnx-int8", "openvino", "openvino-int8"]
+
+
+# Filtered dense searches matching at most this many points are searched exactly. Brute force
+# over 384-d points costs ~0.4 us each with qdrant-edge on this machine: at 100k points a
+# 10,000-point filter took 4.9 / 7.1 ms p50 / p95 (7.0 / 9.1 through the store, payloads
+# included) where HNSW answered in ~2 ms with recall 0.165 (benchmarks/vector_store.py). 10,000
+# is above Qdrant's own per-segment full_scan_threshold (10 MB, ~6,700 such points), so filters
+# between the two are made exact too.
+EXACT_SEARCH_MAX_POINTS = 10_000
 
 
 class Settings(BaseSettings):
@@ -83,10 +92,9 @@ class Settings(BaseSettings):
     recency_weight: float = Field(default=1.0, ge=0, le=2)
     candidates_per_leg: int = Field(default=50, ge=1, le=1000)
     # Filtered dense search is exact (brute force) when the caller's access filter and request
-    # filters match at most this many points: filtered HNSW can return full but approximate
-    # lists there (recall 0.165 at 100k points and a 10 % filter); 10,000 points cost ~7 ms.
-    # 0 turns this off (HNSW, exact only when an answer comes back short).
-    exact_search_max_points: int = Field(default=10_000, ge=0)
+    # filters match at most this many points (see EXACT_SEARCH_MAX_POINTS). 0 turns this off
+    # (HNSW, exact only when an answer comes back short).
+    exact_search_max_points: int = Field(default=EXACT_SEARCH_MAX_POINTS, ge=0)
     bm25_k1: float = Field(default=0.9, gt=0)
     bm25_b: float = Field(default=0.4, ge=0, le=1)
     # Snowball stemming: SciFact nDCG@10 0.674 vs 0.661 without (whole documents, k1 0.9, b 0.4).

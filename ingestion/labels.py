@@ -23,9 +23,9 @@ from pathlib import Path
 
 import yaml
 
-from core.errors import LabelError, UnknownClassificationError
-from core.models import AccessLabel, ClassificationScheme
-from ingestion.models import ResolvedLabel
+from citewell.core.errors import LabelError, UnknownClassificationError
+from citewell.core.models import AccessLabel, ClassificationScheme
+from citewell.ingestion.models import ResolvedLabel
 
 LABELS_FILE = "citewell.labels.yaml"
 SIDECAR_SUFFIX = ".labels.yaml"

@@ -19,7 +19,6 @@ import functools
 import hashlib
 import logging
 import os
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -27,11 +26,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tqdm import tqdm
-
-from core.errors import CitewellError, ModelError, ParseError
-from core.logging import log_event
-from core.models import (
+from citewell.core.errors import CitewellError, InputRejectedError, ModelError, ParseError
+from citewell.core.logging import log_event
+from citewell.core.models import (
     AccessLabel,
     Chunk,
     ClassificationScheme,
@@ -39,18 +36,19 @@ from core.models import (
     Frozen,
     IngestReport,
 )
-from core.settings import Settings
-from ingestion.chunking import Tokenizer, chunk_document, chunk_recipe, embedding_tokenizer
-from ingestion.labels import LabelRules, detect_banner
-from ingestion.limits import ZipLimits
-from ingestion.models import ChunkDraft, Element, ParsedDocument, ResolvedLabel, SourceItem
-from ingestion.parsing import parse_document
-from ingestion.sources import LocalFolderSource
-from retrieval.embedding import bundled_model_path, local_model_dir
-from retrieval.factory import build_embedder, embedding_model_id
-from retrieval.index import IndexWriter
-from retrieval.manifest import DocumentEntry
-from retrieval.protocols import Embedder
+from citewell.core.settings import Settings
+from citewell.ingestion.chunking import Tokenizer, chunk_document, chunk_recipe, embedding_tokenizer
+from citewell.ingestion.labels import LabelRules, detect_banner
+from citewell.ingestion.limits import ZipLimits
+from citewell.ingestion.models import ChunkDraft, Element, ParsedDocument, ResolvedLabel, SourceItem
+from citewell.ingestion.parsing import parse_document
+from citewell.ingestion.progress import IngestProgress, NoProgress, TerminalProgress
+from citewell.ingestion.sources import LocalFolderSource
+from citewell.retrieval.embedding import bundled_model_path, local_model_dir
+from citewell.retrieval.factory import build_embedder, embedding_model_id
+from citewell.retrieval.index import IndexWriter
+from citewell.retrieval.manifest import DocumentEntry
+from citewell.retrieval.protocols import Embedder
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +123,9 @@ class _Tally:
     failed: list[DocumentFailure] = field(default_factory=list)
     unlabelled: list[str] = field(default_factory=list)
     chunks_written: int = 0
+    chunks_queued: int = 0
+    chunks_embedded: int = 0
+    progress: IngestProgress = field(default_factory=NoProgress)
 
 
 class Ingestor:
@@ -250,14 +251,17 @@ class Ingestor:
         path: Path,
         index: str | None = None,
         source_name: str | None = None,
-        progress: bool = False,
+        progress: bool | IngestProgress = False,
         fresh: bool = False,
         validate: Callable[[IndexWriter], None] | None = None,
+        allow_empty: bool = True,
     ) -> IngestReport:
         """Refresh ``index`` from a local folder (recursive) with its labels files.
 
         ``fresh`` rebuilds into an empty version; ``validate`` may raise to refuse publishing
-        (the serving version then stays untouched)."""
+        (the serving version then stays untouched). ``progress`` receives the run's progress
+        (``True``: bars on a terminal). ``allow_empty=False`` refuses a folder with no document
+        (an unmounted share would otherwise publish a version without this source)."""
         root = path.resolve()
         name = source_name or root.name
         rules = LabelRules.load(root, self.scheme)
@@ -265,6 +269,13 @@ class Ingestor:
             root, name=name, max_file_bytes=self.settings.max_file_bytes, labels=rules
         )
         discovery = source.discover()
+        if not discovery.items and not allow_empty:
+            raise InputRejectedError(
+                f"no document to ingest in {root}; nothing was published "
+                "(pass --allow-empty to publish the source as empty)"
+            )
+        reporter = _reporter(progress)
+        reporter.begin(name, str(root), len(discovery.items))
 
         def candidates() -> Iterator[_Candidate | _Unreadable]:
             for item in discovery.items:
@@ -302,7 +313,7 @@ class Ingestor:
             rejected=list(discovery.rejected),
             keep_doc_ids=kept,
             detect_banners=True,
-            progress=progress,
+            progress=reporter,
             fresh=fresh,
             validate=validate,
         )
@@ -312,7 +323,7 @@ class Ingestor:
         docs: Iterable[TextDocument],
         index: str,
         source_name: str,
-        progress: bool = False,
+        progress: bool | IngestProgress = False,
         fresh: bool = False,
     ) -> IngestReport:
         """Sync ``index`` with pre-extracted documents: the given set replaces the source's."""
@@ -355,7 +366,7 @@ class Ingestor:
             rejected=[],
             keep_doc_ids=set(),
             detect_banners=False,
-            progress=progress,
+            progress=_reporter(progress),
             fresh=fresh,
         )
 
@@ -370,22 +381,25 @@ class Ingestor:
         rejected: list[DocumentFailure],
         keep_doc_ids: set[str],
         detect_banners: bool,
-        progress: bool,
+        progress: IngestProgress,
         fresh: bool,
         validate: Callable[[IndexWriter], None] | None = None,
     ) -> IngestReport:
         started = time.perf_counter()
         embedder = self.embedder
         computed_before = _computed(embedder)
-        tally = _Tally(failed=list(rejected))
-        with IndexWriter(
-            self.settings,
-            index,
-            embedding_model=embedding_model_id(self.settings),
-            embedding_key=embedder.cache_key,
-            dimension=embedder.dimension,
-            fresh=fresh,
-        ) as writer:
+        tally = _Tally(failed=list(rejected), progress=progress)
+        with (
+            contextlib.closing(progress),
+            IndexWriter(
+                self.settings,
+                index,
+                embedding_model=embedding_model_id(self.settings),
+                embedding_key=embedder.cache_key,
+                dimension=embedder.dimension,
+                fresh=fresh,
+            ) as writer,
+        ):
             existing = writer.manifest.documents(source=source_name)
             recipe = self.chunk_recipe
             stale = sum(1 for doc in existing.values() if doc.chunk_recipe != recipe)
@@ -399,14 +413,8 @@ class Ingestor:
                 writer.manifest.record_failure(source_name, failure.source_uri, failure.reason)
             seen: set[str] = set(keep_doc_ids)
             pending: list[_Pending] = []
-            bar = tqdm(
-                total=total,
-                desc=f"ingest {source_name}",
-                unit="doc",
-                disable=not (progress and sys.stderr.isatty()),
-            )
-            for candidate in candidates:
-                bar.update(1)
+            for checked, candidate in enumerate(candidates, start=1):
+                progress.update("parse", checked, total)
                 seen.add(candidate.doc_id)
                 if isinstance(candidate, _Unreadable):
                     reason = f"cannot read: {candidate.reason}"
@@ -432,16 +440,24 @@ class Ingestor:
                     continue
                 item = self._prepare(candidate, prior is not None, detect_banners, tally)
                 if item is None:
+                    base = candidate.base_label
+                    # The path's label, so reports show the failure only to who may see it.
                     writer.manifest.record_failure(
-                        source_name, candidate.source_uri, tally.failed[-1].reason
+                        source_name,
+                        candidate.source_uri,
+                        tally.failed[-1].reason,
+                        classification_rank=(
+                            self.scheme.rank(base.label.classification) if base.labelled else None
+                        ),
+                        groups=base.label.groups,
                     )
                     continue
                 pending.append(item)
+                tally.chunks_queued += len(item.drafts)
                 if sum(len(p.drafts) for p in pending) >= _EMBED_BATCH_CHUNKS:
                     self._write(writer, source_name, pending, tally)
                     pending = []
             self._write(writer, source_name, pending, tally)
-            bar.close()
             gone = [doc for doc_id, doc in existing.items() if doc_id not in seen]
             if gone:
                 ids = [doc.doc_id for doc in gone]
@@ -532,6 +548,8 @@ class Ingestor:
             return
         texts = [draft.embedding_text for item in pending for draft in item.drafts]
         vectors = self.embedder.embed_documents(texts)
+        tally.chunks_embedded += len(texts)
+        tally.progress.update("embed", tally.chunks_embedded, tally.chunks_queued)
         offset = 0
         now = datetime.now(UTC)
         for item in pending:
@@ -573,6 +591,7 @@ class Ingestor:
                 )
             )
             tally.chunks_written += len(chunks)
+            tally.progress.update("write", tally.chunks_written, tally.chunks_queued)
             (tally.updated if item.updated else tally.added).append(candidate.relative_path)
             if not item.labelled:
                 tally.unlabelled.append(candidate.relative_path)
@@ -622,6 +641,12 @@ class Ingestor:
         tally.relabeled.append(candidate.relative_path)
         if not candidate.base_label.labelled:
             tally.unlabelled.append(candidate.relative_path)
+
+
+def _reporter(progress: bool | IngestProgress) -> IngestProgress:
+    if isinstance(progress, bool):
+        return TerminalProgress() if progress else NoProgress()
+    return progress
 
 
 def _failure_set(writer: IndexWriter, source_name: str) -> set[tuple[str, str]]:

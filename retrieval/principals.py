@@ -11,7 +11,15 @@ principals:
     groups: [service]
     api_key_sha256: 2c26b4...
     can_act_for: true           # may act for an end user with a signed token (audited)
+  ops-dashboard:
+    clearance: public
+    groups: [ops]
+    api_key_sha256: 4e0739...
+    operator: true              # receives server timings (took_ms, answer timings)
 ```
+
+``operator`` and ``can_act_for`` are granted here only, never by a token's claims: an identity
+provider's token cannot make itself an operator.
 """
 
 from __future__ import annotations
@@ -23,8 +31,8 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from core.errors import ConfigurationError
-from core.models import ClassificationScheme, Frozen, Principal
+from citewell.core.errors import ConfigurationError
+from citewell.core.models import ClassificationScheme, Frozen, Principal
 
 
 class PrincipalEntry(Frozen):
@@ -32,6 +40,9 @@ class PrincipalEntry(Frozen):
     groups: tuple[str, ...] = ()
     api_key_sha256: str | None = None
     can_act_for: bool = False
+    # Server timings reveal how much work a query caused, which depends on the index as a
+    # whole; only operators (monitoring, load tests) receive them.
+    operator: bool = False
 
 
 class PrincipalDirectory:
@@ -73,6 +84,10 @@ class PrincipalDirectory:
     def can_act_for(self, name: str) -> bool:
         entry = self._entries.get(name)
         return bool(entry and entry.can_act_for)
+
+    def is_operator(self, name: str) -> bool:
+        entry = self._entries.get(name)
+        return bool(entry and entry.operator)
 
     def by_api_key(self, api_key: str) -> Principal | None:
         digest = hashlib.sha256(api_key.encode("utf-8")).hexdigest()

@@ -13,13 +13,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.agent import Agent
-from agent.factory import build_agent
-from agent.models import Answer, AnswerTimings, Citation, Source, TokenUsage
-from api.deps import AuthContextDep, OperationsDep
-from api.schemas import ErrorBody, SearchFiltersBody
-from core.errors import StoreUnavailableError
-from retrieval.protocols import Embedder
+from citewell.agent.agent import Agent
+from citewell.agent.factory import build_agent
+from citewell.agent.models import Answer, AnswerTimings, Citation, Source, TokenUsage
+from citewell.api.deps import AuthContextDep, OperationsDep
+from citewell.api.schemas import ErrorBody, SearchFiltersBody
+from citewell.core.errors import StoreUnavailableError
+from citewell.retrieval.protocols import Embedder
 
 router = APIRouter(prefix="/v1", tags=["answer"])
 
@@ -61,11 +61,17 @@ class AnswerResponseBody(BaseModel):
     notes: list[str]
     principal: str
     index_version: str | None
-    timings: AnswerTimings
+    timings: AnswerTimings | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="server timings; only for operator principals",
+    )
     usage: TokenUsage | None
 
     @classmethod
-    def from_answer(cls, answer: Answer, principal: str) -> AnswerResponseBody:
+    def from_answer(
+        cls, answer: Answer, principal: str, *, operator: bool = False
+    ) -> AnswerResponseBody:
         flagged = set(answer.flagged_chunks)
         return cls(
             answer=answer.answer,
@@ -82,7 +88,7 @@ class AnswerResponseBody(BaseModel):
             notes=list(answer.notes),
             principal=principal,
             index_version=answer.index_version,
-            timings=answer.timings,
+            timings=answer.timings if operator else None,
             usage=answer.usage,
         )
 
@@ -132,4 +138,4 @@ def answer(
         endpoint="/v1/answer",
         filters=body.filters.to_filters() if body.filters is not None else None,
     )
-    return AnswerResponseBody.from_answer(result, auth.principal.name)
+    return AnswerResponseBody.from_answer(result, auth.principal.name, operator=auth.operator)

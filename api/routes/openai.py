@@ -21,11 +21,11 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agent.models import Answer
-from api.deps import AuthContextDep, MetricsDep, OperationsDep, SettingsDep
-from api.errors import NotFoundError
-from api.schemas import ErrorBody
-from core.errors import InputRejectedError
+from citewell.agent.models import Answer
+from citewell.api.deps import AuthContextDep, MetricsDep, OperationsDep, SettingsDep
+from citewell.api.errors import NotFoundError
+from citewell.api.schemas import ErrorBody
+from citewell.core.errors import InputRejectedError
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 

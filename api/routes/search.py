@@ -6,8 +6,11 @@ import logging
 
 from fastapi import APIRouter
 
-from api.deps import AuthContextDep, OperationsDep
-from api.schemas import ErrorBody, SearchRequestBody, SearchResponseBody
+from citewell.api.deps import (
+    AuthContextDep,
+    OperationsDep,
+)
+from citewell.api.schemas import ErrorBody, SearchRequestBody, SearchResponseBody
 
 logger = logging.getLogger(__name__)
 
@@ -48,5 +51,5 @@ def search(
         prefer_recent=body.prefer_recent,
     )
     return SearchResponseBody.from_result(
-        result, principal=auth.principal.name, took_ms=took * 1000
+        result, principal=auth.principal.name, took_ms=took * 1000 if auth.operator else None
     )

@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from api.main import create_app
-from core.settings import Settings
+from citewell.api.main import create_app
+from citewell.core.settings import Settings
 from tests.api.conftest import FakeServingIndex
 from tests.api.live import live_server
 from tests.browser import chromium_or_skip, visit_page

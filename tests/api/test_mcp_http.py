@@ -13,10 +13,10 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from agent.models import AgentConfig
-from api.main import create_app
-from api.routes.answer import agent_for
-from core.settings import Settings
+from citewell.agent.models import AgentConfig
+from citewell.api.main import create_app
+from citewell.api.routes.answer import agent_for
+from citewell.core.settings import Settings
 from tests.agent.fakes import HashingEmbedder
 from tests.api.conftest import KEYS, FakeServingIndex, audit_lines, hs256_token
 from tests.api.live import live_server

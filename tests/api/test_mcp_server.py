@@ -12,17 +12,17 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from agent.agent import Agent
-from agent.backends import ExtractiveAnswerer
-from agent.models import AgentConfig
-from agent.scoring import SentenceScorer
-from api.audit import AuditLog
-from api.auth import AuthContext
-from api.mcp_server import STDIO_ENDPOINT, stdio_mcp_server
-from api.metrics import ApiMetrics
-from api.operations import Operations
-from core.models import Principal
-from core.settings import Settings
+from citewell.agent.agent import Agent
+from citewell.agent.backends import ExtractiveAnswerer
+from citewell.agent.models import AgentConfig
+from citewell.agent.scoring import SentenceScorer
+from citewell.api.audit import AuditLog
+from citewell.api.auth import AuthContext
+from citewell.api.mcp_server import STDIO_ENDPOINT, stdio_mcp_server
+from citewell.api.metrics import ApiMetrics
+from citewell.api.operations import Operations
+from citewell.core.models import Principal
+from citewell.core.settings import Settings
 from tests.agent.fakes import FakeSearch, HashingEmbedder, make_chunk
 
 CHUNKS = [

@@ -12,12 +12,17 @@ import openai
 import pytest
 from fastapi import FastAPI
 
-from agent.models import AgentConfig, Answer, Citation, Source
-from api.main import create_app
-from api.routes.answer import agent_for
-from api.routes.openai import ChatMessage, citations_of, message_text, retrieval_question
-from core.errors import InputRejectedError
-from core.settings import Settings
+from citewell.agent.models import AgentConfig, Answer, Citation, Source
+from citewell.api.main import create_app
+from citewell.api.routes.answer import agent_for
+from citewell.api.routes.openai import (
+    ChatMessage,
+    citations_of,
+    message_text,
+    retrieval_question,
+)
+from citewell.core.errors import InputRejectedError
+from citewell.core.settings import Settings
 from tests.agent.fakes import HashingEmbedder
 from tests.api.conftest import KEYS, FakeServingIndex, audit_lines, hs256_token
 from tests.api.live import live_server

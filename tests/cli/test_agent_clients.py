@@ -26,9 +26,9 @@ README = REPO / "README.md"
 
 
 def _cli(*args: str) -> list[str]:
-    # `citewell` is `python -m cli.main` from the working tree (the console script would run
-    # whatever copy is installed).
-    return [sys.executable, "-m", "cli.main", *args]
+    # `citewell` is `python -m citewell.cli.main` from the working tree (the console script
+    # would run whatever copy is installed).
+    return [sys.executable, "-m", "citewell.cli.main", *args]
 
 
 def _readme_line(prefix: str) -> list[str]:
@@ -65,7 +65,10 @@ def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def test_readme_mcp_line_serves_the_quick_tour_index(demo_data: Path) -> None:
     args = _readme_line("citewell mcp ")
     params = StdioServerParameters(
-        command=sys.executable, args=["-m", "cli.main", *args], env=_env(demo_data), cwd=REPO
+        command=sys.executable,
+        args=["-m", "citewell.cli.main", *args],
+        env=_env(demo_data),
+        cwd=REPO,
     )
 
     async def scenario() -> tuple[set[str], dict, dict]:

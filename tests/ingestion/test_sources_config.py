@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import ConfigurationError
-from ingestion.sources_config import load_sources
+from citewell.core.errors import ConfigurationError
+from citewell.ingestion.sources_config import load_sources
 
 
 def _write(path: Path, text: str) -> Path:
@@ -30,8 +30,8 @@ def test_paths_resolve_against_the_config_folder_and_defaults_apply(tmp_path: Pa
     assert handbook.schedule == "@daily" and handbook.batch_size == 50
     assert handbook.connector == "local"
     assert handbook.evaluation is not None
-    assert handbook.evaluation.golden == (tmp_path / "g.jsonl").resolve()
-    assert handbook.smoke_golden == handbook.evaluation.golden
+    assert handbook.evaluation.squad == (tmp_path / "g.jsonl").resolve()
+    assert handbook.smoke_golden == handbook.evaluation.squad
     assert config.get("wiki").schedule == "*/15 * * * *"
     assert config.get("wiki").labels_file == Path("/srv/wiki/citewell.labels.yaml")
     with pytest.raises(ConfigurationError, match="no source named"):
