@@ -1,23 +1,19 @@
-"""Agents and chat clients as the README documents them, after the quick tour's
-``citewell demo``: ``citewell mcp`` driven by the mcp package's own stdio client, and the
-README's chat-completions ``curl`` against ``citewell serve --index demo``. Also a clear
-failure at start when the index is missing (MCP used to start and then fail every call)."""
+"""Agents as the README documents them, after the quick tour's ``citewell demo``:
+``citewell mcp`` driven by the mcp package's own stdio client (the README's chat-completions
+``curl`` runs in tests/cli/test_documented_commands.py). Also a clear failure at start when the
+index is missing (MCP used to start and then fail every call)."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
-import httpx
 import pytest
 from mcp import Client, StdioServerParameters
 
@@ -121,63 +117,3 @@ def test_mcp_opens_no_http_listener(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "/mcp" in done.stderr and "citewell serve" in done.stderr
-
-
-def _readme_block(prefix: str) -> str:
-    """The README's shell command that starts with ``prefix``, with its continuation lines."""
-    lines = README.read_text(encoding="utf-8").splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(prefix))
-    block = [lines[start]]
-    while block[-1].endswith("\\"):
-        start += 1
-        block.append(lines[start])
-    return "\n".join(block)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.mark.slow
-def test_readme_chat_completions_curl_against_the_quick_tour_server(demo_data: Path) -> None:
-    serve = _readme_line("citewell serve ")
-    port = _free_port()
-    proc = subprocess.Popen(
-        _cli(*serve, "--port", str(port)),
-        cwd=REPO,
-        env=_env(demo_data),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, "citewell serve exited"
-            assert time.monotonic() < deadline, "citewell serve did not become ready"
-            time.sleep(0.5)
-        # As written, except for the port this test could bind.
-        command = _readme_block("curl -s http://127.0.0.1:8000/v1/chat/completions")
-        command = command.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
-        done = subprocess.run(
-            ["bash", "-c", command], capture_output=True, text=True, timeout=120, check=True
-        )
-        body = json.loads(done.stdout)
-        content = body["choices"][0]["message"]["content"]
-        assert body["model"] == "demo" and body["refused"] is False, body
-        assert "[1]" in content and "\nSources:\n[1] " in content
-        assert body["citations"] and {"title", "page", "source", "quote"} <= set(
-            body["citations"][0]
-        )
-        models = httpx.get(f"{base}/v1/models", headers={"Authorization": "Bearer demo-carol-key"})
-        assert [m["id"] for m in models.json()["data"]] == ["demo"]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
