@@ -68,6 +68,12 @@ def test_readme_quick_tour_runs_as_written(tmp_path: Path) -> None:
     assert "index demo version v" in serve.stdout and "/docs" in serve.stdout, serve.stdout
     curl = _find(runs, "curl -s -H 'X-API-Key: demo-carol-key'")
     assert json.loads(curl.stdout)["results"], curl.stdout
+    # 18.2: the OpenAI-compatible chat, with an API key as the bearer token.
+    chat = json.loads(_find(runs, "curl -s http://127.0.0.1:8000/v1/chat/completions").stdout)
+    content = chat["choices"][0]["message"]["content"]
+    assert chat["model"] == "demo" and chat["refused"] is False, chat
+    assert "[1]" in content and "\nSources:\n[1] " in content, content
+    assert {"title", "page", "source", "quote"} <= set(chat["citations"][0])
     # 18.8: where the report was written.
     report = _find(runs, "citewell eval answers")
     assert (
