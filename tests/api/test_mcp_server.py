@@ -58,6 +58,7 @@ def test_mcp_search_and_answer_round_trip():
     assert [r["doc_id"] for r in found["results"]] == ["normans"]  # payroll is hr-only
     assert answered["refused"] is False and answered["citations"]
     assert answered["citations"][0]["doc_id"] == "normans"
+    assert "timings" not in answered  # server timings are for operators only (SECURITY.md)
     assert {p.name for p, _ in search.requests} == {"mcp-bot"}
 
 
