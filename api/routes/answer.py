@@ -19,6 +19,7 @@ from agent.factory import build_agent
 from agent.models import Answer, AnswerTimings, Citation, Source, TokenUsage
 from api.audit import AuditOutcome, AuditRecord, FilterSummary, query_hash
 from api.deps import AuditLogDep, AuthContextDep, MetricsDep, SettingsDep
+from api.errors import unavailable_reason
 from api.metrics import AnswerMetrics
 from api.schemas import ErrorBody, SearchFiltersBody
 from core.errors import CitewellError, InputRejectedError, StoreUnavailableError
@@ -189,8 +190,8 @@ def answer(
         raise InputRejectedError(f"question longer than {settings.max_query_chars} characters")
     try:
         result = agent.answer(principal, body.question, filters)
-    except StoreUnavailableError:
-        record("answer", "unavailable", None, "store_unavailable")
+    except StoreUnavailableError as exc:
+        record("answer", "unavailable", None, unavailable_reason(exc))
         raise
     except CitewellError as exc:
         record("answer", "error", None, type(exc).__name__)

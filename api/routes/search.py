@@ -9,6 +9,7 @@ from fastapi import APIRouter
 
 from api.audit import AuditOutcome, AuditRecord, FilterSummary, query_hash
 from api.deps import AuditLogDep, AuthContextDep, MetricsDep, SearchServiceDep, SettingsDep
+from api.errors import unavailable_reason
 from api.schemas import ErrorBody, SearchRequestBody, SearchResponseBody
 from core.errors import InputRejectedError, StoreUnavailableError
 from core.models import SearchFilters, SearchRequest, SearchResult
@@ -91,8 +92,8 @@ def search(
         hits = enforce(scope, result.results)
         if len(hits) != len(result.results):
             result = result.model_copy(update={"results": tuple(hits)})
-    except StoreUnavailableError:
-        record("unavailable", None, "store_unavailable")
+    except StoreUnavailableError as exc:
+        record("unavailable", None, unavailable_reason(exc))
         raise
     except Exception as exc:  # audited whatever failed; api.errors decides the response
         record("error", None, type(exc).__name__)

@@ -208,6 +208,14 @@ def test_a_damaged_version_is_refused_not_ready_and_searches_answer_503(
             assert response.status_code == 503, (fault, mode, response.text)
             assert response.json() == {"detail": INDEX_INTEGRITY_MESSAGE}
             assert str(settings.data_dir) not in response.text
+    audit = [
+        json.loads(line)
+        for line in (settings.data_dir / "audit.jsonl").read_text().splitlines()
+        if '"search"' in line
+    ]
+    assert [(a["outcome"], a["reason"]) for a in audit] == [
+        ("unavailable", "index_integrity_failed")
+    ] * 3
     refusals = [r for r in caplog.records if r.getMessage() == "index.version_refused"]
     assert refusals and all(r.fields["version"] == version.name for r in refusals)  # type: ignore[attr-defined]
     service.close()
