@@ -60,7 +60,7 @@ from citewell.ingestion.sources import LocalFolderSource
 from citewell.retrieval.embedding import bundled_model_path, local_model_dir
 from citewell.retrieval.factory import build_embedder, embedding_model_id
 from citewell.retrieval.index import IndexWriter
-from citewell.retrieval.manifest import DocumentEntry
+from citewell.retrieval.manifest import DocumentEntry, classify_change
 from citewell.retrieval.protocols import Embedder
 
 logger = logging.getLogger(__name__)
@@ -625,19 +625,16 @@ class Ingestor:
                         self._enforce_label(writer, prior, candidate.label, candidate.reason, tally)
                     continue
                 prior = existing.get(candidate.doc_id)
-                if (
-                    prior is not None
-                    and prior.content_hash == candidate.content_hash
-                    # Chunked with another recipe (settings or code): chunk again, or the index
-                    # silently keeps chunks made the old way.
-                    and prior.chunk_recipe == recipe
-                ):
-                    if prior.label_fingerprint == candidate.base_label.fingerprint:
-                        tally.unchanged.append(candidate.relative_path)
-                        if not prior.labelled:
-                            tally.unlabelled.append(candidate.relative_path)
-                    else:
-                        self._relabel(writer, prior, candidate.base_label, tally)
+                change = classify_change(
+                    prior, candidate.content_hash, recipe, candidate.base_label.fingerprint
+                )
+                if change == "unchanged" and prior is not None:
+                    tally.unchanged.append(candidate.relative_path)
+                    if not prior.labelled:
+                        tally.unlabelled.append(candidate.relative_path)
+                    continue
+                if change == "relabeled" and prior is not None:
+                    self._relabel(writer, prior, candidate.base_label, tally)
                     continue
                 parsing.submit(candidate)
                 ahead.append((candidate, prior is not None))
