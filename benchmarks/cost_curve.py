@@ -55,9 +55,9 @@ from typing import Any
 
 import numpy as np
 
-from core.logging import configure_logging
-from core.models import AccessLabel, Chunk, Principal, SearchMode, SearchRequest
-from core.settings import Settings
+from citewell.core.logging import configure_logging
+from citewell.core.models import AccessLabel, Chunk, Principal, SearchMode, SearchRequest
+from citewell.core.settings import Settings
 
 CORPUS = Path("/work/shared/data/ir/scifact/corpus.jsonl.gz")
 QUERIES = Path("/work/shared/data/ir/scifact/queries.jsonl")
@@ -195,11 +195,11 @@ def settings_for(root: Path) -> Settings:
 
 
 def build(root: Path, size: int, sample: int) -> dict[str, object]:
-    from ingestion.pipeline import Ingestor, _label_fingerprint
-    from retrieval.embedding_cache import CachingEmbedder, EmbeddingCache
-    from retrieval.factory import build_model_embedder, embedding_model_id
-    from retrieval.index import IndexLayout, IndexWriter
-    from retrieval.manifest import DocumentEntry
+    from citewell.ingestion.pipeline import Ingestor, _label_fingerprint
+    from citewell.retrieval.embedding_cache import CachingEmbedder, EmbeddingCache
+    from citewell.retrieval.factory import build_model_embedder, embedding_model_id
+    from citewell.retrieval.index import IndexLayout, IndexWriter
+    from citewell.retrieval.manifest import DocumentEntry
 
     settings = settings_for(root)
     inner = build_model_embedder(settings)
@@ -315,9 +315,9 @@ def build(root: Path, size: int, sample: int) -> dict[str, object]:
 
 
 def measure(root: Path, size: int, n_queries: int) -> dict[str, object]:
-    from retrieval.embedding_cache import CachingEmbedder, EmbeddingCache
-    from retrieval.factory import build_model_embedder
-    from retrieval.service import ServingIndex
+    from citewell.retrieval.embedding_cache import CachingEmbedder, EmbeddingCache
+    from citewell.retrieval.factory import build_model_embedder
+    from citewell.retrieval.service import ServingIndex
 
     settings = settings_for(root)
     base_rss = rss_mb()[0]
@@ -383,7 +383,7 @@ def visible_matches(service: Any, principal: Principal, request: SearchRequest) 
     """How many chunks the principal may see that the request's mode could return: every
     visible chunk for dense and hybrid, every visible chunk sharing a term with the query for
     BM25 (counted by the BM25 index without a limit)."""
-    from retrieval.access import scope_for
+    from citewell.retrieval.access import scope_for
 
     scope = scope_for(principal, service.settings.scheme, service.settings.default_groups)
     lease = service._acquire()
@@ -398,9 +398,9 @@ def visible_matches(service: Any, principal: Principal, request: SearchRequest) 
 
 
 def refresh(root: Path, size: int) -> dict[str, object]:
-    from ingestion.pipeline import Ingestor, TextDocument
-    from retrieval.factory import build_embedder
-    from retrieval.index import IndexLayout
+    from citewell.ingestion.pipeline import Ingestor, TextDocument
+    from citewell.retrieval.factory import build_embedder
+    from citewell.retrieval.index import IndexLayout
 
     settings = settings_for(root)
     vocab = fit_vocabulary()
@@ -433,11 +433,11 @@ def lexical(
     """The lexical leg alone at ``size`` x each factor: the built index's BM25 postings
     replicated under new chunk and document ids (same per-chunk terms, N scaled; the vocabulary
     does not grow), then CPU per query of the chunk and the document legs."""
-    from core.models import SearchFilters
-    from retrieval.access import scope_for
-    from retrieval.index import IndexLayout
-    from retrieval.lexical.bm25 import BM25Index
-    from retrieval.lexical.tokenize import Tokenizer
+    from citewell.core.models import SearchFilters
+    from citewell.retrieval.access import scope_for
+    from citewell.retrieval.index import IndexLayout
+    from citewell.retrieval.lexical.bm25 import BM25Index
+    from citewell.retrieval.lexical.tokenize import Tokenizer
 
     settings = settings_for(root)
     layout = IndexLayout(settings, index_name(size))

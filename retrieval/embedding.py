@@ -24,9 +24,9 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from core.errors import ConfigurationError, ModelError
-from core.logging import log_event
-from retrieval.onnx_export import (
+from citewell.core.errors import ConfigurationError, ModelError
+from citewell.core.logging import log_event
+from citewell.retrieval.onnx_export import (
     BatchedModel,
     OnnxModel,
     Task,
@@ -34,7 +34,7 @@ from retrieval.onnx_export import (
     exported_model,
     hash_model_dir,
 )
-from retrieval.protocols import Matrix, Vector
+from citewell.retrieval.protocols import Matrix, Vector
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,6 @@ def local_model_dir(model: str | Path) -> Path | None:
     """The model's folder when it is a local path (then the hub is never contacted)."""
     path = Path(model).expanduser()
     if path.is_dir():
-        os.environ["HF_HUB_OFFLINE"] = "1"
         return path.resolve()
     return None
 
@@ -240,7 +239,7 @@ class LazyModel:
             raise ConfigurationError(f"backend {self._backend!r} needs an export_dir")
         path = exported_model(model_dir, self._export_dir, task, _VARIANTS[self._backend])
         if self._backend.startswith("openvino"):
-            from retrieval.openvino_backend import INT8_ACTIVATION_GROUP, OpenVinoModel
+            from citewell.retrieval.openvino_backend import INT8_ACTIVATION_GROUP, OpenVinoModel
 
             group = INT8_ACTIVATION_GROUP if self._backend == "openvino-int8" else 0
             return OpenVinoModel(

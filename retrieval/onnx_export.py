@@ -19,7 +19,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -31,8 +30,8 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import numpy.typing as npt
 
-from core.errors import ModelError
-from core.logging import log_event
+from citewell.core.errors import ModelError
+from citewell.core.logging import log_event
 
 if TYPE_CHECKING:
     import torch
@@ -94,7 +93,6 @@ def exported_model(source: Path, export_dir: Path, task: Task, variant: Variant)
 
 
 def _export(source: Path, source_hash: str, target: Path, task: Task) -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder never needs the hub
     started = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
     # Export into a private temp dir, then rename: concurrent exporters never see half a model.

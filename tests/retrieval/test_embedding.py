@@ -12,8 +12,8 @@ import numpy as np
 import openvino as ov
 import pytest
 
-from core.errors import ConfigurationError
-from retrieval.embedding import BACKENDS, SentenceTransformerEmbedder, bundled_model_path
+from citewell.core.errors import ConfigurationError
+from citewell.retrieval.embedding import BACKENDS, SentenceTransformerEmbedder, bundled_model_path
 from tests.retrieval.contracts.embedder_contract import EmbedderContract
 
 SCIFACT = Path("/work/shared/data/ir/scifact/corpus.jsonl.gz")
@@ -242,8 +242,8 @@ def test_constructor_rejects_bad_settings(tmp_path):
 
 
 def test_the_default_backend_is_openvino_int8(monkeypatch, tmp_path, shared_model_exports):
-    from core.settings import Settings
-    from retrieval.factory import build_model_embedder
+    from citewell.core.settings import Settings
+    from citewell.retrieval.factory import build_model_embedder
 
     monkeypatch.delenv("CITEWELL_EMBEDDING_BACKEND", raising=False)
     settings = Settings(data_dir=tmp_path)

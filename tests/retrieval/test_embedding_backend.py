@@ -3,17 +3,16 @@ when serving; versions written before the record existed read as the backend the
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import pytest
 
-from core.errors import StoreUnavailableError
-from core.models import AccessLabel, Principal, SearchRequest
-from ingestion.pipeline import Ingestor, TextDocument
-from retrieval.embedding import backend_of_key, embedding_cache_key
-from retrieval.index import META_FILE, IndexLayout
-from retrieval.service import ServingIndex
+from citewell.core.errors import StoreUnavailableError
+from citewell.core.models import AccessLabel, Principal, SearchRequest
+from citewell.ingestion.pipeline import Ingestor, TextDocument
+from citewell.retrieval.embedding import backend_of_key, embedding_cache_key
+from citewell.retrieval.index import META_FILE, IndexLayout, IndexMeta
+from citewell.retrieval.service import ServingIndex
 from tests.agent.fakes import HashingEmbedder
 
 INDEX = "kb"
@@ -41,9 +40,8 @@ def write_older_meta(layout: IndexLayout, embedding_key: str) -> str:
     del record["embedding_backend"]
     record["embedding_key"] = embedding_key
     if "seal" in record:
-        del record["seal"]
-        material = json.dumps(record, separators=(",", ":"))
-        record["seal"] = hashlib.sha256(material.encode("utf-8")).hexdigest()
+        # Sealed as publishing seals: over the record as the model reads it.
+        record["seal"] = IndexMeta.model_validate({**record, "seal": None}).sealed().seal
     meta_file.write_text(json.dumps(record))
     return str(record["version"])
 

@@ -13,17 +13,21 @@ import logging
 from datetime import UTC, datetime
 from urllib.parse import unquote
 
-from core.errors import EvaluationError
-from core.logging import log_event
-from core.models import Frozen, Principal, SearchRequest
-from core.settings import Settings
-from evaluation.metrics import mean, mrr_at_k, recall_at_k
-from ingestion.golden import load_golden_set, matches_relative_path
-from ingestion.sources_config import EvaluationConfig, SourceConfig
-from retrieval.index import IndexLayout
-from retrieval.manifest import Manifest
-from retrieval.protocols import Embedder, SearchService
-from retrieval.service import ServingIndex
+from citewell.core.errors import EvaluationError
+from citewell.core.logging import log_event
+from citewell.core.models import Frozen, Principal, SearchRequest
+from citewell.core.settings import Settings
+from citewell.evaluation.metrics import mean, mrr_at_k, recall_at_k
+from citewell.ingestion.golden import (
+    load_retrieval_questions,
+    matches_relative_path,
+)
+from citewell.ingestion.sources_config import EvaluationConfig, SourceConfig
+from citewell.retrieval.access import maintenance_principal
+from citewell.retrieval.index import IndexLayout
+from citewell.retrieval.manifest import Manifest
+from citewell.retrieval.protocols import Embedder, SearchService
+from citewell.retrieval.service import ServingIndex
 
 logger = logging.getLogger(__name__)
 
@@ -66,16 +70,13 @@ def _principal(settings: Settings, index: str) -> tuple[Principal, str | None]:
     layout = IndexLayout(settings, index)
     version = layout.current_version()
     if version is None:
-        return Principal(name=_EVAL_PRINCIPAL, clearance=settings.scheme.most_restrictive), None
+        return maintenance_principal(_EVAL_PRINCIPAL, settings.scheme, ()), None
     manifest = Manifest(layout.version_dir(version) / "manifest.sqlite", read_only=True)
     try:
         groups = frozenset(g for doc in manifest.iter_documents() for g in doc.groups)
     finally:
         manifest.close()
-    principal = Principal(
-        name=_EVAL_PRINCIPAL, clearance=settings.scheme.most_restrictive, groups=groups
-    )
-    return principal, version
+    return maintenance_principal(_EVAL_PRINCIPAL, settings.scheme, groups), version
 
 
 def score_golden(
@@ -85,7 +86,7 @@ def score_golden(
     source_root_uri: str,
 ) -> tuple[dict[str, float], str | None]:
     """Mean hit rate and MRR at ``config.k`` over the golden set, and the version searched."""
-    questions = load_golden_set(config.golden, require_expected=True)
+    questions = load_retrieval_questions(config.golden)
     hits: list[float] = []
     reciprocal: list[float] = []
     version: str | None = None
@@ -143,7 +144,7 @@ def evaluate(
         source=source.name,
         index=source.index,
         index_version=seen or version,
-        questions=len(load_golden_set(config.golden, require_expected=True)),
+        questions=len(load_retrieval_questions(config.golden)),
         k=config.k,
         metrics=metrics,
         floors=dict(config.floors),
