@@ -107,7 +107,10 @@ class IndexMeta(Frozen):
         return None
 
     def _seal_value(self) -> str:
-        material = self.model_dump_json(exclude={"seal"})
+        # A version sealed before embedding_backend existed reads it back as None: leave it
+        # out, as that code did, or every such version would read as tampered with.
+        unset = {"embedding_backend"} if self.embedding_backend is None else set()
+        material = self.model_dump_json(exclude={"seal"} | unset)
         return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
     @property

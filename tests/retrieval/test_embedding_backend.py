@@ -3,6 +3,7 @@ when serving; versions written before the record existed read as the backend the
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -138,3 +139,19 @@ def test_backend_of_key():
     assert backend_of_key(embedding_cache_key("m@1", "onnx-int8", 128)) == "onnx-int8"
     assert backend_of_key("hashing-256") == "hashing-256"
     assert backend_of_key("st:x|torch") == "st:x|torch"
+
+
+def test_a_version_sealed_before_the_backend_record_still_verifies(torch_index):
+    # Sealed as the code before the record sealed: over every field it had, which did not
+    # include embedding_backend (not even as null).
+    layout = IndexLayout(torch_index, INDEX)
+    meta_file = layout.version_dir(layout.current_version() or "") / META_FILE
+    record = json.loads(meta_file.read_text())
+    del record["embedding_backend"]
+    older = IndexMeta.model_validate({**record, "seal": None})
+    material = older.model_dump_json(exclude={"seal", "embedding_backend"})
+    record["seal"] = hashlib.sha256(material.encode("utf-8")).hexdigest()
+    meta_file.write_text(json.dumps(record))
+    meta = layout.read_meta(record["version"])
+    assert meta.embedding_backend is None and meta.vectors_backend == "torch"
+    assert meta.seal_problem() is None
