@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from citewell.cli import tuning
-from citewell.cli.arguments import ExistingPath, IntRange, OutputPath
+from citewell.cli.arguments import ExistingPath, FloatRange, IntRange, OutputPath
 from citewell.cli.common import (
     add_caller_options,
     add_index_options,
@@ -362,16 +362,6 @@ def run_compare(args: argparse.Namespace) -> int:
 # --- calibrate: the answerability check from a KB owner's judgements ---------------------------
 
 
-def _budget(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from exc
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError("must be within [0, 1)")
-    return value
-
-
 def register_calibrate(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = kinds.add_parser(
         "calibrate",
@@ -384,16 +374,18 @@ def register_calibrate(kinds: argparse._SubParsersAction[argparse.ArgumentParser
             "the threshold is recalibrated; the shipped weights are kept."
         ),
     )
-    parser.add_argument("--questions", required=True, type=Path, help="golden set (.csv/.jsonl)")
+    parser.add_argument(
+        "--questions", required=True, type=ExistingPath("file"), help="golden set (.csv/.jsonl)"
+    )
     parser.add_argument(
         "--max-false-refusal",
-        type=_budget,
+        type=FloatRange(0.0, 0.99),
         default=None,
         metavar="SHARE",
         help="refuse at most this share of the answerable questions (default 0.07)",
     )
     parser.add_argument(
-        "--out", type=Path, help="write here instead of the index's answerability.json"
+        "--out", type=OutputPath(), help="write here instead of the index's answerability.json"
     )
     parser.add_argument("--dry-run", action="store_true", help="print the figures, write nothing")
     add_caller_options(parser)

@@ -20,6 +20,10 @@ def test_search_prefer_recent_json(
     monkeypatch.setattr("citewell.cli.common.configure_logging", lambda *a, **k: None)
     # Weighted fusion keeps the reports' tied relevance tied, so the order shows the recency leg.
     monkeypatch.setenv("CITEWELL_FUSION", "weighted")
+    # Queries are embedded by the embedder that built the index (one backend per index).
+    monkeypatch.setattr(
+        "citewell.retrieval.service.build_embedder", lambda settings: HashingEmbedder()
+    )
     settings = Settings(data_dir=tmp_path / "data", index="dated")
     Ingestor(settings, embedder=HashingEmbedder()).ingest_texts(
         dated_reports(), index="dated", source_name="t"
