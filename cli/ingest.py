@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli.common import add_index_options, fail, load_settings, print_json
-from core.errors import CitewellError
-from core.models import IngestReport
+from citewell.cli.common import add_index_options, fail, load_settings, print_json
+from citewell.core.errors import CitewellError
+from citewell.core.models import IngestReport
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from ingestion.pipeline import Ingestor  # heavy (models, stores): only when running
+    from citewell.ingestion.pipeline import Ingestor  # heavy (models, stores): only when running
 
     try:
         settings = load_settings(args)

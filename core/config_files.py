@@ -18,7 +18,7 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from core.errors import ConfigurationError
+from citewell.core.errors import ConfigurationError
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -35,10 +35,10 @@ from typing import Annotated, Protocol
 
 from pydantic import StrictStr, StringConstraints, field_validator
 
-from core.config_files import YamlDocument, load_yaml, validate_yaml
-from core.errors import LabelError, UnknownClassificationError
-from core.models import AccessLabel, ClassificationScheme, Frozen
-from ingestion.models import ParsedDocument, ResolvedLabel
+from citewell.core.config_files import YamlDocument, load_yaml, validate_yaml
+from citewell.core.errors import LabelError, UnknownClassificationError
+from citewell.core.models import AccessLabel, ClassificationScheme, Frozen
+from citewell.ingestion.models import ParsedDocument, ResolvedLabel
 
 LABELS_FILE = "citewell.labels.yaml"
 SIDECAR_SUFFIX = ".labels.yaml"

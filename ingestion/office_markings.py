@@ -17,7 +17,7 @@ from pathlib import Path
 
 from defusedxml import ElementTree
 
-from core.errors import ParseError
+from citewell.core.errors import ParseError
 
 _MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 _REL = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"

@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from core.errors import ConfigurationError, InputRejectedError, LabelError
-from core.logging import log_event
-from core.models import DocumentFailure
-from ingestion.labels import LABELS_FILE, MISSPELT_SUFFIX, SIDECAR_SUFFIX, LabelRules
-from ingestion.models import DiscoveryResult, ResolvedLabel, SourceItem
+from citewell.core.errors import ConfigurationError, InputRejectedError, LabelError
+from citewell.core.logging import log_event
+from citewell.core.models import DocumentFailure
+from citewell.ingestion.labels import LABELS_FILE, MISSPELT_SUFFIX, SIDECAR_SUFFIX, LabelRules
+from citewell.ingestion.models import DiscoveryResult, ResolvedLabel, SourceItem
 
 logger = logging.getLogger(__name__)
 

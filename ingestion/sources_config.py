@@ -31,10 +31,10 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from core.config_files import load_yaml, validate_yaml
-from core.errors import ConfigurationError
-from core.models import Frozen, SearchMode
-from ingestion.labels import LABELS_FILE
+from citewell.core.config_files import load_yaml, validate_yaml
+from citewell.core.errors import ConfigurationError
+from citewell.core.models import Frozen, SearchMode
+from citewell.ingestion.labels import LABELS_FILE
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _PRESETS = frozenset(

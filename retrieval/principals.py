@@ -22,9 +22,9 @@ from pathlib import Path
 
 from pydantic import StrictBool, StrictStr
 
-from core.config_files import load_yaml, validate_yaml
-from core.errors import ConfigurationError, UnknownClassificationError
-from core.models import ClassificationScheme, Frozen, Principal
+from citewell.core.config_files import load_yaml, validate_yaml
+from citewell.core.errors import ConfigurationError, UnknownClassificationError
+from citewell.core.models import ClassificationScheme, Frozen, Principal
 
 
 class PrincipalEntry(Frozen):

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from cli.main import main as cli_main
-from core.models import Principal, SearchMode, SearchRequest
-from core.settings import Settings
-from ingestion.pipeline import Ingestor
-from retrieval.index import IndexLayout
-from retrieval.service import ServingIndex
+from citewell.cli.main import main as cli_main
+from citewell.core.models import Principal, SearchMode, SearchRequest
+from citewell.core.settings import Settings
+from citewell.ingestion.pipeline import Ingestor
+from citewell.retrieval.index import IndexLayout
+from citewell.retrieval.service import ServingIndex
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,7 @@ def test_broken_labels_file_fails_the_run_and_keeps_the_serving_version(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("cli.common.configure_logging", lambda *a, **k: None)
+    monkeypatch.setattr("citewell.cli.common.configure_logging", lambda *a, **k: None)
     settings = Settings(data_dir=tmp_path / "data")
     folder = tmp_path / "docs"
     (folder / "board").mkdir(parents=True)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from core.config_files import load_yaml, validate_yaml
-from core.errors import ConfigurationError, LabelError
-from core.models import Frozen
+from citewell.core.config_files import load_yaml, validate_yaml
+from citewell.core.errors import ConfigurationError, LabelError
+from citewell.core.models import Frozen
 
 
 class _Entry(Frozen):

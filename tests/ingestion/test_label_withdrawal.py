@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from core.models import Principal, SearchMode, SearchRequest
-from ingestion.pipeline import Ingestor
-from retrieval.index import open_version
-from retrieval.service import ServingIndex
+from citewell.core.models import Principal, SearchMode, SearchRequest
+from citewell.ingestion.pipeline import Ingestor
+from citewell.retrieval.index import open_version
+from citewell.retrieval.service import ServingIndex
 
 pytestmark = pytest.mark.slow
 

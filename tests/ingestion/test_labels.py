@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import LabelError, UnknownClassificationError
-from core.models import AccessLabel, ClassificationScheme
-from ingestion.labels import LabelRules, detect_banner, find_banner, glob_to_regex
+from citewell.core.errors import LabelError, UnknownClassificationError
+from citewell.core.models import AccessLabel, ClassificationScheme
+from citewell.ingestion.labels import LabelRules, detect_banner, find_banner, glob_to_regex
 
 SCHEME = ClassificationScheme()
 
@@ -250,7 +250,7 @@ def test_yml_spellings_are_refused_not_ignored(tmp_path: Path):
 
 
 def test_a_nested_labels_file_is_a_configuration_error(tmp_path: Path):
-    from ingestion.sources import LocalFolderSource
+    from citewell.ingestion.sources import LocalFolderSource
 
     (tmp_path / "citewell.labels.yaml").write_text("default: {classification: public}\n")
     (tmp_path / "board").mkdir()

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import ConfigurationError
-from core.models import ClassificationScheme
-from retrieval.principals import PrincipalDirectory
+from citewell.core.errors import ConfigurationError
+from citewell.core.models import ClassificationScheme
+from citewell.retrieval.principals import PrincipalDirectory
 
 SCHEME = ClassificationScheme()
 

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.models import ClassificationScheme, Principal, SearchMode, SearchRequest
-from ingestion.labels import BannerReader, detect_banner
-from ingestion.pipeline import Ingestor
-from retrieval.index import open_version
-from retrieval.service import ServingIndex
+from citewell.core.models import ClassificationScheme, Principal, SearchMode, SearchRequest
+from citewell.ingestion.labels import BannerReader, detect_banner
+from citewell.ingestion.pipeline import Ingestor
+from citewell.retrieval.index import open_version
+from citewell.retrieval.service import ServingIndex
 
 SCHEME = ClassificationScheme()
 PROSE = [
@@ -164,7 +164,7 @@ def _name(fmt: str, place: str) -> str:
 def banner_index(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Any:
     """One folder with every case (plus prose-only negatives and a "most restrictive wins"
     document), labelled public for everyone, ingested once through the real pipeline."""
-    from core.settings import Settings
+    from citewell.core.settings import Settings
 
     root = tmp_path_factory.mktemp("banners")
     folder = root / "docs"
@@ -302,8 +302,8 @@ def test_prose_mentioning_a_marking_word_is_not_a_banner(
 
 
 def test_a_banner_only_raises() -> None:
-    from core.models import AccessLabel
-    from ingestion.labels import LabelRules
+    from citewell.core.models import AccessLabel
+    from citewell.ingestion.labels import LabelRules
 
     rules = LabelRules(SCHEME, default=AccessLabel(classification="restricted", groups={"a"}))
     resolved = rules.resolve("x.txt", None, "Internal use only\n\nBody text.")

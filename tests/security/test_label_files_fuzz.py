@@ -11,9 +11,9 @@ from tempfile import TemporaryDirectory
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.errors import LabelError
-from core.models import ClassificationScheme
-from ingestion.labels import LabelRules
+from citewell.core.errors import LabelError
+from citewell.core.models import ClassificationScheme
+from citewell.ingestion.labels import LabelRules
 
 SCHEME = ClassificationScheme()
 LEVELS = st.sampled_from(SCHEME.levels)
