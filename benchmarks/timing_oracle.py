@@ -24,9 +24,9 @@ from functools import partial
 import numpy as np
 
 from benchmarks.bm25 import make_chunk, synthetic_chunks
-from core.models import SearchFilters
-from retrieval.access import AccessScope
-from retrieval.lexical import BM25Index
+from citewell.core.models import SearchFilters
+from citewell.retrieval.access import AccessScope
+from citewell.retrieval.lexical import BM25Index
 
 SECRET = "zylophant"
 ABSENT = "xylophant"  # same length and suffix: the stemmer does the same work

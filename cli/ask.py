@@ -5,21 +5,22 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agent.models import Answer
-from cli.common import (
+from citewell.agent.models import Answer, Citation
+from citewell.cli.arguments import Text
+from citewell.cli.common import (
     add_caller_options,
     fail,
     load_caller,
     print_json,
 )
-from core.errors import CitewellError
+from citewell.core.errors import CitewellError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "ask", help="answer a question from the knowledge base, citing sources"
     )
-    parser.add_argument("question")
+    parser.add_argument("question", type=Text())
     add_caller_options(parser)
     parser.add_argument("--json", action="store_true", help="print the answer as JSON")
     parser.set_defaults(func=run)
@@ -27,8 +28,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so `citewell --help` loads no models or stores.
-    from agent.factory import build_agent
-    from retrieval.service import open_search_service
+    from citewell.agent.factory import build_agent
+    from citewell.retrieval.service import open_search_service
 
     try:
         settings, principal = load_caller(args)
@@ -49,24 +50,32 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_answer(answer: Answer) -> None:
-    """Human-readable answer with its citations."""
+    """Human-readable answer with its citations: one ``[n]`` per source, its quotes beneath."""
     out = sys.stdout
     if answer.refused:
         out.write(answer.answer + "\n")
+        if answer.refusal_reason:
+            out.write(f"Why: {answer.refusal_reason}\n")
         if answer.sources:
             out.write("Closest sources searched (none supports an answer):\n")
     elif not answer.generated:
         out.write(f"(no generated answer: {answer.notes[-1]}) Sources:\n")
     else:
         out.write(answer.answer + "\n")
+        if answer.confidence is not None:
+            out.write(f"(confidence {answer.confidence:.2f})\n")
     if answer.citations:
         out.write("\nCitations:\n")
+        grouped: dict[int, list[Citation]] = {}
         for c in answer.citations:
-            page = f", p. {c.page}" if c.page is not None else ""
-            out.write(
-                f"  [{c.n}] {c.title}{page} ({c.source_uri}) chars {c.char_start}-"
-                f'{c.char_end}\n      "{c.quote}"\n'
-            )
+            grouped.setdefault(c.n, []).append(c)
+        for n in sorted(grouped):
+            first = grouped[n][0]
+            page = f", p. {first.page}" if first.page is not None else ""
+            out.write(f"  [{n}] {first.title}{page} ({first.source_uri})\n")
+            for c in grouped[n]:
+                quote = " ".join(c.quote.split())
+                out.write(f'      "{quote}" (chars {c.char_start}-{c.char_end})\n')
     elif answer.sources:
         for s in answer.sources:
             page = f", p. {s.page}" if s.page is not None else ""

@@ -4,12 +4,14 @@ a BEIR-format collection; further kinds (e.g. ``answers``) register beside it.""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
-from cli import tuning
-from cli.common import (
+from citewell.cli import tuning
+from citewell.cli.arguments import ExistingPath, FloatRange, IntRange, OutputPath
+from citewell.cli.common import (
     add_caller_options,
     add_index_options,
     fail,
@@ -17,9 +19,9 @@ from cli.common import (
     load_settings,
     print_json,
 )
-from core.errors import CitewellError
-from evaluation.models import RETRIEVAL_MODES, RetrievalEvalReport
-from evaluation.retrieval_eval import evaluate_retrieval
+from citewell.core.errors import CitewellError
+from citewell.evaluation.models import RETRIEVAL_MODES, RetrievalEvalReport
+from citewell.evaluation.retrieval_eval import evaluate_retrieval
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     kinds = parser.add_subparsers(dest="eval_kind", required=True, metavar="KIND")
     register_retrieval(kinds)
     register_owner_reports(kinds)
+    register_calibrate(kinds)
     tuning.register(kinds)
 
 
@@ -42,7 +45,7 @@ def register_retrieval(kinds: argparse._SubParsersAction[argparse.ArgumentParser
     parser.add_argument(
         "--dataset",
         required=True,
-        type=Path,
+        type=ExistingPath("dir"),
         help="folder with corpus.jsonl[.gz], queries.jsonl and qrels/<split>.tsv",
     )
     parser.add_argument("--split", default="test", help="qrels split (default: test)")
@@ -61,6 +64,21 @@ def register_retrieval(kinds: argparse._SubParsersAction[argparse.ArgumentParser
     add_index_options(parser)  # --index names the evaluation index (default: derived)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(func=run_retrieval)
+
+
+STALE_DAYS = IntRange(1, 36_500)
+
+
+def _tolerance(text: str) -> str:
+    """METRIC=DELTA with a finite, non-negative DELTA (checked again by parse_tolerances)."""
+    name, sep, value = text.partition("=")
+    try:
+        delta = float(value)
+    except ValueError:
+        delta = math.nan
+    if not sep or not name.strip() or not 0.0 <= delta <= 1e9:
+        raise argparse.ArgumentTypeError(f"expected METRIC=DELTA (DELTA >= 0), got {text!r}")
+    return text
 
 
 def _modes(raw: list[str] | None) -> list[str] | None:
@@ -137,10 +155,18 @@ def register_owner_reports(kinds: argparse._SubParsersAction[argparse.ArgumentPa
         help="answer quality and citations on a golden question set, as a principal",
         description="Ask every golden question against the current index as the given principal.",
     )
-    answers.add_argument("--questions", required=True, type=Path, help="golden set (.csv/.jsonl)")
-    answers.add_argument("--limit", type=int, help="ask only the first N questions")
-    answers.add_argument("--report", type=Path, help="also write a self-contained HTML report")
-    answers.add_argument("--stale-days", type=int, default=90, help="for the report's coverage")
+    answers.add_argument(
+        "--questions", required=True, type=ExistingPath("file"), help="golden set (.csv/.jsonl)"
+    )
+    answers.add_argument(
+        "--limit", type=IntRange(1, 1_000_000), help="ask only the first N questions"
+    )
+    answers.add_argument(
+        "--report", type=OutputPath(), help="also write a self-contained HTML report"
+    )
+    answers.add_argument(
+        "--stale-days", type=STALE_DAYS, default=90, help="for the report's coverage"
+    )
     add_caller_options(answers)
     answers.add_argument("--json", action="store_true", help="print the report as JSON")
     answers.set_defaults(func=run_answers)
@@ -149,9 +175,13 @@ def register_owner_reports(kinds: argparse._SubParsersAction[argparse.ArgumentPa
         "coverage",
         help="documents never retrieved, never cited, stale or failed, as a principal",
     )
-    coverage.add_argument("--questions", type=Path, help="golden set whose runs count as usage")
-    coverage.add_argument("--answers", type=Path, help="or: a saved `eval answers --json` file")
-    coverage.add_argument("--stale-days", type=int, default=90)
+    coverage.add_argument(
+        "--questions", type=ExistingPath("file"), help="golden set whose runs count as usage"
+    )
+    coverage.add_argument(
+        "--answers", type=ExistingPath("file"), help="or: a saved `eval answers --json` file"
+    )
+    coverage.add_argument("--stale-days", type=STALE_DAYS, default=90)
     add_caller_options(coverage)
     coverage.add_argument("--json", action="store_true", help="print the report as JSON")
     coverage.set_defaults(func=run_coverage)
@@ -159,29 +189,34 @@ def register_owner_reports(kinds: argparse._SubParsersAction[argparse.ArgumentPa
     report = kinds.add_parser(
         "report", help="build the HTML report (and its JSON) from saved evaluation JSON files"
     )
-    report.add_argument("--out", required=True, type=Path, help="HTML file to write")
-    report.add_argument("--answers", type=Path, help="`eval answers --json` output")
-    report.add_argument("--retrieval", type=Path, help="`eval retrieval --json` output")
-    report.add_argument("--coverage", type=Path, help="`eval coverage --json` output")
+    report.add_argument("--out", required=True, type=OutputPath(), help="HTML file to write")
+    report.add_argument("--answers", type=ExistingPath("file"), help="`eval answers --json` output")
+    report.add_argument(
+        "--retrieval", type=ExistingPath("file"), help="`eval retrieval --json` output"
+    )
+    report.add_argument(
+        "--coverage", type=ExistingPath("file"), help="`eval coverage --json` output"
+    )
     report.set_defaults(func=run_report)
 
     compare = kinds.add_parser(
         "compare", help="regression gate: exit 1 when a metric drops beyond its tolerance"
     )
-    compare.add_argument("run", type=Path, help="evaluation JSON of this run")
-    compare.add_argument("baseline", type=Path, help="stored baseline JSON")
+    compare.add_argument("run", type=ExistingPath("file"), help="evaluation JSON of this run")
+    compare.add_argument("baseline", type=ExistingPath("file"), help="stored baseline JSON")
     compare.add_argument(
         "--tolerance",
         action="append",
         metavar="METRIC=DELTA",
+        type=_tolerance,
         help="override a metric's allowed change, e.g. ndcg@10=0.02 (repeatable)",
     )
     compare.set_defaults(func=run_compare)
 
 
 def _answers_run(args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    from evaluation.answers_eval import evaluate_answers
-    from ingestion.golden import load_golden_set
+    from citewell.evaluation.answers_eval import evaluate_answers
+    from citewell.ingestion.golden import load_golden_set
 
     settings, principal = load_caller(args)
     questions = load_golden_set(args.questions, limit=args.limit)
@@ -192,9 +227,10 @@ def _answers_run(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
 
 def run_answers(args: argparse.Namespace) -> int:
-    from evaluation.coverage import evaluate_coverage
-    from evaluation.report import make_bundle, write_report
+    from citewell.evaluation.coverage import evaluate_coverage
+    from citewell.evaluation.report import make_bundle, write_report
 
+    written: tuple[Path, Path] | None = None
     try:
         settings, principal, report = _answers_run(args)
         if args.report:
@@ -208,7 +244,7 @@ def run_answers(args: argparse.Namespace) -> int:
                 answers=report,
                 coverage=coverage,
             )
-            write_report(bundle, args.report)
+            written = write_report(bundle, args.report)
     except CitewellError as exc:
         return fail(str(exc))
     if args.json:
@@ -221,13 +257,22 @@ def run_answers(args: argparse.Namespace) -> int:
         for name, value in report.metrics().items():
             shown = "n/a" if value is None else f"{value:.3f}"
             sys.stdout.write(f"  {name:<22}{shown:>10}\n")
+        if report.n_not_answerable_for_user:
+            sys.stdout.write(
+                f"  {report.n_not_answerable_for_user} answerable question(s) not answerable for "
+                f"{report.principal} (no expected document visible), counted apart\n"
+            )
+    if written is not None:
+        # On stderr with --json, so stdout stays one JSON document.
+        stream = sys.stderr if args.json else sys.stdout
+        stream.write(f"report written to {written[0].resolve()} (data: {written[1].resolve()})\n")
     return 0
 
 
 def run_coverage(args: argparse.Namespace) -> int:
-    from evaluation.answers_eval import AnswersEvalReport
-    from evaluation.coverage import evaluate_coverage
-    from evaluation.regression import load_json
+    from citewell.evaluation.answers_eval import AnswersEvalReport
+    from citewell.evaluation.coverage import evaluate_coverage
+    from citewell.evaluation.regression import load_json
 
     try:
         if args.questions and args.answers:
@@ -266,10 +311,10 @@ def run_coverage(args: argparse.Namespace) -> int:
 def run_report(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from evaluation.answers_eval import AnswersEvalReport
-    from evaluation.coverage import CoverageReport
-    from evaluation.regression import load_json
-    from evaluation.report import make_bundle, write_report
+    from citewell.evaluation.answers_eval import AnswersEvalReport
+    from citewell.evaluation.coverage import CoverageReport
+    from citewell.evaluation.regression import load_json
+    from citewell.evaluation.report import make_bundle, write_report
 
     try:
         answers = (
@@ -297,12 +342,12 @@ def run_report(args: argparse.Namespace) -> int:
         return fail(f"not an evaluation JSON file: {exc.error_count()} problem(s)")
     except CitewellError as exc:
         return fail(str(exc))
-    sys.stdout.write(f"wrote {html_path} and {json_path}\n")
+    sys.stdout.write(f"report written to {html_path.resolve()} (data: {json_path.resolve()})\n")
     return 0
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from evaluation.regression import compare, load_json, parse_tolerances
+    from citewell.evaluation.regression import compare, load_json, parse_tolerances
 
     try:
         result = compare(
@@ -312,3 +357,124 @@ def run_compare(args: argparse.Namespace) -> int:
         return fail(str(exc))
     sys.stdout.write(result.diff())
     return 0 if result.passed else 1
+
+
+# --- calibrate: the answerability check from a KB owner's judgements ---------------------------
+
+
+def register_calibrate(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = kinds.add_parser(
+        "calibrate",
+        help="recalibrate when the agent refuses, from judged answerable/unanswerable questions",
+        description=(
+            "Ask every question of a golden set (the `eval answers` format; unanswerable lines "
+            'have no expected document or "answerable": false) as a principal, fit the '
+            "answerability check on them and write the index's calibration file, which the "
+            "agent uses from its next answer. With fewer than 30 questions of either kind only "
+            "the threshold is recalibrated; the shipped weights are kept."
+        ),
+    )
+    parser.add_argument(
+        "--questions", required=True, type=ExistingPath("file"), help="golden set (.csv/.jsonl)"
+    )
+    parser.add_argument(
+        "--max-false-refusal",
+        type=FloatRange(0.0, 0.99),
+        default=None,
+        metavar="SHARE",
+        help="refuse at most this share of the answerable questions (default 0.07)",
+    )
+    parser.add_argument(
+        "--out", type=OutputPath(), help="write here instead of the index's answerability.json"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the figures, write nothing")
+    add_caller_options(parser)
+    parser.add_argument("--json", action="store_true", help="print the calibration as JSON")
+    parser.set_defaults(func=run_calibrate)
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from citewell.agent.answerability import AnswerabilityModel
+    from citewell.agent.factory import build_agent, calibration_path
+    from citewell.evaluation.answerability import (
+        DEFAULT_MAX_FALSE_REFUSAL,
+        collect_candidates,
+        featurize,
+        fit_model,
+        rates,
+    )
+    from citewell.evaluation.answers_eval import allowed_questions
+    from citewell.ingestion.golden import load_golden_set
+    from citewell.retrieval.service import open_search_service
+
+    budget = DEFAULT_MAX_FALSE_REFUSAL if args.max_false_refusal is None else args.max_false_refusal
+    try:
+        settings, principal = load_caller(args)
+        questions = allowed_questions(load_golden_set(args.questions), principal, settings)
+        target = args.out or calibration_path(settings)
+        service = open_search_service(settings)
+        try:
+            agent = build_agent(settings, service, service.embedder)
+            current: AnswerabilityModel = agent.checker.model()
+            judged = featurize(
+                agent.checker.analyzer,
+                collect_candidates(
+                    agent, principal, [(q.question, q.answerable) for q in questions]
+                ),
+            )
+        finally:
+            service.close()
+        before = rates(current, judged)
+        model = fit_model(
+            judged,
+            data=f"{args.questions.name}: {len(judged)} questions asked as {principal.name} "
+            f"on index {settings.index}",
+            base=current,
+            max_false_refusal=budget,
+        )
+        if not args.dry_run:
+            _write_atomically(target, model.model_dump_json(indent=2) + "\n")
+    except CitewellError as exc:
+        return fail(str(exc))
+    figures = model.figures
+    if args.json:
+        print_json(
+            {
+                "written": None if args.dry_run else str(target),
+                "before": {"refusal_rate": before[0], "false_refusal_rate": before[1]},
+                "calibration": model.model_dump(mode="json"),
+            }
+        )
+        return 0
+    fitted = (
+        "weights and threshold" if figures.weights_fitted else "threshold only (few judgements)"
+    )
+    sys.stdout.write(
+        f"{figures.answerable} answerable and {figures.unanswerable} unanswerable questions "
+        f"as {principal.name} on index {settings.index}; recalibrated {fitted}\n"
+        f"  before: refuses {_pct(before[0])} of unanswerable, {_pct(before[1])} of answerable\n"
+        f"  after:  refuses {_pct(figures.refusal_rate_unanswerable)} of unanswerable, "
+        f"{_pct(1 - figures.answer_rate_answerable)} of answerable "
+        f"(threshold {model.threshold:.3f}, budget {budget:.0%})\n"
+        "  (figures on the calibration questions themselves: expect less on new questions)\n"
+    )
+    sys.stdout.write("  not written (--dry-run)\n" if args.dry_run else f"wrote {target}\n")
+    return 0
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    import os
+    import tempfile
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise CitewellError(f"cannot write {path}: {exc.strerror or exc}") from exc

@@ -8,13 +8,13 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from cli.common import add_index_options, fail, load_settings, print_json
-from core.errors import CitewellError, IndexIntegrityError
-from core.settings import Settings
-from retrieval.index import IndexLayout, rollback, verify_version
+from citewell.cli.common import add_index_options, fail, load_settings, print_json
+from citewell.core.errors import CitewellError, IndexIntegrityError
+from citewell.core.settings import Settings
+from citewell.retrieval.index import IndexLayout, rollback, verify_version
 
 if TYPE_CHECKING:
-    from retrieval.service import ServingIndex
+    from citewell.retrieval.service import ServingIndex
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -127,7 +127,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def _serving_index(settings: Settings) -> ServingIndex:
-    from retrieval.service import ServingIndex  # loads models: only for this command
+    from citewell.retrieval.service import ServingIndex  # loads models: only for this command
 
     return ServingIndex(settings, settings.index)
 

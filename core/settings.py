@@ -6,15 +6,25 @@ Every field can be set from the environment with the ``CITEWELL_`` prefix, e.g.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from core.models import DEFAULT_LEVELS, ClassificationScheme, FusionMethod, SearchMode
+from citewell.core.models import DEFAULT_LEVELS, ClassificationScheme, FusionMethod, SearchMode
 
 EmbeddingBackend = Literal["torch", "onnx", "onnx-int8", "openvino", "openvino-int8"]
+
+
+# Filtered dense searches matching at most this many points are searched exactly. Brute force
+# over 384-d points costs ~0.4 us each with qdrant-edge on this machine: at 100k points a
+# 10,000-point filter took 4.9 / 7.1 ms p50 / p95 (7.0 / 9.1 through the store, payloads
+# included) where HNSW answered in ~2 ms with recall 0.165 (benchmarks/vector_store.py). 10,000
+# is above Qdrant's own per-segment full_scan_threshold (10 MB, ~6,700 such points), so filters
+# between the two are made exact too.
+EXACT_SEARCH_MAX_POINTS = 10_000
 
 
 class Settings(BaseSettings):
@@ -39,7 +49,11 @@ class Settings(BaseSettings):
 
     # --- models --------------------------------------------------------------------------
     embedding_model: str | None = None  # id or path; None → bundled all-MiniLM-L6-v2
-    embedding_backend: EmbeddingBackend = "torch"
+    # The fastest backend that holds quality (2.8x torch's documents/s on 2 cores, SciFact
+    # nDCG@10 within 0.005; benchmarks/README.md). Exported once from the local
+    # weights into model_cache_dir; if that fails, torch with one WARNING log line. An index
+    # records its backend and refuses vectors of another (set torch to keep an older index).
+    embedding_backend: EmbeddingBackend = "openvino-int8"
     embedding_batch_size: int = Field(default=32, ge=1)
     embedding_max_seq_length: int = Field(default=256, ge=16)
     reranker_model: str | None = None  # id or path; None → the index's trained model, if any
@@ -47,6 +61,9 @@ class Settings(BaseSettings):
     reranker_max_length: int = Field(default=256, ge=16)  # tokens per (query, passage) pair
     rerank_candidates: int = Field(default=20, ge=1, le=200)
     model_threads: int | None = None  # torch/onnx intra-op threads; None → cores available
+    # Model exports (ONNX/OpenVINO), keyed by the source weights' hash, so several data dirs may
+    # share one; None → <data_dir>/cache/models.
+    model_cache_dir: Path | None = None
 
     # --- chunking ------------------------------------------------------------------------
     # Counted with the embedding model's tokenizer; leaves room under its 256-token limit for
@@ -83,10 +100,9 @@ class Settings(BaseSettings):
     recency_weight: float = Field(default=1.0, ge=0, le=2)
     candidates_per_leg: int = Field(default=50, ge=1, le=1000)
     # Filtered dense search is exact (brute force) when the caller's access filter and request
-    # filters match at most this many points: filtered HNSW can return full but approximate
-    # lists there (recall 0.165 at 100k points and a 10 % filter); 10,000 points cost ~7 ms.
-    # 0 turns this off (HNSW, exact only when an answer comes back short).
-    exact_search_max_points: int = Field(default=10_000, ge=0)
+    # filters match at most this many points (see EXACT_SEARCH_MAX_POINTS). 0 turns this off
+    # (HNSW, exact only when an answer comes back short).
+    exact_search_max_points: int = Field(default=EXACT_SEARCH_MAX_POINTS, ge=0)
     bm25_k1: float = Field(default=0.9, gt=0)
     bm25_b: float = Field(default=0.4, ge=0, le=1)
     # Snowball stemming: SciFact nDCG@10 0.674 vs 0.661 without (whole documents, k1 0.9, b 0.4).
@@ -99,6 +115,12 @@ class Settings(BaseSettings):
     max_uncompressed_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
     max_compression_ratio: float = Field(default=100.0, gt=1)
     max_zip_entries: int = Field(default=10_000, ge=1)
+    # Each document is parsed in a worker process (ingestion/parse_workers.py): killed past the
+    # time limit; its address space capped at start-up size plus the memory limit. The failure
+    # is that document's, with its reason; the run goes on. Workers: None → cores - 1 (1 to 4).
+    parse_time_limit_s: float = Field(default=300.0, gt=0)
+    parse_memory_limit_bytes: int = Field(default=2 * 1024**3, ge=64 * 1024**2)
+    parse_workers: int | None = Field(default=None, ge=1, le=64)
     max_query_chars: int = Field(default=2000, ge=1)
     max_request_bytes: int = Field(default=64 * 1024, ge=1024)
 
@@ -118,9 +140,10 @@ class Settings(BaseSettings):
     llm_timeout_s: float = Field(default=60.0, gt=0)
     answer_time_budget_s: float = Field(default=30.0, gt=0)
     answer_max_retrievals: int = Field(default=2, ge=1, le=5)
-    # Refuse when the best supporting sentence scores below this; None → the threshold
-    # calibrated on SQuAD 2.0 (agent/models.py). Calibrate per corpus where questions differ.
-    answer_refusal_threshold: float | None = None
+    # Refuse when no candidate sentence's calibrated answerability probability reaches this;
+    # None → the index's calibration (`citewell eval calibrate`), else the shipped one
+    # (agent/answerability.json). Prefer recalibrating over setting a number by hand.
+    answer_refusal_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -144,3 +167,19 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
+
+
+def apply_process_environment(settings: Settings) -> None:
+    """Set the process environment the libraries read, before any model or parser loads.
+
+    Called by entry points only (the CLI, the API factory, DAG tasks): library code never sets
+    the environment. unstructured sends no telemetry; Hugging Face libraries never reach a hub
+    while every configured model is a local folder (a hub id in production keeps the hub).
+    Values already set by the operator win.
+    """
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    models = (settings.embedding_model, settings.reranker_model)
+    if all(model is None or Path(model).expanduser().is_dir() for model in models):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -22,8 +22,8 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from core.logging import log_event
-from core.models import Chunk, ClassificationScheme, Frozen, Principal, SearchFilters
+from citewell.core.logging import log_event
+from citewell.core.models import Chunk, ClassificationScheme, Frozen, Principal, SearchFilters
 
 logger = logging.getLogger(__name__)
 

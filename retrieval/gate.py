@@ -10,8 +10,8 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from core.models import Frozen
-from retrieval.durable import write_atomic
+from citewell.core.models import Frozen
+from citewell.retrieval.durable import write_atomic
 
 GATE_FILE = "gate.json"
 

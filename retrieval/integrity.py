@@ -20,7 +20,7 @@ import os
 import stat
 from pathlib import Path
 
-from core.models import Frozen
+from citewell.core.models import Frozen
 
 DIGEST_ALGORITHM = "sha256-zero-runs-64k"
 _BLOCK = 1 << 16

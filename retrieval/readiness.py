@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from core.models import Frozen
+from citewell.core.models import Frozen
 
 NotReadyReason = Literal[
     "no_published_version",

@@ -18,15 +18,15 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from core.errors import (
+from citewell.core.errors import (
     CitewellError,
     IndexIntegrityError,
     IndexNotFoundError,
     ModelError,
     StoreUnavailableError,
 )
-from core.logging import log_event
-from core.models import (
+from citewell.core.logging import log_event
+from citewell.core.models import (
     Chunk,
     Frozen,
     Principal,
@@ -36,15 +36,20 @@ from core.models import (
     SearchRequest,
     SearchResult,
 )
-from core.settings import Settings
-from retrieval.access import AccessScope, enforce, scope_for
-from retrieval.factory import build_embedder, embedding_model_id, model_export_dir, model_threads
-from retrieval.fusion import FUSION_FILE, FusionChoice, load_tuned_fusion, settings_fusion
-from retrieval.gate import load_gate
-from retrieval.index import IndexLayout, OpenedVersion, open_version
-from retrieval.protocols import Embedder, Reranker
-from retrieval.readiness import NotReadyReason, Readiness
-from retrieval.rerank import resolve_reranker
+from citewell.core.settings import Settings
+from citewell.retrieval.access import AccessScope, enforce, scope_for
+from citewell.retrieval.factory import (
+    build_embedder,
+    embedding_model_id,
+    model_export_dir,
+    model_threads,
+)
+from citewell.retrieval.fusion import FUSION_FILE, FusionChoice, load_tuned_fusion, settings_fusion
+from citewell.retrieval.index import IndexLayout, OpenedVersion, open_version
+from citewell.retrieval.protocols import Embedder, Reranker
+from citewell.retrieval.readiness import NotReadyReason, Readiness
+from citewell.retrieval.rerank import resolve_reranker
+from citewell.retrieval.reranker_decision import load_gate
 
 logger = logging.getLogger(__name__)
 

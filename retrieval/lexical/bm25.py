@@ -32,13 +32,13 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from core.errors import ConfigurationError, StoreUnavailableError
-from core.logging import log_event
-from core.models import AccessLabel, Chunk, SearchFilters
-from retrieval.access import AccessScope, filter_values
-from retrieval.lexical import storage
-from retrieval.lexical.filtering import filter_slots, micros, visible_classes
-from retrieval.lexical.scoring import (
+from citewell.core.errors import ConfigurationError, StoreUnavailableError
+from citewell.core.logging import log_event
+from citewell.core.models import AccessLabel, Chunk, SearchFilters
+from citewell.retrieval.access import AccessScope, filter_values
+from citewell.retrieval.lexical import storage
+from citewell.retrieval.lexical.filtering import filter_slots, micros, visible_classes
+from citewell.retrieval.lexical.scoring import (
     ClassPostings,
     ScopeStats,
     SearchTrace,
@@ -46,7 +46,7 @@ from retrieval.lexical.scoring import (
     score_chunks,
     score_documents,
 )
-from retrieval.lexical.tokenize import DEFAULT_TOKENIZER, Tokenizer, contextual_text
+from citewell.retrieval.lexical.tokenize import DEFAULT_TOKENIZER, Tokenizer, contextual_text
 
 logger = logging.getLogger(__name__)
 

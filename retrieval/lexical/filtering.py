@@ -11,8 +11,8 @@ from datetime import datetime
 import numpy as np
 import numpy.typing as npt
 
-from core.models import SearchFilters
-from retrieval.access import AccessScope, as_utc, filter_time_range, filter_values
+from citewell.core.models import SearchFilters
+from citewell.retrieval.access import AccessScope, as_utc, filter_time_range, filter_values
 
 NO_TIME = np.iinfo(np.int64).min  # modified_at unknown
 

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from core.errors import StoreUnavailableError
-from retrieval.durable import fsync_dir, write_synced
+from citewell.core.errors import StoreUnavailableError
+from citewell.retrieval.durable import fsync_dir, write_synced
 
 FORMAT_VERSION = 1
 POINTER = "CURRENT"

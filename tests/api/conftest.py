@@ -18,9 +18,9 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from api.main import create_app
-from core.errors import StoreUnavailableError
-from core.models import (
+from citewell.api.main import create_app
+from citewell.core.errors import StoreUnavailableError
+from citewell.core.models import (
     Chunk,
     Principal,
     ScoreBreakdown,
@@ -29,10 +29,10 @@ from core.models import (
     SearchRequest,
     SearchResult,
 )
-from core.settings import Settings
-from retrieval.access import scope_for
-from retrieval.principals import hash_api_key
-from retrieval.readiness import Readiness
+from citewell.core.settings import Settings
+from citewell.retrieval.access import scope_for
+from citewell.retrieval.principals import hash_api_key
+from citewell.retrieval.readiness import Readiness
 
 JWT_SECRET = "test-secret-0123456789-abcdefghijklmnop"
 KEYS = {

@@ -17,17 +17,23 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from api.errors import INDEX_INTEGRITY_MESSAGE
-from api.main import create_app
-from cli.main import main as cli_main
-from core.errors import IndexIntegrityError
-from core.models import AccessLabel, Principal, SearchMode, SearchRequest
-from core.settings import Settings
-from ingestion.pipeline import Ingestor, TextDocument
-from retrieval.index import IndexLayout, IndexWriter, open_version, rollback, verify_version
-from retrieval.integrity import content_digest
-from retrieval.principals import hash_api_key
-from retrieval.service import ServingIndex
+from citewell.api.errors import INDEX_INTEGRITY_MESSAGE
+from citewell.api.main import create_app
+from citewell.cli.main import main as cli_main
+from citewell.core.errors import IndexIntegrityError
+from citewell.core.models import AccessLabel, Principal, SearchMode, SearchRequest
+from citewell.core.settings import Settings
+from citewell.ingestion.pipeline import Ingestor, TextDocument
+from citewell.retrieval.index import (
+    IndexLayout,
+    IndexWriter,
+    open_version,
+    rollback,
+    verify_version,
+)
+from citewell.retrieval.integrity import content_digest
+from citewell.retrieval.principals import hash_api_key
+from citewell.retrieval.service import ServingIndex
 from tests.agent.fakes import HashingEmbedder
 
 API_KEY = "integrity-key-51ab"
@@ -352,7 +358,7 @@ def test_an_unhydratable_bm25_hit_is_an_integrity_error_not_a_dropped_result(
 
 class _BrokenModel(HashingEmbedder):
     def warm_up(self) -> None:
-        from core.errors import ModelError
+        from citewell.core.errors import ModelError
 
         raise ModelError("model files missing")
 
@@ -393,7 +399,7 @@ def test_cli_ready_uses_the_serving_check(
     # A real embedder would load here; the hashing one keeps the test fast, so the check the
     # CLI runs is asked to use it through the same ServingIndex the API uses.
     monkeypatch.setattr(
-        "cli.index_admin._serving_index",
+        "citewell.cli.index_admin._serving_index",
         lambda s: ServingIndex(s, embedder=HashingEmbedder()),
     )
     assert cli_main(_cli(settings, "ready", "--json")) == 0
@@ -443,7 +449,7 @@ def test_a_remote_collection_is_checked_by_its_point_count(
     # engine stands in for the server (one client shared by every store, as one server is).
     from qdrant_client import QdrantClient
 
-    from retrieval.stores.qdrant import QdrantVectorStore
+    from citewell.retrieval.stores.qdrant import QdrantVectorStore
 
     server = QdrantClient(location=":memory:")
 
@@ -454,7 +460,7 @@ def test_a_remote_collection_is_checked_by_its_point_count(
     def remote_store(settings: Settings, collection: str, dimension: int) -> QdrantVectorStore:
         return OnTheServer(server, collection, dimension)
 
-    monkeypatch.setattr("retrieval.index._remote_store", remote_store)
+    monkeypatch.setattr("citewell.retrieval.index._remote_store", remote_store)
     remote = Settings(data_dir=tmp_path / "data", qdrant_url="http://qdrant.invalid:6333")
     Ingestor(remote, embedder=HashingEmbedder()).ingest_texts(
         documents(0, 6), index=remote.index, source_name="reports"

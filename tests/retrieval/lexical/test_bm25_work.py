@@ -9,10 +9,10 @@ from collections.abc import Callable
 
 import pytest
 
-from core.models import SearchFilters
-from retrieval.access import AccessScope, filters_allow
-from retrieval.lexical import BM25Index
-from retrieval.lexical.scoring import SearchTrace
+from citewell.core.models import SearchFilters
+from citewell.retrieval.access import AccessScope, filters_allow
+from citewell.retrieval.lexical import BM25Index
+from citewell.retrieval.lexical.scoring import SearchTrace
 from tests.retrieval.contracts.lexical_index_contract import CORPUS, FILLER, PUBLIC, make_chunk
 
 SECRET = "zylophant"
