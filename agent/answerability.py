@@ -34,11 +34,11 @@ from typing import Any
 import numpy as np
 from pydantic import Field, ValidationError
 
-from agent.scoring import ScoredSentence
-from core.errors import ConfigurationError
-from core.logging import log_event
-from core.models import Frozen
-from retrieval.lexical import Tokenizer, contextual_text
+from citewell.agent.scoring import ScoredSentence
+from citewell.core.errors import ConfigurationError
+from citewell.core.logging import log_event
+from citewell.core.models import Frozen
+from citewell.retrieval.lexical import Tokenizer, contextual_text
 
 logger = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ from datetime import datetime
 
 from pydantic import Field, computed_field
 
-from core.models import Frozen, SearchMode
-from core.settings import Settings
+from citewell.core.models import Frozen, SearchMode
+from citewell.core.settings import Settings
 
 
 class Source(Frozen):

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from agent.injection import instruction_ranges
-from core.models import Chunk, Frozen
-from retrieval.lexical import contextual_text
-from retrieval.protocols import Embedder, Matrix
+from citewell.agent.injection import instruction_ranges
+from citewell.core.models import Chunk, Frozen
+from citewell.retrieval.lexical import contextual_text
+from citewell.retrieval.protocols import Embedder, Matrix
 
 _MIN_WORDS = 4
 _MAX_CHARS = 400

@@ -12,7 +12,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from agent.models import Answer
+from citewell.agent.models import Answer
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 RESULT_BUCKETS = (0, 1, 2, 3, 5, 10, 20, 50, 100)
@@ -59,6 +59,18 @@ class ApiMetrics:
         self.store_unavailable = Counter(
             "citewell_store_unavailable",
             "Requests answered 503 because a store could not be queried.",
+            registry=self.registry,
+        )
+        self.mcp_tool_calls = Counter(
+            "citewell_mcp_tool_calls",
+            "MCP tool calls by tool and outcome (ok, or the HTTP status a REST call would get).",
+            ("tool", "outcome"),
+            registry=self.registry,
+        )
+        self.chat_completions = Counter(
+            "citewell_chat_completions",
+            "OpenAI-compatible chat completions by mode (stream or not) and outcome.",
+            ("stream", "outcome"),
             registry=self.registry,
         )
         self.reloads = Counter(

@@ -40,15 +40,15 @@ from typing import Any
 
 import numpy as np
 
-from agent.agent import Agent
-from agent.answerability import DEFAULT_CALIBRATION_FILE, TextAnalyzer, default_model
-from agent.backends import ExtractiveAnswerer
-from agent.factory import build_agent
-from agent.injection import instruction_patterns
-from agent.models import AgentConfig
-from agent.scoring import SentenceScorer
-from core.logging import configure_logging
-from core.models import (
+from citewell.agent.agent import Agent
+from citewell.agent.answerability import DEFAULT_CALIBRATION_FILE, TextAnalyzer, default_model
+from citewell.agent.backends import ExtractiveAnswerer
+from citewell.agent.factory import build_agent
+from citewell.agent.injection import instruction_patterns
+from citewell.agent.models import AgentConfig
+from citewell.agent.scoring import SentenceScorer
+from citewell.core.logging import configure_logging
+from citewell.core.models import (
     AccessLabel,
     Chunk,
     Principal,
@@ -57,8 +57,8 @@ from core.models import (
     SearchRequest,
     SearchResult,
 )
-from core.settings import Settings
-from evaluation.answerability import (
+from citewell.core.settings import Settings
+from citewell.evaluation.answerability import (
     JudgedCandidates,
     JudgedFeatures,
     collect_candidates,
@@ -66,10 +66,10 @@ from evaluation.answerability import (
     fit_model,
     rates,
 )
-from evaluation.golden import load_squad
-from ingestion.pipeline import Ingestor
-from retrieval.protocols import Embedder
-from retrieval.service import open_search_service
+from citewell.evaluation.squad import load_squad
+from citewell.ingestion.pipeline import Ingestor
+from citewell.retrieval.protocols import Embedder
+from citewell.retrieval.service import open_search_service
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "qa"
 READER = Principal(name="benchmark", clearance="public", groups=frozenset())
@@ -258,7 +258,7 @@ def _answers(record: dict[str, Any]) -> list[str]:
 
 
 def run_rgb(limit: int | None) -> int:
-    from retrieval.embedding import SentenceTransformerEmbedder
+    from citewell.retrieval.embedding import SentenceTransformerEmbedder
 
     embedder = SentenceTransformerEmbedder(threads=os.cpu_count())
     scorer = SentenceScorer(embedder)

@@ -6,21 +6,24 @@ import argparse
 import sys
 from typing import Any
 
-from cli.common import (
+from citewell.cli.arguments import IntRange, Text
+from citewell.cli.common import (
     add_caller_options,
     fail,
     load_caller,
     print_json,
 )
-from core.errors import CitewellError
-from core.models import SearchMode, SearchRequest, SearchResult
+from citewell.core.errors import CitewellError
+from citewell.core.models import SearchMode, SearchRequest, SearchResult
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("search", help="search the knowledge base as a principal")
-    parser.add_argument("query")
+    parser.add_argument("query", type=Text())
     add_caller_options(parser)
-    parser.add_argument("--k", type=int, default=5, help="number of results (default 5)")
+    parser.add_argument(
+        "--k", type=IntRange(1, 100), default=5, help="number of results, 1-100 (default 5)"
+    )
     parser.add_argument(
         "--mode", choices=[m.value for m in SearchMode], default=SearchMode.HYBRID.value
     )
@@ -65,7 +68,7 @@ def result_json(result: SearchResult) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from retrieval.service import open_search_service  # heavy: only when running
+    from citewell.retrieval.service import open_search_service  # heavy: only when running
 
     try:
         settings, principal = load_caller(args)

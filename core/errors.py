@@ -39,6 +39,11 @@ class MissingDependencyError(ParseError):
     """A format needs an external tool (LibreOffice, pandoc, Tesseract) that is not installed."""
 
 
+class ParseWorkerError(CitewellError):
+    """Parse worker processes cannot be started or supervised: the run stops (one document's
+    failure in a worker is a :class:`ParseError` for that document, never this)."""
+
+
 class InputRejectedError(CitewellError):
     """Input exceeds a configured limit or is otherwise unsafe (path traversal, zip bomb)."""
 
@@ -49,6 +54,20 @@ class StoreUnavailableError(CitewellError):
 
 class IndexNotFoundError(StoreUnavailableError):
     """The named index has no published version yet."""
+
+
+class IndexIntegrityError(StoreUnavailableError):
+    """A published index version does not match what was recorded when it was published (a
+    file missing, truncated or changed; a point count that disagrees; a search hit that cannot
+    be hydrated). The version is refused, never served partially. ``version`` names it;
+    ``problems`` say what failed (paths relative to the version, for operators' logs only)."""
+
+    def __init__(self, version: str | None, problems: list[str] | tuple[str, ...]) -> None:
+        self.version = version
+        self.problems = tuple(problems)
+        shown = "; ".join(self.problems[:5])
+        more = f" (and {len(self.problems) - 5} more)" if len(self.problems) > 5 else ""
+        super().__init__(f"index version {version or '?'} failed verification: {shown}{more}")
 
 
 class IndexLockedError(CitewellError):

@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from core.errors import UnknownClassificationError
+from citewell.core.errors import UnknownClassificationError
 
 DEFAULT_LEVELS: tuple[str, ...] = ("public", "internal", "confidential", "restricted")
 
@@ -166,6 +166,21 @@ class DocumentFailure(Frozen):
     reason: str
 
 
+class IngestStages(Frozen):
+    """Where an ingestion run's time went. ``parse_s`` is worker time (parsing overlaps the
+    rest); ``parse_wait_s`` is how long the run waited for a parsed document; ``chunk_s``,
+    ``embed_s`` and ``write_s`` (both indexes and the manifest) are the run's own time."""
+
+    parse_s: float = 0.0
+    parse_wait_s: float = 0.0
+    chunk_s: float = 0.0
+    embed_s: float = 0.0
+    write_s: float = 0.0
+    parse_workers: int = 0
+    parse_workers_replaced: int = 0  # killed at a limit or lost, and started again
+    parse_peak_rss_bytes: int = 0  # the largest resident size a parse worker reached
+
+
 class IngestReport(Frozen):
     index: str
     index_version: str | None
@@ -176,9 +191,13 @@ class IngestReport(Frozen):
     relabeled: tuple[str, ...] = ()
     failed: tuple[DocumentFailure, ...] = ()
     unlabelled: tuple[str, ...] = ()  # ingested fail-closed: visible to nobody
+    # Indexed before, but their labels cannot be determined now: no longer served (each is also
+    # in ``failed`` with the reason) until a refresh finds their labels valid again.
+    withdrawn: tuple[str, ...] = ()
     chunks_written: int = 0
     embeddings_computed: int = 0
     seconds: float = 0.0
+    stages: IngestStages = IngestStages()
 
 
 def ordered_unique(items: Sequence[str]) -> tuple[str, ...]:

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.sdk import Asset, dag
 
-from core.errors import CitewellError, ConfigurationError, EvaluationError
-from core.logging import log_event
-from ingestion.sources_config import SourceConfig, SourcesConfig, load_sources
+from citewell.core.errors import CitewellError, ConfigurationError, EvaluationError
+from citewell.core.logging import event_sink, log_event
+from citewell.ingestion.sources_config import SourceConfig, SourcesConfig, load_sources
 
 if TYPE_CHECKING:
-    from core.settings import Settings
+    from citewell.core.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -69,11 +69,13 @@ def load_settings() -> Settings:
     ``citewell_settings`` (a JSON object) when it exists."""
     from airflow.sdk import Variable
 
-    from core.settings import Settings
+    from citewell.core.settings import Settings, apply_process_environment
 
     overrides = _variable_json(Variable)
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
+        apply_process_environment(settings)
+        return settings
     except ValueError as exc:
         raise ConfigurationError(f"invalid Citewell settings: {exc}") from exc
 
@@ -91,13 +93,28 @@ def _variable_json(variable: Any) -> dict[str, Any]:
     return value
 
 
+# structlog's own keys: a Citewell field of the same name is renamed rather than lost.
+_RESERVED_LOG_KEYS = frozenset({"event", "level", "logger", "logger_name", "timestamp"})
+
+
+def task_log_sink(logger: logging.Logger, level: int, event: str, fields: dict[str, Any]) -> None:
+    """Send a Citewell event to Airflow's task log (structlog) with its fields as keys; a
+    stdlib record's extra fields never reach it."""
+    import structlog
+
+    safe = {(f"field_{k}" if k in _RESERVED_LOG_KEYS else k): v for k, v in fields.items()}
+    structlog.get_logger(logger.name).log(level, event, **safe)
+
+
 def guarded(step: Callable[[], T]) -> T:
-    """Run a step; deterministic failures (bad config, failed validation or quality gate) fail
-    the task at once, since retrying cannot fix them. Everything else may be retried."""
+    """Run a step with Citewell's structured events in the task log; deterministic failures
+    (bad config, failed validation or quality gate) fail the task at once, since retrying
+    cannot fix them. Everything else may be retried."""
     from airflow.sdk.exceptions import AirflowFailException
 
     try:
-        return step()
+        with event_sink(task_log_sink):
+            return step()
     except (ConfigurationError, EvaluationError) as exc:
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
 
@@ -158,27 +175,61 @@ def run_on_plan(
 ) -> T:
     """Run ``step`` (e.g. ``ingestion.refresh.finalize``) on the plan made from this snapshot,
     with worker-side settings and source, through :func:`guarded`."""
-    from ingestion.refresh import plan_file
+    from citewell.ingestion.refresh import plan_file
 
     plan_path = plan_file(Path(snapshot_path))
     return guarded(lambda: step(load_settings(), load_source(source_name), plan_path))
 
 
 def citewell_dag(
-    kind: str, source: SourceConfig, description: str, schedule: str | list[Asset] | None
+    kind: str,
+    source: SourceConfig,
+    description: str,
+    schedule: str | list[Asset] | None,
+    doc_md: str,
 ) -> Any:
     """The ``@dag`` decorator for DAG ``citewell_<kind>_<source>``, with what every Citewell DAG
     shares: no catchup, one active run (one index writer at a time), retries and the failure
-    hook, and the index tag."""
+    hook, the index tag, and ``doc_md`` (shown in the UI) followed by the source's settings."""
     return dag(
         dag_id=f"citewell_{kind}_{source.name}",
         description=description,
+        doc_md=doc_md + source_doc_md(source),
         schedule=schedule,
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
         default_args=default_args(),
         tags=["citewell", f"index:{source.index}"],
+    )
+
+
+def source_doc_md(source: SourceConfig) -> str:
+    """The parameters a DAG runs with, from the sources config (no secrets live there)."""
+    evaluation = source.evaluation
+    rows = [
+        ("source", source.name),
+        ("folder", str(source.path)),
+        ("index", source.index),
+        ("schedule", source.schedule or "manual only"),
+        ("batch size", str(source.batch_size)),
+        ("rebuild golden set", str(source.smoke_golden) if source.smoke_golden else "none"),
+        ("rebuild min hit rate", f"{source.rebuild.min_hit_rate:g} at k={source.rebuild.k}"),
+        ("evaluation golden set", str(evaluation.golden) if evaluation else "none"),
+        (
+            "evaluation floors",
+            ", ".join(f"{m} >= {v:g}" for m, v in sorted(evaluation.floors.items()))
+            if evaluation and evaluation.floors
+            else "none",
+        ),
+    ]
+    table = "\n".join(f"| {name} | `{value}` |" for name, value in rows)
+    return (
+        "\n\n### Parameters (from `CITEWELL_SOURCES_FILE`)\n\n| parameter | value |\n|---|---|\n"
+        + table
+        + "\n\nEvery failed task POSTs an alert to `CITEWELL_ALERT_WEBHOOK` (or the Variable "
+        "`citewell_alert_webhook`). Configuration errors, failed validations and metric floors "
+        "fail at once; other errors are retried. See docs/data-engineers.md.\n"
     )
 
 

@@ -8,12 +8,21 @@ from __future__ import annotations
 
 from airflow.sdk import get_current_context, task
 
-from dags._common import guarded, index_asset, load_settings, load_source
+from citewell.dags._common import guarded, index_asset, load_settings, load_source
+
+
+@task
+def check_inputs(source_name: str, fresh: bool = False) -> None:
+    """First task: the folder, labels file, golden sets and source name, checked before any
+    work, so a bad input fails the run at once (and is not retried)."""
+    from citewell.ingestion.sources_config import check_source_inputs
+
+    guarded(lambda: check_source_inputs(load_settings(), load_source(source_name), fresh=fresh))
 
 
 @task
 def discover(source_name: str) -> str:
-    from ingestion.refresh import discover as discover_source
+    from citewell.ingestion.refresh import discover as discover_source
 
     run_id = str(get_current_context()["run_id"])
     return guarded(lambda: discover_source(load_settings(), load_source(source_name), run_id).path)
@@ -24,7 +33,7 @@ def plan(source_name: str, snapshot_path: str, fresh: bool = False) -> list[str]
     """Returns the batch files to map over; the plan itself sits next to the snapshot."""
     from pathlib import Path
 
-    from ingestion.refresh import plan as plan_source
+    from citewell.ingestion.refresh import plan as plan_source
 
     summary = guarded(
         lambda: plan_source(
@@ -38,7 +47,7 @@ def plan(source_name: str, snapshot_path: str, fresh: bool = False) -> list[str]
 def process(source_name: str, batch_path: str) -> int:
     from pathlib import Path
 
-    from ingestion.refresh import process_batch
+    from citewell.ingestion.refresh import process_batch
 
     return guarded(
         lambda: process_batch(load_settings(), load_source(source_name), Path(batch_path))

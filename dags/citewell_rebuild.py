@@ -12,16 +12,30 @@ from typing import Any
 
 from airflow.sdk import task
 
-from dags._common import citewell_dag, configured_sources, index_asset, run_on_plan
-from dags._tasks import discover, plan, process, publish
-from ingestion.sources_config import SourceConfig
+from citewell.dags._common import citewell_dag, configured_sources, index_asset, run_on_plan
+from citewell.dags._tasks import check_inputs, discover, plan, process, publish
+from citewell.ingestion.sources_config import SourceConfig
 
 
 @task
 def rebuild(source_name: str, snapshot_path: str) -> str | None:
-    from ingestion.refresh import rebuild as rebuild_source
+    from citewell.ingestion.refresh import rebuild as rebuild_source
 
     return run_on_plan(rebuild_source, source_name, snapshot_path).version
+
+
+DOC_MD = """
+## Validated full rebuild of a Citewell index (manual)
+
+`check_inputs` (folder, labels file, golden sets) → `discover` → `plan` (everything is new) →
+`process` (mapped batches) → `rebuild` (build from scratch into a new version, check documents
+and chunks against the plan, run the golden-set smoke test, and only then switch `CURRENT`) →
+`publish` (emits the index Asset). The index then holds this source only.
+
+**A failure** publishes nothing: the serving version stays, and the previous version is always
+kept for `citewell index rollback`. A failed `rebuild` task means validation refused the new
+version (its message says which check: counts or the smoke test's hit rate).
+"""
 
 
 def build_rebuild_dag(source: SourceConfig) -> Any:
@@ -30,10 +44,13 @@ def build_rebuild_dag(source: SourceConfig) -> Any:
         source,
         f"Rebuild index {source.index} from source {source.name} and validate it",
         schedule=None,
+        doc_md=DOC_MD,
     )
     def rebuild_dag() -> None:
         # TaskFlow calls return XComArgs, resolved at run time; typed Any for mypy.
+        checked: Any = check_inputs(source.name, fresh=True)
         snapshot: Any = discover(source.name)
+        checked >> snapshot
         planned: Any = plan(source.name, snapshot, fresh=True)
         processed = process.partial(source_name=source.name).expand(batch_path=planned)
         version: Any = rebuild.override(trigger_rule="none_failed")(source.name, snapshot)

@@ -24,8 +24,8 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from agent.agent import Agent
-from agent.answerability import (
+from citewell.agent.agent import Agent
+from citewell.agent.answerability import (
     FEATURES,
     AnswerabilityModel,
     CalibrationFigures,
@@ -33,9 +33,9 @@ from agent.answerability import (
     TextAnalyzer,
     feature_rows,
 )
-from core.errors import EvaluationError
-from core.logging import log_event
-from core.models import Frozen, Principal
+from citewell.core.errors import EvaluationError
+from citewell.core.logging import log_event
+from citewell.core.models import Frozen, Principal
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Access labels for a folder: ``citewell.labels.yaml`` rules, per-file sidecars, banners.
+"""Access labels for a folder: ``citewell.labels.yaml`` rules, per-file sidecars, markings.
 
 The folder-root file::
 
@@ -9,29 +9,45 @@ The folder-root file::
 A sidecar ``<file>.labels.yaml`` next to a document holds the same two keys. Each key is taken
 from the most specific place that sets it: sidecar, then the first matching rule, then the
 default. A document for which neither key resolves is *unlabelled*: it gets the most restrictive
-level and no groups (visible to nobody) and is reported. A classification banner in the
-document text ("CONFIDENTIAL", "Classification: Restricted") raises the level, never lowers it.
+level and no groups (visible to nobody) and is reported.
+
+Both files are read with the project's one YAML loader (``core.config_files``: duplicate keys are
+errors) and validated by pydantic models that forbid unknown keys and wrong types; every error
+names the file and line. A sidecar that cannot be read, parsed or validated (or is a symlink)
+raises :class:`LabelError`: the pipeline then withdraws the document from serving until it is
+fixed, because its label can no longer be determined.
+
+*Markings* found in the document itself (a classification banner, and any further
+:class:`MarkingReader` such as an embedded sensitivity label) raise the level, never lower it;
+the most restrictive marking of all readers wins (:meth:`LabelRules.strongest_marking`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from pathlib import Path
+from typing import Annotated, Protocol
 
-import yaml
+from pydantic import StrictStr, StringConstraints, field_validator
 
-from core.errors import LabelError, UnknownClassificationError
-from core.models import AccessLabel, ClassificationScheme
-from ingestion.models import ResolvedLabel
+from citewell.core.config_files import YamlDocument, load_yaml, validate_yaml
+from citewell.core.errors import LabelError, UnknownClassificationError
+from citewell.core.models import AccessLabel, ClassificationScheme, Frozen
+from citewell.ingestion.models import ParsedDocument, ResolvedLabel
 
 LABELS_FILE = "citewell.labels.yaml"
 SIDECAR_SUFFIX = ".labels.yaml"
+# ".yml" spellings are refused, not ignored: an ignored sidecar would leave its document at the
+# folder's (possibly lower) label.
+MISSPELT_SUFFIX = ".labels.yml"
 
-# Banner phrase (upper case) → level of the default scheme. Longer phrases are tried first, so
-# "STRICTLY CONFIDENTIAL" wins over "CONFIDENTIAL".
+# Banner phrase → level of the default scheme. Matched case-insensitively; longer phrases are
+# tried first, so "STRICTLY CONFIDENTIAL" wins over "CONFIDENTIAL".
 DEFAULT_BANNERS: Mapping[str, str] = {
     "TOP SECRET": "restricted",
     "SECRET": "restricted",
@@ -47,14 +63,39 @@ DEFAULT_BANNERS: Mapping[str, str] = {
     "INTERNAL": "internal",
 }
 
-# Banners sit in the first or last few lines (headers, footers, cover pages).
-_BANNER_LINES = 8
-_BANNER_MAX_LINE_CHARS = 80
-_DECORATION = " \t*-=_#|[](){}<>:~.!"
-_CLASSIFICATION_LINE = re.compile(
-    r"^\s*(?:security\s+)?classification\s*[:=]\s*(?P<value>[A-Za-z][A-Za-z \-]{0,40}?)\s*$",
-    re.IGNORECASE,
-)
+# Bump whenever banner or marking detection changes: it is part of the pipeline's recipe, so
+# documents indexed with an older detector are parsed and labelled again on the next refresh.
+MARKING_RULES_VERSION = 2  # 2: case-insensitive, every page, headers and footers
+
+_Name = Annotated[StrictStr, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+# --- the files ------------------------------------------------------------------------------
+class LabelKeys(Frozen):
+    """What a default, a rule or a sidecar may set. Unknown keys and wrong types are errors."""
+
+    classification: _Name | None = None
+    groups: tuple[_Name, ...] | None = None
+
+
+class LabelRuleEntry(LabelKeys):
+    match: _Name
+
+    @field_validator("match")
+    @classmethod
+    def _valid_glob(cls, pattern: str) -> str:
+        try:
+            glob_to_regex(pattern)
+        except LabelError as exc:
+            raise ValueError(str(exc)) from exc
+        return pattern
+
+
+class LabelsFile(Frozen):
+    """``citewell.labels.yaml``."""
+
+    default: LabelKeys | None = None
+    rules: tuple[LabelRuleEntry, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -76,6 +117,7 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
     """Translate a path glob: ``**`` spans directories, ``*`` and ``?`` stay within one.
 
     ``fnmatch`` lets ``*`` cross ``/`` and Python 3.11 has no ``PurePath.full_match``, hence this.
+    An invalid pattern (``[z-a]``) raises :class:`LabelError`.
     """
     out: list[str] = []
     i = 0
@@ -99,7 +141,7 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
                 out.append(re.escape(c))
                 i += 1
             else:
-                body = pattern[i + 1 : end].replace("\\", "\\\\")
+                body = pattern[i + 1 : end].replace("\\", "\\\\").replace("[", "\\[")
                 if body.startswith("!"):
                     body = "^" + body[1:]
                 out.append(f"[{body}]")
@@ -107,7 +149,10 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
         else:
             out.append(re.escape(c))
             i += 1
-    return re.compile("".join(out) + r"\Z")
+    try:
+        return re.compile("".join(out) + r"\Z")
+    except re.error as exc:
+        raise LabelError(f"invalid glob {pattern!r}: {exc}") from exc
 
 
 def _fingerprint(label: AccessLabel, labelled: bool) -> str:
@@ -115,72 +160,127 @@ def _fingerprint(label: AccessLabel, labelled: bool) -> str:
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
-def _where(file: Path, node: yaml.Node) -> str:
-    return f"{file}:{node.start_mark.line + 1}"
-
-
-def _scalar(node: yaml.Node, file: Path, key: str) -> str:
-    if not isinstance(node, yaml.ScalarNode) or not str(node.value).strip():
-        raise LabelError(f"{_where(file, node)}: {key!r} must be a non-empty string")
-    return str(node.value).strip()
-
-
-def _parse_spec(
-    node: yaml.Node, file: Path, scheme: ClassificationScheme, allowed: frozenset[str], what: str
-) -> tuple[_Spec, dict[str, yaml.Node]]:
-    if not isinstance(node, yaml.MappingNode):
-        raise LabelError(f"{_where(file, node)}: {what} must be a mapping")
-    fields: dict[str, yaml.Node] = {}
-    for key_node, value_node in node.value:
-        key = _scalar(key_node, file, "key")
-        if key not in allowed:
-            raise LabelError(
-                f"{_where(file, key_node)}: unknown key {key!r} in {what}; "
-                f"expected {', '.join(sorted(allowed))}"
-            )
-        fields[key] = value_node
+def _spec(
+    keys: LabelKeys,
+    document: YamlDocument,
+    location: tuple[str | int, ...],
+    scheme: ClassificationScheme,
+    what: str,
+) -> _Spec:
     classification: str | None = None
-    if "classification" in fields:
-        value = fields["classification"]
-        classification = _scalar(value, file, "classification").lower()
+    if keys.classification is not None:
+        classification = keys.classification.lower()
         try:
             scheme.rank(classification)
         except UnknownClassificationError as exc:
-            raise LabelError(f"{_where(file, value)}: {exc}") from exc
-    groups: frozenset[str] | None = None
-    if "groups" in fields:
-        value = fields["groups"]
-        if not isinstance(value, yaml.SequenceNode):
-            raise LabelError(f"{_where(file, value)}: 'groups' must be a list")
-        groups = frozenset(_scalar(g, file, "group") for g in value.value)
-    origin = f"{what}:{_where(file, node)}"
-    return _Spec(classification, groups, origin), fields
+            raise LabelError(f"{document.where((*location, 'classification'))}: {exc}") from exc
+    groups = frozenset(keys.groups) if keys.groups is not None else None
+    return _Spec(classification, groups, f"{what}:{document.where(location)}")
 
 
-def _compose(file: Path) -> yaml.Node | None:
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LabelError(f"{file}: cannot read labels file: {exc}") from exc
-    try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise LabelError(f"{file}{line}: invalid YAML: {exc}") from exc
+def _load(file: Path, what: str) -> YamlDocument:
+    if file.is_symlink():
+        # A labels file must live next to what it labels, not point elsewhere.
+        raise LabelError(f"{file}: a {what} must not be a symlink")
+    return load_yaml(file, error=LabelError, what=what)
 
 
-def _normalise_banners(
+# --- markings in the document ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Marking:
+    """A classification the document states about itself. It can only raise the label."""
+
+    level: str
+    evidence: str  # what was matched (a phrase, "Classification: X"); never surrounding text
+
+
+class MarkingReader(Protocol):
+    """One source of in-document markings (banners; later e.g. embedded sensitivity labels).
+
+    Returns the most restrictive marking it finds, or None. Readers are combined by
+    :meth:`LabelRules.strongest_marking`: the most restrictive marking of all wins."""
+
+    def __call__(self, document: ParsedDocument, path: Path | None) -> Marking | None: ...
+
+
+def most_restrictive(
+    markings: Iterable[Marking | None], scheme: ClassificationScheme
+) -> Marking | None:
+    best: Marking | None = None
+    for marking in markings:
+        if marking is not None and (
+            best is None or scheme.rank(marking.level) > scheme.rank(best.level)
+        ):
+            best = marking
+    return best
+
+
+# What counts as a banner, and where (the rule, and why):
+# A banner is a *line that is a marking*, not a sentence that mentions a marking word. Because a
+# missed banner can leak a document while a false one only hides it from some readers, every line
+# of every page is checked, but with a strict form: after stripping decoration ("*** ", "[ ]"),
+# the whole line, in any case, is a banner phrase ("Confidential", "INTERNAL USE ONLY"), a phrase
+# followed by a handling caveat ("Restricted - do not forward"), or a "Classification: X" line.
+# Prose never has that form ("Confidential information is defined as..." is a phrase followed by
+# ordinary words, so it is not a banner). In header and footer elements, and in the first and
+# last lines of each page (slide, sheet) and of the document, where banners are printed, a looser
+# form also counts: the phrase as one separated part of the line ("Acme Corp | Confidential |
+# Page 3"), in brackets ("Subject: [Confidential] Q3 plan") or in a mostly upper-case line
+# ("ACME CONFIDENTIAL"), unless negated ("NOT CONFIDENTIAL"). Lines over 80 characters are never
+# banners. Markup and plain-text sources are also read as written (see BannerReader.__call__).
+_BANNER_MAX_LINE_CHARS = 80
+_DOCUMENT_EDGE_LINES = 8  # cover page and last lines of the whole document
+_PAGE_EDGE_LINES = 3  # top and bottom of every page, slide and sheet
+# Curly quotes, en and em dashes, bullets, written as escapes.
+_DECORATION = " \t*-=_#|[](){}<>:~.!\"'\u201c\u201d\u2018\u2019"
+_PHRASE_SEPARATORS = " -\u2013\u2014:|/,;\u2022\u00b7"
+_CLASSIFICATION_LINE = re.compile(
+    r"^\s*(?:(?:security|data|information)\s+)?(?:classification|sensitivity(?:\s+label)?"
+    r"|protective\s+marking)\s*[:=]\s*"
+    r"(?P<value>[^\W\d_][\w \-\u2013\u2014/|,.]{0,60}?)\s*[.!]?\s*$",
+    re.IGNORECASE,
+)
+# A handling caveat after a banner phrase: the whole rest of the line must be one of these.
+_CAVEAT = re.compile(
+    r"""(?:
+        (?:please\s+)?(?:do\s+not|don'?t)\s+(?:distribute|forward|copy|share|disclose|circulate
+            |print|reproduce|send|release)(?:\s+[\w-]+){0,4}
+      | not\s+for\s+(?:external\s+|public\s+|further\s+|onward\s+)?(?:distribution|release
+            |circulation|disclosure|sharing)(?:\s+[\w-]+){0,3}
+      | not\s+to\s+be\s+(?:distributed|shared|copied|forwarded|disclosed|circulated)
+            (?:\s+[\w-]+){0,3}
+      | no\s+(?:external|further|onward|public)\s+(?:distribution|disclosure|sharing|circulation)
+      | (?:(?:internal|official)\s+)?use\s+only | only | eyes\s+only
+      | need[\s-]to[\s-]know(?:\s+only)?
+      | (?:external\s+|limited\s+|internal\s+)?distribution(?:\s+(?:only|prohibited|restricted
+            |limited))?
+      | [\w\s-]{1,40}?\s+only
+    )[.!]?""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_SEGMENT_SPLIT = re.compile(r"\s+[-/]\s+|[|\u2022\u00b7\u2013\u2014:;]|\t|\s{3,}")
+_TAG_AT_START = re.compile(r"^[\[(]([^\[\]()]{1,40})[\])]")
+_TAG_AT_END = re.compile(r"[\[(]([^\[\]()]{1,40})[\])]\W*$")
+_NEGATION = re.compile(r"(?:\bnot|\bnon|\bun)[\s-]*$", re.IGNORECASE)
+
+
+def _normal(text: str) -> str:
+    return " ".join(text.strip(_DECORATION).casefold().split())
+
+
+def _phrase_map(
     banners: Mapping[str, str] | None, scheme: ClassificationScheme
-) -> dict[str, str]:
+) -> dict[str, tuple[str, str]]:
+    """casefolded phrase → (display phrase, level), longest phrase first."""
     if banners is None:
         # Defaults name levels of the default scheme; drop those a custom scheme lacks.
         chosen = {p: lvl for p, lvl in DEFAULT_BANNERS.items() if lvl in scheme.levels}
     else:
-        chosen = {p.strip().upper(): lvl.strip().lower() for p, lvl in banners.items()}
+        chosen = {" ".join(p.split()).upper(): lvl.strip().lower() for p, lvl in banners.items()}
         for level in chosen.values():
             scheme.rank(level)
-    return dict(sorted(chosen.items(), key=lambda kv: -len(kv[0])))
+    ordered = sorted(chosen.items(), key=lambda kv: -len(kv[0]))
+    return {phrase.casefold(): (phrase, level) for phrase, level in ordered if phrase.strip()}
 
 
 def _mostly_upper(line: str) -> bool:
@@ -188,50 +288,209 @@ def _mostly_upper(line: str) -> bool:
     return bool(letters) and sum(c.isupper() for c in letters) >= 0.8 * len(letters)
 
 
+class BannerReader:
+    """Classification banners in the document's text (see the rule above)."""
+
+    def __init__(self, scheme: ClassificationScheme, banners: Mapping[str, str] | None = None):
+        self._scheme = scheme
+        self._phrases = _phrase_map(banners, scheme)
+
+    def __call__(self, document: ParsedDocument, path: Path | None = None) -> Marking | None:
+        """Banners in the parsed document and, for markup and plain-text files, in the source:
+        parsers drop HTML ``<header>``/``<footer>`` and join Markdown's soft-wrapped lines, so a
+        banner line can be missing from the parsed text."""
+        regions = _regions(document)
+        if path is not None:
+            regions += _source_regions(path)
+        return self.in_regions(regions)
+
+    def in_text(self, text: str) -> Marking | None:
+        """Banners of a plain text (one unpaginated flow)."""
+        return self.in_regions([_Region(_lines(text), edge=_DOCUMENT_EDGE_LINES)])
+
+    def in_regions(self, regions: Iterable[_Region]) -> Marking | None:
+        found: list[Marking | None] = []
+        for region in regions:
+            count = len(region.lines)
+            for index, line in enumerate(region.lines):
+                at_edge = region.edge is None or index < region.edge or index >= count - region.edge
+                found.append(self.match_line(line, loose=at_edge))
+        return most_restrictive(found, self._scheme)
+
+    def match_line(self, line: str, *, loose: bool = False) -> Marking | None:
+        """The marking ``line`` is, if any; ``loose`` also accepts the forms allowed in headers,
+        footers and at page edges."""
+        line = line.strip()
+        if not line or len(line) > _BANNER_MAX_LINE_CHARS:
+            return None
+        classified = _CLASSIFICATION_LINE.match(line)
+        if classified:
+            value = " ".join(classified.group("value").split())
+            level = value.lower() if value.lower() in self._scheme.levels else None
+            if level is None:
+                stated = self._strict(value)
+                level = stated.level if stated else None
+            return Marking(level, f"Classification: {value}") if level else None
+        strict = self._strict(line)
+        if strict is not None or not loose:
+            return strict
+        for segment in _SEGMENT_SPLIT.split(line):
+            entry = self._phrases.get(_normal(segment))
+            if entry is not None:
+                return Marking(entry[1], entry[0])
+        for segment in _SEGMENT_SPLIT.split(line):
+            # A tag opening or closing a part: "Subject: [CONFIDENTIAL] Q3 plan", "Plan (Internal
+            # use only)"; not "a report on (internal) audits".
+            tag = _TAG_AT_START.match(segment.strip()) or _TAG_AT_END.search(segment.strip())
+            entry = self._phrases.get(_normal(tag.group(1))) if tag else None
+            if entry is not None:
+                return Marking(entry[1], entry[0])
+        if _mostly_upper(line):
+            text = line.casefold()
+            for phrase, (display, level) in self._phrases.items():
+                for hit in re.finditer(rf"(?<!\w){re.escape(phrase)}(?!\w)", text):
+                    if not _NEGATION.search(text[: hit.start()]):
+                        return Marking(level, display)
+        return None
+
+    def _strict(self, line: str) -> Marking | None:
+        text = _normal(line)
+        entry = self._phrases.get(text)
+        if entry is not None:
+            return Marking(entry[1], entry[0])
+        for phrase, (display, level) in self._phrases.items():
+            if text.startswith(phrase) and len(text) > len(phrase):
+                rest = text[len(phrase) :]
+                if rest[0] not in _PHRASE_SEPARATORS:
+                    continue  # "confidentiality", "internally"
+                caveat = rest.lstrip(_PHRASE_SEPARATORS)
+                if len(caveat) <= 60 and _CAVEAT.fullmatch(caveat):
+                    return Marking(level, display)
+        return None
+
+
+@dataclass(frozen=True)
+class _Region:
+    lines: Sequence[str]
+    edge: int | None  # lines at each end where loose forms count; None: all of them
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _regions(document: ParsedDocument) -> list[_Region]:
+    """Headers and footers (every line loose), every page (slide, sheet) with its edges, and the
+    whole document with its edges."""
+    regions: list[_Region] = []
+    pages: dict[int, list[str]] = {}
+    flow: list[str] = []
+    for element in document.elements:
+        lines = _lines(element.text)
+        if element.kind in ("header", "footer"):
+            regions.append(_Region(lines, edge=None))
+            continue
+        flow.extend(lines)
+        if element.page is not None:
+            pages.setdefault(element.page, []).extend(lines)
+    regions.extend(_Region(lines, edge=_PAGE_EDGE_LINES) for _, lines in sorted(pages.items()))
+    regions.append(_Region(flow, edge=_DOCUMENT_EDGE_LINES))
+    return regions
+
+
+_SOURCE_TEXT_TYPES = frozenset({"md", "markdown", "rst", "txt", "text", "log", "csv", "tsv"})
+_HTML_TYPES = frozenset({"html", "htm", "xhtml"})
+_HTML_BLOCKS = frozenset(
+    {"p", "div", "li", "td", "th", "tr", "br", "h1", "h2", "h3", "h4", "h5", "h6", "span"}
+    | {"header", "footer", "section", "article", "aside", "nav", "main", "title", "caption"}
+    | {"blockquote", "pre", "dt", "dd", "figcaption", "small", "strong", "b", "em", "label"}
+)
+_HTML_EDGES = frozenset({"header", "footer"})
+_HTML_SKIPPED = frozenset({"script", "style", "template", "noscript"})
+
+
+class _HtmlLines(HTMLParser):
+    """Text of an HTML page line by line (a line per block), ``<header>``/``<footer>`` apart."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.body: list[str] = []
+        self.edges: list[str] = []
+        self._parts: list[str] = []
+        self._edge_depth = 0
+        self._skip_depth = 0
+
+    def _flush(self) -> None:
+        line = " ".join("".join(self._parts).split())
+        self._parts = []
+        if line:
+            (self.edges if self._edge_depth else self.body).append(line)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _HTML_SKIPPED:
+            self._skip_depth += 1
+        if tag in _HTML_BLOCKS:
+            self._flush()
+        if tag in _HTML_EDGES:
+            self._edge_depth += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _HTML_BLOCKS:
+            self._flush()
+        if tag in _HTML_EDGES and self._edge_depth:
+            self._edge_depth -= 1
+        if tag in _HTML_SKIPPED and self._skip_depth:
+            self._skip_depth -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip_depth:
+            self._parts.append(data)
+
+
+def _source_regions(path: Path) -> list[_Region]:
+    """Lines of a markup or plain-text source file, as written (see BannerReader.__call__)."""
+    kind = path.suffix.lower().lstrip(".")
+    if kind not in _SOURCE_TEXT_TYPES and kind not in _HTML_TYPES:
+        return []
+    # Phrases are ASCII: undecodable bytes cannot hide or make a banner.
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    if kind in _SOURCE_TEXT_TYPES:
+        return [_Region(_lines(text), edge=_DOCUMENT_EDGE_LINES)]
+    parser = _HtmlLines()
+    parser.feed(text)
+    parser.close()
+    parser._flush()
+    return [
+        _Region(parser.edges, edge=None),
+        _Region(parser.body, edge=_DOCUMENT_EDGE_LINES),
+    ]
+
+
 def find_banner(
     text: str, scheme: ClassificationScheme, banners: Mapping[str, str] | None = None
 ) -> tuple[str, str] | None:
-    """The most restrictive banner near the start or end of ``text``: (banner, level), where
-    banner is the matched phrase (never the surrounding text, which may be sensitive).
-
-    A banner is a short, mostly upper-case line containing a banner phrase as whole words
-    ("CONFIDENTIAL - DO NOT DISTRIBUTE"), or a "Classification: X" line naming a level or a
-    phrase. Ordinary prose ("keep this confidential") is never a banner.
-    """
-    phrases = _normalise_banners(banners, scheme)
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    candidates = lines[:_BANNER_LINES] + lines[max(_BANNER_LINES, len(lines) - _BANNER_LINES) :]
-    best: tuple[str, str] | None = None
-    for line in candidates:
-        if len(line) > _BANNER_MAX_LINE_CHARS:
-            continue
-        level: str | None = None
-        banner = ""
-        match = _CLASSIFICATION_LINE.match(line)
-        if match:
-            value = match.group("value").strip()
-            banner = f"Classification: {value}"
-            known = value.lower() in scheme.levels
-            level = value.lower() if known else phrases.get(value.upper())
-        elif _mostly_upper(line):
-            core = line.strip(_DECORATION)
-            for phrase, phrase_level in phrases.items():
-                if re.search(rf"(?<![A-Z]){re.escape(phrase)}(?![A-Z])", core):
-                    level, banner = phrase_level, phrase
-                    break
-        if level is not None and (best is None or scheme.rank(level) > scheme.rank(best[1])):
-            best = (banner, level)
-    return best
+    """The most restrictive banner in ``text``: (banner, level), where banner is the matched
+    phrase (never the surrounding text, which may be sensitive)."""
+    found = BannerReader(scheme, banners).in_text(text)
+    return (found.evidence, found.level) if found else None
 
 
 def detect_banner(
     text: str, scheme: ClassificationScheme, banners: Mapping[str, str] | None = None
 ) -> str | None:
-    """The level named by the document's most restrictive classification banner, if any."""
+    """The level named by the text's most restrictive classification banner, if any."""
     found = find_banner(text, scheme, banners)
     return found[1] if found else None
 
 
+def default_marking_readers(banners: BannerReader) -> tuple[MarkingReader, ...]:
+    """Every source of in-document markings a folder's documents are checked with. To add one
+    (e.g. an embedded sensitivity label), add it here: each returns its most restrictive
+    marking or None, and the most restrictive marking of all raises the label."""
+    return (banners,)
+
+
+# --- resolution -----------------------------------------------------------------------------
 class LabelRules:
     """A folder's label configuration. Cheap to build; sidecars are read per document."""
 
@@ -242,10 +501,19 @@ class LabelRules:
         default: AccessLabel | None = None,
         rules: tuple[tuple[str, AccessLabel], ...] = (),
         banners: Mapping[str, str] | None = None,
+        marking_readers: Sequence[MarkingReader] | None = None,
     ) -> None:
-        """Rules given in code; :meth:`load` reads them from a folder's labels file."""
+        """Rules given in code; :meth:`load` reads them from a folder's labels file.
+
+        ``marking_readers`` (default: the banner reader) find markings in a document that can
+        only raise its level; add a reader here to add a source of markings."""
         self._scheme = scheme
-        self._banners = _normalise_banners(banners, scheme)
+        self._banners = BannerReader(scheme, banners)
+        self._readers: tuple[MarkingReader, ...] = (
+            tuple(marking_readers)
+            if marking_readers is not None
+            else default_marking_readers(self._banners)
+        )
         self._default: _Spec | None = None
         if default is not None:
             scheme.rank(default.classification)
@@ -256,6 +524,7 @@ class LabelRules:
             spec = _Spec(label.classification, label.groups, f"rule:code:{i}")
             self._rules.append(_Rule(glob_to_regex(pattern), spec))
         self.source_file: Path | None = None
+        self._listings: dict[Path, tuple[str, ...]] = {}  # directory → names, for one run
 
     @classmethod
     def load(
@@ -268,42 +537,19 @@ class LabelRules:
         unless it has a sidecar). Errors raise :class:`LabelError` naming file and line."""
         rules = cls(scheme, banners=banners)
         file = root / LABELS_FILE
-        if file.is_symlink():
-            # Like sidecars: a labels file must live in the folder it labels, not point elsewhere.
-            raise LabelError(f"{file}: the labels file must not be a symbolic link")
-        if not file.is_file():
+        misspelt = root / LABELS_FILE.replace(SIDECAR_SUFFIX, MISSPELT_SUFFIX)
+        if misspelt.exists() or misspelt.is_symlink():
+            raise LabelError(f"{misspelt}: the labels file must be named {LABELS_FILE}")
+        if not file.is_symlink() and not file.exists():
             return rules
+        document = _load(file, "labels file")
         rules.source_file = file
-        node = _compose(file)
-        if node is None:
-            return rules
-        if not isinstance(node, yaml.MappingNode):
-            raise LabelError(f"{_where(file, node)}: expected a mapping with 'default'/'rules'")
-        for key_node, value_node in node.value:
-            key = _scalar(key_node, file, "key")
-            if key == "default":
-                rules._default, _ = _parse_spec(
-                    value_node, file, scheme, frozenset({"classification", "groups"}), "default"
-                )
-            elif key == "rules":
-                if not isinstance(value_node, yaml.SequenceNode):
-                    raise LabelError(f"{_where(file, value_node)}: 'rules' must be a list")
-                for rule_node in value_node.value:
-                    spec, fields = _parse_spec(
-                        rule_node,
-                        file,
-                        scheme,
-                        frozenset({"match", "classification", "groups"}),
-                        "rule",
-                    )
-                    if "match" not in fields:
-                        raise LabelError(f"{_where(file, rule_node)}: rule needs 'match'")
-                    pattern = _scalar(fields["match"], file, "match")
-                    rules._rules.append(_Rule(glob_to_regex(pattern), spec))
-            else:
-                raise LabelError(
-                    f"{_where(file, key_node)}: unknown key {key!r}; expected default, rules"
-                )
+        config = validate_yaml(LabelsFile, document, error=LabelError)
+        if config.default is not None:
+            rules._default = _spec(config.default, document, ("default",), scheme, "default")
+        for i, entry in enumerate(config.rules):
+            spec = _spec(entry, document, ("rules", i), scheme, "rule")
+            rules._rules.append(_Rule(glob_to_regex(entry.match), spec))
         return rules
 
     @property
@@ -312,17 +558,47 @@ class LabelRules:
 
     def _sidecar(self, document: Path) -> _Spec | None:
         sidecar = document.with_name(document.name + SIDECAR_SUFFIX)
-        if sidecar.is_symlink():
-            raise LabelError(f"{sidecar}: labels sidecar must not be a symlink")
-        if not sidecar.is_file():
+        for misspelt in self._misspelt_sidecars(document):
+            raise LabelError(f"{misspelt}: a labels sidecar must be named {sidecar.name}")
+        if not sidecar.is_symlink() and not sidecar.exists():
             return None
-        node = _compose(sidecar)
-        if node is None:
-            return None
-        spec, _ = _parse_spec(
-            node, sidecar, self._scheme, frozenset({"classification", "groups"}), "sidecar"
+        loaded = _load(sidecar, "labels sidecar")
+        keys = validate_yaml(
+            LabelKeys, loaded, error=LabelError, data={} if loaded.data is None else loaded.data
         )
-        return spec
+        if keys.classification is None and keys.groups is None:
+            # Empty (a truncated write?) or all null: it meant to say something; fail closed.
+            raise LabelError(
+                f"{loaded.where()}: labels sidecar sets neither classification nor groups"
+            )
+        return _spec(keys, loaded, (), self._scheme, "sidecar")
+
+    def _misspelt_sidecars(self, document: Path) -> list[Path]:
+        """Siblings that look like the document's sidecar but are not named exactly so
+        (``.labels.yml``, ``.LABELS.YAML``): ignoring them would lower its label."""
+        directory = document.parent
+        if directory not in self._listings:
+            try:
+                self._listings[directory] = tuple(os.listdir(directory))
+            except OSError:
+                self._listings[directory] = ()
+        names = self._listings[directory]
+        wanted = {(document.name + end).casefold() for end in (SIDECAR_SUFFIX, MISSPELT_SUFFIX)}
+        exact = document.name + SIDECAR_SUFFIX
+        return [
+            directory / name
+            for name in names
+            if name.casefold() in wanted
+            and name != exact
+            # "a.TXT.labels.yaml" next to a file "a.TXT" is that file's own sidecar.
+            and not (name.endswith(SIDECAR_SUFFIX) and name[: -len(SIDECAR_SUFFIX)] in names)
+        ]
+
+    def strongest_marking(
+        self, document: ParsedDocument, path: Path | None = None
+    ) -> Marking | None:
+        """The most restrictive marking any reader finds in ``document`` (at ``path``)."""
+        return most_restrictive((read(document, path) for read in self._readers), self._scheme)
 
     def resolve(
         self, relative_path: str, document: Path | None = None, text: str | None = None
@@ -330,7 +606,8 @@ class LabelRules:
         """The label for the document at ``relative_path`` (POSIX, relative to the root).
 
         ``document`` is its path on disk, used to find a sidecar; ``text`` is its parsed text,
-        scanned for a banner.
+        scanned for a banner. Raises :class:`LabelError` when the sidecar is invalid: the
+        label cannot be determined.
         """
         rule = next((r.spec for r in self._rules if r.pattern.match(relative_path)), None)
         sidecar = self._sidecar(document) if document is not None else None
@@ -351,9 +628,9 @@ class LabelRules:
             origin = f"{origin}+groups:{groups_origin}"
         banner: str | None = None
         if text:
-            found = find_banner(text, self._scheme, self._banners)
-            if found and self._scheme.rank(found[1]) > self._scheme.rank(level):
-                banner, level = found
+            found = self._banners.in_text(text)
+            if found and self._scheme.rank(found.level) > self._scheme.rank(level):
+                banner, level = found.evidence, found.level
         label = AccessLabel(classification=level, groups=groups)
         return ResolvedLabel(
             label=label,

@@ -19,38 +19,49 @@ import functools
 import hashlib
 import logging
 import os
-import sys
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tqdm import tqdm
-
-from core.errors import CitewellError, ModelError, ParseError
-from core.logging import log_event
-from core.models import (
+from citewell.core.errors import (
+    CitewellError,
+    InputRejectedError,
+    ModelError,
+    ParseError,
+    ParseWorkerError,
+)
+from citewell.core.logging import log_event
+from citewell.core.models import (
     AccessLabel,
     Chunk,
     ClassificationScheme,
     DocumentFailure,
     Frozen,
     IngestReport,
+    IngestStages,
 )
-from core.settings import Settings
-from ingestion.chunking import Tokenizer, chunk_document, chunk_recipe, embedding_tokenizer
-from ingestion.labels import LabelRules, detect_banner
-from ingestion.limits import ZipLimits
-from ingestion.models import ChunkDraft, Element, ParsedDocument, ResolvedLabel, SourceItem
-from ingestion.parsing import parse_document
-from ingestion.sources import LocalFolderSource
-from retrieval.embedding import bundled_model_path, local_model_dir
-from retrieval.factory import build_embedder, embedding_model_id
-from retrieval.index import IndexWriter
-from retrieval.manifest import DocumentEntry
-from retrieval.protocols import Embedder
+from citewell.core.settings import Settings
+from citewell.ingestion.chunking import Tokenizer, chunk_document, chunk_recipe, embedding_tokenizer
+from citewell.ingestion.labels import MARKING_RULES_VERSION, LabelRules, Marking
+from citewell.ingestion.limits import ZipLimits
+from citewell.ingestion.models import ChunkDraft, Element, ParsedDocument, ResolvedLabel, SourceItem
+from citewell.ingestion.parse_workers import (
+    ParseJob,
+    ParseWorkers,
+    WorkerLimits,
+    default_workers,
+)
+from citewell.ingestion.progress import IngestProgress, NoProgress, TerminalProgress
+from citewell.ingestion.sources import LocalFolderSource
+from citewell.retrieval.embedding import bundled_model_path, local_model_dir
+from citewell.retrieval.factory import build_embedder, embedding_model_id
+from citewell.retrieval.index import IndexWriter
+from citewell.retrieval.manifest import DocumentEntry, classify_change
+from citewell.retrieval.protocols import Embedder
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +69,26 @@ _CHUNK_NAMESPACE = uuid.UUID("5b0e4a36-37a4-4d5e-9a54-2f1f2d1c8e11")
 _EMBED_BATCH_CHUNKS = 256  # chunks buffered across documents before one embedding call
 # Part of the parse cache key: bump when parsing output changes (e.g. how titles are chosen), so
 # cached documents parsed the old way are not reused.
-_PARSER_VERSION = 3  # 3: documents carry the date they state (ingestion/dates.py)
+_PARSER_VERSION = 4  # 4: XLSX sheet headers/footers and PPTX master/layout text
+
+
+# prepare() parses, chunks and embeds without labelling: no label of it reaches the index.
+_PREPARE_LABEL = ResolvedLabel(
+    label=AccessLabel(classification="unlabelled", groups=frozenset()),
+    labelled=False,
+    origin="prepare",
+    fingerprint="",
+)
+
+
+def _describe(exc: BaseException) -> str:
+    """A short reason for a per-document failure (our own errors carry a readable message)."""
+    if isinstance(exc, ParseError):
+        return exc.reason
+    if isinstance(exc, (CitewellError, OSError)) and str(exc).strip():
+        return str(exc)
+    message = " ".join(str(exc).split())[:160]
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 class TextDocument(Frozen):
@@ -93,15 +123,24 @@ class _Candidate:
     content_hash: str
     base_label: ResolvedLabel  # label without banner
     modified_at: datetime | None
-    load: Callable[[], ParsedDocument]
+    # A file is parsed in a worker process; a pre-extracted document is built by ``load``.
+    item: SourceItem | None = None
+    load: Callable[[], ParsedDocument] | None = None
     file_name: str | None = None  # the file's stem, for chunk headers; None without a file
+    # Markings in the parsed document that can only raise the label (banners, ...); None: none.
+    mark: Callable[[ParsedDocument], Marking | None] | None = None
 
 
 @dataclass(frozen=True)
 class _Unreadable:
+    """A document whose content cannot be read now. ``label`` is its current label, enforced on
+    the version already indexed (which keeps being served); None when the labels themselves
+    cannot be determined, which withdraws it."""
+
     doc_id: str
     source_uri: str
     reason: str
+    label: ResolvedLabel | None = None
 
 
 @dataclass
@@ -124,7 +163,79 @@ class _Tally:
     relabeled: list[str] = field(default_factory=list)
     failed: list[DocumentFailure] = field(default_factory=list)
     unlabelled: list[str] = field(default_factory=list)
+    withdrawn: list[str] = field(default_factory=list)
     chunks_written: int = 0
+    chunks_queued: int = 0
+    chunks_embedded: int = 0
+    progress: IngestProgress = field(default_factory=NoProgress)
+    chunk_s: float = 0.0
+    embed_s: float = 0.0
+    write_s: float = 0.0
+
+
+class _Parsing:
+    """One run's parsing: the parse cache first, then the worker processes. ``submit`` early,
+    ``take`` later: documents parse while the run chunks and embeds the ones before them."""
+
+    def __init__(self, ingestor: Ingestor) -> None:
+        self._ingestor = ingestor
+        self._workers: ParseWorkers | None = None
+        self._cached: dict[str, ParsedDocument] = {}
+        self.worker_count = ingestor.settings.parse_workers or default_workers()
+        # Documents submitted ahead of the one being chunked: enough to keep every worker busy
+        # through an embedding batch, few enough that parsed documents never pile up.
+        self.window = 2 * self.worker_count + 1
+        self.wait_s = 0.0
+
+    def __enter__(self) -> _Parsing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._workers is not None:
+            self._workers.close()  # also on Ctrl-C: no worker outlives the run
+
+    def submit(self, candidate: _Candidate) -> None:
+        item = candidate.item
+        if item is None:
+            return
+        cached = self._ingestor._cached_parse(item, candidate.content_hash)
+        if cached is not None:
+            self._cached[candidate.doc_id] = cached
+            return
+        if self._workers is None:
+            self._workers = ParseWorkers(self.worker_count, self._ingestor.worker_limits())
+        self._workers.submit(ParseJob(candidate.doc_id, item.path, item.doc_type))
+
+    def take(self, candidate: _Candidate) -> ParsedDocument:
+        """The parsed document, or :class:`ParseError` with the reason it failed."""
+        if candidate.doc_id in self._cached:
+            return self._cached.pop(candidate.doc_id)
+        if candidate.item is None:
+            if candidate.load is None:
+                raise ParseError("nothing to parse")
+            return candidate.load()
+        if self._workers is None:
+            raise ParseWorkerError(f"{candidate.relative_path} was never submitted")
+        started = time.perf_counter()
+        outcome = self._workers.take(candidate.doc_id)
+        self.wait_s += time.perf_counter() - started
+        if outcome.parsed is None:
+            raise ParseError(outcome.reason or "parse failed")
+        self._ingestor._store_parse(candidate.item, candidate.content_hash, outcome.parsed)
+        return outcome.parsed
+
+    def stages(self, tally: _Tally) -> IngestStages:
+        workers = self._workers
+        return IngestStages(
+            parse_s=round(workers.busy_seconds if workers else 0.0, 3),
+            parse_wait_s=round(self.wait_s, 3),
+            chunk_s=round(tally.chunk_s, 3),
+            embed_s=round(tally.embed_s, 3),
+            write_s=round(tally.write_s, 3),
+            parse_workers=workers.workers if workers else 0,
+            parse_workers_replaced=workers.replaced if workers else 0,
+            parse_peak_rss_bytes=workers.peak_rss_bytes if workers else 0,
+        )
 
 
 class Ingestor:
@@ -174,39 +285,56 @@ class Ingestor:
 
     @functools.cached_property
     def chunk_recipe(self) -> str:
-        """Fingerprint of the settings that decide chunk texts and headers; an index chunked
-        with another recipe is re-chunked in full on its next refresh."""
-        return chunk_recipe(
+        """Fingerprint of the settings and code that decide chunk texts, headers and in-document
+        markings; an index made with another recipe is parsed, labelled and chunked again in
+        full on its next refresh (so a better banner detector reaches documents already
+        indexed)."""
+        chunking = chunk_recipe(
             self.settings.chunk_size_tokens,
             self.settings.chunk_overlap_tokens,
             self.settings.chunk_context,
             self.settings.embedding_max_seq_length,
         )
+        material = f"{chunking}|parser:{_PARSER_VERSION}|markings:{MARKING_RULES_VERSION}"
+        return hashlib.sha256(material.encode("utf-8")).hexdigest()[:16]
 
-    def _parse(self, item: SourceItem) -> ParsedDocument:
-        limits = ZipLimits(
+    def zip_limits(self) -> ZipLimits:
+        return ZipLimits(
             max_uncompressed_bytes=self.settings.max_uncompressed_bytes,
             max_compression_ratio=self.settings.max_compression_ratio,
             max_entries=self.settings.max_zip_entries,
         )
-        return parse_document(item.path, item.doc_type, zip_limits=limits)
 
-    def _parse_cached(self, item: SourceItem, content_hash: str) -> ParsedDocument:
+    def worker_limits(self) -> WorkerLimits:
+        return WorkerLimits(
+            time_limit_s=self.settings.parse_time_limit_s,
+            memory_limit_bytes=self.settings.parse_memory_limit_bytes,
+            zip_limits=self.zip_limits(),
+        )
+
+    def _parse_cache_file(self, item: SourceItem, content_hash: str) -> Path | None:
         if self.parse_cache_dir is None:
-            return self._parse(item)
-        name = f"{content_hash}.{item.doc_type}.p{_PARSER_VERSION}.json"
-        cached = self.parse_cache_dir / name
-        if cached.exists():
-            try:
-                return ParsedDocument.model_validate_json(cached.read_text(encoding="utf-8"))
-            except ValueError:
-                cached.unlink(missing_ok=True)
-        parsed = self._parse(item)
-        self.parse_cache_dir.mkdir(parents=True, exist_ok=True)
+            return None
+        return self.parse_cache_dir / f"{content_hash}.{item.doc_type}.p{_PARSER_VERSION}.json"
+
+    def _cached_parse(self, item: SourceItem, content_hash: str) -> ParsedDocument | None:
+        cached = self._parse_cache_file(item, content_hash)
+        if cached is None or not cached.exists():
+            return None
+        try:
+            return ParsedDocument.model_validate_json(cached.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            cached.unlink(missing_ok=True)
+            return None
+
+    def _store_parse(self, item: SourceItem, content_hash: str, parsed: ParsedDocument) -> None:
+        cached = self._parse_cache_file(item, content_hash)
+        if cached is None:
+            return
+        cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(parsed.model_dump_json(), encoding="utf-8")
         os.replace(tmp, cached)
-        return parsed
 
     def prepare(self, path: Path, relative_paths: Iterable[str]) -> int:
         """Parse, chunk and embed the given files of a folder into the caches, without writing
@@ -214,30 +342,56 @@ class Ingestor:
         the number of embeddings computed; parse failures are left for the publishing run."""
         root = path.resolve()
         computed_before = _computed(self.embedder)
-        for relative in relative_paths:
-            file_path = (root / relative).resolve()
-            if not file_path.is_relative_to(root) or not file_path.is_file():
-                continue
-            if file_path.stat().st_size > self.settings.max_file_bytes:
-                continue  # the publishing run reports it as too large
-            data = file_path.read_bytes()
-            doc_type = file_path.suffix.lower().lstrip(".")
-            item = SourceItem(
-                source="prepare",
-                source_uri=file_path.as_uri(),
-                relative_path=relative,
-                path=file_path,
-                size=len(data),
-                modified_at=datetime.fromtimestamp(file_path.stat().st_mtime, UTC),
-                doc_type=doc_type,
-            )
-            try:
-                parsed = self._parse_cached(item, hashlib.sha256(data).hexdigest())
-            except ParseError:
-                continue
-            drafts = self.chunk(parsed, file_path.stem)
-            if drafts:
-                self.embedder.embed_documents([d.embedding_text for d in drafts])
+        with _Parsing(self) as parsing:
+            ahead: deque[_Candidate] = deque()
+
+            def embed_next() -> None:
+                candidate = ahead.popleft()
+                try:
+                    parsed = parsing.take(candidate)
+                    drafts = self.chunk(parsed, candidate.file_name)
+                except ParseWorkerError:
+                    raise
+                except Exception as exc:  # the publishing run reports it with its reason
+                    reason = _describe(exc)
+                    log_event(logger, logging.DEBUG, "ingest.prepare_skipped", reason=reason)
+                    return
+                if drafts:
+                    self.embedder.embed_documents([d.embedding_text for d in drafts])
+
+            for relative in dict.fromkeys(relative_paths):
+                file_path = (root / relative).resolve()
+                if not file_path.is_relative_to(root) or not file_path.is_file():
+                    continue
+                if file_path.stat().st_size > self.settings.max_file_bytes:
+                    continue  # the publishing run reports it as too large
+                data = file_path.read_bytes()
+                item = SourceItem(
+                    source="prepare",
+                    source_uri=file_path.as_uri(),
+                    relative_path=relative,
+                    path=file_path,
+                    size=len(data),
+                    modified_at=datetime.fromtimestamp(file_path.stat().st_mtime, UTC),
+                    doc_type=file_path.suffix.lower().lstrip("."),
+                )
+                candidate = _Candidate(
+                    doc_id=document_id(item.source_uri),
+                    source_uri=item.source_uri,
+                    relative_path=relative,
+                    doc_type=item.doc_type,
+                    content_hash=hashlib.sha256(data).hexdigest(),
+                    base_label=_PREPARE_LABEL,
+                    modified_at=item.modified_at,
+                    item=item,
+                    file_name=file_path.stem,
+                )
+                parsing.submit(candidate)
+                ahead.append(candidate)
+                while len(ahead) > parsing.window:
+                    embed_next()
+            while ahead:
+                embed_next()
         return _computed(self.embedder) - computed_before
 
     @property
@@ -250,14 +404,17 @@ class Ingestor:
         path: Path,
         index: str | None = None,
         source_name: str | None = None,
-        progress: bool = False,
+        progress: bool | IngestProgress = False,
         fresh: bool = False,
         validate: Callable[[IndexWriter], None] | None = None,
+        allow_empty: bool = True,
     ) -> IngestReport:
         """Refresh ``index`` from a local folder (recursive) with its labels files.
 
         ``fresh`` rebuilds into an empty version; ``validate`` may raise to refuse publishing
-        (the serving version then stays untouched)."""
+        (the serving version then stays untouched). ``progress`` receives the run's progress
+        (``True``: bars on a terminal). ``allow_empty=False`` refuses a folder with no document
+        (an unmounted share would otherwise publish a version without this source)."""
         root = path.resolve()
         name = source_name or root.name
         rules = LabelRules.load(root, self.scheme)
@@ -265,21 +422,36 @@ class Ingestor:
             root, name=name, max_file_bytes=self.settings.max_file_bytes, labels=rules
         )
         discovery = source.discover()
+        if not discovery.items and not allow_empty:
+            raise InputRejectedError(
+                f"no document to ingest in {root}; nothing was published "
+                "(pass --allow-empty to publish the source as empty)"
+            )
+        reporter = _reporter(progress)
+        reporter.begin(name, str(root), len(discovery.items))
 
         def candidates() -> Iterator[_Candidate | _Unreadable]:
             for item in discovery.items:
+                doc_id = document_id(item.source_uri)
+                try:
+                    base = source.labels_for(item, None)
+                except Exception as exc:
+                    # Labels cannot be determined, for any reason: withdrawn until they can.
+                    yield _Unreadable(doc_id, item.source_uri, _label_failure(exc))
+                    continue
                 try:
                     data = source.read_bytes(item)
-                    base = source.labels_for(item, None)
-                except (OSError, CitewellError) as exc:
-                    # Reported and skipped; a previously indexed version stays as it was.
-                    yield _Unreadable(document_id(item.source_uri), item.source_uri, str(exc))
+                except Exception as exc:
+                    # Reported and skipped; an indexed version stays, under the current label.
+                    yield _Unreadable(
+                        doc_id, item.source_uri, f"cannot read: {_describe(exc)}", base
+                    )
                     continue
 
                 content_hash = hashlib.sha256(data).hexdigest()
 
-                def load(item: SourceItem = item, digest: str = content_hash) -> ParsedDocument:
-                    return self._parse_cached(item, digest)
+                def mark(parsed: ParsedDocument, path: Path = item.path) -> Marking | None:
+                    return rules.strongest_marking(parsed, path)
 
                 yield _Candidate(
                     doc_id=document_id(item.source_uri),
@@ -289,9 +461,15 @@ class Ingestor:
                     content_hash=content_hash,
                     base_label=base,
                     modified_at=item.modified_at,
-                    load=load,
+                    item=item,
                     file_name=Path(item.relative_path).stem,
+                    mark=mark,
                 )
+
+        def current_label(entry: DocumentEntry) -> ResolvedLabel:
+            # For a document refused at discovery (too large, now a symlink...): its indexed
+            # version stays, but only under the label the current files give it.
+            return rules.resolve(entry.relative_path, root / entry.relative_path)
 
         kept = {document_id(r.source_uri) for r in discovery.rejected}
         return self._run(
@@ -301,10 +479,10 @@ class Ingestor:
             total=len(discovery.items),
             rejected=list(discovery.rejected),
             keep_doc_ids=kept,
-            detect_banners=True,
-            progress=progress,
+            progress=reporter,
             fresh=fresh,
             validate=validate,
+            current_label=current_label,
         )
 
     def ingest_texts(
@@ -312,7 +490,7 @@ class Ingestor:
         docs: Iterable[TextDocument],
         index: str,
         source_name: str,
-        progress: bool = False,
+        progress: bool | IngestProgress = False,
         fresh: bool = False,
     ) -> IngestReport:
         """Sync ``index`` with pre-extracted documents: the given set replaces the source's."""
@@ -354,8 +532,7 @@ class Ingestor:
             total=len(documents),
             rejected=[],
             keep_doc_ids=set(),
-            detect_banners=False,
-            progress=progress,
+            progress=_reporter(progress),
             fresh=fresh,
         )
 
@@ -369,23 +546,27 @@ class Ingestor:
         total: int,
         rejected: list[DocumentFailure],
         keep_doc_ids: set[str],
-        detect_banners: bool,
-        progress: bool,
+        progress: IngestProgress,
         fresh: bool,
         validate: Callable[[IndexWriter], None] | None = None,
+        current_label: Callable[[DocumentEntry], ResolvedLabel] | None = None,
     ) -> IngestReport:
         started = time.perf_counter()
         embedder = self.embedder
         computed_before = _computed(embedder)
-        tally = _Tally(failed=list(rejected))
-        with IndexWriter(
-            self.settings,
-            index,
-            embedding_model=embedding_model_id(self.settings),
-            embedding_key=embedder.cache_key,
-            dimension=embedder.dimension,
-            fresh=fresh,
-        ) as writer:
+        tally = _Tally(failed=list(rejected), progress=progress)
+        with (
+            contextlib.closing(progress),
+            IndexWriter(
+                self.settings,
+                index,
+                embedding_model=embedding_model_id(self.settings),
+                embedding_key=embedder.cache_key,
+                dimension=embedder.dimension,
+                fresh=fresh,
+            ) as writer,
+            _Parsing(self) as parsing,
+        ):
             existing = writer.manifest.documents(source=source_name)
             recipe = self.chunk_recipe
             stale = sum(1 for doc in existing.values() if doc.chunk_recipe != recipe)
@@ -399,60 +580,89 @@ class Ingestor:
                 writer.manifest.record_failure(source_name, failure.source_uri, failure.reason)
             seen: set[str] = set(keep_doc_ids)
             pending: list[_Pending] = []
-            bar = tqdm(
-                total=total,
-                desc=f"ingest {source_name}",
-                unit="doc",
-                disable=not (progress and sys.stderr.isatty()),
-            )
-            for candidate in candidates:
-                bar.update(1)
-                seen.add(candidate.doc_id)
-                if isinstance(candidate, _Unreadable):
-                    reason = f"cannot read: {candidate.reason}"
-                    tally.failed.append(
-                        DocumentFailure(source_uri=candidate.source_uri, reason=reason)
-                    )
-                    writer.manifest.record_failure(source_name, candidate.source_uri, reason)
-                    continue
-                prior = existing.get(candidate.doc_id)
-                if (
-                    prior is not None
-                    and prior.content_hash == candidate.content_hash
-                    # Chunked with another recipe (settings or code): chunk again, or the index
-                    # silently keeps chunks made the old way.
-                    and prior.chunk_recipe == recipe
-                ):
-                    if prior.label_fingerprint == candidate.base_label.fingerprint:
-                        tally.unchanged.append(candidate.relative_path)
-                        if not prior.labelled:
-                            tally.unlabelled.append(candidate.relative_path)
-                    else:
-                        self._relabel(writer, prior, candidate, tally)
-                    continue
-                item = self._prepare(candidate, prior is not None, detect_banners, tally)
+            # Submitted for parsing, not yet chunked: (candidate, already indexed).
+            ahead: deque[tuple[_Candidate, bool]] = deque()
+
+            def chunk_next() -> None:
+                candidate, exists = ahead.popleft()
+                item = self._prepare(candidate, exists, tally, parsing)
                 if item is None:
+                    reason = tally.failed[-1].reason
+                    base = candidate.base_label
+                    # The path's label, so reports show the failure only to who may see it.
                     writer.manifest.record_failure(
-                        source_name, candidate.source_uri, tally.failed[-1].reason
+                        source_name,
+                        candidate.source_uri,
+                        reason,
+                        classification_rank=(
+                            self.scheme.rank(base.label.classification) if base.labelled else None
+                        ),
+                        groups=base.label.groups,
                     )
-                    continue
+                    prior = existing.get(candidate.doc_id)
+                    if prior is not None:
+                        # The old version stays (the new one failed), under the current label.
+                        self._enforce_label(writer, prior, base, reason, tally)
+                    return
                 pending.append(item)
+                tally.chunks_queued += len(item.drafts)
                 if sum(len(p.drafts) for p in pending) >= _EMBED_BATCH_CHUNKS:
                     self._write(writer, source_name, pending, tally)
-                    pending = []
+                    pending.clear()
+
+            for checked, candidate in enumerate(candidates, start=1):
+                progress.update("parse", checked, total)
+                seen.add(candidate.doc_id)
+                if isinstance(candidate, _Unreadable):
+                    tally.failed.append(
+                        DocumentFailure(source_uri=candidate.source_uri, reason=candidate.reason)
+                    )
+                    writer.manifest.record_failure(
+                        source_name, candidate.source_uri, candidate.reason
+                    )
+                    prior = existing.get(candidate.doc_id)
+                    if prior is not None:
+                        self._enforce_label(writer, prior, candidate.label, candidate.reason, tally)
+                    continue
+                prior = existing.get(candidate.doc_id)
+                change = classify_change(
+                    prior, candidate.content_hash, recipe, candidate.base_label.fingerprint
+                )
+                if change == "unchanged" and prior is not None:
+                    tally.unchanged.append(candidate.relative_path)
+                    if not prior.labelled:
+                        tally.unlabelled.append(candidate.relative_path)
+                    continue
+                if change == "relabeled" and prior is not None:
+                    self._relabel(writer, prior, candidate.base_label, tally)
+                    continue
+                parsing.submit(candidate)
+                ahead.append((candidate, prior is not None))
+                while len(ahead) > parsing.window:
+                    chunk_next()
+            while ahead:
+                chunk_next()
             self._write(writer, source_name, pending, tally)
-            bar.close()
+            for doc_id in sorted(keep_doc_ids):
+                prior = existing.get(doc_id)
+                if prior is None or current_label is None:
+                    continue
+                try:
+                    label: ResolvedLabel | None = current_label(prior)
+                    reason = "refused at discovery"
+                except (OSError, CitewellError) as exc:
+                    label, reason = None, _label_failure(exc)
+                    tally.failed.append(DocumentFailure(source_uri=prior.source_uri, reason=reason))
+                self._enforce_label(writer, prior, label, reason, tally)
             gone = [doc for doc_id, doc in existing.items() if doc_id not in seen]
             if gone:
-                ids = [doc.doc_id for doc in gone]
-                writer.vectors.delete_documents(ids)
-                writer.lexical.delete_documents(ids)
-                writer.manifest.delete(ids)
+                writer.delete_documents([doc.doc_id for doc in gone])
                 tally.deleted.extend(doc.relative_path for doc in gone)
             changed = (
                 fresh
                 or writer.base_version is None
                 or bool(tally.added or tally.updated or tally.deleted or tally.relabeled)
+                or bool(tally.withdrawn)
                 or _failure_set(writer, source_name) != failures_before
             )
             # Nothing changed: keep serving the published version instead of publishing a copy.
@@ -467,9 +677,11 @@ class Ingestor:
             relabeled=tuple(tally.relabeled),
             failed=tuple(tally.failed),
             unlabelled=tuple(tally.unlabelled),
+            withdrawn=tuple(tally.withdrawn),
             chunks_written=tally.chunks_written,
             embeddings_computed=_computed(embedder) - computed_before,
             seconds=round(time.perf_counter() - started, 3),
+            stages=parsing.stages(tally),
         )
         log_event(
             logger,
@@ -483,9 +695,11 @@ class Ingestor:
             deleted=len(report.deleted),
             relabeled=len(report.relabeled),
             failed=len(report.failed),
+            withdrawn=len(report.withdrawn),
             chunks_written=report.chunks_written,
             embeddings_computed=report.embeddings_computed,
             seconds=report.seconds,
+            **report.stages.model_dump(),
         )
         return report
 
@@ -500,20 +714,43 @@ class Ingestor:
         return AccessLabel(classification=level, groups=label.groups), banner_level
 
     def _prepare(
-        self, candidate: _Candidate, exists: bool, detect_banners: bool, tally: _Tally
+        self,
+        candidate: _Candidate,
+        exists: bool,
+        tally: _Tally,
+        parsing: _Parsing,
     ) -> _Pending | None:
+        """Parse (or take the parsed), label and chunk one document; any failure of these is
+        that document's, recorded with its reason."""
+
+        def fail(reason: str) -> None:
+            tally.failed.append(DocumentFailure(source_uri=candidate.source_uri, reason=reason))
+
         try:
-            parsed = candidate.load()
-        except ParseError as exc:
-            tally.failed.append(DocumentFailure(source_uri=candidate.source_uri, reason=exc.reason))
+            parsed = parsing.take(candidate)
+        except ParseWorkerError:
+            raise  # parsing itself is broken: not one document's failure
+        except Exception as exc:
+            fail(_describe(exc))
             return None
-        banner = detect_banner(parsed.text, self.scheme) if detect_banners else None
-        label, banner_level = self._final_label(candidate.base_label, banner)
-        drafts = self.chunk(parsed, candidate.file_name)
-        if not drafts:
-            tally.failed.append(
-                DocumentFailure(source_uri=candidate.source_uri, reason="no text to index")
+        started = time.perf_counter()
+        try:
+            try:
+                marking = candidate.mark(parsed) if candidate.mark is not None else None
+            except Exception as exc:  # any reader, any failure: the label cannot be determined
+                fail(f"markings cannot be read: {_describe(exc)}")
+                return None
+            label, banner_level = self._final_label(
+                candidate.base_label, marking.level if marking else None
             )
+            drafts = self.chunk(parsed, candidate.file_name)
+        except Exception as exc:
+            fail(f"cannot label or chunk: {_describe(exc)}")
+            return None
+        finally:
+            tally.chunk_s += time.perf_counter() - started
+        if not drafts:
+            fail("no text to index")
             return None
         return _Pending(
             candidate=candidate,
@@ -531,7 +768,12 @@ class Ingestor:
         if not pending:
             return
         texts = [draft.embedding_text for item in pending for draft in item.drafts]
+        started = time.perf_counter()
         vectors = self.embedder.embed_documents(texts)
+        tally.embed_s += time.perf_counter() - started
+        started = time.perf_counter()
+        tally.chunks_embedded += len(texts)
+        tally.progress.update("embed", tally.chunks_embedded, tally.chunks_queued)
         offset = 0
         now = datetime.now(UTC)
         for item in pending:
@@ -539,19 +781,7 @@ class Ingestor:
             chunks = [self._chunk(item, draft, source_name) for draft in item.drafts]
             block = vectors[offset : offset + len(chunks)]
             offset += len(chunks)
-            new_ids = {chunk.chunk_id for chunk in chunks}
-            # Upsert first, then delete stale chunks: a live remote collection never lacks
-            # the document in between.
-            writer.vectors.upsert(chunks, block)
-            stale = writer.vectors.chunk_ids_by_document([candidate.doc_id]).get(
-                candidate.doc_id, []
-            )
-            stale_ids = [cid for cid in stale if cid not in new_ids]
-            if stale_ids:
-                writer.vectors.delete_chunks(stale_ids)
-            writer.lexical.delete_documents([candidate.doc_id])
-            writer.lexical.add(chunks)  # indexes context + text, as embedded
-            writer.manifest.put(
+            writer.put_document(
                 DocumentEntry(
                     doc_id=candidate.doc_id,
                     source=source_name,
@@ -570,12 +800,16 @@ class Ingestor:
                     modified_at=candidate.modified_at,
                     refreshed_at=now,
                     chunk_recipe=self.chunk_recipe,
-                )
+                ),
+                chunks,
+                block,
             )
             tally.chunks_written += len(chunks)
+            tally.progress.update("write", tally.chunks_written, tally.chunks_queued)
             (tally.updated if item.updated else tally.added).append(candidate.relative_path)
             if not item.labelled:
                 tally.unlabelled.append(candidate.relative_path)
+        tally.write_s += time.perf_counter() - started
 
     def _chunk(self, item: _Pending, draft: ChunkDraft, source_name: str) -> Chunk:
         candidate = item.candidate
@@ -600,28 +834,43 @@ class Ingestor:
             document_date=item.parsed.document_date,
         )
 
-    def _relabel(
-        self, writer: IndexWriter, prior: DocumentEntry, candidate: _Candidate, tally: _Tally
+    def _enforce_label(
+        self,
+        writer: IndexWriter,
+        prior: DocumentEntry,
+        base: ResolvedLabel | None,
+        reason: str,
+        tally: _Tally,
     ) -> None:
-        label, _ = self._final_label(candidate.base_label, prior.banner_level)
-        rank = self.scheme.rank(label.classification)
-        writer.vectors.relabel_document(prior.doc_id, label, rank)
-        writer.lexical.relabel_document(prior.doc_id, label, rank)
-        writer.manifest.put(
-            prior.model_copy(
-                update={
-                    "label_fingerprint": candidate.base_label.fingerprint,
-                    "classification": label.classification,
-                    "classification_rank": rank,
-                    "groups": tuple(sorted(label.groups)),
-                    "labelled": candidate.base_label.labelled,
-                    "refreshed_at": datetime.now(UTC),
-                }
+        """An indexed document that was not re-ingested this run keeps being served only under
+        the label the current files give it: relabeled if that changed, withdrawn when it
+        cannot be determined (``base`` None)."""
+        if base is None:
+            writer.withdraw_document(
+                prior.doc_id, source=prior.source, source_uri=prior.source_uri, reason=reason
             )
-        )
-        tally.relabeled.append(candidate.relative_path)
-        if not candidate.base_label.labelled:
-            tally.unlabelled.append(candidate.relative_path)
+            tally.withdrawn.append(prior.relative_path)
+        elif base.fingerprint != prior.label_fingerprint:
+            self._relabel(writer, prior, base, tally)
+
+    def _relabel(
+        self, writer: IndexWriter, prior: DocumentEntry, base: ResolvedLabel, tally: _Tally
+    ) -> None:
+        label, _ = self._final_label(base, prior.banner_level)
+        writer.relabel_document(prior, label, base.labelled, base.fingerprint)
+        tally.relabeled.append(prior.relative_path)
+        if not base.labelled:
+            tally.unlabelled.append(prior.relative_path)
+
+
+def _label_failure(exc: BaseException) -> str:
+    return f"labels cannot be determined (withdrawn until fixed): {exc}"
+
+
+def _reporter(progress: bool | IngestProgress) -> IngestProgress:
+    if isinstance(progress, bool):
+        return TerminalProgress() if progress else NoProgress()
+    return progress
 
 
 def _failure_set(writer: IndexWriter, source_name: str) -> set[tuple[str, str]]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -32,19 +31,29 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from core.errors import CitewellError, ConfigurationError, EvaluationError
-from core.logging import log_event
-from core.models import DocumentFailure, Frozen, IngestReport, SearchFilters
-from core.settings import Settings
-from ingestion.golden import load_golden_set, matches_relative_path
-from ingestion.labels import LabelRules
-from ingestion.pipeline import Ingestor, document_id
-from ingestion.sources import LocalFolderSource
-from ingestion.sources_config import SourceConfig
-from retrieval.access import AccessScope
-from retrieval.index import IndexLayout, IndexWriter
-from retrieval.manifest import DocumentEntry, Manifest
-from retrieval.protocols import Embedder
+from citewell.core.errors import CitewellError, ConfigurationError, EvaluationError
+from citewell.core.logging import log_event
+from citewell.core.models import (
+    ClassificationScheme,
+    DocumentFailure,
+    Frozen,
+    IngestReport,
+    SearchFilters,
+)
+from citewell.core.settings import Settings
+from citewell.ingestion.golden import (
+    load_retrieval_questions,
+    matches_relative_path,
+)
+from citewell.ingestion.labels import LabelRules
+from citewell.ingestion.pipeline import Ingestor, document_id
+from citewell.ingestion.sources import LocalFolderSource
+from citewell.ingestion.sources_config import SourceConfig
+from citewell.retrieval.access import maintenance_principal, scope_for
+from citewell.retrieval.durable import write_atomic
+from citewell.retrieval.index import IndexLayout, IndexWriter
+from citewell.retrieval.manifest import DocumentEntry, Manifest, classify_change
+from citewell.retrieval.protocols import Embedder
 
 logger = logging.getLogger(__name__)
 
@@ -131,10 +140,7 @@ def parse_cache_dir(settings: Settings) -> Path:
 
 def _write_model(path: Path, model: BaseModel) -> None:
     """Write atomically so a retried task never reads a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(model.model_dump_json(indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, model.model_dump_json(indent=2).encode("utf-8"))
 
 
 def _read_model(path: Path, model: type[M]) -> M:
@@ -237,13 +243,14 @@ def plan(
     for entry in snapshot.entries:
         doc_id = document_id(entry.source_uri)
         seen.add(doc_id)
-        prior = published.get(doc_id)
-        if prior is None:
+        change = classify_change(
+            published.get(doc_id), entry.content_hash, recipe, entry.label_fingerprint
+        )
+        if change == "new":
             new.append(entry.relative_path)
-        elif prior.content_hash != entry.content_hash or prior.chunk_recipe != recipe:
-            # Another chunking recipe re-chunks the document: batch it like a changed one.
+        elif change == "changed":
             changed.append(entry.relative_path)
-        elif prior.label_fingerprint != entry.label_fingerprint:
+        elif change == "relabeled":
             relabeled.append(entry.relative_path)
         else:
             unchanged += 1
@@ -340,14 +347,14 @@ def _smoke_test(
     golden: Path,
     k: int,
     min_hit_rate: float,
-    levels: int,
+    scheme: ClassificationScheme,
 ) -> tuple[int, int]:
     """Ask each golden question of the staged version (dense and BM25 legs, a scope that sees
     every labelled document) and count those whose expected document is in either top k."""
-    questions = load_golden_set(golden, require_expected=True)
+    questions = load_retrieval_questions(golden)
     documents = writer.manifest.documents()
     groups = frozenset(g for doc in documents.values() for g in doc.groups)
-    scope = AccessScope(principal=_SMOKE_PRINCIPAL, max_rank=levels - 1, groups=groups)
+    scope = scope_for(maintenance_principal(_SMOKE_PRINCIPAL, scheme, groups), scheme, ())
     path_of = {doc_id: doc.relative_path for doc_id, doc in documents.items()}
     hits = 0
     for question in questions:
@@ -420,7 +427,7 @@ def rebuild(
                     golden,
                     source.rebuild.k,
                     source.rebuild.min_hit_rate,
-                    len(settings.scheme.levels),
+                    settings.scheme,
                 )
             )
 

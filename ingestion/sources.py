@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from core.errors import ConfigurationError, InputRejectedError
-from core.logging import log_event
-from core.models import DocumentFailure
-from ingestion.labels import LABELS_FILE, SIDECAR_SUFFIX, LabelRules
-from ingestion.models import DiscoveryResult, ResolvedLabel, SourceItem
+from citewell.core.errors import ConfigurationError, InputRejectedError, LabelError
+from citewell.core.logging import log_event
+from citewell.core.models import DocumentFailure
+from citewell.ingestion.labels import LABELS_FILE, MISSPELT_SUFFIX, SIDECAR_SUFFIX, LabelRules
+from citewell.ingestion.models import DiscoveryResult, ResolvedLabel, SourceItem
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,9 @@ def _is_hidden(name: str) -> bool:
 
 
 def _is_label_file(name: str) -> bool:
-    return name == LABELS_FILE or name.endswith(SIDECAR_SUFFIX)
+    # Case-insensitive: a "report.pdf.LABELS.YAML" is a (refused) sidecar, never a document.
+    folded = name.casefold()
+    return folded == LABELS_FILE or folded.endswith((SIDECAR_SUFFIX, MISSPELT_SUFFIX))
 
 
 class LocalFolderSource:
@@ -124,6 +126,14 @@ class LocalFolderSource:
             if entry.is_dir(follow_symlinks=False):
                 self._walk(path, items, rejected)
                 continue
+            if entry.name == LABELS_FILE and directory != self._root:
+                # Only the root's labels file is read: a nested one would be silently ignored
+                # and its documents labelled by the root's (possibly lower) rules.
+                raise LabelError(
+                    f"{path}: labels files are read only at the source folder's root "
+                    f"({self._root / LABELS_FILE}); write these rules there as "
+                    f"'{path.parent.relative_to(self._root).as_posix()}/**' rules"
+                )
             if not entry.is_file(follow_symlinks=False) or _is_label_file(entry.name):
                 continue
             try:

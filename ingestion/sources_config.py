@@ -26,15 +26,19 @@ Every problem raises :class:`ConfigurationError` naming the file (and the source
 from __future__ import annotations
 
 import re
-from pathlib import Path
-from typing import Literal
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import unquote, urlparse
 
-import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from core.errors import ConfigurationError
-from core.models import Frozen, SearchMode
-from ingestion.labels import LABELS_FILE
+from citewell.core.config_files import load_yaml, validate_yaml
+from citewell.core.errors import ConfigurationError
+from citewell.core.models import Frozen, SearchMode
+from citewell.ingestion.labels import LABELS_FILE
+
+if TYPE_CHECKING:
+    from citewell.core.settings import Settings
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _PRESETS = frozenset(
@@ -168,31 +172,124 @@ def _check_labels(source: SourceConfig, file: Path) -> None:
 
 def load_sources(file: Path) -> SourcesConfig:
     """Read and validate a sources config file."""
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigurationError(f"cannot read sources config {file}: {exc}") from exc
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigurationError(f"{file}: invalid YAML: {exc}") from exc
+    document = load_yaml(file, what="sources config")
+    raw = document.data
     if raw is None:
         return SourcesConfig()
     if not isinstance(raw, dict) or not isinstance(raw.get("sources", []), list):
-        raise ConfigurationError(f"{file}: expected a mapping with a 'sources' list")
+        raise ConfigurationError(f"{document.where()}: expected a mapping with a 'sources' list")
     base = file.resolve().parent
     entries = []
-    for position, entry in enumerate(raw.get("sources") or [], start=1):
+    for position, entry in enumerate(raw.get("sources") or []):
         if not isinstance(entry, dict):
-            raise ConfigurationError(f"{file}: source #{position} must be a mapping")
+            where = document.where(("sources", position))
+            raise ConfigurationError(f"{where}: source #{position + 1} must be a mapping")
         entries.append(_absolutise(entry, base))
-    try:
-        config = SourcesConfig.model_validate({**raw, "sources": entries})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
-        )
-        raise ConfigurationError(f"{file}: invalid sources config: {problems}") from exc
+    config = validate_yaml(SourcesConfig, document, data={**raw, "sources": entries})
     for source in config.sources:
         _check_labels(source, file)
     return config
+
+
+def default_source_name(folder: Path) -> str:
+    """A folder's source name when nobody names it: the folder's own name, made valid."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", folder.resolve().name).strip("-._")[:64]
+    return name or "source"
+
+
+def indexed_folder_sources(settings: Settings, index: str | None) -> dict[Path, str]:
+    """The folders the published version of ``index`` holds documents from, and the source
+    each is indexed as (empty for an index with no published version)."""
+    from citewell.retrieval.index import IndexLayout
+    from citewell.retrieval.manifest import Manifest
+
+    layout = IndexLayout(settings, index)
+    version = layout.current_version()
+    if version is None:
+        return {}
+    manifest = Manifest(layout.version_dir(version) / "manifest.sqlite", read_only=True)
+    try:
+        counts: dict[tuple[Path, str], int] = {}
+        for doc in manifest.iter_documents():
+            root = _folder_of(doc.source_uri, doc.relative_path)
+            if root is not None:
+                counts[(root, doc.source)] = counts.get((root, doc.source), 0) + 1
+    finally:
+        manifest.close()
+    folders: dict[Path, str] = {}
+    # The source holding most of a folder's documents names it.
+    for (root, source), _ in sorted(counts.items(), key=lambda item: item[1]):
+        folders[root] = source
+    return folders
+
+
+def _folder_of(source_uri: str, relative_path: str) -> Path | None:
+    parsed = urlparse(source_uri)
+    if parsed.scheme != "file":
+        return None  # pre-extracted texts ("<source>:<doc_id>") have no folder
+    path = PurePosixPath(unquote(parsed.path))
+    depth = len(PurePosixPath(relative_path).parts)
+    if depth == 0 or depth > len(path.parts) - 1:
+        return None
+    return Path(path.parents[depth - 1])
+
+
+def resolve_folder_source(
+    settings: Settings,
+    index: str | None,
+    folder: Path,
+    requested: str | None = None,
+    *,
+    fresh: bool = False,
+) -> str:
+    """The source name ``folder`` is ingested under in ``index``: one folder is one source,
+    however it is ingested (``citewell demo``, ``citewell ingest``, a DAG).
+
+    The name it is already indexed under wins; ``requested`` (``--source-name``, a sources
+    config entry) must agree with it, and may not name another folder's source (ingesting
+    would delete that folder's documents as gone). Without either, the folder's name. A
+    ``fresh`` rebuild starts from an empty version, so it may name the source anew."""
+    root = folder.resolve()
+    if fresh:
+        return requested or default_source_name(root)
+    folders = indexed_folder_sources(settings, index)
+    existing = folders.get(root)
+    index_name = index or settings.index
+    if requested is not None and existing is not None and requested != existing:
+        raise ConfigurationError(
+            f"{root} is already indexed in index {index_name!r} as source {existing!r}; "
+            f"ingest it under that name (--source-name {existing})"
+        )
+    for path, source in sorted(folders.items()):
+        if path != root and (root.is_relative_to(path) or path.is_relative_to(root)):
+            # The same files under two sources would flip between them on every refresh.
+            raise ConfigurationError(
+                f"{root} overlaps the folder {path}, indexed in index {index_name!r} as source "
+                f"{source!r}; ingest that folder instead, or use another index"
+            )
+    name = existing or requested or default_source_name(root)
+    others = sorted(
+        str(path) for path, source in folders.items() if source == name and path != root
+    )
+    if existing is None and others:
+        raise ConfigurationError(
+            f"source {name!r} of index {index_name!r} is the folder {others[0]}; "
+            f"name this folder's source differently (--source-name NAME)"
+        )
+    return name
+
+
+def check_source_inputs(settings: Settings, source: SourceConfig, *, fresh: bool = False) -> None:
+    """Everything a run of ``source`` reads, checked before any work (the DAGs' first task):
+    the folder, its labels file, the golden sets, and that the folder is this source in its
+    index. Raises :class:`ConfigurationError` (golden and labels errors name file and line)."""
+    from citewell.ingestion.golden import load_retrieval_questions
+    from citewell.ingestion.labels import LabelRules
+
+    if not source.path.is_dir():
+        raise ConfigurationError(f"source {source.name!r}: folder {source.path} does not exist")
+    LabelRules.load(source.path, settings.scheme)
+    for golden in {source.smoke_golden, source.evaluation.golden if source.evaluation else None}:
+        if golden is not None:
+            load_retrieval_questions(golden)
+    resolve_folder_source(settings, source.index, source.path, source.name, fresh=fresh)

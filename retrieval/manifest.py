@@ -12,9 +12,10 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Literal
 
-from core.errors import StoreUnavailableError
-from core.models import Frozen
+from citewell.core.errors import StoreUnavailableError
+from citewell.core.models import Frozen
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -70,6 +71,26 @@ class DocumentEntry(Frozen):
 
 
 # Columns named: manifests written before ``chunk_recipe`` have it last, added by ALTER TABLE.
+
+ChangeKind = Literal["new", "changed", "relabeled", "unchanged"]
+
+
+def classify_change(
+    prior: DocumentEntry | None, content_hash: str, chunk_recipe: str, label_fingerprint: str
+) -> ChangeKind:
+    """What a refresh must do with a document, given its indexed entry and what the source has
+    now: the one decision the pipeline and the Airflow planner both make. Another chunking
+    recipe (settings or code) re-chunks an unchanged file, or the index keeps chunks made the
+    old way; a label change alone is a payload update, never a re-embedding."""
+    if prior is None:
+        return "new"
+    if prior.content_hash != content_hash or prior.chunk_recipe != chunk_recipe:
+        return "changed"
+    if prior.label_fingerprint != label_fingerprint:
+        return "relabeled"
+    return "unchanged"
+
+
 _INSERT = (
     "INSERT OR REPLACE INTO documents (doc_id, source, source_uri, relative_path, title, "
     "doc_type, content_hash, label_fingerprint, classification, classification_rank, groups, "
@@ -79,10 +100,15 @@ _INSERT = (
 
 
 class FailureEntry(Frozen):
+    """A document that failed, with the access label its path carries when one was resolved
+    (``classification_rank`` None: unknown, so shown to nobody; see evaluation/coverage.py)."""
+
     source: str
     source_uri: str
     reason: str
     failed_at: datetime
+    classification_rank: int | None = None
+    groups: tuple[str, ...] = ()
 
 
 class Manifest:
@@ -102,6 +128,12 @@ class Manifest:
                 columns = {row[1] for row in self._db.execute("PRAGMA table_info(documents)")}
                 if "chunk_recipe" not in columns:  # a manifest written before recipes existed
                     self._db.execute("ALTER TABLE documents ADD COLUMN chunk_recipe TEXT")
+                failure_columns = {
+                    row[1] for row in self._db.execute("PRAGMA table_info(failures)")
+                }
+                if "classification_rank" not in failure_columns:  # written before labels
+                    self._db.execute("ALTER TABLE failures ADD COLUMN classification_rank INTEGER")
+                    self._db.execute("ALTER TABLE failures ADD COLUMN groups TEXT")
             self._db.row_factory = sqlite3.Row
         except sqlite3.Error as exc:
             raise StoreUnavailableError(f"cannot open index manifest {path}: {exc}") from exc
@@ -165,10 +197,28 @@ class Manifest:
         return docs, chunks
 
     # --- failures -------------------------------------------------------------------------
-    def record_failure(self, source: str, source_uri: str, reason: str) -> None:
+    def record_failure(
+        self,
+        source: str,
+        source_uri: str,
+        reason: str,
+        *,
+        classification_rank: int | None = None,
+        groups: Iterable[str] = (),
+    ) -> None:
+        """Record a failed document; pass the label its path resolved to when known, so reports
+        can show the failure to whoever may see the document (and to nobody when unknown)."""
         self._db.execute(
-            "INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?)",
-            (source, source_uri, reason, datetime.now(UTC).isoformat()),
+            "INSERT OR REPLACE INTO failures (source, source_uri, reason, failed_at, "
+            "classification_rank, groups) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                source,
+                source_uri,
+                reason,
+                datetime.now(UTC).isoformat(),
+                classification_rank,
+                json.dumps(sorted(groups)),
+            ),
         )
 
     def clear_failures(self, source: str) -> None:
@@ -181,9 +231,16 @@ class Manifest:
                 source_uri=row["source_uri"],
                 reason=row["reason"],
                 failed_at=datetime.fromisoformat(row["failed_at"]),
+                classification_rank=_optional(row, "classification_rank"),
+                groups=tuple(json.loads(_optional(row, "groups") or "[]")),
             )
             for row in self._db.execute("SELECT * FROM failures ORDER BY source_uri")
         ]
+
+
+def _optional(row: sqlite3.Row, column: str) -> Any:
+    """A column that manifests opened read-only from before it existed lack."""
+    return row[column] if column in row.keys() else None  # noqa: SIM118 (Row: values)
 
 
 def _entry(row: sqlite3.Row) -> DocumentEntry:

@@ -29,19 +29,44 @@ def session_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("citewell-cache")
 
 
-@pytest.fixture(scope="session")
-def embedder(session_cache_dir: Path) -> Iterator[Any]:
-    """The real bundled MiniLM embedder behind an embedding cache, loaded once per session."""
-    from retrieval.embedding import SentenceTransformerEmbedder
-    from retrieval.embedding_cache import CachingEmbedder, EmbeddingCache
+@pytest.fixture(scope="session", autouse=True)
+def process_environment() -> None:
+    """What every entry point sets before loading models and parsers (no hub, no telemetry)."""
+    from citewell.core.settings import Settings, apply_process_environment
 
-    inner = SentenceTransformerEmbedder(threads=2, export_dir=session_cache_dir / "models")
+    apply_process_environment(Settings())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_model_exports(session_cache_dir: Path) -> Iterator[Path]:
+    """One model export per session for every Settings a test builds (each in its own data
+    dir), subprocesses included: the default backend exports once, ~40 s on 2 cores."""
+    exports = session_cache_dir / "models"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(
+            "CITEWELL_MODEL_CACHE_DIR", os.environ.get("CITEWELL_MODEL_CACHE_DIR", str(exports))
+        )
+        yield exports
+
+
+@pytest.fixture(scope="session")
+def embedder(shared_model_exports: Path) -> Iterator[Any]:
+    """The real bundled MiniLM embedder on the default backend behind an embedding cache,
+    loaded once per session: what Settings() builds, so indexes it writes serve without a
+    backend mismatch."""
+    from citewell.retrieval.embedding import DEFAULT_BACKEND, SentenceTransformerEmbedder
+    from citewell.retrieval.embedding_cache import CachingEmbedder, EmbeddingCache
+
+    session_cache_dir = shared_model_exports.parent
+    inner = SentenceTransformerEmbedder(
+        backend=DEFAULT_BACKEND, threads=2, export_dir=shared_model_exports
+    )
     yield CachingEmbedder(inner, EmbeddingCache(session_cache_dir / "embeddings.sqlite"))
 
 
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Any]:
-    from core.settings import Settings
+    from citewell.core.settings import Settings
 
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {"data_dir": tmp_path / "data"}

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from agent.agent import REFUSAL_TEXT, Agent
-from agent.backends import ExtractiveAnswerer, LLMBackend
-from agent.llm import OpenAICompatibleLLM
-from agent.models import AgentConfig
-from agent.scoring import SentenceScorer
-from core.models import Principal
+from citewell.agent.agent import REFUSAL_TEXT, Agent
+from citewell.agent.backends import ExtractiveAnswerer, LLMBackend
+from citewell.agent.llm import OpenAICompatibleLLM
+from citewell.agent.models import AgentConfig
+from citewell.agent.scoring import SentenceScorer
+from citewell.core.models import Principal
 from tests.agent.fakes import FakeSearch, make_chunk
 from tests.agent.openai_server import chat_server
 

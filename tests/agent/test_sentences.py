@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.scoring import looks_like_heading, sentence_spans
+from citewell.agent.scoring import looks_like_heading, sentence_spans
 from tests.agent.fakes import make_chunk
 
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from cli.main import main as cli_main
-from core.settings import Settings
-from ingestion.pipeline import Ingestor
+from citewell.cli.main import main as cli_main
+from citewell.core.settings import Settings
+from citewell.ingestion.pipeline import Ingestor
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ PRINCIPALS = "principals:\n  carol:\n    clearance: internal\n    groups: [every
 
 @pytest.fixture
 def demo(tmp_path: Path, embedder: Any, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setattr("cli.common.configure_logging", lambda *a, **k: None)
+    monkeypatch.setattr("citewell.cli.common.configure_logging", lambda *a, **k: None)
     folder = tmp_path / "kb"
     (folder / "hr").mkdir(parents=True)
     (folder / "citewell.labels.yaml").write_text(

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.answerability import CalibrationSource, default_model, load_model
-from agent.factory import calibration_path
-from cli.main import main as cli_main
-from core.settings import Settings
+from citewell.agent.answerability import CalibrationSource, default_model, load_model
+from citewell.agent.factory import calibration_path
+from citewell.cli.main import main as cli_main
+from citewell.core.settings import Settings
 from tests.cli.test_ask import demo  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow

@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.answerability import (
+from citewell.agent.answerability import (
     FEATURES,
     AnswerabilityModel,
     CalibrationSource,
     default_model,
     load_model,
 )
-from core.errors import ConfigurationError, EvaluationError
-from evaluation.answerability import JudgedFeatures, fit_model, rates, threshold_for
+from citewell.core.errors import ConfigurationError, EvaluationError
+from citewell.evaluation.answerability import JudgedFeatures, fit_model, rates, threshold_for
 
 
 def judged(n_answerable: int, n_unanswerable: int, seed: int = 3) -> list[JudgedFeatures]:

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from cli.main import main
-from core.errors import EvaluationError
-from evaluation.regression import compare, parse_tolerances
+from citewell.cli.main import main
+from citewell.core.errors import EvaluationError
+from citewell.evaluation.regression import compare, parse_tolerances
 
 BASELINE = {
     "correct_source_rate": 0.80,
@@ -69,4 +69,6 @@ def test_cli_compare_exit_codes(tmp_path, capsys):
     assert (
         main(["eval", "compare", str(run), str(base), "--tolerance", "citation_precision=0.2"]) == 0
     )
-    assert main(["eval", "compare", str(tmp_path / "nope.json"), str(base)]) == 2
+    with pytest.raises(SystemExit) as missing:  # rejected while parsing arguments
+        main(["eval", "compare", str(tmp_path / "nope.json"), str(base)])
+    assert missing.value.code == 2

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import ConfigurationError
-from ingestion.sources_config import load_sources
+from citewell.core.errors import ConfigurationError
+from citewell.ingestion.sources_config import load_sources
 
 
 def _write(path: Path, text: str) -> Path:
@@ -60,6 +60,10 @@ def test_paths_resolve_against_the_config_folder_and_defaults_apply(tmp_path: Pa
         ),
         ("sources:\n  - {name: a, path: x, index: i, labels: elsewhere.yaml}\n", "labels must"),
         ("sources:\n  - {name: a, path: x, index: i, labels: x/citewell.labels.yaml}\n", "exist"),
+        # Duplicate keys are errors, never "the last one wins".
+        ("sources:\n  - {name: a, path: x, index: i, index: j}\n", r"yaml:2: duplicate key"),
+        ("sources: []\nsources:\n  - {name: a, path: x, index: i}\n", r"yaml:2: duplicate"),
+        ("sources:\n  - {name: a, path: x, index: i, batch_size: [5]}\n", r"yaml:2: .*batch"),
     ],
 )
 def test_bad_configs_raise_configuration_error_naming_the_file(
