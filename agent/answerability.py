@@ -68,6 +68,12 @@ _TYPE_RULES: tuple[tuple[re.Pattern[str], str, frozenset[str]], ...] = tuple(
     (re.compile(pattern, re.IGNORECASE), name, labels)
     for pattern, name, labels in (
         (
+            # "How many weeks ...": spaCy labels durations ("twenty weeks") as dates.
+            r"\bhow many (seconds|minutes|hours|days|weeks|months|years|decades|centuries)\b",
+            "a number",
+            _COUNT | _WHEN,
+        ),
+        (
             r"\bhow (many|much)\b|\bwhat (percentage|percent|number|amount|share)\b",
             "a number",
             _COUNT,
@@ -136,12 +142,23 @@ class AnswerabilityModel(Frozen):
         if any(s <= 0 for s in self.scale):
             raise ValueError("scale values must be positive")
 
+    def monotone_weights(self) -> np.ndarray:
+        """The weights, with those of the coverage features held at zero or above: a sentence
+        that covers more of the question is never less likely to answer it. SQuAD 2.0's
+        unanswerable questions reuse their paragraph's words, so a free fit learns negative
+        coverage weights, which made a verbatim answer lose to an unrelated sentence."""
+        weights = np.asarray(self.weights, dtype=float).copy()
+        for i, name in enumerate(self.features):
+            if "coverage" in name:
+                weights[i] = max(weights[i], 0.0)
+        return weights
+
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """P(the sentence answers the question) per row of ``features``."""
         if features.size == 0:
             return np.zeros(0)
         z = (features - np.asarray(self.mean)) / np.asarray(self.scale)
-        logits = z @ np.asarray(self.weights) + self.bias
+        logits = z @ self.monotone_weights() + self.bias
         return np.asarray(1.0 / (1.0 + np.exp(-logits)))
 
 
@@ -440,7 +457,13 @@ class AnswerabilityChecker:
             )
         profile = self._analyzer.question(question)
         plain = [_candidate(s) for s in candidates]
-        probabilities = model.probabilities(feature_rows(self._analyzer, profile, plain))
+        rows = feature_rows(self._analyzer, profile, plain)
+        probabilities = model.probabilities(rows)
+        # A key term of the question (a name, a number) that the passage never mentions means
+        # the passage answers another question, however close its wording: never an answer.
+        probabilities = np.where(
+            rows[:, FEATURES.index("key_missing_chunk")] > 0, 0.0, probabilities
+        )
         verdicts = tuple(
             SentenceVerdict(sentence=s, probability=round(float(p), 4))
             for s, p in zip(candidates, probabilities, strict=True)

@@ -149,3 +149,20 @@ def test_an_instruction_is_never_the_answer_even_when_it_is_the_closest_sentence
     assert poisoned.chunk_id in answer.flagged_chunks
     assert "midnight" not in answer.answer
     assert all("midnight" not in c.quote for c in answer.citations)
+
+
+def test_covering_the_question_never_lowers_the_probability() -> None:
+    """A verbatim answer (similar, covers the question) beats an unrelated sentence that only
+    happens to hold the expected answer type, whatever the fitted coverage weights."""
+    import numpy as np
+
+    from citewell.agent.answerability import default_model
+
+    model = default_model()
+    verbatim = [0.83, 1, 1, 1, 1, 0, 1, 0, 0]
+    unrelated = [0.10, 0, 0, 1, 1, 0, 1, 1, 0]
+    low, high = [list(verbatim) for _ in range(2)]
+    low[1] = low[2] = 0.0
+    p = model.probabilities(np.array([verbatim, unrelated, low, high]))
+    assert p[0] > p[1]
+    assert p[0] >= p[2]  # more coverage, all else equal: never less likely

@@ -61,14 +61,16 @@ def test_calibrate_writes_the_index_calibration_and_the_agent_uses_it(
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--max-false-refusal", "1.5"], "must be within [0, 1)"),
-        (["--max-false-refusal", "x"], "not a number"),
+        (["--max-false-refusal", "1.5"], "must be between 0 and 0.99"),
+        (["--max-false-refusal", "x"], "expected a number"),
     ],
 )
 def test_calibrate_rejects_bad_arguments(
-    extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+    extra: list[str], message: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"question": "q"}\n', encoding="utf-8")
     with pytest.raises(SystemExit) as exit_info:
-        cli_main(["eval", "calibrate", "--questions", "q.jsonl", *extra])
+        cli_main(["eval", "calibrate", "--questions", str(questions), *extra])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err

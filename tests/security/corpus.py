@@ -89,4 +89,8 @@ def leaks(body: str, hidden: Iterable[str], query: str = "") -> list[str]:
     """Hidden markers found in ``body`` (the caller's own query is removed first: an echo of
     what the caller typed reveals nothing)."""
     text = body.replace(query, "") if query else body
+    # A refusal names the caller's own words that no visible passage mentions, quoted: those
+    # exact quoted echoes go too (a marker inside any longer text is still found).
+    for word in query.split():
+        text = text.replace(f'\\"{word}\\"', "").replace(f'"{word}"', "")
     return [h for h in hidden if h in text]
