@@ -11,6 +11,17 @@ from the most specific place that sets it: sidecar, then the first matching rule
 default. A document for which neither key resolves is *unlabelled*: it gets the most restrictive
 level and no groups (visible to nobody) and is reported. A classification banner in the
 document text ("CONFIDENTIAL", "Classification: Restricted") raises the level, never lowers it.
+
+Purview sensitivity labels the documents carry (``ingestion.sensitivity``) are mapped by two
+more keys; :func:`apply_sensitivity` is the one place they meet the label above, and the most
+restrictive wins::
+
+    sensitivity_labels:         # label GUID -> label; unmapped labels: visible to nobody
+      "f42aa342-8706-4288-bd11-ebb85995028c": {classification: confidential, groups: [finance]}
+    sensitivity_label_policy:
+      tenants: ["9c1b5a5e-1234-4b9a-9d7e-0123456789ab"]   # SiteIds whose labels are trusted
+      names: {}                 # optional: display name -> label, for GUIDs not mapped above
+      allow_downgrade: false    # a label removed/lowered after indexing keeps the earlier one
 """
 
 from __future__ import annotations
@@ -22,10 +33,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from pydantic import ValidationError
 
 from core.errors import LabelError, UnknownClassificationError
 from core.models import AccessLabel, ClassificationScheme
 from ingestion.models import ResolvedLabel
+from ingestion.sensitivity import (
+    SensitivityDecision,
+    SensitivityPolicy,
+    normalise_guid,
+)
 
 LABELS_FILE = "citewell.labels.yaml"
 SIDECAR_SUFFIX = ".labels.yaml"
@@ -256,6 +273,7 @@ class LabelRules:
             spec = _Spec(label.classification, label.groups, f"rule:code:{i}")
             self._rules.append(_Rule(glob_to_regex(pattern), spec))
         self.source_file: Path | None = None
+        self.sensitivity = SensitivityPolicy()
 
     @classmethod
     def load(
@@ -279,9 +297,12 @@ class LabelRules:
             return rules
         if not isinstance(node, yaml.MappingNode):
             raise LabelError(f"{_where(file, node)}: expected a mapping with 'default'/'rules'")
+        sensitivity: dict[str, yaml.Node] = {}
         for key_node, value_node in node.value:
             key = _scalar(key_node, file, "key")
-            if key == "default":
+            if key in _SENSITIVITY_KEYS:
+                sensitivity[key] = value_node
+            elif key == "default":
                 rules._default, _ = _parse_spec(
                     value_node, file, scheme, frozenset({"classification", "groups"}), "default"
                 )
@@ -302,8 +323,11 @@ class LabelRules:
                     rules._rules.append(_Rule(glob_to_regex(pattern), spec))
             else:
                 raise LabelError(
-                    f"{_where(file, key_node)}: unknown key {key!r}; expected default, rules"
+                    f"{_where(file, key_node)}: unknown key {key!r}; expected default, rules, "
+                    "sensitivity_labels, sensitivity_label_policy"
                 )
+        if sensitivity:
+            rules.sensitivity = _sensitivity_policy(file, sensitivity, scheme)
         return rules
 
     @property
@@ -362,3 +386,107 @@ class LabelRules:
             banner=banner,
             fingerprint=_fingerprint(label, labelled=True),
         )
+
+
+# --- Purview sensitivity labels (ingestion/sensitivity.py) --------------------------------
+_SENSITIVITY_KEYS = ("sensitivity_labels", "sensitivity_label_policy")
+
+
+def _construct(node: yaml.Node) -> object:
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _sensitivity_policy(
+    file: Path, nodes: dict[str, yaml.Node], scheme: ClassificationScheme
+) -> SensitivityPolicy:
+    labels = nodes.get("sensitivity_labels")
+    if labels is not None:
+        if not isinstance(labels, yaml.MappingNode):
+            raise LabelError(f"{_where(file, labels)}: 'sensitivity_labels' must be a mapping")
+        seen: set[str] = set()
+        for key_node, _ in labels.value:
+            guid = normalise_guid(_scalar(key_node, file, "label id"))
+            if guid is None:
+                raise LabelError(
+                    f"{_where(file, key_node)}: {key_node.value!r} is not a label GUID"
+                )
+            if guid in seen:
+                raise LabelError(f"{_where(file, key_node)}: sensitivity label {guid} mapped twice")
+            seen.add(guid)
+    raw: dict[str, object] = {}
+    policy = nodes.get("sensitivity_label_policy")
+    if policy is not None:
+        value = _construct(policy)
+        if not isinstance(value, dict):
+            raise LabelError(
+                f"{_where(file, policy)}: 'sensitivity_label_policy' must be a mapping"
+            )
+        raw.update(value)
+    if labels is not None:
+        raw["labels"] = _construct(labels) or {}
+    anchor = next(iter(nodes.values()))  # where errors point
+    try:
+        parsed = SensitivityPolicy.model_validate(raw)
+        for mapping in (*parsed.labels.values(), *parsed.names.values()):
+            scheme.rank(mapping.classification)
+    except (ValidationError, UnknownClassificationError) as exc:
+        raise LabelError(f"{_where(file, anchor)}: invalid sensitivity labels: {exc}") from exc
+    return parsed
+
+
+def most_restrictive(
+    first: AccessLabel,
+    second: AccessLabel,
+    scheme: ClassificationScheme,
+    universal_groups: frozenset[str] = frozenset(),
+) -> AccessLabel:
+    """The label that lets through only callers both labels let through: the higher level, and
+    the groups both accept (a side holding a group every principal holds accepts anyone)."""
+    level = scheme.max(first.classification, second.classification)
+    if first.groups & universal_groups:
+        groups = second.groups
+    elif second.groups & universal_groups:
+        groups = first.groups
+    else:
+        groups = first.groups & second.groups
+    return AccessLabel(classification=level, groups=groups)
+
+
+def apply_sensitivity(
+    base: ResolvedLabel,
+    decision: SensitivityDecision,
+    scheme: ClassificationScheme,
+    universal_groups: frozenset[str] = frozenset(),
+) -> ResolvedLabel:
+    """Combine a document's label from rules, sidecars and object labels with its sensitivity
+    label: the most restrictive wins, and a sensitivity label never lowers what another source
+    set. A refused sensitivity label makes the document visible to nobody."""
+    if decision.status == "none":
+        return base
+    if decision.status == "refused" or decision.label is None:
+        label = AccessLabel(classification=scheme.most_restrictive, groups=frozenset())
+        return ResolvedLabel(
+            label=label,
+            labelled=False,
+            origin=f"sensitivity-refused:{decision.reason}",
+            fingerprint=_fingerprint(label, labelled=False),
+        )
+    if base.labelled:
+        label = most_restrictive(base.label, decision.label, scheme, universal_groups)
+        origin = f"{base.origin}+sensitivity"
+    else:
+        label = decision.label
+        origin = "sensitivity"
+    if decision.retained:
+        origin += "(retained)"
+    return ResolvedLabel(
+        label=label,
+        labelled=True,
+        origin=origin,
+        banner=base.banner,
+        fingerprint=_fingerprint(label, labelled=True),
+    )
