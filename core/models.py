@@ -176,6 +176,9 @@ class IngestReport(Frozen):
     relabeled: tuple[str, ...] = ()
     failed: tuple[DocumentFailure, ...] = ()
     unlabelled: tuple[str, ...] = ()  # ingested fail-closed: visible to nobody
+    # Documents whose sensitivity label was refused (unmapped, ambiguous, unknown tenant), with
+    # the reason; they are also unlabelled (visible to nobody).
+    label_refusals: tuple[DocumentFailure, ...] = ()
     chunks_written: int = 0
     embeddings_computed: int = 0
     seconds: float = 0.0

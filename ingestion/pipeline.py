@@ -15,6 +15,7 @@ deleted from both indexes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -29,7 +30,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from core.errors import CitewellError, ModelError, ParseError
+from core.errors import CitewellError, EmptySourceError, ModelError, ParseError
 from core.logging import log_event
 from core.models import (
     AccessLabel,
@@ -41,10 +42,17 @@ from core.models import (
 )
 from core.settings import Settings
 from ingestion.chunking import Tokenizer, chunk_document, chunk_recipe, embedding_tokenizer
-from ingestion.labels import LabelRules, detect_banner
+from ingestion.labels import LabelRules, apply_sensitivity, detect_banner
 from ingestion.limits import ZipLimits
 from ingestion.models import ChunkDraft, Element, ParsedDocument, ResolvedLabel, SourceItem
 from ingestion.parsing import parse_document
+from ingestion.sensitivity import (
+    SensitivityPolicy,
+    SensitivityReading,
+    SensitivityRecord,
+    decide,
+    read_sensitivity,
+)
 from ingestion.sources import LocalFolderSource
 from retrieval.embedding import bundled_model_path, local_model_dir
 from retrieval.factory import build_embedder, embedding_model_id
@@ -95,6 +103,8 @@ class _Candidate:
     modified_at: datetime | None
     load: Callable[[], ParsedDocument]
     file_name: str | None = None  # the file's stem, for chunk headers; None without a file
+    # The Purview labels the content carries (ingestion/sensitivity.py); None: not a file.
+    read_sensitivity: Callable[[], SensitivityReading] | None = None
 
 
 @dataclass(frozen=True)
@@ -106,7 +116,8 @@ class _Unreadable:
 
 @dataclass
 class _Pending:
-    candidate: _Candidate
+    candidate: _Candidate  # its base_label has the sensitivity label applied
+    sensitivity: str | None  # SensitivityRecord JSON for the manifest
     parsed: ParsedDocument
     label: AccessLabel
     labelled: bool
@@ -124,6 +135,7 @@ class _Tally:
     relabeled: list[str] = field(default_factory=list)
     failed: list[DocumentFailure] = field(default_factory=list)
     unlabelled: list[str] = field(default_factory=list)
+    label_refusals: list[DocumentFailure] = field(default_factory=list)
     chunks_written: int = 0
 
 
@@ -281,6 +293,9 @@ class Ingestor:
                 def load(item: SourceItem = item, digest: str = content_hash) -> ParsedDocument:
                     return self._parse_cached(item, digest)
 
+                def sensitivity(item: SourceItem = item) -> SensitivityReading:
+                    return read_sensitivity(item.path, item.doc_type)
+
                 yield _Candidate(
                     doc_id=document_id(item.source_uri),
                     source_uri=item.source_uri,
@@ -291,6 +306,7 @@ class Ingestor:
                     modified_at=item.modified_at,
                     load=load,
                     file_name=Path(item.relative_path).stem,
+                    read_sensitivity=sensitivity,
                 )
 
         kept = {document_id(r.source_uri) for r in discovery.rejected}
@@ -305,6 +321,7 @@ class Ingestor:
             progress=progress,
             fresh=fresh,
             validate=validate,
+            sensitivity=rules.sensitivity,
         )
 
     def ingest_texts(
@@ -373,6 +390,8 @@ class Ingestor:
         progress: bool,
         fresh: bool,
         validate: Callable[[IndexWriter], None] | None = None,
+        sensitivity: SensitivityPolicy | None = None,
+        allow_empty: bool = True,
     ) -> IngestReport:
         started = time.perf_counter()
         embedder = self.embedder
@@ -423,14 +442,35 @@ class Ingestor:
                     # silently keeps chunks made the old way.
                     and prior.chunk_recipe == recipe
                 ):
-                    if prior.label_fingerprint == candidate.base_label.fingerprint:
+                    # Same content, same labels it carries: what was read then still holds
+                    # (an unchanged object is never downloaded again to know its label).
+                    stored = _stored_sensitivity(prior)
+                    reading = stored.reading if stored is not None else None
+                    candidate, record = self._sensitivity(
+                        candidate, sensitivity, prior, tally, reading
+                    )
+                    if (
+                        prior.label_fingerprint == candidate.base_label.fingerprint
+                        and record == prior.sensitivity
+                    ):
                         tally.unchanged.append(candidate.relative_path)
                         if not prior.labelled:
                             tally.unlabelled.append(candidate.relative_path)
                     else:
-                        self._relabel(writer, prior, candidate, tally)
+                        self._relabel(writer, prior, candidate, tally, record)
                     continue
-                item = self._prepare(candidate, prior is not None, detect_banners, tally)
+                try:
+                    parsed = candidate.load()
+                except ParseError as exc:
+                    tally.failed.append(
+                        DocumentFailure(source_uri=candidate.source_uri, reason=exc.reason)
+                    )
+                    writer.manifest.record_failure(source_name, candidate.source_uri, exc.reason)
+                    continue
+                candidate, record = self._sensitivity(candidate, sensitivity, prior, tally)
+                item = self._prepare(
+                    candidate, parsed, record, prior is not None, detect_banners, tally
+                )
                 if item is None:
                     writer.manifest.record_failure(
                         source_name, candidate.source_uri, tally.failed[-1].reason
@@ -442,6 +482,14 @@ class Ingestor:
                     pending = []
             self._write(writer, source_name, pending, tally)
             bar.close()
+            if not allow_empty and existing and total == 0 and not rejected:
+                # An empty listing of a source that had documents is far more often a wrong
+                # prefix, a permissions change or a broken store than a real deletion.
+                raise EmptySourceError(
+                    f"source {source_name!r} listed no documents but the index holds "
+                    f"{len(existing)}; refusing to withdraw them all (allow an empty source "
+                    "to do so on purpose)"
+                )
             gone = [doc for doc_id, doc in existing.items() if doc_id not in seen]
             if gone:
                 ids = [doc.doc_id for doc in gone]
@@ -467,6 +515,7 @@ class Ingestor:
             relabeled=tuple(tally.relabeled),
             failed=tuple(tally.failed),
             unlabelled=tuple(tally.unlabelled),
+            label_refusals=tuple(tally.label_refusals),
             chunks_written=tally.chunks_written,
             embeddings_computed=_computed(embedder) - computed_before,
             seconds=round(time.perf_counter() - started, 3),
@@ -499,14 +548,51 @@ class Ingestor:
         level = self.scheme.max(label.classification, banner_level)
         return AccessLabel(classification=level, groups=label.groups), banner_level
 
+    def _sensitivity(
+        self,
+        candidate: _Candidate,
+        policy: SensitivityPolicy | None,
+        prior: DocumentEntry | None,
+        tally: _Tally,
+        reading: SensitivityReading | None = None,
+    ) -> tuple[_Candidate, str | None]:
+        """The candidate with its sensitivity label applied (the one hook,
+        ``labels.apply_sensitivity``) and the record to keep in the manifest. ``reading``: what
+        the content was read to carry before (None: read it now)."""
+        if policy is None or candidate.read_sensitivity is None:
+            return candidate, None
+        if reading is None:
+            reading = candidate.read_sensitivity()
+        previous = _stored_sensitivity(prior) if prior is not None else None
+        decision = decide(reading, policy, self.scheme, previous)
+        resolved = apply_sensitivity(
+            candidate.base_label, decision, self.scheme, frozenset(self.settings.default_groups)
+        )
+        if decision.status == "refused":
+            tally.label_refusals.append(
+                DocumentFailure(source_uri=candidate.source_uri, reason=decision.reason or "")
+            )
+        if decision.retained or reading.notes:
+            log_event(
+                logger,
+                logging.WARNING,
+                "labels.sensitivity_retained" if decision.retained else "labels.sensitivity_note",
+                source_uri=candidate.source_uri,
+                notes=list(reading.notes),
+            )
+        return dataclasses.replace(
+            candidate, base_label=resolved
+        ), decision.record.model_dump_json()
+
     def _prepare(
-        self, candidate: _Candidate, exists: bool, detect_banners: bool, tally: _Tally
+        self,
+        candidate: _Candidate,
+        parsed: ParsedDocument,
+        record: str | None,
+        exists: bool,
+        detect_banners: bool,
+        tally: _Tally,
     ) -> _Pending | None:
-        try:
-            parsed = candidate.load()
-        except ParseError as exc:
-            tally.failed.append(DocumentFailure(source_uri=candidate.source_uri, reason=exc.reason))
-            return None
         banner = detect_banner(parsed.text, self.scheme) if detect_banners else None
         label, banner_level = self._final_label(candidate.base_label, banner)
         drafts = self.chunk(parsed, candidate.file_name)
@@ -517,6 +603,7 @@ class Ingestor:
             return None
         return _Pending(
             candidate=candidate,
+            sensitivity=record,
             parsed=parsed,
             label=label,
             labelled=candidate.base_label.labelled,
@@ -570,6 +657,7 @@ class Ingestor:
                     modified_at=candidate.modified_at,
                     refreshed_at=now,
                     chunk_recipe=self.chunk_recipe,
+                    sensitivity=item.sensitivity,
                 )
             )
             tally.chunks_written += len(chunks)
@@ -601,7 +689,12 @@ class Ingestor:
         )
 
     def _relabel(
-        self, writer: IndexWriter, prior: DocumentEntry, candidate: _Candidate, tally: _Tally
+        self,
+        writer: IndexWriter,
+        prior: DocumentEntry,
+        candidate: _Candidate,
+        tally: _Tally,
+        sensitivity: str | None = None,
     ) -> None:
         label, _ = self._final_label(candidate.base_label, prior.banner_level)
         rank = self.scheme.rank(label.classification)
@@ -616,12 +709,25 @@ class Ingestor:
                     "groups": tuple(sorted(label.groups)),
                     "labelled": candidate.base_label.labelled,
                     "refreshed_at": datetime.now(UTC),
+                    "sensitivity": sensitivity,
                 }
             )
         )
         tally.relabeled.append(candidate.relative_path)
         if not candidate.base_label.labelled:
             tally.unlabelled.append(candidate.relative_path)
+
+
+def _stored_sensitivity(entry: DocumentEntry) -> SensitivityRecord | None:
+    if entry.sensitivity is None:
+        return None
+    try:
+        return SensitivityRecord.model_validate_json(entry.sensitivity)
+    except ValueError:
+        # A damaged record cannot prove the earlier label; treat it as unreadable metadata.
+        return SensitivityRecord(
+            reading=SensitivityReading(problems=("stored sensitivity record unreadable",))
+        )
 
 
 def _failure_set(writer: IndexWriter, source_name: str) -> set[tuple[str, str]]:

@@ -6,6 +6,7 @@ the e-mail msip_labels header."""
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -136,13 +137,18 @@ def add_label_parts(
 
 
 def remove_label_parts(path: Path) -> Path:
-    """Strip custom.xml and LabelInfo.xml (what a tamperer or a careless tool does)."""
+    """Strip custom.xml and LabelInfo.xml and their references (what a tamperer, or a tool that
+    drops unknown parts, does); the document itself stays valid."""
+    gone = ("docProps/custom.xml", "docMetadata/LabelInfo.xml")
     with zipfile.ZipFile(path) as source:
-        parts = {
-            name: source.read(name)
-            for name in source.namelist()
-            if name not in ("docProps/custom.xml", "docMetadata/LabelInfo.xml")
-        }
+        parts = {name: source.read(name) for name in source.namelist() if name not in gone}
+    types = parts["[Content_Types].xml"].decode("utf-8")
+    rels = parts["_rels/.rels"].decode("utf-8")
+    for part in gone:
+        types = re.sub(rf'<Override PartName="/{re.escape(part)}"[^>]*/>', "", types)
+        rels = re.sub(rf'<Relationship [^>]*Target="/?{re.escape(part)}"[^>]*/>', "", rels)
+    parts["[Content_Types].xml"] = types.encode("utf-8")
+    parts["_rels/.rels"] = rels.encode("utf-8")
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as target:
         for name, data in parts.items():
