@@ -468,25 +468,39 @@ def apply_sensitivity(
     if decision.status == "none":
         return base
     if decision.status == "refused" or decision.label is None:
-        label = AccessLabel(classification=scheme.most_restrictive, groups=frozenset())
-        return ResolvedLabel(
-            label=label,
-            labelled=False,
-            origin=f"sensitivity-refused:{decision.reason}",
-            fingerprint=_fingerprint(label, labelled=False),
-        )
-    if base.labelled:
-        label = most_restrictive(base.label, decision.label, scheme, universal_groups)
-        origin = f"{base.origin}+sensitivity"
-    else:
-        label = decision.label
-        origin = "sensitivity"
+        return refused_label(f"sensitivity-refused:{decision.reason}", scheme)
+    resolved = combine_resolved(base, decision.label, "sensitivity", scheme, universal_groups)
     if decision.retained:
-        origin += "(retained)"
+        return resolved.model_copy(update={"origin": resolved.origin + "(retained)"})
+    return resolved
+
+
+def combine_resolved(
+    base: ResolvedLabel,
+    label: AccessLabel,
+    origin: str,
+    scheme: ClassificationScheme,
+    universal_groups: frozenset[str] = frozenset(),
+) -> ResolvedLabel:
+    """``base`` with another source's complete label applied: the most restrictive of the two,
+    or ``label`` alone when ``base`` resolved to nothing."""
+    if base.labelled:
+        combined = most_restrictive(base.label, label, scheme, universal_groups)
+        origin = f"{base.origin}+{origin}"
+    else:
+        combined = label
     return ResolvedLabel(
-        label=label,
+        label=combined,
         labelled=True,
         origin=origin,
         banner=base.banner,
-        fingerprint=_fingerprint(label, labelled=True),
+        fingerprint=_fingerprint(combined, labelled=True),
+    )
+
+
+def refused_label(origin: str, scheme: ClassificationScheme) -> ResolvedLabel:
+    """Visible to nobody (the most restrictive level, no groups), reported as unlabelled."""
+    label = AccessLabel(classification=scheme.most_restrictive, groups=frozenset())
+    return ResolvedLabel(
+        label=label, labelled=False, origin=origin, fingerprint=_fingerprint(label, False)
     )

@@ -21,16 +21,23 @@ import hashlib
 import logging
 import os
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from core.errors import CitewellError, EmptySourceError, ModelError, ParseError
+from core.errors import (
+    CitewellError,
+    EmptySourceError,
+    InputRejectedError,
+    ModelError,
+    ParseError,
+)
 from core.logging import log_event
 from core.models import (
     AccessLabel,
@@ -53,7 +60,7 @@ from ingestion.sensitivity import (
     decide,
     read_sensitivity,
 )
-from ingestion.sources import LocalFolderSource
+from ingestion.sources import LocalFolderSource, S3Source
 from retrieval.embedding import bundled_model_path, local_model_dir
 from retrieval.factory import build_embedder, embedding_model_id
 from retrieval.index import IndexWriter
@@ -67,6 +74,7 @@ _EMBED_BATCH_CHUNKS = 256  # chunks buffered across documents before one embeddi
 # Part of the parse cache key: bump when parsing output changes (e.g. how titles are chosen), so
 # cached documents parsed the old way are not reused.
 _PARSER_VERSION = 3  # 3: documents carry the date they state (ingestion/dates.py)
+_SENSITIVITY_VERSION = 1  # part of the cache key of sensitivity readings of objects
 
 
 class TextDocument(Frozen):
@@ -78,6 +86,13 @@ class TextDocument(Frozen):
     label: AccessLabel
     modified_at: datetime | None = None
     document_date: datetime | None = None  # the date the document states about itself
+
+
+def object_content_hash(item: SourceItem) -> str:
+    """What stands for an object's content without downloading it: its ETag (an MD5 or a
+    multipart digest; it changes whenever the bytes do) and size, from the listing."""
+    material = f"s3-etag:{item.etag}|{item.size}"
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
 
 def document_id(source_uri: str) -> str:
@@ -322,6 +337,143 @@ class Ingestor:
             fresh=fresh,
             validate=validate,
             sensitivity=rules.sensitivity,
+        )
+
+    def _load_object(
+        self, source: S3Source, item: SourceItem, content_hash: str
+    ) -> tuple[ParsedDocument, SensitivityReading]:
+        """Parse an object and read its sensitivity labels, from the caches when both are there
+        (an Airflow ``process`` task did the work), else from one download to a temporary
+        file that is removed afterwards."""
+        cached_reading = self._cached_reading(content_hash)
+        if cached_reading is not None and self.parse_cache_dir is not None:
+            cached = (
+                self.parse_cache_dir / f"{content_hash}.{item.doc_type}.p{_PARSER_VERSION}.json"
+            )
+            if cached.exists():
+                return self._parse_cached(item, content_hash), cached_reading
+        with tempfile.TemporaryDirectory(prefix="citewell-s3-") as folder:
+            local = Path(folder) / f"object.{item.doc_type}"
+            try:
+                source.download(item, local)
+            except InputRejectedError as exc:
+                raise ParseError(f"cannot read: {exc}") from exc
+            reading = read_sensitivity(local, item.doc_type)
+            self._cache_reading(content_hash, reading)
+            parsed = self._parse_cached(item.model_copy(update={"path": local}), content_hash)
+        return parsed, reading
+
+    def _cached_reading(self, content_hash: str) -> SensitivityReading | None:
+        if self.parse_cache_dir is None:
+            return None
+        path = self.parse_cache_dir / f"{content_hash}.mip{_SENSITIVITY_VERSION}.json"
+        try:
+            return SensitivityReading.model_validate_json(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def _cache_reading(self, content_hash: str, reading: SensitivityReading) -> None:
+        if self.parse_cache_dir is None:
+            return
+        self.parse_cache_dir.mkdir(parents=True, exist_ok=True)
+        path = self.parse_cache_dir / f"{content_hash}.mip{_SENSITIVITY_VERSION}.json"
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(reading.model_dump_json(), encoding="utf-8")
+        os.replace(tmp, path)
+
+    def prepare_objects(self, source: S3Source, relative_paths: Iterable[str]) -> int:
+        """Download, parse, chunk and embed the given objects into the caches without writing
+        the index (the object-store counterpart of :meth:`prepare`)."""
+        wanted = set(relative_paths)
+        computed_before = _computed(self.embedder)
+        for item in source.discover().items:
+            if item.relative_path not in wanted:
+                continue
+            try:
+                parsed, _ = self._load_object(source, item, object_content_hash(item))
+            except ParseError:
+                continue  # the publishing run reports it
+            drafts = self.chunk(parsed, PurePosixPath(item.relative_path).stem)
+            if drafts:
+                self.embedder.embed_documents([d.embedding_text for d in drafts])
+        return _computed(self.embedder) - computed_before
+
+    def ingest_objects(
+        self,
+        source: S3Source,
+        index: str | None = None,
+        progress: bool = False,
+        fresh: bool = False,
+        validate: Callable[[IndexWriter], None] | None = None,
+        allow_empty: bool = False,
+    ) -> IngestReport:
+        """Refresh ``index`` from an object store prefix. The listing (ETag and size) decides
+        what is unchanged: those objects are neither downloaded nor parsed nor embedded. A
+        listing that fails raises before anything is written; an empty listing of a source
+        that had documents is refused unless ``allow_empty``."""
+        discovery = source.discover()  # raises SourceUnavailableError: nothing withdrawn
+        name = source.name
+
+        def candidates() -> Iterator[_Candidate | _Unreadable]:
+            for item in discovery.items:
+                doc_id = document_id(item.source_uri)
+                try:
+                    base = source.labels_for(item, None)
+                except (OSError, CitewellError) as exc:
+                    yield _Unreadable(doc_id, item.source_uri, str(exc))
+                    continue
+                content_hash = object_content_hash(item)
+                loaded: dict[str, SensitivityReading] = {}
+
+                def load(
+                    item: SourceItem = item,
+                    digest: str = content_hash,
+                    loaded: dict[str, SensitivityReading] = loaded,
+                ) -> ParsedDocument:
+                    parsed, loaded["reading"] = self._load_object(source, item, digest)
+                    return parsed
+
+                def sensitivity(
+                    item: SourceItem = item,
+                    digest: str = content_hash,
+                    loaded: dict[str, SensitivityReading] = loaded,
+                ) -> SensitivityReading:
+                    if "reading" not in loaded:
+                        # Only for an unchanged object indexed before labels were read.
+                        try:
+                            _, loaded["reading"] = self._load_object(source, item, digest)
+                        except ParseError as exc:
+                            reason = f"sensitivity labels unreadable: {exc.reason}"
+                            return SensitivityReading(problems=(reason,))
+                    return loaded["reading"]
+
+                yield _Candidate(
+                    doc_id=doc_id,
+                    source_uri=item.source_uri,
+                    relative_path=item.relative_path,
+                    doc_type=item.doc_type,
+                    content_hash=content_hash,
+                    base_label=base,
+                    modified_at=item.modified_at,
+                    load=load,
+                    file_name=PurePosixPath(item.relative_path).stem,
+                    read_sensitivity=sensitivity,
+                )
+
+        kept = {document_id(r.source_uri) for r in discovery.rejected}
+        return self._run(
+            index,
+            name,
+            candidates(),
+            total=len(discovery.items),
+            rejected=list(discovery.rejected),
+            keep_doc_ids=kept,
+            detect_banners=True,
+            progress=progress,
+            fresh=fresh,
+            validate=validate,
+            sensitivity=source.labels.sensitivity,
+            allow_empty=allow_empty,
         )
 
     def ingest_texts(
