@@ -9,6 +9,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -192,6 +193,15 @@ class LocalFolderSource:
 # --- S3-compatible object stores --------------------------------------------------------------
 ObjectLabelSource = Literal["tags", "metadata"]
 _S3_URI = re.compile(r"^s3://(?P<bucket>[A-Za-z0-9][A-Za-z0-9.\-_]{1,254})(?:/(?P<prefix>.*))?$")
+
+
+@dataclass(frozen=True)
+class S3Access:
+    """How to reach a store when not through the standard AWS chain: a ``boto3`` session the
+    caller built (the DAGs build one from an Airflow connection) and the endpoint it names."""
+
+    session: Any | None = None
+    endpoint_url: str | None = None
 
 
 class S3Location(Frozen):
