@@ -98,12 +98,12 @@ def test_s3_sources(tmp_path: Path) -> None:
     ("entry", "message"),
     [
         ("{name: a, type: s3, index: a}", "needs 'bucket'"),
-        ("{name: a, type: s3, bucket: b, index: a, path: docs}", "'path' and 'labels'"),
+        ("{name: a, type: s3, bucket: docs, index: a, path: docs}", "'path' and 'labels'"),
         ("{name: a, index: a}", "needs 'path'"),
         ("{name: a, path: docs, index: a, bucket: b}", "are for s3 sources"),
-        ("{name: a, type: s3, bucket: b, index: a, object_labels: [acl]}", "object_labels"),
-        ("{name: a, type: s3, bucket: b, index: a, aws_secret_access_key: x}", "extra"),
-        ("{name: a, type: gcs, bucket: b, index: a}", "connector"),
+        ("{name: a, type: s3, bucket: docs, index: a, object_labels: [acl]}", "object_labels"),
+        ("{name: a, type: s3, bucket: docs, index: a, aws_secret_access_key: x}", "extra"),
+        ("{name: a, type: gcs, bucket: docs, index: a}", "connector"),
     ],
 )
 def test_bad_s3_sources_are_refused(tmp_path: Path, entry: str, message: str) -> None:
