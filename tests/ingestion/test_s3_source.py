@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,7 +31,12 @@ def put(server, bucket, key, body, **extra):
 
 
 def source(bucket, prefix="", **kwargs) -> S3Source:
-    options = {"scheme": SCHEME, "max_file_bytes": 10_000, "max_attempts": 2, "timeout_s": 5}
+    options: dict[str, Any] = {
+        "scheme": SCHEME,
+        "max_file_bytes": 10_000,
+        "max_attempts": 2,
+        "timeout_s": 5,
+    }
     options.update(kwargs)
     return S3Source(S3Location(bucket=bucket, prefix=prefix), **options)
 

@@ -381,3 +381,19 @@ def test_bad_sensitivity_config_names_the_file_and_line(tmp_path, yaml_text, mes
     with pytest.raises(LabelError, match=message) as info:
         LabelRules.load(tmp_path, SCHEME)
     assert "citewell.labels.yaml:" in str(info.value)
+
+
+def test_readme_sensitivity_labels_example_loads(tmp_path):
+    """The labels mapping the README shows is a valid labels file, as written."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("# citewell.labels.yaml (next to default/rules)\n", 1)[1].split("```", 1)[
+        0
+    ]
+    (tmp_path / "citewell.labels.yaml").write_text(
+        "default: {classification: internal, groups: [everyone]}\n" + block
+    )
+    rules = LabelRules.load(tmp_path, SCHEME).sensitivity
+    assert rules.labels[CONFIDENTIAL].groups == frozenset({"finance"})
+    assert rules.tenants == frozenset({TENANT})
+    decision = decide(reading_of(tmp_path, HIGHLY), rules, SCHEME)
+    assert decision.label == AccessLabel(classification="restricted", groups=frozenset({"legal"}))
