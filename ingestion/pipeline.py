@@ -64,7 +64,7 @@ from ingestion.sources import LocalFolderSource, S3Source
 from retrieval.embedding import bundled_model_path, local_model_dir
 from retrieval.factory import build_embedder, embedding_model_id
 from retrieval.index import IndexWriter
-from retrieval.manifest import DocumentEntry
+from retrieval.manifest import DocumentEntry, Manifest
 from retrieval.protocols import Embedder
 
 logger = logging.getLogger(__name__)
@@ -558,6 +558,12 @@ class Ingestor:
             fresh=fresh,
         ) as writer:
             existing = writer.manifest.documents(source=source_name)
+            # A rebuild starts empty, but labels seen before must still not be lowered.
+            remembered = (
+                _published_documents(writer, source_name)
+                if fresh and sensitivity is not None
+                else existing
+            )
             recipe = self.chunk_recipe
             stale = sum(1 for doc in existing.values() if doc.chunk_recipe != recipe)
             if stale:
@@ -619,7 +625,9 @@ class Ingestor:
                     )
                     writer.manifest.record_failure(source_name, candidate.source_uri, exc.reason)
                     continue
-                candidate, record = self._sensitivity(candidate, sensitivity, prior, tally)
+                candidate, record = self._sensitivity(
+                    candidate, sensitivity, remembered.get(candidate.doc_id), tally
+                )
                 item = self._prepare(
                     candidate, parsed, record, prior is not None, detect_banners, tally
                 )
@@ -868,6 +876,18 @@ class Ingestor:
         tally.relabeled.append(candidate.relative_path)
         if not candidate.base_label.labelled:
             tally.unlabelled.append(candidate.relative_path)
+
+
+def _published_documents(writer: IndexWriter, source_name: str) -> dict[str, DocumentEntry]:
+    """The published version's entries for a source (read-only), for a fresh build."""
+    version = writer.layout.current_version()
+    if version is None:
+        return {}
+    manifest = Manifest(writer.layout.version_dir(version) / "manifest.sqlite", read_only=True)
+    try:
+        return manifest.documents(source=source_name)
+    finally:
+        manifest.close()
 
 
 def _stored_sensitivity(entry: DocumentEntry) -> SensitivityRecord | None:

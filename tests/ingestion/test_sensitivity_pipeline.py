@@ -140,6 +140,10 @@ def test_labels_from_documents_are_enforced_and_never_lowered(tmp_path, make_set
     report = ingestor.ingest_folder(folder, source_name="kb")
     assert not (report.added or report.updated or report.relabeled or report.deleted)
     assert manifest(settings)["budget.docx"].classification == "confidential"
+    # A rebuild from scratch remembers the labels the published version saw.
+    ingestor.ingest_folder(folder, source_name="kb", fresh=True)
+    assert manifest(settings)["budget.docx"].classification == "confidential"
+    assert manifest(settings)["merger.pptx"].classification == "restricted"
 
     # Allowing downgrades in the configuration releases them on the next refresh.
     (folder / "citewell.labels.yaml").write_text(LABELS + "  allow_downgrade: true\n")
