@@ -384,14 +384,13 @@ class Ingestor:
     def prepare_objects(self, source: S3Source, relative_paths: Iterable[str]) -> int:
         """Download, parse, chunk and embed the given objects into the caches without writing
         the index (the object-store counterpart of :meth:`prepare`)."""
-        wanted = set(relative_paths)
         computed_before = _computed(self.embedder)
-        for item in source.discover().items:
-            if item.relative_path not in wanted:
-                continue
+        for relative in relative_paths:
             try:
+                # HEAD per object: a batch never lists the whole prefix again.
+                item = source.item_for(relative)
                 parsed, _ = self._load_object(source, item, object_content_hash(item))
-            except ParseError:
+            except (ParseError, InputRejectedError):
                 continue  # the publishing run reports it
             drafts = self.chunk(parsed, PurePosixPath(item.relative_path).stem)
             if drafts:

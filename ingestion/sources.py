@@ -430,6 +430,33 @@ class S3Source:
             raise LabelError(f"s3://{self._location.bucket}/{key}: labels file too large")
         return bytes(data)
 
+    def item_for(self, relative_path: str) -> SourceItem:
+        """One object as :meth:`discover` would list it (HEAD, no listing), for work on a batch
+        of known keys. Raises ``InputRejectedError`` when it is gone, unsafe or too large."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if not _safe_relative(relative_path):
+            raise InputRejectedError("unsafe object key")
+        key = self._location.key_prefix + relative_path
+        try:
+            head = self._client.head_object(Bucket=self._location.bucket, Key=key)
+        except (BotoCoreError, ClientError) as exc:
+            raise InputRejectedError(f"cannot read object: {_s3_reason(exc)}") from exc
+        size = int(head.get("ContentLength", 0))
+        if size > self._max_file_bytes:
+            raise InputRejectedError(f"file too large ({size} bytes > {self._max_file_bytes})")
+        leaf = relative_path.rsplit("/", 1)[-1]
+        return SourceItem(
+            source=self._name,
+            source_uri=f"s3://{self._location.bucket}/{key}",
+            relative_path=relative_path,
+            path=Path(relative_path),
+            size=size,
+            modified_at=_utc(head.get("LastModified")),
+            doc_type=PurePosixPath(leaf).suffix.lower().lstrip(".") or "txt",
+            etag=str(head.get("ETag", "")).strip('"') or None,
+        )
+
     def download(self, item: SourceItem, target: Path) -> None:
         """Stream the object to ``target``; the object must still be the one listed (same ETag)
         and within the size limit. Raises ``InputRejectedError`` otherwise."""

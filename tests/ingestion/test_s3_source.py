@@ -189,3 +189,21 @@ def test_mirror_folder_is_removed_on_close(s3_env):
     assert (mirror / "a.md.labels.yaml").exists()
     s3.close()
     assert not mirror.exists()
+
+
+def test_item_for_matches_the_listing(s3_env):
+    bucket = new_bucket(s3_env)
+    put(s3_env, bucket, "kb/team/a.md", b"# A\n\nalpha")
+    put(s3_env, bucket, "kb/big.md", b"x" * 20_000)
+    with source(bucket, "kb") as s3:
+        listed = s3.discover().items[0]
+        assert s3.item_for("team/a.md").model_dump(exclude={"modified_at"}) == listed.model_dump(
+            exclude={"modified_at"}
+        )
+        for bad, reason in (
+            ("big.md", "too large"),
+            ("gone.md", "cannot read"),
+            ("a//b", "unsafe"),
+        ):
+            with pytest.raises(InputRejectedError, match=reason):
+                s3.item_for(bad)
