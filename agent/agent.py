@@ -13,17 +13,17 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from agent.backends import AnswerBackend
-from agent.citations import MARKER_RE, verify_citations
-from agent.injection import instruction_patterns
-from agent.models import AgentConfig, Answer, AnswerTimings, Citation, Source, TokenUsage
-from agent.prompt import REFUSAL_TOKEN
-from agent.recency import wants_recent
-from agent.scoring import ScoredSentence, SentenceScorer
-from core.errors import InputRejectedError, LLMError
-from core.logging import log_event
-from core.models import Chunk, Principal, SearchFilters, SearchRequest, SearchResult
-from retrieval.protocols import SearchService
+from citewell.agent.backends import AnswerBackend
+from citewell.agent.citations import MARKER_RE, verify_citations
+from citewell.agent.injection import instruction_patterns
+from citewell.agent.models import AgentConfig, Answer, AnswerTimings, Citation, Source, TokenUsage
+from citewell.agent.prompt import REFUSAL_TOKEN
+from citewell.agent.recency import wants_recent
+from citewell.agent.scoring import ScoredSentence, SentenceScorer
+from citewell.core.errors import InputRejectedError, LLMError
+from citewell.core.logging import log_event
+from citewell.core.models import Chunk, Principal, SearchFilters, SearchRequest, SearchResult
+from citewell.retrieval.protocols import SearchService
 
 logger = logging.getLogger(__name__)
 

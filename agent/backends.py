@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from agent.citations import MARKER_RE
-from agent.llm import LLM, Completion
-from agent.prompt import build_messages
-from agent.scoring import ScoredSentence
-from core.models import Chunk
+from citewell.agent.citations import MARKER_RE
+from citewell.agent.llm import LLM, Completion
+from citewell.agent.prompt import build_messages
+from citewell.agent.scoring import ScoredSentence
+from citewell.core.models import Chunk
 
 
 @runtime_checkable

@@ -5,8 +5,8 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
-from core.errors import EvaluationError
-from core.models import Frozen
+from citewell.core.errors import EvaluationError
+from citewell.core.models import Frozen
 
 
 class Calibration(Frozen):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from core.models import Frozen
+from citewell.core.models import Frozen
 
 MARKER_RE = re.compile(r"\[\s*(\d+(?:\s*[,;]\s*\d+)*)\s*\]")
 # Same boundary rule as agent.scoring, so a quoted source sentence is never split in two.

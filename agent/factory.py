@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from agent.agent import Agent
-from agent.backends import AnswerBackend, ExtractiveAnswerer, LLMBackend
-from agent.llm import OpenAICompatibleLLM
-from agent.models import AgentConfig
-from agent.scoring import SentenceScorer
-from core.errors import ConfigurationError
-from core.settings import Settings
-from retrieval.protocols import Embedder, SearchService
+from citewell.agent.agent import Agent
+from citewell.agent.backends import AnswerBackend, ExtractiveAnswerer, LLMBackend
+from citewell.agent.llm import OpenAICompatibleLLM
+from citewell.agent.models import AgentConfig
+from citewell.agent.scoring import SentenceScorer
+from citewell.core.errors import ConfigurationError
+from citewell.core.settings import Settings
+from citewell.retrieval.protocols import Embedder, SearchService
 
 
 def backend_from_settings(settings: Settings) -> AnswerBackend:

@@ -15,9 +15,9 @@ from typing import Literal, Protocol, runtime_checkable
 import httpx
 from pydantic import SecretStr
 
-from core.errors import ConfigurationError, LLMError
-from core.logging import log_event
-from core.models import Frozen
+from citewell.core.errors import ConfigurationError, LLMError
+from citewell.core.logging import log_event
+from citewell.core.models import Frozen
 
 logger = logging.getLogger(__name__)
 

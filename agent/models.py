@@ -6,8 +6,8 @@ from datetime import datetime
 
 from pydantic import Field, computed_field
 
-from core.models import Frozen, SearchMode
-from core.settings import Settings
+from citewell.core.models import Frozen, SearchMode
+from citewell.core.settings import Settings
 
 # Calibrated on ../shared/data/qa/squad2_dev_small.json (87 paragraphs ingested as public docs;
 # the even-numbered half of its questions: 146 answerable, 167 unanswerable): the threshold with

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from agent.injection import looks_like_instructions
-from core.models import Chunk, Frozen
-from retrieval.lexical import contextual_text
-from retrieval.protocols import Embedder, Matrix
+from citewell.agent.injection import looks_like_instructions
+from citewell.core.models import Chunk, Frozen
+from citewell.retrieval.lexical import contextual_text
+from citewell.retrieval.protocols import Embedder, Matrix
 
 _MIN_WORDS = 4
 _MAX_CHARS = 400

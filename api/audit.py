@@ -17,9 +17,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.errors import ConfigurationError
-from core.logging import log_event
-from core.models import SearchFilters, SearchMode
+from citewell.core.errors import ConfigurationError
+from citewell.core.logging import log_event
+from citewell.core.models import SearchFilters, SearchMode
 
 logger = logging.getLogger(__name__)
 

@@ -22,16 +22,16 @@ from typing import Any, Literal
 import jwt
 from pydantic import BaseModel, ConfigDict
 
-from core.errors import (
+from citewell.core.errors import (
     AuthenticationError,
     AuthorizationError,
     ConfigurationError,
     UnknownClassificationError,
 )
-from core.logging import log_event
-from core.models import ClassificationScheme, Principal
-from core.settings import Settings
-from retrieval.principals import PrincipalDirectory
+from citewell.core.logging import log_event
+from citewell.core.models import ClassificationScheme, Principal
+from citewell.core.settings import Settings
+from citewell.retrieval.principals import PrincipalDirectory
 
 logger = logging.getLogger(__name__)
 

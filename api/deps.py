@@ -11,14 +11,14 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from api.audit import AuditLog, AuditRecord
-from api.auth import AuthContext, Authenticator
-from api.metrics import ApiMetrics
-from api.state import ServiceHolder
-from core.errors import AuthenticationError, AuthorizationError
-from core.models import Principal
-from core.settings import Settings
-from retrieval.protocols import SearchService
+from citewell.api.audit import AuditLog, AuditRecord
+from citewell.api.auth import AuthContext, Authenticator
+from citewell.api.metrics import ApiMetrics
+from citewell.api.state import ServiceHolder
+from citewell.core.errors import AuthenticationError, AuthorizationError
+from citewell.core.models import Principal
+from citewell.core.settings import Settings
+from citewell.retrieval.protocols import SearchService
 
 api_key_scheme = APIKeyHeader(
     name="X-API-Key",

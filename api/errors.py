@@ -15,7 +15,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from core.errors import (
+from citewell.core.errors import (
     AuthenticationError,
     AuthorizationError,
     CitewellError,
@@ -26,7 +26,7 @@ from core.errors import (
     StoreUnavailableError,
     UnknownClassificationError,
 )
-from core.logging import log_event
+from citewell.core.logging import log_event
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """The FastAPI application factory. Nothing is built at import time: ``citewell serve`` builds
-Settings and calls :func:`create_app`; ``uvicorn --factory api.main:create_app_from_env`` does
+Settings and calls :func:`create_app`; ``uvicorn --factory citewell.api.main:create_app_from_env`` does
 the same from the environment (for multi-worker deployments)."""
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.audit import AuditLog
-from api.auth import Authenticator
-from api.errors import install_error_handlers
-from api.metrics import ApiMetrics
-from api.routes import answer, health, search
-from api.state import ServiceHolder, ServingIndexLike
-from core.logging import log_event
-from core.settings import Settings
+from citewell.api.audit import AuditLog
+from citewell.api.auth import Authenticator
+from citewell.api.errors import install_error_handlers
+from citewell.api.metrics import ApiMetrics
+from citewell.api.routes import answer, health, search
+from citewell.api.state import ServiceHolder, ServingIndexLike
+from citewell.core.logging import log_event
+from citewell.core.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -186,5 +186,5 @@ def create_app(settings: Settings, service: ServingIndexLike | None = None) -> F
 
 
 def create_app_from_env() -> FastAPI:
-    """For ``uvicorn --factory api.main:create_app_from_env``: settings from the environment."""
+    """For ``uvicorn --factory citewell.api.main:create_app_from_env``: settings from the environment."""
     return create_app(Settings())

@@ -9,9 +9,9 @@ from typing import Any
 import anyio
 from mcp.server.mcpserver import MCPServer
 
-from agent.agent import Agent
-from core.models import Principal, SearchMode, SearchRequest
-from retrieval.protocols import SearchService
+from citewell.agent.agent import Agent
+from citewell.core.models import Principal, SearchMode, SearchRequest
+from citewell.retrieval.protocols import SearchService
 
 INSTRUCTIONS = (
     "Citewell knowledge base. Use `search` for passages and `answer` for a cited answer. "

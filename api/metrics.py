@@ -12,7 +12,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from agent.models import Answer
+from citewell.agent.models import Answer
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 RESULT_BUCKETS = (0, 1, 2, 3, 5, 10, 20, 50, 100)

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.models import ScoredChunk, SearchFilters, SearchMode, SearchResult
+from citewell.core.models import ScoredChunk, SearchFilters, SearchMode, SearchResult
 
 
 class _Body(BaseModel):

@@ -12,11 +12,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from core.errors import CitewellError, StoreUnavailableError
-from core.logging import log_event
-from core.models import Principal, SearchRequest, SearchResult
-from core.settings import Settings
-from retrieval.protocols import SearchService
+from citewell.core.errors import CitewellError, StoreUnavailableError
+from citewell.core.logging import log_event
+from citewell.core.models import Principal, SearchRequest, SearchResult
+from citewell.core.settings import Settings
+from citewell.retrieval.protocols import SearchService
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class ServingIndexLike(SearchService, Protocol):
 def _default_opener(settings: Settings) -> Callable[[], ServingIndexLike]:
     def open_service() -> ServingIndexLike:
         # Imported here so that building an app (and importing api) loads no stores or models.
-        from retrieval.service import open_search_service
+        from citewell.retrieval.service import open_search_service
 
         return open_search_service(settings)
 

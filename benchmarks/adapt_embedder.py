@@ -18,12 +18,12 @@ import os
 import sys
 from pathlib import Path
 
-from cli.evaluate import format_table
-from core.logging import configure_logging
-from core.settings import Settings
-from evaluation.fusion_tuning import tune_fusion
-from evaluation.reranker_gate import holdout_judgements
-from evaluation.retrieval_eval import evaluate_retrieval
+from citewell.cli.evaluate import format_table
+from citewell.core.logging import configure_logging
+from citewell.core.settings import Settings
+from citewell.evaluation.fusion_tuning import tune_fusion
+from citewell.evaluation.reranker_gate import holdout_judgements
+from citewell.evaluation.retrieval_eval import evaluate_retrieval
 
 SCIFACT = Path("/work/shared/data/ir/scifact")
 MODES = ["bm25", "dense", "hybrid"]
@@ -66,7 +66,7 @@ def main() -> int:
 
     model = args.model or (None if args.train else _newest_model(args.data_dir))
     if model is None:
-        from evaluation.embedder_training import train_embedder
+        from citewell.evaluation.embedder_training import train_embedder
 
         trained = train_embedder(
             settings,

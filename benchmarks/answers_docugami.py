@@ -23,16 +23,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from agent.calibration import calibrate_threshold
-from agent.factory import build_agent
-from agent.models import AgentConfig
-from core.logging import configure_logging
-from core.models import AccessLabel, Principal
-from core.settings import Settings
-from evaluation.golden import load_squad
-from ingestion.golden import load_golden_set, matches_expected
-from ingestion.pipeline import Ingestor
-from retrieval.service import open_search_service
+from citewell.agent.calibration import calibrate_threshold
+from citewell.agent.factory import build_agent
+from citewell.agent.models import AgentConfig
+from citewell.core.logging import configure_logging
+from citewell.core.models import AccessLabel, Principal
+from citewell.core.settings import Settings
+from citewell.evaluation.golden import load_squad
+from citewell.ingestion.golden import load_golden_set, matches_expected
+from citewell.ingestion.pipeline import Ingestor
+from citewell.retrieval.service import open_search_service
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "qa"
 # Calibration also reports the threshold that refuses at most this share of answerable

@@ -30,16 +30,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.calibration import calibrate_threshold
-from core.logging import configure_logging
-from core.models import AccessLabel, Principal
-from core.settings import Settings
-from evaluation.answers_eval import AnswersEvalReport, evaluate_answers
-from evaluation.golden import load_squad
-from ingestion.golden import load_golden_set
-from ingestion.pipeline import Ingestor
-from retrieval.embedding import SentenceTransformerEmbedder
-from retrieval.service import open_search_service
+from citewell.agent.calibration import calibrate_threshold
+from citewell.core.logging import configure_logging
+from citewell.core.models import AccessLabel, Principal
+from citewell.core.settings import Settings
+from citewell.evaluation.answers_eval import AnswersEvalReport, evaluate_answers
+from citewell.evaluation.golden import load_squad
+from citewell.ingestion.golden import load_golden_set
+from citewell.ingestion.pipeline import Ingestor
+from citewell.retrieval.embedding import SentenceTransformerEmbedder
+from citewell.retrieval.service import open_search_service
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "qa"
 READER = Principal(name="benchmark", clearance="public", groups=frozenset())
@@ -113,7 +113,7 @@ def run_squad(data_dir: Path, limit: int | None) -> int:
 def _best_sentence_scores(embedder: Any, claim: str, passages: list[str]) -> list[float]:
     """Per passage: best cosine similarity of the claim to one of its sentences (the judge sees
     a quoted sentence, not a whole passage). One batch per record: per-call overhead dominates."""
-    from agent.citations import split_sentences
+    from citewell.agent.citations import split_sentences
 
     split = [split_sentences(p) or [p] for p in passages]
     vectors = embedder.embed_documents([claim, *(s for ss in split for s in ss)])

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core.models import Chunk, SearchFilters
-from retrieval.access import AccessScope
-from retrieval.lexical import BM25Index, Tokenizer
+from citewell.core.models import Chunk, SearchFilters
+from citewell.retrieval.access import AccessScope
+from citewell.retrieval.lexical import BM25Index, Tokenizer
 
 SCIFACT = Path("/work/shared/data/ir/scifact")
 LEVELS = 4
@@ -54,7 +54,7 @@ def _ndcg_fallback(ranked: Sequence[str], qrels: Mapping[str, int], k: int) -> f
 
 def ndcg_function() -> Callable[[Sequence[str], Mapping[str, int], int], float]:
     try:
-        from evaluation.metrics import ndcg_at_k
+        from citewell.evaluation.metrics import ndcg_at_k
     except ImportError:  # evaluation.metrics is written by another part of the project
         return _ndcg_fallback
     return lambda ranked, qrels, k: ndcg_at_k(ranked, qrels, k, gain="linear")

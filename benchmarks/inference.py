@@ -24,21 +24,21 @@ from pathlib import Path
 
 import numpy as np
 
-from core.logging import configure_logging
-from core.settings import Settings
-from evaluation.beir import load_beir
-from evaluation.retrieval_eval import (
+from citewell.core.logging import configure_logging
+from citewell.core.settings import Settings
+from citewell.evaluation.beir import load_beir
+from citewell.evaluation.retrieval_eval import (
     default_index_name,
     evaluate_retrieval,
     index_fingerprint,
 )
-from retrieval.embedding import (
+from citewell.retrieval.embedding import (
     BACKENDS,
     SentenceTransformerEmbedder,
     backend_tag,
     bundled_model_path,
 )
-from retrieval.rerank import CrossEncoderReranker
+from citewell.retrieval.rerank import CrossEncoderReranker
 
 CORPUS = Path("/work/shared/data/ir/scifact/corpus.jsonl.gz")
 QUERIES = Path("/work/shared/data/ir/scifact/queries.jsonl")

@@ -27,14 +27,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from core.errors import CitewellError
-from core.logging import configure_logging
-from core.models import AccessLabel
-from core.settings import Settings
-from ingestion.pipeline import Ingestor, TextDocument, _text_document
-from retrieval.embedding_cache import CachingEmbedder, EmbeddingCache
-from retrieval.factory import build_model_embedder, model_threads
-from retrieval.protocols import Embedder, Matrix, Vector
+from citewell.core.errors import CitewellError
+from citewell.core.logging import configure_logging
+from citewell.core.models import AccessLabel
+from citewell.core.settings import Settings
+from citewell.ingestion.pipeline import Ingestor, TextDocument, _text_document
+from citewell.retrieval.embedding_cache import CachingEmbedder, EmbeddingCache
+from citewell.retrieval.factory import build_model_embedder, model_threads
+from citewell.retrieval.protocols import Embedder, Matrix, Vector
 
 CORPUS = Path("/work/shared/data/ir/scifact/corpus.jsonl.gz")
 INDEX = "bench-ingest"

@@ -42,18 +42,18 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import CitewellError
-from core.logging import configure_logging
-from core.models import Chunk, Principal, SearchMode, SearchRequest, SearchResult
-from core.settings import Settings
-from retrieval.embedding import SentenceTransformerEmbedder, bundled_model_path
-from retrieval.embedding_cache import CachingEmbedder, EmbeddingCache
-from retrieval.factory import embedding_model_id, model_export_dir, model_threads
-from retrieval.index import IndexLayout, IndexWriter
-from retrieval.manifest import DocumentEntry
-from retrieval.rerank import CrossEncoderReranker
-from retrieval.service import ServingIndex
-from retrieval.stores.edge import EdgeVectorStore
+from citewell.core.errors import CitewellError
+from citewell.core.logging import configure_logging
+from citewell.core.models import Chunk, Principal, SearchMode, SearchRequest, SearchResult
+from citewell.core.settings import Settings
+from citewell.retrieval.embedding import SentenceTransformerEmbedder, bundled_model_path
+from citewell.retrieval.embedding_cache import CachingEmbedder, EmbeddingCache
+from citewell.retrieval.factory import embedding_model_id, model_export_dir, model_threads
+from citewell.retrieval.index import IndexLayout, IndexWriter
+from citewell.retrieval.manifest import DocumentEntry
+from citewell.retrieval.rerank import CrossEncoderReranker
+from citewell.retrieval.service import ServingIndex
+from citewell.retrieval.stores.edge import EdgeVectorStore
 
 CORPUS = Path("/work/shared/data/ir/scifact/corpus.jsonl.gz")
 QUERIES = Path("/work/shared/data/ir/scifact/queries.jsonl")

@@ -23,11 +23,11 @@ import os
 import sys
 from pathlib import Path
 
-from cli.evaluate import format_table, report_json
-from core.logging import configure_logging
-from core.settings import Settings
-from evaluation.models import RETRIEVAL_MODES
-from evaluation.retrieval_eval import evaluate_retrieval
+from citewell.cli.evaluate import format_table, report_json
+from citewell.core.logging import configure_logging
+from citewell.core.settings import Settings
+from citewell.evaluation.models import RETRIEVAL_MODES
+from citewell.evaluation.retrieval_eval import evaluate_retrieval
 
 DATASETS: tuple[tuple[str, str, str], ...] = (
     ("scifact", "scifact", "test"),

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from core.logging import configure_logging
-from core.settings import Settings
-from ingestion.pipeline import Ingestor
-from ingestion.sources import S3Location, S3Source
+from citewell.core.logging import configure_logging
+from citewell.core.settings import Settings
+from citewell.ingestion.pipeline import Ingestor
+from citewell.ingestion.sources import S3Location, S3Source
 from tests.s3_server import running_s3_server
 
 DIM = 64

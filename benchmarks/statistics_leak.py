@@ -17,10 +17,10 @@ import time
 import numpy as np
 
 from benchmarks.bm25 import PUBLIC, load_scifact, synthetic_chunks
-from core.models import SearchFilters
-from retrieval.access import AccessScope
-from retrieval.lexical import BM25Index
-from retrieval.lexical.bm25 import _ScopeStats
+from citewell.core.models import SearchFilters
+from citewell.retrieval.access import AccessScope
+from citewell.retrieval.lexical import BM25Index
+from citewell.retrieval.lexical.bm25 import _ScopeStats
 
 RESTRICTIVE = AccessScope(principal="r", max_rank=0, groups=frozenset({"hr"}))
 

@@ -19,19 +19,19 @@ import os
 import sys
 from pathlib import Path
 
-from cli.evaluate import format_table
-from core.logging import configure_logging
-from core.settings import Settings
-from evaluation.models import RetrievalEvalReport
-from evaluation.retrieval_eval import EvalSearchIndex, IndexOpener, evaluate_retrieval
+from citewell.cli.evaluate import format_table
+from citewell.core.logging import configure_logging
+from citewell.core.settings import Settings
+from citewell.evaluation.models import RetrievalEvalReport
+from citewell.evaluation.retrieval_eval import EvalSearchIndex, IndexOpener, evaluate_retrieval
 
 SCIFACT = "scifact"
 CRANFIELD = "cranfield/beir"
 
 
 def _opener(settings: Settings, model: str) -> IndexOpener:
-    from retrieval.rerank import CrossEncoderReranker
-    from retrieval.service import ServingIndex
+    from citewell.retrieval.rerank import CrossEncoderReranker
+    from citewell.retrieval.service import ServingIndex
 
     reranker = CrossEncoderReranker(model, max_length=settings.reranker_max_length)
 
@@ -67,8 +67,8 @@ def main() -> int:
             settings, ir / name, "test", ["bm25", "dense", "hybrid"], progress=True
         )
 
-    from evaluation.reranker_training import train_reranker
-    from retrieval.index import IndexLayout
+    from citewell.evaluation.reranker_training import train_reranker
+    from citewell.retrieval.index import IndexLayout
 
     scifact_index = base[SCIFACT].index
     current = IndexLayout(settings, scifact_index).rerankers_dir / "current"

@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 import qdrant_edge as qe
 
-from core.models import Chunk, SearchFilters
-from retrieval.access import AccessScope
-from retrieval.stores.edge import VECTOR_NAME, EdgeVectorStore
-from retrieval.stores.filters import edge_filter
-from retrieval.stores.qdrant import QdrantVectorStore
-from retrieval.stores.shared import FilteredSearchPlanner
+from citewell.core.models import Chunk, SearchFilters
+from citewell.retrieval.access import AccessScope
+from citewell.retrieval.stores.edge import VECTOR_NAME, EdgeVectorStore
+from citewell.retrieval.stores.filters import edge_filter
+from citewell.retrieval.stores.qdrant import QdrantVectorStore
+from citewell.retrieval.stores.shared import FilteredSearchPlanner
 
 DIM = 384
 LIMIT = 50

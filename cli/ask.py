@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agent.models import Answer
-from cli.common import (
+from citewell.agent.models import Answer
+from citewell.cli.common import (
     add_caller_options,
     fail,
     load_caller,
     print_json,
 )
-from core.errors import CitewellError
+from citewell.core.errors import CitewellError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,8 +27,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so `citewell --help` loads no models or stores.
-    from agent.factory import build_agent
-    from retrieval.service import open_search_service
+    from citewell.agent.factory import build_agent
+    from citewell.retrieval.service import open_search_service
 
     try:
         settings, principal = load_caller(args)

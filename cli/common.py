@@ -9,11 +9,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from core.errors import ConfigurationError
-from core.logging import configure_logging
-from core.models import Principal
-from core.settings import Settings
-from retrieval.principals import PrincipalDirectory
+from citewell.core.errors import ConfigurationError
+from citewell.core.logging import configure_logging
+from citewell.core.models import Principal
+from citewell.core.settings import Settings
+from citewell.retrieval.principals import PrincipalDirectory
 
 
 def load_settings(args: argparse.Namespace | None = None) -> Settings:

@@ -10,11 +10,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli.ask import print_answer
-from cli.common import add_index_options, fail, load_settings
-from cli.ingest import print_report
-from core.errors import CitewellError
-from core.models import SearchRequest
+from citewell.cli.ask import print_answer
+from citewell.cli.common import add_index_options, fail, load_settings
+from citewell.cli.ingest import print_report
+from citewell.core.errors import CitewellError
+from citewell.core.models import SearchRequest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 DEFAULT_QUESTION = "How many weeks of paid parental leave does a birth parent get?"
@@ -37,10 +37,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent.factory import build_agent
-    from ingestion.pipeline import Ingestor
-    from retrieval.principals import PrincipalDirectory
-    from retrieval.service import open_search_service
+    from citewell.agent.factory import build_agent
+    from citewell.ingestion.pipeline import Ingestor
+    from citewell.retrieval.principals import PrincipalDirectory
+    from citewell.retrieval.service import open_search_service
 
     out = sys.stdout
     try:

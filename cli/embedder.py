@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli.common import add_index_options, fail, load_settings, print_json
-from cli.reranker import add_dataset_option, index_for_dataset
-from core.errors import CitewellError
+from citewell.cli.common import add_index_options, fail, load_settings, print_json
+from citewell.cli.reranker import add_dataset_option, index_for_dataset
+from citewell.core.errors import CitewellError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from evaluation.embedder_training import train_embedder
+    from citewell.evaluation.embedder_training import train_embedder
 
     try:
         settings = load_settings(args)

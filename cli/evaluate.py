@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cli import tuning
-from cli.common import (
+from citewell.cli import tuning
+from citewell.cli.common import (
     add_caller_options,
     add_index_options,
     fail,
@@ -17,9 +17,9 @@ from cli.common import (
     load_settings,
     print_json,
 )
-from core.errors import CitewellError
-from evaluation.models import RETRIEVAL_MODES, RetrievalEvalReport
-from evaluation.retrieval_eval import evaluate_retrieval
+from citewell.core.errors import CitewellError
+from citewell.evaluation.models import RETRIEVAL_MODES, RetrievalEvalReport
+from citewell.evaluation.retrieval_eval import evaluate_retrieval
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -180,8 +180,8 @@ def register_owner_reports(kinds: argparse._SubParsersAction[argparse.ArgumentPa
 
 
 def _answers_run(args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    from evaluation.answers_eval import evaluate_answers
-    from ingestion.golden import load_golden_set
+    from citewell.evaluation.answers_eval import evaluate_answers
+    from citewell.ingestion.golden import load_golden_set
 
     settings, principal = load_caller(args)
     questions = load_golden_set(args.questions, limit=args.limit)
@@ -192,8 +192,8 @@ def _answers_run(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
 
 def run_answers(args: argparse.Namespace) -> int:
-    from evaluation.coverage import evaluate_coverage
-    from evaluation.report import make_bundle, write_report
+    from citewell.evaluation.coverage import evaluate_coverage
+    from citewell.evaluation.report import make_bundle, write_report
 
     try:
         settings, principal, report = _answers_run(args)
@@ -225,9 +225,9 @@ def run_answers(args: argparse.Namespace) -> int:
 
 
 def run_coverage(args: argparse.Namespace) -> int:
-    from evaluation.answers_eval import AnswersEvalReport
-    from evaluation.coverage import evaluate_coverage
-    from evaluation.regression import load_json
+    from citewell.evaluation.answers_eval import AnswersEvalReport
+    from citewell.evaluation.coverage import evaluate_coverage
+    from citewell.evaluation.regression import load_json
 
     try:
         if args.questions and args.answers:
@@ -266,10 +266,10 @@ def run_coverage(args: argparse.Namespace) -> int:
 def run_report(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from evaluation.answers_eval import AnswersEvalReport
-    from evaluation.coverage import CoverageReport
-    from evaluation.regression import load_json
-    from evaluation.report import make_bundle, write_report
+    from citewell.evaluation.answers_eval import AnswersEvalReport
+    from citewell.evaluation.coverage import CoverageReport
+    from citewell.evaluation.regression import load_json
+    from citewell.evaluation.report import make_bundle, write_report
 
     try:
         answers = (
@@ -302,7 +302,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from evaluation.regression import compare, load_json, parse_tolerances
+    from citewell.evaluation.regression import compare, load_json, parse_tolerances
 
     try:
         result = compare(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli.common import add_index_options, fail, load_settings, print_json
-from core.errors import CitewellError
-from retrieval.index import IndexLayout, rollback
+from citewell.cli.common import add_index_options, fail, load_settings, print_json
+from citewell.core.errors import CitewellError
+from citewell.retrieval.index import IndexLayout, rollback
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli.common import add_index_options, fail, load_settings, print_json
-from core.errors import CitewellError, ConfigurationError
-from core.models import IngestReport
-from core.settings import Settings
+from citewell.cli.common import add_index_options, fail, load_settings, print_json
+from citewell.core.errors import CitewellError, ConfigurationError
+from citewell.core.models import IngestReport
+from citewell.core.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from ingestion.pipeline import Ingestor  # heavy (models, stores): only when running
+    from citewell.ingestion.pipeline import Ingestor  # heavy (models, stores): only when running
 
     try:
         settings = load_settings(args)
@@ -71,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _ingest_s3(args: argparse.Namespace, settings: Settings) -> IngestReport:
-    from ingestion.pipeline import Ingestor
-    from ingestion.sources import S3Location, S3Source
+    from citewell.ingestion.pipeline import Ingestor
+    from citewell.ingestion.sources import S3Location, S3Source
 
     trusted = {part.strip() for part in args.object_labels.split(",") if part.strip()}
     unknown = trusted - {"tags", "metadata"}

@@ -11,16 +11,16 @@ from collections.abc import Sequence
 # Subcommand modules, in help order. Each defines register(subparsers) and sets
 # ``func(args) -> int`` on its parser via set_defaults.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
-    "cli.ingest",
-    "cli.search",
-    "cli.ask",
-    "cli.serve",
-    "cli.mcp",
-    "cli.evaluate",
-    "cli.reranker",
-    "cli.embedder",
-    "cli.demo",
-    "cli.index_admin",
+    "citewell.cli.ingest",
+    "citewell.cli.search",
+    "citewell.cli.ask",
+    "citewell.cli.serve",
+    "citewell.cli.mcp",
+    "citewell.cli.evaluate",
+    "citewell.cli.reranker",
+    "citewell.cli.embedder",
+    "citewell.cli.demo",
+    "citewell.cli.index_admin",
 )
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from cli.common import (
+from citewell.cli.common import (
     add_caller_options,
     fail,
     load_caller,
 )
-from core.errors import CitewellError
+from citewell.core.errors import CitewellError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,9 +24,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent.factory import build_agent
-    from api.mcp_server import build_mcp_server
-    from retrieval.service import open_search_service
+    from citewell.agent.factory import build_agent
+    from citewell.api.mcp_server import build_mcp_server
+    from citewell.retrieval.service import open_search_service
 
     try:
         # stdout is the MCP channel on stdio: logs go to stderr (configure_logging does that).

@@ -7,12 +7,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from cli.common import add_index_options, fail, load_settings, print_json
-from core.errors import CitewellError, EvaluationError
-from core.settings import Settings
-from evaluation.beir import load_beir
-from evaluation.models import BeirQuery
-from evaluation.retrieval_eval import default_index_name, index_fingerprint
+from citewell.cli.common import add_index_options, fail, load_settings, print_json
+from citewell.core.errors import CitewellError, EvaluationError
+from citewell.core.settings import Settings
+from citewell.evaluation.beir import load_beir
+from citewell.evaluation.models import BeirQuery
+from citewell.evaluation.retrieval_eval import default_index_name, index_fingerprint
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -88,7 +88,7 @@ def validation_judgements(
 ) -> tuple[Sequence[BeirQuery], dict[str, Mapping[str, int]], str]:
     """Queries, qrels and a description of the validation judgements --split names; never the
     test split, which evaluation reports on."""
-    from evaluation.reranker_gate import holdout_judgements
+    from citewell.evaluation.reranker_gate import holdout_judgements
 
     if args.split == "dev":
         dataset = load_beir(args.dataset, "dev")
@@ -106,7 +106,7 @@ def validation_judgements(
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from evaluation.reranker_training import train_reranker
+    from citewell.evaluation.reranker_training import train_reranker
 
     try:
         settings = load_settings(args)
@@ -145,10 +145,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_gate(args: argparse.Namespace) -> int:
-    from evaluation.reranker_gate import decide_gate
-    from retrieval.factory import model_export_dir, model_threads
-    from retrieval.index import IndexLayout
-    from retrieval.rerank import resolve_reranker
+    from citewell.evaluation.reranker_gate import decide_gate
+    from citewell.retrieval.factory import model_export_dir, model_threads
+    from citewell.retrieval.index import IndexLayout
+    from citewell.retrieval.rerank import resolve_reranker
 
     try:
         settings = load_settings(args)

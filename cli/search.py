@@ -6,14 +6,14 @@ import argparse
 import sys
 from typing import Any
 
-from cli.common import (
+from citewell.cli.common import (
     add_caller_options,
     fail,
     load_caller,
     print_json,
 )
-from core.errors import CitewellError
-from core.models import SearchMode, SearchRequest, SearchResult
+from citewell.core.errors import CitewellError
+from citewell.core.models import SearchMode, SearchRequest, SearchResult
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -65,7 +65,7 @@ def result_json(result: SearchResult) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from retrieval.service import open_search_service  # heavy: only when running
+    from citewell.retrieval.service import open_search_service  # heavy: only when running
 
     try:
         settings, principal = load_caller(args)

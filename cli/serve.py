@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cli.common import add_index_options, fail, load_settings
-from core.errors import CitewellError
+from citewell.cli.common import add_index_options, fail, load_settings
+from citewell.core.errors import CitewellError
 
 
 def register(subparsers: Any) -> None:
@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     # Heavy imports here so `citewell --help` stays fast.
     import uvicorn
 
-    from api.main import create_app
+    from citewell.api.main import create_app
 
     try:
         settings = load_settings(args)

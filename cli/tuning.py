@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli.common import add_index_options, fail, load_settings, print_json
-from cli.reranker import (
+from citewell.cli.common import add_index_options, fail, load_settings, print_json
+from citewell.cli.reranker import (
     add_dataset_option,
     add_validation_options,
     index_for_dataset,
     validation_judgements,
 )
-from core.errors import CitewellError
+from citewell.core.errors import CitewellError
 
 
 def register(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,7 +34,7 @@ def register(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run_tune_fusion(args: argparse.Namespace) -> int:
-    from evaluation.fusion_tuning import tune_fusion
+    from citewell.evaluation.fusion_tuning import tune_fusion
 
     try:
         settings = load_settings(args)

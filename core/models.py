@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from core.errors import UnknownClassificationError
+from citewell.core.errors import UnknownClassificationError
 
 DEFAULT_LEVELS: tuple[str, ...] = ("public", "internal", "confidential", "restricted")
 

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from core.models import DEFAULT_LEVELS, ClassificationScheme, FusionMethod, SearchMode
+from citewell.core.models import DEFAULT_LEVELS, ClassificationScheme, FusionMethod, SearchMode
 
 EmbeddingBackend = Literal["torch", "onnx", "onnx-int8", "openvino", "openvino-int8"]
 

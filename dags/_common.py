@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.sdk import Asset, dag
 
-from core.errors import CitewellError, ConfigurationError, EvaluationError
-from core.logging import log_event
-from ingestion.sources_config import SourceConfig, SourcesConfig, load_sources
+from citewell.core.errors import CitewellError, ConfigurationError, EvaluationError
+from citewell.core.logging import log_event
+from citewell.ingestion.sources_config import SourceConfig, SourcesConfig, load_sources
 
 if TYPE_CHECKING:
-    from core.settings import Settings
-    from ingestion.sources import S3Access
+    from citewell.core.settings import Settings
+    from citewell.ingestion.sources import S3Access
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def load_settings() -> Settings:
     ``citewell_settings`` (a JSON object) when it exists."""
     from airflow.sdk import Variable
 
-    from core.settings import Settings
+    from citewell.core.settings import Settings
 
     overrides = _variable_json(Variable)
     try:
@@ -163,7 +163,7 @@ def s3_access(source: SourceConfig) -> S3Access | None:
         return None
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
-    from ingestion.sources import S3Access
+    from citewell.ingestion.sources import S3Access
 
     hook = AwsBaseHook(aws_conn_id=source.aws_conn_id, client_type="s3")
     endpoint = hook.conn_config.endpoint_url
@@ -173,7 +173,7 @@ def s3_access(source: SourceConfig) -> S3Access | None:
 def run_on_plan(step: Callable[..., T], source_name: str, snapshot_path: str) -> T:
     """Run ``step`` (e.g. ``ingestion.refresh.finalize``) on the plan made from this snapshot,
     with worker-side settings, source and object-store access, through :func:`guarded`."""
-    from ingestion.refresh import plan_file
+    from citewell.ingestion.refresh import plan_file
 
     plan_path = plan_file(Path(snapshot_path))
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from airflow.sdk import get_current_context, task
 
-from dags._common import guarded, index_asset, load_settings, load_source, s3_access
+from citewell.dags._common import guarded, index_asset, load_settings, load_source, s3_access
 
 
 @task
 def discover(source_name: str) -> str:
-    from ingestion.refresh import discover as discover_source
+    from citewell.ingestion.refresh import discover as discover_source
 
     run_id = str(get_current_context()["run_id"])
 
@@ -29,7 +29,7 @@ def plan(source_name: str, snapshot_path: str, fresh: bool = False) -> list[str]
     """Returns the batch files to map over; the plan itself sits next to the snapshot."""
     from pathlib import Path
 
-    from ingestion.refresh import plan as plan_source
+    from citewell.ingestion.refresh import plan as plan_source
 
     summary = guarded(
         lambda: plan_source(
@@ -43,7 +43,7 @@ def plan(source_name: str, snapshot_path: str, fresh: bool = False) -> list[str]
 def process(source_name: str, batch_path: str) -> int:
     from pathlib import Path
 
-    from ingestion.refresh import process_batch
+    from citewell.ingestion.refresh import process_batch
 
     def run() -> int:
         source = load_source(source_name)

@@ -10,7 +10,7 @@ from typing import Any
 
 from airflow.sdk import task
 
-from dags._common import (
+from citewell.dags._common import (
     citewell_dag,
     configured_sources,
     guarded,
@@ -18,12 +18,12 @@ from dags._common import (
     load_settings,
     load_source,
 )
-from ingestion.sources_config import SourceConfig
+from citewell.ingestion.sources_config import SourceConfig
 
 
 @task
 def evaluate(source_name: str) -> dict[str, float]:
-    from evaluation.gates import evaluate as evaluate_source
+    from citewell.evaluation.gates import evaluate as evaluate_source
 
     outcome = guarded(lambda: evaluate_source(load_settings(), load_source(source_name)))
     return outcome.metrics

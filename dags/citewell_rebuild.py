@@ -12,14 +12,14 @@ from typing import Any
 
 from airflow.sdk import task
 
-from dags._common import citewell_dag, configured_sources, index_asset, run_on_plan
-from dags._tasks import discover, plan, process, publish
-from ingestion.sources_config import SourceConfig
+from citewell.dags._common import citewell_dag, configured_sources, index_asset, run_on_plan
+from citewell.dags._tasks import discover, plan, process, publish
+from citewell.ingestion.sources_config import SourceConfig
 
 
 @task
 def rebuild(source_name: str, snapshot_path: str) -> str | None:
-    from ingestion.refresh import rebuild as rebuild_source
+    from citewell.ingestion.refresh import rebuild as rebuild_source
 
     return run_on_plan(rebuild_source, source_name, snapshot_path).version
 

@@ -11,16 +11,16 @@ from typing import Any
 
 from airflow.sdk import task
 
-from dags._common import citewell_dag, configured_sources, index_asset, run_on_plan
-from dags._tasks import discover, plan, process, publish
-from ingestion.sources_config import SourceConfig
+from citewell.dags._common import citewell_dag, configured_sources, index_asset, run_on_plan
+from citewell.dags._tasks import discover, plan, process, publish
+from citewell.ingestion.sources_config import SourceConfig
 
 
 # Runs when there was nothing to process too (the mapped task is then skipped): deletes and
 # relabels still have to be applied.
 @task(trigger_rule="none_failed")
 def finalize(source_name: str, snapshot_path: str) -> str | None:
-    from ingestion.refresh import finalize as finalize_source
+    from citewell.ingestion.refresh import finalize as finalize_source
 
     return run_on_plan(finalize_source, source_name, snapshot_path).index_version
 

@@ -22,20 +22,20 @@ from typing import Protocol
 
 import numpy as np
 
-from agent.agent import Agent
-from agent.citations import MARKER_RE, verify_citations
-from agent.factory import build_agent
-from agent.models import Answer
-from core.errors import EvaluationError
-from core.logging import log_event
-from core.models import Frozen, Principal, SearchRequest
-from core.settings import Settings
-from evaluation.metrics import mean, percentile
-from ingestion.golden import GoldenQuestion, matches_expected
-from retrieval.factory import model_export_dir, model_threads
-from retrieval.protocols import Embedder, Reranker, SearchService
-from retrieval.rerank import resolve_reranker
-from retrieval.service import ServingIndex
+from citewell.agent.agent import Agent
+from citewell.agent.citations import MARKER_RE, verify_citations
+from citewell.agent.factory import build_agent
+from citewell.agent.models import Answer
+from citewell.core.errors import EvaluationError
+from citewell.core.logging import log_event
+from citewell.core.models import Frozen, Principal, SearchRequest
+from citewell.core.settings import Settings
+from citewell.evaluation.metrics import mean, percentile
+from citewell.ingestion.golden import GoldenQuestion, matches_expected
+from citewell.retrieval.factory import model_export_dir, model_threads
+from citewell.retrieval.protocols import Embedder, Reranker, SearchService
+from citewell.retrieval.rerank import resolve_reranker
+from citewell.retrieval.service import ServingIndex
 
 logger = logging.getLogger(__name__)
 

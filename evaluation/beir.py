@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from core.errors import EvaluationError
-from core.logging import log_event
-from evaluation.models import BeirDataset, BeirDocument, BeirQuery
-from ingestion.golden import json_objects
+from citewell.core.errors import EvaluationError
+from citewell.core.logging import log_event
+from citewell.evaluation.models import BeirDataset, BeirDocument, BeirQuery
+from citewell.ingestion.golden import json_objects
 
 logger = logging.getLogger(__name__)
 

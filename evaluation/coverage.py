@@ -15,13 +15,13 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import Field
 
-from core.errors import IndexNotFoundError
-from core.models import Frozen, Principal
-from core.settings import Settings
-from evaluation.answers_eval import AnswersEvalReport
-from retrieval.access import scope_for
-from retrieval.index import IndexLayout
-from retrieval.manifest import DocumentEntry, FailureEntry, Manifest
+from citewell.core.errors import IndexNotFoundError
+from citewell.core.models import Frozen, Principal
+from citewell.core.settings import Settings
+from citewell.evaluation.answers_eval import AnswersEvalReport
+from citewell.retrieval.access import scope_for
+from citewell.retrieval.index import IndexLayout
+from citewell.retrieval.manifest import DocumentEntry, FailureEntry, Manifest
 
 DEFAULT_STALE_DAYS = 90
 

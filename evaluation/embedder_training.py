@@ -35,12 +35,12 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import EvaluationError, ModelError
-from core.logging import log_event
-from core.models import Frozen
-from core.settings import Settings
-from evaluation.beir import load_beir
-from evaluation.reranker_training import (
+from citewell.core.errors import EvaluationError, ModelError
+from citewell.core.logging import log_event
+from citewell.core.models import Frozen
+from citewell.core.settings import Settings
+from citewell.evaluation.beir import load_beir
+from citewell.evaluation.reranker_training import (
     Device,
     ValidationPoint,
     git_commit,
@@ -49,7 +49,7 @@ from evaluation.reranker_training import (
     rerank_ndcg,
     resolve_device,
 )
-from evaluation.training_data import TrainingData, TrainingGroup, ValidationQuery
+from citewell.evaluation.training_data import TrainingData, TrainingGroup, ValidationQuery
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class TrainedEmbedder(Frozen):
 
 def base_model_source(settings: Settings) -> Path:
     """The folder of the configured embedding model (the bundled MiniLM by default)."""
-    from retrieval.embedding import bundled_model_path, download_model_dir, local_model_dir
+    from citewell.retrieval.embedding import bundled_model_path, download_model_dir, local_model_dir
 
     if settings.embedding_model is None:
         return bundled_model_path()
@@ -319,8 +319,8 @@ def train_embedder(
     ``<data_dir>/models/embedder-<dataset>-<UTC timestamp>``) with its model card."""
     from sentence_transformers import SentenceTransformer
 
-    from evaluation.training_data import build_index_training_data
-    from retrieval.factory import embedding_model_id
+    from citewell.evaluation.training_data import build_index_training_data
+    from citewell.retrieval.factory import embedding_model_id
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub from training
     params = EmbedderTrainingParameters(

@@ -18,17 +18,17 @@ import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-from core.errors import EvaluationError
-from core.logging import log_event
-from core.models import FusionMethod
-from core.settings import Settings
-from evaluation.metrics import mean
-from evaluation.models import BeirQuery
-from evaluation.retrieval_eval import hybrid_ndcg_at_10, judged_queries
-from retrieval.factory import build_embedder
-from retrieval.fusion import FusionChoice, TunedFusion, save_tuned_fusion, settings_fusion
-from retrieval.index import IndexLayout
-from retrieval.protocols import Embedder
+from citewell.core.errors import EvaluationError
+from citewell.core.logging import log_event
+from citewell.core.models import FusionMethod
+from citewell.core.settings import Settings
+from citewell.evaluation.metrics import mean
+from citewell.evaluation.models import BeirQuery
+from citewell.evaluation.retrieval_eval import hybrid_ndcg_at_10, judged_queries
+from citewell.retrieval.factory import build_embedder
+from citewell.retrieval.fusion import FusionChoice, TunedFusion, save_tuned_fusion, settings_fusion
+from citewell.retrieval.index import IndexLayout
+from citewell.retrieval.protocols import Embedder
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def score_fusion(
     embedder: Embedder | None = None,
 ) -> float:
     """Mean nDCG@10 of hybrid search with ``choice``, through the serving code."""
-    from retrieval.service import ServingIndex
+    from citewell.retrieval.service import ServingIndex
 
     service = ServingIndex(settings, index, fusion=choice, embedder=embedder)
     try:

@@ -13,17 +13,17 @@ import logging
 from datetime import UTC, datetime
 from urllib.parse import unquote
 
-from core.errors import EvaluationError
-from core.logging import log_event
-from core.models import Frozen, Principal, SearchRequest
-from core.settings import Settings
-from evaluation.metrics import mean, mrr_at_k, recall_at_k
-from ingestion.golden import load_golden_set, matches_relative_path
-from ingestion.sources_config import EvaluationConfig, SourceConfig
-from retrieval.index import IndexLayout
-from retrieval.manifest import Manifest
-from retrieval.protocols import Embedder, SearchService
-from retrieval.service import ServingIndex
+from citewell.core.errors import EvaluationError
+from citewell.core.logging import log_event
+from citewell.core.models import Frozen, Principal, SearchRequest
+from citewell.core.settings import Settings
+from citewell.evaluation.metrics import mean, mrr_at_k, recall_at_k
+from citewell.ingestion.golden import load_golden_set, matches_relative_path
+from citewell.ingestion.sources_config import EvaluationConfig, SourceConfig
+from citewell.retrieval.index import IndexLayout
+from citewell.retrieval.manifest import Manifest
+from citewell.retrieval.protocols import Embedder, SearchService
+from citewell.retrieval.service import ServingIndex
 
 logger = logging.getLogger(__name__)
 

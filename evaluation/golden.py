@@ -8,10 +8,10 @@ import json
 import random
 from pathlib import Path
 
-from core.errors import EvaluationError
-from core.models import AccessLabel, Frozen
-from ingestion.golden import GoldenQuestion
-from ingestion.pipeline import TextDocument
+from citewell.core.errors import EvaluationError
+from citewell.core.models import AccessLabel, Frozen
+from citewell.ingestion.golden import GoldenQuestion
+from citewell.ingestion.pipeline import TextDocument
 
 
 class SquadSubset(Frozen):

@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
-from core.errors import EvaluationError
+from citewell.core.errors import EvaluationError
 
 Gain = Literal["exponential", "linear"]
 

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from core.errors import EvaluationError
-from core.models import Frozen
+from citewell.core.errors import EvaluationError
+from citewell.core.models import Frozen
 
 # Higher is better unless listed in LOWER_IS_BETTER. Tolerances are absolute.
 DEFAULT_TOLERANCES: dict[str, float] = {

@@ -16,11 +16,11 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from core.errors import EvaluationError
-from core.models import Frozen
-from evaluation.answers_eval import AnswersEvalReport
-from evaluation.coverage import CoverageReport, DocumentRef
-from evaluation.models import RetrievalEvalReport
+from citewell.core.errors import EvaluationError
+from citewell.core.models import Frozen
+from citewell.evaluation.answers_eval import AnswersEvalReport
+from citewell.evaluation.coverage import CoverageReport, DocumentRef
+from citewell.evaluation.models import RetrievalEvalReport
 
 _PALETTE = ("#2f6db5", "#e0803a", "#3a9a5b", "#b5443b", "#7b5ea7", "#8c6d3f")
 _CSS = """

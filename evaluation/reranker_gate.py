@@ -13,17 +13,17 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from core.errors import EvaluationError
-from core.logging import log_event
-from core.settings import Settings
-from evaluation.beir import load_beir
-from evaluation.metrics import mean
-from evaluation.models import BeirQuery
-from evaluation.retrieval_eval import hybrid_ndcg_at_10, judged_queries
-from evaluation.training_data import split_holdout
-from retrieval.gate import GateDecision, save_gate
-from retrieval.index import IndexLayout
-from retrieval.protocols import Reranker
+from citewell.core.errors import EvaluationError
+from citewell.core.logging import log_event
+from citewell.core.settings import Settings
+from citewell.evaluation.beir import load_beir
+from citewell.evaluation.metrics import mean
+from citewell.evaluation.models import BeirQuery
+from citewell.evaluation.retrieval_eval import hybrid_ndcg_at_10, judged_queries
+from citewell.evaluation.training_data import split_holdout
+from citewell.retrieval.gate import GateDecision, save_gate
+from citewell.retrieval.index import IndexLayout
+from citewell.retrieval.protocols import Reranker
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def decide_gate(
 ) -> GateDecision:
     """Compare hybrid with hybrid + ``reranker`` (nDCG@10 through the serving index) and record
     the decision under the index's rerankers folder, keyed by ``reranker.name``."""
-    from retrieval.service import ServingIndex
+    from citewell.retrieval.service import ServingIndex
 
     if min_gain < 0:
         raise EvaluationError("min_gain must not be negative")

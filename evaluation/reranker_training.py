@@ -25,14 +25,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from core.errors import EvaluationError, ModelError
-from core.logging import log_event
-from core.models import Frozen
-from core.settings import Settings
-from evaluation.beir import load_beir
-from evaluation.metrics import mean, ndcg_at_k
-from evaluation.training_data import TrainingData, TrainingGroup, ValidationQuery
-from retrieval.gate import GateDecision
+from citewell.core.errors import EvaluationError, ModelError
+from citewell.core.logging import log_event
+from citewell.core.models import Frozen
+from citewell.core.settings import Settings
+from citewell.evaluation.beir import load_beir
+from citewell.evaluation.metrics import mean, ndcg_at_k
+from citewell.evaluation.training_data import TrainingData, TrainingGroup, ValidationQuery
+from citewell.retrieval.gate import GateDecision
 
 logger = logging.getLogger(__name__)
 
@@ -420,11 +420,11 @@ def train_reranker(
 
     ``out_dir`` defaults to ``<rerankers>/model-<UTC timestamp>``; installing requires it to be
     inside the index's rerankers folder."""
-    from evaluation.reranker_gate import decide_gate
-    from evaluation.training_data import build_index_training_data
-    from retrieval.factory import model_export_dir, model_threads
-    from retrieval.index import IndexLayout
-    from retrieval.rerank import CrossEncoderReranker
+    from citewell.evaluation.reranker_gate import decide_gate
+    from citewell.evaluation.training_data import build_index_training_data
+    from citewell.retrieval.factory import model_export_dir, model_threads
+    from citewell.retrieval.index import IndexLayout
+    from citewell.retrieval.rerank import CrossEncoderReranker
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub from training
     resolved_device = resolve_device(device)
@@ -524,7 +524,7 @@ def train_reranker(
 def _holdout_queries(
     dataset_dir: Path, fraction: float, seed: int
 ) -> tuple[list[Any], dict[str, dict[str, int]]]:
-    from evaluation.reranker_gate import holdout_judgements
+    from citewell.evaluation.reranker_gate import holdout_judgements
 
     queries, qrels = holdout_judgements(dataset_dir, fraction, seed)
     return list(queries), {k: dict(v) for k, v in qrels.items()}

@@ -22,9 +22,9 @@ from typing import Protocol
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from core.errors import EvaluationError, IndexNotFoundError
-from core.logging import log_event
-from core.models import (
+from citewell.core.errors import EvaluationError, IndexNotFoundError
+from citewell.core.logging import log_event
+from citewell.core.models import (
     AccessLabel,
     Frozen,
     IngestReport,
@@ -33,10 +33,10 @@ from core.models import (
     SearchRequest,
     SearchResult,
 )
-from core.settings import Settings
-from evaluation.beir import load_beir
-from evaluation.metrics import Gain, mean, mrr_at_k, ndcg_at_k, percentile, recall_at_k
-from evaluation.models import (
+from citewell.core.settings import Settings
+from citewell.evaluation.beir import load_beir
+from citewell.evaluation.metrics import Gain, mean, mrr_at_k, ndcg_at_k, percentile, recall_at_k
+from citewell.evaluation.models import (
     RECALL_CURVE_KS,
     RETRIEVAL_MODES,
     BeirDataset,
@@ -46,10 +46,10 @@ from evaluation.models import (
     ModeMetrics,
     RetrievalEvalReport,
 )
-from retrieval.embedding import backend_tag
-from retrieval.fusion import describe_fusion
-from retrieval.gate import load_gate
-from retrieval.index import IndexLayout
+from citewell.retrieval.embedding import backend_tag
+from citewell.retrieval.fusion import describe_fusion
+from citewell.retrieval.gate import load_gate
+from citewell.retrieval.index import IndexLayout
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def eval_principal(settings: Settings) -> Principal:
 
 def index_fingerprint(settings: Settings, dataset: BeirDataset) -> str:
     """Changes whenever the corpus or a setting that changes what gets indexed changes."""
-    from ingestion.pipeline import Ingestor  # lazily, as in IngestorCorpusWriter
+    from citewell.ingestion.pipeline import Ingestor  # lazily, as in IngestorCorpusWriter
 
     label = eval_label(settings)
     material = {
@@ -152,7 +152,7 @@ class IngestorCorpusWriter:
     def __call__(
         self, documents: Iterable[BeirDocument], index: str, source_name: str
     ) -> IngestReport:
-        from ingestion.pipeline import Ingestor, TextDocument
+        from citewell.ingestion.pipeline import Ingestor, TextDocument
 
         label = eval_label(self._settings)
         texts = (
@@ -167,7 +167,7 @@ class IngestorCorpusWriter:
 
 def _open_serving_index(settings: Settings) -> IndexOpener:
     def opener(index: str) -> EvalSearchIndex:
-        from retrieval.service import open_search_service
+        from citewell.retrieval.service import open_search_service
 
         service: EvalSearchIndex = open_search_service(settings, index)
         return service

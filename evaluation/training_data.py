@@ -24,13 +24,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
-from core.errors import EvaluationError
-from core.logging import log_event
-from core.models import Chunk, Frozen, SearchMode, SearchRequest, SearchResult
-from core.settings import Settings
-from evaluation.models import BeirDataset, BeirDocument, BeirQuery
-from evaluation.retrieval_eval import EvalSearchIndex, eval_principal
-from retrieval.lexical import contextual_text
+from citewell.core.errors import EvaluationError
+from citewell.core.logging import log_event
+from citewell.core.models import Chunk, Frozen, SearchMode, SearchRequest, SearchResult
+from citewell.core.settings import Settings
+from citewell.evaluation.models import BeirDataset, BeirDocument, BeirQuery
+from citewell.evaluation.retrieval_eval import EvalSearchIndex, eval_principal
+from citewell.retrieval.lexical import contextual_text
 
 logger = logging.getLogger(__name__)
 
@@ -364,7 +364,7 @@ def build_index_training_data(
 ) -> TrainingData:
     """``build_training_data`` over the serving index ``index``, which must hold the corpus of
     ``dataset`` (opened for this call and closed again)."""
-    from retrieval.service import ServingIndex
+    from citewell.retrieval.service import ServingIndex
 
     service = ServingIndex(settings, index)
     try:

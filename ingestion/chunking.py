@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from core.errors import ModelError, ParseError
-from ingestion.models import ChunkDraft, ParsedDocument
-from ingestion.parsing import stem_title, usable_title
+from citewell.core.errors import ModelError, ParseError
+from citewell.ingestion.models import ChunkDraft, ParsedDocument
+from citewell.ingestion.parsing import stem_title, usable_title
 
 Tokenizer = Callable[[str], Sequence[int]]
 

@@ -21,7 +21,7 @@ from typing import Any
 from defusedxml import ElementTree
 from defusedxml.common import DefusedXmlException
 
-from core.logging import log_event
+from citewell.core.logging import log_event
 
 logger = logging.getLogger(__name__)
 

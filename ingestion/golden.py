@@ -27,8 +27,8 @@ from urllib.parse import unquote, urlparse
 
 from pydantic import Field
 
-from core.errors import CitewellError, GoldenSetError
-from core.models import Frozen
+from citewell.core.errors import CitewellError, GoldenSetError
+from citewell.core.models import Frozen
 
 # Keys naming the expected documents, in order of precedence (the first non-empty one counts).
 _EXPECTED_KEYS = ("expected_docs", "expected_doc", "expected", "source docs")

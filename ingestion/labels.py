@@ -35,10 +35,10 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from core.errors import LabelError, UnknownClassificationError
-from core.models import AccessLabel, ClassificationScheme
-from ingestion.models import ResolvedLabel
-from ingestion.sensitivity import (
+from citewell.core.errors import LabelError, UnknownClassificationError
+from citewell.core.models import AccessLabel, ClassificationScheme
+from citewell.ingestion.models import ResolvedLabel
+from citewell.ingestion.sensitivity import (
     SensitivityDecision,
     SensitivityPolicy,
     normalise_guid,

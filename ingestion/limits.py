@@ -21,9 +21,9 @@ from typing import BinaryIO
 
 from pydantic import Field
 
-from core.errors import InputRejectedError
-from core.logging import log_event
-from core.models import Frozen
+from citewell.core.errors import InputRejectedError
+from citewell.core.logging import log_event
+from citewell.core.models import Frozen
 
 logger = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from core.models import AccessLabel, DocumentFailure, Frozen
-from retrieval.lexical.tokenize import contextual_text
+from citewell.core.models import AccessLabel, DocumentFailure, Frozen
+from citewell.retrieval.lexical.tokenize import contextual_text
 
 
 class SourceItem(Frozen):

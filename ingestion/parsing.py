@@ -25,11 +25,11 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from core.errors import InputRejectedError, MissingDependencyError, ParseError
-from core.logging import log_event
-from ingestion.dates import email_date, office_date, pdf_date, plausible
-from ingestion.limits import ZipLimits, check_zip_container
-from ingestion.models import Element, ParsedDocument
+from citewell.core.errors import InputRejectedError, MissingDependencyError, ParseError
+from citewell.core.logging import log_event
+from citewell.ingestion.dates import email_date, office_date, pdf_date, plausible
+from citewell.ingestion.limits import ZipLimits, check_zip_container
+from citewell.ingestion.models import Element, ParsedDocument
 
 logger = logging.getLogger(__name__)
 

@@ -31,15 +31,15 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from core.errors import (
+from citewell.core.errors import (
     CitewellError,
     EmptySourceError,
     InputRejectedError,
     ModelError,
     ParseError,
 )
-from core.logging import log_event
-from core.models import (
+from citewell.core.logging import log_event
+from citewell.core.models import (
     AccessLabel,
     Chunk,
     ClassificationScheme,
@@ -47,25 +47,25 @@ from core.models import (
     Frozen,
     IngestReport,
 )
-from core.settings import Settings
-from ingestion.chunking import Tokenizer, chunk_document, chunk_recipe, embedding_tokenizer
-from ingestion.labels import LabelRules, apply_sensitivity, detect_banner
-from ingestion.limits import ZipLimits
-from ingestion.models import ChunkDraft, Element, ParsedDocument, ResolvedLabel, SourceItem
-from ingestion.parsing import parse_document
-from ingestion.sensitivity import (
+from citewell.core.settings import Settings
+from citewell.ingestion.chunking import Tokenizer, chunk_document, chunk_recipe, embedding_tokenizer
+from citewell.ingestion.labels import LabelRules, apply_sensitivity, detect_banner
+from citewell.ingestion.limits import ZipLimits
+from citewell.ingestion.models import ChunkDraft, Element, ParsedDocument, ResolvedLabel, SourceItem
+from citewell.ingestion.parsing import parse_document
+from citewell.ingestion.sensitivity import (
     SensitivityPolicy,
     SensitivityReading,
     SensitivityRecord,
     decide,
     read_sensitivity,
 )
-from ingestion.sources import LocalFolderSource, S3Source
-from retrieval.embedding import bundled_model_path, local_model_dir
-from retrieval.factory import build_embedder, embedding_model_id
-from retrieval.index import IndexWriter
-from retrieval.manifest import DocumentEntry, Manifest
-from retrieval.protocols import Embedder
+from citewell.ingestion.sources import LocalFolderSource, S3Source
+from citewell.retrieval.embedding import bundled_model_path, local_model_dir
+from citewell.retrieval.factory import build_embedder, embedding_model_id
+from citewell.retrieval.index import IndexWriter
+from citewell.retrieval.manifest import DocumentEntry, Manifest
+from citewell.retrieval.protocols import Embedder
 
 logger = logging.getLogger(__name__)
 

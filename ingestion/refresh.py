@@ -32,19 +32,19 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from core.errors import CitewellError, ConfigurationError, EvaluationError
-from core.logging import log_event
-from core.models import DocumentFailure, Frozen, IngestReport, SearchFilters
-from core.settings import Settings
-from ingestion.golden import load_golden_set, matches_relative_path
-from ingestion.labels import LabelRules
-from ingestion.pipeline import Ingestor, document_id, object_content_hash
-from ingestion.sources import LocalFolderSource, S3Access, S3Location, S3Source
-from ingestion.sources_config import SourceConfig
-from retrieval.access import AccessScope
-from retrieval.index import IndexLayout, IndexWriter
-from retrieval.manifest import DocumentEntry, Manifest
-from retrieval.protocols import Embedder
+from citewell.core.errors import CitewellError, ConfigurationError, EvaluationError
+from citewell.core.logging import log_event
+from citewell.core.models import DocumentFailure, Frozen, IngestReport, SearchFilters
+from citewell.core.settings import Settings
+from citewell.ingestion.golden import load_golden_set, matches_relative_path
+from citewell.ingestion.labels import LabelRules
+from citewell.ingestion.pipeline import Ingestor, document_id, object_content_hash
+from citewell.ingestion.sources import LocalFolderSource, S3Access, S3Location, S3Source
+from citewell.ingestion.sources_config import SourceConfig
+from citewell.retrieval.access import AccessScope
+from citewell.retrieval.index import IndexLayout, IndexWriter
+from citewell.retrieval.manifest import DocumentEntry, Manifest
+from citewell.retrieval.protocols import Embedder
 
 logger = logging.getLogger(__name__)
 

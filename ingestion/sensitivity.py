@@ -36,7 +36,7 @@ from xml.etree import ElementTree as ET  # parts are size-capped and DTDs refuse
 
 from pydantic import Field, field_validator, model_validator
 
-from core.models import AccessLabel, ClassificationScheme, Frozen
+from citewell.core.models import AccessLabel, ClassificationScheme, Frozen
 
 OFFICE_TYPES = frozenset({"docx", "docm", "dotx", "xlsx", "xlsm", "xltx", "pptx", "pptm", "potx"})
 EMAIL_TYPES = frozenset({"eml", "msg"})

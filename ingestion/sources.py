@@ -14,23 +14,23 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from core.errors import (
+from citewell.core.errors import (
     CitewellError,
     ConfigurationError,
     InputRejectedError,
     LabelError,
     SourceUnavailableError,
 )
-from core.logging import log_event
-from core.models import AccessLabel, ClassificationScheme, DocumentFailure, Frozen
-from ingestion.labels import (
+from citewell.core.logging import log_event
+from citewell.core.models import AccessLabel, ClassificationScheme, DocumentFailure, Frozen
+from citewell.ingestion.labels import (
     LABELS_FILE,
     SIDECAR_SUFFIX,
     LabelRules,
     combine_resolved,
     refused_label,
 )
-from ingestion.models import DiscoveryResult, ResolvedLabel, SourceItem
+from citewell.ingestion.models import DiscoveryResult, ResolvedLabel, SourceItem
 
 logger = logging.getLogger(__name__)
 

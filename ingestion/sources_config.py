@@ -45,9 +45,9 @@ from typing import Literal
 import yaml
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 
-from core.errors import ConfigurationError
-from core.models import Frozen, SearchMode
-from ingestion.labels import LABELS_FILE
+from citewell.core.errors import ConfigurationError
+from citewell.core.models import Frozen, SearchMode
+from citewell.ingestion.labels import LABELS_FILE
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _PRESETS = frozenset(

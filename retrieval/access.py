@@ -16,8 +16,8 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
-from core.logging import log_event
-from core.models import Chunk, ClassificationScheme, Frozen, Principal
+from citewell.core.logging import log_event
+from citewell.core.models import Chunk, ClassificationScheme, Frozen, Principal
 
 logger = logging.getLogger(__name__)
 

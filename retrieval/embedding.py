@@ -20,9 +20,9 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from core.errors import ConfigurationError, ModelError
-from core.logging import log_event
-from retrieval.onnx_export import (
+from citewell.core.errors import ConfigurationError, ModelError
+from citewell.core.logging import log_event
+from citewell.retrieval.onnx_export import (
     BatchedModel,
     OnnxModel,
     Task,
@@ -30,7 +30,7 @@ from retrieval.onnx_export import (
     exported_model,
     hash_model_dir,
 )
-from retrieval.protocols import Matrix, Vector
+from citewell.retrieval.protocols import Matrix, Vector
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ class LazyModel:
             raise ConfigurationError(f"backend {self._backend!r} needs an export_dir")
         path = exported_model(model_dir, self._export_dir, task, _VARIANTS[self._backend])
         if self._backend.startswith("openvino"):
-            from retrieval.openvino_backend import INT8_ACTIVATION_GROUP, OpenVinoModel
+            from citewell.retrieval.openvino_backend import INT8_ACTIVATION_GROUP, OpenVinoModel
 
             group = INT8_ACTIVATION_GROUP if self._backend == "openvino-int8" else 0
             return OpenVinoModel(

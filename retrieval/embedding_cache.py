@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import ConfigurationError, StoreUnavailableError
-from core.logging import log_event
-from retrieval.protocols import Embedder, Matrix, Vector
+from citewell.core.errors import ConfigurationError, StoreUnavailableError
+from citewell.core.logging import log_event
+from citewell.retrieval.protocols import Embedder, Matrix, Vector
 
 logger = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from core.settings import Settings
-from retrieval.embedding import SentenceTransformerEmbedder
-from retrieval.embedding_cache import CachingEmbedder, EmbeddingCache
+from citewell.core.settings import Settings
+from citewell.retrieval.embedding import SentenceTransformerEmbedder
+from citewell.retrieval.embedding_cache import CachingEmbedder, EmbeddingCache
 
 BUNDLED_EMBEDDING_MODEL = "bundled:all-MiniLM-L6-v2"
 

@@ -12,9 +12,9 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from core.errors import ConfigurationError
-from core.models import Frozen, FusionMethod
-from core.settings import Settings
+from citewell.core.errors import ConfigurationError
+from citewell.core.models import Frozen, FusionMethod
+from citewell.core.settings import Settings
 
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], k: int = 60) -> dict[str, float]:

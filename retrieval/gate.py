@@ -11,7 +11,7 @@ import os
 from datetime import datetime
 from pathlib import Path
 
-from core.models import Frozen
+from citewell.core.models import Frozen
 
 GATE_FILE = "gate.json"
 

@@ -36,18 +36,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
-from core.errors import IndexLockedError, IndexNotFoundError, StoreUnavailableError
-from core.logging import log_event
-from core.models import Frozen
-from core.settings import Settings
-from retrieval.lexical.bm25 import BM25Index
-from retrieval.lexical.tokenize import Tokenizer
-from retrieval.manifest import Manifest
-from retrieval.protocols import VectorStore
-from retrieval.stores.edge import EdgeVectorStore
+from citewell.core.errors import IndexLockedError, IndexNotFoundError, StoreUnavailableError
+from citewell.core.logging import log_event
+from citewell.core.models import Frozen
+from citewell.core.settings import Settings
+from citewell.retrieval.lexical.bm25 import BM25Index
+from citewell.retrieval.lexical.tokenize import Tokenizer
+from citewell.retrieval.manifest import Manifest
+from citewell.retrieval.protocols import VectorStore
+from citewell.retrieval.stores.edge import EdgeVectorStore
 
 if TYPE_CHECKING:
-    from retrieval.stores.qdrant import QdrantVectorStore
+    from citewell.retrieval.stores.qdrant import QdrantVectorStore
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def _remote_store(settings: Settings, collection: str, dimension: int) -> Qdrant
     if not settings.qdrant_url:
         raise StoreUnavailableError("this index lives in a remote Qdrant; set CITEWELL_QDRANT_URL")
     # Imported on use: qdrant-client takes seconds to import and the embedded default needs none.
-    from retrieval.stores.qdrant import QdrantVectorStore
+    from citewell.retrieval.stores.qdrant import QdrantVectorStore
 
     return QdrantVectorStore.from_url(
         settings.qdrant_url,

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from core.errors import StoreUnavailableError
-from core.models import Frozen
+from citewell.core.errors import StoreUnavailableError
+from citewell.core.models import Frozen
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import numpy.typing as npt
 
-from core.errors import ModelError
-from core.logging import log_event
+from citewell.core.errors import ModelError
+from citewell.core.logging import log_event
 
 if TYPE_CHECKING:
     import torch

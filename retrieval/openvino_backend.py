@@ -22,9 +22,9 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from core.errors import ModelError
-from core.logging import log_event
-from retrieval.onnx_export import BatchedModel
+from citewell.core.errors import ModelError
+from citewell.core.logging import log_event
+from citewell.retrieval.onnx_export import BatchedModel
 
 logger = logging.getLogger(__name__)
 

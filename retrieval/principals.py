@@ -23,8 +23,8 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from core.errors import ConfigurationError
-from core.models import ClassificationScheme, Frozen, Principal
+from citewell.core.errors import ConfigurationError
+from citewell.core.models import ClassificationScheme, Frozen, Principal
 
 
 class PrincipalEntry(Frozen):

@@ -9,8 +9,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from core.models import AccessLabel, Chunk, Principal, SearchFilters, SearchRequest, SearchResult
-from retrieval.access import AccessScope
+from citewell.core.models import AccessLabel, Chunk, Principal, SearchFilters, SearchRequest, SearchResult
+from citewell.retrieval.access import AccessScope
 
 Vector = npt.NDArray[np.float32]
 Matrix = npt.NDArray[np.float32]

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from core.errors import ModelError
-from retrieval.embedding import Backend, LazyModel, download_model_dir, local_model_dir
-from retrieval.protocols import Reranker
+from citewell.core.errors import ModelError
+from citewell.retrieval.embedding import Backend, LazyModel, download_model_dir, local_model_dir
+from citewell.retrieval.protocols import Reranker
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from core.errors import CitewellError, StoreUnavailableError
-from core.logging import log_event
-from core.models import (
+from citewell.core.errors import CitewellError, StoreUnavailableError
+from citewell.core.logging import log_event
+from citewell.core.models import (
     Chunk,
     Frozen,
     Principal,
@@ -26,14 +26,14 @@ from core.models import (
     SearchRequest,
     SearchResult,
 )
-from core.settings import Settings
-from retrieval.access import AccessScope, enforce, scope_for
-from retrieval.factory import build_embedder, embedding_model_id, model_export_dir, model_threads
-from retrieval.fusion import FUSION_FILE, FusionChoice, load_tuned_fusion, settings_fusion
-from retrieval.gate import load_gate
-from retrieval.index import IndexLayout, OpenedVersion, open_version
-from retrieval.protocols import Embedder, Reranker
-from retrieval.rerank import resolve_reranker
+from citewell.core.settings import Settings
+from citewell.retrieval.access import AccessScope, enforce, scope_for
+from citewell.retrieval.factory import build_embedder, embedding_model_id, model_export_dir, model_threads
+from citewell.retrieval.fusion import FUSION_FILE, FusionChoice, load_tuned_fusion, settings_fusion
+from citewell.retrieval.gate import load_gate
+from citewell.retrieval.index import IndexLayout, OpenedVersion, open_version
+from citewell.retrieval.protocols import Embedder, Reranker
+from citewell.retrieval.rerank import resolve_reranker
 
 logger = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ def session_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def embedder(session_cache_dir: Path) -> Iterator[Any]:
     """The real bundled MiniLM embedder behind an embedding cache, loaded once per session."""
-    from retrieval.embedding import SentenceTransformerEmbedder
-    from retrieval.embedding_cache import CachingEmbedder, EmbeddingCache
+    from citewell.retrieval.embedding import SentenceTransformerEmbedder
+    from citewell.retrieval.embedding_cache import CachingEmbedder, EmbeddingCache
 
     inner = SentenceTransformerEmbedder(threads=2, export_dir=session_cache_dir / "models")
     yield CachingEmbedder(inner, EmbeddingCache(session_cache_dir / "embeddings.sqlite"))
@@ -41,7 +41,7 @@ def embedder(session_cache_dir: Path) -> Iterator[Any]:
 
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Any]:
-    from core.settings import Settings
+    from citewell.core.settings import Settings
 
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {"data_dir": tmp_path / "data"}

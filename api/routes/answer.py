@@ -14,16 +14,16 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.agent import Agent
-from agent.factory import build_agent
-from agent.models import Answer, AnswerTimings, Citation, Source, TokenUsage
-from api.audit import AuditOutcome, AuditRecord, FilterSummary, query_hash
-from api.deps import AuditLogDep, AuthContextDep, MetricsDep, SettingsDep
-from api.metrics import AnswerMetrics
-from api.schemas import ErrorBody, SearchFiltersBody
-from core.errors import CitewellError, InputRejectedError, StoreUnavailableError
-from core.models import SearchFilters
-from retrieval.protocols import Embedder
+from citewell.agent.agent import Agent
+from citewell.agent.factory import build_agent
+from citewell.agent.models import Answer, AnswerTimings, Citation, Source, TokenUsage
+from citewell.api.audit import AuditOutcome, AuditRecord, FilterSummary, query_hash
+from citewell.api.deps import AuditLogDep, AuthContextDep, MetricsDep, SettingsDep
+from citewell.api.metrics import AnswerMetrics
+from citewell.api.schemas import ErrorBody, SearchFiltersBody
+from citewell.core.errors import CitewellError, InputRejectedError, StoreUnavailableError
+from citewell.core.models import SearchFilters
+from citewell.retrieval.protocols import Embedder
 
 router = APIRouter(prefix="/v1", tags=["answer"])
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
-from api.deps import MetricsDep, ServiceHolderDep
-from api.schemas import HealthBody, ReadyBody
+from citewell.api.deps import MetricsDep, ServiceHolderDep
+from citewell.api.schemas import HealthBody, ReadyBody
 
 router = APIRouter(tags=["operations"])
 

@@ -7,12 +7,12 @@ import time
 
 from fastapi import APIRouter
 
-from api.audit import AuditOutcome, AuditRecord, FilterSummary, query_hash
-from api.deps import AuditLogDep, AuthContextDep, MetricsDep, SearchServiceDep, SettingsDep
-from api.schemas import ErrorBody, SearchRequestBody, SearchResponseBody
-from core.errors import InputRejectedError, StoreUnavailableError
-from core.models import SearchFilters, SearchRequest, SearchResult
-from retrieval.access import enforce, scope_for
+from citewell.api.audit import AuditOutcome, AuditRecord, FilterSummary, query_hash
+from citewell.api.deps import AuditLogDep, AuthContextDep, MetricsDep, SearchServiceDep, SettingsDep
+from citewell.api.schemas import ErrorBody, SearchRequestBody, SearchResponseBody
+from citewell.core.errors import InputRejectedError, StoreUnavailableError
+from citewell.core.models import SearchFilters, SearchRequest, SearchResult
+from citewell.retrieval.access import enforce, scope_for
 
 logger = logging.getLogger(__name__)
 

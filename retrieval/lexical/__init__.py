@@ -1,7 +1,7 @@
 """Lexical (BM25) retrieval with per-access-scope statistics."""
 
-from retrieval.lexical.bm25 import BM25Index
-from retrieval.lexical.tokenize import (
+from citewell.retrieval.lexical.bm25 import BM25Index
+from citewell.retrieval.lexical.tokenize import (
     DEFAULT_TOKENIZER,
     ENGLISH_STOPWORDS,
     Tokenizer,

@@ -40,11 +40,11 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from core.errors import ConfigurationError, StoreUnavailableError
-from core.logging import log_event
-from core.models import AccessLabel, Chunk, SearchFilters
-from retrieval.access import AccessScope
-from retrieval.lexical.tokenize import DEFAULT_TOKENIZER, Tokenizer, contextual_text
+from citewell.core.errors import ConfigurationError, StoreUnavailableError
+from citewell.core.logging import log_event
+from citewell.core.models import AccessLabel, Chunk, SearchFilters
+from citewell.retrieval.access import AccessScope
+from citewell.retrieval.lexical.tokenize import DEFAULT_TOKENIZER, Tokenizer, contextual_text
 
 logger = logging.getLogger(__name__)
 

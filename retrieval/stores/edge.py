@@ -35,12 +35,12 @@ from typing import Any
 import numpy as np
 import qdrant_edge as edge
 
-from core.errors import CitewellError, StoreUnavailableError
-from core.logging import log_event
-from core.models import AccessLabel, Chunk, SearchFilters
-from retrieval.access import AccessScope
-from retrieval.protocols import Matrix, Vector
-from retrieval.stores.filters import (
+from citewell.core.errors import CitewellError, StoreUnavailableError
+from citewell.core.logging import log_event
+from citewell.core.models import AccessLabel, Chunk, SearchFilters
+from citewell.retrieval.access import AccessScope
+from citewell.retrieval.protocols import Matrix, Vector
+from citewell.retrieval.stores.filters import (
     KEYWORD_FIELDS,
     MODIFIED_FIELD,
     RANK_FIELD,
@@ -52,7 +52,7 @@ from retrieval.stores.filters import (
     edge_filter,
     point_id,
 )
-from retrieval.stores.shared import (
+from citewell.retrieval.stores.shared import (
     CHUNK_ID_FIELDS,
     EXACT_SEARCH_MAX_POINTS,
     FilteredSearchPlanner,

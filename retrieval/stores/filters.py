@@ -18,10 +18,10 @@ import numpy as np
 import qdrant_edge as edge
 from pydantic import ValidationError
 
-from core.errors import InputRejectedError, StoreUnavailableError
-from core.models import AccessLabel, Chunk, SearchFilters
-from retrieval.access import AccessScope
-from retrieval.protocols import Matrix
+from citewell.core.errors import InputRejectedError, StoreUnavailableError
+from citewell.core.models import AccessLabel, Chunk, SearchFilters
+from citewell.retrieval.access import AccessScope
+from citewell.retrieval.protocols import Matrix
 
 if TYPE_CHECKING:
     from qdrant_client import models as qm

@@ -17,11 +17,11 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from core.errors import InputRejectedError
-from core.logging import log_event
-from core.models import Chunk
-from retrieval.protocols import Vector
-from retrieval.stores.filters import DOC_ID_FIELD, chunk_from_payload, point_id
+from citewell.core.errors import InputRejectedError
+from citewell.core.logging import log_event
+from citewell.core.models import Chunk
+from citewell.retrieval.protocols import Vector
+from citewell.retrieval.stores.filters import DOC_ID_FIELD, chunk_from_payload, point_id
 
 Point = TypeVar("Point")
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from core.models import (
+from citewell.core.models import (
     Chunk,
     ClassificationScheme,
     Principal,
@@ -18,7 +18,7 @@ from core.models import (
     SearchRequest,
     SearchResult,
 )
-from retrieval.access import enforce, scope_for
+from citewell.retrieval.access import enforce, scope_for
 
 DIM = 256
 _WORD = re.compile(r"[a-z0-9]+")

@@ -1,12 +1,12 @@
 import pytest
 
-from agent.agent import REFUSAL_TEXT, Agent, keyword_query
-from agent.backends import ExtractiveAnswerer, LLMBackend
-from agent.llm import OpenAICompatibleLLM
-from agent.models import AgentConfig
-from agent.scoring import SentenceScorer
-from core.errors import InputRejectedError
-from core.models import Principal
+from citewell.agent.agent import REFUSAL_TEXT, Agent, keyword_query
+from citewell.agent.backends import ExtractiveAnswerer, LLMBackend
+from citewell.agent.llm import OpenAICompatibleLLM
+from citewell.agent.models import AgentConfig
+from citewell.agent.scoring import SentenceScorer
+from citewell.core.errors import InputRejectedError
+from citewell.core.models import Principal
 from tests.agent.fakes import FakeSearch, HashingEmbedder, make_chunk
 from tests.agent.openai_server import chat_server
 

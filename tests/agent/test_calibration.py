@@ -1,7 +1,7 @@
 import pytest
 
-from agent.calibration import calibrate_threshold
-from core.errors import EvaluationError
+from citewell.agent.calibration import calibrate_threshold
+from citewell.core.errors import EvaluationError
 
 
 def test_threshold_separates_scores_and_reports_balanced_accuracy():

@@ -1,4 +1,4 @@
-from agent.citations import markers, split_sentences, verify_citations
+from citewell.agent.citations import markers, split_sentences, verify_citations
 
 
 def test_out_of_range_marker_is_removed_and_counted():

@@ -1,6 +1,6 @@
 import pytest
 
-from agent.injection import instruction_patterns, looks_like_instructions
+from citewell.agent.injection import instruction_patterns, looks_like_instructions
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,9 @@
 import pytest
 from pydantic import SecretStr
 
-from agent.llm import Message, OpenAICompatibleLLM
-from agent.prompt import build_messages
-from core.errors import ConfigurationError, LLMError
+from citewell.agent.llm import Message, OpenAICompatibleLLM
+from citewell.agent.prompt import build_messages
+from citewell.core.errors import ConfigurationError, LLMError
 from tests.agent.openai_server import chat_server
 
 

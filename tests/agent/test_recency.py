@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from agent.agent import REFUSAL_TEXT, Agent
-from agent.backends import ExtractiveAnswerer
-from agent.models import AgentConfig
-from agent.recency import wants_recent
-from agent.scoring import SentenceScorer
-from core.models import Principal
+from citewell.agent.agent import REFUSAL_TEXT, Agent
+from citewell.agent.backends import ExtractiveAnswerer
+from citewell.agent.models import AgentConfig
+from citewell.agent.recency import wants_recent
+from citewell.agent.scoring import SentenceScorer
+from citewell.core.models import Principal
 from tests.agent.fakes import FakeSearch, HashingEmbedder, make_chunk
 
 

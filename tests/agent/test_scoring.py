@@ -3,7 +3,7 @@ chunk text, and a changed header is not served from the cache."""
 
 from __future__ import annotations
 
-from agent.scoring import SentenceScorer
+from citewell.agent.scoring import SentenceScorer
 from tests.agent.fakes import make_chunk
 
 QUESTION = "How did Apple's Services net sales change in the third quarter of 2023?"

@@ -18,9 +18,9 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from api.main import create_app
-from core.errors import StoreUnavailableError
-from core.models import (
+from citewell.api.main import create_app
+from citewell.core.errors import StoreUnavailableError
+from citewell.core.models import (
     Chunk,
     Principal,
     ScoreBreakdown,
@@ -29,9 +29,9 @@ from core.models import (
     SearchRequest,
     SearchResult,
 )
-from core.settings import Settings
-from retrieval.access import scope_for
-from retrieval.principals import hash_api_key
+from citewell.core.settings import Settings
+from citewell.retrieval.access import scope_for
+from citewell.retrieval.principals import hash_api_key
 
 JWT_SECRET = "test-secret-0123456789-abcdefghijklmnop"
 KEYS = {"alice": "alice-key-7f3a", "gateway": "gateway-key-91bc", "hrbot": "hr-key-55d0"}

@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from agent.models import AgentConfig
-from api.main import create_app
-from api.routes import answer as answer_route
-from core.settings import Settings
+from citewell.agent.models import AgentConfig
+from citewell.api.main import create_app
+from citewell.api.routes import answer as answer_route
+from citewell.core.settings import Settings
 from tests.agent.fakes import HashingEmbedder
 from tests.api.conftest import KEYS, FakeServingIndex, audit_lines
 

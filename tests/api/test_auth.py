@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 
-from api.main import create_app
-from retrieval.principals import hash_api_key
+from citewell.api.main import create_app
+from citewell.retrieval.principals import hash_api_key
 from tests.api.conftest import (
     JWT_SECRET,
     KEYS,

@@ -6,7 +6,7 @@ import time
 
 from fastapi.testclient import TestClient
 
-from api.main import create_app
+from citewell.api.main import create_app
 from tests.api.conftest import KEYS, FakeServingIndex, load_chunks
 
 ALICE = {"X-API-Key": KEYS["alice"]}

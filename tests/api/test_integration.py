@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from api.main import create_app
-from core.models import AccessLabel
-from ingestion.pipeline import Ingestor, TextDocument
-from retrieval.service import ServingIndex
+from citewell.api.main import create_app
+from citewell.core.models import AccessLabel
+from citewell.ingestion.pipeline import Ingestor, TextDocument
+from citewell.retrieval.service import ServingIndex
 from tests.api.conftest import KEYS
 
 pytestmark = pytest.mark.slow

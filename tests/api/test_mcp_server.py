@@ -8,12 +8,12 @@ import json
 import anyio
 from mcp import Client
 
-from agent.agent import Agent
-from agent.backends import ExtractiveAnswerer
-from agent.models import AgentConfig
-from agent.scoring import SentenceScorer
-from api.mcp_server import build_mcp_server
-from core.models import Principal
+from citewell.agent.agent import Agent
+from citewell.agent.backends import ExtractiveAnswerer
+from citewell.agent.models import AgentConfig
+from citewell.agent.scoring import SentenceScorer
+from citewell.api.mcp_server import build_mcp_server
+from citewell.core.models import Principal
 from tests.agent.fakes import FakeSearch, HashingEmbedder, make_chunk
 
 CHUNKS = [

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 
 from fastapi.testclient import TestClient
 
-from api.audit import AuditLog, AuditRecord
-from api.errors import STORE_UNAVAILABLE_MESSAGE
-from api.main import create_app
+from citewell.api.audit import AuditLog, AuditRecord
+from citewell.api.errors import STORE_UNAVAILABLE_MESSAGE
+from citewell.api.main import create_app
 from tests.api.conftest import KEYS, FakeServingIndex, audit_lines, hs256_token, load_chunks
 
 HR = {"X-API-Key": KEYS["hrbot"]}  # restricted clearance, group hr
@@ -97,7 +97,7 @@ def test_store_unavailable_is_503_and_reveals_nothing(client, fake_index, api_se
 
 
 def test_no_index_loaded_yet_is_503(make_settings, principals_file):
-    from core.errors import IndexNotFoundError
+    from citewell.core.errors import IndexNotFoundError
 
     def opener():
         raise IndexNotFoundError("index 'default' has no published version")
@@ -233,8 +233,8 @@ def test_prefer_recent_reaches_the_service_and_dates_come_back(client, fake_inde
 
 
 def test_hit_body_carries_the_stated_date_apart_from_mtime(shared_data):
-    from api.schemas import SearchHitBody
-    from core.models import ScoreBreakdown, ScoredChunk
+    from citewell.api.schemas import SearchHitBody
+    from citewell.core.models import ScoreBreakdown, ScoredChunk
 
     stated = datetime(2023, 8, 4, 10, 2, 23, tzinfo=UTC)
     chunk = load_chunks(shared_data)[0].model_copy(update={"document_date": stated})

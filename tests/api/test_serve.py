@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.errors import STORE_UNAVAILABLE_MESSAGE
+from citewell.api.errors import STORE_UNAVAILABLE_MESSAGE
 from tests.api.conftest import KEYS
 
 pytestmark = pytest.mark.slow
@@ -29,7 +29,7 @@ def _free_port() -> int:
 def test_serve_answers_probes_and_refuses_search_without_an_index(tmp_path, principals_file):
     port = _free_port()
     env = {**os.environ, "CITEWELL_PRINCIPALS_FILE": str(principals_file)}
-    cmd = [sys.executable, "-m", "cli.main", "serve", "--port", str(port)]
+    cmd = [sys.executable, "-m", "citewell.cli.main", "serve", "--port", str(port)]
     cmd += ["--data-dir", str(tmp_path / "data")]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"

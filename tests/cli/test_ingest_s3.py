@@ -8,14 +8,14 @@ import uuid
 
 import pytest
 
-from cli.main import main as cli_main
+from citewell.cli.main import main as cli_main
 from tests.agent.fakes import HashingEmbedder
 
 
 @pytest.fixture
 def cli(monkeypatch, tmp_path):
-    monkeypatch.setattr("cli.common.configure_logging", lambda *a, **k: None)
-    monkeypatch.setattr("ingestion.pipeline.build_embedder", lambda settings: HashingEmbedder())
+    monkeypatch.setattr("citewell.cli.common.configure_logging", lambda *a, **k: None)
+    monkeypatch.setattr("citewell.ingestion.pipeline.build_embedder", lambda settings: HashingEmbedder())
     monkeypatch.setenv("CITEWELL_DATA_DIR", str(tmp_path / "data"))
 
 

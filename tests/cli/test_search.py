@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cli.main import main as cli_main
-from core.settings import Settings
-from ingestion.pipeline import Ingestor
+from citewell.cli.main import main as cli_main
+from citewell.core.settings import Settings
+from citewell.ingestion.pipeline import Ingestor
 from tests.agent.fakes import HashingEmbedder
 from tests.retrieval.test_recency import dated_reports
 
@@ -17,7 +17,7 @@ from tests.retrieval.test_recency import dated_reports
 def test_search_prefer_recent_json(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("cli.common.configure_logging", lambda *a, **k: None)
+    monkeypatch.setattr("citewell.cli.common.configure_logging", lambda *a, **k: None)
     # Weighted fusion keeps the reports' tied relevance tied, so the order shows the recency leg.
     monkeypatch.setenv("CITEWELL_FUSION", "weighted")
     settings = Settings(data_dir=tmp_path / "data", index="dated")

@@ -74,7 +74,7 @@ class Sandbox:
     s3: Any = None  # tests/s3_server.S3Server: the bucket S3_BUCKET holds DOCS under kb/
 
     def settings(self) -> Any:
-        from core.settings import Settings
+        from citewell.core.settings import Settings
 
         return Settings(data_dir=self.data_dir)
 
@@ -205,11 +205,11 @@ def airflow_sandbox(
             mp.delenv(key, raising=False)
         # Tasks run in this process under dag.test(): give them the session's loaded model
         # instead of loading one per task.
-        import ingestion.pipeline
-        import retrieval.service
+        import citewell.ingestion.pipeline
+        import citewell.retrieval.service
 
-        mp.setattr(ingestion.pipeline, "build_embedder", lambda settings: embedder)
-        mp.setattr(retrieval.service, "build_embedder", lambda settings: embedder)
+        mp.setattr(citewell.ingestion.pipeline, "build_embedder", lambda settings: embedder)
+        mp.setattr(citewell.retrieval.service, "build_embedder", lambda settings: embedder)
 
         from airflow.utils import db
 

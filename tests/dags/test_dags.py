@@ -17,8 +17,8 @@ HEAVY = ("torch", "sentence_transformers", "qdrant_client", "qdrant_edge", "unst
 
 
 def _manifest(sandbox: Sandbox, index: str) -> dict[str, Any]:
-    from retrieval.index import IndexLayout
-    from retrieval.manifest import Manifest
+    from citewell.retrieval.index import IndexLayout
+    from citewell.retrieval.manifest import Manifest
 
     layout = IndexLayout(sandbox.settings(), index)
     version = layout.current_version()
@@ -32,7 +32,7 @@ def _manifest(sandbox: Sandbox, index: str) -> dict[str, Any]:
 
 def _index_state(sandbox: Sandbox, index: str) -> tuple[str, dict[str, Any], int, int]:
     """(version, manifest by path, vector count, BM25 count) of the published version."""
-    from retrieval.index import open_version
+    from citewell.retrieval.index import open_version
 
     opened = open_version(sandbox.settings(), index)
     try:
@@ -133,7 +133,7 @@ def test_refresh_add_change_delete_relabel(airflow_sandbox: Sandbox) -> None:
     chunks2 = sum(len(d.chunk_ids) for d in docs2.values())
     assert vectors2 == bm25_2 == chunks2
 
-    from retrieval.index import IndexLayout
+    from citewell.retrieval.index import IndexLayout
 
     run_dirs = sorted((airflow_sandbox.data_dir / "runs" / "kb").iterdir())
     plan = (run_dirs[-1] / "plan.json").read_text(encoding="utf-8")
@@ -152,7 +152,7 @@ def test_refresh_add_change_delete_relabel(airflow_sandbox: Sandbox) -> None:
 
 
 def test_rebuild_publishes_only_a_validated_version(airflow_sandbox: Sandbox) -> None:
-    from retrieval.index import IndexLayout
+    from citewell.retrieval.index import IndexLayout
 
     bag = airflow_sandbox.dagbag()
     layout = IndexLayout(airflow_sandbox.settings(), "rb")
@@ -187,7 +187,7 @@ def test_rebuild_publishes_only_a_validated_version(airflow_sandbox: Sandbox) ->
 
 
 def test_evaluate_fails_below_floor_and_alerts(airflow_sandbox: Sandbox) -> None:
-    from ingestion.pipeline import Ingestor
+    from citewell.ingestion.pipeline import Ingestor
 
     settings = airflow_sandbox.settings()
     Ingestor(settings).ingest_folder(airflow_sandbox.folders["ev"], index="ev", source_name="ev")

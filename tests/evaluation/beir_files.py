@@ -5,7 +5,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from core.settings import Settings
+from citewell.core.settings import Settings
 
 
 def write_beir(
@@ -34,7 +34,7 @@ def write_beir(
 def write_slice(source: Path, dest: Path, n_queries: int, n_docs: int, split: str = "test") -> Path:
     """A small BEIR folder from a real one: the first ``n_queries`` judged queries, every
     document they judge, and the corpus's first documents as distractors up to ``n_docs``."""
-    from evaluation.beir import load_beir
+    from citewell.evaluation.beir import load_beir
 
     dataset = load_beir(source, split)
     queries = dataset.queries[:n_queries]
@@ -67,7 +67,7 @@ def tiny_train_index(root: Path) -> tuple[Settings, str, Path]:
     only, to build it); skips where the shared data is absent."""
     import pytest
 
-    from evaluation.retrieval_eval import evaluate_retrieval
+    from citewell.evaluation.retrieval_eval import evaluate_retrieval
 
     if not SCIFACT.exists():
         pytest.skip("SciFact not available")

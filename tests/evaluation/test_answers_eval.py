@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from agent.models import Answer, Citation, Source
-from core.models import AccessLabel, Principal
-from core.settings import Settings
-from evaluation.answers_eval import evaluate_answers, judge_answer
-from evaluation.golden import load_squad
-from ingestion.golden import load_golden_set
-from ingestion.pipeline import Ingestor, TextDocument
-from retrieval.service import ServingIndex
+from citewell.agent.models import Answer, Citation, Source
+from citewell.core.models import AccessLabel, Principal
+from citewell.core.settings import Settings
+from citewell.evaluation.answers_eval import evaluate_answers, judge_answer
+from citewell.evaluation.golden import load_squad
+from citewell.ingestion.golden import load_golden_set
+from citewell.ingestion.pipeline import Ingestor, TextDocument
+from citewell.retrieval.service import ServingIndex
 
 PUBLIC = AccessLabel(classification="public", groups=frozenset({"everyone"}))
 READER = Principal(name="owner", clearance="public", groups=frozenset())
@@ -142,7 +142,7 @@ def test_squad_slice_end_to_end(squad_kb, embedder):
 
 @pytest.mark.slow
 def test_cli_eval_answers_json_contract(squad_kb, tmp_path, capsys):
-    from cli.main import main
+    from citewell.cli.main import main
 
     settings, questions = squad_kb
     golden = tmp_path / "golden.jsonl"

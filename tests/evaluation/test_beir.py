@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import EvaluationError
-from evaluation.beir import dataset_name, load_beir, load_qrels
+from citewell.core.errors import EvaluationError
+from citewell.evaluation.beir import dataset_name, load_beir, load_qrels
 from tests.evaluation.beir_files import write_beir
 
 SCIFACT = Path("/work/shared/data/ir/scifact")

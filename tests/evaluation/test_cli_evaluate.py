@@ -6,15 +6,15 @@ from functools import partial
 
 import pytest
 
-import cli.evaluate
-from evaluation.retrieval_eval import evaluate_retrieval
+import citewell.cli.evaluate
+from citewell.evaluation.retrieval_eval import evaluate_retrieval
 from tests.evaluation.beir_files import write_beir
 from tests.evaluation.test_retrieval_eval import DOCS, QRELS, QUERIES, FakeIndex, FakeWriter
 
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="citewell")
-    cli.evaluate.register(root.add_subparsers(dest="command", required=True))
+    citewell.cli.evaluate.register(root.add_subparsers(dest="command", required=True))
     return root
 
 
@@ -22,7 +22,7 @@ def parser() -> argparse.ArgumentParser:
 def doubles(monkeypatch, tmp_path):
     monkeypatch.setenv("CITEWELL_DATA_DIR", str(tmp_path / "data"))
     fake = partial(evaluate_retrieval, writer=FakeWriter(), opener=lambda name: FakeIndex())
-    monkeypatch.setattr(cli.evaluate, "evaluate_retrieval", fake)
+    monkeypatch.setattr(citewell.cli.evaluate, "evaluate_retrieval", fake)
     return write_beir(tmp_path / "mini", DOCS, QUERIES, QRELS)
 
 

@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core.models import Principal
-from core.settings import Settings
-from evaluation.coverage import build_coverage, evaluate_coverage
-from retrieval.manifest import DocumentEntry, FailureEntry
+from citewell.core.models import Principal
+from citewell.core.settings import Settings
+from citewell.evaluation.coverage import build_coverage, evaluate_coverage
+from citewell.retrieval.manifest import DocumentEntry, FailureEntry
 from tests.evaluation.test_answers_eval import SECRET_TITLE, squad_kb  # noqa: F401
 
 NOW = datetime(2025, 10, 1, tzinfo=UTC)

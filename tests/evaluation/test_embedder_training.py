@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.models import SearchMode, SearchRequest
-from core.settings import Settings
-from evaluation.beir import load_beir
-from evaluation.embedder_training import (
+from citewell.core.models import SearchMode, SearchRequest
+from citewell.core.settings import Settings
+from citewell.evaluation.beir import load_beir
+from citewell.evaluation.embedder_training import (
     TrainedEmbedder,
     _batches,
     _examples,
@@ -23,16 +23,16 @@ from evaluation.embedder_training import (
     dense_rescoring_ndcg,
     train_embedder,
 )
-from evaluation.retrieval_eval import eval_principal, evaluate_retrieval
-from evaluation.training_data import (
+from citewell.evaluation.retrieval_eval import eval_principal, evaluate_retrieval
+from citewell.evaluation.training_data import (
     Candidate,
     TrainingGroup,
     ValidationQuery,
     build_index_training_data,
     passage_text,
 )
-from retrieval.index import IndexLayout
-from retrieval.service import ServingIndex
+from citewell.retrieval.index import IndexLayout
+from citewell.retrieval.service import ServingIndex
 from tests.evaluation.beir_files import write_slice
 
 SCIFACT = Path("/work/shared/data/ir/scifact")

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from core.models import FusionMethod, SearchMode, SearchRequest
-from core.settings import Settings
-from evaluation.fusion_tuning import DENSE_WEIGHTS, DOCUMENT_SHARES, tune_fusion
-from evaluation.reranker_gate import holdout_judgements
-from evaluation.retrieval_eval import eval_principal
-from retrieval.fusion import FUSION_FILE, FusionChoice, load_tuned_fusion, settings_fusion
-from retrieval.index import IndexLayout
-from retrieval.service import ServingIndex
+from citewell.core.models import FusionMethod, SearchMode, SearchRequest
+from citewell.core.settings import Settings
+from citewell.evaluation.fusion_tuning import DENSE_WEIGHTS, DOCUMENT_SHARES, tune_fusion
+from citewell.evaluation.reranker_gate import holdout_judgements
+from citewell.evaluation.retrieval_eval import eval_principal
+from citewell.retrieval.fusion import FUSION_FILE, FusionChoice, load_tuned_fusion, settings_fusion
+from citewell.retrieval.index import IndexLayout
+from citewell.retrieval.service import ServingIndex
 from tests.evaluation.beir_files import tiny_train_index
 
 pytestmark = pytest.mark.slow
@@ -82,7 +82,7 @@ def test_serving_applies_the_record_without_restart_and_ignores_a_broken_one(
 def test_cli_tune_fusion_prints_and_records_the_decision(
     tiny: tuple[Settings, str, Path], monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    from cli.main import main
+    from citewell.cli.main import main
 
     settings, index, dataset = tiny
     monkeypatch.setenv("CITEWELL_DATA_DIR", str(settings.data_dir))

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import GoldenSetError
-from core.models import (
+from citewell.core.errors import GoldenSetError
+from citewell.core.models import (
     Chunk,
     Principal,
     ScoreBreakdown,
@@ -16,8 +16,8 @@ from core.models import (
     SearchRequest,
     SearchResult,
 )
-from evaluation.gates import score_golden
-from ingestion.sources_config import EvaluationConfig
+from citewell.evaluation.gates import score_golden
+from citewell.ingestion.sources_config import EvaluationConfig
 
 ROOT = "file:///srv/docs/handbook"
 PRINCIPAL = Principal(name="gate", clearance="public")

@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from core.errors import EvaluationError
-from evaluation.metrics import (
+from citewell.core.errors import EvaluationError
+from citewell.evaluation.metrics import (
     dcg,
     mean,
     mrr_at_k,

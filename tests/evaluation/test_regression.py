@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from cli.main import main
-from core.errors import EvaluationError
-from evaluation.regression import compare, parse_tolerances
+from citewell.cli.main import main
+from citewell.core.errors import EvaluationError
+from citewell.evaluation.regression import compare, parse_tolerances
 
 BASELINE = {
     "correct_source_rate": 0.80,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from core.errors import EvaluationError
-from core.models import AccessLabel, Principal
-from evaluation.answers_eval import evaluate_answers
-from evaluation.coverage import evaluate_coverage
-from evaluation.golden import load_squad
-from evaluation.report import bar_chart, make_bundle, render_html, write_report
-from ingestion.golden import GoldenQuestion
+from citewell.core.errors import EvaluationError
+from citewell.core.models import AccessLabel, Principal
+from citewell.evaluation.answers_eval import evaluate_answers
+from citewell.evaluation.coverage import evaluate_coverage
+from citewell.evaluation.golden import load_squad
+from citewell.evaluation.report import bar_chart, make_bundle, render_html, write_report
+from citewell.ingestion.golden import GoldenQuestion
 from tests.evaluation.test_answers_eval import SECRET_TITLE, squad_kb  # noqa: F401
 
 LOW = Principal(name="press-owner", clearance="public", groups=frozenset())
@@ -66,7 +66,7 @@ def test_low_clearance_report_never_shows_restricted_titles_or_text(
 def test_bundle_refuses_parts_made_for_another_principal(tmp_path):
     from datetime import UTC, datetime
 
-    from evaluation.coverage import CoverageReport
+    from citewell.evaluation.coverage import CoverageReport
 
     coverage = CoverageReport(
         index="kb",

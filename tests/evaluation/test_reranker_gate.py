@@ -11,15 +11,15 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from core.models import SearchMode, SearchRequest
-from core.settings import Settings
-from evaluation.beir import load_beir
-from evaluation.reranker_gate import decide_gate, holdout_judgements
-from evaluation.retrieval_eval import eval_principal
-from evaluation.training_data import split_holdout
-from retrieval.gate import load_gate
-from retrieval.index import IndexLayout
-from retrieval.service import ServingIndex
+from citewell.core.models import SearchMode, SearchRequest
+from citewell.core.settings import Settings
+from citewell.evaluation.beir import load_beir
+from citewell.evaluation.reranker_gate import decide_gate, holdout_judgements
+from citewell.evaluation.retrieval_eval import eval_principal
+from citewell.evaluation.training_data import split_holdout
+from citewell.retrieval.gate import load_gate
+from citewell.retrieval.index import IndexLayout
+from citewell.retrieval.service import ServingIndex
 from tests.evaluation.beir_files import tiny_train_index
 
 

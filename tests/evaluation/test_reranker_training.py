@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from core.models import Principal, SearchMode, SearchRequest
-from core.settings import Settings
-from evaluation.reranker_training import TrainedReranker, train_reranker
-from evaluation.retrieval_eval import eval_principal, evaluate_retrieval
-from retrieval.index import IndexLayout
-from retrieval.service import ServingIndex
+from citewell.core.models import Principal, SearchMode, SearchRequest
+from citewell.core.settings import Settings
+from citewell.evaluation.reranker_training import TrainedReranker, train_reranker
+from citewell.evaluation.retrieval_eval import eval_principal, evaluate_retrieval
+from citewell.retrieval.index import IndexLayout
+from citewell.retrieval.service import ServingIndex
 from tests.evaluation.beir_files import write_slice
 
 SCIFACT = Path("/work/shared/data/ir/scifact")
@@ -121,7 +121,7 @@ def test_selection_order_configured_then_trained_then_none(
 
 
 def test_training_refuses_an_index_that_does_not_exist(tiny: tuple[Settings, str, Path]) -> None:
-    from core.errors import CitewellError
+    from citewell.core.errors import CitewellError
 
     settings, _, dataset = tiny
     with pytest.raises(CitewellError):

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import EvaluationError, StoreUnavailableError
-from core.models import (
+from citewell.core.errors import EvaluationError, StoreUnavailableError
+from citewell.core.models import (
     Chunk,
     IngestReport,
     Principal,
@@ -17,9 +17,9 @@ from core.models import (
     SearchRequest,
     SearchResult,
 )
-from core.settings import Settings
-from evaluation.models import BeirDocument
-from evaluation.retrieval_eval import (
+from citewell.core.settings import Settings
+from citewell.evaluation.models import BeirDocument
+from citewell.evaluation.retrieval_eval import (
     EVAL_GROUP,
     document_ranking,
     evaluate_retrieval,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import Settings
-from evaluation.retrieval_eval import evaluate_retrieval
+from citewell.core.settings import Settings
+from citewell.evaluation.retrieval_eval import evaluate_retrieval
 from tests.evaluation.beir_files import write_slice
 
 SCIFACT = Path("/work/shared/data/ir/scifact")

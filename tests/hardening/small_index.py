@@ -11,10 +11,10 @@ from typing import Any
 
 import yaml
 
-from core.models import AccessLabel
-from core.settings import Settings
-from ingestion.pipeline import Ingestor, TextDocument
-from retrieval.principals import hash_api_key
+from citewell.core.models import AccessLabel
+from citewell.core.settings import Settings
+from citewell.ingestion.pipeline import Ingestor, TextDocument
+from citewell.retrieval.principals import hash_api_key
 
 API_KEY = "hardening-key-3c9e"
 HEADERS = {"X-API-Key": API_KEY}

@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given
 from schemathesis import GenerationMode
 from schemathesis.core.result import Ok
 
-from api.main import create_app
-from core.settings import Settings
-from retrieval.service import ServingIndex
+from citewell.api.main import create_app
+from citewell.core.settings import Settings
+from citewell.retrieval.service import ServingIndex
 from tests.hardening import small_index
 from tests.hardening.small_index import HEADERS
 

@@ -40,7 +40,7 @@ def test_ingest_reports_hostile_files_and_indexes_the_rest(tmp_path: Path):
     )
     env.pop("CITEWELL_QDRANT_URL", None)
     done = subprocess.run(
-        [sys.executable, "-m", "cli.main", "ingest", str(kb), "--data-dir",
+        [sys.executable, "-m", "citewell.cli.main", "ingest", str(kb), "--data-dir",
          str(tmp_path / "data"), "--source-name", "kb", "--json"],
         env=env, cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import InputRejectedError, ParseError
-from core.models import ClassificationScheme
-from ingestion.labels import LabelRules
-from ingestion.limits import ZIP_CONTAINER_TYPES, ZipLimits, check_zip_container
-from ingestion.parsing import parse_document
-from ingestion.sources import LocalFolderSource
+from citewell.core.errors import InputRejectedError, ParseError
+from citewell.core.models import ClassificationScheme
+from citewell.ingestion.labels import LabelRules
+from citewell.ingestion.limits import ZIP_CONTAINER_TYPES, ZipLimits, check_zip_container
+from citewell.ingestion.parsing import parse_document
+from citewell.ingestion.sources import LocalFolderSource
 
 MIB = 1024 * 1024
 

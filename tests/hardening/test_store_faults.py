@@ -14,15 +14,15 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-import retrieval.lexical.bm25 as bm25_module
-from api.errors import STORE_UNAVAILABLE_MESSAGE
-from api.main import create_app
-from core.errors import StoreUnavailableError
-from core.models import Principal, SearchMode, SearchRequest
-from core.settings import Settings
-from ingestion.pipeline import Ingestor
-from retrieval.index import IndexLayout
-from retrieval.service import ServingIndex
+import citewell.retrieval.lexical.bm25 as bm25_module
+from citewell.api.errors import STORE_UNAVAILABLE_MESSAGE
+from citewell.api.main import create_app
+from citewell.core.errors import StoreUnavailableError
+from citewell.core.models import Principal, SearchMode, SearchRequest
+from citewell.core.settings import Settings
+from citewell.ingestion.pipeline import Ingestor
+from citewell.retrieval.index import IndexLayout
+from citewell.retrieval.service import ServingIndex
 from tests.hardening import small_index
 from tests.hardening.small_index import HEADERS
 
@@ -102,7 +102,7 @@ def test_corrupt_or_missing_store_answers_503_and_never_results(
             assert response.json() == {"detail": STORE_UNAVAILABLE_MESSAGE}
             assert response.headers["retry-after"]
             assert str(tmp_path) not in response.text
-    events = [r.getMessage() for r in caplog.records if r.name == "api.errors"]
+    events = [r.getMessage() for r in caplog.records if r.name == "citewell.api.errors"]
     assert "api.store_unavailable" in events
     service.close()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingestion.chunking import HEADER_MAX_TOKENS, chunk_document, chunk_recipe
+from citewell.ingestion.chunking import HEADER_MAX_TOKENS, chunk_document, chunk_recipe
 from tests.ingestion.test_chunking import assert_exact, build, sentence, words
 
 

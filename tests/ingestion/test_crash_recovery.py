@@ -24,7 +24,7 @@ def _ingest_command(kb: Path, data_dir: Path) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "cli.main",
+        "citewell.cli.main",
         "ingest",
         str(kb),
         "--data-dir",

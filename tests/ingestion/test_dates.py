@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from core.models import Principal, SearchMode, SearchRequest
-from ingestion.dates import parse_pdf_date, pdf_date, plausible
-from ingestion.parsing import parse_document
-from ingestion.pipeline import Ingestor
-from retrieval.service import ServingIndex
+from citewell.core.models import Principal, SearchMode, SearchRequest
+from citewell.ingestion.dates import parse_pdf_date, pdf_date, plausible
+from citewell.ingestion.parsing import parse_document
+from citewell.ingestion.pipeline import Ingestor
+from citewell.retrieval.service import ServingIndex
 from tests.agent.fakes import HashingEmbedder
 
 SAMPLES = Path("/work/shared/data/sample_docs")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import ConfigurationError, EvaluationError, GoldenSetError
-from ingestion.golden import (
+from citewell.core.errors import ConfigurationError, EvaluationError, GoldenSetError
+from citewell.ingestion.golden import (
     GoldenQuestion,
     json_objects,
     load_golden_set,

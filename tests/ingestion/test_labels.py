@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import LabelError, UnknownClassificationError
-from core.models import AccessLabel, ClassificationScheme
-from ingestion.labels import LabelRules, detect_banner, find_banner, glob_to_regex
+from citewell.core.errors import LabelError, UnknownClassificationError
+from citewell.core.models import AccessLabel, ClassificationScheme
+from citewell.ingestion.labels import LabelRules, detect_banner, find_banner, glob_to_regex
 
 SCHEME = ClassificationScheme()
 

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import MissingDependencyError, ParseError
-from ingestion import parsing
-from ingestion.parsing import decode_text, parse_document, table_text
+from citewell.core.errors import MissingDependencyError, ParseError
+from citewell.ingestion import parsing
+from citewell.ingestion.parsing import decode_text, parse_document, table_text
 
 SAMPLES = Path("/work/shared/data/sample_docs")
 FILES = sorted(p.name for p in SAMPLES.iterdir() if p.name != "MANIFEST.tsv")

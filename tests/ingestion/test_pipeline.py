@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from core.models import Principal, SearchMode, SearchRequest
-from ingestion.pipeline import Ingestor
-from retrieval.index import IndexLayout, open_version
-from retrieval.service import ServingIndex
+from citewell.core.models import Principal, SearchMode, SearchRequest
+from citewell.ingestion.pipeline import Ingestor
+from citewell.retrieval.index import IndexLayout, open_version
+from citewell.retrieval.service import ServingIndex
 from tests.ingestion.kb_fixture import LABELS, write_kb
 
 pytestmark = pytest.mark.slow

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from core.errors import ConfigurationError
-from ingestion.refresh import (
+from citewell.core.errors import ConfigurationError
+from citewell.ingestion.refresh import (
     RebuildValidationError,
     discover,
     finalize,
@@ -16,8 +16,8 @@ from ingestion.refresh import (
     rebuild,
     run_dir,
 )
-from ingestion.sources_config import SourceConfig
-from retrieval.index import IndexLayout
+from citewell.ingestion.sources_config import SourceConfig
+from citewell.retrieval.index import IndexLayout
 
 LABELS = "default: {classification: internal, groups: [everyone]}\n"
 

@@ -8,12 +8,12 @@ import uuid
 
 import pytest
 
-from core.errors import EmptySourceError, SourceUnavailableError
-from core.models import Principal, SearchMode, SearchRequest
-from ingestion.pipeline import Ingestor, document_id
-from ingestion.sources import S3Location, S3Source
-from retrieval.index import IndexLayout, open_version
-from retrieval.service import ServingIndex
+from citewell.core.errors import EmptySourceError, SourceUnavailableError
+from citewell.core.models import Principal, SearchMode, SearchRequest
+from citewell.ingestion.pipeline import Ingestor, document_id
+from citewell.ingestion.sources import S3Location, S3Source
+from citewell.retrieval.index import IndexLayout, open_version
+from citewell.retrieval.service import ServingIndex
 from tests.ingestion.mip_files import (
     CONFIDENTIAL,
     POLICY_YAML,
@@ -95,7 +95,7 @@ class Counting:
 
 
 def open_source(bucket: str, **kwargs) -> S3Source:
-    from core.models import ClassificationScheme
+    from citewell.core.models import ClassificationScheme
 
     return S3Source(
         S3Location(bucket=bucket, prefix="kb"),

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from core.errors import ConfigurationError, InputRejectedError, LabelError, SourceUnavailableError
-from core.models import AccessLabel, ClassificationScheme
-from ingestion.sources import S3Location, S3Source, Source
+from citewell.core.errors import ConfigurationError, InputRejectedError, LabelError, SourceUnavailableError
+from citewell.core.models import AccessLabel, ClassificationScheme
+from citewell.ingestion.sources import S3Location, S3Source, Source
 
 SCHEME = ClassificationScheme()
 LABELS = b"""default: {classification: internal, groups: [everyone]}

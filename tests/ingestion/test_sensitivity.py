@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import LabelError
-from core.models import AccessLabel, ClassificationScheme
-from ingestion.labels import LabelRules, apply_sensitivity
-from ingestion.models import ResolvedLabel
-from ingestion.sensitivity import SensitivityRecord, decide, read_sensitivity
+from citewell.core.errors import LabelError
+from citewell.core.models import AccessLabel, ClassificationScheme
+from citewell.ingestion.labels import LabelRules, apply_sensitivity
+from citewell.ingestion.models import ResolvedLabel
+from citewell.ingestion.sensitivity import SensitivityRecord, decide, read_sensitivity
 from tests.ingestion.mip_files import (
     CONFIDENTIAL,
     HIGHLY,

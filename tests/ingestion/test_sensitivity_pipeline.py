@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from core.models import Principal, SearchMode, SearchRequest
-from ingestion.pipeline import Ingestor
-from retrieval.index import open_version
-from retrieval.service import ServingIndex
+from citewell.core.models import Principal, SearchMode, SearchRequest
+from citewell.ingestion.pipeline import Ingestor
+from citewell.retrieval.index import open_version
+from citewell.retrieval.service import ServingIndex
 from tests.ingestion.mip_files import (
     CONFIDENTIAL,
     HIGHLY,

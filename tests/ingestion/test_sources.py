@@ -3,10 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import ConfigurationError, InputRejectedError
-from core.models import ClassificationScheme
-from ingestion.labels import LabelRules
-from ingestion.sources import LocalFolderSource, Source
+from citewell.core.errors import ConfigurationError, InputRejectedError
+from citewell.core.models import ClassificationScheme
+from citewell.ingestion.labels import LabelRules
+from citewell.ingestion.sources import LocalFolderSource, Source
 
 SCHEME = ClassificationScheme()
 

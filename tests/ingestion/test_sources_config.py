@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import ConfigurationError
-from ingestion.sources_config import load_sources
+from citewell.core.errors import ConfigurationError
+from citewell.ingestion.sources_config import load_sources
 
 
 def _write(path: Path, text: str) -> Path:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ingestion.models import Element
-from ingestion.parsing import choose_title, parse_document, stem_title, usable_title
+from citewell.ingestion.models import Element
+from citewell.ingestion.parsing import choose_title, parse_document, stem_title, usable_title
 
 
 @pytest.mark.parametrize(

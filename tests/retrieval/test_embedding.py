@@ -11,8 +11,8 @@ import numpy as np
 import openvino as ov
 import pytest
 
-from core.errors import ConfigurationError
-from retrieval.embedding import BACKENDS, SentenceTransformerEmbedder, bundled_model_path
+from citewell.core.errors import ConfigurationError
+from citewell.retrieval.embedding import BACKENDS, SentenceTransformerEmbedder, bundled_model_path
 from tests.retrieval.contracts.embedder_contract import EmbedderContract
 
 SCIFACT = Path("/work/shared/data/ir/scifact/corpus.jsonl.gz")

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.embedding import SentenceTransformerEmbedder
-from retrieval.embedding_cache import CachingEmbedder, EmbeddingCache
-from retrieval.protocols import Embedder
+from citewell.retrieval.embedding import SentenceTransformerEmbedder
+from citewell.retrieval.embedding_cache import CachingEmbedder, EmbeddingCache
+from citewell.retrieval.protocols import Embedder
 from tests.retrieval.contracts.embedder_contract import EmbedderContract
 
 

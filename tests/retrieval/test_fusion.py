@@ -1,6 +1,6 @@
 import pytest
 
-from retrieval.fusion import reciprocal_rank_fusion, weighted_fusion
+from citewell.retrieval.fusion import reciprocal_rank_fusion, weighted_fusion
 
 
 def test_rrf_matches_hand_computed_scores():
@@ -33,8 +33,8 @@ def test_weighted_fusion_single_value_leg_and_empty_leg():
 
 
 def test_fusion_choice_applies_its_method():
-    from core.models import FusionMethod
-    from retrieval.fusion import FusionChoice
+    from citewell.core.models import FusionMethod
+    from citewell.retrieval.fusion import FusionChoice
 
     dense, lexical = [("a", 0.9), ("b", 0.1)], [("b", 5.0), ("c", 1.0)]
     rrf = FusionChoice(method=FusionMethod.RRF, rrf_k=10)
@@ -48,8 +48,8 @@ def test_fusion_choice_applies_its_method():
 def _tuned(choice):
     from datetime import UTC, datetime
 
-    from core.models import FusionMethod
-    from retrieval.fusion import FusionChoice, TunedFusion
+    from citewell.core.models import FusionMethod
+    from citewell.retrieval.fusion import FusionChoice, TunedFusion
 
     baseline = FusionChoice(method=FusionMethod.RRF)
     return TunedFusion(
@@ -67,10 +67,10 @@ def _tuned(choice):
 
 
 def test_tuned_fusion_round_trips_and_a_corrupt_record_is_an_error(tmp_path):
-    from core.errors import ConfigurationError
-    from core.models import FusionMethod
-    from core.settings import Settings
-    from retrieval.fusion import (
+    from citewell.core.errors import ConfigurationError
+    from citewell.core.models import FusionMethod
+    from citewell.core.settings import Settings
+    from citewell.retrieval.fusion import (
         FUSION_FILE,
         FusionChoice,
         describe_fusion,
@@ -93,7 +93,7 @@ def test_tuned_fusion_round_trips_and_a_corrupt_record_is_an_error(tmp_path):
 
 
 def test_document_leg_maps_chunks_to_their_documents_rank_and_score():
-    from retrieval.fusion import document_leg
+    from citewell.retrieval.fusion import document_leg
 
     documents = [("D1", 9.0), ("D2", 5.0), ("D3", 1.0)]
     document_of = {"a": "D2", "b": "D1", "c": "D9", "d": "D3"}
@@ -104,8 +104,8 @@ def test_document_leg_maps_chunks_to_their_documents_rank_and_score():
 
 
 def test_document_share_moves_lexical_evidence_to_the_document_in_both_methods():
-    from core.models import FusionMethod
-    from retrieval.fusion import FusionChoice
+    from citewell.core.models import FusionMethod
+    from citewell.retrieval.fusion import FusionChoice
 
     dense, lexical = [("a", 0.9), ("b", 0.1)], [("b", 5.0), ("c", 1.0)]
     documents = [("D2", 4.0), ("D1", 2.0)]
@@ -131,8 +131,8 @@ def test_document_share_moves_lexical_evidence_to_the_document_in_both_methods()
 
 
 def test_where_each_document_is_one_chunk_the_share_changes_nothing():
-    from core.models import FusionMethod
-    from retrieval.fusion import FusionChoice
+    from citewell.core.models import FusionMethod
+    from citewell.retrieval.fusion import FusionChoice
 
     dense = [("a", 0.9), ("b", 0.5), ("c", 0.1)]
     lexical = [("c", 7.0), ("a", 3.0), ("b", 1.0)]
@@ -149,8 +149,8 @@ def test_where_each_document_is_one_chunk_the_share_changes_nothing():
 
 
 def test_records_with_the_former_additive_document_weight_load_as_a_share():
-    from core.models import FusionMethod
-    from retrieval.fusion import FusionChoice
+    from citewell.core.models import FusionMethod
+    from citewell.retrieval.fusion import FusionChoice
 
     dense, lexical = [("a", 0.9), ("b", 0.4), ("c", 0.1)], [("b", 5.0), ("c", 4.0), ("a", 1.0)]
     documents = [("D2", 4.0), ("D1", 2.0), ("D3", 1.0)]
@@ -174,8 +174,8 @@ def test_records_with_the_former_additive_document_weight_load_as_a_share():
 def test_fusion_records_without_a_document_weight_still_load(tmp_path):
     import json
 
-    from core.models import FusionMethod
-    from retrieval.fusion import FUSION_FILE, FusionChoice, load_tuned_fusion
+    from citewell.core.models import FusionMethod
+    from citewell.retrieval.fusion import FUSION_FILE, FusionChoice, load_tuned_fusion
 
     old = {
         "choice": {"method": "weighted", "rrf_k": 60, "dense_weight": 0.4},
@@ -197,7 +197,7 @@ def test_fusion_records_without_a_document_weight_still_load(tmp_path):
 
 
 def test_settings_fusion_carries_the_document_share():
-    from core.settings import Settings
-    from retrieval.fusion import settings_fusion
+    from citewell.core.settings import Settings
+    from citewell.retrieval.fusion import settings_fusion
 
     assert settings_fusion(Settings(fusion_document_share=0.7)).document_share == 0.7

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import qdrant_edge as edge
 
-from core.models import Chunk
-from core.settings import Settings
-from retrieval.index import IndexLayout, IndexWriter
+from citewell.core.models import Chunk
+from citewell.core.settings import Settings
+from citewell.retrieval.index import IndexLayout, IndexWriter
 
 DIM = 384
 

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from core.models import AccessLabel, FusionMethod, Principal, SearchMode, SearchRequest
-from core.settings import Settings
-from ingestion.pipeline import Ingestor, TextDocument
-from retrieval.access import scope_for
-from retrieval.fusion import FusionChoice, recency_leg
-from retrieval.service import ServingIndex
+from citewell.core.models import AccessLabel, FusionMethod, Principal, SearchMode, SearchRequest
+from citewell.core.settings import Settings
+from citewell.ingestion.pipeline import Ingestor, TextDocument
+from citewell.retrieval.access import scope_for
+from citewell.retrieval.fusion import FusionChoice, recency_leg
+from citewell.retrieval.service import ServingIndex
 from tests.agent.fakes import HashingEmbedder
 
 JAN, APR, JUL, OCT = (datetime(2023, month, 15, tzinfo=UTC) for month in (1, 4, 7, 10))

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.errors import ConfigurationError
-from retrieval.embedding import bundled_model_path
-from retrieval.rerank import CrossEncoderReranker, resolve_reranker
+from citewell.core.errors import ConfigurationError
+from citewell.retrieval.embedding import bundled_model_path
+from citewell.retrieval.rerank import CrossEncoderReranker, resolve_reranker
 from tests.retrieval.contracts.reranker_contract import PASSAGES, QUERY, RerankerContract
 
 

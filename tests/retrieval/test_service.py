@@ -10,18 +10,18 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from core.errors import IndexNotFoundError, StoreUnavailableError
-from core.models import (
+from citewell.core.errors import IndexNotFoundError, StoreUnavailableError
+from citewell.core.models import (
     AccessLabel,
     Principal,
     SearchFilters,
     SearchMode,
     SearchRequest,
 )
-from ingestion.pipeline import Ingestor, TextDocument
-from retrieval.access import scope_for
-from retrieval.index import IndexLayout
-from retrieval.service import ServingIndex
+from citewell.ingestion.pipeline import Ingestor, TextDocument
+from citewell.retrieval.access import scope_for
+from citewell.retrieval.index import IndexLayout
+from citewell.retrieval.service import ServingIndex
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +56,7 @@ def corpus(n: int = 48) -> list[TextDocument]:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, embedder):
-    from core.settings import Settings
+    from citewell.core.settings import Settings
 
     settings = Settings(data_dir=tmp_path_factory.mktemp("svc"), index="labelled")
     Ingestor(settings, embedder=embedder).ingest_texts(corpus(), index="labelled", source_name="t")
@@ -186,8 +186,8 @@ def test_missing_or_corrupt_store_is_unavailable_never_unfiltered(
 
 
 def test_document_leg_keeps_access_and_only_reorders(built):
-    from core.models import FusionMethod
-    from retrieval.fusion import FusionChoice
+    from citewell.core.models import FusionMethod
+    from citewell.retrieval.fusion import FusionChoice
 
     settings, _ = built
     plain = ServingIndex(settings, fusion=FusionChoice(method=FusionMethod.RRF))

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from core.models import AccessLabel, Principal
-from core.settings import Settings
-from ingestion.pipeline import TextDocument
-from retrieval.access import AccessScope, scope_for
+from citewell.core.models import AccessLabel, Principal
+from citewell.core.settings import Settings
+from citewell.ingestion.pipeline import TextDocument
+from citewell.retrieval.access import AccessScope, scope_for
 
 LEVELS = ("public", "internal", "confidential", "restricted")
 GROUPS = ("everyone", "hr", "finance", "engineering", "security")

@@ -16,15 +16,15 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from api.main import create_app
-from cli.main import main as cli_main
-from core.logging import JsonFormatter
-from core.models import Principal
-from core.settings import Settings
-from evaluation.answers_eval import evaluate_answers
-from ingestion.golden import GoldenQuestion
-from retrieval.principals import hash_api_key
-from retrieval.service import ServingIndex
+from citewell.api.main import create_app
+from citewell.cli.main import main as cli_main
+from citewell.core.logging import JsonFormatter
+from citewell.core.models import Principal
+from citewell.core.settings import Settings
+from citewell.evaluation.answers_eval import evaluate_answers
+from citewell.ingestion.golden import GoldenQuestion
+from citewell.retrieval.principals import hash_api_key
+from citewell.retrieval.service import ServingIndex
 from tests.agent.openai_server import chat_server
 
 pytestmark = pytest.mark.slow
@@ -121,7 +121,7 @@ def test_no_text_or_credentials_in_any_log_line(
     monkeypatch.setenv("CITEWELL_DATA_DIR", str(data_dir))
     monkeypatch.setenv("CITEWELL_INDEX", "hygiene")
     monkeypatch.setenv("CITEWELL_PRINCIPALS_FILE", str(tmp_path / "principals.yaml"))
-    monkeypatch.setattr("cli.common.configure_logging", lambda *a, **k: None)
+    monkeypatch.setattr("citewell.cli.common.configure_logging", lambda *a, **k: None)
     assert cli_main(["-v", "ingest", str(folder), "--json"]) == 0
 
     with chat_server(lambda body: "Route Planner cut fuel use by twelve percent [1].") as llm:

@@ -20,20 +20,20 @@ import yaml
 from fastapi.testclient import TestClient
 from mcp import Client
 
-from agent.factory import build_agent
-from api.main import create_app
-from api.mcp_server import build_mcp_server
-from cli.main import main as cli_main
-from core.models import Principal, SearchMode, SearchRequest
-from core.settings import Settings
-from evaluation.answers_eval import evaluate_answers
-from evaluation.coverage import evaluate_coverage
-from evaluation.report import make_bundle, render_html
-from ingestion.golden import GoldenQuestion
-from ingestion.pipeline import Ingestor
-from retrieval.principals import hash_api_key
-from retrieval.rerank import CrossEncoderReranker
-from retrieval.service import ServingIndex
+from citewell.agent.factory import build_agent
+from citewell.api.main import create_app
+from citewell.api.mcp_server import build_mcp_server
+from citewell.cli.main import main as cli_main
+from citewell.core.models import Principal, SearchMode, SearchRequest
+from citewell.core.settings import Settings
+from citewell.evaluation.answers_eval import evaluate_answers
+from citewell.evaluation.coverage import evaluate_coverage
+from citewell.evaluation.report import make_bundle, render_html
+from citewell.ingestion.golden import GoldenQuestion
+from citewell.ingestion.pipeline import Ingestor
+from citewell.retrieval.principals import hash_api_key
+from citewell.retrieval.rerank import CrossEncoderReranker
+from citewell.retrieval.service import ServingIndex
 from tests.retrieval.test_rerank import build_cross_encoder
 from tests.security.corpus import (
     GROUPS,
@@ -296,7 +296,7 @@ def test_cli_search_and_ask(
     kb: KB, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The CLI configures the root logger; keep pytest's handlers for the rest of the session.
-    monkeypatch.setattr("cli.common.configure_logging", lambda *a, **k: None)
+    monkeypatch.setattr("citewell.cli.common.configure_logging", lambda *a, **k: None)
     rng = random.Random(19)
     base = ["--data-dir", str(kb.settings.data_dir), "--index", "sweep"]
     for n in range(N_CLI):

@@ -16,12 +16,12 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from agent.injection import instruction_patterns
-from api.main import create_app
-from core.settings import Settings
-from ingestion.pipeline import Ingestor
-from retrieval.principals import hash_api_key
-from retrieval.service import ServingIndex
+from citewell.agent.injection import instruction_patterns
+from citewell.api.main import create_app
+from citewell.core.settings import Settings
+from citewell.ingestion.pipeline import Ingestor
+from citewell.retrieval.principals import hash_api_key
+from citewell.retrieval.service import ServingIndex
 from tests.agent.openai_server import chat_server
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.models import (
+from citewell.core.models import (
     AccessLabel,
     FusionMethod,
     Principal,
@@ -16,10 +16,10 @@ from core.models import (
     SearchRequest,
     SearchResult,
 )
-from core.settings import Settings
-from ingestion.pipeline import Ingestor, TextDocument
-from retrieval.rerank import CrossEncoderReranker
-from retrieval.service import ServingIndex
+from citewell.core.settings import Settings
+from citewell.ingestion.pipeline import Ingestor, TextDocument
+from citewell.retrieval.rerank import CrossEncoderReranker
+from citewell.retrieval.service import ServingIndex
 from tests.retrieval.test_rerank import build_cross_encoder
 from tests.security.corpus import TOPICS, documents
 
@@ -140,7 +140,7 @@ def test_global_statistics_would_have_leaked(tmp_path: Path) -> None:
     restricted document lowers the public documents' scores, so the test above can fail."""
     from rank_bm25 import BM25Okapi
 
-    from retrieval.lexical.tokenize import DEFAULT_TOKENIZER
+    from citewell.retrieval.lexical.tokenize import DEFAULT_TOKENIZER
 
     public = [DEFAULT_TOKENIZER(f"{d.title} {d.text}") for d in base_docs()]
     secret = DEFAULT_TOKENIZER(f"{RESTRICTED.title} {RESTRICTED.text}")

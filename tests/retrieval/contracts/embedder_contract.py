@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.protocols import Embedder
+from citewell.retrieval.protocols import Embedder
 
 TEXTS = [
     "Aspirin reduces the risk of heart attack.",

@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from core.models import AccessLabel, Chunk, SearchFilters
-from retrieval.access import AccessScope
-from retrieval.protocols import LexicalIndex
+from citewell.core.models import AccessLabel, Chunk, SearchFilters
+from citewell.retrieval.access import AccessScope
+from citewell.retrieval.protocols import LexicalIndex
 
 NO_FILTERS = SearchFilters()
 EVERYONE = AccessScope(principal="all", max_rank=3, groups=frozenset({"everyone", "hr", "eng"}))

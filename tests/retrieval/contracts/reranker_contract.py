@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.protocols import Reranker
+from citewell.retrieval.protocols import Reranker
 
 QUERY = "does aspirin prevent heart attacks"
 PASSAGES = [

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.models import AccessLabel, Chunk, SearchFilters
-from retrieval.access import AccessScope
-from retrieval.protocols import VectorStore
+from citewell.core.models import AccessLabel, Chunk, SearchFilters
+from citewell.retrieval.access import AccessScope
+from citewell.retrieval.protocols import VectorStore
 
 DIM = 16
 LEVELS = ("public", "internal", "confidential", "restricted")
@@ -133,7 +133,7 @@ class VectorStoreContract:
         assert store.get_chunks([changed.chunk_id]) == [changed]
 
     def test_upsert_rejects_mismatched_vectors(self, store):
-        from core.errors import InputRejectedError
+        from citewell.core.errors import InputRejectedError
 
         chunk = make_chunk("doc-x", 0)
         with pytest.raises(InputRejectedError):

@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rank_bm25 import BM25Okapi
 
-import retrieval.lexical.bm25 as bm25_module
-from core.errors import ConfigurationError, StoreUnavailableError
-from core.models import SearchFilters
-from retrieval.access import AccessScope
-from retrieval.lexical import BM25Index, Tokenizer
+import citewell.retrieval.lexical.bm25 as bm25_module
+from citewell.core.errors import ConfigurationError, StoreUnavailableError
+from citewell.core.models import SearchFilters
+from citewell.retrieval.access import AccessScope
+from citewell.retrieval.lexical import BM25Index, Tokenizer
 from tests.retrieval.contracts.lexical_index_contract import (
     CORPUS,
     EVERYONE,
@@ -230,7 +230,7 @@ def test_failed_save_keeps_previous_version(tmp_path: Path, monkeypatch) -> None
 KILL_SCRIPT = """
 import os, signal, sys
 from pathlib import Path
-import retrieval.lexical.bm25 as m
+import citewell.retrieval.lexical.bm25 as m
 from tests.retrieval.contracts.lexical_index_contract import CORPUS, make_chunk
 directory, point = Path(sys.argv[1]), sys.argv[2]
 index = m.BM25Index()

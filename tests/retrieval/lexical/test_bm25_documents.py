@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.errors import ConfigurationError
-from core.models import SearchFilters
-from retrieval.access import AccessScope
-from retrieval.lexical import BM25Index, Tokenizer
+from citewell.core.errors import ConfigurationError
+from citewell.core.models import SearchFilters
+from citewell.retrieval.access import AccessScope
+from citewell.retrieval.lexical import BM25Index, Tokenizer
 from tests.retrieval.contracts.lexical_index_contract import EVERYONE, NO_FILTERS, make_chunk
 
 PUBLIC_ONLY = AccessScope(principal="p", max_rank=0, groups=frozenset({"everyone"}))

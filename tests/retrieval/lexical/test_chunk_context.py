@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from retrieval.lexical import BM25Index, contextual_text
+from citewell.retrieval.lexical import BM25Index, contextual_text
 from tests.retrieval.contracts.lexical_index_contract import (
     EVERYONE,
     FILLER,

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from retrieval.lexical import ENGLISH_STOPWORDS, Tokenizer
+from citewell.retrieval.lexical import ENGLISH_STOPWORDS, Tokenizer
 
 
 def test_lowercases_and_splits_unicode_words() -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from core.models import SearchFilters
-from retrieval.stores.edge import EdgeVectorStore
-from retrieval.stores.filters import chunk_from_payload, chunk_payload
-from retrieval.stores.qdrant import QdrantVectorStore
+from citewell.core.models import SearchFilters
+from citewell.retrieval.stores.edge import EdgeVectorStore
+from citewell.retrieval.stores.filters import chunk_from_payload, chunk_payload
+from citewell.retrieval.stores.qdrant import QdrantVectorStore
 from tests.retrieval.contracts.vector_store_contract import DIM, make_chunk, scope, unit_vectors
 
 HEADER = "Form 10-Q for Apple Inc. | 2023 Q3 AAPL | Gross Margin"

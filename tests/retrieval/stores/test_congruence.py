@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core.models import AccessLabel, SearchFilters
-from retrieval.access import AccessScope
-from retrieval.stores.edge import EdgeVectorStore
-from retrieval.stores.qdrant import QdrantVectorStore
+from citewell.core.models import AccessLabel, SearchFilters
+from citewell.retrieval.access import AccessScope
+from citewell.retrieval.stores.edge import EdgeVectorStore
+from citewell.retrieval.stores.qdrant import QdrantVectorStore
 from tests.retrieval.contracts.vector_store_contract import DIM, LEVELS, make_chunk, unit_vectors
 
 GROUPS = ("everyone", "sales", "legal", "eng", "exec")

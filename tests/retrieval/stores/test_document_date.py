@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from core.models import SearchFilters
-from retrieval.stores.edge import EdgeVectorStore
-from retrieval.stores.filters import chunk_from_payload, chunk_payload
-from retrieval.stores.qdrant import QdrantVectorStore
+from citewell.core.models import SearchFilters
+from citewell.retrieval.stores.edge import EdgeVectorStore
+from citewell.retrieval.stores.filters import chunk_from_payload, chunk_payload
+from citewell.retrieval.stores.qdrant import QdrantVectorStore
 from tests.retrieval.contracts.vector_store_contract import DIM, make_chunk, scope, unit_vectors
 
 STATED = datetime(2023, 10, 24, 20, 14, 59, tzinfo=UTC)

@@ -8,9 +8,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from core.errors import InputRejectedError, StoreUnavailableError
-from retrieval.stores.edge import EdgeVectorStore
-from retrieval.stores.shared import FilteredSearchPlanner
+from citewell.core.errors import InputRejectedError, StoreUnavailableError
+from citewell.retrieval.stores.edge import EdgeVectorStore
+from citewell.retrieval.stores.shared import FilteredSearchPlanner
 from tests.retrieval.contracts.vector_store_contract import (
     DIM,
     NO_FILTERS,
@@ -82,7 +82,7 @@ def test_copy_of_shard_held_by_another_process_opens(tmp_path):
         f"""
         import sys, time
         from pathlib import Path
-        from retrieval.stores.edge import EdgeVectorStore
+        from citewell.retrieval.stores.edge import EdgeVectorStore
         s = EdgeVectorStore(Path({str(tmp_path / "shard")!r}), {DIM})
         print(s.count(), flush=True)
         sys.stdin.read()
@@ -150,7 +150,7 @@ def test_restrictive_filter_still_fills_limit(tmp_path):
     short answer; with the default plan the filter is searched exactly in the first place."""
     import qdrant_edge as qe
 
-    from retrieval.stores.filters import edge_filter
+    from citewell.retrieval.stores.filters import edge_filter
 
     n, dim, limit = 5000, 32, 50
     rng = np.random.default_rng(0)

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.errors import StoreUnavailableError
-from retrieval.stores.qdrant import QdrantVectorStore
+from citewell.core.errors import StoreUnavailableError
+from citewell.retrieval.stores.qdrant import QdrantVectorStore
 from tests.retrieval.contracts.vector_store_contract import (
     DIM,
     NO_FILTERS,

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core.models import SearchFilters
-from retrieval.stores import shared
-from retrieval.stores.edge import EdgeVectorStore
-from retrieval.stores.qdrant import QdrantVectorStore
-from retrieval.stores.shared import FilteredSearchPlanner
+from citewell.core.models import SearchFilters
+from citewell.retrieval.stores import shared
+from citewell.retrieval.stores.edge import EdgeVectorStore
+from citewell.retrieval.stores.qdrant import QdrantVectorStore
+from citewell.retrieval.stores.shared import FilteredSearchPlanner
 from tests.retrieval.contracts.vector_store_contract import (
     DIM,
     NO_FILTERS,
