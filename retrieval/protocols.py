@@ -9,7 +9,14 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from citewell.core.models import AccessLabel, Chunk, Principal, SearchFilters, SearchRequest, SearchResult
+from citewell.core.models import (
+    AccessLabel,
+    Chunk,
+    Principal,
+    SearchFilters,
+    SearchRequest,
+    SearchResult,
+)
 from citewell.retrieval.access import AccessScope
 
 Vector = npt.NDArray[np.float32]

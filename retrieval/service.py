@@ -28,7 +28,12 @@ from citewell.core.models import (
 )
 from citewell.core.settings import Settings
 from citewell.retrieval.access import AccessScope, enforce, scope_for
-from citewell.retrieval.factory import build_embedder, embedding_model_id, model_export_dir, model_threads
+from citewell.retrieval.factory import (
+    build_embedder,
+    embedding_model_id,
+    model_export_dir,
+    model_threads,
+)
 from citewell.retrieval.fusion import FUSION_FILE, FusionChoice, load_tuned_fusion, settings_fusion
 from citewell.retrieval.gate import load_gate
 from citewell.retrieval.index import IndexLayout, OpenedVersion, open_version

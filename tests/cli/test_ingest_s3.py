@@ -15,7 +15,9 @@ from tests.agent.fakes import HashingEmbedder
 @pytest.fixture
 def cli(monkeypatch, tmp_path):
     monkeypatch.setattr("citewell.cli.common.configure_logging", lambda *a, **k: None)
-    monkeypatch.setattr("citewell.ingestion.pipeline.build_embedder", lambda settings: HashingEmbedder())
+    monkeypatch.setattr(
+        "citewell.ingestion.pipeline.build_embedder", lambda settings: HashingEmbedder()
+    )
     monkeypatch.setenv("CITEWELL_DATA_DIR", str(tmp_path / "data"))
 
 

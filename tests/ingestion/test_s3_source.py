@@ -9,7 +9,12 @@ from typing import Any
 
 import pytest
 
-from citewell.core.errors import ConfigurationError, InputRejectedError, LabelError, SourceUnavailableError
+from citewell.core.errors import (
+    ConfigurationError,
+    InputRejectedError,
+    LabelError,
+    SourceUnavailableError,
+)
 from citewell.core.models import AccessLabel, ClassificationScheme
 from citewell.ingestion.sources import S3Location, S3Source, Source
 
