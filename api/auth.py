@@ -1,12 +1,16 @@
 """Who is calling: API keys from the principals file, or JWT bearer tokens.
 
 * ``X-API-Key`` → the principal whose ``api_key_sha256`` matches (principals file).
+* ``Authorization: Bearer <api key>`` → the same (what OpenAI-style clients send).
 * ``Authorization: Bearer <jwt>`` → HS256 with ``jwt_secret`` or RS256/ES256 with a key from
   ``jwt_jwks_file``; ``exp`` and ``sub`` are required, ``aud``/``iss`` are checked when
   configured. Claims: ``sub``, ``groups`` (list of names), ``clearance`` (a level name).
 * ``X-Act-For: <jwt of the end user>`` from an API-key principal with ``can_act_for: true``:
   the request runs as the end user, with the token's groups and the lower of the two
   clearances. Anyone else sending it gets 403.
+
+Each of these headers appears at most once and is never blank: an empty ``X-Act-For`` must not
+quietly become "act as yourself" (:func:`credential_headers` answers 400 instead).
 
 A request body can never add groups or clearance: the principal comes only from here.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +30,7 @@ from pydantic import BaseModel, ConfigDict
 from citewell.core.errors import (
     AuthenticationError,
     AuthorizationError,
+    CitewellError,
     ConfigurationError,
     UnknownClassificationError,
 )
@@ -40,7 +46,12 @@ logger = logging.getLogger(__name__)
 ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "ES256", "ES384"})
 MAX_TOKEN_CHARS = 8192
 
-AuthMethod = Literal["api_key", "jwt"]
+# "local": a process started for one principal (``citewell mcp`` on stdio), no credential sent.
+AuthMethod = Literal["api_key", "jwt", "local"]
+
+API_KEY_HEADER = "x-api-key"
+AUTHORIZATION_HEADER = "authorization"
+ACT_FOR_HEADER = "x-act-for"
 
 
 class CredentialError(AuthenticationError):
@@ -59,6 +70,55 @@ class NotPermittedError(AuthorizationError):
         self.reason = reason
 
 
+class MalformedCredentialsError(CitewellError):
+    """A credential header is blank, repeated or not in a form we accept (400): the request is
+    refused before anyone is authenticated. ``reason`` is a short fixed code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class CredentialHeaders(BaseModel):
+    """The credential headers of one request, each present at most once and never blank."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    api_key: str | None = None
+    bearer: str | None = None
+    act_for: str | None = None
+
+
+def _one(values: Sequence[str], display: str) -> str | None:
+    if not values:
+        return None
+    if len(values) > 1:
+        raise MalformedCredentialsError("repeated", f"send one {display} header, not several")
+    value = values[0].strip()
+    if not value:
+        raise MalformedCredentialsError("blank", f"the {display} header is empty")
+    return value
+
+
+def credential_headers(getlist: Any) -> CredentialHeaders:
+    """Parse the credential headers; ``getlist(name)`` returns every value of a header (as
+    Starlette's ``Headers.getlist``). Raises :class:`MalformedCredentialsError` (400) for a
+    blank or repeated header, and :class:`CredentialError` (401) for an Authorization scheme
+    other than Bearer."""
+    api_key = _one(getlist(API_KEY_HEADER), "X-API-Key")
+    act_for = _one(getlist(ACT_FOR_HEADER), "X-Act-For")
+    authorization = _one(getlist(AUTHORIZATION_HEADER), "Authorization")
+    bearer: str | None = None
+    if authorization is not None:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer":
+            raise CredentialError("scheme", "only Bearer authorization is accepted")
+        bearer = token.strip()
+        if not bearer:
+            raise MalformedCredentialsError("blank", "the Authorization header has no token")
+    return CredentialHeaders(api_key=api_key, bearer=bearer, act_for=act_for)
+
+
 class AuthContext(BaseModel):
     """The outcome of authentication for one request."""
 
@@ -67,6 +127,9 @@ class AuthContext(BaseModel):
     principal: Principal  # whom the request runs as
     method: AuthMethod
     caller: str | None = None  # the service that acted for ``principal``, if any
+    # An operator (``operator: true`` in the principals file, API keys only) receives server
+    # timings; a request made for someone else (act-for) never does.
+    operator: bool = False
 
 
 class JwtVerifier:
@@ -241,8 +304,17 @@ class Authenticator:
         if api_key and bearer:
             raise CredentialError("ambiguous", "send either an API key or a bearer token, not both")
         if api_key:
-            return AuthContext(principal=self._by_api_key(api_key), method="api_key")
+            principal = self._by_api_key(api_key)
+            directory = self._directory()
+            operator = directory is not None and directory.is_operator(principal.name)
+            return AuthContext(principal=principal, method="api_key", operator=operator)
         if bearer:
+            # OpenAI-style clients can only send "Authorization: Bearer <key>": an API key is
+            # accepted there too (same constant-time lookup), anything else must be a JWT.
+            directory = self._directory()
+            by_key = directory.by_api_key(bearer) if directory is not None else None
+            if by_key is not None:
+                return AuthContext(principal=by_key, method="api_key")
             return AuthContext(principal=self._verifier.verify(bearer), method="jwt")
         raise CredentialError("missing", "authentication required")
 

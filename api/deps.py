@@ -10,10 +10,19 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 
 from citewell.api.audit import AuditLog, AuditRecord
-from citewell.api.auth import AuthContext, Authenticator
+from citewell.api.auth import (
+    ACT_FOR_HEADER,
+    API_KEY_HEADER,
+    AuthContext,
+    Authenticator,
+    MalformedCredentialsError,
+    credential_headers,
+)
 from citewell.api.metrics import ApiMetrics
+from citewell.api.operations import Operations
 from citewell.api.state import ServiceHolder
 from citewell.core.errors import AuthenticationError, AuthorizationError
 from citewell.core.models import Principal
@@ -54,6 +63,11 @@ def get_metrics(request: Request) -> ApiMetrics:
     return metrics
 
 
+def get_operations(request: Request) -> Operations:
+    operations: Operations = request.app.state.operations
+    return operations
+
+
 def get_service_holder(request: Request) -> ServiceHolder:
     holder: ServiceHolder = request.app.state.holder
     return holder
@@ -69,23 +83,23 @@ AuditLogDep = Annotated[AuditLog, Depends(get_audit_log)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 ServiceHolderDep = Annotated[ServiceHolder, Depends(get_service_holder)]
 SearchServiceDep = Annotated[SearchService, Depends(get_search_service)]
+OperationsDep = Annotated[Operations, Depends(get_operations)]
 
 
-def get_auth_context(
-    request: Request,
-    audit: AuditLogDep,
-    api_key: Annotated[str | None, Depends(api_key_scheme)],
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
-    act_for: Annotated[str | None, Depends(act_for_scheme)],
+def authenticate_connection(
+    connection: HTTPConnection, authenticator: Authenticator, audit: AuditLog
 ) -> AuthContext:
-    authenticator: Authenticator = request.app.state.authenticator
-    endpoint = request.url.path
+    """Who is asking, from the request's credential headers alone. Every refusal and every
+    act-for is audited. The one path for every route and transport (REST, OpenAI, MCP)."""
+    endpoint = connection.url.path
     context: AuthContext | None = None
+    headers = None
     try:
-        context = authenticator.authenticate(api_key, bearer.credentials if bearer else None)
-        if act_for is not None:
+        headers = credential_headers(connection.headers.getlist)
+        context = authenticator.authenticate(headers.api_key, headers.bearer)
+        if headers.act_for is not None:
             # On failure ``context`` still names the caller, for the audit line below.
-            context = authenticator.act_for(context, act_for)
+            context = authenticator.act_for(context, headers.act_for)
             audit.record(
                 AuditRecord(
                     event="act_for",
@@ -96,11 +110,16 @@ def get_auth_context(
                     endpoint=endpoint,
                 )
             )
-    except (AuthenticationError, AuthorizationError) as exc:
+    except (AuthenticationError, AuthorizationError, MalformedCredentialsError) as exc:
+        acting = headers is not None and headers.act_for is not None
+        if isinstance(exc, MalformedCredentialsError) and context is None:
+            # The headers did not parse: name the caller when its key alone identifies it.
+            context = _caller_if_identifiable(connection, authenticator)
+            acting = bool(connection.headers.getlist(ACT_FOR_HEADER))
         audit.record(
             AuditRecord(
-                event="act_for" if act_for is not None and context is not None else "auth",
-                outcome="denied",
+                event="act_for" if acting and context is not None else "auth",
+                outcome="rejected" if isinstance(exc, MalformedCredentialsError) else "denied",
                 principal=None,
                 caller=context.principal.name if context is not None else None,
                 auth_method=context.method if context is not None else None,
@@ -110,6 +129,32 @@ def get_auth_context(
         )
         raise
     return context
+
+
+def _caller_if_identifiable(
+    connection: HTTPConnection, authenticator: Authenticator
+) -> AuthContext | None:
+    """For the audit line of a rejected request only: the principal of a lone, valid API key."""
+    keys = connection.headers.getlist(API_KEY_HEADER)
+    if len(keys) != 1 or not keys[0].strip():
+        return None
+    try:
+        return authenticator.authenticate(keys[0].strip(), None)
+    except AuthenticationError:
+        return None
+
+
+def get_auth_context(
+    request: Request,
+    audit: AuditLogDep,
+    # Declared for the OpenAPI security schemes ("Authorize" in /docs); the values are read from
+    # the raw headers, which also sees blank and repeated headers.
+    _api_key: Annotated[str | None, Depends(api_key_scheme)],
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    _act_for: Annotated[str | None, Depends(act_for_scheme)],
+) -> AuthContext:
+    authenticator: Authenticator = request.app.state.authenticator
+    return authenticate_connection(request, authenticator, audit)
 
 
 AuthContextDep = Annotated[AuthContext, Depends(get_auth_context)]

@@ -15,11 +15,13 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from citewell.api.auth import MalformedCredentialsError
 from citewell.core.errors import (
     AuthenticationError,
     AuthorizationError,
     CitewellError,
     ConfigurationError,
+    IndexIntegrityError,
     InputRejectedError,
     LLMError,
     ModelError,
@@ -33,7 +35,17 @@ logger = logging.getLogger(__name__)
 STORE_UNAVAILABLE_MESSAGE = (
     "The search index is temporarily unavailable; no results were returned. Retry shortly."
 )
+INDEX_INTEGRITY_MESSAGE = (
+    "The search index failed its integrity check; no results were returned. An operator must "
+    "repair the index or roll it back."
+)
 RETRY_AFTER_S = "5"
+# Routes whose callers are OpenAI clients: errors also carry OpenAI's {"error": {...}} shape.
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/models")
+
+
+class NotFoundError(CitewellError):
+    """A named thing the caller asked for (e.g. a model) does not exist for them (404)."""
 
 
 def _body(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -45,43 +57,88 @@ def _reason(exc: Exception) -> str:
     return reason if isinstance(reason, str) else type(exc).__name__
 
 
-def _count_denial(request: Request, status: int, exc: Exception) -> None:
+def _count_denial(request: Request | None, status: int, exc: Exception) -> None:
+    if request is None:
+        return
     metrics = getattr(request.app.state, "metrics", None)
     if metrics is not None:
         metrics.access_denials.labels(status=str(status), reason=_reason(exc)).inc()
 
 
-def error_response(request: Request, exc: Exception) -> JSONResponse:
-    """The response for ``exc``; the most specific mapping wins."""
+def public_error(exc: Exception, request: Request | None = None) -> tuple[int, str]:
+    """The status and fixed message a caller gets for ``exc`` (the most specific mapping wins);
+    the same on every transport (REST, OpenAI-compatible, MCP tool errors). Counts denials and
+    store failures in the metrics of ``request``'s app when given."""
+    if isinstance(exc, MalformedCredentialsError):
+        _count_denial(request, 400, exc)
+        return 400, str(exc)
     if isinstance(exc, AuthenticationError):
         _count_denial(request, 401, exc)
-        return _body(401, str(exc), {"WWW-Authenticate": 'Bearer, ApiKey header="X-API-Key"'})
+        return 401, str(exc)
     if isinstance(exc, AuthorizationError):
         _count_denial(request, 403, exc)
-        return _body(403, str(exc))
+        return 403, str(exc)
     if isinstance(exc, UnknownClassificationError):
         # A principal whose clearance no longer exists in the scheme may not search.
         _count_denial(request, 403, exc)
-        return _body(403, "the caller's clearance is not a configured level")
+        return 403, "the caller's clearance is not a configured level"
     if isinstance(exc, StoreUnavailableError):
-        metrics = getattr(request.app.state, "metrics", None)
+        metrics = getattr(request.app.state, "metrics", None) if request is not None else None
         if metrics is not None:
             metrics.store_unavailable.inc()
+        if isinstance(exc, IndexIntegrityError):
+            # The version and what failed go to the log (operators), never to the caller.
+            log_event(
+                logger,
+                logging.ERROR,
+                "api.index_integrity_failed",
+                version=exc.version,
+                error=str(exc),
+            )
+            return 503, INDEX_INTEGRITY_MESSAGE
         log_event(logger, logging.WARNING, "api.store_unavailable", error=type(exc).__name__)
-        return _body(503, STORE_UNAVAILABLE_MESSAGE, {"Retry-After": RETRY_AFTER_S})
+        return 503, STORE_UNAVAILABLE_MESSAGE
     if isinstance(exc, InputRejectedError):
-        return _body(422, str(exc))
+        return 422, str(exc)
+    if isinstance(exc, NotFoundError):
+        return 404, str(exc)
     if isinstance(exc, LLMError):
         log_event(logger, logging.WARNING, "api.llm_unavailable", error=type(exc).__name__)
-        return _body(502, "the language model backend failed; retry or search instead")
+        return 502, "the language model backend failed; retry or search instead"
     if isinstance(exc, ModelError):
         log_event(logger, logging.ERROR, "api.model_unavailable", error=type(exc).__name__)
-        return _body(503, "a model needed for this request is unavailable")
+        return 503, "a model needed for this request is unavailable"
     if isinstance(exc, ConfigurationError):
         log_event(logger, logging.ERROR, "api.configuration_error", error=type(exc).__name__)
-        return _body(500, "the server is misconfigured")
+        return 500, "the server is misconfigured"
     logger.error("api.unhandled_error", exc_info=exc)
-    return _body(500, "internal error")
+    return 500, "internal error"
+
+
+def error_response(request: Request, exc: Exception) -> JSONResponse:
+    """The response for ``exc`` (see :func:`public_error`)."""
+    status, detail = public_error(exc, request)
+    headers: dict[str, str] | None = None
+    if status == 401:
+        headers = {"WWW-Authenticate": 'Bearer, ApiKey header="X-API-Key"'}
+    elif status == 503 and isinstance(exc, StoreUnavailableError):
+        headers = {"Retry-After": RETRY_AFTER_S}
+    if request.url.path.startswith(OPENAI_PATHS):
+        # OpenAI clients read errors from {"error": {...}}; "detail" is kept for ours.
+        content = {"detail": detail, "error": _openai_error(status, detail)}
+        return JSONResponse(status_code=status, content=content, headers=headers)
+    return _body(status, detail, headers)
+
+
+def _openai_error(status: int, detail: str) -> dict[str, str | None]:
+    kind = {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        403: "permission_error",
+        404: "not_found_error",
+        422: "invalid_request_error",
+    }.get(status, "api_error")
+    return {"message": detail, "type": kind, "param": None, "code": None}
 
 
 async def _handle(request: Request, exc: Exception) -> JSONResponse:

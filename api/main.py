@@ -1,6 +1,6 @@
 """The FastAPI application factory. Nothing is built at import time: ``citewell serve`` builds
-Settings and calls :func:`create_app`; ``uvicorn --factory citewell.api.main:create_app_from_env`` does
-the same from the environment (for multi-worker deployments)."""
+Settings and calls :func:`create_app`; ``uvicorn --factory citewell.api.main:create_app_from_env``
+does the same from the environment (for multi-worker deployments)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,20 @@ import time
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from citewell.api.audit import AuditLog
 from citewell.api.auth import Authenticator
 from citewell.api.errors import install_error_handlers
+from citewell.api.mcp_server import MCP_PATH, McpTransport
 from citewell.api.metrics import ApiMetrics
-from citewell.api.routes import answer, health, search
+from citewell.api.operations import Operations
+from citewell.api.routes import answer, health, openai, search
+from citewell.api.routes.answer import agent_for
 from citewell.api.state import ServiceHolder, ServingIndexLike
 from citewell.core.logging import log_event
-from citewell.core.settings import Settings
+from citewell.core.settings import Settings, apply_process_environment
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +157,8 @@ def create_app(settings: Settings, service: ServingIndexLike | None = None) -> F
         task = asyncio.create_task(_reload_loop(holder, metrics, settings.reload_interval_s))
         log_event(logger, logging.INFO, "api.started", index=settings.index)
         try:
-            yield
+            async with mcp.running():
+                yield
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -176,15 +181,29 @@ def create_app(settings: Settings, service: ServingIndexLike | None = None) -> F
         settings.audit_log or settings.data_dir / "audit.jsonl",
         log_queries=settings.audit_log_queries,
     )
+    # Every transport (REST, OpenAI-compatible, MCP) searches and answers through this one
+    # object, so audit lines and metrics are the same whichever the caller used.
+    app.state.operations = Operations(
+        settings, holder, lambda: agent_for(app.state), app.state.audit, metrics
+    )
+    mcp = McpTransport(app.state.operations, app.state.authenticator)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts 413s too
     app.include_router(health.router)
     app.include_router(search.router)
     app.include_router(answer.router)
+    app.include_router(openai.router)
+    # MCP's streamable HTTP transport, in this app (not a second server): authentication,
+    # audit and metrics are the ones above. A Route, not a Mount, so that "/mcp" itself
+    # answers (no redirect) and the metrics see the route template.
+    app.router.routes.append(Route(MCP_PATH, endpoint=mcp.app, methods=["GET", "POST", "DELETE"]))
     return app
 
 
 def create_app_from_env() -> FastAPI:
-    """For ``uvicorn --factory citewell.api.main:create_app_from_env``: settings from the environment."""
-    return create_app(Settings())
+    """For ``uvicorn --factory citewell.api.main:create_app_from_env``: settings from the
+    environment."""
+    settings = Settings()
+    apply_process_environment(settings)
+    return create_app(settings)

@@ -61,6 +61,18 @@ class ApiMetrics:
             "Requests answered 503 because a store could not be queried.",
             registry=self.registry,
         )
+        self.mcp_tool_calls = Counter(
+            "citewell_mcp_tool_calls",
+            "MCP tool calls by tool and outcome (ok, or the HTTP status a REST call would get).",
+            ("tool", "outcome"),
+            registry=self.registry,
+        )
+        self.chat_completions = Counter(
+            "citewell_chat_completions",
+            "OpenAI-compatible chat completions by mode (stream or not) and outcome.",
+            ("stream", "outcome"),
+            registry=self.registry,
+        )
         self.reloads = Counter(
             "citewell_index_reloads",
             "Index versions switched to while serving.",

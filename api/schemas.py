@@ -172,11 +172,16 @@ class SearchResponseBody(BaseModel):
     )
     index_version: str | None
     principal: str = Field(description="the principal the search ran as")
-    took_ms: float
+    took_ms: float | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="server time for the search; only for operator principals (absent "
+        "otherwise: timings depend on the whole index, see SECURITY.md)",
+    )
 
     @classmethod
     def from_result(
-        cls, result: SearchResult, principal: str, took_ms: float
+        cls, result: SearchResult, principal: str, took_ms: float | None
     ) -> SearchResponseBody:
         return cls(
             results=[SearchHitBody.from_scored(hit) for hit in result.results],
@@ -185,7 +190,7 @@ class SearchResponseBody(BaseModel):
             rerank_note=result.rerank_note,
             index_version=result.index_version,
             principal=principal,
-            took_ms=round(took_ms, 3),
+            took_ms=round(took_ms, 3) if took_ms is not None else None,
         )
 
 
@@ -214,6 +219,11 @@ class ReadyBody(BaseModel):
     )
 
     ready: bool
+    reason: str | None = Field(
+        default=None,
+        description="why not ready: no_published_version, integrity_failed, store_unavailable, "
+        "model_unavailable or not_loaded",
+    )
     index: str | None = None
     version: str | None = None
     reranker: str | None = None

@@ -17,6 +17,7 @@ from citewell.core.logging import log_event
 from citewell.core.models import Principal, SearchRequest, SearchResult
 from citewell.core.settings import Settings
 from citewell.retrieval.protocols import SearchService
+from citewell.retrieval.readiness import Readiness
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +39,8 @@ class IndexStatusLike(Protocol):
 class ServingIndexLike(SearchService, Protocol):
     """``retrieval.service.ServingIndex``: a search service that can be refreshed in place."""
 
-    def ready(self) -> bool:
-        """True when every store is loaded and searches can be served."""
+    def readiness(self) -> Readiness:
+        """Whether a search would succeed now (``retrieval/readiness.py``)."""
         ...
 
     def status(self) -> IndexStatusLike:
@@ -96,14 +97,17 @@ class ServiceHolder:
             raise StoreUnavailableError("no index is loaded yet")
         return service.search(principal, request)
 
-    def ready(self) -> bool:
+    def readiness(self) -> Readiness:
         service = self._service
         if service is None:
-            return False
+            return Readiness(ready=False, reason="not_loaded", detail="no index is open yet")
         try:
-            return bool(service.ready())
-        except CitewellError:
-            return False
+            return service.readiness()
+        except CitewellError as exc:
+            return Readiness(ready=False, reason="store_unavailable", detail=str(exc))
+
+    def ready(self) -> bool:
+        return self.readiness().ready
 
     def tick(self) -> bool:
         """Open the index if none is open, else reload it if a newer version is published.

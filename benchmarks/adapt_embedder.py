@@ -66,7 +66,7 @@ def main() -> int:
 
     model = args.model or (None if args.train else _newest_model(args.data_dir))
     if model is None:
-        from citewell.evaluation.embedder_training import train_embedder
+        from citewell.training.embedder import train_embedder
 
         trained = train_embedder(
             settings,

@@ -20,7 +20,7 @@ from benchmarks.bm25 import PUBLIC, load_scifact, synthetic_chunks
 from citewell.core.models import SearchFilters
 from citewell.retrieval.access import AccessScope
 from citewell.retrieval.lexical import BM25Index
-from citewell.retrieval.lexical.bm25 import _ScopeStats
+from citewell.retrieval.lexical.scoring import ScopeStats
 
 RESTRICTIVE = AccessScope(principal="r", max_rank=0, groups=frozenset({"hr"}))
 
@@ -28,7 +28,7 @@ RESTRICTIVE = AccessScope(principal="r", max_rank=0, groups=frozenset({"hr"}))
 class GlobalStatsBM25(BM25Index):
     """The insecure baseline: statistics over every chunk, whatever the caller may see."""
 
-    def _scope_stats(self, visible: tuple[int, ...]) -> _ScopeStats:
+    def _scope_stats(self, visible: tuple[int, ...]) -> ScopeStats:
         everything = tuple(i for i, n in enumerate(self._class_docs) if n > 0)
         return super()._scope_stats(everything)
 

@@ -67,8 +67,8 @@ def main() -> int:
             settings, ir / name, "test", ["bm25", "dense", "hybrid"], progress=True
         )
 
-    from citewell.evaluation.reranker_training import train_reranker
     from citewell.retrieval.index import IndexLayout
+    from citewell.training.reranker import train_reranker
 
     scifact_index = base[SCIFACT].index
     current = IndexLayout(settings, scifact_index).rerankers_dir / "current"

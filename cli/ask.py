@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from citewell.agent.models import Answer
+from citewell.cli.arguments import Text
 from citewell.cli.common import (
     add_caller_options,
     fail,
@@ -19,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser(
         "ask", help="answer a question from the knowledge base, citing sources"
     )
-    parser.add_argument("question")
+    parser.add_argument("question", type=Text())
     add_caller_options(parser)
     parser.add_argument("--json", action="store_true", help="print the answer as JSON")
     parser.set_defaults(func=run)

@@ -7,12 +7,13 @@ import json
 import sys
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
+from citewell.cli.arguments import INDEX_NAME, OutputPath
 from citewell.core.errors import ConfigurationError
 from citewell.core.logging import configure_logging
 from citewell.core.models import Principal
-from citewell.core.settings import Settings
+from citewell.core.settings import Settings, apply_process_environment
 from citewell.retrieval.principals import PrincipalDirectory
 
 
@@ -24,15 +25,29 @@ def load_settings(args: argparse.Namespace | None = None) -> Settings:
             overrides["index"] = args.index
         if getattr(args, "data_dir", None):
             overrides["data_dir"] = args.data_dir
-    settings = Settings(**overrides)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'settings'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise ConfigurationError(f"invalid settings (CITEWELL_* variables): {problems}") from exc
+    apply_process_environment(settings)
     verbose = bool(getattr(args, "verbose", False))
     configure_logging("INFO" if verbose else "WARNING", json_output=True)
     return settings
 
 
 def add_index_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--index", help="index name (default: CITEWELL_INDEX or 'default')")
-    parser.add_argument("--data-dir", help="data directory (default: CITEWELL_DATA_DIR)")
+    parser.add_argument(
+        "--index", type=INDEX_NAME, help="index name (default: CITEWELL_INDEX or 'default')"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=OutputPath(directory=True),
+        help="data directory (default: CITEWELL_DATA_DIR)",
+    )
 
 
 def add_principal_options(parser: argparse.ArgumentParser) -> None:

@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from citewell.cli.arguments import ExistingPath, Text
 from citewell.cli.ask import print_answer
 from citewell.cli.common import add_index_options, fail, load_settings
 from citewell.cli.ingest import print_report
@@ -25,11 +26,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "demo", help="ingest the sample knowledge base and answer as two different users"
     )
     add_index_options(parser)
-    parser.add_argument("--kb", type=Path, default=EXAMPLES / "kb", help="folder to ingest")
     parser.add_argument(
-        "--principals", type=Path, default=EXAMPLES / "principals.yaml", help="principals file"
+        "--kb", type=ExistingPath("dir"), default=EXAMPLES / "kb", help="folder to ingest"
     )
-    parser.add_argument("--question", default=DEFAULT_QUESTION)
+    parser.add_argument(
+        "--principals",
+        type=ExistingPath("file"),
+        default=EXAMPLES / "principals.yaml",
+        help="principals file",
+    )
+    parser.add_argument("--question", type=Text(), default=DEFAULT_QUESTION)
     parser.add_argument(
         "--users", default="alice,carol", help="comma-separated principals to ask as"
     )
@@ -39,6 +45,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     from citewell.agent.factory import build_agent
     from citewell.ingestion.pipeline import Ingestor
+    from citewell.ingestion.progress import TerminalProgress
+    from citewell.ingestion.sources_config import resolve_folder_source
     from citewell.retrieval.principals import PrincipalDirectory
     from citewell.retrieval.service import open_search_service
 
@@ -49,7 +57,15 @@ def run(args: argparse.Namespace) -> int:
             return fail(f"sample knowledge base not found at {args.kb}; pass --kb PATH")
         directory = PrincipalDirectory.load(args.principals, settings.scheme)
         out.write(f"== Ingesting {args.kb} into index {settings.index!r}\n")
-        report = Ingestor(settings).ingest_folder(args.kb, source_name="lumen-harbor")
+        # The same source name `citewell ingest` gives the folder, so the tour's refresh
+        # afterwards finds every document unchanged.
+        source_name = resolve_folder_source(settings, settings.index, args.kb)
+        report = Ingestor(settings).ingest_folder(
+            args.kb,
+            index=settings.index,
+            source_name=source_name,
+            progress=TerminalProgress(),
+        )
         print_report(report)
         service = open_search_service(settings)
         try:

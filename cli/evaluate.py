@@ -4,11 +4,13 @@ a BEIR-format collection; further kinds (e.g. ``answers``) register beside it.""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 from citewell.cli import tuning
+from citewell.cli.arguments import ExistingPath, IntRange, OutputPath
 from citewell.cli.common import (
     add_caller_options,
     add_index_options,
@@ -42,7 +44,7 @@ def register_retrieval(kinds: argparse._SubParsersAction[argparse.ArgumentParser
     parser.add_argument(
         "--dataset",
         required=True,
-        type=Path,
+        type=ExistingPath("dir"),
         help="folder with corpus.jsonl[.gz], queries.jsonl and qrels/<split>.tsv",
     )
     parser.add_argument("--split", default="test", help="qrels split (default: test)")
@@ -61,6 +63,21 @@ def register_retrieval(kinds: argparse._SubParsersAction[argparse.ArgumentParser
     add_index_options(parser)  # --index names the evaluation index (default: derived)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(func=run_retrieval)
+
+
+STALE_DAYS = IntRange(1, 36_500)
+
+
+def _tolerance(text: str) -> str:
+    """METRIC=DELTA with a finite, non-negative DELTA (checked again by parse_tolerances)."""
+    name, sep, value = text.partition("=")
+    try:
+        delta = float(value)
+    except ValueError:
+        delta = math.nan
+    if not sep or not name.strip() or not 0.0 <= delta <= 1e9:
+        raise argparse.ArgumentTypeError(f"expected METRIC=DELTA (DELTA >= 0), got {text!r}")
+    return text
 
 
 def _modes(raw: list[str] | None) -> list[str] | None:
@@ -137,10 +154,18 @@ def register_owner_reports(kinds: argparse._SubParsersAction[argparse.ArgumentPa
         help="answer quality and citations on a golden question set, as a principal",
         description="Ask every golden question against the current index as the given principal.",
     )
-    answers.add_argument("--questions", required=True, type=Path, help="golden set (.csv/.jsonl)")
-    answers.add_argument("--limit", type=int, help="ask only the first N questions")
-    answers.add_argument("--report", type=Path, help="also write a self-contained HTML report")
-    answers.add_argument("--stale-days", type=int, default=90, help="for the report's coverage")
+    answers.add_argument(
+        "--questions", required=True, type=ExistingPath("file"), help="golden set (.csv/.jsonl)"
+    )
+    answers.add_argument(
+        "--limit", type=IntRange(1, 1_000_000), help="ask only the first N questions"
+    )
+    answers.add_argument(
+        "--report", type=OutputPath(), help="also write a self-contained HTML report"
+    )
+    answers.add_argument(
+        "--stale-days", type=STALE_DAYS, default=90, help="for the report's coverage"
+    )
     add_caller_options(answers)
     answers.add_argument("--json", action="store_true", help="print the report as JSON")
     answers.set_defaults(func=run_answers)
@@ -149,9 +174,13 @@ def register_owner_reports(kinds: argparse._SubParsersAction[argparse.ArgumentPa
         "coverage",
         help="documents never retrieved, never cited, stale or failed, as a principal",
     )
-    coverage.add_argument("--questions", type=Path, help="golden set whose runs count as usage")
-    coverage.add_argument("--answers", type=Path, help="or: a saved `eval answers --json` file")
-    coverage.add_argument("--stale-days", type=int, default=90)
+    coverage.add_argument(
+        "--questions", type=ExistingPath("file"), help="golden set whose runs count as usage"
+    )
+    coverage.add_argument(
+        "--answers", type=ExistingPath("file"), help="or: a saved `eval answers --json` file"
+    )
+    coverage.add_argument("--stale-days", type=STALE_DAYS, default=90)
     add_caller_options(coverage)
     coverage.add_argument("--json", action="store_true", help="print the report as JSON")
     coverage.set_defaults(func=run_coverage)
@@ -159,21 +188,26 @@ def register_owner_reports(kinds: argparse._SubParsersAction[argparse.ArgumentPa
     report = kinds.add_parser(
         "report", help="build the HTML report (and its JSON) from saved evaluation JSON files"
     )
-    report.add_argument("--out", required=True, type=Path, help="HTML file to write")
-    report.add_argument("--answers", type=Path, help="`eval answers --json` output")
-    report.add_argument("--retrieval", type=Path, help="`eval retrieval --json` output")
-    report.add_argument("--coverage", type=Path, help="`eval coverage --json` output")
+    report.add_argument("--out", required=True, type=OutputPath(), help="HTML file to write")
+    report.add_argument("--answers", type=ExistingPath("file"), help="`eval answers --json` output")
+    report.add_argument(
+        "--retrieval", type=ExistingPath("file"), help="`eval retrieval --json` output"
+    )
+    report.add_argument(
+        "--coverage", type=ExistingPath("file"), help="`eval coverage --json` output"
+    )
     report.set_defaults(func=run_report)
 
     compare = kinds.add_parser(
         "compare", help="regression gate: exit 1 when a metric drops beyond its tolerance"
     )
-    compare.add_argument("run", type=Path, help="evaluation JSON of this run")
-    compare.add_argument("baseline", type=Path, help="stored baseline JSON")
+    compare.add_argument("run", type=ExistingPath("file"), help="evaluation JSON of this run")
+    compare.add_argument("baseline", type=ExistingPath("file"), help="stored baseline JSON")
     compare.add_argument(
         "--tolerance",
         action="append",
         metavar="METRIC=DELTA",
+        type=_tolerance,
         help="override a metric's allowed change, e.g. ndcg@10=0.02 (repeatable)",
     )
     compare.set_defaults(func=run_compare)
@@ -195,6 +229,7 @@ def run_answers(args: argparse.Namespace) -> int:
     from citewell.evaluation.coverage import evaluate_coverage
     from citewell.evaluation.report import make_bundle, write_report
 
+    written: tuple[Path, Path] | None = None
     try:
         settings, principal, report = _answers_run(args)
         if args.report:
@@ -208,7 +243,7 @@ def run_answers(args: argparse.Namespace) -> int:
                 answers=report,
                 coverage=coverage,
             )
-            write_report(bundle, args.report)
+            written = write_report(bundle, args.report)
     except CitewellError as exc:
         return fail(str(exc))
     if args.json:
@@ -221,6 +256,15 @@ def run_answers(args: argparse.Namespace) -> int:
         for name, value in report.metrics().items():
             shown = "n/a" if value is None else f"{value:.3f}"
             sys.stdout.write(f"  {name:<22}{shown:>10}\n")
+        if report.n_not_answerable_for_user:
+            sys.stdout.write(
+                f"  {report.n_not_answerable_for_user} answerable question(s) not answerable for "
+                f"{report.principal} (no expected document visible), counted apart\n"
+            )
+    if written is not None:
+        # On stderr with --json, so stdout stays one JSON document.
+        stream = sys.stderr if args.json else sys.stdout
+        stream.write(f"report written to {written[0].resolve()} (data: {written[1].resolve()})\n")
     return 0
 
 
@@ -297,7 +341,7 @@ def run_report(args: argparse.Namespace) -> int:
         return fail(f"not an evaluation JSON file: {exc.error_count()} problem(s)")
     except CitewellError as exc:
         return fail(str(exc))
-    sys.stdout.write(f"wrote {html_path} and {json_path}\n")
+    sys.stdout.write(f"report written to {html_path.resolve()} (data: {json_path.resolve()})\n")
     return 0
 
 

@@ -1,13 +1,21 @@
-"""``citewell index versions|rollback``: list an index's published versions, roll back."""
+"""``citewell index versions|rollback|verify|ready``: list an index's published versions, roll
+back, check a version's integrity, and ask whether a search would succeed now (the readiness
+check ``/readyz`` uses)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
+from citewell.cli.arguments import VERSION
 from citewell.cli.common import add_index_options, fail, load_settings, print_json
-from citewell.core.errors import CitewellError
-from citewell.retrieval.index import IndexLayout, rollback
+from citewell.core.errors import CitewellError, IndexIntegrityError
+from citewell.core.settings import Settings
+from citewell.retrieval.index import IndexLayout, rollback, verify_version
+
+if TYPE_CHECKING:
+    from citewell.retrieval.service import ServingIndex
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -21,9 +29,31 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "rollback", help="serve an earlier version (default: the one before the current)"
     )
     add_index_options(back)
-    back.add_argument("--to", dest="to_version", help="version to serve, e.g. v000007")
+    back.add_argument(
+        "--to",
+        dest="to_version",
+        type=VERSION,
+        help="version to serve, e.g. v000007",
+    )
     back.add_argument("--json", action="store_true", help="print as JSON")
     back.set_defaults(func=run_rollback)
+    verify = actions.add_parser(
+        "verify",
+        help="check a version's files, digests and counts against its record (exit 1 if not)",
+    )
+    add_index_options(verify)
+    verify.add_argument(
+        "--version", type=VERSION, help="version to check (default: the current one)"
+    )
+    verify.add_argument("--json", action="store_true", help="print as JSON")
+    verify.set_defaults(func=run_verify)
+    ready = actions.add_parser(
+        "ready",
+        help="whether a search of the index would succeed now, as /readyz says (exit 1 if not)",
+    )
+    add_index_options(ready)
+    ready.add_argument("--json", action="store_true", help="print as JSON")
+    ready.set_defaults(func=run_ready)
 
 
 def run_versions(args: argparse.Namespace) -> int:
@@ -63,3 +93,69 @@ def run_rollback(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(f"index {settings.index} now serves {version}\n")
     return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args)
+        meta = verify_version(settings, settings.index, args.version)
+    except IndexIntegrityError as exc:
+        if args.json:
+            print_json(
+                {
+                    "ok": False,
+                    "index": settings.index,
+                    "version": exc.version,
+                    "problems": list(exc.problems),
+                }
+            )
+        return fail(str(exc), code=1)
+    except CitewellError as exc:
+        return fail(str(exc))
+    files = len(meta.files) if meta.files is not None else 0
+    if args.json:
+        print_json(
+            {
+                "ok": True,
+                "index": settings.index,
+                "version": meta.version,
+                "files": files,
+                "documents": meta.documents,
+                "chunks": meta.chunks,
+                "recorded": meta.files is not None,
+            }
+        )
+    else:
+        checked = f"{files} files and counts" if meta.files is not None else "counts only"
+        sys.stdout.write(
+            f"index {settings.index} version {meta.version}: ok ({checked}; "
+            f"{meta.documents} documents, {meta.chunks} chunks)\n"
+        )
+    return 0
+
+
+def _serving_index(settings: Settings) -> ServingIndex:
+    from citewell.retrieval.service import ServingIndex  # loads models: only for this command
+
+    return ServingIndex(settings, settings.index)
+
+
+def run_ready(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args)
+        service = _serving_index(settings)
+    except CitewellError as exc:
+        return fail(str(exc))
+    try:
+        readiness = service.readiness()
+    finally:
+        service.close()
+    if args.json:
+        print_json(readiness)
+    elif readiness.ready:
+        sys.stdout.write(f"index {settings.index} is ready (version {readiness.version})\n")
+    else:
+        sys.stdout.write(f"index {settings.index} is not ready: {readiness.reason}\n")
+        if readiness.detail:
+            sys.stderr.write(f"{readiness.detail}\n")
+    return 0 if readiness.ready else 1

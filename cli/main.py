@@ -1,12 +1,18 @@
 """The ``citewell`` command. Each subcommand lives in its own module exposing
-``register(subparsers)``; this file only wires them together."""
+``register(subparsers)``; this file only wires them together and turns what escapes a command
+(Ctrl-C, errors) into one line and an exit status, never a traceback."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+import traceback
 from collections.abc import Sequence
+
+from citewell.cli.arguments import CitewellArgumentParser
+from citewell.cli.common import fail
+from citewell.core.errors import CitewellError
 
 # Subcommand modules, in help order. Each defines register(subparsers) and sets
 # ``func(args) -> int`` on its parser via set_defaults.
@@ -23,15 +29,28 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "citewell.cli.index_admin",
 )
 
+# Exit status of a run ended by Ctrl-C: 128 + SIGINT, as shells report it.
+EXIT_INTERRUPTED = 130
+
+
+def citewell_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("citewell")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CitewellArgumentParser(
         prog="citewell", description="Enterprise RAG ingestion and retrieval with citations."
     )
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="log progress (JSON lines on stderr)"
     )
-    subparsers = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"citewell {citewell_version()}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in SUBCOMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
     return parser
@@ -40,7 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        # Every index write is one transaction: an interrupted run publishes nothing.
+        sys.stderr.write("citewell: interrupted; the published version is unchanged\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `citewell search ... | head`: the reader left, nothing to say
+        return 0
+    except CitewellError as exc:
+        return fail(str(exc))
+    except Exception as exc:  # a defect: one line; the traceback only with -v
+        if args.verbose:
+            traceback.print_exc()
+        hint = "" if args.verbose else " (run with -v for the traceback)"
+        return fail(f"unexpected {type(exc).__name__}: {exc}{hint}", 1)
     return code
 
 

@@ -1,47 +1,90 @@
-"""``citewell mcp``: serve the search and answer tools over MCP (stdio or HTTP)."""
+"""``citewell mcp``: serve the search and answer tools over MCP on stdio, as one principal.
+
+MCP over HTTP is served by ``citewell serve`` at ``/mcp``, behind the API's authentication;
+this command never opens a network listener.
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from citewell.cli.common import (
-    add_caller_options,
-    fail,
-    load_caller,
-)
+from citewell.cli.arguments import Pattern
+from citewell.cli.common import add_caller_options, fail, load_caller
 from citewell.core.errors import CitewellError
+
+EPILOG = """example (after `citewell demo`, which builds the index `demo`):
+  CITEWELL_PRINCIPALS_FILE=examples/principals.yaml citewell mcp --index demo --user carol
+
+MCP over HTTP: `citewell serve` answers at /mcp with the same credentials as /v1/*."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "mcp", help="serve search and answer tools over MCP for agent frameworks"
+        "mcp",
+        help="serve search and answer tools over MCP (stdio) for agent frameworks",
+        description="Serve the `search` and `answer` tools over MCP on stdin/stdout, as the "
+        "principal given here. Every tool call is audited (CITEWELL_AUDIT_LOG).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_caller_options(parser)
-    parser.add_argument("--transport", choices=["stdio", "http"], default="stdio")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument(
+        "--transport",
+        type=Pattern(
+            r"^stdio$",
+            "transport (only stdio here: MCP over HTTP is served by `citewell serve` at /mcp)",
+            "stdio",
+        ),
+        default="stdio",
+        help="stdio (the only transport here; for HTTP use `citewell serve`, path /mcp)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from citewell.agent.factory import build_agent
-    from citewell.api.mcp_server import build_mcp_server
+    from citewell.api.audit import AuditLog
+    from citewell.api.auth import AuthContext
+    from citewell.api.mcp_server import stdio_mcp_server
+    from citewell.api.metrics import ApiMetrics
+    from citewell.api.operations import Operations
     from citewell.retrieval.service import open_search_service
 
     try:
-        # stdout is the MCP channel on stdio: logs go to stderr (configure_logging does that).
+        # stdout is the MCP channel: logs go to stderr (configure_logging does that).
         settings, principal = load_caller(args)
         service = open_search_service(settings)
     except CitewellError as exc:
         return fail(str(exc))
     try:
-        server = build_mcp_server(
-            service, build_agent(settings, service, service.embedder), principal
+        try:
+            # Fail now, with the reason, rather than on every tool call.
+            service.warm_up()
+        except CitewellError as exc:
+            return fail(f"{exc}{_available_indexes(settings.data_dir, settings.index)}")
+        agent = build_agent(settings, service, service.embedder)
+        operations = Operations(
+            settings,
+            service,
+            lambda: agent,
+            AuditLog(
+                settings.audit_log or settings.data_dir / "audit.jsonl",
+                log_queries=settings.audit_log_queries,
+            ),
+            ApiMetrics(),
         )
-        if args.transport == "stdio":
-            server.run("stdio")
-        else:
-            server.run("streamable-http", host=args.host, port=args.port)
+        server = stdio_mcp_server(operations, AuthContext(principal=principal, method="local"))
+        server.run("stdio")
     finally:
         service.close()
     return 0
+
+
+def _available_indexes(data_dir: Path, wanted: str) -> str:
+    root = data_dir / "indexes"
+    names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    names = [n for n in names if n != wanted]
+    if not names:
+        return f" (no index in {root}; `citewell demo` builds the sample index `demo`)"
+    return f" (indexes in {root}: {', '.join(names)}; pick one with --index)"

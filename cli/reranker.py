@@ -5,8 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
+from citewell.cli.arguments import (
+    MIN_GAIN,
+    SEED,
+    TIME_BUDGET_S,
+    ExistingPath,
+    IntRange,
+)
 from citewell.cli.common import add_index_options, fail, load_settings, print_json
 from citewell.core.errors import CitewellError, EvaluationError
 from citewell.core.settings import Settings
@@ -28,19 +34,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     add_dataset_option(train)
-    train.add_argument("--layers", type=int, default=2, help="student depth (default: 2 of 6)")
-    train.add_argument("--epochs", type=int, default=3)
-    train.add_argument("--batch-size", type=int, default=8, help="groups per step")
-    train.add_argument("--max-length", type=int, default=160, help="tokens per pair")
-    train.add_argument("--max-pseudo", type=int, default=3000, help="corpus pseudo-queries")
-    train.add_argument("--max-groups", type=int, help="cap on training groups (CPU budget)")
-    train.add_argument("--time-budget", type=float, help="stop training after N seconds")
+    train.add_argument(
+        "--layers", type=IntRange(1, 48), default=2, help="student depth (default: 2 of 6)"
+    )
+    train.add_argument("--epochs", type=EPOCHS, default=3)
+    train.add_argument("--batch-size", type=BATCH_SIZE, default=8, help="groups per step")
+    train.add_argument("--max-length", type=MAX_LENGTH, default=160, help="tokens per pair")
+    train.add_argument("--max-pseudo", type=MAX_PSEUDO, default=3000, help="corpus pseudo-queries")
+    train.add_argument(
+        "--max-groups", type=IntRange(1, 10_000_000), help="cap on training groups (CPU budget)"
+    )
+    train.add_argument("--time-budget", type=TIME_BUDGET_S, help="stop training after N seconds")
     train.add_argument("--loss", choices=["listwise", "bce"], default="listwise")
     train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    train.add_argument("--seed", type=int, default=13)
+    train.add_argument("--seed", type=SEED, default=13)
     train.add_argument(
         "--external-data",
-        type=Path,
+        type=ExistingPath("dir"),
         help="folder with qa/squad2_dev_small.json and qa/rgb/en_fact.json (extra pairs)",
     )
     add_index_options(train)
@@ -58,9 +68,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     gate.set_defaults(func=run_gate)
 
 
+EPOCHS = IntRange(1, 1000)
+BATCH_SIZE = IntRange(1, 65_536)
+MAX_LENGTH = IntRange(8, 8192)  # tokens per training text
+MAX_PSEUDO = IntRange(0, 10_000_000)
+
+
 def add_dataset_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--dataset", required=True, type=Path, help="BEIR folder (corpus, queries, qrels/)"
+        "--dataset",
+        required=True,
+        type=ExistingPath("dir"),
+        help="BEIR folder (corpus, queries, qrels/)",
     )
 
 
@@ -79,8 +98,8 @@ def add_validation_options(parser: argparse.ArgumentParser) -> None:
         default="train-holdout",
         help="dev qrels, or the holdout training carved out of train (default)",
     )
-    parser.add_argument("--min-gain", type=float, default=0.005, help="nDCG@10 margin required")
-    parser.add_argument("--seed", type=int, default=13, help="holdout seed (as in training)")
+    parser.add_argument("--min-gain", type=MIN_GAIN, default=0.005, help="nDCG@10 margin required")
+    parser.add_argument("--seed", type=SEED, default=13, help="holdout seed (as in training)")
 
 
 def validation_judgements(
@@ -106,7 +125,7 @@ def validation_judgements(
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from citewell.evaluation.reranker_training import train_reranker
+    from citewell.training.reranker import train_reranker
 
     try:
         settings = load_settings(args)

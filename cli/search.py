@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from citewell.cli.arguments import IntRange, Text
 from citewell.cli.common import (
     add_caller_options,
     fail,
@@ -18,9 +19,11 @@ from citewell.core.models import SearchMode, SearchRequest, SearchResult
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("search", help="search the knowledge base as a principal")
-    parser.add_argument("query")
+    parser.add_argument("query", type=Text())
     add_caller_options(parser)
-    parser.add_argument("--k", type=int, default=5, help="number of results (default 5)")
+    parser.add_argument(
+        "--k", type=IntRange(1, 100), default=5, help="number of results, 1-100 (default 5)"
+    )
     parser.add_argument(
         "--mode", choices=[m.value for m in SearchMode], default=SearchMode.HYBRID.value
     )

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import socket
+import sys
 from typing import Any
 
+from citewell.cli.arguments import PORT
 from citewell.cli.common import add_index_options, fail, load_settings
 from citewell.core.errors import CitewellError
+from citewell.core.settings import Settings
 
 
 def register(subparsers: Any) -> None:
@@ -18,9 +22,29 @@ def register(subparsers: Any) -> None:
         "CITEWELL_JWT_JWKS_FILE (bearer tokens).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--port", type=PORT, default=8000, help="port (default 8000; 0: any)")
     add_index_options(parser)
     parser.set_defaults(func=run)
+
+
+def banner(settings: Settings, url: str) -> str:
+    """What `citewell serve` says once it listens: where, which index and version, the docs."""
+    from citewell.cli.main import citewell_version
+    from citewell.retrieval.index import IndexLayout
+
+    version = IndexLayout(settings, settings.index).current_version()
+    serving = (
+        f"index {settings.index} version {version}"
+        if version is not None
+        else f"index {settings.index} (no published version yet: /readyz answers 503 until "
+        f"`citewell ingest FOLDER --index {settings.index}`)"
+    )
+    return (
+        f"citewell {citewell_version()} serving {serving}\n"
+        f"  API  {url}/v1/search  (health {url}/healthz, ready {url}/readyz)\n"
+        f"  docs {url}/docs\n"
+        "  Ctrl-C to stop\n"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,6 +58,22 @@ def run(args: argparse.Namespace) -> int:
         app = create_app(settings)  # fails fast on a bad principals file
     except CitewellError as exc:
         return fail(str(exc))
+
+    class AnnouncingServer(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:  # listening: say where (the real port when --port 0)
+                port = args.port
+                for server in self.servers:
+                    for sock in server.sockets:
+                        port = sock.getsockname()[1]
+                host = f"[{args.host}]" if ":" in args.host else args.host
+                sys.stdout.write(banner(settings, f"http://{host}:{port}"))
+                sys.stdout.flush()
+
     # log_config=None: keep the JSON logging configured by load_settings.
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
-    return 0
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None, access_log=False)
+    server = AnnouncingServer(config)
+    server.run()
+    # uvicorn returns after a failed bind or startup, having logged why.
+    return 0 if server.started else 1

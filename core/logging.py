@@ -8,8 +8,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import sys
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,8 +30,30 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
+# Where structured events go instead of the stdlib record, when an entry point routes them
+# (the Airflow DAGs send them to Airflow's structlog task logs, which drop stdlib extras).
+EventSink = Callable[[logging.Logger, int, str, dict[str, Any]], None]
+_event_sink: EventSink | None = None
+
+
+@contextlib.contextmanager
+def event_sink(sink: EventSink) -> Iterator[None]:
+    """Route :func:`log_event` calls to ``sink`` (with their fields) while the block runs."""
+    global _event_sink
+    previous, _event_sink = _event_sink, sink
+    try:
+        yield
+    finally:
+        _event_sink = previous
+
+
 def log_event(logger: logging.Logger, level: int, event: str, **fields: Any) -> None:
     """Log ``event`` with structured ``fields`` (never chunk text, secrets or tokens)."""
+    sink = _event_sink
+    if sink is not None:
+        if logger.isEnabledFor(level):
+            sink(logger, level, event, fields)
+        return
     logger.log(level, event, extra={"fields": fields})
 
 
@@ -47,8 +69,6 @@ def configure_logging(level: str = "INFO", json_output: bool = True) -> None:
     root.setLevel(level)
     for noisy in ("httpx", "urllib3", "sentence_transformers", "unstructured", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    # Model loading draws progress bars on stderr; they are noise in logs and CLI output.
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     with contextlib.suppress(ImportError):
         from transformers.utils import logging as transformers_logging
 

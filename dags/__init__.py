@@ -1,1 +1,2 @@
-"""Airflow DAGs for Citewell: thin wrappers over ``ingestion.refresh`` and ``evaluation.gates``."""
+"""Airflow DAGs for Citewell: thin wrappers over ``ingestion.refresh`` and
+``evaluation.quality_gates``."""

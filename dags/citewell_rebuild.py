@@ -13,7 +13,7 @@ from typing import Any
 from airflow.sdk import task
 
 from citewell.dags._common import citewell_dag, configured_sources, index_asset, run_on_plan
-from citewell.dags._tasks import discover, plan, process, publish
+from citewell.dags._tasks import check_inputs, discover, plan, process, publish
 from citewell.ingestion.sources_config import SourceConfig
 
 
@@ -24,16 +24,33 @@ def rebuild(source_name: str, snapshot_path: str) -> str | None:
     return run_on_plan(rebuild_source, source_name, snapshot_path).version
 
 
+DOC_MD = """
+## Validated full rebuild of a Citewell index (manual)
+
+`check_inputs` (folder, labels file, golden sets) → `discover` → `plan` (everything is new) →
+`process` (mapped batches) → `rebuild` (build from scratch into a new version, check documents
+and chunks against the plan, run the golden-set smoke test, and only then switch `CURRENT`) →
+`publish` (emits the index Asset). The index then holds this source only.
+
+**A failure** publishes nothing: the serving version stays, and the previous version is always
+kept for `citewell index rollback`. A failed `rebuild` task means validation refused the new
+version (its message says which check: counts or the smoke test's hit rate).
+"""
+
+
 def build_rebuild_dag(source: SourceConfig) -> Any:
     @citewell_dag(
         "rebuild",
         source,
         f"Rebuild index {source.index} from source {source.name} and validate it",
         schedule=None,
+        doc_md=DOC_MD,
     )
     def rebuild_dag() -> None:
         # TaskFlow calls return XComArgs, resolved at run time; typed Any for mypy.
+        checked: Any = check_inputs(source.name, fresh=True)
         snapshot: Any = discover(source.name)
+        checked >> snapshot
         planned: Any = plan(source.name, snapshot, fresh=True)
         processed = process.partial(source_name=source.name).expand(batch_path=planned)
         version: Any = rebuild.override(trigger_rule="none_failed")(source.name, snapshot)

@@ -9,6 +9,10 @@ Metrics (over the questions the principal may ask; see :class:`AnswersEvalReport
   trained, else an embedding-similarity proxy with a calibrated threshold.
 - ``refusal_rate``: unanswerable questions the agent refused; ``false_refusal_rate``: answerable
   questions it refused.
+- questions *not answerable for this user*: answerable in the corpus, but none of their expected
+  documents is visible to the evaluating principal (``retrieval.access``). The product promises
+  never to answer from such documents, so they are counted apart (and their refusals are not
+  false refusals); whether an expected document exists is not told apart from it being hidden.
 - latency of a whole answer (retrieval, scoring, generation, verification).
 """
 
@@ -32,7 +36,10 @@ from citewell.core.models import Frozen, Principal, SearchRequest
 from citewell.core.settings import Settings
 from citewell.evaluation.metrics import mean, percentile
 from citewell.ingestion.golden import GoldenQuestion, matches_expected
+from citewell.retrieval.access import scope_for
 from citewell.retrieval.factory import model_export_dir, model_threads
+from citewell.retrieval.index import IndexLayout
+from citewell.retrieval.manifest import Manifest
 from citewell.retrieval.protocols import Embedder, Reranker, SearchService
 from citewell.retrieval.rerank import resolve_reranker
 from citewell.retrieval.service import ServingIndex
@@ -150,6 +157,8 @@ class QuestionResult(Frozen):
     retrieved_doc_ids: tuple[str, ...]  # documents of the top chunks (coverage)
     cited_doc_ids: tuple[str, ...]
     cited_titles: tuple[str, ...]  # visible to the evaluating principal by construction
+    # False: no expected document is visible to the principal (absent or outside its access).
+    answerable_for_user: bool = True
 
 
 class AnswersEvalReport(Frozen):
@@ -162,6 +171,8 @@ class AnswersEvalReport(Frozen):
     n_answerable: int
     n_unanswerable: int
     n_skipped: int  # golden questions whose min_clearance is above the principal's
+    n_not_answerable_for_user: int = 0  # answerable, but no expected document visible
+    not_answerable_refused_rate: float | None = None  # of those, refused (should be all)
     correct_source_rate: float | None
     citation_coverage: float | None
     citation_precision: float | None
@@ -221,6 +232,33 @@ def _allowed(question: GoldenQuestion, principal: Principal, settings: Settings)
     return scheme.rank(question.min_clearance) <= scheme.rank(principal.clearance)
 
 
+def visible_documents(
+    settings: Settings, index: str, principal: Principal
+) -> list[tuple[str, str]] | None:
+    """(source URI, title) of the published documents ``principal`` may see, by the one access
+    decision (``retrieval.access``); None when the index has no published version."""
+    layout = IndexLayout(settings, index)
+    version = layout.current_version()
+    if version is None:
+        return None
+    scope = scope_for(principal, settings.scheme, settings.default_groups)
+    manifest = Manifest(layout.version_dir(version) / "manifest.sqlite", read_only=True)
+    try:
+        return [
+            (doc.source_uri, doc.title)
+            for doc in manifest.iter_documents()
+            if doc.labelled and scope.allows(doc.classification_rank, doc.groups)
+        ]
+    finally:
+        manifest.close()
+
+
+def _answerable_for(question: GoldenQuestion, visible: Sequence[tuple[str, str]] | None) -> bool:
+    if visible is None or not question.answerable or not question.expected_sources:
+        return True
+    return any(matches_expected(question, uri, title) for uri, title in visible)
+
+
 def evaluate_answers(
     settings: Settings,
     principal: Principal,
@@ -242,6 +280,7 @@ def evaluate_answers(
     asked = [q for q in questions if _allowed(q, principal, settings)]
     if not asked:
         raise EvaluationError("no golden question is within the evaluating principal's clearance")
+    visible = visible_documents(settings, index_name, principal)
     owned: ServingIndex | None = None
     if service is None:
         owned = ServingIndex(settings, index_name, embedder=embedder)
@@ -292,6 +331,7 @@ def evaluate_answers(
                     ),
                     cited_doc_ids=tuple(dict.fromkeys(c.doc_id for c in answer.citations)),
                     cited_titles=tuple(dict.fromkeys(c.title for c in answer.citations)),
+                    answerable_for_user=_answerable_for(question, visible),
                 )
             )
             if progress is not None:
@@ -333,7 +373,8 @@ def _summarise(
     judge: CitationJudge,
     backend: str,
 ) -> AnswersEvalReport:
-    answerable = [r for r in results if r.answerable]
+    answerable = [r for r in results if r.answerable and r.answerable_for_user]
+    not_for_user = [r for r in results if r.answerable and not r.answerable_for_user]
     unanswerable = [r for r in results if not r.answerable]
     with_expected = [r for r in answerable if r.cited_expected is not None]
     latencies = [r.latency_ms for r in results]
@@ -347,6 +388,8 @@ def _summarise(
         n_answerable=len(answerable),
         n_unanswerable=len(unanswerable),
         n_skipped=skipped,
+        n_not_answerable_for_user=len(not_for_user),
+        not_answerable_refused_rate=_ratio(sum(r.refused for r in not_for_user), len(not_for_user)),
         correct_source_rate=_ratio(
             sum(bool(r.cited_expected) for r in with_expected), len(with_expected)
         ),

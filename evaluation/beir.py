@@ -9,7 +9,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
-from collections.abc import Iterator
+import random
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -168,3 +169,16 @@ def load_beir(dataset_dir: Path, split: str) -> BeirDataset:
         qrels=qrels,
         corpus_sha256=corpus_sha256,
     )
+
+
+def split_holdout(
+    query_ids: Iterable[str], fraction: float, seed: int
+) -> tuple[list[str], list[str]]:
+    """(train, holdout) query ids: a seeded shuffle of the sorted ids, so every caller (training,
+    the gate, the CLI) carves the same holdout out of a train split."""
+    if not 0.0 < fraction < 1.0:
+        raise EvaluationError(f"validation fraction must be within (0, 1), got {fraction}")
+    ids = sorted(set(query_ids))
+    random.Random(seed).shuffle(ids)
+    cut = max(1, round(len(ids) * fraction))
+    return sorted(ids[cut:]), sorted(ids[:cut])

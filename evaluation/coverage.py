@@ -3,9 +3,10 @@
 Per source and classification level: documents never among the top retrieved chunks for any
 evaluation question, documents never cited, stale documents (not refreshed for ``stale_days``)
 and documents that failed parsing. Everything is filtered by the evaluating principal's access
-scope: a document the principal cannot see is neither listed nor counted. Parse failures carry
-no label (the document was never read), so they are shown only to principals holding the most
-restrictive clearance; others get a note instead of a list (fail closed).
+scope (``retrieval.access``: clearance and groups): a document the principal cannot see is
+neither listed nor counted. A failed document carries the label its path resolved to (rules and
+sidecars; a banner inside it could not be read); a failure whose label is unknown is shown to
+nobody (fail closed).
 """
 
 from __future__ import annotations
@@ -60,8 +61,7 @@ class CoverageReport(Frozen):
     stale_days: int
     documents: int  # visible to the principal
     groups: tuple[CoverageGroup, ...]
-    failures: tuple[FailedDocument, ...] = ()
-    failures_hidden: bool = False  # the principal may not see parse failures
+    failures: tuple[FailedDocument, ...] = ()  # only those the principal may see
     notes: tuple[str, ...] = Field(default_factory=tuple)
     generated_at: datetime
 
@@ -111,23 +111,14 @@ def build_coverage(
             cells.items(), key=lambda item: (item[0][0], order.index(item[0][1]))
         )
     )
-    sees_all = settings.scheme.rank(principal.clearance) == len(order) - 1
-    failed = (
-        tuple(
-            FailedDocument(
-                source=f.source, source_uri=f.source_uri, reason=f.reason, failed_at=f.failed_at
-            )
-            for f in failures
+    failed = tuple(
+        FailedDocument(
+            source=f.source, source_uri=f.source_uri, reason=f.reason, failed_at=f.failed_at
         )
-        if sees_all
-        else ()
+        for f in failures
+        if f.classification_rank is not None and scope.allows(f.classification_rank, f.groups)
     )
     notes: list[str] = []
-    if not sees_all:
-        notes.append(
-            "parse failures are listed only for owners with "
-            f"{settings.scheme.most_restrictive} clearance (their labels are unknown)"
-        )
     if questions == 0:
         notes.append("no evaluation questions were run: every document counts as never retrieved")
     return CoverageReport(
@@ -140,7 +131,6 @@ def build_coverage(
         documents=visible,
         groups=groups,
         failures=failed,
-        failures_hidden=not sees_all,
         notes=tuple(notes),
         generated_at=datetime.now(UTC),
     )

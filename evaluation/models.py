@@ -9,7 +9,7 @@ from pydantic import ConfigDict, Field
 
 from citewell.core.models import Frozen
 from citewell.evaluation.metrics import Gain
-from citewell.retrieval.gate import GateDecision
+from citewell.retrieval.reranker_decision import GateDecision
 
 # The retrieval modes evaluation knows, in report order. "hybrid+rerank" is hybrid search with the
 # cross-encoder on; it is skipped (with the reason) when the index has no reranker.

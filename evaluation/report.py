@@ -231,6 +231,19 @@ def _answers_section(report: AnswersEvalReport) -> str:
             ["citation precision", _pct(m.citation_precision), "citations that support the text"],
             ["refusal rate", _pct(m.refusal_rate), "unanswerable questions refused"],
             ["false refusal rate", _pct(m.false_refusal_rate), "answerable questions refused"],
+            *(
+                [
+                    [
+                        "not answerable for you",
+                        f"{m.n_not_answerable_for_user} questions, "
+                        f"{_pct(m.not_answerable_refused_rate)} refused",
+                        "no expected document is visible to you; never answered from others' "
+                        "documents, so not counted as false refusals",
+                    ]
+                ]
+                if m.n_not_answerable_for_user
+                else []
+            ),
             ["latency p50 / p95", f"{m.latency_ms.p50:.0f} / {m.latency_ms.p95:.0f} ms", ""],
         ],
     )
@@ -250,7 +263,7 @@ def _answers_section(report: AnswersEvalReport) -> str:
     rows = [
         [
             q.question,
-            "unanswerable" if not q.answerable else "answerable",
+            _kind(q.answerable, q.answerable_for_user),
             "refused" if q.refused else ("sources only" if not q.generated else "answered"),
             "n/a" if q.cited_expected is None else ("yes" if q.cited_expected else "NO"),
             f"{q.cited_sentences}/{q.sentences}",
@@ -273,18 +286,32 @@ def _answers_section(report: AnswersEvalReport) -> str:
         ],
         rows,
     )
+    not_for_user = (
+        f", {report.n_not_answerable_for_user} not answerable for this owner"
+        if report.n_not_answerable_for_user
+        else ""
+    )
+    skipped = (
+        f"; {report.n_skipped} skipped as above this owner's clearance" if report.n_skipped else ""
+    )
     return (
         "<h2>Answers and citations</h2>"
         f'<p class="meta">Golden set {escape(report.golden_set or "(unnamed)")}: '
         f"{report.n_questions} questions ({report.n_answerable} answerable, "
-        f"{report.n_unanswerable} unanswerable); {report.n_skipped} skipped as above this "
-        f"owner's clearance. Backend {escape(report.backend)}. Citation support judged by "
+        f"{report.n_unanswerable} unanswerable{not_for_user}){skipped}. "
+        f"Backend {escape(report.backend)}. Citation support judged by "
         f"<b>{escape(report.judge)}</b> (threshold {report.judge_threshold:g}).</p>"
         + summary
         + chart
         + histogram("Answer latency (ms)", [q.latency_ms for q in report.questions])
         + f"<details><summary>Every question ({len(rows)})</summary>{per_question}</details>"
     )
+
+
+def _kind(answerable: bool, answerable_for_user: bool) -> str:
+    if not answerable:
+        return "unanswerable"
+    return "answerable" if answerable_for_user else "not answerable for you"
 
 
 def _retrieval_section(report: RetrievalEvalReport) -> str:
@@ -337,8 +364,6 @@ def _retrieval_section(report: RetrievalEvalReport) -> str:
 
 
 def _doc_list(docs: Sequence[DocumentRef], limit: int = 200) -> str:
-    if not docs:
-        return "none"
     items = "".join(
         f"<li>{escape(d.title)} <span class='meta'>({escape(d.path)})</span></li>"
         for d in docs[:limit]
@@ -379,32 +404,37 @@ def _coverage_section(report: CoverageReport) -> str:
     )
     details = "".join(
         f"<details><summary>{escape(g.source)} / {escape(g.classification)}</summary>"
-        f"<h4>Never in the top 10 for any question</h4>{_doc_list(g.never_retrieved)}"
-        f"<h4>Never cited</h4>{_doc_list(g.never_cited)}"
-        f"<h4>Not refreshed for {report.stale_days} days</h4>{_doc_list(g.stale)}</details>"
+        + _doc_subsection("Never in the top 10 for any question", g.never_retrieved)
+        + _doc_subsection("Never cited", g.never_cited)
+        + _doc_subsection(f"Not refreshed for {report.stale_days} days", g.stale)
+        + "</details>"
         for g in report.groups
+        if g.never_retrieved or g.never_cited or g.stale
     )
-    if report.failures_hidden:
-        failures = ""
-    elif report.failures:
-        failures = _table(
+    # Only failures this owner may see are in the report; no heading without any.
+    failures = (
+        "<h3>Documents that failed parsing</h3>"
+        + _table(
             ["source", "document", "why it failed", "when"],
             [[f.source, f.source_uri, f.reason, f.failed_at.isoformat()] for f in report.failures],
         )
-    else:
-        failures = "<p>No document failed parsing.</p>"
+        if report.failures
+        else ""
+    )
     notes = "".join(f'<p class="note">{escape(n)}</p>' for n in report.notes)
     return (
         "<h2>Corpus coverage</h2>"
         f'<p class="meta">{report.documents} documents visible to this owner, checked against '
         f"{report.questions} evaluation questions.</p>"
         + notes
-        + table
-        + chart
+        + (table + chart if report.groups else "")
         + details
-        + "<h3>Documents that failed parsing</h3>"
         + failures
     )
+
+
+def _doc_subsection(title: str, docs: Sequence[DocumentRef]) -> str:
+    return f"<h4>{escape(title)}</h4>{_doc_list(docs)}" if docs else ""
 
 
 def render_html(bundle: EvaluationBundle) -> str:

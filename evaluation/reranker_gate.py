@@ -1,5 +1,6 @@
 """The reranker gate: enable a reranker for an index only where it beats hybrid search on the
-index's validation judgements, and record the decision with its numbers (``retrieval.gate``).
+index's validation judgements, and record the decision with its numbers
+(``retrieval.reranker_decision``).
 
 "Reranking must never make results worse than not reranking": anything short of hybrid plus
 ``min_gain`` nDCG@10 disables the reranker, and serving then answers ``reranked: false`` with
@@ -16,14 +17,13 @@ from pathlib import Path
 from citewell.core.errors import EvaluationError
 from citewell.core.logging import log_event
 from citewell.core.settings import Settings
-from citewell.evaluation.beir import load_beir
+from citewell.evaluation.beir import load_beir, split_holdout
 from citewell.evaluation.metrics import mean
 from citewell.evaluation.models import BeirQuery
 from citewell.evaluation.retrieval_eval import hybrid_ndcg_at_10, judged_queries
-from citewell.evaluation.training_data import split_holdout
-from citewell.retrieval.gate import GateDecision, save_gate
 from citewell.retrieval.index import IndexLayout
 from citewell.retrieval.protocols import Reranker
+from citewell.retrieval.reranker_decision import GateDecision, save_gate
 
 logger = logging.getLogger(__name__)
 

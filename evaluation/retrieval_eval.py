@@ -46,10 +46,11 @@ from citewell.evaluation.models import (
     ModeMetrics,
     RetrievalEvalReport,
 )
+from citewell.retrieval.access import maintenance_principal
 from citewell.retrieval.embedding import backend_tag
 from citewell.retrieval.fusion import describe_fusion
-from citewell.retrieval.gate import load_gate
 from citewell.retrieval.index import IndexLayout
+from citewell.retrieval.reranker_decision import load_gate
 
 logger = logging.getLogger(__name__)
 
@@ -109,11 +110,7 @@ def eval_label(settings: Settings) -> AccessLabel:
 
 
 def eval_principal(settings: Settings) -> Principal:
-    return Principal(
-        name=EVAL_PRINCIPAL,
-        clearance=settings.scheme.most_restrictive,
-        groups=frozenset({EVAL_GROUP}),
-    )
+    return maintenance_principal(EVAL_PRINCIPAL, settings.scheme, {EVAL_GROUP})
 
 
 def index_fingerprint(settings: Settings, dataset: BeirDataset) -> str:

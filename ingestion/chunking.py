@@ -19,7 +19,6 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -73,11 +72,12 @@ class _Section:
 def embedding_tokenizer(model_path: str) -> Tokenizer:
     """Token counter of a Hugging Face model (e.g. the bundled MiniLM), so chunk sizes match
     what the embedder sees. Loads offline; cached per path."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(str(Path(model_path)), use_fast=True)
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(Path(model_path)), use_fast=True, local_files_only=True
+        )
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load tokenizer from {model_path}: {exc}") from exc
 

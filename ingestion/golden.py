@@ -1,7 +1,7 @@
 """Golden question sets: the one file format, its reader and expected-source matching.
 
 Used by the rebuild smoke test (``ingestion.refresh``), the per-source quality gates
-(``evaluation.gates``) and answer evaluation (``evaluation.answers_eval``, ``citewell eval
+(``evaluation.quality_gates``) and answer evaluation (``evaluation.answers_eval``, ``citewell eval
 answers``). Formats, chosen by file suffix:
 
 - ``.csv`` with docugami's columns ``Question, Source Docs, Question Type, Source Chunk Type,
@@ -176,3 +176,22 @@ def matches_expected(question: GoldenQuestion, source_uri: str, title: str) -> b
         elif _glob(name, pattern) or (doc_title and _glob(doc_title, pattern)):
             return True
     return False
+
+
+def load_retrieval_questions(path: Path) -> tuple[GoldenQuestion, ...]:
+    """The questions of a golden set that retrieval checks (rebuild smoke test, quality gates)
+    score: those naming expected documents. The file is the one ``citewell eval answers``
+    reads; its unanswerable questions (no expected document) are skipped, since retrieval has
+    nothing to find for them. An answerable question without expected documents, or a set
+    with no scorable question, raises :class:`GoldenSetError`."""
+    questions = load_golden_set(path)
+    for number, question in enumerate(questions, start=1):
+        if question.answerable and not question.expected_sources:
+            raise GoldenSetError(
+                f"{path}: question {number} is answerable but names no expected document "
+                "('expected': path or [paths], relative to the source folder)"
+            )
+    scored = tuple(q for q in questions if q.expected_sources)
+    if not scored:
+        raise GoldenSetError(f"{path}: no question names an expected document to retrieve")
+    return scored

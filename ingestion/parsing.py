@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import email
 import email.policy
+import io
 import logging
-import os
 import re
 import shutil
 import statistics
@@ -28,8 +28,15 @@ from typing import Any
 from citewell.core.errors import InputRejectedError, MissingDependencyError, ParseError
 from citewell.core.logging import log_event
 from citewell.ingestion.dates import email_date, office_date, pdf_date, plausible
-from citewell.ingestion.limits import ZipLimits, check_zip_container
+from citewell.ingestion.limits import (
+    ZIP_CONTAINER_TYPES,
+    ZipLimits,
+    check_email_parts,
+    check_pdf_streams,
+    check_zip_container,
+)
 from citewell.ingestion.models import Element, ParsedDocument
+from citewell.ingestion.office_markings import office_marking_texts
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +80,9 @@ class _Piece:
 
 
 def _unstructured_ready() -> None:
-    """Prepare unstructured for offline use; call before importing any of its modules.
-
-    Set at call time, not import time: nothing in Citewell changes the environment on import.
-    """
-    os.environ.setdefault("DO_NOT_TRACK", "true")
-    os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
+    """Prepare unstructured for offline use; call before importing any of its modules. (Its
+    telemetry is off through DO_NOT_TRACK, set by the entry points:
+    ``core.settings.apply_process_environment``.)"""
     import unstructured.nlp.tokenize as tokenize
 
     if not hasattr(tokenize, "_SPACY_MODEL_NAME"):
@@ -421,6 +425,8 @@ def _parse_unstructured(path: Path, doc_type: str, data: bytes) -> ParsedDocumen
             header = [_Piece("email_header", f"Subject: {subject}\nFrom: {sender}", None)]
         document_date = _msg_date(path)
     pieces = header + _pieces_from_unstructured(elements)
+    # Sheet headers/footers and slide-master text, where banners are printed (see labels.py).
+    pieces += [_Piece(m.kind, m.text, m.page) for m in office_marking_texts(path, doc_type)]
     return _assemble(
         pieces, doc_type, path.stem, metadata, title=title, document_date=document_date
     )
@@ -594,25 +600,49 @@ def parse_document(
 
     Raises :class:`ParseError` (with a short ``reason``) for empty, corrupt, encrypted or
     unsupported files, and :class:`MissingDependencyError` when a format needs a tool that is not
-    installed. ``ocr=False`` turns scanned PDFs into a ParseError instead of running Tesseract.
-    Zip-based formats over ``zip_limits`` (default :class:`ZipLimits`) are refused unparsed.
+    installed; any other exception a parser library raises becomes a ParseError too. ``ocr=False``
+    turns scanned PDFs into a ParseError instead of running Tesseract. Containers that expand
+    past ``zip_limits`` (default :class:`ZipLimits`: zip-based formats, PDF streams, e-mail
+    parts) are refused unparsed. Time and memory are bounded by the caller
+    (:mod:`ingestion.parse_workers`), not here.
     """
     doc_type = doc_type.lower().lstrip(".")
     if doc_type not in SUPPORTED_TYPES:
         raise ParseError(f"unsupported file type .{doc_type}")
+    try:
+        return _parse_checked(path, doc_type, ocr, zip_limits)
+    except (ParseError, MemoryError):
+        raise
+    except InputRejectedError as exc:
+        # A ParseError so the pipeline reports the document as failed and the run completes.
+        raise ParseError(f"rejected: {exc}") from exc
+    except RecursionError as exc:
+        raise ParseError(f"corrupt or unreadable .{doc_type}: nested too deeply") from exc
+    except Exception as exc:
+        # pdfminer's PSEOF, lxml, zipfile, oxmsg...: whatever a parser library raises on a
+        # damaged file fails that document, never the run.
+        raise _as_parse_error(exc, doc_type) from exc
+
+
+def _parse_checked(
+    path: Path, doc_type: str, ocr: bool, zip_limits: ZipLimits | None
+) -> ParsedDocument:
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise ParseError(f"cannot read file: {exc.strerror or exc}") from exc
     if not data.strip():
         raise ParseError("empty document")
-    try:
-        check_zip_container(data, doc_type, zip_limits)
-    except InputRejectedError as exc:
-        # A ParseError so the pipeline reports the document as failed and the run completes.
-        raise ParseError(f"rejected: {exc}") from exc
+    check_zip_container(data, doc_type, zip_limits)
+    if doc_type in ZIP_CONTAINER_TYPES - {"docx", "pptx", "xlsx"} and not zipfile.is_zipfile(
+        io.BytesIO(data)
+    ):
+        raise ParseError(f"corrupt .{doc_type} (not a valid zip archive)")
+    if doc_type == "eml":
+        check_email_parts(data, zip_limits)
     if doc_type == "pdf":
         if not data.lstrip().startswith(b"%PDF"):
             raise ParseError("corrupt PDF: missing %PDF header")
+        check_pdf_streams(data, zip_limits)
         return _parse_pdf(path, ocr)
     return _parse_unstructured(path, doc_type, data)

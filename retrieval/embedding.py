@@ -5,7 +5,11 @@ attention (vectors match torch to ~1e-6); ``onnx-int8`` adds dynamic int8 MatMul
 torch >= 0.98, measured ~0.995 on SciFact) for ~2x the throughput on CPU. ``openvino`` runs the
 plain export in OpenVINO, in bf16 where the CPU has it (cosine ~0.99998, ~2.6x torch);
 ``openvino-int8`` runs it with int8 weights and dynamically quantised int8 activations
-(cosine mean ~0.9987, ~3.3x torch).
+(cosine mean ~0.9987, ~3.3x torch) and is the default (``DEFAULT_BACKEND``).
+
+An exported backend whose export cannot be made or loaded (runtime not installed, export
+failure) falls back to torch with one WARNING ``model_backend_fallback`` line; ``backend`` and
+``cache_key`` then name torch, so the vectors are recorded under the backend that made them.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ logger = logging.getLogger(__name__)
 
 Backend = Literal["torch", "onnx", "onnx-int8", "openvino", "openvino-int8"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
+# The fastest backend that holds quality on the 2-core target: 2.8x the documents/s of torch,
+# SciFact nDCG@10 within 0.005 (benchmarks/README.md, "Model backends").
+DEFAULT_BACKEND: Backend = "openvino-int8"
 # Which export file each exported backend runs.
 _VARIANTS: dict[str, Variant] = {
     "onnx": "fp32",
@@ -52,6 +59,20 @@ def backend_tag(backend: str) -> str:
     """The backend and its numeric recipe, as cache keys and index fingerprints need it."""
     recipe = _RECIPE_TAGS.get(backend)
     return f"{backend}:{recipe}" if recipe else backend
+
+
+def embedding_cache_key(identity: str, backend: str, max_seq_length: int) -> str:
+    """A sentence-transformers embedder's cache key: its vectors are the same iff the key is."""
+    return f"st:{identity}|{backend_tag(backend)}|len={max_seq_length}"
+
+
+def backend_of_key(key: str) -> str:
+    """The backend tag an embedder's cache key names (``embedding_cache_key``); any other
+    embedder's key names its own backend, so vectors of two such embedders never mix."""
+    parts = key.split("|")
+    if len(parts) == 3 and parts[0].startswith("st:") and parts[2].startswith("len="):
+        return parts[1]
+    return key
 
 
 def bundled_model_path() -> Path:
@@ -78,7 +99,6 @@ def local_model_dir(model: str | Path) -> Path | None:
     """The model's folder when it is a local path (then the hub is never contacted)."""
     path = Path(model).expanduser()
     if path.is_dir():
-        os.environ["HF_HUB_OFFLINE"] = "1"
         return path.resolve()
     return None
 
@@ -139,6 +159,7 @@ class LazyModel:
         if length < 8:
             raise ConfigurationError(f"{self._what} {length_name} must be at least 8")
         self._backend: Backend = backend
+        self._requested_backend: Backend = backend
         self._requested_length = length
         self._batch_size = batch_size
         self._threads = resolve_threads(threads)
@@ -146,7 +167,14 @@ class LazyModel:
         self._lock = threading.Lock()
 
     @property
+    def requested_backend(self) -> Backend:
+        return self._requested_backend
+
+    @property
     def backend(self) -> Backend:
+        """The backend that computes the vectors: the requested one, or torch after a fallback
+        (loads the model to find out)."""
+        self.warm_up()
         return self._backend
 
     def _capped_length(self, local: Path | None) -> int:
@@ -171,10 +199,24 @@ class LazyModel:
         with self._lock:
             if self._is_loaded():
                 return
+            if self._backend != "torch":
+                try:
+                    self._load_onnx()
+                except (ModelError, ImportError, OSError) as exc:
+                    # One line, then the reference backend: a missing runtime or a failed
+                    # export must not stop ingestion or serving (the index records the
+                    # backend, so vectors of the two never mix).
+                    log_event(
+                        self._logger,
+                        logging.WARNING,
+                        "model_backend_fallback",
+                        requested=self._backend,
+                        backend="torch",
+                        reason=str(exc)[:300],
+                    )
+                    self._backend = "torch"
             if self._backend == "torch":
                 self._load_torch()
-            else:
-                self._load_onnx()
             log_event(
                 self._logger,
                 logging.INFO,
@@ -244,6 +286,10 @@ class SentenceTransformerEmbedder(LazyModel):
 
     @property
     def cache_key(self) -> str:
+        """Names the model, the backend that really runs (an exported backend is loaded first,
+        since it may fall back to torch) and the length."""
+        if self._backend != "torch":
+            self.warm_up()
         if self._identity is None:
             local = self._local_dir()
             # Local weights are identified by content, so retrained weights at the same path
@@ -252,7 +298,7 @@ class SentenceTransformerEmbedder(LazyModel):
                 self._identity = f"{local.name}@{hash_model_dir(local)[:16]}"
             else:
                 self._identity = str(self._model)
-        return f"st:{self._identity}|{backend_tag(self._backend)}|len={self.max_seq_length}"
+        return embedding_cache_key(self._identity, self._backend, self.max_seq_length)
 
     @property
     def dimension(self) -> int:

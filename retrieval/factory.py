@@ -19,7 +19,7 @@ def embedding_model_id(settings: Settings) -> str:
 
 
 def model_export_dir(settings: Settings) -> Path:
-    return settings.cache_dir / "models"
+    return settings.model_cache_dir or settings.cache_dir / "models"
 
 
 def model_threads(settings: Settings) -> int:

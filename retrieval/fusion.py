@@ -4,7 +4,6 @@ tuning."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +14,7 @@ from pydantic import Field, model_validator
 from citewell.core.errors import ConfigurationError
 from citewell.core.models import Frozen, FusionMethod
 from citewell.core.settings import Settings
+from citewell.retrieval.durable import write_atomic
 
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], k: int = 60) -> dict[str, float]:
@@ -246,10 +246,7 @@ def load_tuned_fusion(index_root: Path) -> TunedFusion | None:
 
 
 def save_tuned_fusion(index_root: Path, tuned: TunedFusion) -> None:
-    index_root.mkdir(parents=True, exist_ok=True)
-    tmp = index_root / f".{FUSION_FILE}.{os.getpid()}"
-    tmp.write_text(tuned.model_dump_json(indent=2), encoding="utf-8")
-    os.replace(tmp, index_root / FUSION_FILE)
+    write_atomic(index_root / FUSION_FILE, tuned.model_dump_json(indent=2).encode("utf-8"))
 
 
 def describe_fusion(settings: Settings, index_root: Path) -> str:

@@ -7,7 +7,7 @@ Layout under ``<data_dir>/indexes/<name>/``::
         vectors/            embedded Qdrant shard (qdrant-edge); absent for a remote Qdrant
         bm25/               the BM25 index
         manifest.sqlite     documents, labels, chunk ids, parse failures
-        meta.json           IndexMeta
+        meta.json           IndexMeta, with every file's size and digest (sealed)
     staging/                versions being written; discarded if the writer dies
     rerankers/              locally trained rerankers and the gate decision
     .write.lock             one writer at a time
@@ -19,12 +19,19 @@ published versions only and switch by re-reading CURRENT.
 
 qdrant-edge lets one process at a time open a shard (there is no read-only mode), so a reader
 that finds a version held by another process opens a private copy (see ``open_version``).
+
+Integrity: publishing records every file of the version (size and content digest, see
+``retrieval/integrity.py``) and the point count in ``meta.json``, which carries a seal over its
+own fields. Opening, switching to (``open_version``, ``rollback``) or building on a version
+checks all of it and refuses a version that differs (``IndexIntegrityError``, logged as
+``index.version_refused``); ``verify_version`` is the same check on demand.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import shutil
@@ -36,10 +43,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
-from citewell.core.errors import IndexLockedError, IndexNotFoundError, StoreUnavailableError
+from citewell.core.errors import (
+    IndexIntegrityError,
+    IndexLockedError,
+    IndexNotFoundError,
+    StoreUnavailableError,
+)
 from citewell.core.logging import log_event
 from citewell.core.models import Frozen
 from citewell.core.settings import Settings
+from citewell.retrieval.durable import fsync_dir, write_atomic, write_synced
+from citewell.retrieval.embedding import backend_of_key
+from citewell.retrieval.integrity import DIGEST_ALGORITHM, VersionFile, check_files, record_files
 from citewell.retrieval.lexical.bm25 import BM25Index
 from citewell.retrieval.lexical.tokenize import Tokenizer
 from citewell.retrieval.manifest import Manifest
@@ -52,6 +67,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 META_FILE = "meta.json"
+_NOT_RECORDED = frozenset({META_FILE})  # the record itself; sealed instead
 VectorBackend = Literal["edge", "qdrant"]
 
 
@@ -61,6 +77,10 @@ class IndexMeta(Frozen):
     created_at: datetime
     embedding_model: str
     embedding_key: str
+    # The inference backend (with its recipe tag) that made every vector in this version;
+    # documents and queries must be embedded by the same one. None: written before the field
+    # existed (``vectors_backend`` then reads it from the embedding key).
+    embedding_backend: str | None = None
     dimension: int
     vector_backend: VectorBackend
     collection: str | None = None  # remote Qdrant collection holding this version's vectors
@@ -69,6 +89,48 @@ class IndexMeta(Frozen):
     bm25_k1: float
     bm25_b: float
     bm25_stemming: bool = True
+    # Integrity records (None in versions published before they existed: those are checked by
+    # their counts only, and say so when opened).
+    points: int | None = None  # vectors in the store at publish
+    digest_algorithm: str | None = None
+    files: tuple[VersionFile, ...] | None = None
+    seal: str | None = None  # sha256 over every other field, so an edit of meta.json shows
+
+    def sealed(self) -> IndexMeta:
+        return self.model_copy(update={"seal": self._seal_value()})
+
+    def seal_problem(self) -> str | None:
+        if self.seal is None:
+            return None if self.files is None else "meta.json: seal missing"
+        if self.seal != self._seal_value():
+            return "meta.json: fields differ from its seal"
+        return None
+
+    def _seal_value(self) -> str:
+        material = self.model_dump_json(exclude={"seal"})
+        return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+    @property
+    def vectors_backend(self) -> str:
+        """The backend that made this version's vectors: the recorded one; for a version
+        written before the record, the one its embedding key names, else torch (the only
+        default there was)."""
+        if self.embedding_backend is not None:
+            return self.embedding_backend
+        named = backend_of_key(self.embedding_key)
+        return "torch" if named == self.embedding_key else named
+
+
+def check_embedding_backend(index: str, index_backend: str, embedder_backend: str) -> None:
+    """Refuse to mix vectors of two inference backends in one index (their spaces differ by
+    more than the ranking tolerates: int8 vs fp32 cosine ~0.998, and a recipe change more)."""
+    if index_backend != embedder_backend:
+        raise StoreUnavailableError(
+            f"index {index!r} was embedded with backend {index_backend!r}, but this process "
+            f"embeds with {embedder_backend!r}; documents and queries must use one backend. "
+            f"Set CITEWELL_EMBEDDING_BACKEND={index_backend.split(':')[0]} to use this index, "
+            "or rebuild it with `citewell ingest --fresh`"
+        )
 
 
 class IndexLayout:
@@ -126,21 +188,7 @@ class IndexLayout:
         """Point CURRENT at ``version`` atomically (write, fsync, rename, fsync dir)."""
         if not (self.version_dir(version) / META_FILE).exists():
             raise IndexNotFoundError(f"index {self.name!r} has no version {version}")
-        tmp = self.root / f".CURRENT.{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(version + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.current_file)
-        _fsync_dir(self.root)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        write_atomic(self.current_file, f"{version}\n".encode())
 
 
 def _next_version(layout: IndexLayout) -> str:
@@ -192,6 +240,7 @@ class IndexWriter:
         self.layout = IndexLayout(settings, index)
         self.embedding_model = embedding_model
         self.embedding_key = embedding_key
+        self.embedding_backend = backend_of_key(embedding_key)
         self.dimension = dimension
         self.fresh = fresh
         self.version = ""
@@ -227,6 +276,35 @@ class IndexWriter:
     def backend(self) -> VectorBackend:
         return "qdrant" if self.settings.qdrant_url else "edge"
 
+    # --- document-level operations ----------------------------------------------------------
+    def delete_documents(self, doc_ids: list[str]) -> None:
+        """Remove documents from the vectors, BM25 and the manifest together."""
+        if not doc_ids:
+            return
+        self.vectors.delete_documents(doc_ids)
+        self.lexical.delete_documents(doc_ids)
+        self.manifest.delete(doc_ids)
+
+    def withdraw_document(self, doc_id: str, *, source: str, source_uri: str, reason: str) -> None:
+        """Stop serving a document whose access labels can no longer be determined.
+
+        Its chunks leave the vectors and BM25 and its manifest entry goes, so no leg, statistic or
+        report can reach it; ``reason`` is recorded as the document's failure. Serving it again
+        takes a refresh that finds its labels valid, which ingests it as new (embeddings come
+        from the cache). Fail closed: a label the current files no longer support is never
+        served, not even the previous one.
+        """
+        self.delete_documents([doc_id])
+        self.manifest.record_failure(source, source_uri, reason)
+        log_event(
+            logger,
+            logging.WARNING,
+            "index.document_withdrawn",
+            index=self.layout.name,
+            doc_id=doc_id,
+            reason=reason,
+        )
+
     # --- lifecycle ------------------------------------------------------------------------
     def __enter__(self) -> IndexWriter:
         self.layout.root.mkdir(parents=True, exist_ok=True)
@@ -234,7 +312,9 @@ class IndexWriter:
         try:
             self._open()
         except BaseException:
+            # A refused open (another model or backend) must not keep the index locked.
             self._discard()
+            self._release_lock()
             raise
         return self
 
@@ -281,6 +361,11 @@ class IndexWriter:
                 f"index {layout.name!r} was built with embedding model "
                 f"{base_meta.embedding_model!r}, not {self.embedding_model!r}; rebuild it"
             )
+        if base_meta is not None:
+            check_embedding_backend(layout.name, base_meta.vectors_backend, self.embedding_backend)
+        if self.base_version is not None and base_meta is not None:
+            # Building on a damaged version would record its damage as the new truth.
+            _refuse_if_damaged(layout, base_meta, digests=True)
         if self.base_version is not None:
             shutil.copytree(layout.version_dir(self.base_version), staging)
             (staging / META_FILE).unlink(missing_ok=True)
@@ -356,6 +441,7 @@ class IndexWriter:
             created_at=datetime.now(UTC),
             embedding_model=self.embedding_model,
             embedding_key=self.embedding_key,
+            embedding_backend=self.embedding_backend,
             dimension=self.dimension,
             vector_backend=self.backend,
             collection=self._collection,
@@ -366,13 +452,18 @@ class IndexWriter:
             bm25_stemming=self.settings.bm25_stemming,
         )
         self._close_handles()
-        with open(staging / META_FILE, "w", encoding="utf-8") as handle:
-            handle.write(meta.model_dump_json(indent=2))
-            handle.flush()
-            os.fsync(handle.fileno())
+        points = self._settled_point_count(staging, chunks)
+        meta = meta.model_copy(
+            update={
+                "points": points,
+                "digest_algorithm": DIGEST_ALGORITHM,
+                "files": record_files(staging, _NOT_RECORDED),
+            }
+        ).sealed()
+        write_synced(staging / META_FILE, meta.model_dump_json(indent=2).encode("utf-8"))
         target = self.layout.version_dir(self.version)
         os.rename(staging, target)
-        _fsync_dir(self.layout.versions_dir)
+        fsync_dir(self.layout.versions_dir)
         self.layout.set_current(self.version)
         self._committed = True
         log_event(
@@ -386,6 +477,30 @@ class IndexWriter:
         )
         self._collect_garbage()
         return self.version
+
+    def _settled_point_count(self, staging: Path, chunks: int) -> int:
+        """The vector count, checked against the manifest's chunk count. An embedded shard is
+        opened and closed once first: qdrant-edge rewrites its config and folds its journals on
+        the first load after writing, and the recorded files must be those every later load
+        finds (it changes nothing after that; ``tests/retrieval/test_integrity.py``)."""
+        if self.backend == "edge":
+            store = EdgeVectorStore(
+                staging / "vectors",
+                self.dimension,
+                exact_search_max_points=self.settings.exact_search_max_points,
+            )
+            try:
+                points = store.count()
+            finally:
+                store.close()
+        else:
+            points = _remote_store(self.settings, self._collection or "", self.dimension).count()
+        if points != chunks:
+            raise IndexIntegrityError(
+                self.version,
+                [f"vector store holds {points} points, the manifest {chunks} chunks"],
+            )
+        return points
 
     def _close_handles(self) -> None:
         for handle in (self._vectors, self._manifest):
@@ -440,9 +555,60 @@ def rollback(settings: Settings, index: str | None = None, to_version: str | Non
                 f"index {layout.name!r} has no earlier version to roll back to"
             )
         to_version = older[-1]
+    # A switch like any other: a version that fails its check is never pointed at.
+    _refuse_if_damaged(layout, layout.read_meta(to_version), digests=True)
     layout.set_current(to_version)
     log_event(logger, logging.WARNING, "index.rolled_back", index=layout.name, version=to_version)
     return to_version
+
+
+def _file_problems(layout: IndexLayout, meta: IndexMeta, *, digests: bool) -> list[str]:
+    problems = [p for p in (meta.seal_problem(),) if p]
+    if meta.files is not None:
+        if meta.digest_algorithm != DIGEST_ALGORITHM:
+            problems.append(f"meta.json: unknown digest algorithm {meta.digest_algorithm!r}")
+        else:
+            problems += check_files(
+                layout.version_dir(meta.version), meta.files, _NOT_RECORDED, digests=digests
+            )
+    return problems
+
+
+def _refuse(layout: IndexLayout, version: str, problems: list[str]) -> IndexIntegrityError:
+    log_event(
+        logger,
+        logging.ERROR,
+        "index.version_refused",
+        index=layout.name,
+        version=version,
+        problems=problems[:20],
+    )
+    return IndexIntegrityError(version, problems)
+
+
+def _refuse_if_damaged(layout: IndexLayout, meta: IndexMeta, *, digests: bool) -> None:
+    problems = _file_problems(layout, meta, digests=digests)
+    if problems:
+        raise _refuse(layout, meta.version, problems)
+
+
+def _count_problems(
+    meta: IndexMeta, vectors: VectorStore, lexical: BM25Index, manifest: Manifest
+) -> list[str]:
+    problems: list[str] = []
+    documents, chunks = manifest.counts()
+    if (documents, chunks) != (meta.documents, meta.chunks):
+        problems.append(
+            f"manifest holds {documents} documents and {chunks} chunks, "
+            f"meta.json {meta.documents} and {meta.chunks}"
+        )
+    points = vectors.count()
+    expected = meta.points if meta.points is not None else meta.chunks
+    if points != expected:
+        problems.append(f"vector store holds {points} points, {expected} were published")
+    if len(lexical) != meta.chunks:
+        problems.append(f"BM25 index holds {len(lexical)} chunks, {meta.chunks} were published")
+    return problems
 
 
 class OpenedVersion:
@@ -455,16 +621,28 @@ class OpenedVersion:
         lexical: BM25Index,
         manifest: Manifest,
         private_copy: Path | None,
+        layout: IndexLayout | None = None,
     ) -> None:
         self.meta = meta
         self.vectors = vectors
         self.lexical = lexical
         self.manifest = manifest
         self._private_copy = private_copy
+        self._layout = layout
 
     @property
     def version(self) -> str:
         return self.meta.version
+
+    def damage(self) -> list[str]:
+        """What changed on disk since this version was opened and verified: missing, extra or
+        resized files (a stat per file, no digests: cheap enough for every readiness probe).
+        The stores hold some files open, but the next open, by this process or another, would
+        read what is on disk, so a difference here means the version can no longer be
+        trusted."""
+        if self._layout is None:
+            return []
+        return _file_problems(self._layout, self.meta, digests=False)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -475,28 +653,72 @@ class OpenedVersion:
             shutil.rmtree(self._private_copy, ignore_errors=True)
 
 
-def open_version(settings: Settings, index: str | None = None) -> OpenedVersion:
-    """Open the published version of an index for reading."""
+def open_version(
+    settings: Settings, index: str | None = None, version: str | None = None
+) -> OpenedVersion:
+    """Open a published version of an index for reading (default: the current one), after
+    checking every recorded file's size and digest and, once open, the stores' counts against
+    the record. Raises ``IndexIntegrityError`` for a version that fails (logged as
+    ``index.version_refused``) and ``StoreUnavailableError`` when a store cannot be opened."""
     layout = IndexLayout(settings, index)
-    version = layout.current_version()
+    version = version or layout.current_version()
     if version is None:
         raise IndexNotFoundError(
             f"index {layout.name!r} has no published version; run `citewell ingest` first"
         )
-    meta = layout.read_meta(version)
+    try:
+        meta = layout.read_meta(version)
+    except StoreUnavailableError as exc:
+        if not layout.version_dir(version).is_dir():
+            raise _refuse(layout, version, ["version directory missing"]) from exc
+        raise _refuse(layout, version, ["meta.json: unreadable"]) from exc
+    _refuse_if_damaged(layout, meta, digests=True)
+    if meta.files is None:
+        log_event(
+            logger,
+            logging.WARNING,
+            "index.version_unrecorded",
+            index=layout.name,
+            version=version,
+            note="published before file records existed: counts checked, files not",
+        )
     version_dir = layout.version_dir(version)
     lexical = BM25Index.load(version_dir / "bm25", tokenizer=Tokenizer(stem=meta.bm25_stemming))
     private_copy: Path | None = None
     vectors: VectorStore
     if meta.vector_backend == "qdrant":
         vectors = _remote_store(settings, meta.collection or "", meta.dimension)
-        vectors.count()
     else:
         vectors, private_copy = _open_edge(
             version_dir, meta.dimension, settings.exact_search_max_points
         )
-    manifest = Manifest(version_dir / "manifest.sqlite", read_only=True)
-    return OpenedVersion(meta, vectors, lexical, manifest, private_copy)
+    manifest: Manifest | None = None
+    try:
+        manifest = Manifest(version_dir / "manifest.sqlite", read_only=True)
+        problems = _count_problems(meta, vectors, lexical, manifest)
+        if problems:
+            raise _refuse(layout, version, problems)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            vectors.close()
+        if manifest is not None:
+            manifest.close()
+        if private_copy is not None:
+            shutil.rmtree(private_copy, ignore_errors=True)
+        raise
+    return OpenedVersion(meta, vectors, lexical, manifest, private_copy, layout)
+
+
+def verify_version(
+    settings: Settings, index: str | None = None, version: str | None = None
+) -> IndexMeta:
+    """``citewell index verify``: the check :func:`open_version` makes, on demand, for any
+    published version (default: the current one). Returns its meta; raises like
+    ``open_version``."""
+    opened = open_version(settings, index, version)
+    meta = opened.meta
+    opened.close()
+    return meta
 
 
 def _open_edge(

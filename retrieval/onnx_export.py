@@ -15,11 +15,12 @@ the repository: the int8 variants need no calibration text, so an installed pack
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
-import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -92,7 +93,6 @@ def exported_model(source: Path, export_dir: Path, task: Task, variant: Variant)
 
 
 def _export(source: Path, source_hash: str, target: Path, task: Task) -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder never needs the hub
     started = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
     # Export into a private temp dir, then rename: concurrent exporters never see half a model.
@@ -213,9 +213,18 @@ def _compress_weights(raw: Path, out: Path) -> None:
     lost 0.0135 SciFact nDCG@10 to BERT's outlier dimensions; see benchmarks/README.md)."""
     import nncf
     import openvino
+    from nncf.common.logging import nncf_logger
 
     model = openvino.Core().read_model(str(raw))
-    compressed = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_SYM)
+    # NNCF prints a statistics table and a progress bar to stdout at INFO: keep stdout for
+    # what the CLI prints (a first `citewell search --json` exports on the way).
+    level = nncf_logger.level
+    nncf.set_log_level(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            compressed = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_SYM)
+    finally:
+        nncf.set_log_level(level)
     openvino.save_model(compressed, str(out), compress_to_fp16=False)
 
 

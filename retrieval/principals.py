@@ -11,7 +11,15 @@ principals:
     groups: [service]
     api_key_sha256: 2c26b4...
     can_act_for: true           # may act for an end user with a signed token (audited)
+  ops-dashboard:
+    clearance: public
+    groups: [ops]
+    api_key_sha256: 4e0739...
+    operator: true              # receives server timings (took_ms, answer timings)
 ```
+
+``operator`` and ``can_act_for`` are granted here only, never by a token's claims: an identity
+provider's token cannot make itself an operator.
 """
 
 from __future__ import annotations
@@ -20,18 +28,27 @@ import hashlib
 import hmac
 from pathlib import Path
 
-import yaml
-from pydantic import ValidationError
+from pydantic import StrictBool, StrictStr
 
-from citewell.core.errors import ConfigurationError
+from citewell.core.config_files import load_yaml, validate_yaml
+from citewell.core.errors import ConfigurationError, UnknownClassificationError
 from citewell.core.models import ClassificationScheme, Frozen, Principal
 
 
 class PrincipalEntry(Frozen):
-    clearance: str
-    groups: tuple[str, ...] = ()
-    api_key_sha256: str | None = None
-    can_act_for: bool = False
+    clearance: StrictStr
+    groups: tuple[StrictStr, ...] = ()
+    api_key_sha256: StrictStr | None = None
+    can_act_for: StrictBool = False
+    # Server timings reveal how much work a query caused, which depends on the index as a
+    # whole; only operators (monitoring, load tests) receive them.
+    operator: StrictBool = False
+
+
+class PrincipalsFile(Frozen):
+    """The file's shape: unknown keys and wrong types are errors (``can_act_for: "yes"`` too)."""
+
+    principals: dict[StrictStr, PrincipalEntry] = {}
 
 
 class PrincipalDirectory:
@@ -46,20 +63,17 @@ class PrincipalDirectory:
 
     @classmethod
     def load(cls, path: Path, scheme: ClassificationScheme) -> PrincipalDirectory:
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigurationError(f"cannot read principals file {path}: {exc}") from exc
-        if not isinstance(raw, dict) or not isinstance(raw.get("principals", {}), dict):
-            raise ConfigurationError(f"{path}: expected a mapping 'principals: {{name: ...}}'")
-        try:
-            entries = {
-                str(name): PrincipalEntry.model_validate(body or {})
-                for name, body in raw.get("principals", {}).items()
-            }
-        except ValidationError as exc:
-            raise ConfigurationError(f"{path}: {exc}") from exc
-        return cls(entries, scheme)
+        """Read a principals file; every error names the file and line (duplicate keys too)."""
+        document = load_yaml(path, what="principals file")
+        data = {} if document.data is None else document.data
+        parsed = validate_yaml(PrincipalsFile, document, data=data)
+        for name, entry in parsed.principals.items():
+            try:
+                scheme.rank(entry.clearance)
+            except UnknownClassificationError as exc:
+                where = document.where(("principals", name, "clearance"))
+                raise ConfigurationError(f"{where}: {exc}") from exc
+        return cls(dict(parsed.principals), scheme)
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -73,6 +87,10 @@ class PrincipalDirectory:
     def can_act_for(self, name: str) -> bool:
         entry = self._entries.get(name)
         return bool(entry and entry.can_act_for)
+
+    def is_operator(self, name: str) -> bool:
+        entry = self._entries.get(name)
+        return bool(entry and entry.operator)
 
     def by_api_key(self, api_key: str) -> Principal | None:
         digest = hashlib.sha256(api_key.encode("utf-8")).hexdigest()

@@ -3,10 +3,14 @@ inside every leg and checked again on the way out.
 
 ``ServingIndex`` follows the published version: ``maybe_reload()`` switches atomically to a newer
 version; searches already running finish on the version they started with (reference counted).
+A version that fails its integrity check is never switched to (the version being served keeps
+serving); one whose files change while it is served stops serving (searches raise
+``IndexIntegrityError``, 503) until a version that passes is published or rolled back to.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -14,7 +18,13 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from citewell.core.errors import CitewellError, StoreUnavailableError
+from citewell.core.errors import (
+    CitewellError,
+    IndexIntegrityError,
+    IndexNotFoundError,
+    ModelError,
+    StoreUnavailableError,
+)
 from citewell.core.logging import log_event
 from citewell.core.models import (
     Chunk,
@@ -28,6 +38,7 @@ from citewell.core.models import (
 )
 from citewell.core.settings import Settings
 from citewell.retrieval.access import AccessScope, enforce, scope_for
+from citewell.retrieval.embedding import backend_of_key
 from citewell.retrieval.factory import (
     build_embedder,
     embedding_model_id,
@@ -35,12 +46,22 @@ from citewell.retrieval.factory import (
     model_threads,
 )
 from citewell.retrieval.fusion import FUSION_FILE, FusionChoice, load_tuned_fusion, settings_fusion
-from citewell.retrieval.gate import load_gate
-from citewell.retrieval.index import IndexLayout, OpenedVersion, open_version
+from citewell.retrieval.index import (
+    IndexLayout,
+    OpenedVersion,
+    check_embedding_backend,
+    open_version,
+)
 from citewell.retrieval.protocols import Embedder, Reranker
+from citewell.retrieval.readiness import NotReadyReason, Readiness
 from citewell.retrieval.rerank import resolve_reranker
+from citewell.retrieval.reranker_decision import load_gate
 
 logger = logging.getLogger(__name__)
+
+# A refused version is checked again at most this often: readiness probes and the reload loop
+# would otherwise re-read every file (and log the refusal) several times a minute.
+REVERIFY_REFUSED_S = 60.0
 
 
 class IndexStatus(Frozen):
@@ -61,6 +82,7 @@ class _Lease:
         self.users = 0
         self.retired = False
         self.loaded_at = datetime.now(UTC)
+        self.damage: IndexIntegrityError | None = None  # files changed since it was verified
 
 
 class ServingIndex:
@@ -87,6 +109,8 @@ class ServingIndex:
         self._lock = threading.Lock()
         self._lease: _Lease | None = None
         self._last_error: str | None = None
+        self._refused: tuple[str | None, float, IndexIntegrityError] | None = None
+        self._repeated_refusal = False  # the last open re-raised a recent refusal
         self._fusion_override = fusion
         self._fusion_choice = settings_fusion(settings)
         self._fusion_stamp: int | None = None
@@ -107,31 +131,98 @@ class ServingIndex:
             self._reranker.warm_up()
 
     def load(self) -> None:
-        """Open the published version now (raises StoreUnavailableError/IndexNotFoundError)."""
-        self._swap(open_version(self.settings, self.layout.name))
+        """Open the published version now (raises StoreUnavailableError/IndexNotFoundError,
+        IndexIntegrityError for a version that fails its check)."""
+        self._swap(self._open_current())
+
+    def _open_current(self) -> OpenedVersion:
+        current = self.layout.current_version()
+        refused = self._refused
+        if (
+            refused is not None
+            and refused[0] == current
+            and time.monotonic() - refused[1] < REVERIFY_REFUSED_S
+        ):
+            self._repeated_refusal = True
+            raise refused[2]
+        self._repeated_refusal = False
+        try:
+            return open_version(self.settings, self.layout.name)
+        except IndexIntegrityError as exc:
+            self._refused = (exc.version, time.monotonic(), exc)
+            raise
 
     def ready(self) -> bool:
+        return self.readiness().ready
+
+    def readiness(self) -> Readiness:
+        """Whether a search of this index would succeed now: the one readiness check, shared by
+        ``/readyz`` and ``citewell index ready`` (see ``retrieval/readiness.py``)."""
         if self._lease is None:
             try:
                 self.load()
             except CitewellError as exc:
                 self._last_error = str(exc)
-                return False
-        return self._lease is not None
+                return Readiness(ready=False, reason=_reason_for(exc), detail=str(exc))
+        lease = self._lease
+        if lease is None:
+            return Readiness(ready=False, reason="not_loaded", detail=self._last_error)
+        version = lease.opened.version
+        try:
+            self._check_lease(lease)
+            lease.opened.vectors.count()  # the store answers (a remote server is reachable)
+            self.embedder.warm_up()
+        except CitewellError as exc:
+            return Readiness(ready=False, reason=_reason_for(exc), detail=str(exc), version=version)
+        return Readiness(ready=True, version=version)
+
+    def _check_lease(self, lease: _Lease) -> None:
+        """Raise if the served version's files changed since it was verified (stat only)."""
+        if lease.damage is None:
+            problems = lease.opened.damage()
+            if problems:
+                lease.damage = IndexIntegrityError(lease.opened.version, problems)
+                log_event(
+                    logger,
+                    logging.ERROR,
+                    "index.version_refused",
+                    index=self.layout.name,
+                    version=lease.opened.version,
+                    problems=problems[:20],
+                    while_serving=True,
+                )
+        if lease.damage is not None:
+            raise lease.damage
 
     def maybe_reload(self) -> bool:
-        """Switch to a newer published version if there is one. Never raises for a failed
-        reload: the current version keeps serving and the failure is logged."""
+        """Switch to a newer published version if there is one, or re-open the served one if its
+        files changed (it serves again only once it passes the full check). Never raises for a
+        failed reload: the version being served keeps serving (unless it is itself damaged) and
+        the failure is logged."""
         current = self.layout.current_version()
         lease = self._lease
-        if current is None or (lease is not None and lease.opened.version == current):
+        if lease is not None:
+            with contextlib.suppress(IndexIntegrityError):  # marks the lease damaged
+                self._check_lease(lease)
+        damaged = lease is not None and lease.damage is not None
+        if current is None or (
+            lease is not None and lease.opened.version == current and not damaged
+        ):
             return False
         try:
-            self._swap(open_version(self.settings, self.layout.name))
+            self._swap(self._open_current())
         except CitewellError as exc:
             self._last_error = str(exc)
+            if self._repeated_refusal:
+                return False  # logged when it was refused
             log_event(
-                logger, logging.ERROR, "index.reload_failed", index=self.layout.name, error=str(exc)
+                logger,
+                logging.ERROR,
+                "index.reload_failed",
+                index=self.layout.name,
+                version=current,
+                error=str(exc),
+                still_serving=None if lease is None or damaged else lease.opened.version,
             )
             return False
         return True
@@ -143,6 +234,15 @@ class ServingIndex:
                 f"index {self.layout.name!r} was built with a different embedding model "
                 f"({opened.meta.embedding_model}); rebuild it or configure that model"
             )
+        try:
+            check_embedding_backend(
+                self.layout.name,
+                opened.meta.vectors_backend,
+                backend_of_key(self.embedder.cache_key),
+            )
+        except CitewellError:
+            opened.close()
+            raise
         self._select_reranker()
         with self._lock:
             old, self._lease = self._lease, _Lease(opened)
@@ -185,8 +285,17 @@ class ServingIndex:
             if gate is not None and gate.model == reranker.name and not gate.enabled:
                 reranker, note = None, f"reranker disabled by its evaluation gate: {gate.reason}"
         if reranker is None:
+            # Every result says so (reranked: false and why); the log warns only when a
+            # configured model could not be used, else it is the normal offline default.
+            configured = self.settings.reranker_model is not None and not note.startswith(
+                "reranker disabled by its evaluation gate"
+            )
             log_event(
-                logger, logging.WARNING, "rerank.unavailable", index=self.layout.name, reason=note
+                logger,
+                logging.WARNING if configured else logging.INFO,
+                "rerank.unavailable",
+                index=self.layout.name,
+                reason=note,
             )
         self._reranker, self._reranker_note = reranker, note
 
@@ -256,6 +365,8 @@ class ServingIndex:
             lease = self._lease
             if lease is None:
                 raise StoreUnavailableError(f"index {self.layout.name!r} is not loaded")
+            if lease.damage is not None:
+                raise lease.damage
             lease.users += 1
             return lease
 
@@ -325,6 +436,22 @@ class ServingIndex:
             for chunk in opened.vectors.get_chunks(missing):
                 chunks[chunk.chunk_id] = chunk
             timings["hydrate"] = _ms(tick)
+            lost = [cid for cid in missing if cid not in chunks]
+            if lost:
+                # The BM25 index and the vector store disagree: dropping the hit would serve a
+                # silently partial answer from a damaged version.
+                log_event(
+                    logger,
+                    logging.ERROR,
+                    "index.unhydratable_hits",
+                    index=self.layout.name,
+                    version=opened.version,
+                    chunk_ids=lost[:20],
+                )
+                raise IndexIntegrityError(
+                    opened.version,
+                    [f"{len(lost)} BM25 hit(s) have no chunk in the vector store"],
+                )
 
         breakdown: dict[str, dict[str, float | int]] = {}
         for rank, (chunk, score) in enumerate(dense, start=1):
@@ -410,6 +537,16 @@ class ServingIndex:
 def open_search_service(settings: Settings, index: str | None = None) -> ServingIndex:
     """A search service over the published version of ``index`` (loaded on first use)."""
     return ServingIndex(settings, index)
+
+
+def _reason_for(exc: CitewellError) -> NotReadyReason:
+    if isinstance(exc, IndexIntegrityError):
+        return "integrity_failed"
+    if isinstance(exc, IndexNotFoundError):
+        return "no_published_version"
+    if isinstance(exc, ModelError):
+        return "model_unavailable"
+    return "store_unavailable"
 
 
 def _folder_identity(folder: Path) -> tuple[int, int] | None:

@@ -8,21 +8,17 @@ is empty and the sources are returned.
 from __future__ import annotations
 
 import threading
-import time
-from typing import Annotated
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from citewell.agent.agent import Agent
 from citewell.agent.factory import build_agent
 from citewell.agent.models import Answer, AnswerTimings, Citation, Source, TokenUsage
-from citewell.api.audit import AuditOutcome, AuditRecord, FilterSummary, query_hash
-from citewell.api.deps import AuditLogDep, AuthContextDep, MetricsDep, SettingsDep
-from citewell.api.metrics import AnswerMetrics
+from citewell.api.deps import AuthContextDep, OperationsDep
 from citewell.api.schemas import ErrorBody, SearchFiltersBody
-from citewell.core.errors import CitewellError, InputRejectedError, StoreUnavailableError
-from citewell.core.models import SearchFilters
+from citewell.core.errors import StoreUnavailableError
 from citewell.retrieval.protocols import Embedder
 
 router = APIRouter(prefix="/v1", tags=["answer"])
@@ -65,11 +61,17 @@ class AnswerResponseBody(BaseModel):
     notes: list[str]
     principal: str
     index_version: str | None
-    timings: AnswerTimings
+    timings: AnswerTimings | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="server timings; only for operator principals",
+    )
     usage: TokenUsage | None
 
     @classmethod
-    def from_answer(cls, answer: Answer, principal: str) -> AnswerResponseBody:
+    def from_answer(
+        cls, answer: Answer, principal: str, *, operator: bool = False
+    ) -> AnswerResponseBody:
         flagged = set(answer.flagged_chunks)
         return cls(
             answer=answer.answer,
@@ -86,7 +88,7 @@ class AnswerResponseBody(BaseModel):
             notes=list(answer.notes),
             principal=principal,
             index_version=answer.index_version,
-            timings=answer.timings,
+            timings=answer.timings if operator else None,
             usage=answer.usage,
         )
 
@@ -94,10 +96,9 @@ class AnswerResponseBody(BaseModel):
 _build_lock = threading.Lock()
 
 
-def get_agent(request: Request) -> Agent:
-    """The app's agent: ``app.state.answer_agent`` when the app factory set one, else built on
+def agent_for(state: Any) -> Agent:
+    """The app's agent: ``state.answer_agent`` when the app factory set one, else built on
     first use from the serving index's query embedder (the model is already loaded there)."""
-    state = request.app.state
     agent: Agent | None = getattr(state, "answer_agent", None)
     if agent is not None:
         return agent
@@ -113,18 +114,8 @@ def get_agent(request: Request) -> Agent:
     return agent
 
 
-def get_answer_metrics(request: Request, metrics: MetricsDep) -> AnswerMetrics:
-    state = request.app.state
-    with _build_lock:
-        answer_metrics: AnswerMetrics | None = getattr(state, "answer_metrics", None)
-        if answer_metrics is None:
-            answer_metrics = AnswerMetrics(metrics)
-            state.answer_metrics = answer_metrics
-    return answer_metrics
-
-
-AgentDep = Annotated[Agent, Depends(get_agent)]
-AnswerMetricsDep = Annotated[AnswerMetrics, Depends(get_answer_metrics)]
+def get_agent(request: Request) -> Agent:
+    return agent_for(request.app.state)
 
 
 @router.post(
@@ -136,69 +127,15 @@ AnswerMetricsDep = Annotated[AnswerMetrics, Depends(get_answer_metrics)]
 def answer(
     auth: AuthContextDep,
     body: AnswerRequestBody,
-    settings: SettingsDep,
-    audit: AuditLogDep,
-    answer_metrics: AnswerMetricsDep,
-    agent: AgentDep,
+    operations: OperationsDep,
 ) -> AnswerResponseBody:
     """Retrieves with the caller's access, answers, and verifies that every citation [n] points
     at a source that was given to the answerer. Refuses (``refused: true``) when the knowledge
     base holds nothing relevant enough."""
-    principal = auth.principal
-    filters = body.filters.to_filters() if body.filters is not None else SearchFilters()
-    started = time.perf_counter()
-
-    def record(
-        event: str,
-        outcome: AuditOutcome,
-        result: Answer | None,
-        reason: str | None,
-        chunk_ids: tuple[str, ...] | None = None,
-    ) -> None:
-        audit.record(
-            AuditRecord(
-                event=event,
-                outcome=outcome,
-                principal=principal.name,
-                caller=auth.caller,
-                auth_method=auth.method,
-                query_sha256=query_hash(body.question),
-                query=body.question,  # AuditLog drops it unless audit_log_queries is on
-                mode=agent.config.mode,
-                k=agent.config.top_k,
-                filters=FilterSummary.of(filters),
-                chunk_ids=chunk_ids
-                if chunk_ids is not None
-                else tuple(s.chunk_id for s in result.sources)
-                if result
-                else (),
-                index_version=result.index_version if result else None,
-                latency_ms=round((time.perf_counter() - started) * 1000, 3),
-                reason=reason,
-            )
-        )
-
-    if len(body.question) > settings.max_query_chars:
-        record("answer", "rejected", None, "query_too_long")
-        raise InputRejectedError(f"question longer than {settings.max_query_chars} characters")
-    try:
-        result = agent.answer(principal, body.question, filters)
-    except StoreUnavailableError:
-        record("answer", "unavailable", None, "store_unavailable")
-        raise
-    except CitewellError as exc:
-        record("answer", "error", None, type(exc).__name__)
-        raise
-    if result.flagged_chunks:
-        # A separate line so security tooling can alert on it without parsing answers.
-        record(
-            "answer.injection_suspected",
-            "ok",
-            result,
-            "instruction_like_text_in_sources",
-            chunk_ids=result.flagged_chunks,
-        )
-    reason = "refused" if result.refused else None if result.generated else "sources_only"
-    record("answer", "ok", result, reason)
-    answer_metrics.observe(result)
-    return AnswerResponseBody.from_answer(result, principal.name)
+    result = operations.answer(
+        auth,
+        question=body.question,
+        endpoint="/v1/answer",
+        filters=body.filters.to_filters() if body.filters is not None else None,
+    )
+    return AnswerResponseBody.from_answer(result, auth.principal.name, operator=auth.operator)

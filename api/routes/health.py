@@ -20,15 +20,19 @@ def healthz() -> HealthBody:
 @router.get(
     "/readyz",
     response_model=ReadyBody,
-    responses={503: {"model": ReadyBody, "description": "Stores not loaded"}},
-    summary="Readiness: the stores are loaded and searches can be served",
+    responses={503: {"model": ReadyBody, "description": "A search would not succeed now"}},
+    summary="Readiness: a search of the configured index would succeed now",
 )
 def readyz(holder: ServiceHolderDep, metrics: MetricsDep) -> ReadyBody | JSONResponse:
-    ready = holder.ready()
-    metrics.ready.set(1 if ready else 0)
+    """Ready means the published version is open and verified, its files are as recorded, the
+    stores answer and the query model loads: the same check as ``citewell index ready``."""
+    readiness = holder.readiness()
+    metrics.ready.set(1 if readiness.ready else 0)
     service = holder.service
-    if not ready or service is None:
-        return JSONResponse(status_code=503, content=ReadyBody(ready=False).model_dump(mode="json"))
+    if not readiness.ready or service is None:
+        # The reason is a fixed code; the detail (versions, files) goes to operators' logs only.
+        body = ReadyBody(ready=False, reason=readiness.reason or "not_loaded")
+        return JSONResponse(status_code=503, content=body.model_dump(mode="json"))
     status = service.status()
     return ReadyBody(
         ready=True,

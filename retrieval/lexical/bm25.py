@@ -1,38 +1,30 @@
 """BM25 lexical index whose statistics are computed per access scope.
 
-Scoring is exactly rank_bm25's ``BM25Okapi`` (Trotman et al., "Improvements to BM25 and Language
-Models Examined"): ``idf = log(N - n + 0.5) - log(n + 0.5)``, negative idfs replaced by
-``epsilon * mean(idf over the vocabulary)``, term weight ``idf * tf (k1 + 1) / (tf + k1 (1 - b +
-b |d| / avgdl))``, summed over query tokens (a repeated query token counts each time).
+This module holds the index's state and its writes; scoring is in :mod:`.scoring` (exactly
+rank_bm25's ``BM25Okapi``, parity-tested), which slots a search may touch in :mod:`.filtering`
+(decisions from :mod:`retrieval.access`), persistence in :mod:`.storage`.
 
 rank_bm25 itself is not used at query time: it scores every document for every query term
 (38 ms/query at 50k documents), keeps no persistence and cannot compute statistics over a subset
-of the corpus. This module implements the same formula vectorised over a scipy CSC matrix
-(term → postings), and rank_bm25 stays the reference in a parity test.
+of the corpus. Here the postings are scipy CSC matrices (term → chunks), one per access class.
 
 Security: the N, document frequencies, average length and average idf used for a scope are those
 of the chunks the scope can see, so an invisible document cannot change a caller's results or
 scores (a rare term in a restricted document would otherwise shift idf). Chunks are grouped into
 access classes (distinct ``(classification_rank, groups)``); per-class document frequencies,
 counts and lengths are summed over the classes a scope can see and cached per visible-class set.
+A search reads only the postings of those classes, and skips a query term the scope's chunks do
+not contain before reading any, so its work does not depend on what the caller cannot see
+either (the timing side channel of ``SECURITY.md``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import itertools
-import json
 import logging
-import math
-import os
-import re
-import shutil
 import threading
-import uuid
 from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,17 +35,22 @@ import scipy.sparse as sp
 from citewell.core.errors import ConfigurationError, StoreUnavailableError
 from citewell.core.logging import log_event
 from citewell.core.models import AccessLabel, Chunk, SearchFilters
-from citewell.retrieval.access import AccessScope
+from citewell.retrieval.access import AccessScope, filter_values
+from citewell.retrieval.lexical import storage
+from citewell.retrieval.lexical.filtering import filter_slots, micros, visible_classes
+from citewell.retrieval.lexical.scoring import (
+    ClassPostings,
+    ScopeStats,
+    SearchTrace,
+    okapi_stats,
+    score_chunks,
+    score_documents,
+)
 from citewell.retrieval.lexical.tokenize import DEFAULT_TOKENIZER, Tokenizer, contextual_text
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-_POINTER = "CURRENT"
-_ARRAYS = "arrays.npz"
-_META = "meta.json"
-_VERSION_DIR = re.compile(r"^v-[0-9a-f]{32}$")
-_NO_TIME = np.iinfo(np.int64).min  # modified_at unknown
+FORMAT_VERSION = storage.FORMAT_VERSION
 _MAX_CACHED_SCOPES = 256
 
 IntArray = npt.NDArray[np.int64]
@@ -61,17 +58,10 @@ FloatArray = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
-class _ScopeStats:
-    n_docs: int
-    avgdl: float
-    idf: FloatArray  # per term id; 0 for terms the scope's chunks do not contain
-
-
-@dataclass(frozen=True)
 class _Compiled:
     """Immutable snapshot used by searches; writes build a new one instead of mutating."""
 
-    postings: sp.csc_matrix  # (slots, terms) term counts
+    postings: tuple[ClassPostings, ...]  # per access class id
     lengths: FloatArray
     classes: npt.NDArray[np.int32]
     sources: npt.NDArray[np.int32]
@@ -79,14 +69,6 @@ class _Compiled:
     modified: IntArray
     docs: npt.NDArray[np.int32]  # per slot: index into ``doc_names``
     doc_names: tuple[str, ...]
-
-
-def _micros(moment: datetime | None) -> int:
-    if moment is None:
-        return int(_NO_TIME)
-    if moment.tzinfo is None:  # naive datetimes are taken as UTC, like the rest of Citewell
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1_000_000)
 
 
 class BM25Index:
@@ -109,6 +91,7 @@ class BM25Index:
         self.b = float(b)
         self.epsilon = float(epsilon)
         self.tokenizer = tokenizer
+        self._query_tokenizer = tokenizer.uncached()
         self._lock = threading.RLock()
         self._vocab: dict[str, int] = {}
         # Per slot (a chunk position; deleted slots are compacted away on the next compile).
@@ -133,7 +116,7 @@ class BM25Index:
         self._class_docs: list[int] = []
         self._class_len: list[int] = []
         self._compiled: _Compiled | None = None
-        self._stats_cache: dict[tuple[int, ...], _ScopeStats] = {}
+        self._stats_cache: dict[tuple[int, ...], ScopeStats] = {}
 
     # ------------------------------------------------------------------ writes
 
@@ -153,7 +136,7 @@ class BM25Index:
                     doc_id=chunk.doc_id,
                     source=chunk.source,
                     doc_type=chunk.doc_type,
-                    modified=_micros(chunk.modified_at),
+                    modified=micros(chunk.modified_at),
                     class_id=self._class_id(chunk.classification_rank, frozenset(chunk.groups)),
                     tokens=self.tokenizer(
                         contextual_text(chunk.context, chunk.text) if texts is None else texts[i]
@@ -185,48 +168,40 @@ class BM25Index:
     # ------------------------------------------------------------------ search
 
     def search(
-        self, query: str, scope: AccessScope, filters: SearchFilters, limit: int
+        self,
+        query: str,
+        scope: AccessScope,
+        filters: SearchFilters,
+        limit: int,
+        *,
+        trace: SearchTrace | None = None,
     ) -> list[tuple[str, float]]:
-        """Top ``limit`` (chunk_id, score) with score > 0, best first (ties by insertion)."""
+        """Top ``limit`` (chunk_id, score) with score > 0, best first (ties by insertion).
+        ``trace`` counts the postings read (tests and benchmarks)."""
         if limit < 1:
             raise ConfigurationError(f"limit must be at least 1, got {limit}")
         if scope.matches_nothing:
             return []
-        # Terms in text order, not id order: term ids depend on what else was indexed, and the
-        # summation order must not, so invisible chunks cannot move a score by even one ulp.
-        query_counts = Counter(t for t in self.tokenizer(query) if t in self._vocab)
-        query_terms = [(self._vocab[t], query_counts[t]) for t in sorted(query_counts)]
+        tokens = self._query_tokenizer(query)
         with self._lock:
             compiled = self._compile()
             visible = self._visible_classes(scope)
-            stats = self._scope_stats(visible) if visible else None
+            stats = self._scope_stats(visible)
             chunk_ids = self._chunk_ids  # compaction replaces the list, never mutates in place
-            doc_slots = self._doc_filter_slots(filters.doc_ids)
-        if stats is None or stats.n_docs == 0 or not query_terms:
+            doc_slots = self._doc_filter_slots(filter_values(filters.doc_ids))
+        query_terms = self._query_terms(tokens, stats)
+        if stats.n_docs == 0 or not query_terms:
             return []
-
-        class_visible = np.zeros(len(self._class_keys), dtype=bool)
-        class_visible[list(visible)] = True
-        k1, b = self.k1, self.b
-        csc = compiled.postings
-        slot_parts: list[npt.NDArray[np.int32]] = []
-        weight_parts: list[FloatArray] = []
-        for term, times in query_terms:
-            idf = float(stats.idf[term]) if term < stats.idf.shape[0] else 0.0
-            if idf == 0.0:
-                continue
-            start, end = csc.indptr[term], csc.indptr[term + 1]
-            slots = csc.indices[start:end]
-            seen = class_visible[compiled.classes[slots]]
-            slots = slots[seen]
-            tf = csc.data[start:end][seen].astype(np.float64)
-            norm = tf + k1 * (1.0 - b + b * compiled.lengths[slots] / stats.avgdl)
-            slot_parts.append(slots)
-            weight_parts.append(times * (idf * (tf * (k1 + 1.0) / norm)))
-        if not slot_parts:
-            return []
-        all_slots = np.concatenate(slot_parts)
-        scores = np.bincount(all_slots, weights=np.concatenate(weight_parts))
+        scores = score_chunks(
+            [compiled.postings[c] for c in visible],
+            query_terms,
+            stats,
+            compiled.lengths,
+            compiled.lengths.shape[0],
+            self.k1,
+            self.b,
+            trace,
+        )
         candidates = np.flatnonzero(scores > 0)
         candidates = self._apply_filters(candidates, compiled, filters, doc_slots)
         if candidates.size == 0:
@@ -240,7 +215,13 @@ class BM25Index:
         return [(chunk_ids[i], float(cand_scores[j])) for j, i in zip(order, ranked, strict=True)]
 
     def document_search(
-        self, query: str, scope: AccessScope, filters: SearchFilters, limit: int
+        self,
+        query: str,
+        scope: AccessScope,
+        filters: SearchFilters,
+        limit: int,
+        *,
+        trace: SearchTrace | None = None,
     ) -> list[tuple[str, float]]:
         """Top ``limit`` (doc_id, score) with score > 0, best first (ties by doc id): BM25 over
         whole documents, computed at query time from the chunk postings.
@@ -259,20 +240,18 @@ class BM25Index:
             raise ConfigurationError(f"limit must be at least 1, got {limit}")
         if scope.matches_nothing:
             return []
-        query_counts = Counter(t for t in self.tokenizer(query) if t in self._vocab)
-        query_terms = [(self._vocab[t], query_counts[t]) for t in sorted(query_counts)]
-        if not query_terms:
-            return []
+        tokens = self._query_tokenizer(query)
         with self._lock:
             compiled = self._compile()
             visible = self._visible_classes(scope)
-            doc_slots = self._doc_filter_slots(filters.doc_ids)
-        if not visible:
+            stats = self._scope_stats(visible)
+            doc_slots = self._doc_filter_slots(filter_values(filters.doc_ids))
+        query_terms = self._query_terms(tokens, stats)
+        if not query_terms:
             return []
-        class_visible = np.zeros(len(self._class_keys), dtype=bool)
-        class_visible[list(visible)] = True
+        postings = [compiled.postings[c] for c in visible]
         # Slots that take part: visible to the scope and kept by the filters.
-        slots = np.flatnonzero(class_visible[compiled.classes])
+        slots = np.sort(np.concatenate([p.slots for p in postings]))
         slots = self._apply_filters(slots, compiled, filters, doc_slots)
         if slots.size == 0:
             return []
@@ -282,35 +261,21 @@ class BM25Index:
         # Integer sums: exact, so the order chunks were added in cannot change a length.
         doc_len = np.bincount(
             compiled.docs[slots], weights=compiled.lengths[slots], minlength=n_names
-        )
+        ).astype(np.float64, copy=False)
         present = np.bincount(compiled.docs[slots], minlength=n_names) > 0
         n_docs = int(present.sum())
         avgdl = float(doc_len[present].sum()) / n_docs
-        k1, b = self.k1, self.b
-        csc = compiled.postings
-        doc_parts: list[IntArray] = []
-        weight_parts: list[FloatArray] = []
-        for term, times in query_terms:
-            start, end = csc.indptr[term], csc.indptr[term + 1]
-            term_slots = csc.indices[start:end]
-            keep = included[term_slots]
-            if not keep.any():
-                continue
-            docs, inverse = np.unique(compiled.docs[term_slots[keep]], return_inverse=True)
-            tf = np.bincount(
-                inverse.reshape(-1), weights=csc.data[start:end][keep].astype(np.float64)
-            )
-            df = float(docs.shape[0])
-            idf = math.log(1.0 + (n_docs - df + 0.5) / (df + 0.5))
-            norm = tf + k1 * (1.0 - b + b * doc_len[docs] / avgdl)
-            doc_parts.append(docs.astype(np.int64))
-            weight_parts.append(times * (idf * (tf * (k1 + 1.0) / norm)))
-        if not doc_parts:
-            return []
-        # One entry per (term, document), in query-term order: each document's sum is
-        # accumulated in the same order whatever else the index holds.
-        scores = np.bincount(
-            np.concatenate(doc_parts), weights=np.concatenate(weight_parts), minlength=n_names
+        scores = score_documents(
+            postings,
+            query_terms,
+            included,
+            compiled.docs,
+            doc_len,
+            n_docs,
+            avgdl,
+            self.k1,
+            self.b,
+            trace,
         )
         candidates = np.flatnonzero(scores > 0)
         if candidates.size > limit:
@@ -319,6 +284,21 @@ class BM25Index:
         names = compiled.doc_names
         return sorted(((names[i], float(scores[i])) for i in candidates), key=_by_score_then_id)
 
+    def _query_terms(self, tokens: Sequence[str], stats: ScopeStats) -> list[tuple[int, int]]:
+        """(term id, times) for the query tokens that occur in a chunk the scope can see, in
+        text order. A token that occurs only in invisible chunks is dropped here exactly like
+        one that occurs nowhere, before any postings are read. Text order, not id order: term
+        ids depend on what else was indexed, and the summation order must not, so invisible
+        chunks cannot move a score by even one ulp."""
+        vocab = self._vocab
+        counts = Counter(tokens)
+        terms: list[tuple[int, int]] = []
+        for token in sorted(counts):
+            term = vocab.get(token, -1)
+            if 0 <= term < stats.df.shape[0] and stats.df[term] > 0:
+                terms.append((term, counts[token]))
+        return terms
+
     def _apply_filters(
         self,
         candidates: IntArray,
@@ -326,24 +306,16 @@ class BM25Index:
         filters: SearchFilters,
         doc_slots: IntArray | None,
     ) -> IntArray:
-        if filters.is_empty:
-            return candidates
-        keep = np.ones(candidates.shape[0], dtype=bool)
-        if filters.sources is not None:
-            codes = [self._sources[s] for s in filters.sources if s in self._sources]
-            keep &= np.isin(compiled.sources[candidates], codes)
-        if filters.doc_types is not None:
-            codes = [self._doc_types[t] for t in filters.doc_types if t in self._doc_types]
-            keep &= np.isin(compiled.doc_types[candidates], codes)
-        if doc_slots is not None:
-            keep &= np.isin(candidates, doc_slots)
-        # A chunk with no modification time cannot satisfy a time range.
-        if filters.modified_from is not None:
-            keep &= compiled.modified[candidates] >= _micros(filters.modified_from)
-        if filters.modified_to is not None:
-            modified = compiled.modified[candidates]
-            keep &= (modified <= _micros(filters.modified_to)) & (modified != _NO_TIME)
-        return candidates[keep]
+        return filter_slots(
+            candidates,
+            filters,
+            sources=compiled.sources,
+            source_codes=self._sources,
+            doc_types=compiled.doc_types,
+            doc_type_codes=self._doc_types,
+            modified=compiled.modified,
+            doc_slots=doc_slots,
+        )
 
     def _doc_filter_slots(self, doc_ids: frozenset[str] | None) -> IntArray | None:
         if doc_ids is None:
@@ -352,34 +324,20 @@ class BM25Index:
         return np.asarray(slots, dtype=np.int64)
 
     def _visible_classes(self, scope: AccessScope) -> tuple[int, ...]:
-        return tuple(
-            i
-            for i, (rank, groups) in enumerate(self._class_keys)
-            if self._class_docs[i] > 0 and scope.allows(rank, groups)
-        )
+        return visible_classes(scope, self._class_keys, self._class_docs)
 
-    def _scope_stats(self, visible: tuple[int, ...]) -> _ScopeStats:
+    def _scope_stats(self, visible: tuple[int, ...]) -> ScopeStats:
         cached = self._stats_cache.get(visible)
         if cached is not None:
             return cached
-        n_terms = len(self._vocab)
-        n_docs = sum(self._class_docs[c] for c in visible)
-        total_len = sum(self._class_len[c] for c in visible)
-        df = np.zeros(n_terms, dtype=np.int64)
-        for c in visible:
-            df += self._class_df[c][:n_terms]
-        present = df > 0
-        idf = np.zeros(n_terms, dtype=np.float64)
-        if n_docs and present.any():
-            n = df[present].astype(np.float64)
-            raw = np.log(n_docs - n + 0.5) - np.log(n + 0.5)
-            # fsum is exact, so the mean does not depend on the order of term ids (see search).
-            floor = self.epsilon * (math.fsum(raw.tolist()) / raw.shape[0])
-            idf[present] = np.where(raw < 0, floor, raw)
-            avgdl = total_len / n_docs
-        else:
-            n_docs, avgdl = 0, 0.0  # no vocabulary: rank_bm25 cannot score this corpus either
-        stats = _ScopeStats(n_docs=n_docs, avgdl=avgdl, idf=idf)
+        stats = okapi_stats(
+            self._class_df,
+            self._class_docs,
+            self._class_len,
+            visible,
+            len(self._vocab),
+            self.epsilon,
+        )
         if len(self._stats_cache) >= _MAX_CACHED_SCOPES:
             self._stats_cache.clear()
         self._stats_cache[visible] = stats
@@ -507,10 +465,8 @@ class BM25Index:
             slots_of_doc.setdefault(d, set()).add(i)
         self._slots_of_doc = slots_of_doc
 
-    def _compile(self) -> _Compiled:
-        if self._compiled is not None:
-            return self._compiled
-        self._compact()
+    def _csr(self) -> sp.csr_matrix:
+        """(slots, terms) term counts of the live slots (call after ``_compact``)."""
         n_slots, n_terms = len(self._chunk_ids), len(self._vocab)
         indptr = np.zeros(n_slots + 1, dtype=np.int64)
         if n_slots:
@@ -520,14 +476,26 @@ class BM25Index:
         else:
             indices = np.zeros(0, dtype=np.int32)
             data = np.zeros(0, dtype=np.int32)
-        csr = sp.csr_matrix((data, indices, indptr), shape=(n_slots, n_terms))
+        return sp.csr_matrix((data, indices, indptr), shape=(n_slots, n_terms))
+
+    def _compile(self) -> _Compiled:
+        if self._compiled is not None:
+            return self._compiled
+        self._compact()
+        csr = self._csr()
+        classes = np.asarray(self._class_of, dtype=np.int32)
+        # Postings per access class, so a search reads only the classes its scope may see.
+        postings: list[ClassPostings] = []
+        for class_id in range(len(self._class_keys)):
+            rows = np.flatnonzero(classes == class_id).astype(np.int64)
+            postings.append(ClassPostings(matrix=csr[rows].tocsc(), slots=rows))
         doc_names, doc_codes = np.unique(
             np.asarray(self._doc_ids, dtype=np.str_), return_inverse=True
         )
         self._compiled = _Compiled(
-            postings=csr.tocsc(),
+            postings=tuple(postings),
             lengths=np.asarray(self._length, dtype=np.float64),
-            classes=np.asarray(self._class_of, dtype=np.int32),
+            classes=classes,
             sources=np.asarray(self._source_codes, dtype=np.int32),
             doc_types=np.asarray(self._doc_type_codes, dtype=np.int32),
             modified=np.asarray(self._modified, dtype=np.int64),
@@ -539,32 +507,16 @@ class BM25Index:
     # ------------------------------------------------------------------ persistence
 
     def save(self, directory: Path) -> None:
-        """Write the index atomically: a complete new version directory is written and fsynced,
-        then the ``CURRENT`` pointer is swapped with ``os.replace``. A crash at any point leaves
-        the previously saved index loadable."""
+        """Write the index atomically (see :mod:`.storage`): a crash at any point leaves the
+        previously saved index loadable."""
         directory = Path(directory)
         with self._lock:
             compiled = self._compile()
             arrays, meta = self._snapshot(compiled)
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            _remove_stale(directory)
-            tmp = directory / f".tmp-{uuid.uuid4().hex}"
-            tmp.mkdir()
-            with open(tmp / _ARRAYS, "wb") as fh:
-                np.savez(fh, allow_pickle=False, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            meta["arrays_sha256"] = _sha256(tmp / _ARRAYS)
-            _write_synced(tmp / _META, json.dumps(meta).encode("utf-8"))
-            _fsync_dir(tmp)
-            version = f"v-{uuid.uuid4().hex}"
-            os.rename(tmp, directory / version)
-            _fsync_dir(directory)
-            _swap_pointer(directory, version)
+            version = storage.save_snapshot(directory, arrays, meta)
         except OSError as exc:
             raise StoreUnavailableError(f"cannot save lexical index to {directory}: {exc}") from exc
-        _remove_stale(directory)
         log_event(
             logger,
             logging.INFO,
@@ -576,11 +528,11 @@ class BM25Index:
         )
 
     def _snapshot(self, compiled: _Compiled) -> tuple[dict[str, npt.NDArray[Any]], dict[str, Any]]:
-        csr = compiled.postings.tocsr()
+        csr = self._csr()
         terms = sorted(self._vocab, key=self._vocab.__getitem__)
-        term_bytes, term_offsets = _pack_strings(terms)
-        chunk_bytes, chunk_offsets = _pack_strings(self._chunk_ids)
-        doc_bytes, doc_offsets = _pack_strings(self._doc_ids)
+        term_bytes, term_offsets = storage.pack_strings(terms)
+        chunk_bytes, chunk_offsets = storage.pack_strings(self._chunk_ids)
+        doc_bytes, doc_offsets = storage.pack_strings(self._doc_ids)
         arrays: dict[str, npt.NDArray[Any]] = {
             "term_bytes": term_bytes,
             "term_offsets": term_offsets,
@@ -626,14 +578,7 @@ class BM25Index:
         different tokenizer."""
         directory = Path(directory)
         try:
-            version = _read_pointer(directory)
-            try:
-                meta, arrays = _read_version(directory / version)
-            except OSError:
-                # A concurrent save may have swapped the pointer and removed this version.
-                if _read_pointer(directory) == version:
-                    raise
-                meta, arrays = _read_version(directory / _read_pointer(directory))
+            meta, arrays = storage.load_snapshot(directory)
             return cls._from_snapshot(arrays, meta, tokenizer, k1, b)
         except StoreUnavailableError:
             raise
@@ -663,9 +608,9 @@ class BM25Index:
             epsilon=meta["epsilon"],
             tokenizer=tokenizer,
         )
-        terms = _unpack_strings(arrays["term_bytes"], arrays["term_offsets"])
-        chunk_ids = _unpack_strings(arrays["chunk_bytes"], arrays["chunk_offsets"])
-        doc_ids = _unpack_strings(arrays["doc_bytes"], arrays["doc_offsets"])
+        terms = storage.unpack_strings(arrays["term_bytes"], arrays["term_offsets"])
+        chunk_ids = storage.unpack_strings(arrays["chunk_bytes"], arrays["chunk_offsets"])
+        doc_ids = storage.unpack_strings(arrays["doc_bytes"], arrays["doc_offsets"])
         indptr, indices, counts = arrays["indptr"], arrays["indices"], arrays["counts"]
         n = len(chunk_ids)
         n_classes = len(meta["access_classes"])
@@ -708,81 +653,3 @@ class BM25Index:
 
 def _by_score_then_id(pair: tuple[str, float]) -> tuple[float, str]:
     return (-pair[1], pair[0])
-
-
-def _read_pointer(directory: Path) -> str:
-    version = (directory / _POINTER).read_text(encoding="utf-8").strip()
-    if not _VERSION_DIR.match(version):
-        raise StoreUnavailableError(f"{directory}: malformed {_POINTER} pointer")
-    return version
-
-
-def _read_version(path: Path) -> tuple[dict[str, Any], dict[str, npt.NDArray[Any]]]:
-    meta = json.loads((path / _META).read_text(encoding="utf-8"))
-    if not isinstance(meta, dict) or _sha256(path / _ARRAYS) != meta.get("arrays_sha256"):
-        raise StoreUnavailableError(f"{path}: arrays checksum mismatch")
-    with np.load(path / _ARRAYS, allow_pickle=False) as npz:
-        arrays = {name: npz[name] for name in npz.files}
-    return meta, arrays
-
-
-def _pack_strings(values: Sequence[str]) -> tuple[npt.NDArray[np.uint8], IntArray]:
-    encoded = [v.encode("utf-8") for v in values]
-    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-    np.cumsum([len(e) for e in encoded], out=offsets[1:])
-    return np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(), offsets
-
-
-def _unpack_strings(data: npt.NDArray[Any], offsets: npt.NDArray[Any]) -> list[str]:
-    if data.dtype != np.uint8 or offsets.ndim != 1 or offsets.size < 1:
-        raise StoreUnavailableError("malformed string table")
-    raw = data.tobytes()
-    bounds = offsets.tolist()
-    ordered = all(a <= b for a, b in itertools.pairwise(bounds))
-    if bounds[0] != 0 or bounds[-1] != len(raw) or not ordered:
-        raise StoreUnavailableError("malformed string table")
-    return [raw[a:b].decode("utf-8") for a, b in itertools.pairwise(bounds)]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_synced(path: Path, payload: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(payload)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _swap_pointer(directory: Path, version: str) -> None:
-    tmp = directory / f".{_POINTER}.{uuid.uuid4().hex}"
-    _write_synced(tmp, version.encode("ascii"))
-    os.replace(tmp, directory / _POINTER)
-    _fsync_dir(directory)
-
-
-def _remove_stale(directory: Path) -> None:
-    """Delete leftovers of interrupted saves and versions no longer named by the pointer."""
-    try:
-        current = (directory / _POINTER).read_text(encoding="utf-8").strip()
-    except OSError:
-        current = None
-    for entry in directory.iterdir():
-        stale_version = _VERSION_DIR.match(entry.name) and entry.name != current
-        if entry.name.startswith(".tmp-") or stale_version:
-            shutil.rmtree(entry, ignore_errors=True)
-        elif entry.name.startswith(f".{_POINTER}."):
-            entry.unlink(missing_ok=True)

@@ -37,10 +37,23 @@ class Tokenizer:
     queried with another.
     """
 
-    def __init__(self, stem: bool = True, stopwords: frozenset[str] = ENGLISH_STOPWORDS) -> None:
+    def __init__(
+        self,
+        stem: bool = True,
+        stopwords: frozenset[str] = ENGLISH_STOPWORDS,
+        *,
+        cache: bool = True,
+    ) -> None:
         self._stem = stem
         self._stopwords = stopwords
+        self._cache = cache
         self._stemmer: Any = None
+
+    def uncached(self) -> Tokenizer:
+        """The same token stream without the stemmer's word cache. Queries use it: a cache
+        filled while indexing holds the words of every document, so a cached stem (faster)
+        would tell a caller that some document, visible or not, contains the word."""
+        return Tokenizer(self._stem, self._stopwords, cache=False)
 
     @property
     def name(self) -> str:
@@ -54,7 +67,10 @@ class Tokenizer:
         if self._stemmer is None:
             import Stemmer  # PyStemmer: C Snowball stemmer with a built-in word cache
 
-            self._stemmer = Stemmer.Stemmer("english")
+            stemmer = Stemmer.Stemmer("english")
+            if not self._cache:
+                stemmer.maxCacheSize = 0
+            self._stemmer = stemmer
         stemmed: list[str] = self._stemmer.stemWords(tokens)
         return stemmed
 

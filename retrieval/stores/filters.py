@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from citewell.core.errors import InputRejectedError, StoreUnavailableError
 from citewell.core.models import AccessLabel, Chunk, SearchFilters
-from citewell.retrieval.access import AccessScope
+from citewell.retrieval.access import AccessScope, as_utc, filter_values
 from citewell.retrieval.protocols import Matrix
 
 if TYPE_CHECKING:
@@ -38,14 +38,10 @@ KEYWORD_FIELDS: tuple[str, ...] = (GROUPS_FIELD, DOC_ID_FIELD, SOURCE_FIELD, DOC
 
 
 def _utc_iso(value: datetime) -> str:
-    # Naive datetimes are taken as UTC, the same reading Qdrant gives to naive payload values.
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat()
+    return as_utc(value).isoformat()
 
 
-def _as_utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+_as_utc = as_utc
 
 
 def _sorted(values: Iterable[str]) -> list[str]:
@@ -56,12 +52,13 @@ def _narrowing(filters: SearchFilters) -> list[tuple[str, list[str]]]:
     """(field, values) pairs for the match-any parts of ``filters``; empty sets mean "no filter",
     the same reading as :attr:`SearchFilters.is_empty`."""
     pairs: list[tuple[str, list[str]]] = []
-    if filters.sources:
-        pairs.append((SOURCE_FIELD, _sorted(filters.sources)))
-    if filters.doc_types:
-        pairs.append((DOC_TYPE_FIELD, _sorted(filters.doc_types)))
-    if filters.doc_ids:
-        pairs.append((DOC_ID_FIELD, _sorted(filters.doc_ids)))
+    for field, values in (
+        (SOURCE_FIELD, filter_values(filters.sources)),
+        (DOC_TYPE_FIELD, filter_values(filters.doc_types)),
+        (DOC_ID_FIELD, filter_values(filters.doc_ids)),
+    ):
+        if values is not None:
+            pairs.append((field, _sorted(values)))
     return pairs
 
 
@@ -95,10 +92,10 @@ def edge_doc_filter(doc_ids: Iterable[str]) -> edge.Filter:
 
 
 def client_filter(scope: AccessScope, filters: SearchFilters) -> qm.Filter:
-    from qdrant_client import models as qm  # the client is heavy to import; embedded use skips it
-
     """The qdrant-client filter for ``scope`` narrowed by ``filters``; same logic as
     :func:`edge_filter`."""
+    from qdrant_client import models as qm  # the client is heavy to import; embedded use skips it
+
     must: list[qm.Condition] = [
         qm.FieldCondition(key=RANK_FIELD, range=qm.Range(lte=scope.max_rank)),
         qm.FieldCondition(key=GROUPS_FIELD, match=qm.MatchAny(any=_sorted(scope.groups))),
@@ -119,9 +116,9 @@ def client_filter(scope: AccessScope, filters: SearchFilters) -> qm.Filter:
 
 
 def client_doc_filter(doc_ids: Iterable[str]) -> qm.Filter:
+    """Every chunk of these documents (no access part: used for writes and bookkeeping)."""
     from qdrant_client import models as qm
 
-    """Every chunk of these documents (no access part: used for writes and bookkeeping)."""
     return qm.Filter(
         must=[qm.FieldCondition(key=DOC_ID_FIELD, match=qm.MatchAny(any=_sorted(doc_ids)))]
     )

@@ -20,6 +20,7 @@ import numpy.typing as npt
 from citewell.core.errors import InputRejectedError
 from citewell.core.logging import log_event
 from citewell.core.models import Chunk
+from citewell.core.settings import EXACT_SEARCH_MAX_POINTS
 from citewell.retrieval.protocols import Vector
 from citewell.retrieval.stores.filters import DOC_ID_FIELD, chunk_from_payload, point_id
 
@@ -28,12 +29,6 @@ Point = TypeVar("Point")
 # The payload fields :func:`group_chunk_ids` reads; ask the engine for these only.
 CHUNK_ID_FIELDS: list[str] = [DOC_ID_FIELD, "chunk_id", "chunk_index"]
 
-# Filters matching at most this many points are searched exactly. Brute force over 384-d points
-# costs ~0.4 us each with qdrant-edge on this machine: at 100k points a 10,000-point filter took
-# 4.9 / 7.1 ms p50 / p95 (7.0 / 9.1 through the store, payloads included) where HNSW answered in
-# ~2 ms with recall 0.165 (benchmarks/vector_store.py). 10,000 is above Qdrant's own per-segment
-# full_scan_threshold (10 MB, ~6,700 such points), so filters between the two are made exact too.
-EXACT_SEARCH_MAX_POINTS = 10_000
 # A cardinality estimate assumes independent conditions (a rank range AND'ed with groups), so it
 # can be too high for anti-correlated ones. Estimates up to this factor above the threshold are
 # checked with an exact count (~0.3 us per matching point, once per plan); beyond it HNSW plus

@@ -32,9 +32,16 @@ from citewell.core.models import (
 from citewell.core.settings import Settings
 from citewell.retrieval.access import scope_for
 from citewell.retrieval.principals import hash_api_key
+from citewell.retrieval.readiness import Readiness
 
 JWT_SECRET = "test-secret-0123456789-abcdefghijklmnop"
-KEYS = {"alice": "alice-key-7f3a", "gateway": "gateway-key-91bc", "hrbot": "hr-key-55d0"}
+KEYS = {
+    "alice": "alice-key-7f3a",
+    "gateway": "gateway-key-91bc",
+    "hrbot": "hr-key-55d0",
+    "ops": "ops-key-0c4e",
+    "ops-gateway": "ops-gateway-key-2d77",
+}
 
 # (classification, groups, source, doc_type, modified) for the first SciFact abstracts.
 LABELS: list[tuple[str, tuple[str, ...], str, str, datetime]] = [
@@ -150,8 +157,13 @@ class FakeServingIndex:
             index_version=self.version,
         )
 
+    def readiness(self) -> Readiness:
+        if self.unavailable or self.closed:
+            return Readiness(ready=False, reason="store_unavailable", detail="fake store down")
+        return Readiness(ready=True, version=self.version)
+
     def ready(self) -> bool:
-        return not self.unavailable and not self.closed
+        return self.readiness().ready
 
     def status(self) -> FakeStatus:
         return FakeStatus(index="default", version=self.version, loaded_at=datetime.now(UTC))
@@ -191,6 +203,19 @@ def principals_file(tmp_path: Path) -> Path:
                 "clearance": "restricted",
                 "groups": ["hr"],
                 "api_key_sha256": hash_api_key(KEYS["hrbot"]),
+            },
+            "ops": {
+                "clearance": "public",
+                "groups": ["ops"],
+                "api_key_sha256": hash_api_key(KEYS["ops"]),
+                "operator": True,
+            },
+            "ops-gateway": {
+                "clearance": "confidential",
+                "groups": ["service"],
+                "api_key_sha256": hash_api_key(KEYS["ops-gateway"]),
+                "can_act_for": True,
+                "operator": True,
             },
         }
     }

@@ -1,19 +1,28 @@
-"""MCP tool round trip, in process: list tools, call search and answer as the configured
-principal."""
+"""MCP tools in process: list tools, call search and answer as the principal the server was
+started for; every call is audited and counted like a REST call."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 import anyio
+import pytest
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 
 from citewell.agent.agent import Agent
 from citewell.agent.backends import ExtractiveAnswerer
 from citewell.agent.models import AgentConfig
 from citewell.agent.scoring import SentenceScorer
-from citewell.api.mcp_server import build_mcp_server
+from citewell.api.audit import AuditLog
+from citewell.api.auth import AuthContext
+from citewell.api.mcp_server import STDIO_ENDPOINT, stdio_mcp_server
+from citewell.api.metrics import ApiMetrics
+from citewell.api.operations import Operations
 from citewell.core.models import Principal
+from citewell.core.settings import Settings
 from tests.agent.fakes import FakeSearch, HashingEmbedder, make_chunk
 
 CHUNKS = [
@@ -25,6 +34,7 @@ CHUNKS = [
         groups=("hr",),
     ),
 ]
+PRINCIPAL = Principal(name="mcp-bot", clearance="internal", groups=frozenset())
 
 
 def _payload(result) -> dict:
@@ -33,16 +43,31 @@ def _payload(result) -> dict:
     return json.loads(result.content[0].text)
 
 
-def test_mcp_search_and_answer_round_trip():
+def _audit(settings: Settings) -> list[dict[str, Any]]:
+    path = settings.data_dir / "audit.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture
+def setup(make_settings: Callable[..., Settings]):
+    settings = make_settings()
     search = FakeSearch(CHUNKS)
-    principal = Principal(name="mcp-bot", clearance="internal", groups=frozenset())
     agent = Agent(
         search,
         SentenceScorer(HashingEmbedder()),
         ExtractiveAnswerer(),
         AgentConfig(refusal_threshold=0.3),
     )
-    server = build_mcp_server(search, agent, principal)
+    metrics = ApiMetrics()
+    operations = Operations(
+        settings, search, lambda: agent, AuditLog(settings.data_dir / "audit.jsonl"), metrics
+    )
+    server = stdio_mcp_server(operations, AuthContext(principal=PRINCIPAL, method="local"))
+    return settings, search, metrics, server
+
+
+def test_mcp_search_and_answer_round_trip(setup):
+    settings, search, metrics, server = setup
 
     async def scenario() -> tuple[set[str], dict, dict]:
         async with Client(server) as client:
@@ -59,13 +84,19 @@ def test_mcp_search_and_answer_round_trip():
     assert answered["refused"] is False and answered["citations"]
     assert answered["citations"][0]["doc_id"] == "normans"
     assert {p.name for p, _ in search.requests} == {"mcp-bot"}
+    lines = _audit(settings)
+    assert [(x["event"], x["endpoint"], x["principal"]) for x in lines] == [
+        ("search", STDIO_ENDPOINT, "mcp-bot"),
+        ("answer", STDIO_ENDPOINT, "mcp-bot"),
+    ]
+    assert lines[0]["auth_method"] == "local"
+    text = metrics.render().decode()
+    assert 'citewell_mcp_tool_calls_total{outcome="ok",tool="search"} 1.0' in text
+    assert 'citewell_answers_total{backend="extractive",outcome="answered"} 1.0' in text
 
 
-def test_mcp_search_passes_prefer_recent():
-    search = FakeSearch(CHUNKS)
-    principal = Principal(name="mcp-bot", clearance="internal", groups=frozenset())
-    agent = Agent(search, SentenceScorer(HashingEmbedder()), ExtractiveAnswerer(), AgentConfig())
-    server = build_mcp_server(search, agent, principal)
+def test_mcp_search_passes_prefer_recent(setup):
+    _, search, _, server = setup
 
     async def scenario() -> dict:
         async with Client(server) as client:
@@ -75,3 +106,28 @@ def test_mcp_search_passes_prefer_recent():
     found = anyio.run(scenario)
     assert search.requests[-1][1].prefer_recent is True
     assert found["results"] and "document_date" in found["results"][0]
+
+
+def test_mcp_tool_errors_are_clear_and_leak_nothing(setup):
+    settings, _, metrics, server = setup
+
+    async def scenario() -> list[str]:
+        async with Client(server) as client:
+            out = []
+            for args in ({"query": "x", "mode": "nope"}, {"query": "x" * 100_000}):
+                try:
+                    result = await client.call_tool("search", args)
+                except MCPError as exc:
+                    out.append(str(exc))
+                    continue
+                assert result.is_error
+                out.append(" ".join(getattr(c, "text", "") for c in result.content))
+            return out
+
+    bad_mode, too_long = anyio.run(scenario)
+    assert "mode must be one of" in bad_mode
+    assert "longer than" in too_long
+    assert _audit(settings)[-1]["outcome"] == "rejected"
+    assert 'citewell_mcp_tool_calls_total{outcome="422",tool="search"} 2.0' in (
+        metrics.render().decode()
+    )

@@ -15,7 +15,7 @@ from citewell.agent.models import Answer, Citation, Source
 from citewell.core.models import AccessLabel, Principal
 from citewell.core.settings import Settings
 from citewell.evaluation.answers_eval import evaluate_answers, judge_answer
-from citewell.evaluation.golden import load_squad
+from citewell.evaluation.squad import load_squad
 from citewell.ingestion.golden import load_golden_set
 from citewell.ingestion.pipeline import Ingestor, TextDocument
 from citewell.retrieval.service import ServingIndex
@@ -207,3 +207,53 @@ def test_one_docugami_filing_with_its_questions(shared_data, embedder, tmp_path)
     answered = [q for q in report.questions if q.cited_doc_ids]
     assert report.correct_source_rate == pytest.approx(len(answered) / len(mine))
     assert report.false_refusal_rate is not None
+
+
+def test_questions_outside_the_users_groups_are_not_false_refusals(tmp_path):
+    """Issue 18.8: a question whose expected document the evaluating user may not see (other
+    groups, whatever the clearance) is "not answerable for this user", counted apart."""
+    from citewell.ingestion.golden import GoldenQuestion
+    from tests.agent.fakes import HashingEmbedder
+
+    settings = Settings(data_dir=tmp_path / "data", index="kb")
+    finance = AccessLabel(classification="confidential", groups=frozenset({"finance"}))
+    docs = [
+        TextDocument(
+            doc_id="leave",
+            title="Parental leave",
+            text="Parents receive sixteen weeks of paid parental leave.",
+            label=AccessLabel(classification="public", groups=frozenset({"everyone"})),
+        ),
+        TextDocument(
+            doc_id="forecast",
+            title="Q3 forecast",
+            text="The third quarter revenue forecast is 4.2 million euros.",
+            label=finance,
+        ),
+    ]
+    embedder = HashingEmbedder()
+    Ingestor(settings, embedder=embedder).ingest_texts(docs, index="kb", source_name="kb")
+    questions = [
+        GoldenQuestion(question="How many weeks of parental leave?", expected_sources=("leave",)),
+        GoldenQuestion(question="What is the Q3 revenue forecast?", expected_sources=("forecast",)),
+        GoldenQuestion(question="Who founded the company?", answerable=False),
+    ]
+    security = Principal(name="dana", clearance="restricted", groups=frozenset({"security"}))
+    report = evaluate_answers(
+        settings, security, questions, "kb", embedder=embedder, judge=_KeywordJudge()
+    )
+    assert (report.n_answerable, report.n_unanswerable) == (1, 1)
+    assert report.n_not_answerable_for_user == 1
+    by_question = {q.question: q for q in report.questions}
+    assert by_question["What is the Q3 revenue forecast?"].answerable_for_user is False
+    assert by_question["What is the Q3 revenue forecast?"].refused  # never answered from it
+    assert report.not_answerable_refused_rate == 1.0
+    # The false refusal rate is over the one question this user can be answered.
+    leave_refused = by_question["How many weeks of parental leave?"].refused
+    assert report.false_refusal_rate == (1.0 if leave_refused else 0.0)
+
+    carol = Principal(name="carol", clearance="confidential", groups=frozenset({"finance"}))
+    cleared = evaluate_answers(
+        settings, carol, questions, "kb", embedder=embedder, judge=_KeywordJudge()
+    )
+    assert cleared.n_not_answerable_for_user == 0 and cleared.n_answerable == 2

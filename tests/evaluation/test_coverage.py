@@ -50,8 +50,25 @@ DOCS = [
 ]
 FAILURES = [
     FailureEntry(
-        source="kb", source_uri="file:///kb/secret-plan.pdf", reason="encrypted PDF", failed_at=NOW
-    )
+        source="kb",
+        source_uri="file:///kb/secret-plan.pdf",
+        reason="encrypted PDF",
+        failed_at=NOW,
+        classification_rank=3,
+        groups=("security",),
+    ),
+    FailureEntry(
+        source="kb",
+        source_uri="file:///kb/finance/q3-forecast.xlsx",
+        reason="corrupt workbook",
+        failed_at=NOW,
+        classification_rank=2,
+        groups=("finance",),
+    ),
+    # Failed before its label was resolved (unreadable): shown to nobody.
+    FailureEntry(
+        source="kb", source_uri="file:///kb/unknown.bin", reason="cannot read", failed_at=NOW
+    ),
 ]
 
 
@@ -73,15 +90,30 @@ def _coverage(principal: Principal):
 
 def test_low_clearance_owner_sees_only_visible_documents_and_no_failures():
     report = _coverage(Principal(name="pr", clearance="public"))
-    assert report.documents == 2 and report.failures == () and report.failures_hidden
+    assert report.documents == 2 and report.failures == ()
     (group,) = report.groups
     assert (group.source, group.classification) == ("kb", "public")
     assert [d.doc_id for d in group.never_retrieved] == ["old-faq"]
     assert [d.doc_id for d in group.never_cited] == ["old-faq"]
     assert [d.doc_id for d in group.stale] == ["old-faq"]
     dumped = report.model_dump_json()
-    for hidden in ("postmortem", "runbook", "draft", "secret-plan"):
+    for hidden in ("postmortem", "runbook", "draft", "secret-plan", "q3-forecast", "unknown"):
         assert hidden not in dumped
+
+
+def test_failures_are_filtered_by_groups_not_only_clearance():
+    """Issue 16.12: a restricted owner outside finance must not see finance's failed file."""
+    security = _coverage(
+        Principal(name="sec", clearance="restricted", groups=frozenset({"security"}))
+    )
+    dumped = security.model_dump_json()
+    assert [f.source_uri for f in security.failures] == ["file:///kb/secret-plan.pdf"]
+    assert "q3-forecast" not in dumped and "corrupt workbook" not in dumped
+    assert "unknown.bin" not in dumped
+    finance = _coverage(
+        Principal(name="fin", clearance="confidential", groups=frozenset({"finance"}))
+    )
+    assert [f.source_uri for f in finance.failures] == ["file:///kb/finance/q3-forecast.xlsx"]
 
 
 def test_top_clearance_owner_sees_levels_in_order_and_failures_with_reasons():
@@ -107,3 +139,32 @@ def test_coverage_of_a_published_index(squad_kb):  # noqa: F811
     security = Principal(name="s", clearance="restricted", groups=frozenset({"security"}))
     full = evaluate_coverage(settings, security, None, "squad")
     assert full.documents == 6 and SECRET_TITLE in full.model_dump_json()
+
+
+def test_failed_document_of_an_ingested_folder_is_shown_only_to_its_groups(tmp_path):
+    """Issue 16.12 end to end: the pipeline records a failed file's label and coverage shows
+    it to the finance owner, not to a restricted owner outside finance."""
+    from citewell.ingestion.pipeline import Ingestor
+    from tests.agent.fakes import HashingEmbedder
+
+    folder = tmp_path / "kb"
+    (folder / "finance").mkdir(parents=True)
+    (folder / "citewell.labels.yaml").write_text(
+        "default: {classification: public, groups: [everyone]}\n"
+        "rules:\n"
+        '  - {match: "finance/**", classification: confidential, groups: [finance]}\n',
+        encoding="utf-8",
+    )
+    (folder / "faq.md").write_text("# FAQ\n\nThe office opens at nine.\n", encoding="utf-8")
+    (folder / "finance" / "q3-forecast.pdf").write_bytes(b"%PDF-1.4\n%broken beyond repair")
+    settings = Settings(data_dir=tmp_path / "data", index="kb")
+    report = Ingestor(settings, embedder=HashingEmbedder()).ingest_folder(folder, index="kb")
+    assert [f.source_uri.rsplit("/", 1)[-1] for f in report.failed] == ["q3-forecast.pdf"]
+
+    dana = Principal(name="dana", clearance="restricted", groups=frozenset({"security"}))
+    outsider = evaluate_coverage(settings, dana, None, "kb")
+    assert outsider.failures == ()
+    assert "q3-forecast" not in outsider.model_dump_json()
+    carol = Principal(name="carol", clearance="confidential", groups=frozenset({"finance"}))
+    insider = evaluate_coverage(settings, carol, None, "kb")
+    assert [f.source_uri.rsplit("/", 1)[-1] for f in insider.failures] == ["q3-forecast.pdf"]

@@ -13,12 +13,11 @@ import pytest
 
 from citewell.core.models import SearchMode, SearchRequest
 from citewell.core.settings import Settings
-from citewell.evaluation.beir import load_beir
+from citewell.evaluation.beir import load_beir, split_holdout
 from citewell.evaluation.reranker_gate import decide_gate, holdout_judgements
 from citewell.evaluation.retrieval_eval import eval_principal
-from citewell.evaluation.training_data import split_holdout
-from citewell.retrieval.gate import load_gate
 from citewell.retrieval.index import IndexLayout
+from citewell.retrieval.reranker_decision import load_gate
 from citewell.retrieval.service import ServingIndex
 from tests.evaluation.beir_files import tiny_train_index
 

@@ -1,6 +1,7 @@
 """Store faults: a missing, corrupt or truncated vector store or BM25 index answers 503 with a
-fixed message and a log line, never results; a disk that fills up while the BM25 index is
-written leaves the published version serving."""
+fixed message and a log line, never results (every such damage to a published version is caught
+by its integrity check, so the message is the integrity one); a disk that fills up while the
+BM25 index is written leaves the published version serving."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-import citewell.retrieval.lexical.bm25 as bm25_module
-from citewell.api.errors import STORE_UNAVAILABLE_MESSAGE
+import citewell.retrieval.lexical.storage as bm25_storage
+from citewell.api.errors import INDEX_INTEGRITY_MESSAGE, STORE_UNAVAILABLE_MESSAGE
 from citewell.api.main import create_app
 from citewell.core.errors import StoreUnavailableError
 from citewell.core.models import Principal, SearchMode, SearchRequest
@@ -93,17 +94,19 @@ def test_corrupt_or_missing_store_answers_503_and_never_results(
 
     caplog.set_level(logging.WARNING)
     with TestClient(create_app(settings, service)) as client:
-        assert client.get("/readyz").status_code == 503
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["reason"] == "integrity_failed"
         for mode in ("hybrid", "bm25", "dense"):
             response = client.post(
                 "/v1/search", json={"query": QUERY, "k": 5, "mode": mode}, headers=HEADERS
             )
             assert response.status_code == 503, (mode, response.text)
-            assert response.json() == {"detail": STORE_UNAVAILABLE_MESSAGE}
+            assert response.json() == {"detail": INDEX_INTEGRITY_MESSAGE}
             assert response.headers["retry-after"]
             assert str(tmp_path) not in response.text
     events = [r.getMessage() for r in caplog.records if r.name == "citewell.api.errors"]
-    assert "api.store_unavailable" in events
+    assert "api.index_integrity_failed" in events
     service.close()
 
 
@@ -162,9 +165,9 @@ def test_disk_full_while_saving_bm25_keeps_the_published_version_serving(
     ingestor = Ingestor(settings, embedder=embedder)
     with monkeypatch.context() as patch:
         if where == "meta":
-            patch.setattr(bm25_module, "_write_synced", _fail_meta_write)
+            patch.setattr(bm25_storage, "write_synced", _fail_meta_write)
         else:
-            patch.setattr(bm25_module.np, "savez", _fail_arrays_write)
+            patch.setattr(bm25_storage.np, "savez", _fail_arrays_write)
         with pytest.raises(StoreUnavailableError, match="No space left on device"):
             ingestor.ingest_texts(more, index=settings.index, source_name="scifact")
 

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.ingestion.kb_fixture import write_kb
@@ -105,3 +106,43 @@ def test_sigkill_at_random_points_then_rerun_equals_clean_run(tmp_path, make_set
     clean = index_state(make_settings(data_dir=clean_dir))
     recovered = index_state(make_settings(data_dir=crash_dir))
     assert recovered == clean
+
+
+def test_ctrl_c_while_parsing_keeps_the_published_version_and_ends_the_workers(
+    tmp_path, make_settings
+):
+    from tests.security.hostile_files import pdf_many_boxes
+
+    kb = write_kb(tmp_path / "kb")
+    data_dir = tmp_path / "data"
+    env = _env(tmp_path)
+    subprocess.run(
+        _ingest_command(kb, data_dir), env=env, cwd=REPO, check=True, capture_output=True,
+        timeout=600,
+    )  # fmt: skip
+    before = index_state(make_settings(data_dir=data_dir))
+    (kb / "public" / "press.md").write_text("# Changed\n\nA new press release.", "utf-8")
+    (kb / "public" / "boxes.pdf").write_bytes(pdf_many_boxes(1500))  # minutes of parsing
+
+    proc = subprocess.Popen(
+        _ingest_command(kb, data_dir), env=env, cwd=REPO,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    parent = psutil.Process(proc.pid)
+    descendants: list[psutil.Process] = []
+    deadline = time.monotonic() + 300
+    # A parse worker is a grandchild (forked by multiprocessing's forkserver, our child).
+    while time.monotonic() < deadline and proc.poll() is None:
+        descendants = parent.children(recursive=True)
+        if any(p.ppid() != proc.pid for p in descendants):
+            break
+        time.sleep(0.2)
+    assert any(p.ppid() != proc.pid for p in descendants), "no parse worker ever started"
+    time.sleep(2)
+    descendants = parent.children(recursive=True)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) != 0
+
+    _, alive = psutil.wait_procs(descendants, timeout=15)
+    assert not alive, f"processes outlived the run: {[p.pid for p in alive]}"
+    assert index_state(make_settings(data_dir=data_dir)) == before

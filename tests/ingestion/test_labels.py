@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -132,11 +133,13 @@ def test_detect_banner(text: str, level: str | None):
     assert detect_banner(text, SCHEME) == level
 
 
-def test_banner_in_middle_of_long_document_is_ignored():
+def test_marking_line_counts_anywhere_but_loose_forms_only_at_edges():
     lines = [f"line {i} of ordinary prose." for i in range(40)]
-    lines[20] = "CONFIDENTIAL"
+    lines[20] = "ACME CORP CONFIDENTIAL"  # a loose form in the middle of the text: not a banner
     assert detect_banner("\n".join(lines), SCHEME) is None
-    lines[-1] = "RESTRICTED"
+    lines[20] = "Confidential"  # a line that is nothing but a marking: a banner anywhere
+    assert detect_banner("\n".join(lines), SCHEME) == "confidential"
+    lines[-1] = "ACME RESTRICTED"  # the loose form at the document's edge
     assert detect_banner("\n".join(lines), SCHEME) == "restricted"
 
 
@@ -171,3 +174,104 @@ def test_custom_scheme_drops_default_banners_it_cannot_map():
 )
 def test_glob(pattern: str, path: str, matches: bool):
     assert bool(glob_to_regex(pattern).match(path)) is matches
+
+
+# --- configuration errors: duplicate keys, wrong types, bad globs (issue 16, item 2) ----------
+@pytest.mark.parametrize(
+    ("content", "line", "message"),
+    [
+        (
+            "default: {classification: internal, groups: [everyone]}\n"
+            "rules: []\n"
+            "default: {classification: public, groups: [everyone]}\n",
+            3,
+            "duplicate key 'default'",
+        ),
+        ("default:\n  classification: restricted\n  classification: public\n", 3, "duplicate"),
+        ("rules:\n  - {match: 'a/[z-a]', classification: public, groups: [a]}\n", 2, "glob"),
+        ("rules:\n  - {match: 5, classification: public, groups: [a]}\n", 2, "match"),
+        ("default: {classification: internal, groups: [1, 2]}\n", 1, "groups"),
+        ("default: {classification: internal, groups: [true]}\n", 1, "groups"),
+        ("default:\n  classification: internal\n  groups: [a]\n  group: [b]\n", 4, "unknown key"),
+        ("default: {classification: '', groups: [a]}\n", 1, "classification"),
+    ],
+)
+def test_labels_file_errors_name_file_and_line(
+    tmp_path: Path, content: str, line: int, message: str
+):
+    (tmp_path / "citewell.labels.yaml").write_text(content)
+    with pytest.raises(LabelError, match=rf"citewell\.labels\.yaml:{line}: .*{message}"):
+        LabelRules.load(tmp_path, SCHEME)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "classification: restricted\nclassification: public\ngroups: [a]\n",
+        "classification: restricted\ngroups: [a]\nclasification: public\n",
+        "classification: restricted\ngroups: [7]\n",
+        "- classification: restricted\n",
+    ],
+)
+def test_sidecar_errors_name_the_sidecar_and_line(tmp_path: Path, content: str):
+    doc = tmp_path / "a.txt"
+    doc.write_text("hi")
+    (tmp_path / "a.txt.labels.yaml").write_text(content)
+    with pytest.raises(LabelError, match=r"a\.txt\.labels\.yaml:\d+: "):
+        LabelRules.load(tmp_path, SCHEME).resolve("a.txt", doc)
+
+
+def test_invalid_glob_in_code_raises_label_error():
+    with pytest.raises(LabelError, match=r"invalid glob '\[z-a\]'"):
+        glob_to_regex("[z-a]")
+
+
+@pytest.mark.parametrize("content", ["", "# nothing\n", "{}\n", "classification: null\n"])
+def test_an_empty_sidecar_is_an_error_not_silence(tmp_path: Path, content: str):
+    doc = tmp_path / "a.txt"
+    doc.write_text("hi")
+    (tmp_path / "a.txt.labels.yaml").write_text(content)
+    rules = LabelRules(SCHEME, default=AccessLabel(classification="public", groups={"all"}))
+    with pytest.raises(LabelError, match=r"a\.txt\.labels\.yaml:1: .*neither"):
+        rules.resolve("a.txt", doc)
+
+
+def test_yml_spellings_are_refused_not_ignored(tmp_path: Path):
+    doc = tmp_path / "a.txt"
+    doc.write_text("hi")
+    for name in ("a.txt.labels.yml", "a.txt.LABELS.YAML", "a.TXT.labels.yaml"):
+        (tmp_path / name).write_text("classification: restricted\n")
+        with pytest.raises(LabelError, match=rf"{re.escape(name)}: .*a\.txt\.labels\.yaml"):
+            LabelRules.load(tmp_path, SCHEME).resolve("a.txt", doc)
+        (tmp_path / name).unlink()
+    (tmp_path / "citewell.labels.yml").write_text("default: {classification: public}\n")
+    with pytest.raises(LabelError, match=r"citewell\.labels\.yml: .*citewell\.labels\.yaml"):
+        LabelRules.load(tmp_path, SCHEME)
+
+
+def test_a_nested_labels_file_is_a_configuration_error(tmp_path: Path):
+    from citewell.ingestion.sources import LocalFolderSource
+
+    (tmp_path / "citewell.labels.yaml").write_text("default: {classification: public}\n")
+    (tmp_path / "board").mkdir()
+    (tmp_path / "board" / "citewell.labels.yaml").write_text("default: {classification: x}\n")
+    (tmp_path / "board" / "minutes.md").write_text("# Minutes\n")
+    rules = LabelRules.load(tmp_path, SCHEME)
+    source = LocalFolderSource(tmp_path, labels=rules, max_file_bytes=1000)
+    with pytest.raises(LabelError, match=r"board/citewell\.labels\.yaml: .*'board/\*\*'"):
+        source.discover()
+
+
+@pytest.mark.parametrize(
+    ("text", "level"),
+    [
+        ("Subject: [CONFIDENTIAL] Q3 plan\nFrom: ceo@example.com\n\nBody.", "confidential"),
+        ("Subject: Q3 plan (Internal use only)\n\nBody.", "internal"),
+        ("Sensitivity: Highly Confidential\n\nBody.", "restricted"),
+        ("Body text.\n\nclassification: confidential - do not forward", "confidential"),
+        ("Body text.\n\nACME CORP - NOT CONFIDENTIAL", None),
+        ("Report on (internal) audit practices across the group.", None),
+    ],
+)
+def test_loose_banner_forms_at_the_edges(text: str, level: str | None):
+    assert detect_banner(text, SCHEME) == level

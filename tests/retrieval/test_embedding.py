@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -211,8 +212,13 @@ def test_export_is_offline_cached_and_reused(onnx_embedder, export_dir, monkeypa
     )
 
 
-def test_cache_key_names_model_backend_and_length(tmp_path):
-    keys = {SentenceTransformerEmbedder(backend=b, export_dir=tmp_path).cache_key for b in BACKENDS}
+@pytest.mark.slow
+def test_cache_key_names_model_backend_and_length(shared_model_exports):
+    # An exported backend's key loads it first (it might fall back to torch): one shared export.
+    keys = {
+        SentenceTransformerEmbedder(backend=b, export_dir=shared_model_exports).cache_key
+        for b in BACKENDS
+    }
     assert len(keys) == len(BACKENDS) == 5
     short = SentenceTransformerEmbedder(max_seq_length=128).cache_key
     assert short not in keys and "len=128" in short
@@ -233,3 +239,60 @@ def test_constructor_rejects_bad_settings(tmp_path):
         SentenceTransformerEmbedder(batch_size=0)
     with pytest.raises(ConfigurationError):
         SentenceTransformerEmbedder(threads=0)
+
+
+def test_the_default_backend_is_openvino_int8(monkeypatch, tmp_path, shared_model_exports):
+    from citewell.core.settings import Settings
+    from citewell.retrieval.factory import build_model_embedder
+
+    monkeypatch.delenv("CITEWELL_EMBEDDING_BACKEND", raising=False)
+    settings = Settings(data_dir=tmp_path)
+    assert settings.embedding_backend == "openvino-int8"
+    embedder = build_model_embedder(settings)
+    assert embedder.requested_backend == "openvino-int8"
+    assert embedder.backend == "openvino-int8"  # exported (once per session) and loaded
+    assert "|openvino-int8:w8-dyn-a8|" in embedder.cache_key
+
+
+def _fallbacks(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.getMessage() == "model_backend_fallback"]
+
+
+@pytest.mark.slow
+def test_a_failed_export_falls_back_to_torch_with_one_log_line(tmp_path, caplog, torch_embedder):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the export folder would go")
+    embedder = SentenceTransformerEmbedder(
+        backend="openvino-int8", threads=2, export_dir=blocked / "models"
+    )
+    with caplog.at_level(logging.INFO):
+        key = embedder.cache_key  # resolves the backend: the export fails, torch loads
+        vectors = embedder.embed_documents(["parental leave", "salary bands"])
+        embedder.embed_query("again")
+    assert embedder.backend == "torch" and embedder.requested_backend == "openvino-int8"
+    assert key == torch_embedder.cache_key  # its vectors are filed as torch's
+    np.testing.assert_allclose(
+        vectors, torch_embedder.embed_documents(["parental leave", "salary bands"]), atol=1e-5
+    )
+    (line,) = _fallbacks(caplog)
+    assert line.levelno == logging.WARNING
+    fields = line.fields  # type: ignore[attr-defined]
+    assert fields["requested"] == "openvino-int8" and fields["backend"] == "torch"
+    assert "Not a directory" in fields["reason"]
+
+
+@pytest.mark.slow
+def test_a_missing_openvino_falls_back_to_torch(monkeypatch, caplog, shared_model_exports):
+    # The export is there (made once per session); the runtime is not importable.
+    SentenceTransformerEmbedder(
+        backend="openvino-int8", threads=2, export_dir=shared_model_exports
+    ).warm_up()
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    embedder = SentenceTransformerEmbedder(
+        backend="openvino-int8", threads=2, export_dir=shared_model_exports
+    )
+    with caplog.at_level(logging.INFO):
+        assert embedder.embed_query("parental leave").shape == (384,)
+    assert embedder.backend == "torch"
+    (line,) = _fallbacks(caplog)
+    assert "openvino" in line.fields["reason"]  # type: ignore[attr-defined]

@@ -21,8 +21,12 @@ from fastapi.testclient import TestClient
 from mcp import Client
 
 from citewell.agent.factory import build_agent
+from citewell.api.audit import AuditLog
+from citewell.api.auth import AuthContext
 from citewell.api.main import create_app
-from citewell.api.mcp_server import build_mcp_server
+from citewell.api.mcp_server import stdio_mcp_server
+from citewell.api.metrics import ApiMetrics
+from citewell.api.operations import Operations
 from citewell.cli.main import main as cli_main
 from citewell.core.models import Principal, SearchMode, SearchRequest
 from citewell.core.settings import Settings
@@ -264,9 +268,11 @@ def test_mcp_tools(kb: KB) -> None:
     rng = random.Random(17)
     agent = build_agent(kb.settings, kb.service, kb.embedder)
     principals = [random_principal(rng, n) for n in range(N_MCP // 10)]
+    audit = AuditLog(kb.settings.data_dir / "mcp-audit.jsonl")
+    operations = Operations(kb.settings, kb.service, lambda: agent, audit, ApiMetrics())
 
     async def round_trip(principal: Principal) -> list[tuple[str, str]]:
-        server = build_mcp_server(kb.service, agent, principal)
+        server = stdio_mcp_server(operations, AuthContext(principal=principal, method="local"))
         out: list[tuple[str, str]] = []
         async with Client(server) as client:
             for i in range(10):

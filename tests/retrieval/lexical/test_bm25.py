@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rank_bm25 import BM25Okapi
 
-import citewell.retrieval.lexical.bm25 as bm25_module
+import citewell.retrieval.lexical.storage as bm25_storage
 from citewell.core.errors import ConfigurationError, StoreUnavailableError
 from citewell.core.models import SearchFilters
 from citewell.retrieval.access import AccessScope
@@ -36,7 +36,7 @@ class TestBM25IndexContract(LexicalIndexContract):
     def make_index(self) -> BM25Index:
         return BM25Index()
 
-    def reopen(self, index: BM25Index, directory: Path) -> BM25Index:  # type: ignore[override]
+    def reopen(self, index: BM25Index, directory: Path) -> BM25Index:
         index.save(directory)
         return BM25Index.load(directory)
 
@@ -197,7 +197,7 @@ def test_inconsistent_arrays_raise_store_unavailable(tmp_path: Path) -> None:
     arrays["indices"][0] = 10_000
     np.savez(version / "arrays.npz", **arrays)
     meta = json.loads((version / "meta.json").read_text())
-    meta["arrays_sha256"] = bm25_module._sha256(version / "arrays.npz")
+    meta["arrays_sha256"] = bm25_storage.sha256_of(version / "arrays.npz")
     (version / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(StoreUnavailableError, match="inconsistent"):
         BM25Index.load(directory)
@@ -217,7 +217,7 @@ def test_failed_save_keeps_previous_version(tmp_path: Path, monkeypatch) -> None
     def fail(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(bm25_module.os, "replace", fail)
+    monkeypatch.setattr(bm25_storage.os, "replace", fail)
     with pytest.raises(StoreUnavailableError):
         index.save(directory)
     monkeypatch.undo()
@@ -231,6 +231,7 @@ KILL_SCRIPT = """
 import os, signal, sys
 from pathlib import Path
 import citewell.retrieval.lexical.bm25 as m
+import citewell.retrieval.lexical.storage as storage
 from tests.retrieval.contracts.lexical_index_contract import CORPUS, make_chunk
 directory, point = Path(sys.argv[1]), sys.argv[2]
 index = m.BM25Index()
@@ -242,9 +243,9 @@ def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
 
 if point == "write":
-    m.os.fsync = die  # killed right after the arrays are written, before they are synced
+    storage.os.fsync = die  # killed right after the arrays are written, before they are synced
 elif point == "swap":
-    m._swap_pointer = die  # killed after the new version directory is complete
+    storage.swap_pointer = die  # killed after the new version directory is complete
 index.save(directory)
 """
 
@@ -282,7 +283,7 @@ def test_filters_do_not_change_statistics() -> None:
 
 def test_load_retries_when_a_save_replaces_the_version(tmp_path: Path, monkeypatch) -> None:
     index, directory, _ = saved(tmp_path)
-    real_read = bm25_module._read_version
+    real_read = bm25_storage.read_version
     raced: list[Path] = []
 
     def racing(path: Path):
@@ -291,6 +292,6 @@ def test_load_retries_when_a_save_replaces_the_version(tmp_path: Path, monkeypat
             index.save(directory)  # swaps the pointer and removes `path` under the reader
         return real_read(path)
 
-    monkeypatch.setattr(bm25_module, "_read_version", racing)
+    monkeypatch.setattr(bm25_storage, "read_version", racing)
     assert len(BM25Index.load(directory)) == len(CORPUS)
     assert raced and not raced[0].exists()

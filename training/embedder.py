@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import random
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -40,7 +39,8 @@ from citewell.core.logging import log_event
 from citewell.core.models import Frozen
 from citewell.core.settings import Settings
 from citewell.evaluation.beir import load_beir
-from citewell.evaluation.reranker_training import (
+from citewell.training.data import TrainingData, TrainingGroup, ValidationQuery
+from citewell.training.reranker import (
     Device,
     ValidationPoint,
     git_commit,
@@ -49,7 +49,6 @@ from citewell.evaluation.reranker_training import (
     rerank_ndcg,
     resolve_device,
 )
-from citewell.evaluation.training_data import TrainingData, TrainingGroup, ValidationQuery
 
 logger = logging.getLogger(__name__)
 
@@ -319,10 +318,9 @@ def train_embedder(
     ``<data_dir>/models/embedder-<dataset>-<UTC timestamp>``) with its model card."""
     from sentence_transformers import SentenceTransformer
 
-    from citewell.evaluation.training_data import build_index_training_data
     from citewell.retrieval.factory import embedding_model_id
+    from citewell.training.data import build_index_training_data
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub from training
     params = EmbedderTrainingParameters(
         epochs=epochs,
         batch_size=batch_size,

@@ -20,7 +20,7 @@ import json
 import logging
 import random
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +28,7 @@ from citewell.core.errors import EvaluationError
 from citewell.core.logging import log_event
 from citewell.core.models import Chunk, Frozen, SearchMode, SearchRequest, SearchResult
 from citewell.core.settings import Settings
+from citewell.evaluation.beir import split_holdout
 from citewell.evaluation.models import BeirDataset, BeirDocument, BeirQuery
 from citewell.evaluation.retrieval_eval import EvalSearchIndex, eval_principal
 from citewell.retrieval.lexical import contextual_text
@@ -69,19 +70,6 @@ class TrainingData(Frozen):
     counts: dict[str, int]  # groups per source
     train_queries: int
     validation_queries: int
-
-
-def split_holdout(
-    query_ids: Iterable[str], fraction: float, seed: int
-) -> tuple[list[str], list[str]]:
-    """(train, holdout) query ids: a seeded shuffle of the sorted ids, so every caller (training,
-    the gate, the CLI) carves the same holdout out of a train split."""
-    if not 0.0 < fraction < 1.0:
-        raise EvaluationError(f"validation fraction must be within (0, 1), got {fraction}")
-    ids = sorted(set(query_ids))
-    random.Random(seed).shuffle(ids)
-    cut = max(1, round(len(ids) * fraction))
-    return sorted(ids[cut:]), sorted(ids[:cut])
 
 
 def _search(

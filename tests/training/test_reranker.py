@@ -10,10 +10,10 @@ import pytest
 
 from citewell.core.models import Principal, SearchMode, SearchRequest
 from citewell.core.settings import Settings
-from citewell.evaluation.reranker_training import TrainedReranker, train_reranker
 from citewell.evaluation.retrieval_eval import eval_principal, evaluate_retrieval
 from citewell.retrieval.index import IndexLayout
 from citewell.retrieval.service import ServingIndex
+from citewell.training.reranker import TrainedReranker, train_reranker
 from tests.evaluation.beir_files import write_slice
 
 SCIFACT = Path("/work/shared/data/ir/scifact")

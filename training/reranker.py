@@ -31,8 +31,8 @@ from citewell.core.models import Frozen
 from citewell.core.settings import Settings
 from citewell.evaluation.beir import load_beir
 from citewell.evaluation.metrics import mean, ndcg_at_k
-from citewell.evaluation.training_data import TrainingData, TrainingGroup, ValidationQuery
-from citewell.retrieval.gate import GateDecision
+from citewell.retrieval.reranker_decision import GateDecision
+from citewell.training.data import TrainingData, TrainingGroup, ValidationQuery
 
 logger = logging.getLogger(__name__)
 
@@ -421,12 +421,11 @@ def train_reranker(
     ``out_dir`` defaults to ``<rerankers>/model-<UTC timestamp>``; installing requires it to be
     inside the index's rerankers folder."""
     from citewell.evaluation.reranker_gate import decide_gate
-    from citewell.evaluation.training_data import build_index_training_data
     from citewell.retrieval.factory import model_export_dir, model_threads
     from citewell.retrieval.index import IndexLayout
     from citewell.retrieval.rerank import CrossEncoderReranker
+    from citewell.training.data import build_index_training_data
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub from training
     resolved_device = resolve_device(device)
     params = TrainingParameters(
         layers=layers,

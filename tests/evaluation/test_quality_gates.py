@@ -16,7 +16,7 @@ from citewell.core.models import (
     SearchRequest,
     SearchResult,
 )
-from citewell.evaluation.gates import score_golden
+from citewell.evaluation.quality_gates import score_golden
 from citewell.ingestion.sources_config import EvaluationConfig
 
 ROOT = "file:///srv/docs/handbook"
@@ -94,5 +94,5 @@ def test_paths_and_globs_relative_to_the_source_folder(tmp_path: Path) -> None:
 
 def test_questions_without_expected_documents_are_refused(tmp_path: Path) -> None:
     golden = _golden(tmp_path / "g.jsonl", [{"question": "dogs?", "expected_doc": None}])
-    with pytest.raises(GoldenSetError, match=r"g\.jsonl:1: expected the document"):
+    with pytest.raises(GoldenSetError, match=r"g\.jsonl: no question names an expected document"):
         score_golden(_Service({}), PRINCIPAL, EvaluationConfig(golden=golden), ROOT)

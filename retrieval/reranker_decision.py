@@ -7,11 +7,11 @@ off where it did not measurably help.
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from pathlib import Path
 
 from citewell.core.models import Frozen
+from citewell.retrieval.durable import write_atomic
 
 GATE_FILE = "gate.json"
 
@@ -36,7 +36,4 @@ def load_gate(rerankers_dir: Path) -> GateDecision | None:
 
 
 def save_gate(rerankers_dir: Path, decision: GateDecision) -> None:
-    rerankers_dir.mkdir(parents=True, exist_ok=True)
-    tmp = rerankers_dir / f".{GATE_FILE}.{os.getpid()}"
-    tmp.write_text(decision.model_dump_json(indent=2), encoding="utf-8")
-    os.replace(tmp, rerankers_dir / GATE_FILE)
+    write_atomic(rerankers_dir / GATE_FILE, decision.model_dump_json(indent=2).encode("utf-8"))

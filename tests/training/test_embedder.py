@@ -15,7 +15,17 @@ import pytest
 from citewell.core.models import SearchMode, SearchRequest
 from citewell.core.settings import Settings
 from citewell.evaluation.beir import load_beir
-from citewell.evaluation.embedder_training import (
+from citewell.evaluation.retrieval_eval import eval_principal, evaluate_retrieval
+from citewell.retrieval.index import IndexLayout
+from citewell.retrieval.service import ServingIndex
+from citewell.training.data import (
+    Candidate,
+    TrainingGroup,
+    ValidationQuery,
+    build_index_training_data,
+    passage_text,
+)
+from citewell.training.embedder import (
     TrainedEmbedder,
     _batches,
     _examples,
@@ -23,16 +33,6 @@ from citewell.evaluation.embedder_training import (
     dense_rescoring_ndcg,
     train_embedder,
 )
-from citewell.evaluation.retrieval_eval import eval_principal, evaluate_retrieval
-from citewell.evaluation.training_data import (
-    Candidate,
-    TrainingGroup,
-    ValidationQuery,
-    build_index_training_data,
-    passage_text,
-)
-from citewell.retrieval.index import IndexLayout
-from citewell.retrieval.service import ServingIndex
 from tests.evaluation.beir_files import write_slice
 
 SCIFACT = Path("/work/shared/data/ir/scifact")

@@ -1,0 +1,198 @@
+"""What a caller can do (search, answer), audited and counted the same way on every transport:
+the REST routes, the OpenAI-compatible routes and the MCP tools (HTTP and stdio) are thin
+adapters over :class:`Operations`. Who is asking always arrives as an :class:`AuthContext`
+built from credentials, never from arguments."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from citewell.agent.agent import Agent
+from citewell.agent.models import Answer
+from citewell.api.audit import AuditLog, AuditOutcome, AuditRecord, FilterSummary, query_hash
+from citewell.api.auth import AuthContext
+from citewell.api.metrics import AnswerMetrics, ApiMetrics
+from citewell.core.errors import CitewellError, InputRejectedError, StoreUnavailableError
+from citewell.core.models import SearchFilters, SearchMode, SearchRequest, SearchResult
+from citewell.core.settings import Settings
+from citewell.retrieval.access import enforce, scope_for
+from citewell.retrieval.protocols import SearchService
+
+
+class Operations:
+    """Search and answer for an authenticated caller; every call writes one audit line (two
+    when an answer's sources look like injected instructions) and updates the metrics."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        search: SearchService,
+        agent: Callable[[], Agent],
+        audit: AuditLog,
+        metrics: ApiMetrics,
+    ) -> None:
+        self._settings = settings
+        self._search = search
+        self._agent = agent  # built on first use: it needs the serving index's embedder
+        self._audit = audit
+        self._metrics = metrics
+        self.answer_metrics = AnswerMetrics(metrics)
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
+    def audit(self) -> AuditLog:
+        return self._audit
+
+    @property
+    def metrics(self) -> ApiMetrics:
+        return self._metrics
+
+    def agent(self) -> Agent:
+        return self._agent()
+
+    def search(
+        self,
+        auth: AuthContext,
+        *,
+        query: str,
+        endpoint: str,
+        k: int = 10,
+        mode: SearchMode | None = None,
+        rerank: bool = True,
+        filters: SearchFilters | None = None,
+        prefer_recent: bool = False,
+    ) -> tuple[SearchResult, float]:
+        """The result and the seconds it took."""
+        settings = self._settings
+        principal = auth.principal
+        filters = filters or SearchFilters()
+        mode = mode or settings.default_mode
+        started = time.perf_counter()
+
+        def record(outcome: AuditOutcome, result: SearchResult | None, reason: str | None) -> None:
+            self._audit.record(
+                AuditRecord(
+                    event="search",
+                    endpoint=endpoint,
+                    outcome=outcome,
+                    principal=principal.name,
+                    caller=auth.caller,
+                    auth_method=auth.method,
+                    query_sha256=query_hash(query),
+                    query=query,  # AuditLog drops it unless audit_log_queries is on
+                    mode=result.mode if result is not None else mode,
+                    k=k,
+                    rerank_requested=rerank,
+                    reranked=result.reranked if result is not None else None,
+                    filters=FilterSummary.of(filters),
+                    chunk_ids=tuple(h.chunk.chunk_id for h in result.results) if result else (),
+                    index_version=result.index_version if result is not None else None,
+                    latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                    reason=reason,
+                )
+            )
+
+        if len(query) > settings.max_query_chars:
+            record("rejected", None, "query_too_long")
+            raise InputRejectedError(f"query longer than {settings.max_query_chars} characters")
+        try:
+            request = SearchRequest(
+                query=query,
+                k=k,
+                mode=mode,
+                rerank=rerank,
+                filters=filters,
+                prefer_recent=prefer_recent,
+            )
+            result = self._search.search(principal, request)
+            # Defence in depth: nothing leaves the API that the caller's scope does not allow.
+            scope = scope_for(principal, settings.scheme, settings.default_groups)
+            hits = enforce(scope, result.results)
+            if len(hits) != len(result.results):
+                result = result.model_copy(update={"results": tuple(hits)})
+        except StoreUnavailableError:
+            record("unavailable", None, "store_unavailable")
+            raise
+        except Exception as exc:  # audited whatever failed; api.errors decides the response
+            record("error", None, type(exc).__name__)
+            raise
+        took = time.perf_counter() - started
+        self._metrics.results_per_query.labels(mode=result.mode.value).observe(len(result.results))
+        self._metrics.search_latency.labels(
+            mode=result.mode.value, reranked=str(result.reranked)
+        ).observe(took)
+        record("ok", result, None)
+        return result, took
+
+    def answer(
+        self,
+        auth: AuthContext,
+        *,
+        question: str,
+        endpoint: str,
+        filters: SearchFilters | None = None,
+    ) -> Answer:
+        settings = self._settings
+        principal = auth.principal
+        filters = filters or SearchFilters()
+        started = time.perf_counter()
+        agent: Agent | None = None
+
+        def record(
+            event: str,
+            outcome: AuditOutcome,
+            result: Answer | None,
+            reason: str | None,
+            chunk_ids: tuple[str, ...] | None = None,
+        ) -> None:
+            if chunk_ids is None:
+                chunk_ids = tuple(s.chunk_id for s in result.sources) if result else ()
+            self._audit.record(
+                AuditRecord(
+                    event=event,
+                    endpoint=endpoint,
+                    outcome=outcome,
+                    principal=principal.name,
+                    caller=auth.caller,
+                    auth_method=auth.method,
+                    query_sha256=query_hash(question),
+                    query=question,  # AuditLog drops it unless audit_log_queries is on
+                    mode=agent.config.mode if agent is not None else None,
+                    k=agent.config.top_k if agent is not None else None,
+                    filters=FilterSummary.of(filters),
+                    chunk_ids=chunk_ids,
+                    index_version=result.index_version if result else None,
+                    latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                    reason=reason,
+                )
+            )
+
+        if len(question) > settings.max_query_chars:
+            record("answer", "rejected", None, "query_too_long")
+            raise InputRejectedError(f"question longer than {settings.max_query_chars} characters")
+        try:
+            agent = self._agent()
+            result = agent.answer(principal, question, filters)
+        except StoreUnavailableError:
+            record("answer", "unavailable", None, "store_unavailable")
+            raise
+        except CitewellError as exc:
+            record("answer", "error", None, type(exc).__name__)
+            raise
+        if result.flagged_chunks:
+            # A separate line so security tooling can alert on it without parsing answers.
+            record(
+                "answer.injection_suspected",
+                "ok",
+                result,
+                "instruction_like_text_in_sources",
+                chunk_ids=result.flagged_chunks,
+            )
+        reason = "refused" if result.refused else None if result.generated else "sources_only"
+        record("answer", "ok", result, reason)
+        self.answer_metrics.observe(result)
+        return result

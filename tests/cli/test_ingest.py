@@ -1,0 +1,81 @@
+"""``citewell ingest`` with a broken labels file (issue 16, item 2): a one-line error naming the
+file and line, a non-zero exit, nothing published, the previous version still serving."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from citewell.cli.main import main as cli_main
+from citewell.core.models import Principal, SearchMode, SearchRequest
+from citewell.core.settings import Settings
+from citewell.ingestion.pipeline import Ingestor
+from citewell.retrieval.index import IndexLayout
+from citewell.retrieval.service import ServingIndex
+
+pytestmark = pytest.mark.slow
+
+LABELS = (
+    "default: {classification: internal, groups: [staff]}\n"
+    "rules:\n"
+    "  - {match: 'board/**', classification: restricted, groups: [board]}\n"
+)
+BROKEN = {
+    # A glob that does not compile used to escape as an uncaught re.error.
+    "bad glob": (LABELS + "  - {match: 'notes/[z-a]*.md', classification: public}\n", 4, "glob"),
+    # The second default silently won, relabelling everything public.
+    "duplicate default": (
+        LABELS + "default: {classification: public, groups: [everyone]}\n",
+        4,
+        "duplicate key 'default'",
+    ),
+    "wrong type": (LABELS.replace("groups: [board]", "groups: [1]"), 3, "groups"),
+    "unknown key": (LABELS.replace("restricted, groups", "restricted, group"), 3, "unknown key"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_broken_labels_file_fails_the_run_and_keeps_the_serving_version(
+    tmp_path: Path,
+    embedder: Any,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    case: str,
+) -> None:
+    monkeypatch.setattr("citewell.cli.common.configure_logging", lambda *a, **k: None)
+    settings = Settings(data_dir=tmp_path / "data")
+    folder = tmp_path / "docs"
+    (folder / "board").mkdir(parents=True)
+    (folder / "citewell.labels.yaml").write_text(LABELS, encoding="utf-8")
+    (folder / "board" / "minutes.md").write_text(
+        "# Board minutes\n\nThe board approved the sale of the Gdansk terminal.\n", "utf-8"
+    )
+    Ingestor(settings, embedder=embedder).ingest_folder(folder, source_name="docs")
+    layout = IndexLayout(settings)
+    serving, versions = layout.current_version(), layout.versions()
+    capsys.readouterr()  # model loading progress
+
+    content, line, message = BROKEN[case]
+    (folder / "citewell.labels.yaml").write_text(content, encoding="utf-8")
+    code = cli_main(["ingest", str(folder), "--data-dir", str(settings.data_dir), "--json"])
+    out, err = capsys.readouterr()
+    assert code != 0 and not out
+    labels_file = folder / "citewell.labels.yaml"
+    assert err.startswith(f"citewell: error: {labels_file}:{line}: "), err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert layout.current_version() == serving and layout.versions() == versions
+
+    # The previous version still serves, at its labels: staff do not see the board's minutes.
+    staff = Principal(name="s", clearance="restricted", groups=frozenset({"staff", "everyone"}))
+    service = ServingIndex(settings, embedder=embedder)
+    try:
+        for mode in SearchMode:
+            request = SearchRequest(query="board sale terminal", k=5, mode=mode, rerank=False)
+            assert not service.search(staff, request).results
+        board = Principal(name="b", clearance="restricted", groups=frozenset({"board"}))
+        request = SearchRequest(query="board sale terminal", k=5, mode=SearchMode.DENSE)
+        assert service.search(board, request).results
+    finally:
+        service.close()

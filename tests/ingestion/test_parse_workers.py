@@ -1,0 +1,103 @@
+"""Parse worker processes: the time limit and the memory limit hit real pathological inputs, a
+worker that hit a limit is replaced and the next document parses, closing ends every worker."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from citewell.ingestion.limits import ZipLimits
+from citewell.ingestion.parse_workers import ParseJob, ParseWorkers, WorkerLimits
+from tests.security.hostile_files import MIB, pdf_flate_bomb, pdf_many_boxes
+
+SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "sample_docs"
+MEMO = SAMPLES / "fake-memo.pdf"
+
+
+def _good(tmp_path: Path) -> ParseJob:
+    path = tmp_path / "good.txt"
+    path.write_text("Cranes load vessels at berth four.", encoding="utf-8")
+    return ParseJob("good", path, "txt")
+
+
+def test_a_document_past_the_time_limit_fails_and_the_next_one_parses(tmp_path: Path):
+    slow = tmp_path / "boxes.pdf"
+    slow.write_bytes(pdf_many_boxes(1500))  # minutes of layout analysis
+    with ParseWorkers(1, WorkerLimits(time_limit_s=8)) as workers:
+        workers.submit(ParseJob("slow", slow, "pdf"))
+        workers.submit(_good(tmp_path))
+        outcome = workers.take("slow")
+        assert outcome.parsed is None
+        assert outcome.reason == "time limit exceeded (8 s)"
+        good = workers.take("good")
+        assert good.parsed is not None and "berth four" in good.parsed.text
+        assert workers.replaced == 1
+
+
+def test_a_read_that_never_returns_hits_the_time_limit(tmp_path: Path):
+    fifo = tmp_path / "stuck.txt"
+    os.mkfifo(fifo)  # opening it blocks until a writer appears: none ever does
+    with ParseWorkers(1, WorkerLimits(time_limit_s=4)) as workers:
+        workers.submit(ParseJob("stuck", fifo, "txt"))
+        assert workers.take("stuck").reason == "time limit exceeded (4 s)"
+
+
+def test_a_real_bomb_past_the_memory_limit_fails_with_bounded_worker_memory(tmp_path: Path):
+    bomb = tmp_path / "bomb.pdf"
+    bomb.write_bytes(pdf_flate_bomb(300 * MIB))  # pdfminer inflates it whole
+    limit = 160 * MIB
+    # The decompression cap is raised out of the way, so only the memory limit stands.
+    limits = WorkerLimits(
+        memory_limit_bytes=limit, zip_limits=ZipLimits(max_uncompressed_bytes=4096 * MIB)
+    )
+    with ParseWorkers(1, limits) as workers:
+        workers.submit(ParseJob("memo", MEMO, "pdf"))
+        baseline = workers.take("memo")
+        assert baseline.parsed is not None
+        workers.submit(ParseJob("bomb", bomb, "pdf"))
+        outcome = workers.take("bomb")
+        assert outcome.parsed is None
+        assert outcome.reason is not None
+        assert outcome.reason.startswith(("memory limit exceeded", "parser process died"))
+        # The worker's own high-water mark: never past its start-up size plus the limit.
+        assert outcome.peak_rss_bytes < baseline.peak_rss_bytes + limit
+        workers.submit(ParseJob("memo-again", MEMO, "pdf"))
+        assert workers.take("memo-again").parsed is not None
+
+
+def test_close_ends_every_worker(tmp_path: Path):
+    slow = tmp_path / "boxes.pdf"
+    slow.write_bytes(pdf_many_boxes(1500))
+    workers = ParseWorkers(2, WorkerLimits(time_limit_s=600))
+    workers.submit(ParseJob("a", slow, "pdf"))
+    workers.submit(ParseJob("b", slow, "pdf"))
+    pids: list[int] = []
+    for _ in range(600):
+        pids = workers.worker_pids()
+        if len(pids) == 2:
+            break
+        time.sleep(0.1)
+    assert len(pids) == 2
+    workers.close()
+    _, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], 5)
+    assert not alive
+
+
+@pytest.mark.parametrize("workers", [0, -1])
+def test_worker_count_must_be_positive(workers: int):
+    with pytest.raises(ValueError):
+        ParseWorkers(workers, WorkerLimits())
+
+
+def test_a_key_cannot_be_pending_twice(tmp_path: Path):
+    with ParseWorkers(1, WorkerLimits()) as workers:
+        workers.submit(_good(tmp_path))
+        with pytest.raises(ValueError, match="already pending"):
+            workers.submit(_good(tmp_path))
+        assert workers.take("good").parsed is not None
+        workers.submit(_good(tmp_path))  # taken: the key is free again
+        assert workers.take("good").parsed is not None
