@@ -37,7 +37,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--object-labels",
         type=OBJECT_LABELS,
-        default="",
         help="S3 only: also trust object 'tags' and/or 'metadata' (classification, groups) "
         "as labels, comma-separated; the most restrictive label wins",
     )
@@ -96,7 +95,7 @@ def _ingest_s3(
     from citewell.ingestion.pipeline import Ingestor
     from citewell.ingestion.sources import S3Source
 
-    trusted = {part for part in args.object_labels.split(",") if part}
+    trusted = set((args.object_labels or "").split(",")) - {""}
     with S3Source(
         location,
         scheme=settings.scheme,

@@ -65,5 +65,20 @@ def test_ingest_s3_prefix(cli, s3_env, capsys):
 def test_ingest_s3_errors_are_reported(cli, s3_env, capsys):
     assert cli_main(["ingest", "s3://no-such-bucket-here/x", "--index", "t"]) == 2
     assert "NoSuchBucket" in capsys.readouterr().err
-    assert cli_main(["ingest", "s3://b/x", "--object-labels", "acl"]) == 2
-    assert "unknown acl" in capsys.readouterr().err
+    for argv, message in [
+        (["s3://docs-bucket/x", "--object-labels", "acl"], "invalid object label kinds"),
+        (["s3://docs-bucket/x", "--object-labels", ""], "invalid object label kinds"),
+        (["s3://", "--index", "t"], "not an s3://bucket/prefix URI"),
+        (["s3://Bad_Bucket!/x", "--index", "t"], "not an s3://bucket/prefix URI"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main(["ingest", *argv])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_object_labels_are_refused_for_a_folder(cli, tmp_path, capsys):
+    (tmp_path / "docs").mkdir()
+    assert cli_main(["ingest", str(tmp_path / "docs"), "--object-labels", "tags"]) == 2
+    assert "--object-labels is for s3:// sources" in capsys.readouterr().err

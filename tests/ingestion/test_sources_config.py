@@ -106,7 +106,7 @@ def test_s3_sources(tmp_path: Path) -> None:
         ("{name: a, index: a}", "needs 'path'"),
         ("{name: a, path: docs, index: a, bucket: docs}", "are for s3 sources"),
         ("{name: a, type: s3, bucket: docs, index: a, object_labels: [acl]}", "object_labels"),
-        ("{name: a, type: s3, bucket: docs, index: a, aws_secret_access_key: x}", "Extra inputs"),
+        ("{name: a, type: s3, bucket: docs, index: a, aws_secret_access_key: x}", "unknown key"),
         ("{name: a, type: gcs, bucket: docs, index: a}", "'local' or 's3'"),
     ],
 )
