@@ -13,8 +13,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from citewell.agent.answerability import AnswerabilityChecker, Assessment
 from citewell.agent.backends import AnswerBackend
-from citewell.agent.citations import MARKER_RE, verify_citations
+from citewell.agent.citations import MARKER_RE, VerifiedAnswer, VerifiedSentence, verify_citations
 from citewell.agent.injection import instruction_patterns
 from citewell.agent.models import AgentConfig, Answer, AnswerTimings, Citation, Source, TokenUsage
 from citewell.agent.prompt import REFUSAL_TOKEN
@@ -73,12 +74,14 @@ class Agent:
         backend: AnswerBackend,
         config: AgentConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
+        checker: AnswerabilityChecker | None = None,
     ) -> None:
         self._search = search
         self._scorer = scorer
         self._backend = backend
         self._config = config or AgentConfig()
         self._clock = clock
+        self._checker = checker or AnswerabilityChecker()
 
     @property
     def config(self) -> AgentConfig:
@@ -87,6 +90,28 @@ class Agent:
     @property
     def backend_name(self) -> str:
         return self._backend.name
+
+    @property
+    def checker(self) -> AnswerabilityChecker:
+        return self._checker
+
+    def candidates(
+        self, principal: Principal, question: str, filters: SearchFilters | None = None
+    ) -> list[ScoredSentence]:
+        """The scored sentences of one retrieval for ``question`` as ``principal``, best first:
+        what the answerability check sees (for calibration)."""
+        tool = PrincipalBoundSearch(self._search, principal)
+        result = tool(
+            SearchRequest(
+                query=question,
+                k=self._config.top_k,
+                mode=self._config.mode,
+                rerank=self._config.rerank,
+                filters=filters or SearchFilters(),
+                prefer_recent=self._config.detect_recency and wants_recent(question),
+            )
+        )
+        return self._scorer.score(question, [r.chunk for r in result.results])
 
     def answer(
         self, principal: Principal, question: str, filters: SearchFilters | None = None
@@ -98,6 +123,8 @@ class Agent:
             raise InputRejectedError(
                 f"question is longer than {self._config.max_query_chars} characters"
             )
+        # The language model loads once per process (seconds); not part of an answer's budget.
+        self._checker.analyzer.warm_up()
         return self._run(PrincipalBoundSearch(self._search, principal), question, filters)
 
     def _run(
@@ -121,6 +148,7 @@ class Agent:
         chunks: list[Chunk] = []
         scored: list[ScoredSentence] = []
         support: float | None = None
+        assessment: Assessment | None = None
         retrievals = 0
         index_version: str | None = None
         for query in queries[: cfg.max_retrievals]:
@@ -147,9 +175,10 @@ class Agent:
             scored = self._scorer.score(question, candidates)
             chunks = _best_chunks(candidates, scored, cfg.top_k)
             scored = self._scorer.score(question, chunks)
-            timings["scoring_ms"] += (self._clock() - t1) * 1000
             support = _support(scored)
-            if support is not None and support >= cfg.refusal_threshold:
+            assessment = self._checker.assess(question, scored, cfg.refusal_threshold)
+            timings["scoring_ms"] += (self._clock() - t1) * 1000
+            if assessment.answerable:
                 break
             if retrievals < min(cfg.max_retrievals, len(queries)):
                 notes.append("weak first retrieval; retried with a keyword reformulation")
@@ -164,19 +193,26 @@ class Agent:
             "backend": self._backend.name,
             "flagged_chunks": flagged,
             "index_version": index_version,
+            "confidence": assessment.confidence if assessment else None,
         }
 
         def finish(answer: Answer) -> Answer:
             self._log(tool.principal_name, answer)
             return answer
 
-        if support is None or support < cfg.refusal_threshold:
+        if assessment is None or not assessment.answerable:
+            reason = (
+                assessment.reason
+                if assessment is not None and assessment.reason
+                else f'no passage answers "{question}": nothing was retrieved'
+            )
             return finish(
                 Answer(
                     **base,
                     answer=REFUSAL_TEXT,
                     refused=True,
-                    notes=(*notes, "no retrieved sentence is similar enough to the question"),
+                    refusal_reason=reason,
+                    notes=(*notes, reason),
                     timings=self._timings(timings, start),
                 )
             )
@@ -188,7 +224,8 @@ class Agent:
 
         t0 = self._clock()
         try:
-            completion = self._backend.generate(question, chunks, scored, remaining)
+            # Only sentences that pass the check may be quoted as answers.
+            completion = self._backend.generate(question, chunks, assessment.passing, remaining)
         except LLMError as exc:
             log_event(logger, logging.WARNING, "agent.generation_failed", error=str(exc))
             return finish(
@@ -207,21 +244,51 @@ class Agent:
         text = completion.text.strip()
         if not text or text.strip(" .") == REFUSAL_TOKEN:
             timings["verification_ms"] = 0.0
+            reason = f'no passage answers "{question}": the backend found no answer in the sources'
             return finish(
                 Answer(
                     **base,
                     answer=REFUSAL_TEXT,
                     refused=True,
-                    notes=(*notes, "the backend found no answer in the sources"),
+                    refusal_reason=reason,
+                    notes=(*notes, reason),
                     usage=usage,
                     timings=self._timings(timings, start),
                 )
             )
         verified = verify_citations(text, len(chunks))
-        citations = self._citations(verified.sentences, chunks, scored)
+        removed_claims = 0
+        if self._backend.uses_llm:
+            verified, removed_claims = self._drop_unsupported_claims(verified, scored, assessment)
         timings["verification_ms"] = (self._clock() - t1) * 1000
         if verified.removed:
             notes.append(f"removed {verified.removed} citation(s) to sources not given")
+        if removed_claims:
+            notes.append(
+                f"removed {removed_claims} sentence(s) whose cited source does not support them"
+            )
+        if not any(s.citations for s in verified.sentences):
+            reason = (
+                f'no passage answers "{question}": no sentence of the generated answer is '
+                "supported by the source it cites"
+            )
+            timings["verification_ms"] = (self._clock() - t1) * 1000
+            return finish(
+                Answer(
+                    **{**base, "confidence": 0.0 if removed_claims else base["confidence"]},
+                    answer=REFUSAL_TEXT,
+                    refused=True,
+                    refusal_reason=reason,
+                    unsupported_sentences=verified.unsupported,
+                    removed_citations=verified.removed,
+                    removed_claims=removed_claims,
+                    notes=(*notes, reason),
+                    usage=usage,
+                    timings=self._timings(timings, start),
+                )
+            )
+        citations = self._citations(verified.sentences, chunks, scored)
+        timings["verification_ms"] = (self._clock() - t1) * 1000
         return finish(
             Answer(
                 **base,
@@ -229,10 +296,53 @@ class Agent:
                 citations=citations,
                 unsupported_sentences=verified.unsupported,
                 removed_citations=verified.removed,
+                removed_claims=removed_claims,
                 notes=tuple(notes),
                 usage=usage,
                 timings=self._timings(timings, start),
             )
+        )
+
+    def _drop_unsupported_claims(
+        self,
+        verified: VerifiedAnswer,
+        scored: Sequence[ScoredSentence],
+        assessment: Assessment,
+    ) -> tuple[VerifiedAnswer, int]:
+        """An LLM's sentence stays when at least one source it cites holds a sentence that
+        supports it (the answerability model with the claim in the question's place); a cited
+        sentence supported by none is removed and counted. Sentences without a citation stay
+        and are reported as unsupported."""
+        by_source: dict[int, list[ScoredSentence]] = {}
+        for s in scored:
+            if s.span.answerable:
+                by_source.setdefault(s.source_n, []).append(s)
+        kept: list[VerifiedSentence] = []
+        removed = 0
+        for sentence in verified.sentences:
+            if not sentence.citations:
+                kept.append(sentence)
+                continue
+            claim = " ".join(MARKER_RE.sub("", sentence.text).split())
+            supported = False
+            for n in sentence.citations:
+                match = self._scorer.best_match(claim, by_source.get(n, []))
+                if (
+                    match is not None
+                    and self._checker.claim_support(claim, match) >= assessment.threshold
+                ):
+                    supported = True
+                    break
+            if supported:
+                kept.append(sentence)
+            else:
+                removed += 1
+        if not removed:
+            return verified, 0
+        text = " ".join(s.text for s in kept)
+        return (
+            VerifiedAnswer(text=text, sentences=tuple(kept), removed=verified.removed),
+            removed,
         )
 
     def _citations(
@@ -258,6 +368,9 @@ class Agent:
                     start, end, quote = chunk.char_start, chunk.char_end, chunk.text
                 else:
                     start, end, quote = match.doc_start, match.doc_end, match.span.text
+                # Offsets point at the document's text; the quote reads without the line
+                # breaks and double spaces of PDF extraction.
+                quote = " ".join(quote.split())
                 out.setdefault(
                     (n, start, end),
                     Citation(
@@ -329,6 +442,8 @@ class Agent:
             flagged_chunks=len(answer.flagged_chunks),
             retrievals=answer.retrievals,
             support_score=answer.support_score,
+            confidence=answer.confidence,
+            removed_claims=answer.removed_claims,
             total_ms=round(answer.timings.total_ms, 1),
             prompt_tokens=answer.usage.prompt_tokens if answer.usage else None,
             completion_tokens=answer.usage.completion_tokens if answer.usage else None,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from citewell.agent.agent import Agent
+from citewell.agent.answerability import CALIBRATION_FILE, AnswerabilityChecker, CalibrationSource
 from citewell.agent.backends import AnswerBackend, ExtractiveAnswerer, LLMBackend
 from citewell.agent.llm import OpenAICompatibleLLM
 from citewell.agent.models import AgentConfig
@@ -34,11 +37,19 @@ def build_agent(
     embedder: Embedder,
     backend: AnswerBackend | None = None,
     config: AgentConfig | None = None,
+    index: str | None = None,
 ) -> Agent:
-    """``embedder`` should be the serving index's query embedder (already loaded there)."""
+    """``embedder`` should be the serving index's query embedder (already loaded there). The
+    answerability check uses the index's own calibration when it has one."""
     return Agent(
         search=search,
         scorer=SentenceScorer(embedder),
         backend=backend or backend_from_settings(settings),
         config=config or AgentConfig.from_settings(settings),
+        checker=AnswerabilityChecker(model=CalibrationSource(calibration_path(settings, index))),
     )
+
+
+def calibration_path(settings: Settings, index: str | None = None) -> Path:
+    """Where `citewell eval calibrate` writes an index's answerability calibration."""
+    return settings.index_root / (index or settings.index) / CALIBRATION_FILE

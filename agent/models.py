@@ -9,23 +9,6 @@ from pydantic import Field, computed_field
 from citewell.core.models import Frozen, SearchMode
 from citewell.core.settings import Settings
 
-# Calibrated on ../shared/data/qa/squad2_dev_small.json (87 paragraphs ingested as public docs;
-# the even-numbered half of its questions: 146 answerable, 167 unanswerable): the threshold with
-# the best balanced accuracy among those that refuse at most 10% of answerable questions
-# (all-MiniLM-L6-v2, hybrid retrieval, sentences scored with their chunk headers). Unconstrained,
-# balanced accuracy peaks at 0.66 (0.620), but that refuses 34% of answerable SQuAD questions and
-# most questions over real filings (docugami 10-Q support scores: median 0.64): a refusal hides
-# an answer the knowledge base holds, while a weak answer is still verbatim quotes with
-# citations the reader can check. Reproduce: python -m benchmarks.answers_docugami
-# calibrate-refusal. The odd-numbered half is held out for `python -m benchmarks.answers_eval
-# squad`.
-DEFAULT_REFUSAL_THRESHOLD = 0.50
-REFUSAL_CALIBRATION = (
-    "SQuAD 2.0 dev subset, even half (146 answerable / 167 unanswerable), at most 10% false "
-    "refusals: threshold 0.4997, answers 94.5% of answerable, refuses 15.0% of unanswerable "
-    "(balanced-accuracy optimum 0.6608: answers 66.4%, refuses 57.5%)"
-)
-
 
 class Source(Frozen):
     """A retrieved chunk given to the answer backend as source ``[n]``."""
@@ -84,7 +67,14 @@ class Answer(Frozen):
     generated: bool = True  # False: kill switch or time budget → sources only
     unsupported_sentences: tuple[str, ...] = ()
     removed_citations: int = 0  # markers that pointed at no given source
-    support_score: float | None = None  # best question/sentence similarity (refusal signal)
+    support_score: float | None = None  # best question/sentence embedding similarity
+    # Calibrated probability that the best candidate sentence answers the question
+    # (agent/answerability.py); None when nothing was retrieved.
+    confidence: float | None = None
+    refusal_reason: str | None = None  # why the agent refused ("no passage answers ...")
+    removed_claims: int = (
+        0  # LLM sentences dropped because their cited source does not support them
+    )
     retrievals: int = 0
     backend: str
     flagged_chunks: tuple[str, ...] = ()  # chunk ids whose text looks like instructions
@@ -100,7 +90,9 @@ class AgentConfig(Frozen):
     top_k: int = Field(default=5, ge=1, le=20)
     mode: SearchMode = SearchMode.HYBRID
     rerank: bool = True
-    refusal_threshold: float = DEFAULT_REFUSAL_THRESHOLD
+    # Overrides the calibrated answerability threshold (a probability, agent/answerability.py);
+    # None: the index's calibration, else the shipped one.
+    refusal_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     max_retrievals: int = Field(default=2, ge=1, le=5)
     time_budget_s: float = Field(default=30.0, gt=0)
     generation_enabled: bool = True

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from citewell.agent.injection import looks_like_instructions
+from citewell.agent.injection import instruction_ranges
 from citewell.core.models import Chunk, Frozen
 from citewell.retrieval.lexical import contextual_text
 from citewell.retrieval.protocols import Embedder, Matrix
@@ -19,6 +19,7 @@ from citewell.retrieval.protocols import Embedder, Matrix
 _MIN_WORDS = 4
 _MAX_CHARS = 400
 # Sentence ends, or line breaks (PDF tables and lists have no full stops).
+_DIGIT_RE = re.compile(r"\d")
 _BOUNDARY_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[$•-])|\s*\n\s*")
 
 
@@ -30,6 +31,12 @@ class SentenceSpan(Frozen):
     end: int
     text: str
     instruction_like: bool = False
+    heading: bool = False  # a title or heading line: never an answer sentence
+
+    @property
+    def answerable(self) -> bool:
+        """Whether the sentence may be quoted as an answer (it may still be a source)."""
+        return not (self.instruction_like or self.heading)
 
 
 class ScoredSentence(Frozen):
@@ -47,10 +54,31 @@ class ScoredSentence(Frozen):
         return self.chunk.char_start + self.span.end
 
 
+def _heading_lines(chunk: Chunk) -> frozenset[str]:
+    names = [chunk.title, chunk.section or "", *chunk.context.splitlines()]
+    return frozenset(" ".join(n.lower().split()).strip(" #:") for n in names if n.strip())
+
+
+def looks_like_heading(text: str, own_line: bool, headings: frozenset[str] = frozenset()) -> bool:
+    """A title or heading rather than a statement: a Markdown heading, the document's title or
+    section, or a short line of its own without end punctuation that is in Title Case or
+    capitals. Table rows (figures, lower-case words) are statements."""
+    bare = " ".join(text.split())
+    if bare.startswith("#") or bare.lower().strip(" #:") in headings:
+        return True
+    if not own_line or bare[-1:] in ".!?;," or len(bare.split()) > 14 or _DIGIT_RE.search(bare):
+        return False
+    words = [w for w in re.findall(r"[A-Za-z][A-Za-z'\u2019-]*", bare) if len(w) > 3]
+    return bool(words) and sum(w[0].isupper() for w in words) / len(words) >= 0.75
+
+
 def sentence_spans(chunk: Chunk) -> list[SentenceSpan]:
     """Candidate sentences of a chunk with at least a few words; long runs are cut at
-    whitespace so one table does not become a single 3,000-character "sentence"."""
+    whitespace so one table does not become a single 3,000-character "sentence". Sentences
+    inside an instruction-like passage (matched across line breaks) and headings are marked."""
     text = chunk.text
+    injected = instruction_ranges(text)
+    headings = _heading_lines(chunk)
     spans: list[SentenceSpan] = []
     pos = 0
     for boundary in [*_BOUNDARY_RE.finditer(text), None]:
@@ -62,18 +90,28 @@ def sentence_spans(chunk: Chunk) -> list[SentenceSpan]:
                 continue
             lead = len(piece) - len(piece.lstrip())
             s, e = start + lead, start + lead + len(stripped)
+            own_line = _line_start(text, s) and _line_end(text, e)
             spans.append(
                 SentenceSpan(
                     chunk_id=chunk.chunk_id,
                     start=s,
                     end=e,
                     text=stripped,
-                    instruction_like=looks_like_instructions(stripped),
+                    instruction_like=any(a < e and s < b for a, b in injected),
+                    heading=looks_like_heading(stripped, own_line, headings),
                 )
             )
         if boundary:
             pos = boundary.end()
     return spans
+
+
+def _line_start(text: str, pos: int) -> bool:
+    return text[:pos].rstrip(" \t").endswith("\n") or not text[:pos].strip()
+
+
+def _line_end(text: str, pos: int) -> bool:
+    return text[pos:].lstrip(" \t").startswith("\n") or not text[pos:].strip()
 
 
 def _windows(text: str, start: int, end: int) -> list[tuple[int, int]]:

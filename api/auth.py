@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import jwt
 from pydantic import BaseModel, ConfigDict
@@ -52,6 +53,7 @@ AuthMethod = Literal["api_key", "jwt", "local"]
 API_KEY_HEADER = "x-api-key"
 AUTHORIZATION_HEADER = "authorization"
 ACT_FOR_HEADER = "x-act-for"
+_ACT_FOR_LOOKALIKE = re.compile(r"(x[-_ ]?)?act[-_ ]?(for|as)", re.IGNORECASE)
 
 
 class CredentialError(AuthenticationError):
@@ -100,14 +102,27 @@ def _one(values: Sequence[str], display: str) -> str | None:
     return value
 
 
-def credential_headers(getlist: Any) -> CredentialHeaders:
-    """Parse the credential headers; ``getlist(name)`` returns every value of a header (as
-    Starlette's ``Headers.getlist``). Raises :class:`MalformedCredentialsError` (400) for a
-    blank or repeated header, and :class:`CredentialError` (401) for an Authorization scheme
-    other than Bearer."""
-    api_key = _one(getlist(API_KEY_HEADER), "X-API-Key")
-    act_for = _one(getlist(ACT_FOR_HEADER), "X-Act-For")
-    authorization = _one(getlist(AUTHORIZATION_HEADER), "Authorization")
+class HeaderSource(Protocol):
+    """Starlette's ``Headers``: lower-cased names, every value of a repeated header."""
+
+    def __iter__(self) -> Iterator[str]: ...
+
+    def getlist(self, key: str) -> list[str]: ...
+
+
+def credential_headers(headers: HeaderSource) -> CredentialHeaders:
+    """Parse the credential headers. Raises :class:`MalformedCredentialsError` (400) for a
+    blank or repeated header, or a look-alike of ``X-Act-For`` (``X_Act_For``, ``Act-For``)
+    that a proxy or client mangled: ignoring it would run the service as itself. Raises
+    :class:`CredentialError` (401) for an Authorization scheme other than Bearer."""
+    for name in headers:
+        if name != ACT_FOR_HEADER and _ACT_FOR_LOOKALIKE.fullmatch(name):
+            raise MalformedCredentialsError(
+                "act_for_name", f"unrecognised header {name!r}: send X-Act-For"
+            )
+    api_key = _one(headers.getlist(API_KEY_HEADER), "X-API-Key")
+    act_for = _one(headers.getlist(ACT_FOR_HEADER), "X-Act-For")
+    authorization = _one(headers.getlist(AUTHORIZATION_HEADER), "Authorization")
     bearer: str | None = None
     if authorization is not None:
         scheme, _, token = authorization.partition(" ")

@@ -16,6 +16,7 @@ from citewell.api.audit import AuditLog, AuditRecord
 from citewell.api.auth import (
     ACT_FOR_HEADER,
     API_KEY_HEADER,
+    AUTHORIZATION_HEADER,
     AuthContext,
     Authenticator,
     MalformedCredentialsError,
@@ -24,7 +25,7 @@ from citewell.api.auth import (
 from citewell.api.metrics import ApiMetrics
 from citewell.api.operations import Operations
 from citewell.api.state import ServiceHolder
-from citewell.core.errors import AuthenticationError, AuthorizationError
+from citewell.core.errors import AuthenticationError, AuthorizationError, ConfigurationError
 from citewell.core.models import Principal
 from citewell.core.settings import Settings
 from citewell.retrieval.protocols import SearchService
@@ -95,7 +96,7 @@ def authenticate_connection(
     context: AuthContext | None = None
     headers = None
     try:
-        headers = credential_headers(connection.headers.getlist)
+        headers = credential_headers(connection.headers)
         context = authenticator.authenticate(headers.api_key, headers.bearer)
         if headers.act_for is not None:
             # On failure ``context`` still names the caller, for the audit line below.
@@ -134,14 +135,20 @@ def authenticate_connection(
 def _caller_if_identifiable(
     connection: HTTPConnection, authenticator: Authenticator
 ) -> AuthContext | None:
-    """For the audit line of a rejected request only: the principal of a lone, valid API key."""
-    keys = connection.headers.getlist(API_KEY_HEADER)
-    if len(keys) != 1 or not keys[0].strip():
-        return None
+    """For the audit line of a rejected request only: the principal of a lone, valid API key
+    or bearer token."""
+    keys = [k.strip() for k in connection.headers.getlist(API_KEY_HEADER)]
+    authorization = [a.strip() for a in connection.headers.getlist(AUTHORIZATION_HEADER)]
     try:
-        return authenticator.authenticate(keys[0].strip(), None)
-    except AuthenticationError:
+        if len(keys) == 1 and keys[0] and not authorization:
+            return authenticator.authenticate(keys[0], None)
+        if len(authorization) == 1 and not keys:
+            scheme, _, token = authorization[0].partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return authenticator.authenticate(None, token.strip())
+    except (AuthenticationError, ConfigurationError):
         return None
+    return None
 
 
 def get_auth_context(

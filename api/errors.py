@@ -48,6 +48,11 @@ class NotFoundError(CitewellError):
     """A named thing the caller asked for (e.g. a model) does not exist for them (404)."""
 
 
+def unavailable_reason(exc: StoreUnavailableError) -> str:
+    """The audit reason for a 503: a damaged index version is not a busy store."""
+    return "index_integrity_failed" if isinstance(exc, IndexIntegrityError) else "store_unavailable"
+
+
 def _body(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(status_code=status, content={"detail": detail}, headers=headers)
 

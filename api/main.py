@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -165,13 +166,20 @@ def create_app(settings: Settings, service: ServingIndexLike | None = None) -> F
                 await task
             await asyncio.to_thread(holder.close)
 
-    app = FastAPI(
+    # /docs with Swagger UI served from the fastapi-offline package, not a CDN: the docs work on
+    # a machine without internet access and send nothing elsewhere. No ReDoc: its bundle
+    # still fetches from cdn.redoc.ly.
+    app = FastAPIOffline(
         title="Citewell",
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
         docs_url="/docs",
+        redoc_url=None,
         openapi_url="/openapi.json",
+        static_url="/docs/static",
+        # Swagger UI's default validator badge would fetch from validator.swagger.io.
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.settings = settings
     app.state.holder = holder

@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.requests import HTTPConnection, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -31,6 +32,7 @@ from citewell.api.auth import AuthContext, Authenticator
 from citewell.api.deps import authenticate_connection
 from citewell.api.errors import error_response, public_error
 from citewell.api.operations import Operations
+from citewell.core.errors import StoreUnavailableError
 from citewell.core.models import SearchMode
 
 logger = logging.getLogger(__name__)
@@ -181,25 +183,42 @@ class AuthenticatedMcpApp:
 
 
 class McpTransport:
-    """The MCP server of one API app: the ASGI endpoint to route and the lifespan to enter."""
+    """The MCP server of one API app: the ASGI endpoint to route and the lifespan to enter.
+
+    A session manager runs once; an app's lifespan may run more than once (tests, reloads), so
+    each run gets its own manager, and requests go to the most recent one still running."""
 
     def __init__(self, operations: Operations, authenticator: Authenticator) -> None:
         self.server = build_mcp_server(operations, _http_caller, endpoint=MCP_PATH)
+        self._managers: list[StreamableHTTPSessionManager] = []
+        self.app = AuthenticatedMcpApp(self._dispatch, authenticator, operations.audit)
+
+    def _new_manager(self) -> StreamableHTTPSessionManager:
         # Stateless and JSON responses: every POST stands alone, so each tool call runs as the
         # principal of its own request, and there is no session to hijack or keep alive.
         # DNS-rebinding protection is off because it guards ambient (cookie or loopback)
         # trust; here every request must carry its own credential in a header.
-        inner = self.server.streamable_http_app(
+        self.server.streamable_http_app(
             streamable_http_path=MCP_PATH,
             stateless_http=True,
             json_response=True,
             transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
         )
-        del inner  # the Starlette wrapper: we route to the session manager directly
-        manager = self.server.session_manager
-        self.app = AuthenticatedMcpApp(manager.asgi_app, authenticator, operations.audit)
+        return self.server.session_manager
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._managers:
+            exc = StoreUnavailableError("the MCP transport is not running")
+            await error_response(Request(scope), exc)(scope, receive, send)
+            return
+        await self._managers[-1].asgi_app(scope, receive, send)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        async with self.server.session_manager.run():
-            yield
+        manager = self._new_manager()
+        async with manager.run():
+            self._managers.append(manager)
+            try:
+                yield
+            finally:
+                self._managers.remove(manager)

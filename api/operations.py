@@ -12,6 +12,7 @@ from citewell.agent.agent import Agent
 from citewell.agent.models import Answer
 from citewell.api.audit import AuditLog, AuditOutcome, AuditRecord, FilterSummary, query_hash
 from citewell.api.auth import AuthContext
+from citewell.api.errors import unavailable_reason
 from citewell.api.metrics import AnswerMetrics, ApiMetrics
 from citewell.core.errors import CitewellError, InputRejectedError, StoreUnavailableError
 from citewell.core.models import SearchFilters, SearchMode, SearchRequest, SearchResult
@@ -114,8 +115,8 @@ class Operations:
             hits = enforce(scope, result.results)
             if len(hits) != len(result.results):
                 result = result.model_copy(update={"results": tuple(hits)})
-        except StoreUnavailableError:
-            record("unavailable", None, "store_unavailable")
+        except StoreUnavailableError as exc:
+            record("unavailable", None, unavailable_reason(exc))
             raise
         except Exception as exc:  # audited whatever failed; api.errors decides the response
             record("error", None, type(exc).__name__)
@@ -177,8 +178,8 @@ class Operations:
         try:
             agent = self._agent()
             result = agent.answer(principal, question, filters)
-        except StoreUnavailableError:
-            record("answer", "unavailable", None, "store_unavailable")
+        except StoreUnavailableError as exc:
+            record("answer", "unavailable", None, unavailable_reason(exc))
             raise
         except CitewellError as exc:
             record("answer", "error", None, type(exc).__name__)

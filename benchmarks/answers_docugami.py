@@ -108,13 +108,14 @@ def run_calibration(data_dir: Path) -> int:
     Ingestor(settings).ingest_texts(docs, index="squad2", source_name="squad2")
     service = open_search_service(settings)
     try:
-        # Threshold 0 and one retrieval: we want the raw support score of every question.
+        # Threshold 0 and one retrieval: the raw support (similarity) score of every question;
+        # the answerability check that replaced this rule: benchmarks.answerability.
         agent = build_agent(
             settings,
             service,
             service.embedder,
             config=AgentConfig.from_settings(
-                settings, refusal_threshold=-1.0, max_retrievals=1, generation_enabled=False
+                settings, refusal_threshold=0.0, max_retrievals=1, generation_enabled=False
             ),
         )
         answerable: list[float] = []

@@ -6,12 +6,11 @@
 
 ``--pdfs`` (default folder: the 20 SEC 10-Q filings in ../shared/data/qa/docugami_sec10q/docs)
 runs the real ``Ingestor.ingest_folder`` twice in one process, each into a fresh data dir with
-an empty embedding cache: *old defaults* (``--old``, default ``embedding_backend=torch``; add
-the settings that turn newer stages off, e.g. parse workers, to keep comparing with today) and
-*new defaults* (``Settings()`` as a new user gets them). Per run it prints the seconds spent in
-parse, chunk and embed as measured inside the run (parse and chunk by the ``Ingestor`` methods
-the pipeline calls in this process, embed by the embedder it was given), the rest of the wall
-time (labels, BM25, vectors, manifest, publish: "write"), documents/s, chunks/s, the raw
+an empty embedding cache: *old defaults* (``--old``, default ``embedding_backend=torch``; the
+parse workers cannot be turned off, ``parse_workers=1`` is the closest to the sequential run) and
+*new defaults* (``Settings()`` as a new user gets them). Per run it prints the stage seconds
+the run reports (parse is the parse workers' time, overlapped with the rest; chunk and write in
+this process) and embed as timed around the embedder it was given, documents/s, chunks/s, the raw
 embedder's chunks/s on exactly the chunk texts the run embedded (measured right after the run,
 no cache) and their ratio. Model exports are made before the clock starts (a one-time cost).
 Stages that run in other processes or overlap make the stage sum exceed the wall time.

@@ -15,6 +15,7 @@ to compare before and after a change; it uses only the public index API.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import time
 from collections.abc import Callable
@@ -90,7 +91,11 @@ def main() -> None:
         "c: common + secret": f"{COMMON} {SECRET}",
         "d: common": COMMON,
     }
-    print(f"BM25 legs, public caller, {args.visible:,} visible chunks; microseconds per query")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(
+        f"BM25 legs, public caller, {args.visible:,} visible chunks; microseconds per query "
+        f"(load average {load})"
+    )
     print("| invisible chunks | leg | a | b | a-b (median) | c | d | c-d (median) |")
     print("|---|---|---|---|---|---|---|---|")
     for invisible in args.invisible:

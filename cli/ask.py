@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from citewell.agent.models import Answer
+from citewell.agent.models import Answer, Citation
 from citewell.cli.arguments import Text
 from citewell.cli.common import (
     add_caller_options,
@@ -50,24 +50,32 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_answer(answer: Answer) -> None:
-    """Human-readable answer with its citations."""
+    """Human-readable answer with its citations: one ``[n]`` per source, its quotes beneath."""
     out = sys.stdout
     if answer.refused:
         out.write(answer.answer + "\n")
+        if answer.refusal_reason:
+            out.write(f"Why: {answer.refusal_reason}\n")
         if answer.sources:
             out.write("Closest sources searched (none supports an answer):\n")
     elif not answer.generated:
         out.write(f"(no generated answer: {answer.notes[-1]}) Sources:\n")
     else:
         out.write(answer.answer + "\n")
+        if answer.confidence is not None:
+            out.write(f"(confidence {answer.confidence:.2f})\n")
     if answer.citations:
         out.write("\nCitations:\n")
+        grouped: dict[int, list[Citation]] = {}
         for c in answer.citations:
-            page = f", p. {c.page}" if c.page is not None else ""
-            out.write(
-                f"  [{c.n}] {c.title}{page} ({c.source_uri}) chars {c.char_start}-"
-                f'{c.char_end}\n      "{c.quote}"\n'
-            )
+            grouped.setdefault(c.n, []).append(c)
+        for n in sorted(grouped):
+            first = grouped[n][0]
+            page = f", p. {first.page}" if first.page is not None else ""
+            out.write(f"  [{n}] {first.title}{page} ({first.source_uri})\n")
+            for c in grouped[n]:
+                quote = " ".join(c.quote.split())
+                out.write(f'      "{quote}" (chars {c.char_start}-{c.char_end})\n')
     elif answer.sources:
         for s in answer.sources:
             page = f", p. {s.page}" if s.page is not None else ""

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from citewell.cli import tuning
-from citewell.cli.arguments import ExistingPath, IntRange, OutputPath
+from citewell.cli.arguments import ExistingPath, FloatRange, IntRange, OutputPath
 from citewell.cli.common import (
     add_caller_options,
     add_index_options,
@@ -29,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     kinds = parser.add_subparsers(dest="eval_kind", required=True, metavar="KIND")
     register_retrieval(kinds)
     register_owner_reports(kinds)
+    register_calibrate(kinds)
     tuning.register(kinds)
 
 
@@ -356,3 +357,128 @@ def run_compare(args: argparse.Namespace) -> int:
         return fail(str(exc))
     sys.stdout.write(result.diff())
     return 0 if result.passed else 1
+
+
+# --- calibrate: the answerability check from a KB owner's judgements ---------------------------
+
+
+def register_calibrate(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = kinds.add_parser(
+        "calibrate",
+        help="recalibrate when the agent refuses, from judged answerable/unanswerable questions",
+        description=(
+            "Ask every question of a golden set (the `eval answers` format; unanswerable lines "
+            'have no expected document or "answerable": false) as a principal, fit the '
+            "answerability check on them and write the index's calibration file, which the "
+            "agent uses from its next answer. With fewer than 30 questions of either kind only "
+            "the threshold is recalibrated; the shipped weights are kept."
+        ),
+    )
+    parser.add_argument(
+        "--questions", required=True, type=ExistingPath("file"), help="golden set (.csv/.jsonl)"
+    )
+    parser.add_argument(
+        "--max-false-refusal",
+        type=FloatRange(0.0, 0.99),
+        default=None,
+        metavar="SHARE",
+        help="refuse at most this share of the answerable questions (default 0.07)",
+    )
+    parser.add_argument(
+        "--out", type=OutputPath(), help="write here instead of the index's answerability.json"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the figures, write nothing")
+    add_caller_options(parser)
+    parser.add_argument("--json", action="store_true", help="print the calibration as JSON")
+    parser.set_defaults(func=run_calibrate)
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from citewell.agent.answerability import AnswerabilityModel
+    from citewell.agent.factory import build_agent, calibration_path
+    from citewell.evaluation.answerability import (
+        DEFAULT_MAX_FALSE_REFUSAL,
+        collect_candidates,
+        featurize,
+        fit_model,
+        rates,
+    )
+    from citewell.evaluation.answers_eval import allowed_questions
+    from citewell.ingestion.golden import load_golden_set
+    from citewell.retrieval.service import open_search_service
+
+    budget = DEFAULT_MAX_FALSE_REFUSAL if args.max_false_refusal is None else args.max_false_refusal
+    try:
+        settings, principal = load_caller(args)
+        questions = allowed_questions(load_golden_set(args.questions), principal, settings)
+        target = args.out or calibration_path(settings)
+        service = open_search_service(settings)
+        try:
+            agent = build_agent(settings, service, service.embedder)
+            current: AnswerabilityModel = agent.checker.model()
+            judged = featurize(
+                agent.checker.analyzer,
+                collect_candidates(
+                    agent, principal, [(q.question, q.answerable) for q in questions]
+                ),
+            )
+        finally:
+            service.close()
+        before = rates(current, judged)
+        model = fit_model(
+            judged,
+            data=f"{args.questions.name}: {len(judged)} questions asked as {principal.name} "
+            f"on index {settings.index}",
+            base=current,
+            max_false_refusal=budget,
+        )
+        if not args.dry_run:
+            _write_atomically(target, model.model_dump_json(indent=2) + "\n")
+    except CitewellError as exc:
+        return fail(str(exc))
+    figures = model.figures
+    if args.json:
+        print_json(
+            {
+                "written": None if args.dry_run else str(target),
+                "before": {"refusal_rate": before[0], "false_refusal_rate": before[1]},
+                "calibration": model.model_dump(mode="json"),
+            }
+        )
+        return 0
+    fitted = (
+        "weights and threshold" if figures.weights_fitted else "threshold only (few judgements)"
+    )
+    sys.stdout.write(
+        f"{figures.answerable} answerable and {figures.unanswerable} unanswerable questions "
+        f"as {principal.name} on index {settings.index}; recalibrated {fitted}\n"
+        f"  before: refuses {_pct(before[0])} of unanswerable, {_pct(before[1])} of answerable\n"
+        f"  after:  refuses {_pct(figures.refusal_rate_unanswerable)} of unanswerable, "
+        f"{_pct(1 - figures.answer_rate_answerable)} of answerable "
+        f"(threshold {model.threshold:.3f}, budget {budget:.0%})\n"
+        "  (figures on the calibration questions themselves: expect less on new questions)\n"
+    )
+    sys.stdout.write("  not written (--dry-run)\n" if args.dry_run else f"wrote {target}\n")
+    return 0
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    import os
+    import tempfile
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.replace(tmp, path)
+        except OSError:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise CitewellError(f"cannot write {path}: {exc.strerror or exc}") from exc

@@ -165,23 +165,15 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_gate(args: argparse.Namespace) -> int:
     from citewell.evaluation.reranker_gate import decide_gate
-    from citewell.retrieval.factory import model_export_dir, model_threads
+    from citewell.retrieval.factory import resolve_index_reranker
     from citewell.retrieval.index import IndexLayout
-    from citewell.retrieval.rerank import resolve_reranker
 
     try:
         settings = load_settings(args)
         index = index_for_dataset(args, settings)
         layout = IndexLayout(settings, index)
         # Resolved exactly as serving resolves it, so the decision's model name matches.
-        reranker, note = resolve_reranker(
-            settings.reranker_model,
-            layout.rerankers_dir / "current",
-            backend=settings.reranker_backend,
-            max_length=settings.reranker_max_length,
-            threads=model_threads(settings),
-            export_dir=model_export_dir(settings),
-        )
+        reranker, note = resolve_index_reranker(settings, layout.rerankers_dir)
         if reranker is None:
             raise EvaluationError(note)
         queries, qrels, judgements = validation_judgements(args)

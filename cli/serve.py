@@ -16,8 +16,9 @@ from citewell.core.settings import Settings
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "serve",
-        help="run the HTTP API (search, health, metrics; OpenAPI at /docs)",
-        description="Serve POST /v1/search, /healthz, /readyz and /metrics. Credentials come "
+        help="run the HTTP API (search, answer, OpenAI-compatible chat, MCP; OpenAPI at /docs)",
+        description="Serve POST /v1/search, /v1/answer, /v1/chat/completions, GET /v1/models, "
+        "MCP over streamable HTTP at /mcp, /healthz, /readyz and /metrics. Credentials come "
         "from CITEWELL_PRINCIPALS_FILE (API keys) and CITEWELL_JWT_SECRET or "
         "CITEWELL_JWT_JWKS_FILE (bearer tokens).",
     )
@@ -41,8 +42,9 @@ def banner(settings: Settings, url: str) -> str:
     )
     return (
         f"citewell {citewell_version()} serving {serving}\n"
-        f"  API  {url}/v1/search  (health {url}/healthz, ready {url}/readyz)\n"
-        f"  docs {url}/docs\n"
+        f"  API     {url}/v1/search\n"
+        f"  health  {url}/healthz   ready {url}/readyz\n"
+        f"  docs    {url}/docs\n"
         "  Ctrl-C to stop\n"
     )
 

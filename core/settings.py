@@ -147,9 +147,10 @@ class Settings(BaseSettings):
     llm_timeout_s: float = Field(default=60.0, gt=0)
     answer_time_budget_s: float = Field(default=30.0, gt=0)
     answer_max_retrievals: int = Field(default=2, ge=1, le=5)
-    # Refuse when the best supporting sentence scores below this; None → the threshold
-    # calibrated on SQuAD 2.0 (agent/models.py). Calibrate per corpus where questions differ.
-    answer_refusal_threshold: float | None = None
+    # Refuse when no candidate sentence's calibrated answerability probability reaches this;
+    # None → the index's calibration (`citewell eval calibrate`), else the shipped one
+    # (agent/answerability.json). Prefer recalibrating over setting a number by hand.
+    answer_refusal_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

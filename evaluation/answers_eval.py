@@ -37,11 +37,10 @@ from citewell.core.settings import Settings
 from citewell.evaluation.metrics import mean, percentile
 from citewell.ingestion.golden import GoldenQuestion, matches_expected
 from citewell.retrieval.access import scope_for
-from citewell.retrieval.factory import model_export_dir, model_threads
+from citewell.retrieval.factory import build_index_reranker
 from citewell.retrieval.index import IndexLayout
 from citewell.retrieval.manifest import Manifest
 from citewell.retrieval.protocols import Embedder, Reranker, SearchService
-from citewell.retrieval.rerank import resolve_reranker
 from citewell.retrieval.service import ServingIndex
 
 logger = logging.getLogger(__name__)
@@ -123,14 +122,9 @@ class EmbeddingJudge:
 def default_judge(settings: Settings, index: str | None, embedder: Embedder) -> CitationJudge:
     """The index's cross-encoder (configured or trained) when there is one, else the embedding
     proxy."""
-    service = ServingIndex(settings, index)
-    reranker, note = resolve_reranker(
-        settings.reranker_model,
-        service.layout.rerankers_dir / "current",
-        backend=settings.embedding_backend,
-        threads=model_threads(settings),
-        export_dir=model_export_dir(settings),
-    )
+    # The factory's choice for the index, gated: a reranker that failed its gate never judges.
+    layout = IndexLayout(settings, index)
+    reranker, note = build_index_reranker(settings, layout.rerankers_dir)
     if reranker is None:
         log_event(logger, logging.INFO, "eval.judge_embedding_proxy", reason=note)
         return EmbeddingJudge(embedder)
@@ -259,6 +253,16 @@ def _answerable_for(question: GoldenQuestion, visible: Sequence[tuple[str, str]]
     return any(matches_expected(question, uri, title) for uri, title in visible)
 
 
+def allowed_questions(
+    questions: Sequence[GoldenQuestion], principal: Principal, settings: Settings
+) -> list[GoldenQuestion]:
+    """The questions within ``principal``'s clearance; an error when none is."""
+    asked = [q for q in questions if _allowed(q, principal, settings)]
+    if not asked:
+        raise EvaluationError("no golden question is within the evaluating principal's clearance")
+    return asked
+
+
 def evaluate_answers(
     settings: Settings,
     principal: Principal,
@@ -290,7 +294,7 @@ def evaluate_answers(
         if agent is None or judge is None:
             if emb is None:
                 raise EvaluationError("pass an embedder when passing a search service")
-            agent = agent or build_agent(settings, service, emb)
+            agent = agent or build_agent(settings, service, emb, index=index_name)
             judge = judge or default_judge(settings, index_name, emb)
         results: list[QuestionResult] = []
         version: str | None = None

@@ -200,7 +200,7 @@ def _spec(
 def _load(file: Path, what: str) -> YamlDocument:
     if file.is_symlink():
         # A labels file must live next to what it labels, not point elsewhere.
-        raise LabelError(f"{file}: a {what} must not be a symbolic link")
+        raise LabelError(f"{file}: a {what} must not be a symlink")
     return load_yaml(file, error=LabelError, what=what)
 
 

@@ -75,7 +75,7 @@ from citewell.ingestion.sources import LocalFolderSource, S3Source
 from citewell.retrieval.embedding import bundled_model_path, local_model_dir
 from citewell.retrieval.factory import build_embedder, embedding_model_id
 from citewell.retrieval.index import IndexWriter
-from citewell.retrieval.manifest import DocumentEntry, Manifest
+from citewell.retrieval.manifest import DocumentEntry, Manifest, classify_change
 from citewell.retrieval.protocols import Embedder
 
 logger = logging.getLogger(__name__)
@@ -867,13 +867,10 @@ class Ingestor:
                         )
                     continue
                 prior = existing.get(candidate.doc_id)
-                if (
-                    prior is not None
-                    and prior.content_hash == candidate.content_hash
-                    # Chunked with another recipe (settings or code): chunk again, or the index
-                    # silently keeps chunks made the old way.
-                    and prior.chunk_recipe == recipe
-                ):
+                change = classify_change(
+                    prior, candidate.content_hash, recipe, candidate.base_label.fingerprint
+                )
+                if change in ("unchanged", "relabeled") and prior is not None:
                     # Same content, same labels it carries: what was read then still holds
                     # (an unchanged object is never downloaded again to know its label).
                     stored = _stored_sensitivity(prior)
@@ -1098,19 +1095,7 @@ class Ingestor:
             chunks = [self._chunk(item, draft, source_name) for draft in item.drafts]
             block = vectors[offset : offset + len(chunks)]
             offset += len(chunks)
-            new_ids = {chunk.chunk_id for chunk in chunks}
-            # Upsert first, then delete stale chunks: a live remote collection never lacks
-            # the document in between.
-            writer.vectors.upsert(chunks, block)
-            stale = writer.vectors.chunk_ids_by_document([candidate.doc_id]).get(
-                candidate.doc_id, []
-            )
-            stale_ids = [cid for cid in stale if cid not in new_ids]
-            if stale_ids:
-                writer.vectors.delete_chunks(stale_ids)
-            writer.lexical.delete_documents([candidate.doc_id])
-            writer.lexical.add(chunks)  # indexes context + text, as embedded
-            writer.manifest.put(
+            writer.put_document(
                 DocumentEntry(
                     doc_id=candidate.doc_id,
                     source=source_name,
@@ -1130,7 +1115,9 @@ class Ingestor:
                     refreshed_at=now,
                     chunk_recipe=self.chunk_recipe,
                     sensitivity=item.sensitivity,
-                )
+                ),
+                chunks,
+                block,
             )
             tally.chunks_written += len(chunks)
             tally.progress.update("write", tally.chunks_written, tally.chunks_queued)
@@ -1199,22 +1186,9 @@ class Ingestor:
         sensitivity: str | None = None,
     ) -> None:
         label, _ = self._final_label(base, prior.banner_level)
-        rank = self.scheme.rank(label.classification)
-        writer.vectors.relabel_document(prior.doc_id, label, rank)
-        writer.lexical.relabel_document(prior.doc_id, label, rank)
-        writer.manifest.put(
-            prior.model_copy(
-                update={
-                    "label_fingerprint": base.fingerprint,
-                    "classification": label.classification,
-                    "classification_rank": rank,
-                    "groups": tuple(sorted(label.groups)),
-                    "labelled": base.labelled,
-                    "refreshed_at": datetime.now(UTC),
-                    "sensitivity": sensitivity,
-                }
-            )
-        )
+        updated = writer.relabel_document(prior, label, base.labelled, base.fingerprint)
+        if updated.sensitivity != sensitivity:
+            writer.manifest.put(updated.model_copy(update={"sensitivity": sensitivity}))
         tally.relabeled.append(prior.relative_path)
         if not base.labelled:
             tally.unlabelled.append(prior.relative_path)

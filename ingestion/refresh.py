@@ -52,7 +52,7 @@ from citewell.ingestion.sources_config import SourceConfig
 from citewell.retrieval.access import maintenance_principal, scope_for
 from citewell.retrieval.durable import write_atomic
 from citewell.retrieval.index import IndexLayout, IndexWriter
-from citewell.retrieval.manifest import DocumentEntry, Manifest
+from citewell.retrieval.manifest import DocumentEntry, Manifest, classify_change
 from citewell.retrieval.protocols import Embedder
 
 logger = logging.getLogger(__name__)
@@ -303,13 +303,14 @@ def plan(
     for entry in snapshot.entries:
         doc_id = document_id(entry.source_uri)
         seen.add(doc_id)
-        prior = published.get(doc_id)
-        if prior is None:
+        change = classify_change(
+            published.get(doc_id), entry.content_hash, recipe, entry.label_fingerprint
+        )
+        if change == "new":
             new.append(entry.relative_path)
-        elif prior.content_hash != entry.content_hash or prior.chunk_recipe != recipe:
-            # Another chunking recipe re-chunks the document: batch it like a changed one.
+        elif change == "changed":
             changed.append(entry.relative_path)
-        elif prior.label_fingerprint != entry.label_fingerprint:
+        elif change == "relabeled":
             relabeled.append(entry.relative_path)
         else:
             unchanged += 1

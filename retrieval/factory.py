@@ -8,6 +8,7 @@ from pathlib import Path
 from citewell.core.settings import Settings
 from citewell.retrieval.embedding import SentenceTransformerEmbedder
 from citewell.retrieval.embedding_cache import CachingEmbedder, EmbeddingCache
+from citewell.retrieval.protocols import Reranker
 
 BUNDLED_EMBEDDING_MODEL = "bundled:all-MiniLM-L6-v2"
 
@@ -43,3 +44,42 @@ def build_embedder(settings: Settings) -> CachingEmbedder:
     inner = build_model_embedder(settings)
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
     return CachingEmbedder(inner, EmbeddingCache(settings.cache_dir / "embeddings.sqlite"))
+
+
+def resolve_index_reranker(settings: Settings, rerankers_dir: Path) -> tuple[Reranker | None, str]:
+    """The reranker the settings name for an index, before its gate: the configured model, else
+    the one trained for the index (``rerankers_dir/current``), built with the reranker's own
+    backend, max length and threads. With the reason, shown to callers when there is none."""
+    from citewell.retrieval.rerank import resolve_reranker
+
+    return resolve_reranker(
+        settings.reranker_model,
+        rerankers_dir / "current",
+        backend=settings.reranker_backend,
+        max_length=settings.reranker_max_length,
+        threads=model_threads(settings),
+        export_dir=model_export_dir(settings),
+    )
+
+
+def gate_reranker(
+    reranker: Reranker | None, note: str, rerankers_dir: Path
+) -> tuple[Reranker | None, str]:
+    """Keep ``reranker`` only if its evaluation gate (``rerankers_dir/gate.json``) did not turn
+    it off: a reranker that failed its gate is never used, by serving or by evaluation."""
+    from citewell.retrieval.reranker_decision import load_gate
+
+    if reranker is None:
+        return None, note
+    gate = load_gate(rerankers_dir)
+    if gate is not None and gate.model == reranker.name and not gate.enabled:
+        return None, f"{GATED_OFF_PREFIX}: {gate.reason}"
+    return reranker, note
+
+
+GATED_OFF_PREFIX = "reranker disabled by its evaluation gate"
+
+
+def build_index_reranker(settings: Settings, rerankers_dir: Path) -> tuple[Reranker | None, str]:
+    """The one place a reranker is chosen for an index: resolved from the settings, then gated."""
+    return gate_reranker(*resolve_index_reranker(settings, rerankers_dir), rerankers_dir)

@@ -37,7 +37,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -50,15 +50,15 @@ from citewell.core.errors import (
     StoreUnavailableError,
 )
 from citewell.core.logging import log_event
-from citewell.core.models import Frozen
+from citewell.core.models import AccessLabel, Chunk, Frozen
 from citewell.core.settings import Settings
 from citewell.retrieval.durable import fsync_dir, write_atomic, write_synced
 from citewell.retrieval.embedding import backend_of_key
 from citewell.retrieval.integrity import DIGEST_ALGORITHM, VersionFile, check_files, record_files
 from citewell.retrieval.lexical.bm25 import BM25Index
 from citewell.retrieval.lexical.tokenize import Tokenizer
-from citewell.retrieval.manifest import Manifest
-from citewell.retrieval.protocols import VectorStore
+from citewell.retrieval.manifest import DocumentEntry, Manifest
+from citewell.retrieval.protocols import Matrix, VectorStore
 from citewell.retrieval.stores.edge import EdgeVectorStore
 
 if TYPE_CHECKING:
@@ -107,7 +107,10 @@ class IndexMeta(Frozen):
         return None
 
     def _seal_value(self) -> str:
-        material = self.model_dump_json(exclude={"seal"})
+        # A version sealed before embedding_backend existed reads it back as None: leave it
+        # out, as that code did, or every such version would read as tampered with.
+        unset = {"embedding_backend"} if self.embedding_backend is None else set()
+        material = self.model_dump_json(exclude={"seal"} | unset)
         return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
     @property
@@ -277,6 +280,44 @@ class IndexWriter:
         return "qdrant" if self.settings.qdrant_url else "edge"
 
     # --- document-level operations ----------------------------------------------------------
+    # --- document operations: each changes vectors, BM25 and the manifest together ------------
+    def put_document(self, entry: DocumentEntry, chunks: Sequence[Chunk], vectors: Matrix) -> None:
+        """Add a document, or replace every chunk of an indexed one, with its manifest entry.
+
+        Upserts come before deletes, so a live remote collection never lacks the document in
+        between; chunks of the old version that the new one does not have are then removed.
+        """
+        new_ids = {chunk.chunk_id for chunk in chunks}
+        self.vectors.upsert(list(chunks), vectors)
+        stale = self.vectors.chunk_ids_by_document([entry.doc_id]).get(entry.doc_id, [])
+        stale_ids = [cid for cid in stale if cid not in new_ids]
+        if stale_ids:
+            self.vectors.delete_chunks(stale_ids)
+        self.lexical.delete_documents([entry.doc_id])
+        self.lexical.add(list(chunks))  # indexes context + text, as embedded
+        self.manifest.put(entry)
+
+    def relabel_document(
+        self, entry: DocumentEntry, label: AccessLabel, labelled: bool, fingerprint: str
+    ) -> DocumentEntry:
+        """Change an indexed document's access label everywhere, payloads only (no
+        re-embedding); returns the new manifest entry."""
+        rank = self.settings.scheme.rank(label.classification)
+        self.vectors.relabel_document(entry.doc_id, label, rank)
+        self.lexical.relabel_document(entry.doc_id, label, rank)
+        updated = entry.model_copy(
+            update={
+                "label_fingerprint": fingerprint,
+                "classification": label.classification,
+                "classification_rank": rank,
+                "groups": tuple(sorted(label.groups)),
+                "labelled": labelled,
+                "refreshed_at": datetime.now(UTC),
+            }
+        )
+        self.manifest.put(updated)
+        return updated
+
     def delete_documents(self, doc_ids: list[str]) -> None:
         """Remove documents from the vectors, BM25 and the manifest together."""
         if not doc_ids:

@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from citewell.core.errors import StoreUnavailableError
 from citewell.core.models import Frozen
@@ -75,6 +75,26 @@ class DocumentEntry(Frozen):
 
 
 # Columns named: manifests written before ``chunk_recipe`` have it last, added by ALTER TABLE.
+
+ChangeKind = Literal["new", "changed", "relabeled", "unchanged"]
+
+
+def classify_change(
+    prior: DocumentEntry | None, content_hash: str, chunk_recipe: str, label_fingerprint: str
+) -> ChangeKind:
+    """What a refresh must do with a document, given its indexed entry and what the source has
+    now: the one decision the pipeline and the Airflow planner both make. Another chunking
+    recipe (settings or code) re-chunks an unchanged file, or the index keeps chunks made the
+    old way; a label change alone is a payload update, never a re-embedding."""
+    if prior is None:
+        return "new"
+    if prior.content_hash != content_hash or prior.chunk_recipe != chunk_recipe:
+        return "changed"
+    if prior.label_fingerprint != label_fingerprint:
+        return "relabeled"
+    return "unchanged"
+
+
 _INSERT = (
     "INSERT OR REPLACE INTO documents (doc_id, source, source_uri, relative_path, title, "
     "doc_type, content_hash, label_fingerprint, classification, classification_rank, groups, "

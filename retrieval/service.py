@@ -40,10 +40,11 @@ from citewell.core.settings import Settings
 from citewell.retrieval.access import AccessScope, enforce, scope_for
 from citewell.retrieval.embedding import backend_of_key
 from citewell.retrieval.factory import (
+    GATED_OFF_PREFIX,
     build_embedder,
     embedding_model_id,
-    model_export_dir,
-    model_threads,
+    gate_reranker,
+    resolve_index_reranker,
 )
 from citewell.retrieval.fusion import FUSION_FILE, FusionChoice, load_tuned_fusion, settings_fusion
 from citewell.retrieval.index import (
@@ -54,8 +55,6 @@ from citewell.retrieval.index import (
 )
 from citewell.retrieval.protocols import Embedder, Reranker
 from citewell.retrieval.readiness import NotReadyReason, Readiness
-from citewell.retrieval.rerank import resolve_reranker
-from citewell.retrieval.reranker_decision import load_gate
 
 logger = logging.getLogger(__name__)
 
@@ -271,24 +270,14 @@ class ServingIndex:
         if self._reranker_source == source:
             reranker, note = self._resolved
         else:
-            reranker, note = resolve_reranker(
-                self.settings.reranker_model,
-                trained,
-                backend=self.settings.reranker_backend,
-                max_length=self.settings.reranker_max_length,
-                threads=model_threads(self.settings),
-                export_dir=model_export_dir(self.settings),
-            )
+            reranker, note = resolve_index_reranker(self.settings, self.layout.rerankers_dir)
             self._reranker_source, self._resolved = source, (reranker, note)
-        if reranker is not None:
-            gate = load_gate(self.layout.rerankers_dir)
-            if gate is not None and gate.model == reranker.name and not gate.enabled:
-                reranker, note = None, f"reranker disabled by its evaluation gate: {gate.reason}"
+        reranker, note = gate_reranker(reranker, note, self.layout.rerankers_dir)
         if reranker is None:
             # Every result says so (reranked: false and why); the log warns only when a
             # configured model could not be used, else it is the normal offline default.
             configured = self.settings.reranker_model is not None and not note.startswith(
-                "reranker disabled by its evaluation gate"
+                GATED_OFF_PREFIX
             )
             log_event(
                 logger,

@@ -55,6 +55,12 @@ class AnswerResponseBody(BaseModel):
     unsupported_sentences: list[str]
     removed_citations: int
     support_score: float | None
+    confidence: float | None = Field(
+        description="calibrated probability that the best source sentence answers the question"
+    )
+    refusal_reason: str | None = Field(
+        description='why the agent refused ("no passage answers ..."); null when it answered'
+    )
     backend: str
     retrievals: int
     flagged_sources: list[int] = Field(description="[n] of sources that look like instructions")
@@ -82,6 +88,8 @@ class AnswerResponseBody(BaseModel):
             unsupported_sentences=list(answer.unsupported_sentences),
             removed_citations=answer.removed_citations,
             support_score=answer.support_score,
+            confidence=answer.confidence,
+            refusal_reason=answer.refusal_reason,
             backend=answer.backend,
             retrievals=answer.retrievals,
             flagged_sources=[s.n for s in answer.sources if s.chunk_id in flagged],

@@ -61,7 +61,7 @@ FloatArray = npt.NDArray[np.float64]
 class _Compiled:
     """Immutable snapshot used by searches; writes build a new one instead of mutating."""
 
-    postings: tuple[ClassPostings, ...]  # per access class id
+    postings: ClassPostings  # rows grouped by access class
     lengths: FloatArray
     classes: npt.NDArray[np.int32]
     sources: npt.NDArray[np.int32]
@@ -193,7 +193,8 @@ class BM25Index:
         if stats.n_docs == 0 or not query_terms:
             return []
         scores = score_chunks(
-            [compiled.postings[c] for c in visible],
+            compiled.postings,
+            np.asarray(visible, dtype=np.int64),
             query_terms,
             stats,
             compiled.lengths,
@@ -249,9 +250,11 @@ class BM25Index:
         query_terms = self._query_terms(tokens, stats)
         if not query_terms:
             return []
-        postings = [compiled.postings[c] for c in visible]
-        # Slots that take part: visible to the scope and kept by the filters.
-        slots = np.sort(np.concatenate([p.slots for p in postings]))
+        # Slots that take part: visible to the scope and kept by the filters (a pass over the
+        # per-slot class column: its cost depends on the index's size, never on the query).
+        class_visible = np.zeros(len(self._class_keys), dtype=bool)
+        class_visible[list(visible)] = True
+        slots = np.flatnonzero(class_visible[compiled.classes])
         slots = self._apply_filters(slots, compiled, filters, doc_slots)
         if slots.size == 0:
             return []
@@ -266,7 +269,8 @@ class BM25Index:
         n_docs = int(present.sum())
         avgdl = float(doc_len[present].sum()) / n_docs
         scores = score_documents(
-            postings,
+            compiled.postings,
+            np.asarray(visible, dtype=np.int64),
             query_terms,
             included,
             compiled.docs,
@@ -484,16 +488,19 @@ class BM25Index:
         self._compact()
         csr = self._csr()
         classes = np.asarray(self._class_of, dtype=np.int32)
-        # Postings per access class, so a search reads only the classes its scope may see.
-        postings: list[ClassPostings] = []
-        for class_id in range(len(self._class_keys)):
-            rows = np.flatnonzero(classes == class_id).astype(np.int64)
-            postings.append(ClassPostings(matrix=csr[rows].tocsc(), slots=rows))
+        # Rows in class order, so a search reads only the runs of the classes its scope sees.
+        row_slot = np.argsort(classes, kind="stable").astype(np.int64)
+        matrix = csr[row_slot].tocsc()
+        matrix.sort_indices()
+        class_start = np.searchsorted(
+            classes[row_slot], np.arange(len(self._class_keys) + 1)
+        ).astype(np.int64)
+        postings = ClassPostings(matrix=matrix, row_slot=row_slot, class_start=class_start)
         doc_names, doc_codes = np.unique(
             np.asarray(self._doc_ids, dtype=np.str_), return_inverse=True
         )
         self._compiled = _Compiled(
-            postings=tuple(postings),
+            postings=postings,
             lengths=np.asarray(self._length, dtype=np.float64),
             classes=classes,
             sources=np.asarray(self._source_codes, dtype=np.int32),

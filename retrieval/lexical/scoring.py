@@ -7,10 +7,12 @@ b |d| / avgdl))``, summed over query tokens (a repeated query token counts each 
 Document scoring uses the same weight over whole documents with Lucene's non-negative idf
 ``log(1 + (N - n + 0.5) / (n + 0.5))``.
 
-Postings come per access class (:class:`ClassPostings`), and the functions read only the
-classes they are given: the caller passes the classes the scope may see, so the work done for a
-query (the postings read, counted in :class:`SearchTrace`) never depends on documents the caller
-cannot see.
+Postings are grouped by access class (:class:`ClassPostings`: rows in class order, so each
+term's postings are one contiguous run per class), and the functions read only the runs of the
+classes they are given: the caller passes the classes the scope may see, so the postings read for
+a query (counted in :class:`SearchTrace`) never include a document the caller cannot see. Finding
+the runs is a binary search per visible class in the term's postings (a few index reads each,
+``log2`` of the term's postings: the only cost that depends on the rest of the index).
 """
 
 from __future__ import annotations
@@ -36,16 +38,33 @@ class SearchTrace:
 
 @dataclass(frozen=True)
 class ClassPostings:
-    """The postings of one access class: ``matrix`` is (rows, terms) term counts in CSC form,
-    ``slots[row]`` the index-wide slot of each row."""
+    """Postings grouped by access class: ``matrix`` is (rows, terms) term counts in CSC form with
+    sorted row indices, rows ordered by class (class ``c`` owns rows ``class_start[c]`` to
+    ``class_start[c + 1]``), and ``row_slot[row]`` is the index-wide slot of each row."""
 
     matrix: sp.csc_matrix
-    slots: IntArray
+    row_slot: IntArray
+    class_start: IntArray
 
-    def term(self, term: int) -> tuple[IntArray, npt.NDArray[np.int32]]:
-        """(slots, term counts) of the rows holding ``term``."""
-        start, end = self.matrix.indptr[term], self.matrix.indptr[term + 1]
-        return self.slots[self.matrix.indices[start:end]], self.matrix.data[start:end]
+    def term(
+        self, term: int, classes: IntArray, trace: SearchTrace | None = None
+    ) -> tuple[IntArray, npt.NDArray[np.int32]]:
+        """(slots, term counts) of the rows of ``classes`` that hold ``term``, reading only those
+        postings (their runs are found by binary search)."""
+        start, end = int(self.matrix.indptr[term]), int(self.matrix.indptr[term + 1])
+        column = self.matrix.indices[start:end]
+        low = np.searchsorted(column, self.class_start[classes])
+        high = np.searchsorted(column, self.class_start[classes + 1])
+        lengths = high - low
+        total = int(lengths.sum())
+        if trace is not None:
+            trace.postings_read += total
+        if total == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int32)
+        # Positions of every run, concatenated: run i covers low[i] .. high[i] - 1.
+        run_offsets = np.cumsum(lengths) - lengths
+        positions = start + np.repeat(low - run_offsets, lengths) + np.arange(total)
+        return self.row_slot[self.matrix.indices[positions]], self.matrix.data[positions]
 
 
 @dataclass(frozen=True)
@@ -97,7 +116,8 @@ def term_weight(
 
 
 def score_chunks(
-    postings: Sequence[ClassPostings],
+    postings: ClassPostings,
+    classes: IntArray,
     query_terms: Sequence[tuple[int, int]],
     stats: ScopeStats,
     lengths: FloatArray,
@@ -115,15 +135,12 @@ def score_chunks(
         idf = float(stats.idf[term])
         if idf == 0.0:
             continue
-        for block in postings:
-            slots, counts = block.term(term)
-            if trace is not None:
-                trace.postings_read += int(slots.shape[0])
-            if slots.shape[0] == 0:
-                continue
-            tf = counts.astype(np.float64)
-            slot_parts.append(slots)
-            weight_parts.append(times * term_weight(idf, tf, lengths[slots], stats.avgdl, k1, b))
+        slots, counts = postings.term(term, classes, trace)
+        if slots.shape[0] == 0:
+            continue
+        tf = counts.astype(np.float64)
+        slot_parts.append(slots)
+        weight_parts.append(times * term_weight(idf, tf, lengths[slots], stats.avgdl, k1, b))
     if not slot_parts:
         return np.zeros(n_slots, dtype=np.float64)
     scores = np.bincount(
@@ -133,7 +150,8 @@ def score_chunks(
 
 
 def score_documents(
-    postings: Sequence[ClassPostings],
+    postings: ClassPostings,
+    classes: IntArray,
     query_terms: Sequence[tuple[int, int]],
     included: npt.NDArray[np.bool_],
     doc_of_slot: npt.NDArray[np.int32],
@@ -150,22 +168,14 @@ def score_documents(
     doc_parts: list[IntArray] = []
     weight_parts: list[FloatArray] = []
     for term, times in query_terms:
-        term_slots: list[IntArray] = []
-        term_counts: list[npt.NDArray[np.int32]] = []
-        for block in postings:
-            slots, counts = block.term(term)
-            if trace is not None:
-                trace.postings_read += int(slots.shape[0])
-            keep = included[slots]
-            term_slots.append(slots[keep])
-            term_counts.append(counts[keep])
-        slots_all = np.concatenate(term_slots) if term_slots else np.zeros(0, np.int64)
-        if slots_all.shape[0] == 0:
+        slots, counts = postings.term(term, classes, trace)
+        keep = included[slots]
+        if not keep.any():
             continue
-        docs, inverse = np.unique(doc_of_slot[slots_all], return_inverse=True)
-        tf = np.bincount(
-            inverse.reshape(-1), weights=np.concatenate(term_counts).astype(np.float64)
-        ).astype(np.float64, copy=False)
+        docs, inverse = np.unique(doc_of_slot[slots[keep]], return_inverse=True)
+        tf = np.bincount(inverse.reshape(-1), weights=counts[keep].astype(np.float64)).astype(
+            np.float64, copy=False
+        )
         df = float(docs.shape[0])
         idf = math.log(1.0 + (n_docs - df + 0.5) / (df + 0.5))
         doc_parts.append(docs.astype(np.int64))

@@ -102,17 +102,24 @@ def test_injection_with_llm_backend_sources_stay_inside_delimiters():
 
 
 def test_llm_markers_to_sources_not_given_are_removed_and_counted():
-    four = [make_chunk(f"d{i}", f"Normans fact {i} about Normandy castles.") for i in range(4)]
-    reply = "Normans built castles [1]. They lived in Normandy [5]. Castles were stone [2][9]."
+    four = [
+        make_chunk("d0", "The Normans built castles in Normandy."),
+        make_chunk("d1", "Norman castles in Normandy were stone castles."),
+        make_chunk("d2", "Normans fact 2 about Normandy castles."),
+        make_chunk("d3", "Normans fact 3 about Normandy castles."),
+    ]
+    # Sources come in retrieval order: d0, d2, d3, d1.
+    reply = "Normans built castles [1]. They lived in Normandy [5]. Castles were stone [4][9]."
     with chat_server(lambda body: reply) as server:
         a, _ = agent(four, backend=LLMBackend(OpenAICompatibleLLM(server.base_url, "m")))
         ans = a.answer(PUBLIC, "What did the Normans build in Normandy?")
     assert len(ans.sources) == 4
     assert ans.removed_citations == 2
     assert "[5]" not in ans.answer and "[9]" not in ans.answer
-    assert {c.n for c in ans.citations} == {1, 2}
+    assert {c.n for c in ans.citations} == {1, 4}
     assert ans.unsupported_sentences == ("They lived in Normandy.",)
-    assert all(c.quote in four[c.n - 1].text for c in ans.citations)
+    by_id = {c.chunk_id: c for c in four}
+    assert all(c.quote in by_id[c.chunk_id].text for c in ans.citations)
 
 
 def test_kill_switch_returns_sources_only_without_generating():

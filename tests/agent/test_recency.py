@@ -70,7 +70,7 @@ READER = Principal(name="pat", clearance="public", groups=frozenset())
 
 def _agent(**cfg: object) -> tuple[Agent, FakeSearch]:
     search = FakeSearch(CHUNKS)
-    config = AgentConfig.model_validate({"refusal_threshold": 0.3, **cfg})
+    config = AgentConfig.model_validate({"refusal_threshold": 0.2, **cfg})
     return Agent(search, SentenceScorer(HashingEmbedder()), ExtractiveAnswerer(), config), search
 
 

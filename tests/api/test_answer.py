@@ -52,6 +52,11 @@ def test_answer_cites_only_visible_chunks_and_is_audited(answer_client, fake_ind
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["principal"] == "alice"
+    # Per-answer confidence and the refusal's reason are part of the response.
+    assert body["confidence"] is None or 0.0 <= body["confidence"] <= 1.0
+    assert (body["refusal_reason"] is not None) == body["refused"]
+    if body["refused"]:
+        assert body["refusal_reason"].startswith("no passage answers")
     assert hidden.chunk_id not in {s["chunk_id"] for s in body["sources"]}
     assert hidden.chunk_id not in {c["chunk_id"] for c in body["citations"]}
     assert all(c["quote"] not in hidden.text for c in body["citations"])

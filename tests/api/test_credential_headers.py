@@ -125,7 +125,7 @@ def test_api_key_as_bearer_token(client, fake_index, api_settings):
     assert _post(client, [("Authorization", "Bearer not-a-key")]).status_code == 401
 
 
-def test_gateway_key_as_bearer_may_act_for(client, fake_index):
+def test_gateway_key_as_bearer_may_act_for(client, fake_index, api_settings):
     token = hs256_token(sub="frank", clearance="internal", groups=["engineering"])
     headers = [("Authorization", f"Bearer {KEYS['gateway']}"), ("X-Act-For", token)]
     response = _post(client, headers)
@@ -133,3 +133,59 @@ def test_gateway_key_as_bearer_may_act_for(client, fake_index):
     assert response.json()["principal"] == "frank"
     headers = [("Authorization", f"Bearer {KEYS['gateway']}"), ("X-Act-For", " ")]
     assert _post(client, headers).status_code == 400
+    line = audit_lines(api_settings)[-1]
+    assert (line["event"], line["outcome"], line["caller"]) == (
+        "act_for",
+        "rejected",
+        "search-gateway",
+    )
+
+
+def _authenticated_routes(client: TestClient) -> list[tuple[str, str]]:
+    """Every route that needs credentials: all of /v1 and /mcp, whatever is added later."""
+    routes = []
+    for route in client.app.routes:  # type: ignore[attr-defined]
+        path = getattr(route, "path", "")
+        if path.startswith(("/v1/", "/mcp")):
+            methods = sorted(getattr(route, "methods", None) or {"POST"})
+            routes.append((path, "POST" if "POST" in methods else methods[0]))
+    return routes
+
+
+def test_every_authenticated_route_refuses_bad_credential_headers(client, fake_index):
+    routes = _authenticated_routes(client)
+    assert {p for p, _ in routes} >= {
+        "/v1/search",
+        "/v1/answer",
+        "/v1/chat/completions",
+        "/v1/models",
+        "/mcp",
+    }
+    user = hs256_token(sub="frank", clearance="restricted", groups=["hr"])
+    cases = [
+        ([], 401),
+        ([("X-API-Key", KEYS["gateway"]), ("X-Act-For", "")], 400),
+        ([("X-API-Key", KEYS["gateway"]), ("X-Act-For", "  ")], 400),
+        ([("X-API-Key", KEYS["gateway"]), ("X-Act-For", user), ("X-Act-For", user)], 400),
+        ([("X-API-Key", KEYS["alice"]), ("X-Act-For", user)], 403),
+        ([("Authorization", f"Bearer {KEYS['alice']}"), ("X-Act-For", user)], 403),
+        ([("Authorization", f"Bearer {hs256_token()}"), ("X-Act-For", user)], 403),
+        ([("X-API-Key", "")], 400),
+        ([("X-API-Key", "wrong")], 401),
+    ]
+    for path, method in routes:
+        for headers, status in cases:
+            headers = [*headers, ("Accept", "application/json, text/event-stream")]
+            response = client.request(method, path, json={}, headers=headers)
+            assert response.status_code == status, (path, headers, response.text)
+    assert fake_index.seen == []
+
+
+@pytest.mark.parametrize("name", ["X_Act_For", "Act-For", "X-Act-As", "xactfor"])
+def test_act_for_lookalike_header_is_400(client, fake_index, name):
+    # Ignoring a mangled act-for header would run the gateway as itself.
+    token = hs256_token(sub="frank", clearance="internal", groups=["engineering"])
+    response = _post(client, [("X-API-Key", KEYS["gateway"]), (name, token)])
+    assert response.status_code == 400
+    assert "X-Act-For" in response.json()["detail"]
+    assert fake_index.seen == []

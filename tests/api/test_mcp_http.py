@@ -4,7 +4,6 @@ credentials, API key or JWT, act-for), every tool call audited and counted."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import anyio
@@ -45,7 +44,8 @@ def _call(base: str, headers: dict[str, str], calls: list[tuple[str, dict]]) -> 
             for name, args in calls:
                 result = await c.call_tool(name, args)
                 assert not result.is_error, result.content
-                results.append(result.structured_content or json.loads(result.content[0].text))
+                assert result.structured_content is not None
+                results.append(result.structured_content)
             return tools, results
 
     return anyio.run(scenario)
@@ -131,3 +131,30 @@ def test_mcp_with_jwt_and_act_for(server, api_settings, fake_index):
     with pytest.raises(Exception):  # noqa: B017
         _call(server, {"X-API-Key": KEYS["alice"], "X-Act-For": user}, [])
     assert fake_index.seen[-1][0].name == "frank"
+
+
+def test_mcp_survives_a_second_lifespan(api_settings, fake_index):
+    """An app's lifespan may run twice (tests, reloads); MCP's session manager runs once, so
+    each run gets its own."""
+    from fastapi.testclient import TestClient
+
+    app = create_app(api_settings, fake_index)
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "0"},
+        },
+    }
+    headers = {"Accept": "application/json, text/event-stream", "X-API-Key": KEYS["alice"]}
+    for _ in range(2):
+        with TestClient(app) as client:
+            response = client.post("/mcp", json=initialize, headers=headers)
+            assert response.status_code == 200, response.text
+            assert response.json()["result"]["serverInfo"]["name"] == "citewell"
+    # Outside any lifespan: a clear 503, never an unauthenticated pass-through.
+    response = TestClient(app).post("/mcp", json=initialize, headers=headers)
+    assert response.status_code == 503

@@ -83,6 +83,7 @@ def test_mcp_search_and_answer_round_trip(setup):
     assert [r["doc_id"] for r in found["results"]] == ["normans"]  # payroll is hr-only
     assert answered["refused"] is False and answered["citations"]
     assert answered["citations"][0]["doc_id"] == "normans"
+    assert "timings" not in answered  # server timings are for operators only (SECURITY.md)
     assert {p.name for p, _ in search.requests} == {"mcp-bot"}
     lines = _audit(settings)
     assert [(x["event"], x["endpoint"], x["principal"]) for x in lines] == [

@@ -12,10 +12,15 @@ import openai
 import pytest
 from fastapi import FastAPI
 
-from citewell.agent.models import AgentConfig
+from citewell.agent.models import AgentConfig, Answer, Citation, Source
 from citewell.api.main import create_app
 from citewell.api.routes.answer import agent_for
-from citewell.api.routes.openai import ChatMessage, retrieval_question
+from citewell.api.routes.openai import (
+    ChatMessage,
+    citations_of,
+    message_text,
+    retrieval_question,
+)
 from citewell.core.errors import InputRejectedError
 from citewell.core.settings import Settings
 from tests.agent.fakes import HashingEmbedder
@@ -226,3 +231,68 @@ def test_retrieval_question_rules():
     assert retrieval_question([m("system", "x"), m("user", parts)]) == "parental leave"
     with pytest.raises(InputRejectedError):
         retrieval_question([m("system", "you are hrbot"), m("assistant", "hello")])
+
+
+def _citation(n: int, quote: str, page: int | None = 3) -> Citation:
+    return Citation(
+        n=n,
+        chunk_id=f"c{n}",
+        doc_id=f"d{n}",
+        title=f"Doc {n}",
+        source_uri=f"file:///kb/d{n}.pdf",
+        page=page,
+        char_start=0,
+        char_end=len(quote),
+        quote=quote,
+    )
+
+
+def test_message_text_groups_quotes_per_source_and_normalises_whitespace():
+    answer = Answer(
+        question="q",
+        answer="Birth parents get 16 weeks [1]. Partners get 4 weeks [2]. Paid in full [1].",
+        citations=(
+            _citation(1, "Birth  parents get\n16 weeks."),
+            _citation(2, "Partners get 4 weeks.", page=None),
+            _citation(1, "Leave is paid  in full."),
+        ),
+        backend="extractive",
+    )
+    citations = citations_of(answer)
+    text = message_text(answer, citations)
+    body, sources = text.split("\n\nSources:\n")
+    assert body == answer.answer
+    assert sources.splitlines() == [
+        "[1] Doc 1, p. 3 (file:///kb/d1.pdf)",
+        '    "Birth parents get 16 weeks."',
+        '    "Leave is paid in full."',
+        "[2] Doc 2 (file:///kb/d2.pdf)",
+        '    "Partners get 4 weeks."',
+    ]
+    assert citations[0].char_end == len("Birth  parents get\n16 weeks.")  # offsets untouched
+
+
+def test_message_text_without_generation_lists_the_sources():
+    source = Source(
+        n=1,
+        chunk_id="c1",
+        doc_id="d1",
+        title="Doc 1",
+        source_uri="file:///kb/d1.pdf",
+        page=2,
+        char_start=0,
+        char_end=10,
+        score=0.9,
+    )
+    answer = Answer(
+        question="q",
+        answer="",
+        sources=(source,),
+        generated=False,
+        notes=("generation disabled",),
+        backend="extractive",
+    )
+    text = message_text(answer, citations_of(answer))
+    assert text == (
+        "No generated answer (generation disabled). Sources:\n[1] Doc 1, p. 2 (file:///kb/d1.pdf)"
+    )

@@ -18,11 +18,21 @@ from tests.cli.docs_commands import (
     shell_blocks,
 )
 
+# Every document with a fenced shell block; the README and the guides must keep theirs.
 DOCUMENTS = [
     REPO / "README.md",
-    *sorted((REPO / "docs").glob("*.md")),
+    *sorted(p for p in (REPO / "docs").glob("*.md") if "```bash" in p.read_text(encoding="utf-8")),
     REPO / "examples" / "README.md",
 ]
+REQUIRED = {
+    REPO / "README.md",
+    REPO / "docs" / "data-engineers.md",
+    REPO / "examples" / "README.md",
+}
+
+
+def test_the_guides_are_checked() -> None:
+    assert set(DOCUMENTS) >= REQUIRED
 
 
 def _find(runs: list[CommandRun], prefix: str) -> CommandRun:
@@ -68,6 +78,12 @@ def test_readme_quick_tour_runs_as_written(tmp_path: Path) -> None:
     assert "index demo version v" in serve.stdout and "/docs" in serve.stdout, serve.stdout
     curl = _find(runs, "curl -s -H 'X-API-Key: demo-carol-key'")
     assert json.loads(curl.stdout)["results"], curl.stdout
+    # 18.2: the OpenAI-compatible chat, with an API key as the bearer token.
+    chat = json.loads(_find(runs, "curl -s http://127.0.0.1:8000/v1/chat/completions").stdout)
+    content = chat["choices"][0]["message"]["content"]
+    assert chat["model"] == "demo" and chat["refused"] is False, chat
+    assert "[1]" in content and "\nSources:\n[1] " in content, content
+    assert {"title", "page", "source", "quote"} <= set(chat["citations"][0])
     # 18.8: where the report was written.
     report = _find(runs, "citewell eval answers")
     assert (

@@ -36,19 +36,18 @@ BROKEN = {
 }
 
 
-@pytest.mark.parametrize("case", list(BROKEN))
 def test_broken_labels_file_fails_the_run_and_keeps_the_serving_version(
     tmp_path: Path,
     embedder: Any,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
-    case: str,
 ) -> None:
     monkeypatch.setattr("citewell.cli.common.configure_logging", lambda *a, **k: None)
     settings = Settings(data_dir=tmp_path / "data")
     folder = tmp_path / "docs"
     (folder / "board").mkdir(parents=True)
-    (folder / "citewell.labels.yaml").write_text(LABELS, encoding="utf-8")
+    labels_file = folder / "citewell.labels.yaml"
+    labels_file.write_text(LABELS, encoding="utf-8")
     (folder / "board" / "minutes.md").write_text(
         "# Board minutes\n\nThe board approved the sale of the Gdansk terminal.\n", "utf-8"
     )
@@ -57,15 +56,14 @@ def test_broken_labels_file_fails_the_run_and_keeps_the_serving_version(
     serving, versions = layout.current_version(), layout.versions()
     capsys.readouterr()  # model loading progress
 
-    content, line, message = BROKEN[case]
-    (folder / "citewell.labels.yaml").write_text(content, encoding="utf-8")
-    code = cli_main(["ingest", str(folder), "--data-dir", str(settings.data_dir), "--json"])
-    out, err = capsys.readouterr()
-    assert code != 0 and not out
-    labels_file = folder / "citewell.labels.yaml"
-    assert err.startswith(f"citewell: error: {labels_file}:{line}: "), err
-    assert message in err and len(err.strip().splitlines()) == 1
-    assert layout.current_version() == serving and layout.versions() == versions
+    for case, (content, line, message) in BROKEN.items():
+        labels_file.write_text(content, encoding="utf-8")
+        code = cli_main(["ingest", str(folder), "--data-dir", str(settings.data_dir), "--json"])
+        out, err = capsys.readouterr()
+        assert code != 0 and not out, case
+        assert err.startswith(f"citewell: error: {labels_file}:{line}: "), (case, err)
+        assert message in err and len(err.strip().splitlines()) == 1, (case, err)
+        assert layout.current_version() == serving and layout.versions() == versions, case
 
     # The previous version still serves, at its labels: staff do not see the board's minutes.
     staff = Principal(name="s", clearance="restricted", groups=frozenset({"staff", "everyone"}))

@@ -20,6 +20,10 @@ def test_search_prefer_recent_json(
     monkeypatch.setattr("citewell.cli.common.configure_logging", lambda *a, **k: None)
     # Weighted fusion keeps the reports' tied relevance tied, so the order shows the recency leg.
     monkeypatch.setenv("CITEWELL_FUSION", "weighted")
+    # Queries are embedded by the embedder that built the index (one backend per index).
+    monkeypatch.setattr(
+        "citewell.retrieval.service.build_embedder", lambda settings: HashingEmbedder()
+    )
     settings = Settings(data_dir=tmp_path / "data", index="dated")
     Ingestor(settings, embedder=HashingEmbedder()).ingest_texts(
         dated_reports(), index="dated", source_name="t"
@@ -38,3 +42,35 @@ def test_search_prefer_recent_json(
     assert recent[0]["document_date"] == "2023-07-15T00:00:00+00:00"
     assert "board-q4" not in {r["doc_id"] for r in recent}
     assert {r["doc_id"] for r in run()} == {r["doc_id"] for r in recent}
+
+
+def test_rerank_note_is_said_once_in_the_result_and_in_verbose_logs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18.5: no WARNING line on every command when no reranker is configured."""
+    import logging
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    monkeypatch.setattr(
+        "citewell.retrieval.service.build_embedder", lambda settings: HashingEmbedder()
+    )
+    settings = Settings(data_dir=tmp_path / "data", index="dated")
+    Ingestor(settings, embedder=HashingEmbedder()).ingest_texts(
+        dated_reports(), index="dated", source_name="t"
+    )
+    argv = ["search", "quarterly report", "--data-dir", str(settings.data_dir), "--index"]
+    argv += ["dated", "--clearance", "internal", "--groups", "finance", "--mode", "bm25"]
+    try:
+        assert cli_main(argv) == 0
+        quiet = capsys.readouterr()
+        assert "(not reranked: " in quiet.out and quiet.err == ""
+        assert cli_main(["-v", *argv]) == 0
+        verbose = capsys.readouterr()
+        assert '"event": "rerank.unavailable"' in verbose.err
+        assert '"level": "INFO"' in next(
+            line for line in verbose.err.splitlines() if "rerank.unavailable" in line
+        )
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)

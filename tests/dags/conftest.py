@@ -41,7 +41,7 @@ def write_folder(root: Path, docs: dict[str, str] = DOCS, labels: str = LABELS) 
     return root
 
 
-def write_golden(path: Path, rows: list[tuple[str, str]]) -> Path:
+def write_golden(path: Path, rows: list[tuple[str, str | None]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [json.dumps({"question": q, "expected": e}) for q, e in rows]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -51,6 +51,8 @@ def write_golden(path: Path, rows: list[tuple[str, str]]) -> Path:
 GOOD_GOLDEN = [
     ("how many weeks of parental leave do parents get", "hr/leave.md"),
     ("which class for flights shorter than six hours", "travel.md"),
+    # An unanswerable line, as in examples/questions.jsonl: skipped by retrieval checks.
+    ("who founded the company", None),
 ]
 BAD_GOLDEN = [("how many weeks of parental leave do parents get", "missing/nowhere.md")]
 
@@ -110,7 +112,7 @@ def airflow_sandbox(
     if "airflow" in sys.modules:
         pytest.skip("airflow was imported before its sandbox was configured")
     root = tmp_path_factory.mktemp("airflow")
-    folders = {name: write_folder(root / "sources" / name) for name in ("kb", "rb", "ev")}
+    folders = {name: write_folder(root / "sources" / name) for name in ("kb", "rb", "ev", "bi")}
     client = s3_server.client()
     client.create_bucket(Bucket=S3_BUCKET)
     client.put_object(Bucket=S3_BUCKET, Key="kb/citewell.labels.yaml", Body=LABELS.encode())
@@ -118,6 +120,12 @@ def airflow_sandbox(
         client.put_object(Bucket=S3_BUCKET, Key=f"kb/{relative}", Body=text.encode())
     golden_good = write_golden(root / "golden" / "good.jsonl", GOOD_GOLDEN)
     golden_bad = write_golden(root / "golden" / "bad.jsonl", BAD_GOLDEN)
+    # Line 2 claims an answer but names no document: refused by the first task.
+    golden_broken = root / "golden" / "broken.jsonl"
+    golden_broken.write_text(
+        '{"question": "q1", "expected": "travel.md"}\n{"question": "q2", "answerable": true}\n',
+        encoding="utf-8",
+    )
     config = {
         "sources": [
             {
@@ -141,6 +149,13 @@ def airflow_sandbox(
                 "index": "rb",
                 "schedule": None,
                 "rebuild": {"golden": str(golden_bad), "k": 3, "min_hit_rate": 1.0},
+            },
+            {
+                "name": "bi",
+                "path": "sources/bi",
+                "index": "bi",
+                "schedule": None,
+                "rebuild": {"golden": str(golden_broken)},
             },
             {
                 "name": "ev",

