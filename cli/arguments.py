@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from citewell.ingestion.sources import S3Location
 
 # Index and source names: the pattern Settings.index enforces (also a safe folder name).
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -96,6 +99,29 @@ class ExistingPath:
 _KIND_NAMES = {"dir": "folder", "file": "file", "any": "file or folder"}
 
 
+class FolderOrS3Prefix(ExistingPath):
+    """An existing folder, or an ``s3://bucket/prefix`` URL (checked for form only: whether
+    the bucket is reachable is the run's business, with its credentials)."""
+
+    def __init__(self) -> None:
+        super().__init__("dir")
+        self.__name__ = "folder or s3://bucket/prefix"
+
+    def __call__(self, text: str) -> Path | S3Location:
+        if text.strip().lower().startswith("s3://"):
+            from citewell.core.errors import ConfigurationError
+            from citewell.ingestion.sources import S3Location
+
+            try:
+                return S3Location.parse(text)
+            except ConfigurationError as exc:
+                raise argparse.ArgumentTypeError(str(exc)) from exc
+        return super().__call__(text)
+
+    def __repr__(self) -> str:
+        return "FolderOrS3Prefix()"
+
+
 class OutputPath:
     """A path to be written: not an existing folder, and its parent, if it exists, a folder
     (missing parents are created when writing). ``dir=True``: an output folder instead."""
@@ -164,6 +190,10 @@ class Text:
 
 INDEX_NAME = Pattern(NAME_PATTERN, "index name", "demo")
 SOURCE_NAME = Pattern(NAME_PATTERN, "source name", "handbook")
+# Which S3 object attributes count as labels: comma-separated "tags" and/or "metadata".
+OBJECT_LABELS = Pattern(
+    r"^(tags|metadata)(,(tags|metadata))?$", "object label kinds (tags, metadata)", "tags"
+)
 VERSION = Pattern(r"^v[0-9]{1,12}$", "version", "v000001")
 PORT = IntRange(0, 65_535)
 SEED = IntRange(0, 2**32 - 1)

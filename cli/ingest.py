@@ -1,27 +1,44 @@
-"""``citewell ingest PATH``: refresh an index from a folder."""
+"""``citewell ingest PATH|s3://bucket/prefix``: refresh an index from a folder or an S3 prefix."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from citewell.cli.arguments import SOURCE_NAME, ExistingPath
+from citewell.cli.arguments import OBJECT_LABELS, SOURCE_NAME, FolderOrS3Prefix
 from citewell.cli.common import add_index_options, fail, load_settings, print_json
 from citewell.core.errors import CitewellError
 from citewell.core.models import IngestReport
+from citewell.core.settings import Settings
+
+if TYPE_CHECKING:
+    from citewell.ingestion.progress import IngestProgress
+    from citewell.ingestion.sources import S3Location
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "ingest", help="ingest a folder of documents (incremental refresh)"
+        "ingest", help="ingest a folder or an S3 prefix of documents (incremental refresh)"
     )
-    parser.add_argument("path", type=ExistingPath("dir"), help="folder to ingest (recursive)")
+    parser.add_argument(
+        "path",
+        type=FolderOrS3Prefix(),
+        help="folder to ingest (recursive), or s3://bucket/prefix (credentials and endpoint "
+        "from the standard AWS chain: AWS_PROFILE, AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, ...)",
+    )
     add_index_options(parser)
     parser.add_argument(
         "--source-name",
         type=SOURCE_NAME,
         help="name of this source (default: the name the folder is already indexed under, "
-        "else the folder's name)",
+        "else the folder's name; for s3:// the bucket's name)",
+    )
+    parser.add_argument(
+        "--object-labels",
+        type=OBJECT_LABELS,
+        help="S3 only: also trust object 'tags' and/or 'metadata' (classification, groups) "
+        "as labels, comma-separated; the most restrictive label wins",
     )
     parser.add_argument(
         "--fresh", action="store_true", help="rebuild from scratch instead of refreshing"
@@ -29,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--allow-empty",
         action="store_true",
-        help="publish even when the folder holds no document (removes the source's documents)",
+        help="publish even when the folder or prefix holds no document (removes the source's "
+        "documents)",
     )
     parser.add_argument(
         "--json", action="store_true", help="print the run report as JSON (no progress bars)"
@@ -40,19 +58,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     from citewell.ingestion.pipeline import Ingestor  # heavy (models, stores): only when running
     from citewell.ingestion.progress import NoProgress, TerminalProgress
+    from citewell.ingestion.sources import S3Location
     from citewell.ingestion.sources_config import resolve_folder_source
 
     try:
         settings = load_settings(args)
-        source_name = resolve_folder_source(settings, settings.index, args.path, args.source_name)
-        report = Ingestor(settings).ingest_folder(
-            args.path,
-            index=settings.index,
-            source_name=source_name,
-            progress=NoProgress() if args.json else TerminalProgress(announce=True),
-            fresh=args.fresh,
-            allow_empty=args.allow_empty,
-        )
+        progress = NoProgress() if args.json else TerminalProgress(announce=True)
+        if isinstance(args.path, S3Location):
+            report = _ingest_s3(args, args.path, settings, progress)
+        else:
+            if args.object_labels:
+                return fail("--object-labels is for s3:// sources")
+            source_name = resolve_folder_source(
+                settings, settings.index, args.path, args.source_name
+            )
+            report = Ingestor(settings).ingest_folder(
+                args.path,
+                index=settings.index,
+                source_name=source_name,
+                progress=progress,
+                fresh=args.fresh,
+                allow_empty=args.allow_empty,
+            )
     except CitewellError as exc:
         return fail(str(exc))
     if args.json:
@@ -60,6 +87,32 @@ def run(args: argparse.Namespace) -> int:
     else:
         print_report(report)
     return 0
+
+
+def _ingest_s3(
+    args: argparse.Namespace, location: S3Location, settings: Settings, progress: IngestProgress
+) -> IngestReport:
+    from citewell.ingestion.pipeline import Ingestor
+    from citewell.ingestion.sources import S3Source
+
+    trusted = set((args.object_labels or "").split(",")) - {""}
+    with S3Source(
+        location,
+        scheme=settings.scheme,
+        max_file_bytes=settings.max_file_bytes,
+        name=args.source_name,
+        object_labels=frozenset(trusted),
+        default_groups=frozenset(settings.default_groups),
+        max_attempts=settings.s3_max_attempts,
+        timeout_s=settings.s3_timeout_s,
+    ) as source:
+        return Ingestor(settings).ingest_objects(
+            source,
+            index=settings.index,
+            progress=progress,
+            fresh=args.fresh,
+            allow_empty=args.allow_empty,
+        )
 
 
 def print_report(report: IngestReport) -> None:
@@ -87,5 +140,7 @@ def print_report(report: IngestReport) -> None:
         out.write(f"  FAILED  {failure.source_uri}: {failure.reason}\n")
     for path in report.withdrawn:
         out.write(f"  WITHDRAWN (labels cannot be determined; not served until fixed)  {path}\n")
+    for refusal in report.label_refusals:
+        out.write(f"  LABEL REFUSED (visible to nobody)  {refusal.source_uri}: {refusal.reason}\n")
     for path in report.unlabelled:
         out.write(f"  UNLABELLED (visible to nobody until labelled)  {path}\n")

@@ -48,6 +48,14 @@ class InputRejectedError(CitewellError):
     """Input exceeds a configured limit or is otherwise unsafe (path traversal, zip bomb)."""
 
 
+class SourceUnavailableError(CitewellError):
+    """A source cannot be listed (store unreachable, access denied): nothing is withdrawn."""
+
+
+class EmptySourceError(SourceUnavailableError):
+    """A source that had documents listed none; refused unless an empty source is allowed."""
+
+
 class StoreUnavailableError(CitewellError):
     """A vector store or lexical index cannot be opened or queried; never fall back."""
 

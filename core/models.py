@@ -194,6 +194,9 @@ class IngestReport(Frozen):
     # Indexed before, but their labels cannot be determined now: no longer served (each is also
     # in ``failed`` with the reason) until a refresh finds their labels valid again.
     withdrawn: tuple[str, ...] = ()
+    # Documents whose sensitivity label was refused (unmapped, ambiguous, unknown tenant), with
+    # the reason; they are also unlabelled (visible to nobody).
+    label_refusals: tuple[DocumentFailure, ...] = ()
     chunks_written: int = 0
     embeddings_computed: int = 0
     seconds: float = 0.0

@@ -124,6 +124,13 @@ class Settings(BaseSettings):
     max_query_chars: int = Field(default=2000, ge=1)
     max_request_bytes: int = Field(default=64 * 1024, ge=1024)
 
+    # --- object stores (S3-compatible) ---------------------------------------------------
+    # Credentials and the endpoint come from the standard AWS chain (AWS_* variables, profile,
+    # instance role; AWS_ENDPOINT_URL), never from here. Attempts per request, with botocore's
+    # "standard" retry mode (exponential backoff with jitter).
+    s3_max_attempts: int = Field(default=5, ge=1, le=20)
+    s3_timeout_s: float = Field(default=60.0, gt=0)  # connect and read timeout per request
+
     # --- API auth and audit --------------------------------------------------------------
     jwt_secret: SecretStr | None = None  # HS256
     jwt_jwks_file: Path | None = None  # RS256/ES256 public keys

@@ -22,6 +22,7 @@ from citewell.ingestion.sources_config import SourceConfig, SourcesConfig, load_
 
 if TYPE_CHECKING:
     from citewell.core.settings import Settings
+    from citewell.ingestion.sources import S3Access
 
 logger = logging.getLogger(__name__)
 
@@ -170,15 +171,34 @@ def _safe_message(exc: BaseException | None) -> str | None:
     return None
 
 
-def run_on_plan(
-    step: Callable[[Settings, SourceConfig, Path], T], source_name: str, snapshot_path: str
-) -> T:
+def s3_access(source: SourceConfig) -> S3Access | None:
+    """Credentials for an ``s3`` source with ``aws_conn_id``: a boto3 session from the Amazon
+    provider's hook (the connection's keys, role or profile), and the connection's endpoint
+    (extra ``endpoint_url``) unless the source names one. Without ``aws_conn_id`` the worker's
+    standard AWS chain applies. Nothing of the connection is logged or stored."""
+    if source.connector != "s3" or not source.aws_conn_id:
+        return None
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    from citewell.ingestion.sources import S3Access
+
+    hook = AwsBaseHook(aws_conn_id=source.aws_conn_id, client_type="s3")
+    endpoint = hook.conn_config.endpoint_url
+    return S3Access(session=hook.get_session(region_name=source.region), endpoint_url=endpoint)
+
+
+def run_on_plan(step: Callable[..., T], source_name: str, snapshot_path: str) -> T:
     """Run ``step`` (e.g. ``ingestion.refresh.finalize``) on the plan made from this snapshot,
-    with worker-side settings and source, through :func:`guarded`."""
+    with worker-side settings, source and object-store access, through :func:`guarded`."""
     from citewell.ingestion.refresh import plan_file
 
     plan_path = plan_file(Path(snapshot_path))
-    return guarded(lambda: step(load_settings(), load_source(source_name), plan_path))
+
+    def run() -> T:
+        source = load_source(source_name)
+        return step(load_settings(), source, plan_path, access=s3_access(source))
+
+    return guarded(run)
 
 
 def citewell_dag(
@@ -209,7 +229,7 @@ def source_doc_md(source: SourceConfig) -> str:
     evaluation = source.evaluation
     rows = [
         ("source", source.name),
-        ("folder", str(source.path)),
+        ("folder" if source.connector == "local" else "objects", source.uri),
         ("index", source.index),
         ("schedule", source.schedule or "manual only"),
         ("batch size", str(source.batch_size)),

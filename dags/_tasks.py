@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from airflow.sdk import get_current_context, task
 
-from citewell.dags._common import guarded, index_asset, load_settings, load_source
+from citewell.dags._common import guarded, index_asset, load_settings, load_source, s3_access
 
 
 @task
@@ -25,7 +25,12 @@ def discover(source_name: str) -> str:
     from citewell.ingestion.refresh import discover as discover_source
 
     run_id = str(get_current_context()["run_id"])
-    return guarded(lambda: discover_source(load_settings(), load_source(source_name), run_id).path)
+
+    def run() -> str:
+        source = load_source(source_name)
+        return discover_source(load_settings(), source, run_id, access=s3_access(source)).path
+
+    return guarded(run)
 
 
 @task
@@ -49,9 +54,11 @@ def process(source_name: str, batch_path: str) -> int:
 
     from citewell.ingestion.refresh import process_batch
 
-    return guarded(
-        lambda: process_batch(load_settings(), load_source(source_name), Path(batch_path))
-    )
+    def run() -> int:
+        source = load_source(source_name)
+        return process_batch(load_settings(), source, Path(batch_path), access=s3_access(source))
+
+    return guarded(run)
 
 
 @task

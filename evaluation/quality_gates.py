@@ -131,7 +131,8 @@ def evaluate(
     owned = service is None
     serving = service or ServingIndex(settings, source.index, embedder=embedder)
     try:
-        metrics, seen = score_golden(serving, principal, config, source.path.resolve().as_uri())
+        root = source.path.resolve().as_uri() if source.path is not None else source.uri
+        metrics, seen = score_golden(serving, principal, config, root)
     finally:
         if owned and isinstance(serving, ServingIndex):
             serving.close()

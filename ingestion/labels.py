@@ -20,6 +20,17 @@ fixed, because its label can no longer be determined.
 *Markings* found in the document itself (a classification banner, and any further
 :class:`MarkingReader` such as an embedded sensitivity label) raise the level, never lower it;
 the most restrictive marking of all readers wins (:meth:`LabelRules.strongest_marking`).
+
+Purview sensitivity labels the documents carry (``ingestion.sensitivity``) are mapped by two
+more keys; :func:`apply_sensitivity` is the one place they meet the label above, and the most
+restrictive wins::
+
+    sensitivity_labels:         # label GUID -> label; unmapped labels: visible to nobody
+      "f42aa342-8706-4288-bd11-ebb85995028c": {classification: confidential, groups: [finance]}
+    sensitivity_label_policy:
+      tenants: ["9c1b5a5e-1234-4b9a-9d7e-0123456789ab"]   # SiteIds whose labels are trusted
+      names: {}                 # optional: display name -> label, for GUIDs not mapped above
+      allow_downgrade: false    # a label removed/lowered after indexing keeps the earlier one
 """
 
 from __future__ import annotations
@@ -33,12 +44,16 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Annotated, Protocol
 
-from pydantic import StrictStr, StringConstraints, field_validator
+from pydantic import StrictStr, StringConstraints, ValidationError, field_validator
 
 from citewell.core.config_files import YamlDocument, load_yaml, validate_yaml
 from citewell.core.errors import LabelError, UnknownClassificationError
 from citewell.core.models import AccessLabel, ClassificationScheme, Frozen
 from citewell.ingestion.models import ParsedDocument, ResolvedLabel
+from citewell.ingestion.sensitivity import (
+    SensitivityDecision,
+    SensitivityPolicy,
+)
 
 LABELS_FILE = "citewell.labels.yaml"
 SIDECAR_SUFFIX = ".labels.yaml"
@@ -96,6 +111,10 @@ class LabelsFile(Frozen):
 
     default: LabelKeys | None = None
     rules: tuple[LabelRuleEntry, ...] = ()
+    # Purview label GUID -> label, and the policy (tenants, names, downgrades); validated by
+    # SensitivityPolicy (ingestion/sensitivity.py).
+    sensitivity_labels: dict[str, object] | None = None
+    sensitivity_label_policy: dict[str, object] | None = None
 
 
 @dataclass(frozen=True)
@@ -203,7 +222,7 @@ class MarkingReader(Protocol):
     def __call__(self, document: ParsedDocument, path: Path | None) -> Marking | None: ...
 
 
-def most_restrictive(
+def most_restrictive_marking(
     markings: Iterable[Marking | None], scheme: ClassificationScheme
 ) -> Marking | None:
     best: Marking | None = None
@@ -315,7 +334,7 @@ class BannerReader:
             for index, line in enumerate(region.lines):
                 at_edge = region.edge is None or index < region.edge or index >= count - region.edge
                 found.append(self.match_line(line, loose=at_edge))
-        return most_restrictive(found, self._scheme)
+        return most_restrictive_marking(found, self._scheme)
 
     def match_line(self, line: str, *, loose: bool = False) -> Marking | None:
         """The marking ``line`` is, if any; ``loose`` also accepts the forms allowed in headers,
@@ -525,6 +544,7 @@ class LabelRules:
             self._rules.append(_Rule(glob_to_regex(pattern), spec))
         self.source_file: Path | None = None
         self._listings: dict[Path, tuple[str, ...]] = {}  # directory → names, for one run
+        self.sensitivity = SensitivityPolicy()
 
     @classmethod
     def load(
@@ -550,6 +570,8 @@ class LabelRules:
         for i, entry in enumerate(config.rules):
             spec = _spec(entry, document, ("rules", i), scheme, "rule")
             rules._rules.append(_Rule(glob_to_regex(entry.match), spec))
+        if config.sensitivity_labels is not None or config.sensitivity_label_policy is not None:
+            rules.sensitivity = _sensitivity_policy(config, document, scheme)
         return rules
 
     @property
@@ -598,7 +620,9 @@ class LabelRules:
         self, document: ParsedDocument, path: Path | None = None
     ) -> Marking | None:
         """The most restrictive marking any reader finds in ``document`` (at ``path``)."""
-        return most_restrictive((read(document, path) for read in self._readers), self._scheme)
+        return most_restrictive_marking(
+            (read(document, path) for read in self._readers), self._scheme
+        )
 
     def resolve(
         self, relative_path: str, document: Path | None = None, text: str | None = None
@@ -639,3 +663,92 @@ class LabelRules:
             banner=banner,
             fingerprint=_fingerprint(label, labelled=True),
         )
+
+
+# --- Purview sensitivity labels (ingestion/sensitivity.py) --------------------------------
+def _sensitivity_policy(
+    config: LabelsFile, document: YamlDocument, scheme: ClassificationScheme
+) -> SensitivityPolicy:
+    """The two sensitivity sections as one policy; GUIDs, tenants and levels validated."""
+    key = (
+        "sensitivity_labels"
+        if config.sensitivity_labels is not None
+        else "sensitivity_label_policy"
+    )
+    raw: dict[str, object] = dict(config.sensitivity_label_policy or {})
+    raw["labels"] = config.sensitivity_labels or {}
+    try:
+        parsed = SensitivityPolicy.model_validate(raw)
+        for mapping in (*parsed.labels.values(), *parsed.names.values()):
+            scheme.rank(mapping.classification)
+    except (ValidationError, UnknownClassificationError) as exc:
+        raise LabelError(f"{document.where((key,))}: invalid sensitivity labels: {exc}") from exc
+    return parsed
+
+
+def most_restrictive(
+    first: AccessLabel,
+    second: AccessLabel,
+    scheme: ClassificationScheme,
+    universal_groups: frozenset[str] = frozenset(),
+) -> AccessLabel:
+    """The label that lets through only callers both labels let through: the higher level, and
+    the groups both accept (a side holding a group every principal holds accepts anyone)."""
+    level = scheme.max(first.classification, second.classification)
+    if first.groups & universal_groups:
+        groups = second.groups
+    elif second.groups & universal_groups:
+        groups = first.groups
+    else:
+        groups = first.groups & second.groups
+    return AccessLabel(classification=level, groups=groups)
+
+
+def apply_sensitivity(
+    base: ResolvedLabel,
+    decision: SensitivityDecision,
+    scheme: ClassificationScheme,
+    universal_groups: frozenset[str] = frozenset(),
+) -> ResolvedLabel:
+    """Combine a document's label from rules, sidecars and object labels with its sensitivity
+    label: the most restrictive wins, and a sensitivity label never lowers what another source
+    set. A refused sensitivity label makes the document visible to nobody."""
+    if decision.status == "none":
+        return base
+    if decision.status == "refused" or decision.label is None:
+        return refused_label(f"sensitivity-refused:{decision.reason}", scheme)
+    resolved = combine_resolved(base, decision.label, "sensitivity", scheme, universal_groups)
+    if decision.retained:
+        return resolved.model_copy(update={"origin": resolved.origin + "(retained)"})
+    return resolved
+
+
+def combine_resolved(
+    base: ResolvedLabel,
+    label: AccessLabel,
+    origin: str,
+    scheme: ClassificationScheme,
+    universal_groups: frozenset[str] = frozenset(),
+) -> ResolvedLabel:
+    """``base`` with another source's complete label applied: the most restrictive of the two,
+    or ``label`` alone when ``base`` resolved to nothing."""
+    if base.labelled:
+        combined = most_restrictive(base.label, label, scheme, universal_groups)
+        origin = f"{base.origin}+{origin}"
+    else:
+        combined = label
+    return ResolvedLabel(
+        label=combined,
+        labelled=True,
+        origin=origin,
+        banner=base.banner,
+        fingerprint=_fingerprint(combined, labelled=True),
+    )
+
+
+def refused_label(origin: str, scheme: ClassificationScheme) -> ResolvedLabel:
+    """Visible to nobody (the most restrictive level, no groups), reported as unlabelled."""
+    label = AccessLabel(classification=scheme.most_restrictive, groups=frozenset())
+    return ResolvedLabel(
+        label=label, labelled=False, origin=origin, fingerprint=_fingerprint(label, False)
+    )

@@ -15,12 +15,16 @@ class SourceItem(Frozen):
     """One discovered document, before it is read."""
 
     source: str  # the source's configured name
-    source_uri: str  # file:// URI of the absolute path; stable identity of the document
+    # file:// URI of the absolute path, or s3://bucket/key; stable identity of the document
+    source_uri: str
     relative_path: str  # POSIX path relative to the source root (what label globs match)
-    path: Path
+    path: Path  # the local file; for object stores the key relative to the prefix (no file)
     size: int
     modified_at: datetime
     doc_type: str  # lower-case extension without the dot, e.g. "pdf"
+    # Object stores: the object's ETag (and version id), what decides unchanged without a
+    # download. None for local files (their bytes are hashed).
+    etag: str | None = None
 
 
 class DiscoveryResult(Frozen):

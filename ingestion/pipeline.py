@@ -15,20 +15,23 @@ deleted from both indexes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import logging
 import os
+import tempfile
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from citewell.core.errors import (
     CitewellError,
+    EmptySourceError,
     InputRejectedError,
     ModelError,
     ParseError,
@@ -46,7 +49,12 @@ from citewell.core.models import (
 )
 from citewell.core.settings import Settings
 from citewell.ingestion.chunking import Tokenizer, chunk_document, chunk_recipe, embedding_tokenizer
-from citewell.ingestion.labels import MARKING_RULES_VERSION, LabelRules, Marking
+from citewell.ingestion.labels import (
+    MARKING_RULES_VERSION,
+    LabelRules,
+    Marking,
+    apply_sensitivity,
+)
 from citewell.ingestion.limits import ZipLimits
 from citewell.ingestion.models import ChunkDraft, Element, ParsedDocument, ResolvedLabel, SourceItem
 from citewell.ingestion.parse_workers import (
@@ -56,11 +64,18 @@ from citewell.ingestion.parse_workers import (
     default_workers,
 )
 from citewell.ingestion.progress import IngestProgress, NoProgress, TerminalProgress
-from citewell.ingestion.sources import LocalFolderSource
+from citewell.ingestion.sensitivity import (
+    SensitivityPolicy,
+    SensitivityReading,
+    SensitivityRecord,
+    decide,
+    read_sensitivity,
+)
+from citewell.ingestion.sources import LocalFolderSource, S3Source
 from citewell.retrieval.embedding import bundled_model_path, local_model_dir
 from citewell.retrieval.factory import build_embedder, embedding_model_id
 from citewell.retrieval.index import IndexWriter
-from citewell.retrieval.manifest import DocumentEntry, classify_change
+from citewell.retrieval.manifest import DocumentEntry, Manifest, classify_change
 from citewell.retrieval.protocols import Embedder
 
 logger = logging.getLogger(__name__)
@@ -70,6 +85,7 @@ _EMBED_BATCH_CHUNKS = 256  # chunks buffered across documents before one embeddi
 # Part of the parse cache key: bump when parsing output changes (e.g. how titles are chosen), so
 # cached documents parsed the old way are not reused.
 _PARSER_VERSION = 4  # 4: XLSX sheet headers/footers and PPTX master/layout text
+_SENSITIVITY_VERSION = 1  # part of the cache key of sensitivity readings of objects
 
 
 # prepare() parses, chunks and embeds without labelling: no label of it reaches the index.
@@ -102,6 +118,13 @@ class TextDocument(Frozen):
     document_date: datetime | None = None  # the date the document states about itself
 
 
+def object_content_hash(item: SourceItem) -> str:
+    """What stands for an object's content without downloading it: its ETag (an MD5 or a
+    multipart digest; it changes whenever the bytes do) and size, from the listing."""
+    material = f"s3-etag:{item.etag}|{item.size}"
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
 def document_id(source_uri: str) -> str:
     """Stable document id from the source URI."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, source_uri))
@@ -129,6 +152,11 @@ class _Candidate:
     file_name: str | None = None  # the file's stem, for chunk headers; None without a file
     # Markings in the parsed document that can only raise the label (banners, ...); None: none.
     mark: Callable[[ParsedDocument], Marking | None] | None = None
+    # The Purview labels the content carries (ingestion/sensitivity.py); None: not a file.
+    read_sensitivity: Callable[[], SensitivityReading] | None = None
+    # An object not on local disk: downloads it into the given folder for the parse workers
+    # (reading its sensitivity labels on the way) and returns the local file.
+    download: Callable[[Path], Path] | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +180,7 @@ class _Pending:
     banner_level: str | None
     drafts: list[ChunkDraft]
     updated: bool
+    sensitivity: str | None = None  # SensitivityRecord JSON for the manifest
 
 
 @dataclass
@@ -164,6 +193,7 @@ class _Tally:
     failed: list[DocumentFailure] = field(default_factory=list)
     unlabelled: list[str] = field(default_factory=list)
     withdrawn: list[str] = field(default_factory=list)
+    label_refusals: list[DocumentFailure] = field(default_factory=list)
     chunks_written: int = 0
     chunks_queued: int = 0
     chunks_embedded: int = 0
@@ -186,13 +216,21 @@ class _Parsing:
         # through an embedding batch, few enough that parsed documents never pile up.
         self.window = 2 * self.worker_count + 1
         self.wait_s = 0.0
+        # Objects downloaded for the workers, removed once parsed; a failed download's reason.
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
+        self._downloaded: dict[str, Path] = {}
+        self._not_downloaded: dict[str, str] = {}
 
     def __enter__(self) -> _Parsing:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._workers is not None:
-            self._workers.close()  # also on Ctrl-C: no worker outlives the run
+        try:
+            if self._workers is not None:
+                self._workers.close()  # also on Ctrl-C: no worker outlives the run
+        finally:
+            if self._scratch is not None:
+                self._scratch.cleanup()
 
     def submit(self, candidate: _Candidate) -> None:
         item = candidate.item
@@ -202,14 +240,26 @@ class _Parsing:
         if cached is not None:
             self._cached[candidate.doc_id] = cached
             return
+        path = item.path
+        if candidate.download is not None:
+            if self._scratch is None:
+                self._scratch = tempfile.TemporaryDirectory(prefix="citewell-objects-")
+            try:
+                path = candidate.download(Path(self._scratch.name))
+            except Exception as exc:  # reported as this document's failure by take()
+                self._not_downloaded[candidate.doc_id] = _describe(exc)
+                return
+            self._downloaded[candidate.doc_id] = path
         if self._workers is None:
             self._workers = ParseWorkers(self.worker_count, self._ingestor.worker_limits())
-        self._workers.submit(ParseJob(candidate.doc_id, item.path, item.doc_type))
+        self._workers.submit(ParseJob(candidate.doc_id, path, item.doc_type))
 
     def take(self, candidate: _Candidate) -> ParsedDocument:
         """The parsed document, or :class:`ParseError` with the reason it failed."""
         if candidate.doc_id in self._cached:
             return self._cached.pop(candidate.doc_id)
+        if candidate.doc_id in self._not_downloaded:
+            raise ParseError(self._not_downloaded.pop(candidate.doc_id))
         if candidate.item is None:
             if candidate.load is None:
                 raise ParseError("nothing to parse")
@@ -219,6 +269,9 @@ class _Parsing:
         started = time.perf_counter()
         outcome = self._workers.take(candidate.doc_id)
         self.wait_s += time.perf_counter() - started
+        downloaded = self._downloaded.pop(candidate.doc_id, None)
+        if downloaded is not None:
+            downloaded.unlink(missing_ok=True)
         if outcome.parsed is None:
             raise ParseError(outcome.reason or "parse failed")
         self._ingestor._store_parse(candidate.item, candidate.content_hash, outcome.parsed)
@@ -453,6 +506,9 @@ class Ingestor:
                 def mark(parsed: ParsedDocument, path: Path = item.path) -> Marking | None:
                     return rules.strongest_marking(parsed, path)
 
+                def sensitivity(item: SourceItem = item) -> SensitivityReading:
+                    return read_sensitivity(item.path, item.doc_type)
+
                 yield _Candidate(
                     doc_id=document_id(item.source_uri),
                     source_uri=item.source_uri,
@@ -464,6 +520,7 @@ class Ingestor:
                     item=item,
                     file_name=Path(item.relative_path).stem,
                     mark=mark,
+                    read_sensitivity=sensitivity,
                 )
 
         def current_label(entry: DocumentEntry) -> ResolvedLabel:
@@ -483,6 +540,166 @@ class Ingestor:
             fresh=fresh,
             validate=validate,
             current_label=current_label,
+            sensitivity=rules.sensitivity,
+        )
+
+    # --- object stores (S3-compatible) ----------------------------------------------------
+    def _cached_reading(self, content_hash: str) -> SensitivityReading | None:
+        if self.parse_cache_dir is None:
+            return None
+        path = self.parse_cache_dir / f"{content_hash}.mip{_SENSITIVITY_VERSION}.json"
+        try:
+            return SensitivityReading.model_validate_json(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def _cache_reading(self, content_hash: str, reading: SensitivityReading) -> None:
+        if self.parse_cache_dir is None:
+            return
+        self.parse_cache_dir.mkdir(parents=True, exist_ok=True)
+        path = self.parse_cache_dir / f"{content_hash}.mip{_SENSITIVITY_VERSION}.json"
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(reading.model_dump_json(), encoding="utf-8")
+        os.replace(tmp, path)
+
+    def _object_candidate(
+        self, source: S3Source, item: SourceItem, base: ResolvedLabel
+    ) -> _Candidate:
+        """An object as the planner sees it: its listing (ETag, size) stands for its content, so
+        an unchanged object is never downloaded; a changed one is downloaded once, for the parse
+        workers, and its sensitivity labels are read from that copy."""
+        doc_id = document_id(item.source_uri)
+        content_hash = object_content_hash(item)
+        readings: dict[str, SensitivityReading] = {}
+
+        def download(folder: Path) -> Path:
+            local = folder / f"{doc_id}.{item.doc_type}"
+            try:
+                source.download(item, local)
+            except InputRejectedError as exc:
+                local.unlink(missing_ok=True)
+                raise ParseError(f"cannot read: {exc}") from exc
+            reading = read_sensitivity(local, item.doc_type)
+            self._cache_reading(content_hash, reading)
+            readings["reading"] = reading
+            return local
+
+        def sensitivity() -> SensitivityReading:
+            if "reading" not in readings:
+                cached = self._cached_reading(content_hash)
+                if cached is not None:
+                    return cached
+                # Parsed from the cache (an Airflow ``process`` task), or unchanged and indexed
+                # before labels were read: download once more, only to read the labels.
+                with tempfile.TemporaryDirectory(prefix="citewell-s3-") as folder:
+                    try:
+                        download(Path(folder))
+                    except ParseError as exc:
+                        reason = f"sensitivity labels unreadable: {exc.reason}"
+                        return SensitivityReading(problems=(reason,))
+            return readings["reading"]
+
+        def mark(parsed: ParsedDocument) -> Marking | None:
+            # Header and footer texts are part of the parsed document: no file needed.
+            return source.labels.strongest_marking(parsed, None)
+
+        return _Candidate(
+            doc_id=doc_id,
+            source_uri=item.source_uri,
+            relative_path=item.relative_path,
+            doc_type=item.doc_type,
+            content_hash=content_hash,
+            base_label=base,
+            modified_at=item.modified_at,
+            item=item,
+            file_name=PurePosixPath(item.relative_path).stem,
+            mark=mark,
+            read_sensitivity=sensitivity,
+            download=download,
+        )
+
+    def prepare_objects(self, source: S3Source, relative_paths: Iterable[str]) -> int:
+        """Download, parse, chunk and embed the given objects into the caches (sensitivity
+        readings included) without writing the index: the object-store counterpart of
+        :meth:`prepare`. Failures are left for the publishing run to report."""
+        computed_before = _computed(self.embedder)
+        with _Parsing(self) as parsing:
+            ahead: deque[_Candidate] = deque()
+
+            def embed_next() -> None:
+                candidate = ahead.popleft()
+                try:
+                    parsed = parsing.take(candidate)
+                    if candidate.read_sensitivity is not None:
+                        candidate.read_sensitivity()  # into the cache for the publishing run
+                    drafts = self.chunk(parsed, candidate.file_name)
+                except ParseWorkerError:
+                    raise
+                except Exception as exc:  # the publishing run reports it with its reason
+                    reason = _describe(exc)
+                    log_event(logger, logging.DEBUG, "ingest.prepare_skipped", reason=reason)
+                    return
+                if drafts:
+                    self.embedder.embed_documents([d.embedding_text for d in drafts])
+
+            for relative in dict.fromkeys(relative_paths):
+                try:
+                    # HEAD per object: a batch never lists the whole prefix again.
+                    item = source.item_for(relative)
+                except InputRejectedError:
+                    continue
+                candidate = self._object_candidate(source, item, _PREPARE_LABEL)
+                parsing.submit(candidate)
+                ahead.append(candidate)
+                while len(ahead) > parsing.window:
+                    embed_next()
+            while ahead:
+                embed_next()
+        return _computed(self.embedder) - computed_before
+
+    def ingest_objects(
+        self,
+        source: S3Source,
+        index: str | None = None,
+        progress: bool | IngestProgress = False,
+        fresh: bool = False,
+        validate: Callable[[IndexWriter], None] | None = None,
+        allow_empty: bool = False,
+    ) -> IngestReport:
+        """Refresh ``index`` from an object store prefix. The listing (ETag and size) decides
+        what is unchanged: those objects are neither downloaded nor parsed nor embedded. A
+        listing that fails raises before anything is written; an empty listing of a source
+        that had documents is refused unless ``allow_empty``."""
+        discovery = source.discover()  # raises SourceUnavailableError: nothing withdrawn
+        name = source.name
+        reporter = _reporter(progress)
+        reporter.begin(name, source.location.uri, len(discovery.items))
+
+        def candidates() -> Iterator[_Candidate | _Unreadable]:
+            for item in discovery.items:
+                try:
+                    base = source.labels_for(item, None)
+                except Exception as exc:
+                    # Labels cannot be determined, for any reason: withdrawn until they can.
+                    yield _Unreadable(
+                        document_id(item.source_uri), item.source_uri, _label_failure(exc)
+                    )
+                    continue
+                yield self._object_candidate(source, item, base)
+
+        kept = {document_id(r.source_uri) for r in discovery.rejected}
+        return self._run(
+            index,
+            name,
+            candidates(),
+            total=len(discovery.items),
+            rejected=list(discovery.rejected),
+            keep_doc_ids=kept,
+            progress=reporter,
+            fresh=fresh,
+            validate=validate,
+            sensitivity=source.labels.sensitivity,
+            refuse_empty=not allow_empty,
         )
 
     def ingest_texts(
@@ -550,6 +767,8 @@ class Ingestor:
         fresh: bool,
         validate: Callable[[IndexWriter], None] | None = None,
         current_label: Callable[[DocumentEntry], ResolvedLabel] | None = None,
+        sensitivity: SensitivityPolicy | None = None,
+        refuse_empty: bool = False,
     ) -> IngestReport:
         started = time.perf_counter()
         embedder = self.embedder
@@ -568,6 +787,20 @@ class Ingestor:
             _Parsing(self) as parsing,
         ):
             existing = writer.manifest.documents(source=source_name)
+            if refuse_empty and existing and total == 0 and not rejected:
+                # An empty listing of a source that had documents is far more often a wrong
+                # prefix, a permissions change or a broken store than a real deletion.
+                raise EmptySourceError(
+                    f"source {source_name!r} listed no documents but the index holds "
+                    f"{len(existing)}; refusing to withdraw them all (allow an empty source "
+                    "to do so on purpose)"
+                )
+            # A rebuild starts empty, but labels seen before must still not be lowered.
+            remembered = (
+                _published_documents(writer, source_name)
+                if fresh and sensitivity is not None
+                else existing
+            )
             recipe = self.chunk_recipe
             stale = sum(1 for doc in existing.values() if doc.chunk_recipe != recipe)
             if stale:
@@ -585,7 +818,14 @@ class Ingestor:
 
             def chunk_next() -> None:
                 candidate, exists = ahead.popleft()
-                item = self._prepare(candidate, exists, tally, parsing)
+                item = self._prepare(
+                    candidate,
+                    exists,
+                    tally,
+                    parsing,
+                    sensitivity,
+                    remembered.get(candidate.doc_id),
+                )
                 if item is None:
                     reason = tally.failed[-1].reason
                     base = candidate.base_label
@@ -602,7 +842,7 @@ class Ingestor:
                     prior = existing.get(candidate.doc_id)
                     if prior is not None:
                         # The old version stays (the new one failed), under the current label.
-                        self._enforce_label(writer, prior, base, reason, tally)
+                        self._enforce_label(writer, prior, base, reason, tally, sensitivity)
                     return
                 pending.append(item)
                 tally.chunks_queued += len(item.drafts)
@@ -622,19 +862,34 @@ class Ingestor:
                     )
                     prior = existing.get(candidate.doc_id)
                     if prior is not None:
-                        self._enforce_label(writer, prior, candidate.label, candidate.reason, tally)
+                        self._enforce_label(
+                            writer, prior, candidate.label, candidate.reason, tally, sensitivity
+                        )
                     continue
                 prior = existing.get(candidate.doc_id)
                 change = classify_change(
                     prior, candidate.content_hash, recipe, candidate.base_label.fingerprint
                 )
-                if change == "unchanged" and prior is not None:
-                    tally.unchanged.append(candidate.relative_path)
-                    if not prior.labelled:
-                        tally.unlabelled.append(candidate.relative_path)
-                    continue
-                if change == "relabeled" and prior is not None:
-                    self._relabel(writer, prior, candidate.base_label, tally)
+                if change in ("unchanged", "relabeled") and prior is not None:
+                    # Same content, same labels it carries: what was read then still holds
+                    # (an unchanged object is never downloaded again to know its label).
+                    stored = _stored_sensitivity(prior)
+                    candidate, record = self._sensitivity(
+                        candidate,
+                        sensitivity,
+                        prior,
+                        tally,
+                        stored.reading if stored is not None else None,
+                    )
+                    if (
+                        prior.label_fingerprint == candidate.base_label.fingerprint
+                        and record == prior.sensitivity
+                    ):
+                        tally.unchanged.append(candidate.relative_path)
+                        if not prior.labelled:
+                            tally.unlabelled.append(candidate.relative_path)
+                    else:
+                        self._relabel(writer, prior, candidate.base_label, tally, record)
                     continue
                 parsing.submit(candidate)
                 ahead.append((candidate, prior is not None))
@@ -653,7 +908,7 @@ class Ingestor:
                 except (OSError, CitewellError) as exc:
                     label, reason = None, _label_failure(exc)
                     tally.failed.append(DocumentFailure(source_uri=prior.source_uri, reason=reason))
-                self._enforce_label(writer, prior, label, reason, tally)
+                self._enforce_label(writer, prior, label, reason, tally, sensitivity)
             gone = [doc for doc_id, doc in existing.items() if doc_id not in seen]
             if gone:
                 writer.delete_documents([doc.doc_id for doc in gone])
@@ -678,6 +933,7 @@ class Ingestor:
             failed=tuple(tally.failed),
             unlabelled=tuple(tally.unlabelled),
             withdrawn=tuple(tally.withdrawn),
+            label_refusals=tuple(tally.label_refusals),
             chunks_written=tally.chunks_written,
             embeddings_computed=_computed(embedder) - computed_before,
             seconds=round(time.perf_counter() - started, 3),
@@ -696,6 +952,7 @@ class Ingestor:
             relabeled=len(report.relabeled),
             failed=len(report.failed),
             withdrawn=len(report.withdrawn),
+            label_refusals=len(report.label_refusals),
             chunks_written=report.chunks_written,
             embeddings_computed=report.embeddings_computed,
             seconds=report.seconds,
@@ -713,15 +970,66 @@ class Ingestor:
         level = self.scheme.max(label.classification, banner_level)
         return AccessLabel(classification=level, groups=label.groups), banner_level
 
+    def _sensitivity(
+        self,
+        candidate: _Candidate,
+        policy: SensitivityPolicy | None,
+        prior: DocumentEntry | None,
+        tally: _Tally,
+        reading: SensitivityReading | None = None,
+    ) -> tuple[_Candidate, str | None]:
+        """The candidate with its sensitivity label applied (the one hook,
+        ``labels.apply_sensitivity``) and the record to keep in the manifest. ``reading``: what
+        the content was read to carry before (None: read it now)."""
+        if policy is None or candidate.read_sensitivity is None:
+            return candidate, None
+        if reading is None:
+            reading = candidate.read_sensitivity()
+        resolved, record = self._apply_sensitivity(
+            candidate.base_label, candidate.source_uri, reading, policy, prior, tally
+        )
+        return dataclasses.replace(candidate, base_label=resolved), record
+
+    def _apply_sensitivity(
+        self,
+        base: ResolvedLabel,
+        source_uri: str,
+        reading: SensitivityReading,
+        policy: SensitivityPolicy,
+        prior: DocumentEntry | None,
+        tally: _Tally,
+    ) -> tuple[ResolvedLabel, str]:
+        previous = _stored_sensitivity(prior) if prior is not None else None
+        decision = decide(reading, policy, self.scheme, previous)
+        resolved = apply_sensitivity(
+            base, decision, self.scheme, frozenset(self.settings.default_groups)
+        )
+        if decision.status == "refused":
+            tally.label_refusals.append(
+                DocumentFailure(source_uri=source_uri, reason=decision.reason or "")
+            )
+        if decision.retained or reading.notes:
+            log_event(
+                logger,
+                logging.WARNING,
+                "labels.sensitivity_retained" if decision.retained else "labels.sensitivity_note",
+                source_uri=source_uri,
+                notes=list(reading.notes),
+            )
+        return resolved, decision.record.model_dump_json()
+
     def _prepare(
         self,
         candidate: _Candidate,
         exists: bool,
         tally: _Tally,
         parsing: _Parsing,
+        sensitivity: SensitivityPolicy | None = None,
+        remembered: DocumentEntry | None = None,
     ) -> _Pending | None:
         """Parse (or take the parsed), label and chunk one document; any failure of these is
-        that document's, recorded with its reason."""
+        that document's, recorded with its reason. ``remembered``: the document as indexed
+        before (also across a rebuild), whose sensitivity label a new one may not lower."""
 
         def fail(reason: str) -> None:
             tally.failed.append(DocumentFailure(source_uri=candidate.source_uri, reason=reason))
@@ -735,6 +1043,11 @@ class Ingestor:
             return None
         started = time.perf_counter()
         try:
+            try:
+                candidate, record = self._sensitivity(candidate, sensitivity, remembered, tally)
+            except Exception as exc:  # the label cannot be determined: not indexed
+                fail(f"sensitivity labels cannot be read: {_describe(exc)}")
+                return None
             try:
                 marking = candidate.mark(parsed) if candidate.mark is not None else None
             except Exception as exc:  # any reader, any failure: the label cannot be determined
@@ -760,6 +1073,7 @@ class Ingestor:
             banner_level=banner_level,
             drafts=drafts,
             updated=exists,
+            sensitivity=record,
         )
 
     def _write(
@@ -800,6 +1114,7 @@ class Ingestor:
                     modified_at=candidate.modified_at,
                     refreshed_at=now,
                     chunk_recipe=self.chunk_recipe,
+                    sensitivity=item.sensitivity,
                 ),
                 chunks,
                 block,
@@ -841,26 +1156,66 @@ class Ingestor:
         base: ResolvedLabel | None,
         reason: str,
         tally: _Tally,
+        sensitivity: SensitivityPolicy | None = None,
     ) -> None:
         """An indexed document that was not re-ingested this run keeps being served only under
-        the label the current files give it: relabeled if that changed, withdrawn when it
-        cannot be determined (``base`` None)."""
+        the label the current files give it, with the sensitivity label its indexed content
+        carries: relabeled if that changed, withdrawn when it cannot be determined (``base``
+        None)."""
         if base is None:
             writer.withdraw_document(
                 prior.doc_id, source=prior.source, source_uri=prior.source_uri, reason=reason
             )
             tally.withdrawn.append(prior.relative_path)
-        elif base.fingerprint != prior.label_fingerprint:
-            self._relabel(writer, prior, base, tally)
+            return
+        record = prior.sensitivity
+        stored = _stored_sensitivity(prior)
+        if sensitivity is not None and stored is not None:
+            base, record = self._apply_sensitivity(
+                base, prior.source_uri, stored.reading, sensitivity, prior, tally
+            )
+        if base.fingerprint != prior.label_fingerprint or record != prior.sensitivity:
+            self._relabel(writer, prior, base, tally, record)
 
     def _relabel(
-        self, writer: IndexWriter, prior: DocumentEntry, base: ResolvedLabel, tally: _Tally
+        self,
+        writer: IndexWriter,
+        prior: DocumentEntry,
+        base: ResolvedLabel,
+        tally: _Tally,
+        sensitivity: str | None = None,
     ) -> None:
         label, _ = self._final_label(base, prior.banner_level)
-        writer.relabel_document(prior, label, base.labelled, base.fingerprint)
+        updated = writer.relabel_document(prior, label, base.labelled, base.fingerprint)
+        if updated.sensitivity != sensitivity:
+            writer.manifest.put(updated.model_copy(update={"sensitivity": sensitivity}))
         tally.relabeled.append(prior.relative_path)
         if not base.labelled:
             tally.unlabelled.append(prior.relative_path)
+
+
+def _published_documents(writer: IndexWriter, source_name: str) -> dict[str, DocumentEntry]:
+    """The published version's entries for a source (read-only), for a fresh build."""
+    version = writer.layout.current_version()
+    if version is None:
+        return {}
+    manifest = Manifest(writer.layout.version_dir(version) / "manifest.sqlite", read_only=True)
+    try:
+        return manifest.documents(source=source_name)
+    finally:
+        manifest.close()
+
+
+def _stored_sensitivity(entry: DocumentEntry) -> SensitivityRecord | None:
+    if entry.sensitivity is None:
+        return None
+    try:
+        return SensitivityRecord.model_validate_json(entry.sensitivity)
+    except ValueError:
+        # A damaged record cannot prove the earlier label; treat it as unreadable metadata.
+        return SensitivityRecord(
+            reading=SensitivityReading(problems=("stored sensitivity record unreadable",))
+        )
 
 
 def _label_failure(exc: BaseException) -> str:

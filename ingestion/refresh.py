@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -46,8 +46,8 @@ from citewell.ingestion.golden import (
     matches_relative_path,
 )
 from citewell.ingestion.labels import LabelRules
-from citewell.ingestion.pipeline import Ingestor, document_id
-from citewell.ingestion.sources import LocalFolderSource
+from citewell.ingestion.pipeline import Ingestor, document_id, object_content_hash
+from citewell.ingestion.sources import LocalFolderSource, S3Access, S3Location, S3Source
 from citewell.ingestion.sources_config import SourceConfig
 from citewell.retrieval.access import maintenance_principal, scope_for
 from citewell.retrieval.durable import write_atomic
@@ -151,10 +151,31 @@ def _read_model(path: Path, model: type[M]) -> M:
 
 
 def _check_connector(source: SourceConfig) -> None:
+    if source.connector == "s3":
+        return  # reachability is the listing's business (a failure there withdraws nothing)
     if source.connector != "local":
         raise ConfigurationError(f"source {source.name!r}: unsupported connector")
-    if not source.path.is_dir():
+    if not source.folder.is_dir():
         raise ConfigurationError(f"source {source.name!r}: folder {source.path} does not exist")
+
+
+def open_s3(settings: Settings, source: SourceConfig, access: S3Access | None = None) -> S3Source:
+    """The object-store source of an ``s3`` source config (credentials: ``access`` or the
+    standard AWS chain)."""
+    access = access or S3Access()
+    return S3Source(
+        S3Location(bucket=source.bucket or "", prefix=source.prefix),
+        scheme=settings.scheme,
+        max_file_bytes=settings.max_file_bytes,
+        name=source.name,
+        session=access.session,
+        endpoint_url=source.endpoint_url or access.endpoint_url,
+        region=source.region,
+        object_labels=frozenset(source.object_labels),
+        default_groups=frozenset(settings.default_groups),
+        max_attempts=settings.s3_max_attempts,
+        timeout_s=settings.s3_timeout_s,
+    )
 
 
 def _published_documents(
@@ -178,12 +199,37 @@ def _batches(paths: Sequence[str], size: int) -> Iterable[tuple[str, ...]]:
 
 
 # --- the steps ----------------------------------------------------------------------------
-def discover(settings: Settings, source: SourceConfig, run_id: str) -> DiscoveredSnapshot:
-    """List the source's documents with content hashes and label fingerprints."""
-    _check_connector(source)
-    rules = LabelRules.load(source.path, settings.scheme)
+def _discover_objects(
+    settings: Settings, source: SourceConfig, access: S3Access | None
+) -> tuple[list[SnapshotEntry], list[DocumentFailure]]:
+    """The listing decides: ETag and size stand for content, nothing is downloaded."""
+    with open_s3(settings, source, access) as store:
+        found = store.discover()
+        entries: list[SnapshotEntry] = []
+        rejected = list(found.rejected)
+        for item in found.items:
+            try:
+                fingerprint = store.labels_for(item, None).fingerprint
+            except (OSError, CitewellError) as exc:
+                rejected.append(DocumentFailure(source_uri=item.source_uri, reason=str(exc)))
+                continue
+            entries.append(
+                SnapshotEntry(
+                    relative_path=item.relative_path,
+                    source_uri=item.source_uri,
+                    content_hash=object_content_hash(item),
+                    label_fingerprint=fingerprint,
+                )
+            )
+    return entries, rejected
+
+
+def _discover_folder(
+    settings: Settings, source: SourceConfig
+) -> tuple[list[SnapshotEntry], list[DocumentFailure]]:
+    rules = LabelRules.load(source.folder, settings.scheme)
     folder = LocalFolderSource(
-        source.path, name=source.name, max_file_bytes=settings.max_file_bytes, labels=rules
+        source.folder, name=source.name, max_file_bytes=settings.max_file_bytes, labels=rules
     )
     found = folder.discover()
     entries: list[SnapshotEntry] = []
@@ -203,12 +249,26 @@ def discover(settings: Settings, source: SourceConfig, run_id: str) -> Discovere
                 label_fingerprint=fingerprint,
             )
         )
+    return entries, rejected
+
+
+def discover(
+    settings: Settings, source: SourceConfig, run_id: str, access: S3Access | None = None
+) -> DiscoveredSnapshot:
+    """List the source's documents with content hashes and label fingerprints."""
+    _check_connector(source)
+    if source.connector == "s3":
+        entries, rejected = _discover_objects(settings, source, access)
+        root = source.uri
+    else:
+        entries, rejected = _discover_folder(settings, source)
+        root = str(source.folder.resolve())
     path = run_dir(settings, source.index, run_id) / SNAPSHOT_FILE
     snapshot = DiscoveredSnapshot(
         source=source.name,
         index=source.index,
         run_id=run_id,
-        root=str(folder.root),
+        root=root,
         taken_at=datetime.now(UTC),
         entries=tuple(entries),
         rejected=tuple(rejected),
@@ -296,13 +356,21 @@ def plan(
 
 
 def process_batch(
-    settings: Settings, source: SourceConfig, batch_path: Path, embedder: Embedder | None = None
+    settings: Settings,
+    source: SourceConfig,
+    batch_path: Path,
+    embedder: Embedder | None = None,
+    access: S3Access | None = None,
 ) -> int:
     """Parse, chunk and embed one batch into the caches. Returns embeddings computed (0 when a
     retry finds them cached)."""
     batch = _read_model(batch_path, Batch)
     ingestor = Ingestor(settings, embedder=embedder, parse_cache_dir=parse_cache_dir(settings))
-    computed = ingestor.prepare(source.path, batch.relative_paths)
+    if source.connector == "s3":
+        with open_s3(settings, source, access) as store:
+            computed = ingestor.prepare_objects(store, batch.relative_paths)
+    else:
+        computed = ingestor.prepare(source.folder, batch.relative_paths)
     log_event(
         logger,
         logging.INFO,
@@ -315,14 +383,44 @@ def process_batch(
     return computed
 
 
-def finalize(
-    settings: Settings, source: SourceConfig, plan_path: Path, embedder: Embedder | None = None
+def _ingest(
+    ingestor: Ingestor,
+    settings: Settings,
+    source: SourceConfig,
+    access: S3Access | None,
+    fresh: bool = False,
+    validate: Callable[[IndexWriter], None] | None = None,
 ) -> IngestReport:
-    """Publish the source's current state: one ingestion transaction over the whole folder."""
+    if source.connector == "s3":
+        with open_s3(settings, source, access) as store:
+            return ingestor.ingest_objects(
+                store,
+                index=source.index,
+                fresh=fresh,
+                validate=validate,
+                allow_empty=source.allow_empty,
+            )
+    return ingestor.ingest_folder(
+        source.folder,
+        index=source.index,
+        source_name=source.name,
+        fresh=fresh,
+        validate=validate,
+    )
+
+
+def finalize(
+    settings: Settings,
+    source: SourceConfig,
+    plan_path: Path,
+    embedder: Embedder | None = None,
+    access: S3Access | None = None,
+) -> IngestReport:
+    """Publish the source's current state: one ingestion transaction over the whole source."""
     summary = _read_model(plan_path, PlanSummary)
     _check_connector(source)
     ingestor = Ingestor(settings, embedder=embedder, parse_cache_dir=parse_cache_dir(settings))
-    report = ingestor.ingest_folder(source.path, index=source.index, source_name=source.name)
+    report = _ingest(ingestor, settings, source, access)
     _write_model(plan_path.parent / REPORT_FILE, report)
     planned = {*summary.new, *summary.changed}
     done = {*report.added, *report.updated}
@@ -404,6 +502,7 @@ def rebuild(
     plan_path: Path,
     golden: Path | None = None,
     embedder: Embedder | None = None,
+    access: S3Access | None = None,
 ) -> RebuildReport:
     """Build the index from scratch into a new version, validate it against the plan and the
     golden set, and only then publish it (the previous version stays for rollback). Raises
@@ -432,9 +531,7 @@ def rebuild(
             )
 
     try:
-        report = ingestor.ingest_folder(
-            source.path, index=source.index, source_name=source.name, fresh=True, validate=validate
-        )
+        report = _ingest(ingestor, settings, source, access, fresh=True, validate=validate)
     except RebuildValidationError as exc:
         log_event(
             logger,

@@ -5,15 +5,32 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shutil
+import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Protocol, runtime_checkable
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal, Protocol, runtime_checkable
 
-from citewell.core.errors import ConfigurationError, InputRejectedError, LabelError
+from citewell.core.errors import (
+    CitewellError,
+    ConfigurationError,
+    InputRejectedError,
+    LabelError,
+    SourceUnavailableError,
+)
 from citewell.core.logging import log_event
-from citewell.core.models import DocumentFailure
-from citewell.ingestion.labels import LABELS_FILE, MISSPELT_SUFFIX, SIDECAR_SUFFIX, LabelRules
+from citewell.core.models import AccessLabel, ClassificationScheme, DocumentFailure, Frozen
+from citewell.ingestion.labels import (
+    LABELS_FILE,
+    MISSPELT_SUFFIX,
+    SIDECAR_SUFFIX,
+    LabelRules,
+    combine_resolved,
+    refused_label,
+)
 from citewell.ingestion.models import DiscoveryResult, ResolvedLabel, SourceItem
 
 logger = logging.getLogger(__name__)
@@ -182,3 +199,365 @@ class LocalFolderSource:
 
     def labels_for(self, item: SourceItem, parsed_text: str | None) -> ResolvedLabel:
         return self._labels.resolve(item.relative_path, item.path, parsed_text)
+
+
+# --- S3-compatible object stores --------------------------------------------------------------
+ObjectLabelSource = Literal["tags", "metadata"]
+_S3_URI = re.compile(r"^s3://(?P<bucket>[A-Za-z0-9][A-Za-z0-9.\-_]{1,254})(?:/(?P<prefix>.*))?$")
+
+
+@dataclass(frozen=True)
+class S3Access:
+    """How to reach a store when not through the standard AWS chain: a ``boto3`` session the
+    caller built (the DAGs build one from an Airflow connection) and the endpoint it names."""
+
+    session: Any | None = None
+    endpoint_url: str | None = None
+
+
+class S3Location(Frozen):
+    """``s3://bucket/prefix``. The prefix is a folder: ``docs`` means ``docs/``."""
+
+    bucket: str
+    prefix: str = ""
+
+    @classmethod
+    def parse(cls, uri: str) -> S3Location:
+        match = _S3_URI.match(uri.strip())
+        if match is None:
+            raise ConfigurationError(f"not an s3://bucket/prefix URI: {uri!r}")
+        return cls(bucket=match.group("bucket"), prefix=match.group("prefix") or "")
+
+    @property
+    def key_prefix(self) -> str:
+        prefix = self.prefix.strip("/")
+        return f"{prefix}/" if prefix else ""
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key_prefix}"
+
+
+def _safe_relative(relative: str) -> bool:
+    """A key below the prefix that maps onto a relative path without surprises: no empty, '.'
+    or '..' components, no backslashes or control characters (label globs and the label
+    mirror folder must mean what they say)."""
+    if not relative or relative.startswith("/") or "\\" in relative:
+        return False
+    if any(ord(c) < 32 for c in relative):
+        return False
+    return all(part not in ("", ".", "..") for part in relative.split("/"))
+
+
+class S3Source:
+    """Every object under ``s3://bucket/prefix`` of an S3-compatible store, sorted by key.
+
+    Credentials come from the standard AWS chain (environment, profile, instance role) or a
+    ``boto3`` session the caller passes in (the DAGs build one from an Airflow connection);
+    never from Citewell's files. The endpoint is ``endpoint_url``, else ``AWS_ENDPOINT_URL`` /
+    ``AWS_ENDPOINT_URL_S3`` as the AWS tools read them. Requests are retried with backoff
+    (botocore's ``standard`` retry mode).
+
+    Labels work as in folders: ``citewell.labels.yaml`` at the prefix root and
+    ``<key>.labels.yaml`` sidecars, read into a private mirror folder at discovery. Object tags
+    and user metadata (``classification``, ``groups``) count only when listed in
+    ``object_labels``; they combine with the rest, most restrictive wins.
+
+    A listing that fails raises :class:`SourceUnavailableError` (nothing is withdrawn); a
+    download that fails is that document's failure. Objects over ``max_file_bytes`` are
+    refused at listing time and downloads are capped, streamed to a temporary file.
+    """
+
+    def __init__(
+        self,
+        location: S3Location,
+        *,
+        scheme: ClassificationScheme,
+        max_file_bytes: int,
+        name: str | None = None,
+        session: Any | None = None,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        object_labels: frozenset[ObjectLabelSource] = frozenset(),
+        default_groups: frozenset[str] = frozenset(),
+        max_attempts: int = 5,
+        timeout_s: float = 60.0,
+        page_size: int = 1000,
+    ) -> None:
+        if max_file_bytes < 1:
+            raise ConfigurationError("max_file_bytes must be positive")
+        import boto3
+        from botocore.config import Config
+
+        self._location = location
+        self._scheme = scheme
+        self._max_file_bytes = max_file_bytes
+        self._name = name or location.bucket
+        self._object_labels = object_labels
+        self._default_groups = default_groups
+        self._page_size = page_size
+        config = Config(
+            retries={"max_attempts": max_attempts, "mode": "standard"},
+            connect_timeout=timeout_s,
+            read_timeout=timeout_s,
+        )
+        session = session or boto3.session.Session()
+        self._client = session.client(
+            "s3", endpoint_url=endpoint_url or None, region_name=region or None, config=config
+        )
+        self._mirror = Path(tempfile.mkdtemp(prefix="citewell-s3-labels-"))
+        self._labels = LabelRules(scheme)
+
+    # --- Source protocol -------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def location(self) -> S3Location:
+        return self._location
+
+    @property
+    def labels(self) -> LabelRules:
+        """The label rules read at the last :meth:`discover`."""
+        return self._labels
+
+    def close(self) -> None:
+        shutil.rmtree(self._mirror, ignore_errors=True)
+
+    def __enter__(self) -> S3Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _list(self) -> list[dict[str, Any]]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        objects: list[dict[str, Any]] = []
+        try:
+            paginator = self._client.get_paginator("list_objects_v2")
+            pages = paginator.paginate(
+                Bucket=self._location.bucket,
+                Prefix=self._location.key_prefix,
+                PaginationConfig={"PageSize": self._page_size},
+            )
+            for page in pages:
+                objects.extend(page.get("Contents", []))
+        except (BotoCoreError, ClientError) as exc:
+            raise SourceUnavailableError(
+                f"cannot list {self._location.uri}: {_s3_reason(exc)}"
+            ) from exc
+        return objects
+
+    def discover(self) -> DiscoveryResult:
+        """List the prefix (every page), read the labels files, and return the documents."""
+        objects = self._list()
+        prefix = self._location.key_prefix
+        items: list[SourceItem] = []
+        rejected: list[DocumentFailure] = []
+        label_files: list[tuple[str, str]] = []  # (key, relative path)
+        for obj in sorted(objects, key=lambda o: str(o["Key"])):
+            key = str(obj["Key"])
+            relative = key[len(prefix) :]
+            uri = f"s3://{self._location.bucket}/{key}"
+            if key.endswith("/") and int(obj.get("Size", 0)) == 0:
+                continue  # a "folder" placeholder
+            if any(_is_hidden(part) for part in relative.split("/")):
+                continue
+            if not _safe_relative(relative):
+                rejected.append(DocumentFailure(source_uri=uri, reason="unsafe object key"))
+                continue
+            leaf = relative.rsplit("/", 1)[-1]
+            if relative == LABELS_FILE or leaf.endswith(SIDECAR_SUFFIX):
+                label_files.append((key, relative))
+                continue
+            if leaf == LABELS_FILE:
+                continue  # like folders: only the root's labels file counts
+            size = int(obj.get("Size", 0))
+            if size > self._max_file_bytes:
+                rejected.append(
+                    DocumentFailure(
+                        source_uri=uri,
+                        reason=f"file too large ({size} bytes > {self._max_file_bytes})",
+                    )
+                )
+                continue
+            suffix = PurePosixPath(leaf).suffix.lower().lstrip(".")
+            items.append(
+                SourceItem(
+                    source=self._name,
+                    source_uri=uri,
+                    relative_path=relative,
+                    path=Path(relative),
+                    size=size,
+                    modified_at=_utc(obj.get("LastModified")),
+                    doc_type=suffix or "txt",
+                    etag=str(obj.get("ETag", "")).strip('"') or None,
+                )
+            )
+        self._load_labels(label_files)
+        log_event(
+            logger,
+            logging.INFO,
+            "source.discovered",
+            source=self._name,
+            items=len(items),
+            rejected=len(rejected),
+        )
+        return DiscoveryResult(items=tuple(items), rejected=tuple(rejected))
+
+    def _load_labels(self, label_files: list[tuple[str, str]]) -> None:
+        """Mirror the labels file and sidecars into a private folder and read them there, with
+        the same code (and the same errors, naming the object) as folders."""
+        shutil.rmtree(self._mirror, ignore_errors=True)
+        self._mirror.mkdir(parents=True)
+        for key, relative in label_files:
+            target = self._mirror / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            data = self._get_small(key)
+            target.write_bytes(data)
+        try:
+            self._labels = LabelRules.load(self._mirror, self._scheme)
+        except LabelError as exc:
+            # Name the object, not the private mirror path.
+            raise LabelError(
+                str(exc).replace(str(self._mirror), self._location.uri.rstrip("/"))
+            ) from exc
+
+    def _get_small(self, key: str) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        limit = 1024 * 1024  # labels files are small; anything bigger is a mistake or an attack
+        try:
+            body = self._client.get_object(Bucket=self._location.bucket, Key=key)["Body"]
+            data = body.read(limit + 1)
+        except (BotoCoreError, ClientError) as exc:
+            # Labels decide who sees what: without them nothing may be refreshed.
+            raise SourceUnavailableError(
+                f"cannot read labels object s3://{self._location.bucket}/{key}: {_s3_reason(exc)}"
+            ) from exc
+        if len(data) > limit:
+            raise LabelError(f"s3://{self._location.bucket}/{key}: labels file too large")
+        return bytes(data)
+
+    def item_for(self, relative_path: str) -> SourceItem:
+        """One object as :meth:`discover` would list it (HEAD, no listing), for work on a batch
+        of known keys. Raises ``InputRejectedError`` when it is gone, unsafe or too large."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if not _safe_relative(relative_path):
+            raise InputRejectedError("unsafe object key")
+        key = self._location.key_prefix + relative_path
+        try:
+            head = self._client.head_object(Bucket=self._location.bucket, Key=key)
+        except (BotoCoreError, ClientError) as exc:
+            raise InputRejectedError(f"cannot read object: {_s3_reason(exc)}") from exc
+        size = int(head.get("ContentLength", 0))
+        if size > self._max_file_bytes:
+            raise InputRejectedError(f"file too large ({size} bytes > {self._max_file_bytes})")
+        leaf = relative_path.rsplit("/", 1)[-1]
+        return SourceItem(
+            source=self._name,
+            source_uri=f"s3://{self._location.bucket}/{key}",
+            relative_path=relative_path,
+            path=Path(relative_path),
+            size=size,
+            modified_at=_utc(head.get("LastModified")),
+            doc_type=PurePosixPath(leaf).suffix.lower().lstrip(".") or "txt",
+            etag=str(head.get("ETag", "")).strip('"') or None,
+        )
+
+    def download(self, item: SourceItem, target: Path) -> None:
+        """Stream the object to ``target``; the object must still be the one listed (same ETag)
+        and within the size limit. Raises ``InputRejectedError`` otherwise."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        key = self._location.key_prefix + item.relative_path
+        arguments: dict[str, Any] = {"Bucket": self._location.bucket, "Key": key}
+        if item.etag:
+            arguments["IfMatch"] = f'"{item.etag}"'
+        written = 0
+        try:
+            body = self._client.get_object(**arguments)["Body"]
+            with target.open("wb") as handle:
+                for chunk in body.iter_chunks(1024 * 1024):
+                    written += len(chunk)
+                    if written > self._max_file_bytes:
+                        raise InputRejectedError(f"file too large (> {self._max_file_bytes} bytes)")
+                    handle.write(chunk)
+        except (BotoCoreError, ClientError) as exc:
+            raise InputRejectedError(f"download failed: {_s3_reason(exc)}") from exc
+
+    def read_bytes(self, item: SourceItem) -> bytes:
+        with tempfile.TemporaryDirectory(prefix="citewell-s3-") as folder:
+            target = Path(folder) / "object"
+            self.download(item, target)
+            return target.read_bytes()
+
+    def labels_for(self, item: SourceItem, parsed_text: str | None) -> ResolvedLabel:
+        base = self._labels.resolve(
+            item.relative_path, self._mirror / item.relative_path, parsed_text
+        )
+        if not self._object_labels:
+            return base
+        return self._with_object_labels(item, base)
+
+    def _with_object_labels(self, item: SourceItem, base: ResolvedLabel) -> ResolvedLabel:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        key = self._location.key_prefix + item.relative_path
+        found: list[tuple[str, dict[str, str]]] = []
+        try:
+            if "tags" in self._object_labels:
+                tags = self._client.get_object_tagging(Bucket=self._location.bucket, Key=key)
+                found.append(("tags", {t["Key"].lower(): t["Value"] for t in tags["TagSet"]}))
+            if "metadata" in self._object_labels:
+                head = self._client.head_object(Bucket=self._location.bucket, Key=key)
+                found.append(("metadata", {k.lower(): v for k, v in head["Metadata"].items()}))
+        except (BotoCoreError, ClientError) as exc:
+            raise InputRejectedError(f"cannot read object labels: {_s3_reason(exc)}") from exc
+        resolved = base
+        for where, values in found:
+            level = values.get("classification", "").strip().lower() or None
+            raw_groups = values.get("groups")
+            groups = (
+                frozenset(g for g in re.split(r"[\s,+]+", raw_groups) if g)
+                if raw_groups is not None
+                else None
+            )
+            if level is None and groups is None:
+                continue
+            if level is not None:
+                try:
+                    self._scheme.rank(level)
+                except CitewellError:
+                    return refused_label(f"object-{where}: unknown level {level!r}", self._scheme)
+            if level is None or groups is None:
+                if not resolved.labelled:
+                    continue  # half a label: rules and sidecars must supply the rest
+                level = level or resolved.label.classification
+                groups = groups if groups is not None else resolved.label.groups
+            label = AccessLabel(classification=level, groups=groups)
+            resolved = combine_resolved(
+                resolved, label, f"object-{where}", self._scheme, self._default_groups
+            )
+        return resolved
+
+
+def _s3_reason(exc: BaseException) -> str:
+    """A short reason from a botocore error: the error code (never request signatures or
+    credentials)."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        error = response.get("Error", {})
+        code = error.get("Code") or "error"
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return f"{code} (HTTP {status})" if status else str(code)
+    return type(exc).__name__
+
+
+def _utc(value: object) -> datetime:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    return datetime.fromtimestamp(0, UTC)

@@ -15,6 +15,19 @@ A YAML file (its path is given by the entry point, e.g. ``CITEWELL_SOURCES_FILE`
           golden: golden/handbook.jsonl
           k: 5
           floors: {hit_rate: 0.8, mrr: 0.5}
+      - name: contracts
+        type: s3                        # an S3-compatible bucket (``connector: s3`` too)
+        bucket: legal-docs
+        prefix: contracts/              # labels: citewell.labels.yaml at the prefix root
+        index: contracts
+        endpoint_url: https://minio.internal:9000   # optional; else AWS_ENDPOINT_URL
+        region: eu-west-1               # optional
+        aws_conn_id: citewell_s3        # Airflow connection (Amazon provider); else the AWS chain
+        object_labels: [tags]           # trust object tags and/or metadata as labels
+        allow_empty: false              # refuse to withdraw everything on an empty listing
+
+Credentials never go into this file: they come from the Airflow connection or the standard AWS
+chain (environment, profile, instance role).
 
 A golden file is JSON lines of ``{"question": "...", "expected": "relative/path.md"}`` (or a list
 of paths or globs, any of which counts as a hit), paths relative to the source folder; see
@@ -30,7 +43,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote, urlparse
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from citewell.core.config_files import load_yaml, validate_yaml
 from citewell.core.errors import ConfigurationError
@@ -78,8 +91,18 @@ class EvaluationConfig(Frozen):
 
 class SourceConfig(Frozen):
     name: str = Field(pattern=_NAME)
-    connector: Literal["local"] = "local"
-    path: Path
+    connector: Literal["local", "s3"] = Field(
+        default="local", validation_alias=AliasChoices("connector", "type")
+    )
+    path: Path | None = None  # local folders
+    # S3-compatible object stores (never credentials: see the module docstring)
+    bucket: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9.\-_]{1,254}$")
+    prefix: str = ""
+    endpoint_url: str | None = Field(default=None, pattern=r"^https?://")
+    region: str | None = None
+    aws_conn_id: str | None = None
+    object_labels: tuple[Literal["tags", "metadata"], ...] = ()
+    allow_empty: bool = False
     index: str = Field(pattern=_NAME)
     labels: Path | None = None
     schedule: str | None = "@daily"
@@ -104,9 +127,49 @@ class SourceConfig(Frozen):
             raise ValueError(f"schedule {value!r} is neither a cron expression nor a preset")
         return value
 
+    @model_validator(mode="after")
+    def _connector_fields(self) -> SourceConfig:
+        if self.connector == "local":
+            if self.path is None:
+                raise ValueError("a local source needs 'path'")
+            s3_only = [
+                key
+                for key in ("bucket", "endpoint_url", "region", "aws_conn_id")
+                if getattr(self, key) is not None
+            ]
+            if s3_only or self.prefix or self.object_labels:
+                raise ValueError(
+                    "bucket, prefix, endpoint_url, region, aws_conn_id and "
+                    "object_labels are for s3 sources"
+                )
+        else:
+            if self.bucket is None:
+                raise ValueError("an s3 source needs 'bucket'")
+            if self.path is not None or self.labels is not None:
+                raise ValueError(
+                    "an s3 source reads citewell.labels.yaml from the prefix root; "
+                    "'path' and 'labels' are for local sources"
+                )
+        return self
+
+    @property
+    def folder(self) -> Path:
+        """The local folder (local sources only)."""
+        if self.path is None:
+            raise ConfigurationError(f"source {self.name!r} is not a local folder")
+        return self.path
+
+    @property
+    def uri(self) -> str:
+        """Where the documents are: the folder, or ``s3://bucket/prefix/``."""
+        if self.connector == "s3":
+            prefix = self.prefix.strip("/")
+            return f"s3://{self.bucket}/{prefix + '/' if prefix else ''}"
+        return str(self.path)
+
     @property
     def labels_file(self) -> Path:
-        return self.labels or self.path / LABELS_FILE
+        return self.labels or self.folder / LABELS_FILE
 
     @property
     def smoke_golden(self) -> Path | None:
@@ -155,7 +218,7 @@ def _absolutise(raw: dict[str, object], base: Path) -> dict[str, object]:
 
 
 def _check_labels(source: SourceConfig, file: Path) -> None:
-    if source.labels is None:
+    if source.labels is None or source.path is None:
         return
     # The ingestor reads the folder's own labels file (ingestion.labels.LabelRules.load); a file
     # elsewhere would be silently ignored, so refuse it rather than mislabel documents.
@@ -281,15 +344,20 @@ def resolve_folder_source(
 
 def check_source_inputs(settings: Settings, source: SourceConfig, *, fresh: bool = False) -> None:
     """Everything a run of ``source`` reads, checked before any work (the DAGs' first task):
-    the folder, its labels file, the golden sets, and that the folder is this source in its
-    index. Raises :class:`ConfigurationError` (golden and labels errors name file and line)."""
+    the golden sets, and for a folder its labels file and that the folder is this source in its
+    index. Raises :class:`ConfigurationError` (golden and labels errors name file and line).
+    An s3 source's labels file lives in the bucket: the ingest step reads it and refuses the
+    run when it is invalid, before anything is written."""
     from citewell.ingestion.golden import load_retrieval_questions
     from citewell.ingestion.labels import LabelRules
 
-    if not source.path.is_dir():
-        raise ConfigurationError(f"source {source.name!r}: folder {source.path} does not exist")
-    LabelRules.load(source.path, settings.scheme)
     for golden in {source.smoke_golden, source.evaluation.golden if source.evaluation else None}:
         if golden is not None:
             load_retrieval_questions(golden)
-    resolve_folder_source(settings, source.index, source.path, source.name, fresh=fresh)
+    if source.connector == "s3":
+        return
+    folder = source.folder
+    if not folder.is_dir():
+        raise ConfigurationError(f"source {source.name!r}: folder {folder} does not exist")
+    LabelRules.load(folder, settings.scheme)
+    resolve_folder_source(settings, source.index, folder, source.name, fresh=fresh)

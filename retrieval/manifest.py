@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS documents (
     chunk_ids TEXT NOT NULL,
     modified_at TEXT,
     refreshed_at TEXT NOT NULL,
-    chunk_recipe TEXT
+    chunk_recipe TEXT,
+    sensitivity TEXT
 );
 CREATE INDEX IF NOT EXISTS documents_source ON documents(source);
 CREATE TABLE IF NOT EXISTS failures (
@@ -68,6 +69,9 @@ class DocumentEntry(Frozen):
     # Fingerprint of the chunking recipe the chunks were made with (settings and code that
     # decide chunk texts and headers); another recipe re-chunks the document. None: unknown.
     chunk_recipe: str | None = None
+    # The sensitivity labels the document's content carried and those that applied (ingestion
+    # owns the JSON): a label removed later can be refused without the old file. None: none.
+    sensitivity: str | None = None
 
 
 # Columns named: manifests written before ``chunk_recipe`` have it last, added by ALTER TABLE.
@@ -94,8 +98,8 @@ def classify_change(
 _INSERT = (
     "INSERT OR REPLACE INTO documents (doc_id, source, source_uri, relative_path, title, "
     "doc_type, content_hash, label_fingerprint, classification, classification_rank, groups, "
-    "labelled, banner_level, chunk_ids, modified_at, refreshed_at, chunk_recipe) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "labelled, banner_level, chunk_ids, modified_at, refreshed_at, chunk_recipe, sensitivity) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -134,6 +138,8 @@ class Manifest:
                 if "classification_rank" not in failure_columns:  # written before labels
                     self._db.execute("ALTER TABLE failures ADD COLUMN classification_rank INTEGER")
                     self._db.execute("ALTER TABLE failures ADD COLUMN groups TEXT")
+                if "sensitivity" not in columns:  # written before sensitivity labels were read
+                    self._db.execute("ALTER TABLE documents ADD COLUMN sensitivity TEXT")
             self._db.row_factory = sqlite3.Row
         except sqlite3.Error as exc:
             raise StoreUnavailableError(f"cannot open index manifest {path}: {exc}") from exc
@@ -181,6 +187,7 @@ class Manifest:
                 entry.modified_at.isoformat() if entry.modified_at else None,
                 entry.refreshed_at.isoformat(),
                 entry.chunk_recipe,
+                entry.sensitivity,
             ),
         )
 
@@ -263,4 +270,5 @@ def _entry(row: sqlite3.Row) -> DocumentEntry:
         refreshed_at=datetime.fromisoformat(row["refreshed_at"]),
         # Read-only opens of manifests older than the column have no such key.
         chunk_recipe=row["chunk_recipe"] if "chunk_recipe" in row.keys() else None,  # noqa: SIM118
+        sensitivity=row["sensitivity"] if "sensitivity" in row.keys() else None,  # noqa: SIM118
     )

@@ -63,12 +63,17 @@ class Webhook:
     received: list[dict[str, Any]] = field(default_factory=list)
 
 
+S3_BUCKET = "citewell-dags"
+S3_CONNECTION = "citewell_s3"
+
+
 @dataclass
 class Sandbox:
     root: Path
     data_dir: Path
     folders: dict[str, Path]
     webhook: Webhook
+    s3: Any = None  # tests/s3_server.S3Server: the bucket S3_BUCKET holds DOCS under kb/
 
     def settings(self) -> Any:
         from citewell.core.settings import Settings
@@ -101,11 +106,18 @@ def _start_webhook() -> tuple[HTTPServer, Webhook]:
 
 
 @pytest.fixture(scope="session")
-def airflow_sandbox(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Iterator[Sandbox]:
+def airflow_sandbox(
+    tmp_path_factory: pytest.TempPathFactory, embedder: Any, s3_server: Any
+) -> Iterator[Sandbox]:
     if "airflow" in sys.modules:
         pytest.skip("airflow was imported before its sandbox was configured")
     root = tmp_path_factory.mktemp("airflow")
     folders = {name: write_folder(root / "sources" / name) for name in ("kb", "rb", "ev", "bi")}
+    client = s3_server.client()
+    client.create_bucket(Bucket=S3_BUCKET)
+    client.put_object(Bucket=S3_BUCKET, Key="kb/citewell.labels.yaml", Body=LABELS.encode())
+    for relative, text in DOCS.items():
+        client.put_object(Bucket=S3_BUCKET, Key=f"kb/{relative}", Body=text.encode())
     golden_good = write_golden(root / "golden" / "good.jsonl", GOOD_GOLDEN)
     golden_bad = write_golden(root / "golden" / "bad.jsonl", BAD_GOLDEN)
     # Line 2 claims an answer but names no document: refused by the first task.
@@ -156,6 +168,17 @@ def airflow_sandbox(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> 
                     "floors": {"hit_rate": 0.5, "mrr": 0.2},
                 },
             },
+            # An S3 prefix reached only through the Airflow connection (no AWS_* variables).
+            {
+                "name": "s3kb",
+                "type": "s3",
+                "bucket": S3_BUCKET,
+                "prefix": "kb",
+                "index": "s3kb",
+                "schedule": None,
+                "batch_size": 2,
+                "aws_conn_id": S3_CONNECTION,
+            },
         ]
     }
     sources_file = root / "sources.yaml"
@@ -171,11 +194,30 @@ def airflow_sandbox(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> 
         "CITEWELL_DATA_DIR": str(root / "data"),
         "CITEWELL_AIRFLOW_RETRIES": "0",
         "CITEWELL_ALERT_WEBHOOK": webhook.url,
+        # The Amazon provider's connection: keys, region and the endpoint (moto on loopback).
+        f"AIRFLOW_CONN_{S3_CONNECTION.upper()}": json.dumps(
+            {
+                "conn_type": "aws",
+                "login": s3_server.env()["AWS_ACCESS_KEY_ID"],
+                "password": s3_server.env()["AWS_SECRET_ACCESS_KEY"],
+                "extra": {"endpoint_url": s3_server.endpoint_url, "region_name": "us-east-1"},
+            }
+        ),
+        "AWS_CONFIG_FILE": "/nonexistent",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+        "AWS_EC2_METADATA_DISABLED": "true",
     }
     (root / "home").mkdir()
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)
+        for key in (
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_ENDPOINT_URL",
+            "AWS_PROFILE",
+        ):
+            mp.delenv(key, raising=False)
         # Tasks run in this process under dag.test(): give them the session's loaded model
         # instead of loading one per task.
         import citewell.ingestion.pipeline
@@ -187,6 +229,8 @@ def airflow_sandbox(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> 
         from airflow.utils import db
 
         db.initdb()  # what `airflow db migrate` does on an empty SQLite file
-        yield Sandbox(root=root, data_dir=root / "data", folders=folders, webhook=webhook)
+        yield Sandbox(
+            root=root, data_dir=root / "data", folders=folders, webhook=webhook, s3=s3_server
+        )
     server.shutdown()
     os.environ.pop("_AIRFLOW_PARSING_CONTEXT_DAG_ID", None)

@@ -67,6 +67,8 @@ def test_dagbag_imports_expected_dags_quickly_without_models(airflow_sandbox: Sa
         "citewell_rebuild_rb_bad",
         "citewell_rebuild_ev",
         "citewell_evaluate_ev",  # only sources with an evaluation get one
+        "citewell_refresh_s3kb",
+        "citewell_rebuild_s3kb",
     }
     for dag_id in bag.dag_ids:
         dag = bag.get_dag(dag_id)
@@ -207,12 +209,87 @@ def test_evaluate_fails_below_floor_and_alerts(airflow_sandbox: Sandbox) -> None
     assert "mrr=0.000 < 0.200" in alerts[0]["error"]
 
 
+def test_s3_refresh_through_the_airflow_connection(airflow_sandbox: Sandbox) -> None:
+    """The S3 refresh DAG against the moto server, with credentials and endpoint only from the
+    Airflow connection (the Amazon provider's hook); add, change, delete, relabel, no change."""
+    import os
+
+    from tests.dags.conftest import S3_BUCKET
+
+    assert "AWS_ACCESS_KEY_ID" not in os.environ and "AWS_ENDPOINT_URL" not in os.environ
+    dag = airflow_sandbox.dagbag().get_dag("citewell_refresh_s3kb")
+    first = dag.test()
+    assert str(first.state) == "success", _states(first)
+    _, docs, vectors, bm25 = _index_state(airflow_sandbox, "s3kb")
+    assert set(docs) == {"travel.md", "hr/leave.md", "security.txt"}
+    assert docs["travel.md"].source_uri == f"s3://{S3_BUCKET}/kb/travel.md"
+    assert (docs["hr/leave.md"].classification, docs["hr/leave.md"].groups) == (
+        "confidential",
+        ("hr",),
+    )
+    assert vectors == bm25 == sum(len(d.chunk_ids) for d in docs.values()) > 0
+
+    client = airflow_sandbox.s3.client()
+    client.put_object(
+        Bucket=S3_BUCKET,
+        Key="kb/travel.md",
+        Body=b"# Travel policy\n\nAll flights are booked in economy class.\n",
+    )
+    client.delete_object(Bucket=S3_BUCKET, Key="kb/security.txt")
+    client.put_object(
+        Bucket=S3_BUCKET, Key="kb/hr/leave.md.labels.yaml", Body=b"classification: restricted\n"
+    )
+    second = dag.test()
+    assert str(second.state) == "success", _states(second)
+    _, docs2, _, _ = _index_state(airflow_sandbox, "s3kb")
+    assert set(docs2) == {"travel.md", "hr/leave.md"}
+    assert docs2["travel.md"].content_hash != docs["travel.md"].content_hash
+    assert docs2["hr/leave.md"].classification == "restricted"
+    assert docs2["hr/leave.md"].chunk_ids == docs["hr/leave.md"].chunk_ids  # relabel only
+
+    third = dag.test()
+    assert str(third.state) == "success", _states(third)
+    assert _states(third)["process"] == "skipped"  # the listing says nothing changed
+
+
+def test_airflow_dags_test_cli_runs_the_s3_refresh(airflow_sandbox: Sandbox) -> None:
+    """`airflow dags test citewell_refresh_s3kb`, the command a data engineer runs, in a fresh
+    process against the moto server."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from tests.dags.conftest import S3_BUCKET
+
+    airflow_sandbox.s3.client().put_object(
+        Bucket=S3_BUCKET, Key="kb/onboarding.md", Body=b"# Onboarding\n\nLaptops on day one.\n"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1"}
+    airflow = Path(sys.executable).with_name("airflow")
+    done = subprocess.run(
+        [str(airflow), "dags", "test", "citewell_refresh_s3kb"],
+        env=env,
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    _, docs, _, _ = _index_state(airflow_sandbox, "s3kb")
+    assert "onboarding.md" in docs
+    secret = airflow_sandbox.s3.env()["AWS_SECRET_ACCESS_KEY"]
+    assert secret not in done.stdout and secret not in done.stderr
+
+
 def test_every_dag_documents_itself(airflow_sandbox: Sandbox) -> None:
     bag = airflow_sandbox.dagbag()
     for dag_id in bag.dag_ids:
         doc = bag.get_dag(dag_id).doc_md or ""
         assert "failure" in doc.lower(), dag_id
-        assert "### Parameters" in doc and str(airflow_sandbox.root / "sources") in doc, dag_id
+        # Folder sources name their folder, s3 sources their s3://bucket/prefix/.
+        where = "s3://" if dag_id.endswith("_s3kb") else str(airflow_sandbox.root / "sources")
+        assert "### Parameters" in doc and where in doc, dag_id
         assert bag.get_dag(dag_id).topological_sort()[0].task_id == "check_inputs", dag_id
 
 

@@ -47,7 +47,7 @@ def test_paths_resolve_against_the_config_folder_and_defaults_apply(tmp_path: Pa
         ("sources:\n  - {name: a, path: x, index: i, schedule: 'every day'}\n", "cron"),
         ("sources:\n  - {name: 'bad name', path: x, index: i}\n", "sources.0.name"),
         ("sources:\n  - {name: a, path: x}\n", "sources.0.index"),
-        ("sources:\n  - {name: a, path: x, index: i, connector: s3}\n", "connector"),
+        ("sources:\n  - {name: a, path: x, index: i, connector: ftp}\n", "connector"),
         ("sources:\n  - {name: a, path: x, index: i, colour: red}\n", "colour"),
         (
             "sources:\n  - {name: a, path: x, index: i,"
@@ -79,3 +79,38 @@ def test_missing_file_and_empty_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="cannot read"):
         load_sources(tmp_path / "absent.yaml")
     assert load_sources(_write(tmp_path / "empty.yaml", "")).sources == ()
+
+
+def test_s3_sources(tmp_path: Path) -> None:
+    file = _write(
+        tmp_path / "sources.yaml",
+        "sources:\n"
+        "  - name: contracts\n    type: s3\n    bucket: legal-docs\n    prefix: contracts/\n"
+        "    index: legal\n    aws_conn_id: citewell_s3\n    object_labels: [tags]\n"
+        "    endpoint_url: http://127.0.0.1:9000\n"
+        "  - {name: raw, connector: s3, bucket: raw, index: raw, allow_empty: true}\n",
+    )
+    config = load_sources(file)
+    contracts = config.get("contracts")
+    assert contracts.connector == "s3" and contracts.path is None
+    assert contracts.uri == "s3://legal-docs/contracts/"
+    assert contracts.object_labels == ("tags",) and not contracts.allow_empty
+    assert config.get("raw").uri == "s3://raw/" and config.get("raw").allow_empty
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("{name: a, type: s3, index: a}", "needs 'bucket'"),
+        ("{name: a, type: s3, bucket: docs, index: a, path: docs}", "'path' and 'labels'"),
+        ("{name: a, index: a}", "needs 'path'"),
+        ("{name: a, path: docs, index: a, bucket: docs}", "are for s3 sources"),
+        ("{name: a, type: s3, bucket: docs, index: a, object_labels: [acl]}", "object_labels"),
+        ("{name: a, type: s3, bucket: docs, index: a, aws_secret_access_key: x}", "unknown key"),
+        ("{name: a, type: gcs, bucket: docs, index: a}", "'local' or 's3'"),
+    ],
+)
+def test_bad_s3_sources_are_refused(tmp_path: Path, entry: str, message: str) -> None:
+    file = _write(tmp_path / "sources.yaml", f"sources:\n  - {entry}\n")
+    with pytest.raises(ConfigurationError, match=message):
+        load_sources(file)
