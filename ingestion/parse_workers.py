@@ -209,10 +209,13 @@ class ParseWorkers:
             self._pending.add(job.key)
             if self._thread is None:
                 self._context.set_forkserver_preload(list(PRELOAD))
-                self._thread = threading.Thread(
+                # Kept only once started: Ctrl-C between the two must not leave close() joining
+                # a thread that never ran ("cannot join thread before it is started").
+                thread = threading.Thread(
                     target=self._supervise, name="citewell-parse-supervisor", daemon=True
                 )
-                self._thread.start()
+                thread.start()
+                self._thread = thread
             self._queue.append(job)
 
     def take(self, key: str) -> ParseOutcome:
@@ -236,7 +239,7 @@ class ParseWorkers:
         """End every worker now (jobs still queued are dropped)."""
         with self._changed:
             self._closed = True
-        if self._thread is not None:
+        if self._thread is not None and self._thread.ident is not None:
             self._thread.join(timeout=10)
         for slot in self._slots:
             self._kill(slot)
