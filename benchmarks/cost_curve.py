@@ -513,7 +513,7 @@ def print_table(results: Path) -> None:
     rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
     latest: dict[tuple[str, int], dict[str, object]] = {}
     for row in rows:
-        latest[(str(row["phase"]), int(row["chunks"]))] = row  # type: ignore[call-overload]
+        latest[(str(row["phase"]), int(row["chunks"]))] = row
     sizes = sorted({size for _, size in latest})
     print(
         "| chunks | build s | disk MB | build peak RSS MB | open s | RSS after load MB "
@@ -537,9 +537,10 @@ def print_table(results: Path) -> None:
     )
     print("|---|---|---|---|---|---|---|")
     for size in sizes:
-        m = latest.get(("measure", size))
-        if m is None:
+        measured = latest.get(("measure", size))
+        if measured is None:
             continue
+        m = measured
         for principal in ("broad", "restrictive"):
             for mode in ("bm25", "dense", "hybrid"):
                 cell = m.get(f"{principal}/{mode}")

@@ -190,7 +190,7 @@ def pdf_run(
     """One ingest of ``folder`` into a fresh data dir under ``root`` with these settings."""
     data_dir = root / label.replace(" ", "-")
     shutil.rmtree(data_dir, ignore_errors=True)
-    settings = Settings(data_dir=data_dir, model_cache_dir=exports, **overrides)  # type: ignore[arg-type]
+    settings = Settings(data_dir=data_dir, model_cache_dir=exports, **overrides)
     inner = build_model_embedder(settings)
     inner.warm_up()  # exports (once) and loads the model before the clock starts
     inner.embed_documents(["warm-up sentence"] * 8)

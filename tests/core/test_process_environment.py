@@ -25,7 +25,7 @@ def _environment_writes(path: Path) -> list[int]:
                 if isinstance(item, ast.Subscript):
                     target = item.value
         if target is not None and ast.unparse(target) == "os.environ":
-            lines.append(node.lineno)
+            lines.append(getattr(node, "lineno", 0))
     return lines
 
 

@@ -48,13 +48,15 @@ def write_golden(path: Path, rows: list[tuple[str, str | None]]) -> Path:
     return path
 
 
-GOOD_GOLDEN = [
+GOOD_GOLDEN: list[tuple[str, str | None]] = [
     ("how many weeks of parental leave do parents get", "hr/leave.md"),
     ("which class for flights shorter than six hours", "travel.md"),
     # An unanswerable line, as in examples/questions.jsonl: skipped by retrieval checks.
     ("who founded the company", None),
 ]
-BAD_GOLDEN = [("how many weeks of parental leave do parents get", "missing/nowhere.md")]
+BAD_GOLDEN: list[tuple[str, str | None]] = [
+    ("how many weeks of parental leave do parents get", "missing/nowhere.md")
+]
 
 
 @dataclass

@@ -52,5 +52,5 @@ def test_a_gated_in_reranker_judges_with_the_reranker_settings(make_settings) ->
     _gate(rerankers, str(rerankers / "current"), enabled=True)
     judge = default_judge(settings, "kb", HashingEmbedder())
     assert isinstance(judge, CrossEncoderJudge)
-    assert judge._reranker._requested_backend == "onnx"  # type: ignore[attr-defined]
+    assert judge._reranker._requested_backend == "onnx"
     assert judge.name.startswith("cross-encoder:")

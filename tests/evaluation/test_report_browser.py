@@ -190,7 +190,7 @@ def test_report_renders_its_plots_and_requests_nothing(
 ) -> None:
     from PIL import Image
 
-    html_path, _ = write_report(_bundle(), tmp_path / "report.html")  # type: ignore[arg-type]
+    html_path, _ = write_report(_bundle(), tmp_path / "report.html")
     address, seen = proxy
     dom = _chromium(tmp_path, address, "--dump-dom", html_path.as_uri())
     assert dom.returncode == 0, dom.stderr[-2000:]
@@ -205,7 +205,7 @@ def test_report_renders_its_plots_and_requests_nothing(
     )
     assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
     pixels = Image.open(shot).convert("RGB")
-    blue = sum(1 for p in pixels.getdata() if p == BAR_BLUE)
+    blue = sum(1 for p in pixels.getdata() if p == BAR_BLUE)  # type: ignore[attr-defined,misc]
     assert blue > 500, f"charts did not render: {blue} bar-coloured pixels"
     report_hosts = {_host(request) for request in seen}
     seen.clear()

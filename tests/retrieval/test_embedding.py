@@ -276,7 +276,7 @@ def test_a_failed_export_falls_back_to_torch_with_one_log_line(tmp_path, caplog,
     )
     (line,) = _fallbacks(caplog)
     assert line.levelno == logging.WARNING
-    fields = line.fields  # type: ignore[attr-defined]
+    fields = line.fields
     assert fields["requested"] == "openvino-int8" and fields["backend"] == "torch"
     assert "Not a directory" in fields["reason"]
 
@@ -295,4 +295,4 @@ def test_a_missing_openvino_falls_back_to_torch(monkeypatch, caplog, shared_mode
         assert embedder.embed_query("parental leave").shape == (384,)
     assert embedder.backend == "torch"
     (line,) = _fallbacks(caplog)
-    assert "openvino" in line.fields["reason"]  # type: ignore[attr-defined]
+    assert "openvino" in line.fields["reason"]

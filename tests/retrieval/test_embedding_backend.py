@@ -25,7 +25,7 @@ class KeyedEmbedder(HashingEmbedder):
 
     def __init__(self, backend: str) -> None:
         super().__init__()
-        self.cache_key = embedding_cache_key("model@0123", backend, 256)  # type: ignore[misc]
+        self.cache_key = embedding_cache_key("model@0123", backend, 256)
 
 
 def documents(text: str = "parental leave lasts sixteen weeks") -> list[TextDocument]:
