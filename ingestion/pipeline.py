@@ -389,11 +389,10 @@ class Ingestor:
         tmp.write_text(parsed.model_dump_json(), encoding="utf-8")
         os.replace(tmp, cached)
 
-    def prepare(self, path: Path, relative_paths: Iterable[str]) -> int:
-        """Parse, chunk and embed the given files of a folder into the caches, without writing
-        the index (work for parallel workers before one ``ingest_folder`` publishes). Returns
-        the number of embeddings computed; parse failures are left for the publishing run."""
-        root = path.resolve()
+    def _warm_caches(self, candidates: Iterable[_Candidate]) -> int:
+        """Parse (in the workers), chunk and embed ``candidates`` into the caches without
+        writing the index; failures are left for the publishing run to report. Returns the
+        number of embeddings computed."""
         computed_before = _computed(self.embedder)
         with _Parsing(self) as parsing:
             ahead: deque[_Candidate] = deque()
@@ -402,6 +401,8 @@ class Ingestor:
                 candidate = ahead.popleft()
                 try:
                     parsed = parsing.take(candidate)
+                    if candidate.read_sensitivity is not None:
+                        candidate.read_sensitivity()  # into the cache for the publishing run
                     drafts = self.chunk(parsed, candidate.file_name)
                 except ParseWorkerError:
                     raise
@@ -412,6 +413,22 @@ class Ingestor:
                 if drafts:
                     self.embedder.embed_documents([d.embedding_text for d in drafts])
 
+            for candidate in candidates:
+                parsing.submit(candidate)
+                ahead.append(candidate)
+                while len(ahead) > parsing.window:
+                    embed_next()
+            while ahead:
+                embed_next()
+        return _computed(self.embedder) - computed_before
+
+    def prepare(self, path: Path, relative_paths: Iterable[str]) -> int:
+        """Parse, chunk and embed the given files of a folder into the caches, without writing
+        the index (work for parallel workers before one ``ingest_folder`` publishes). Returns
+        the number of embeddings computed; parse failures are left for the publishing run."""
+        root = path.resolve()
+
+        def candidates() -> Iterator[_Candidate]:
             for relative in dict.fromkeys(relative_paths):
                 file_path = (root / relative).resolve()
                 if not file_path.is_relative_to(root) or not file_path.is_file():
@@ -428,7 +445,7 @@ class Ingestor:
                     modified_at=datetime.fromtimestamp(file_path.stat().st_mtime, UTC),
                     doc_type=file_path.suffix.lower().lstrip("."),
                 )
-                candidate = _Candidate(
+                yield _Candidate(
                     doc_id=document_id(item.source_uri),
                     source_uri=item.source_uri,
                     relative_path=relative,
@@ -439,13 +456,8 @@ class Ingestor:
                     item=item,
                     file_name=file_path.stem,
                 )
-                parsing.submit(candidate)
-                ahead.append(candidate)
-                while len(ahead) > parsing.window:
-                    embed_next()
-            while ahead:
-                embed_next()
-        return _computed(self.embedder) - computed_before
+
+        return self._warm_caches(candidates())
 
     @property
     def scheme(self) -> ClassificationScheme:
@@ -622,40 +634,17 @@ class Ingestor:
         """Download, parse, chunk and embed the given objects into the caches (sensitivity
         readings included) without writing the index: the object-store counterpart of
         :meth:`prepare`. Failures are left for the publishing run to report."""
-        computed_before = _computed(self.embedder)
-        with _Parsing(self) as parsing:
-            ahead: deque[_Candidate] = deque()
 
-            def embed_next() -> None:
-                candidate = ahead.popleft()
-                try:
-                    parsed = parsing.take(candidate)
-                    if candidate.read_sensitivity is not None:
-                        candidate.read_sensitivity()  # into the cache for the publishing run
-                    drafts = self.chunk(parsed, candidate.file_name)
-                except ParseWorkerError:
-                    raise
-                except Exception as exc:  # the publishing run reports it with its reason
-                    reason = _describe(exc)
-                    log_event(logger, logging.DEBUG, "ingest.prepare_skipped", reason=reason)
-                    return
-                if drafts:
-                    self.embedder.embed_documents([d.embedding_text for d in drafts])
-
+        def candidates() -> Iterator[_Candidate]:
             for relative in dict.fromkeys(relative_paths):
                 try:
                     # HEAD per object: a batch never lists the whole prefix again.
                     item = source.item_for(relative)
                 except InputRejectedError:
                     continue
-                candidate = self._object_candidate(source, item, _PREPARE_LABEL)
-                parsing.submit(candidate)
-                ahead.append(candidate)
-                while len(ahead) > parsing.window:
-                    embed_next()
-            while ahead:
-                embed_next()
-        return _computed(self.embedder) - computed_before
+                yield self._object_candidate(source, item, _PREPARE_LABEL)
+
+        return self._warm_caches(candidates())
 
     def ingest_objects(
         self,
