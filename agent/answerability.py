@@ -35,7 +35,7 @@ import numpy as np
 from pydantic import Field, ValidationError
 
 from citewell.agent.scoring import ScoredSentence
-from citewell.core.errors import ConfigurationError
+from citewell.core.errors import ConfigurationError, InvalidArgumentError
 from citewell.core.logging import log_event
 from citewell.core.models import Frozen
 from citewell.retrieval.lexical import Tokenizer, contextual_text
@@ -415,9 +415,9 @@ class AnswerabilityChecker:
         threshold: float | None = None,
     ) -> None:
         if max_candidates < 1:
-            raise ValueError("max_candidates must be >= 1")
+            raise InvalidArgumentError("max_candidates must be >= 1")
         if threshold is not None and not 0.0 <= threshold <= 1.0:
-            raise ValueError("threshold must be within [0, 1]")
+            raise InvalidArgumentError("threshold must be within [0, 1]")
         self._analyzer = analyzer or TextAnalyzer()
         self._model = model or CalibrationSource()
         self._max_candidates = max_candidates

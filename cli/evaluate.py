@@ -19,7 +19,7 @@ from citewell.cli.common import (
     load_settings,
     print_json,
 )
-from citewell.core.errors import CitewellError
+from citewell.core.errors import CitewellError, EvaluationError, UsageError
 from citewell.evaluation.models import RETRIEVAL_MODES, RetrievalEvalReport
 from citewell.evaluation.retrieval_eval import evaluate_retrieval
 
@@ -276,7 +276,7 @@ def run_coverage(args: argparse.Namespace) -> int:
 
     try:
         if args.questions and args.answers:
-            raise CitewellError("use either --questions or --answers")
+            raise UsageError("use either --questions or --answers")
         if args.questions:
             settings, principal, answers = _answers_run(
                 argparse.Namespace(**vars(args), limit=None)
@@ -287,7 +287,7 @@ def run_coverage(args: argparse.Namespace) -> int:
                 AnswersEvalReport.model_validate(load_json(args.answers)) if args.answers else None
             )
             if answers is not None and answers.principal != principal.name:
-                raise CitewellError("the answers file was evaluated for a different principal")
+                raise EvaluationError("the answers file was evaluated for a different principal")
         report = evaluate_coverage(
             settings, principal, answers, settings.index, stale_days=args.stale_days
         )

@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from citewell.core.errors import ConfigurationError, StoreUnavailableError
+from citewell.core.errors import ConfigurationError, InvalidArgumentError, StoreUnavailableError
 from citewell.core.logging import log_event
 from citewell.core.models import AccessLabel, Chunk, SearchFilters
 from citewell.retrieval.access import AccessScope, filter_values
@@ -125,7 +125,7 @@ class BM25Index:
         each chunk; default: the chunk's contextual header and text (:func:`contextual_text`),
         the same text the embedder sees."""
         if texts is not None and len(texts) != len(chunks):
-            raise ConfigurationError(f"got {len(texts)} texts for {len(chunks)} chunks")
+            raise InvalidArgumentError(f"got {len(texts)} texts for {len(chunks)} chunks")
         with self._lock:
             for i, chunk in enumerate(chunks):
                 old = self._slot_of_chunk.get(chunk.chunk_id)
@@ -179,7 +179,7 @@ class BM25Index:
         """Top ``limit`` (chunk_id, score) with score > 0, best first (ties by insertion).
         ``trace`` counts the postings read (tests and benchmarks)."""
         if limit < 1:
-            raise ConfigurationError(f"limit must be at least 1, got {limit}")
+            raise InvalidArgumentError(f"limit must be at least 1, got {limit}")
         if scope.matches_nothing:
             return []
         tokens = self._query_tokenizer(query)
@@ -238,7 +238,7 @@ class BM25Index:
         epsilon floor needs the mean idf over the whole vocabulary, a full pass per query here.
         """
         if limit < 1:
-            raise ConfigurationError(f"limit must be at least 1, got {limit}")
+            raise InvalidArgumentError(f"limit must be at least 1, got {limit}")
         if scope.matches_nothing:
             return []
         tokens = self._query_tokenizer(query)
