@@ -95,6 +95,9 @@ _QUESTION_WORDS = frozenset(
     "what which who whom whose when where why how many much whats name".split()  # noqa: SIM905
 )
 _KEY_POS = frozenset({"PROPN", "NUM"})
+_DATE_ENTITIES = frozenset({"DATE", "TIME"})
+# An acronym's plural ("10-Qs", "CEOs", "APIs"): the sources write the singular.
+_ACRONYM_PLURAL_RE = re.compile(r"[A-Z][A-Z0-9]*s")
 _CONTENT_POS = frozenset({"NOUN", "PROPN", "NUM", "VERB", "ADJ", "ADV"})
 
 
@@ -252,12 +255,14 @@ class TextAnalyzer:
             word = token.text.lower()
             if word in _QUESTION_WORDS or not any(ch.isalnum() for ch in word):
                 continue
+            if _ACRONYM_PLURAL_RE.fullmatch(token.text):
+                word = word[:-1]
             stems = stem(word)
             if not stems:
                 continue
             if token.pos_ in _CONTENT_POS or token.ent_type_:
                 content.update(stems)
-            if token.pos_ in _KEY_POS or (token.ent_type_ and token.ent_type_ != "ORDINAL"):
+            if _is_key(token):
                 for s in stems:
                     key.setdefault(s, token.text)
         return QuestionProfile(
@@ -285,6 +290,15 @@ class TextAnalyzer:
                     self._labels.popitem(last=False)
         with self._lock:
             return [self._labels.get(t, ()) for t in texts]
+
+
+def _is_key(token: Any) -> bool:
+    """A name, number or date that an answering passage must mention. Relative time words
+    inside a date ("the most recent quarter", "previous years") are not: a passage states the
+    period itself, never the question's word for it."""
+    if token.ent_type_ in _DATE_ENTITIES:
+        return token.pos_ == "PROPN" or bool(_DIGIT_RE.search(token.text))
+    return token.pos_ in _KEY_POS or (bool(token.ent_type_) and token.ent_type_ != "ORDINAL")
 
 
 def _share(wanted: frozenset[str] | set[str], have: frozenset[str]) -> float:
