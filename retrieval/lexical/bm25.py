@@ -288,6 +288,36 @@ class BM25Index:
         names = compiled.doc_names
         return sorted(((names[i], float(scores[i])) for i in candidates), key=_by_score_then_id)
 
+    def document_terms(
+        self, text: str, scope: AccessScope, doc_ids: Collection[str]
+    ) -> dict[str, frozenset[str]]:
+        """For each of ``doc_ids``, the terms of ``text`` (as this index tokenizes them) that
+        occur in a chunk of that document the scope can see; documents holding none are left
+        out. Lets the agent ask whether a name its question needs appears anywhere in a
+        retrieved document, not only in the retrieved chunk (a filing names its company on the
+        cover page, not in every chunk). Reads only the visible classes' postings."""
+        if scope.matches_nothing or not doc_ids:
+            return {}
+        tokens = self._query_tokenizer(text)
+        with self._lock:
+            compiled = self._compile()
+            visible = self._visible_classes(scope)
+            stats = self._scope_stats(visible)
+            wanted = self._doc_filter_slots(frozenset(doc_ids))
+            vocab = self._vocab
+            term_ids = {token: vocab.get(token, -1) for token in set(tokens)}
+        if wanted is None or wanted.size == 0:
+            return {}
+        classes = np.asarray(visible, dtype=np.int64)
+        found: dict[str, set[str]] = {}
+        for token, term in sorted(term_ids.items()):
+            if not 0 <= term < stats.df.shape[0] or stats.df[term] == 0:
+                continue
+            slots, _ = compiled.postings.term(term, classes)
+            for doc in np.unique(compiled.docs[slots[np.isin(slots, wanted)]]):
+                found.setdefault(compiled.doc_names[int(doc)], set()).add(token)
+        return {doc: frozenset(terms) for doc, terms in found.items()}
+
     def _query_terms(self, tokens: Sequence[str], stats: ScopeStats) -> list[tuple[int, int]]:
         """(term id, times) for the query tokens that occur in a chunk the scope can see, in
         text order. A token that occurs only in invisible chunks is dropped here exactly like
