@@ -27,7 +27,7 @@ import logging
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +184,9 @@ class Candidate(Frozen):
     chunk_text: str
     context: str = ""
     similarity: float
+    # Terms the candidate's whole document holds (its visible chunks), from the index: a name
+    # the question needs may stand on the document's cover page, not in this chunk.
+    document_terms: frozenset[str] = frozenset()
 
 
 _SPACY_LOCK = threading.Lock()
@@ -219,6 +222,7 @@ class TextAnalyzer:
         self._tokenizer = Tokenizer(stem=True)
         self._labels: OrderedDict[str, tuple[tuple[str, str], ...]] = OrderedDict()
         self._terms: OrderedDict[str, frozenset[str]] = OrderedDict()
+        self._profiles: OrderedDict[str, QuestionProfile] = OrderedDict()
         self._cache_size = cache_size
 
     def _load(self) -> Any:
@@ -242,6 +246,18 @@ class TextAnalyzer:
 
     def question(self, text: str) -> QuestionProfile:
         with self._lock:
+            cached = self._profiles.get(text)
+        if cached is not None:
+            return cached
+        profile = self._profile(text)
+        with self._lock:
+            self._profiles[text] = profile
+            while len(self._profiles) > self._cache_size:
+                self._profiles.popitem(last=False)
+        return profile
+
+    def _profile(self, text: str) -> QuestionProfile:
+        with self._lock:
             doc = self._load()(text)
         answer_type, labels = None, frozenset[str]()
         for pattern, name, type_labels in _TYPE_RULES:
@@ -255,8 +271,9 @@ class TextAnalyzer:
             word = token.text.lower()
             if word in _QUESTION_WORDS or not any(ch.isalnum() for ch in word):
                 continue
-            if _ACRONYM_PLURAL_RE.fullmatch(token.text):
-                word = word[:-1]
+            surface = token.text
+            if _ACRONYM_PLURAL_RE.fullmatch(surface):
+                surface, word = surface[:-1], word[:-1]
             stems = stem(word)
             if not stems:
                 continue
@@ -264,7 +281,7 @@ class TextAnalyzer:
                 content.update(stems)
             if _is_key(token):
                 for s in stems:
-                    key.setdefault(s, token.text)
+                    key.setdefault(s, surface)
         return QuestionProfile(
             text=text,
             terms=frozenset(content),
@@ -318,6 +335,8 @@ def feature_rows(
     for candidate, ents in zip(candidates, entities, strict=True):
         sentence_terms = analyzer.terms(candidate.sentence)
         chunk_terms = analyzer.terms(contextual_text(candidate.context, candidate.chunk_text))
+        # Key terms count as present where the candidate's document holds them.
+        keys_present = chunk_terms | candidate.document_terms
         if profile.answer_labels:
             # The sentence must hold something of the asked-for type that the question does
             # not already name ("Who ruled Normandy?" is not answered by "Normandy ...").
@@ -333,8 +352,8 @@ def feature_rows(
                 _share(profile.terms, sentence_terms),
                 _share(profile.terms, chunk_terms),
                 _share(keys, sentence_terms),
-                _share(keys, chunk_terms),
-                float(min(len(keys - chunk_terms), 3)),
+                _share(keys, keys_present),
+                float(min(len(keys - keys_present), 3)),
                 float(profile.answer_labels != frozenset()),
                 float(match),
                 float(profile.negated != bool(_NEGATION_RE.search(candidate.sentence))),
@@ -350,6 +369,7 @@ def missing_key_terms(
     seen: set[str] = set()
     for candidate in candidates:
         seen |= analyzer.terms(contextual_text(candidate.context, candidate.chunk_text))
+        seen |= candidate.document_terms
     return [surface for stem, surface in profile.key_terms.items() if stem not in seen]
 
 
@@ -451,14 +471,35 @@ class AnswerabilityChecker:
     def threshold(self) -> float:
         return self._threshold if self._threshold is not None else self._model().threshold
 
+    def candidates(
+        self,
+        scored: Sequence[ScoredSentence],
+        document_terms: Mapping[str, frozenset[str]] | None = None,
+    ) -> list[Candidate]:
+        """The sentences the check scores (instructions and headings never are), most similar
+        first, each with the key terms its document holds."""
+        held = document_terms or {}
+        return [
+            _candidate(s, held.get(s.chunk.doc_id, frozenset()))
+            for s in scored
+            if s.span.answerable
+        ][: self._max_candidates]
+
+    def key_terms_text(self, question: str) -> str:
+        """The question's key terms (names, numbers, dates) as text, to ask the index which
+        retrieved documents hold them (``SearchRequest.document_terms_of``)."""
+        return " ".join(self._analyzer.question(question).key_terms.values())
+
     def assess(
         self,
         question: str,
         scored: Sequence[ScoredSentence],
         threshold: float | None = None,
+        document_terms: Mapping[str, frozenset[str]] | None = None,
     ) -> Assessment:
         """``scored`` best first, as ``SentenceScorer.score`` returns them. Instructions and
-        headings are never candidates. ``threshold`` overrides the calibrated one."""
+        headings are never candidates. ``threshold`` overrides the calibrated one.
+        ``document_terms``: per doc_id, the question's key terms its visible chunks hold."""
         model = self._model()
         threshold = self.threshold() if threshold is None else threshold
         candidates = [s for s in scored if s.span.answerable][: self._max_candidates]
@@ -470,7 +511,7 @@ class AnswerabilityChecker:
                 reason="no retrieved passage holds a statement to answer with",
             )
         profile = self._analyzer.question(question)
-        plain = [_candidate(s) for s in candidates]
+        plain = self.candidates(candidates, document_terms)
         rows = feature_rows(self._analyzer, profile, plain)
         probabilities = model.probabilities(rows)
         # A key term of the question (a name, a number) that the passage never mentions means
@@ -498,12 +539,13 @@ class AnswerabilityChecker:
         return float(self._model().probabilities(rows)[0])
 
 
-def _candidate(sentence: ScoredSentence) -> Candidate:
+def _candidate(sentence: ScoredSentence, document_terms: frozenset[str] = frozenset()) -> Candidate:
     return Candidate(
         sentence=sentence.span.text,
         chunk_text=sentence.chunk.text,
         context=sentence.chunk.context,
         similarity=sentence.score,
+        document_terms=document_terms,
     )
 
 
