@@ -34,8 +34,8 @@ from citewell.core.errors import EvaluationError
 from citewell.core.logging import log_event
 from citewell.core.models import Frozen, Principal, SearchRequest
 from citewell.core.settings import Settings
+from citewell.evaluation.golden_set import GoldenQuestion, matches_expected
 from citewell.evaluation.metrics import mean, percentile
-from citewell.ingestion.golden import GoldenQuestion, matches_expected
 from citewell.retrieval.access import scope_for
 from citewell.retrieval.factory import choose_index_reranker
 from citewell.retrieval.index import IndexLayout
