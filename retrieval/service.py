@@ -10,6 +10,7 @@ and the reranker chosen for the index at each version switch) and the search ste
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from datetime import datetime
 
@@ -38,6 +39,8 @@ class IndexStatus(Frozen):
 class ServingIndex:
     """Implements ``SearchService`` over one named index."""
 
+    versions: ServedVersions  # the version served: leases, reload, verification, readiness
+
     def __init__(
         self,
         settings: Settings,
@@ -49,7 +52,7 @@ class ServingIndex:
     ) -> None:
         self.settings = settings
         self.layout = IndexLayout(settings, index)
-        self._embedder = embedder
+        self._given_embedder = embedder
         # A reranker given here is used as is; otherwise the factory chooses at each switch.
         self._given_reranker = reranker
         self._reranker_choice = RerankerChoice(reranker, "")
@@ -59,11 +62,11 @@ class ServingIndex:
         )
 
     # --- models ---------------------------------------------------------------------------
-    @property
+    @functools.cached_property
     def embedder(self) -> Embedder:
-        if self._embedder is None:
-            self._embedder = build_embedder(self.settings)
-        return self._embedder
+        """The query embedder: the one given, else the configured one, built on first use."""
+        given = self._given_embedder
+        return given if given is not None else build_embedder(self.settings)
 
     @property
     def reranker(self) -> Reranker | None:
