@@ -13,6 +13,7 @@ import contextlib
 import functools
 from collections.abc import Iterator
 from datetime import datetime
+from typing import TypedDict, Unpack
 
 from citewell.core.errors import CitewellError, StoreUnavailableError
 from citewell.core.models import Frozen, Principal, SearchRequest, SearchResult
@@ -36,27 +37,29 @@ class IndexStatus(Frozen):
     loaded_at: datetime | None
 
 
+class GivenParts(TypedDict, total=False):
+    """Parts a caller (evaluation, tests, benchmarks) gives instead of the configured ones: a
+    given reranker is used as is, without the factory's choice or its gate."""
+
+    embedder: Embedder | None
+    reranker: Reranker | None
+    fusion: FusionChoice | None
+
+
 class ServingIndex:
     """Implements ``SearchService`` over one named index."""
 
     versions: ServedVersions  # the version served: leases, reload, verification, readiness
 
     def __init__(
-        self,
-        settings: Settings,
-        index: str | None = None,
-        *,
-        embedder: Embedder | None = None,
-        reranker: Reranker | None = None,
-        fusion: FusionChoice | None = None,
+        self, settings: Settings, index: str | None = None, **given: Unpack[GivenParts]
     ) -> None:
         self.settings = settings
         self.layout = IndexLayout(settings, index)
-        self._given_embedder = embedder
-        # A reranker given here is used as is; otherwise the factory chooses at each switch.
-        self._given_reranker = reranker
-        self._reranker_choice = RerankerChoice(reranker, "")
-        self._fusion = FusionInForce(settings, self.layout.root, fusion)
+        self._given_embedder = given.get("embedder")
+        self._given_reranker = given.get("reranker")
+        self._reranker_choice = RerankerChoice(self._given_reranker, "")
+        self._fusion = FusionInForce(settings, self.layout.root, given.get("fusion"))
         self.versions = ServedVersions(
             settings, self.layout, embedder=lambda: self.embedder, on_switch=self._choose_reranker
         )
