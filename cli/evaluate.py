@@ -216,7 +216,7 @@ def register_owner_reports(kinds: argparse._SubParsersAction[argparse.ArgumentPa
 
 def _answers_run(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     from citewell.evaluation.answers_eval import evaluate_answers
-    from citewell.ingestion.golden import load_golden_set
+    from citewell.evaluation.golden_set import load_golden_set
 
     settings, principal = load_caller(args)
     questions = load_golden_set(args.questions, limit=args.limit)
@@ -404,7 +404,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         rates,
     )
     from citewell.evaluation.answers_eval import allowed_questions
-    from citewell.ingestion.golden import load_golden_set
+    from citewell.evaluation.golden_set import load_golden_set
     from citewell.retrieval.service import open_search_service
 
     budget = DEFAULT_MAX_FALSE_REFUSAL if args.max_false_refusal is None else args.max_false_refusal

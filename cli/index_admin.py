@@ -147,7 +147,7 @@ def run_ready(args: argparse.Namespace) -> int:
     except CitewellError as exc:
         return fail(str(exc))
     try:
-        readiness = service.readiness()
+        readiness = service.versions.readiness()
     finally:
         service.close()
     if args.json:
