@@ -379,6 +379,9 @@ def missing_key_terms(
 class SentenceVerdict(Frozen):
     sentence: ScoredSentence
     probability: float
+    # It holds what the question asks for (who → a person, how much → a number, ...); None
+    # when the question does not say what it asks for.
+    type_match: bool | None = None
 
 
 class Assessment(Frozen):
@@ -395,8 +398,13 @@ class Assessment(Frozen):
 
     @property
     def passing(self) -> tuple[ScoredSentence, ...]:
-        """Candidates at or above the threshold, most similar first."""
-        return tuple(v.sentence for v in self.verdicts if v.probability >= self.threshold)
+        """Candidates at or above the threshold, most similar first. When the question asks for
+        a kind of thing (a number, a date, a person) and some passing sentence holds one, only
+        those: a sentence without it does not answer ("How much did X's costs rise?" is not
+        answered by "Quarterly report of X.", however close its wording)."""
+        passed = [v for v in self.verdicts if v.probability >= self.threshold]
+        typed = [v for v in passed if v.type_match]
+        return tuple(v.sentence for v in (typed or passed))
 
 
 class CalibrationSource:
@@ -519,9 +527,14 @@ class AnswerabilityChecker:
         probabilities = np.where(
             rows[:, FEATURES.index("key_missing_chunk")] > 0, 0.0, probabilities
         )
+        typed = bool(profile.answer_labels)
         verdicts = tuple(
-            SentenceVerdict(sentence=s, probability=round(float(p), 4))
-            for s, p in zip(candidates, probabilities, strict=True)
+            SentenceVerdict(
+                sentence=s,
+                probability=round(float(p), 4),
+                type_match=bool(row[FEATURES.index("type_match")]) if typed else None,
+            )
+            for s, p, row in zip(candidates, probabilities, rows, strict=True)
         )
         confidence = max(v.probability for v in verdicts)
         reason = None

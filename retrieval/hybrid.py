@@ -12,7 +12,8 @@
 5. ``rerank``: the cross-encoder reorders the head of that ranking;
 6. ``top_k`` then ``enforce_access``: the first k hits with their score breakdowns, each checked
    against the scope again on the way out (``retrieval.access.enforce``);
-7. ``result``: the response, with timings per step.
+7. ``result``: the response, with timings per step (and, when the request names a text in
+   ``document_terms_of``, which of its terms each result document's visible chunks hold).
 """
 
 from __future__ import annotations
@@ -237,9 +238,24 @@ class HybridSearch:
     # --- 7. result ------------------------------------------------------------------------
     def result(self, results: list[ScoredChunk]) -> SearchResult:
         self.timings["total"] = _ms(self._started)
-        return self._response(results)
+        return self._response(results, self._document_terms(results))
 
-    def _response(self, results: list[ScoredChunk]) -> SearchResult:
+    def _document_terms(self, results: list[ScoredChunk]) -> dict[str, frozenset[str]]:
+        """Asked for by the agent: which of its key terms each result document holds (read
+        under the same scope; only documents already in the visible results)."""
+        text = self.request.document_terms_of
+        if not text or not results:
+            return {}
+        with self._timed("document_terms"):
+            return self.opened.lexical.document_terms(
+                text, self.scope, {r.chunk.doc_id for r in results}
+            )
+
+    def _response(
+        self,
+        results: list[ScoredChunk],
+        document_terms: dict[str, frozenset[str]] | None = None,
+    ) -> SearchResult:
         return SearchResult(
             results=tuple(results),
             mode=self.request.mode,
@@ -247,6 +263,7 @@ class HybridSearch:
             rerank_note=self.rerank_note,
             index_version=self.opened.version,
             timings_ms=self.timings,
+            document_terms=document_terms or {},
         )
 
 

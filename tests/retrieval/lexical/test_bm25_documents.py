@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from citewell.core.errors import ConfigurationError
+from citewell.core.errors import InvalidArgumentError
 from citewell.core.models import SearchFilters
 from citewell.retrieval.access import AccessScope
 from citewell.retrieval.lexical import BM25Index, Tokenizer
@@ -75,7 +75,7 @@ def test_a_term_rare_across_documents_lifts_chunks_that_never_say_it() -> None:
 
 def test_limit_and_empty_cases() -> None:
     index = BM25Index()
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(InvalidArgumentError):
         index.document_search("x", EVERYONE, NO_FILTERS, 0)
     assert index.document_search("falcon", EVERYONE, NO_FILTERS, 5) == []
     index.add([make_chunk(f"c{i}", f"falcon word{i}", doc_id=f"D{i}") for i in range(5)])
