@@ -41,6 +41,13 @@ def _opener(settings: Settings, model: str) -> IndexOpener:
     return open_index
 
 
+def _reranked_by(model: str, settings: Settings, dataset: Path) -> RetrievalEvalReport:
+    """hybrid+rerank on the dataset's test split, reranked by ``model`` whatever its gate said."""
+    return evaluate_retrieval(
+        settings, dataset, "test", ["hybrid+rerank"], opener=_opener(settings, model)
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=Path("/work/shared/data"))
@@ -101,13 +108,7 @@ def main() -> int:
         if name == CRANFIELD:
             gated_settings = settings.model_copy(update={"reranker_model": model})
         gated = evaluate_retrieval(gated_settings, ir / name, "test", ["hybrid+rerank"])
-        ungated = evaluate_retrieval(
-            settings,
-            ir / name,
-            "test",
-            ["hybrid+rerank"],
-            opener=_opener(settings, model),
-        )
+        ungated = _reranked_by(model, settings, ir / name)
         report = base[name]
         modes = dict(report.modes)
         skipped = dict(report.skipped)
@@ -123,13 +124,7 @@ def main() -> int:
     # Latency of the whole hybrid+rerank search, at 20 and 50 candidates, on SciFact queries.
     for candidates in (20, 50):
         timed = settings.model_copy(update={"rerank_candidates": candidates})
-        lat = evaluate_retrieval(
-            timed,
-            ir / SCIFACT,
-            "test",
-            ["hybrid+rerank"],
-            opener=_opener(timed, model),
-        ).modes["hybrid+rerank"]
+        lat = _reranked_by(model, timed, ir / SCIFACT).modes["hybrid+rerank"]
         sys.stdout.write(
             f"hybrid+rerank @{candidates} candidates: nDCG@10 {lat.ndcg_at_10:.3f}, "
             f"p50 {lat.latency_ms.p50:.0f} ms, p95 {lat.latency_ms.p95:.0f} ms\n"
