@@ -1,15 +1,17 @@
-"""What the answer benchmarks share: their command line, the data dir they run in, and the
-SEC 10-Q filings as a labelled folder to ingest."""
+"""What the benchmarks share: the answer benchmarks' command line, the data dir they run in and
+the SEC 10-Q filings as a labelled folder to ingest; the training benchmarks' result line."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 from citewell.core.logging import configure_logging
 
@@ -38,6 +40,24 @@ def benchmark_data_dir(chosen: Path | None) -> Iterator[Path]:
     configure_logging("WARNING")
     with tempfile.TemporaryDirectory() as tmp:
         yield chosen or Path(tmp)
+
+
+class TrainingCard(Protocol):
+    @property
+    def train_seconds(self) -> float: ...
+    @property
+    def data(self) -> dict[str, int]: ...
+    @property
+    def best_ndcg_at_10(self) -> float: ...
+
+
+def report_trained(model_dir: Path, card: TrainingCard, validation: str, before: float) -> None:
+    """One line on a trained model: where, how long, on what data, and the validation nDCG@10
+    of ``validation`` before training next to the trained model's best."""
+    sys.stdout.write(
+        f"\ntrained {model_dir} in {card.train_seconds:.0f} s (data {card.data}); "
+        f"validation nDCG@10 {validation} {before:.4f} → {card.best_ndcg_at_10:.4f}\n"
+    )
 
 
 @contextmanager

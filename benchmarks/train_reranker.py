@@ -19,6 +19,7 @@ import os
 import sys
 from pathlib import Path
 
+from benchmarks.common import report_trained
 from citewell.cli.evaluate import format_table
 from citewell.core.logging import configure_logging
 from citewell.core.settings import Settings
@@ -94,11 +95,8 @@ def main() -> int:
             external_dir=args.data_root,
         )
         card = trained.card
-        sys.stdout.write(
-            f"trained {trained.model_dir} in {card.train_seconds:.0f} s: data {card.data}; "
-            f"validation nDCG@10 hybrid {card.hybrid_ndcg_at_10:.4f} → "
-            f"reranked {card.best_ndcg_at_10:.4f}; gate: {card.gate}\n\n"
-        )
+        report_trained(trained.model_dir, card, "hybrid → reranked", card.hybrid_ndcg_at_10)
+        sys.stdout.write(f"gate: {card.gate}\n\n")
     model = str(current)
 
     for name in (SCIFACT, CRANFIELD):
