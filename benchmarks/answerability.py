@@ -48,7 +48,6 @@ from citewell.agent.models import AgentConfig
 from citewell.agent.scoring import SentenceScorer
 from citewell.core.models import (
     AccessLabel,
-    Chunk,
     Principal,
     ScoreBreakdown,
     ScoredChunk,
@@ -68,6 +67,7 @@ from citewell.evaluation.squad import load_squad
 from citewell.ingestion.pipeline import Ingestor
 from citewell.retrieval.protocols import Embedder
 from citewell.retrieval.service import open_search_service
+from tests.chunks import make_test_chunk
 
 READER = Principal(name="benchmark", clearance="public", groups=frozenset())
 PUBLIC = AccessLabel(classification="public", groups=frozenset({"everyone"}))
@@ -202,20 +202,13 @@ class PassageSearch:
 
     def __init__(self, embedder: Embedder, passages: Sequence[str], name: str) -> None:
         self._chunks = [
-            Chunk(
-                chunk_id=f"00000000-0000-4000-8000-{i:012d}",
+            make_test_chunk(
+                f"00000000-0000-4000-8000-{i:012d}",
+                text,
                 doc_id=f"{name}-{i}",
-                chunk_index=0,
-                text=text,
                 title=f"{name} passage {i}",
                 source="rgb",
                 source_uri=f"rgb:{name}-{i}",
-                doc_type="txt",
-                char_start=0,
-                char_end=len(text),
-                classification="public",
-                classification_rank=0,
-                groups=("everyone",),
             )
             for i, text in enumerate(passages)
         ]
