@@ -22,7 +22,10 @@ from citewell.retrieval.index import IndexLayout
 LABELS = "default: {classification: internal, groups: [everyone]}\n"
 
 
-def _folder(root: Path) -> Path:
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """A source folder of three documents, labelled internal for everyone."""
+    root = tmp_path / "docs"
     root.mkdir(parents=True)
     (root / "citewell.labels.yaml").write_text(LABELS, encoding="utf-8")
     (root / "a.md").write_text("# Alpha\n\nThe alpha pump needs oil monthly.\n", encoding="utf-8")
@@ -49,10 +52,9 @@ def test_discover_refuses_a_missing_folder(make_settings: Any, tmp_path: Path) -
 
 @pytest.mark.slow
 def test_plan_process_finalize_then_plan_changes(
-    make_settings: Any, tmp_path: Path, embedder: Any
+    make_settings: Any, folder: Path, embedder: Any
 ) -> None:
     settings = make_settings()
-    folder = _folder(tmp_path / "docs")
     source = _source(folder)
 
     snapshot = discover(settings, source, "r1")
@@ -87,10 +89,9 @@ def test_plan_process_finalize_then_plan_changes(
 
 @pytest.mark.slow
 def test_rebuild_validates_before_publishing(
-    make_settings: Any, tmp_path: Path, embedder: Any
+    make_settings: Any, folder: Path, tmp_path: Path, embedder: Any
 ) -> None:
     settings = make_settings()
-    folder = _folder(tmp_path / "docs")
     golden = tmp_path / "golden.jsonl"
     rows = [
         {"question": "how often do beta valves get replaced", "expected": "b.md"},
