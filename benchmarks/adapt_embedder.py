@@ -18,6 +18,7 @@ import os
 import sys
 from pathlib import Path
 
+from benchmarks.common import report_trained
 from citewell.cli.evaluate import format_table
 from citewell.core.logging import configure_logging
 from citewell.core.settings import Settings
@@ -77,10 +78,8 @@ def main() -> int:
             time_budget_s=args.time_budget,
         )
         card = trained.card
-        sys.stdout.write(
-            f"\ntrained {trained.model_dir} in {card.train_seconds:.0f} s ({card.data}); "
-            f"validation dense rescoring {card.base_ndcg_at_10:.4f} → "
-            f"{card.best_ndcg_at_10:.4f}\n"
+        report_trained(
+            trained.model_dir, card, "of dense rescoring, base → adapted", card.base_ndcg_at_10
         )
         model = trained.model_dir
     _evaluate(settings.model_copy(update={"embedding_model": str(model)}), f"adapted: {model}")

@@ -28,11 +28,9 @@ Each run prints a table and one JSON object.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.common import QA_DATA, benchmark_data_dir, task_parser
 from citewell.agent.agent import Agent
 from citewell.agent.answerability import DEFAULT_CALIBRATION_FILE, TextAnalyzer, default_model
 from citewell.agent.backends import ExtractiveAnswerer
@@ -47,10 +46,8 @@ from citewell.agent.factory import build_agent
 from citewell.agent.injection import instruction_patterns
 from citewell.agent.models import AgentConfig
 from citewell.agent.scoring import SentenceScorer
-from citewell.core.logging import configure_logging
 from citewell.core.models import (
     AccessLabel,
-    Chunk,
     Principal,
     ScoreBreakdown,
     ScoredChunk,
@@ -70,8 +67,8 @@ from citewell.evaluation.squad import load_squad
 from citewell.ingestion.pipeline import Ingestor
 from citewell.retrieval.protocols import Embedder
 from citewell.retrieval.service import open_search_service
+from tests.chunks import make_test_chunk
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "qa"
 READER = Principal(name="benchmark", clearance="public", groups=frozenset())
 PUBLIC = AccessLabel(classification="public", groups=frozenset({"everyone"}))
 OLD_SIMILARITY_THRESHOLD = 0.50  # the refusal rule before the answerability check
@@ -86,7 +83,7 @@ def _load() -> str:
 
 
 def _squad_candidates(data_dir: Path, refresh: bool) -> tuple[list[JudgedCandidates], list[str]]:
-    squad_file = DATA / "squad2_dev_small.json"
+    squad_file = QA_DATA / "squad2_dev_small.json"
     raw = json.loads(squad_file.read_text(encoding="utf-8"))
     articles = [a["title"] for a in raw["data"] for p in a["paragraphs"] for _ in p["qas"]]
     cache = data_dir / "squad_answerability_candidates.json"
@@ -205,20 +202,13 @@ class PassageSearch:
 
     def __init__(self, embedder: Embedder, passages: Sequence[str], name: str) -> None:
         self._chunks = [
-            Chunk(
-                chunk_id=f"00000000-0000-4000-8000-{i:012d}",
+            make_test_chunk(
+                f"00000000-0000-4000-8000-{i:012d}",
+                text,
                 doc_id=f"{name}-{i}",
-                chunk_index=0,
-                text=text,
                 title=f"{name} passage {i}",
                 source="rgb",
                 source_uri=f"rgb:{name}-{i}",
-                doc_type="txt",
-                char_start=0,
-                char_end=len(text),
-                classification="public",
-                classification_rank=0,
-                groups=("everyone",),
             )
             for i, text in enumerate(passages)
         ]
@@ -262,7 +252,7 @@ def run_rgb(limit: int | None) -> int:
 
     embedder = SentenceTransformerEmbedder(threads=os.cpu_count())
     scorer = SentenceScorer(embedder)
-    lines = (DATA / "rgb" / "en_fact.json").read_text(encoding="utf-8").splitlines()
+    lines = (QA_DATA / "rgb" / "en_fact.json").read_text(encoding="utf-8").splitlines()
     records = [json.loads(line) for line in lines if line.strip()][:limit]
     negative_refused = positive_answered = positive_with_answer = 0
     took: list[float] = []
@@ -428,19 +418,11 @@ def run_injection(data_dir: Path) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("task", choices=["squad", "rgb", "injection"])
-    parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--data-dir", type=Path, default=None, help="default: a temp dir")
+    parser = task_parser(__doc__, ["squad", "rgb", "injection"])
     parser.add_argument("--refresh", action="store_true", help="recompute cached features")
     parser.add_argument("--write-default", action="store_true")
     args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    configure_logging("WARNING")
-    with tempfile.TemporaryDirectory() as tmp:
-        data_dir = args.data_dir or Path(tmp)
+    with benchmark_data_dir(args.data_dir) as data_dir:
         if args.task == "squad":
             return run_squad(data_dir, args.refresh, args.write_default)
         if args.task == "rgb":

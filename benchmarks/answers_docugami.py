@@ -14,19 +14,15 @@ python -m benchmarks.answers_docugami calibrate-refusal
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.common import QA_DATA, benchmark_data_dir, docugami_folder, task_parser
 from citewell.agent.calibration import calibrate_threshold
 from citewell.agent.factory import build_agent
 from citewell.agent.models import AgentConfig
-from citewell.core.logging import configure_logging
 from citewell.core.models import AccessLabel, Principal
 from citewell.core.settings import Settings
 from citewell.evaluation.golden_set import load_golden_set, matches_expected
@@ -34,7 +30,6 @@ from citewell.evaluation.squad import load_squad
 from citewell.ingestion.pipeline import Ingestor
 from citewell.retrieval.service import open_search_service
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "qa"
 # Calibration also reports the threshold that refuses at most this share of answerable
 # questions: a false refusal costs a user an answer the knowledge base holds.
 FALSE_REFUSAL_BUDGET = 0.1
@@ -47,12 +42,7 @@ def _settings(data_dir: Path, index: str) -> Settings:
 
 def run_docugami(data_dir: Path, limit: int | None) -> int:
     settings = _settings(data_dir, "docugami")
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "docugami"
-        shutil.copytree(DATA / "docugami_sec10q" / "docs", folder)
-        (folder / "citewell.labels.yaml").write_text(
-            "default: {classification: public, groups: [everyone]}\n", encoding="utf-8"
-        )
+    with docugami_folder() as folder:
         t0 = time.perf_counter()
         report = Ingestor(settings).ingest_folder(folder, index="docugami", source_name="docugami")
         print(
@@ -60,7 +50,7 @@ def run_docugami(data_dir: Path, limit: int | None) -> int:
             f"{report.chunks_written} chunks in {time.perf_counter() - t0:.0f}s",
             file=sys.stderr,
         )
-    rows = load_golden_set(DATA / "docugami_sec10q" / "qna_data.csv", limit=limit)
+    rows = load_golden_set(QA_DATA / "docugami_sec10q" / "qna_data.csv", limit=limit)
     service = open_search_service(settings)
     try:
         agent = build_agent(settings, service, service.embedder)
@@ -98,7 +88,7 @@ def run_docugami(data_dir: Path, limit: int | None) -> int:
 def run_calibration(data_dir: Path) -> int:
     settings = _settings(data_dir, "squad2")
     subset = load_squad(
-        DATA / "squad2_dev_small.json",
+        QA_DATA / "squad2_dev_small.json",
         AccessLabel(classification="public", groups=frozenset({"everyone"})),
     )
     docs = list(subset.documents)
@@ -148,22 +138,8 @@ def _quantiles(values: list[float]) -> dict[str, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("task", choices=["docugami", "calibrate-refusal"])
-    parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="keep the index here (default: a temporary directory)",
-    )
-    args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    configure_logging("WARNING")
-    with tempfile.TemporaryDirectory() as tmp:
-        data_dir = args.data_dir or Path(tmp)
+    args = task_parser(__doc__, ["docugami", "calibrate-refusal"]).parse_args()
+    with benchmark_data_dir(args.data_dir) as data_dir:
         if args.task == "docugami":
             return run_docugami(data_dir, args.limit)
         return run_calibration(data_dir)

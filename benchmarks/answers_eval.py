@@ -20,18 +20,15 @@ Each run prints one JSON object (the headline metrics) on stdout.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import QA_DATA, benchmark_data_dir, docugami_folder, task_parser
 from citewell.agent.calibration import calibrate_threshold
-from citewell.core.logging import configure_logging
 from citewell.core.models import AccessLabel, Principal
 from citewell.core.settings import Settings
 from citewell.evaluation.answers_eval import AnswersEvalReport, evaluate_answers
@@ -41,7 +38,6 @@ from citewell.ingestion.pipeline import Ingestor
 from citewell.retrieval.embedding import SentenceTransformerEmbedder
 from citewell.retrieval.service import open_search_service
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "qa"
 READER = Principal(name="benchmark", clearance="public", groups=frozenset())
 PUBLIC = AccessLabel(classification="public", groups=frozenset({"everyone"}))
 
@@ -84,22 +80,17 @@ def _evaluate(settings: Settings, golden: str, questions: Any, ingest_s: float) 
 
 def run_docugami(data_dir: Path, limit: int | None) -> int:
     settings = Settings(data_dir=data_dir, index="docugami")
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "docugami"
-        shutil.copytree(DATA / "docugami_sec10q" / "docs", folder)
-        (folder / "citewell.labels.yaml").write_text(
-            "default: {classification: public, groups: [everyone]}\n", encoding="utf-8"
-        )
+    with docugami_folder() as folder:
         t0 = time.perf_counter()
         Ingestor(settings).ingest_folder(folder, index="docugami", source_name="docugami")
         ingest_s = time.perf_counter() - t0
-    questions = load_golden_set(DATA / "docugami_sec10q" / "qna_data.csv", limit=limit)
+    questions = load_golden_set(QA_DATA / "docugami_sec10q" / "qna_data.csv", limit=limit)
     return _evaluate(settings, "docugami_sec10q/qna_data.csv", questions, ingest_s)
 
 
 def run_squad(data_dir: Path, limit: int | None) -> int:
     settings = Settings(data_dir=data_dir, index="squad2")
-    subset = load_squad(DATA / "squad2_dev_small.json", PUBLIC)
+    subset = load_squad(QA_DATA / "squad2_dev_small.json", PUBLIC)
     t0 = time.perf_counter()
     Ingestor(settings).ingest_texts(subset.documents, index="squad2", source_name="squad2")
     ingest_s = time.perf_counter() - t0
@@ -129,7 +120,7 @@ def _best_sentence_scores(embedder: Any, claim: str, passages: list[str]) -> lis
 def run_calibrate_judge(data_dir: Path, limit: int | None) -> int:
     # The bare model: the embedding cache would only add a database write per call here.
     embedder = SentenceTransformerEmbedder(threads=os.cpu_count())
-    lines = (DATA / "rgb" / "en_fact.json").read_text(encoding="utf-8").splitlines()
+    lines = (QA_DATA / "rgb" / "en_fact.json").read_text(encoding="utf-8").splitlines()
     records = [json.loads(line) for line in lines if line.strip()][:limit]
     supported: list[float] = []
     unsupported: list[float] = []
@@ -160,20 +151,10 @@ def run_calibrate_judge(data_dir: Path, limit: int | None) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("task", choices=["docugami", "squad", "calibrate-judge"])
-    parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument(
-        "--data-dir", type=Path, default=None, help="keep indexes here (default: a temp dir)"
-    )
-    args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    configure_logging("WARNING")
     tasks = {"docugami": run_docugami, "squad": run_squad, "calibrate-judge": run_calibrate_judge}
-    with tempfile.TemporaryDirectory() as tmp:
-        return tasks[args.task](args.data_dir or Path(tmp), args.limit)
+    args = task_parser(__doc__, list(tasks)).parse_args()
+    with benchmark_data_dir(args.data_dir) as data_dir:
+        return tasks[args.task](data_dir, args.limit)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import numpy as np
 from citewell.core.models import Chunk, SearchFilters
 from citewell.retrieval.access import AccessScope
 from citewell.retrieval.lexical import BM25Index, Tokenizer
+from tests.chunks import make_test_chunk
 
 SCIFACT = Path("/work/shared/data/ir/scifact")
 LEVELS = 4
@@ -63,20 +64,8 @@ def ndcg_function() -> Callable[[Sequence[str], Mapping[str, int], int], float]:
 def make_chunk(
     chunk_id: str, text: str, title: str = "", rank: int = 0, groups: tuple[str, ...] = ()
 ) -> Chunk:
-    return Chunk(
-        chunk_id=chunk_id,
-        doc_id=chunk_id,
-        chunk_index=0,
-        text=text,
-        title=title,
-        source="bench",
-        source_uri=f"bench://{chunk_id}",
-        doc_type="txt",
-        char_start=0,
-        char_end=len(text),
-        classification="public",
-        classification_rank=rank,
-        groups=groups or ("everyone",),
+    return make_test_chunk(
+        chunk_id, text, title=title, source="bench", rank=rank, groups=groups or ("everyone",)
     )
 
 

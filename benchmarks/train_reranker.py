@@ -19,6 +19,7 @@ import os
 import sys
 from pathlib import Path
 
+from benchmarks.common import report_trained
 from citewell.cli.evaluate import format_table
 from citewell.core.logging import configure_logging
 from citewell.core.settings import Settings
@@ -39,6 +40,13 @@ def _opener(settings: Settings, model: str) -> IndexOpener:
         return ServingIndex(settings, index, reranker=reranker)
 
     return open_index
+
+
+def _reranked_by(model: str, settings: Settings, dataset: Path) -> RetrievalEvalReport:
+    """hybrid+rerank on the dataset's test split, reranked by ``model`` whatever its gate said."""
+    return evaluate_retrieval(
+        settings, dataset, "test", ["hybrid+rerank"], opener=_opener(settings, model)
+    )
 
 
 def main() -> int:
@@ -87,11 +95,8 @@ def main() -> int:
             external_dir=args.data_root,
         )
         card = trained.card
-        sys.stdout.write(
-            f"trained {trained.model_dir} in {card.train_seconds:.0f} s: data {card.data}; "
-            f"validation nDCG@10 hybrid {card.hybrid_ndcg_at_10:.4f} → "
-            f"reranked {card.best_ndcg_at_10:.4f}; gate: {card.gate}\n\n"
-        )
+        report_trained(trained.model_dir, card, "hybrid → reranked", card.hybrid_ndcg_at_10)
+        sys.stdout.write(f"gate: {card.gate}\n\n")
     model = str(current)
 
     for name in (SCIFACT, CRANFIELD):
@@ -101,13 +106,7 @@ def main() -> int:
         if name == CRANFIELD:
             gated_settings = settings.model_copy(update={"reranker_model": model})
         gated = evaluate_retrieval(gated_settings, ir / name, "test", ["hybrid+rerank"])
-        ungated = evaluate_retrieval(
-            settings,
-            ir / name,
-            "test",
-            ["hybrid+rerank"],
-            opener=_opener(settings, model),
-        )
+        ungated = _reranked_by(model, settings, ir / name)
         report = base[name]
         modes = dict(report.modes)
         skipped = dict(report.skipped)
@@ -123,13 +122,7 @@ def main() -> int:
     # Latency of the whole hybrid+rerank search, at 20 and 50 candidates, on SciFact queries.
     for candidates in (20, 50):
         timed = settings.model_copy(update={"rerank_candidates": candidates})
-        lat = evaluate_retrieval(
-            timed,
-            ir / SCIFACT,
-            "test",
-            ["hybrid+rerank"],
-            opener=_opener(timed, model),
-        ).modes["hybrid+rerank"]
+        lat = _reranked_by(model, timed, ir / SCIFACT).modes["hybrid+rerank"]
         sys.stdout.write(
             f"hybrid+rerank @{candidates} candidates: nDCG@10 {lat.ndcg_at_10:.3f}, "
             f"p50 {lat.latency_ms.p50:.0f} ms, p95 {lat.latency_ms.p95:.0f} ms\n"

@@ -32,6 +32,7 @@ from citewell.retrieval.stores.edge import VECTOR_NAME, EdgeVectorStore
 from citewell.retrieval.stores.filters import edge_filter
 from citewell.retrieval.stores.qdrant import QdrantVectorStore
 from citewell.retrieval.stores.shared import FilteredSearchPlanner
+from tests.chunks import make_test_chunk
 
 DIM = 384
 LIMIT = 50
@@ -49,19 +50,16 @@ def make_data(n: int, seed: int = 0) -> tuple[list[Chunk], np.ndarray]:
     ranks = rng.integers(0, 4, n)
     groups = rng.integers(0, len(GROUPS), n)
     chunks = [
-        Chunk(
-            chunk_id=str(uuid.UUID(int=i + 1)),
+        make_test_chunk(
+            str(uuid.UUID(int=i + 1)),
+            f"synthetic chunk {i}",
             doc_id=f"doc-{i // 4}",
-            chunk_index=i % 4,
-            text=f"synthetic chunk {i}",
+            index=i % 4,
             title=f"doc {i // 4}",
             source="bench",
             source_uri=f"file:///bench/{i // 4}.md",
             doc_type="md",
-            char_start=0,
-            char_end=10,
-            classification="public",
-            classification_rank=int(ranks[i]),
+            rank=int(ranks[i]),
             groups=(GROUPS[int(groups[i])],),
         )
         for i in range(n)

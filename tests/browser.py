@@ -24,7 +24,7 @@ import pytest
 import websockets
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser")
-FLAGS = (
+HEADLESS = (
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
@@ -33,6 +33,9 @@ FLAGS = (
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+)
+FLAGS = (
+    *HEADLESS,
     # Everything but loopback (which Chromium never proxies) goes to a closed port.
     "--proxy-server=127.0.0.1:9",
     "--remote-debugging-port=0",
@@ -45,6 +48,28 @@ def chromium_or_skip() -> str:
         if path:
             return path
     pytest.skip("chromium is not installed (.ci/run installs it: apt-get install -y chromium)")
+
+
+def run_chromium(
+    profile: Path, proxy: str, *args: str, timeout_s: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Headless Chromium once from the command line (``--dump-dom``, ``--screenshot=...``) with
+    its profile in ``profile``: every request, loopback included, goes to the HTTP proxy at
+    ``proxy`` (host:port), and page timers get five seconds of virtual time."""
+    return subprocess.run(
+        [
+            chromium_or_skip(),
+            *HEADLESS,
+            f"--user-data-dir={profile}",
+            f"--proxy-server=http://{proxy}",
+            "--proxy-bypass-list=<-loopback>",
+            "--virtual-time-budget=5000",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
 
 
 @dataclass

@@ -15,7 +15,6 @@ from typing import Any
 
 import jwt
 import pytest
-import yaml
 from fastapi.testclient import TestClient
 
 from citewell.api.main import create_app
@@ -31,8 +30,8 @@ from citewell.core.models import (
 )
 from citewell.core.settings import Settings
 from citewell.retrieval.access import scope_for
-from citewell.retrieval.principals import hash_api_key
 from citewell.retrieval.readiness import Readiness
+from tests.principal_files import keyed, write_principals
 
 JWT_SECRET = "test-secret-0123456789-abcdefghijklmnop"
 KEYS = {
@@ -190,42 +189,18 @@ class FakeServingIndex:
 
 @pytest.fixture
 def principals_file(tmp_path: Path) -> Path:
-    path = tmp_path / "principals.yaml"
-    body = {
-        "principals": {
-            "alice": {
-                "clearance": "internal",
-                "groups": ["engineering"],
-                "api_key_sha256": hash_api_key(KEYS["alice"]),
-            },
-            "search-gateway": {
-                "clearance": "confidential",
-                "groups": ["service"],
-                "api_key_sha256": hash_api_key(KEYS["gateway"]),
-                "can_act_for": True,
-            },
-            "hrbot": {
-                "clearance": "restricted",
-                "groups": ["hr"],
-                "api_key_sha256": hash_api_key(KEYS["hrbot"]),
-            },
-            "ops": {
-                "clearance": "public",
-                "groups": ["ops"],
-                "api_key_sha256": hash_api_key(KEYS["ops"]),
-                "operator": True,
-            },
-            "ops-gateway": {
-                "clearance": "confidential",
-                "groups": ["service"],
-                "api_key_sha256": hash_api_key(KEYS["ops-gateway"]),
-                "can_act_for": True,
-                "operator": True,
-            },
-        }
-    }
-    path.write_text(yaml.safe_dump(body), encoding="utf-8")
-    return path
+    return write_principals(
+        tmp_path / "principals.yaml",
+        {
+            "alice": keyed("internal", ["engineering"], KEYS["alice"]),
+            "search-gateway": keyed("confidential", ["service"], KEYS["gateway"], can_act_for=True),
+            "hrbot": keyed("restricted", ["hr"], KEYS["hrbot"]),
+            "ops": keyed("public", ["ops"], KEYS["ops"], operator=True),
+            "ops-gateway": keyed(
+                "confidential", ["service"], KEYS["ops-gateway"], can_act_for=True, operator=True
+            ),
+        },
+    )
 
 
 @pytest.fixture

@@ -22,6 +22,17 @@ from tests.api.conftest import KEYS, FakeServingIndex, audit_lines, hs256_token
 from tests.api.live import live_server
 
 QUESTION_WORDS = 14
+# A JSON-RPC initialize request, sent by hand where the mcp client cannot be used.
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "0"},
+    },
+}
 
 
 @pytest.fixture
@@ -52,24 +63,14 @@ def _call(base: str, headers: dict[str, str], calls: list[tuple[str, dict]]) -> 
 
 
 def test_mcp_without_credentials_is_401(server, api_settings, fake_index):
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "t", "version": "0"},
-        },
-    }
     headers = {"Accept": "application/json, text/event-stream"}
-    response = httpx.post(f"{server}/mcp", json=initialize, headers=headers)
+    response = httpx.post(f"{server}/mcp", json=INITIALIZE, headers=headers)
     assert response.status_code == 401
     assert "Bearer" in response.headers["www-authenticate"]
-    response = httpx.post(f"{server}/mcp", json=initialize, headers={**headers, "X-API-Key": "x"})
+    response = httpx.post(f"{server}/mcp", json=INITIALIZE, headers={**headers, "X-API-Key": "x"})
     assert response.status_code == 401
     blank = {**headers, "X-API-Key": KEYS["gateway"], "X-Act-For": ""}
-    assert httpx.post(f"{server}/mcp", json=initialize, headers=blank).status_code == 400
+    assert httpx.post(f"{server}/mcp", json=INITIALIZE, headers=blank).status_code == 400
     assert fake_index.seen == []
     # The mcp client itself fails to connect without credentials.
     with pytest.raises(Exception):  # noqa: B017 - whatever the client raises, it must not connect
@@ -139,22 +140,12 @@ def test_mcp_survives_a_second_lifespan(api_settings, fake_index):
     from fastapi.testclient import TestClient
 
     app = create_app(api_settings, fake_index)
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "t", "version": "0"},
-        },
-    }
     headers = {"Accept": "application/json, text/event-stream", "X-API-Key": KEYS["alice"]}
     for _ in range(2):
         with TestClient(app) as client:
-            response = client.post("/mcp", json=initialize, headers=headers)
+            response = client.post("/mcp", json=INITIALIZE, headers=headers)
             assert response.status_code == 200, response.text
             assert response.json()["result"]["serverInfo"]["name"] == "citewell"
     # Outside any lifespan: a clear 503, never an unauthenticated pass-through.
-    response = TestClient(app).post("/mcp", json=initialize, headers=headers)
+    response = TestClient(app).post("/mcp", json=INITIALIZE, headers=headers)
     assert response.status_code == 503

@@ -88,32 +88,29 @@ def test_readme_mcp_line_serves_the_quick_tour_index(demo_data: Path) -> None:
     assert any('"endpoint":"mcp:stdio"' in line and '"principal":"carol"' in line for line in audit)
 
 
-def test_mcp_fails_at_start_when_the_index_is_missing(tmp_path: Path) -> None:
-    (tmp_path / "data" / "indexes" / "demo").mkdir(parents=True)
+def _mcp_refused_at_start(data_dir: Path, *args: str) -> str:
+    """Start ``citewell mcp --user carol ARGS``; it must exit 2 at once. Returns its stderr."""
     done = subprocess.run(
-        _cli("mcp", "--user", "carol"),
+        _cli("mcp", "--user", "carol", *args),
         cwd=REPO,
-        env=_env(tmp_path / "data"),
+        env=_env(data_dir),
         capture_output=True,
         text=True,
         timeout=120,
         stdin=subprocess.DEVNULL,
     )
-    assert done.returncode == 2
-    assert "index 'default' has no published version" in done.stderr
-    assert "demo" in done.stderr and "--index" in done.stderr
-    assert "Traceback" not in done.stderr
+    assert done.returncode == 2, done.stderr[-2000:]
+    return done.stderr
+
+
+def test_mcp_fails_at_start_when_the_index_is_missing(tmp_path: Path) -> None:
+    (tmp_path / "data" / "indexes" / "demo").mkdir(parents=True)
+    stderr = _mcp_refused_at_start(tmp_path / "data")
+    assert "index 'default' has no published version" in stderr
+    assert "demo" in stderr and "--index" in stderr
+    assert "Traceback" not in stderr
 
 
 def test_mcp_opens_no_http_listener(tmp_path: Path) -> None:
-    done = subprocess.run(
-        _cli("mcp", "--user", "carol", "--transport", "http"),
-        cwd=REPO,
-        env=_env(tmp_path / "data"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
-    assert done.returncode == 2
-    assert "/mcp" in done.stderr and "citewell serve" in done.stderr
+    stderr = _mcp_refused_at_start(tmp_path / "data", "--transport", "http")
+    assert "/mcp" in stderr and "citewell serve" in stderr

@@ -67,31 +67,14 @@ class _KeywordJudge:
 
 
 def _answer(text: str, quotes: dict[int, str], refused: bool = False) -> Answer:
-    sources = tuple(
-        Source(
-            n=n,
-            chunk_id=f"c{n}",
-            doc_id=f"d{n}",
-            title="t",
-            source_uri="u",
-            char_start=0,
-            char_end=1,
-            score=0.5,
-        )
-        for n in range(1, 3)
-    )
+    def where(n: int) -> dict[str, str | int]:
+        # Source n and citation [n] point at the same chunk.
+        return {"n": n, "chunk_id": f"c{n}", "doc_id": f"d{n}", "title": "t", "source_uri": "u"}
+
+    span = {"char_start": 0, "char_end": 1}
+    sources = tuple(Source.model_validate(where(n) | span | {"score": 0.5}) for n in range(1, 3))
     citations = tuple(
-        Citation(
-            n=n,
-            chunk_id=f"c{n}",
-            doc_id=f"d{n}",
-            title="t",
-            source_uri="u",
-            char_start=0,
-            char_end=1,
-            quote=q,
-        )
-        for n, q in quotes.items()
+        Citation.model_validate(where(n) | span | {"quote": q}) for n, q in quotes.items()
     )
     return Answer(
         question="q",

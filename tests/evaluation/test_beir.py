@@ -48,33 +48,26 @@ def test_generic_folder_name_uses_parent(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("corpus_line", "message"),
+    ("damaged", "content", "message"),
     [
-        ('{"_id": "d1", "text": "x"}\n{"_id": "d1", "text": "y"}\n', "duplicate document id"),
-        ('{"_id": "d1", "text": "x"}\n{not json\n', ":2: invalid JSON"),
-        ('{"text": "no id"}\n', "field '_id'"),
-        ("[1, 2]\n", "expected a JSON object"),
-        ("\n", "corpus is empty"),
+        (
+            "corpus.jsonl",
+            '{"_id": "d1", "text": "x"}\n{"_id": "d1", "text": "y"}\n',
+            "duplicate document id",
+        ),
+        ("corpus.jsonl", '{"_id": "d1", "text": "x"}\n{not json\n', ":2: invalid JSON"),
+        ("corpus.jsonl", '{"text": "no id"}\n', "field '_id'"),
+        ("corpus.jsonl", "[1, 2]\n", "expected a JSON object"),
+        ("corpus.jsonl", "\n", "corpus is empty"),
+        ("qrels/test.tsv", "query-id\tcorpus-id\tscore\nq1\td1\n", ":2: expected"),
+        ("qrels/test.tsv", "q1\td1\thigh\n", "not an integer"),
+        ("qrels/test.tsv", "query-id\tcorpus-id\tscore\n", "no judgements"),
+        ("qrels/test.tsv", "qX\td1\t1\n", "not in queries.jsonl"),
     ],
 )
-def test_malformed_corpus_raises_with_line(tmp_path, corpus_line, message):
+def test_malformed_file_raises_naming_the_problem(tmp_path, damaged, content, message):
     root = write_beir(tmp_path / "bad", DOCS, QUERIES, QRELS)
-    (root / "corpus.jsonl").write_text(corpus_line, encoding="utf-8")
-    with pytest.raises(EvaluationError, match=message):
-        load_beir(root, "test")
-
-
-@pytest.mark.parametrize(
-    ("qrels", "message"),
-    [
-        ("query-id\tcorpus-id\tscore\nq1\td1\n", ":2: expected"),
-        ("q1\td1\thigh\n", "not an integer"),
-        ("query-id\tcorpus-id\tscore\n", "no judgements"),
-        ("qX\td1\t1\n", "not in queries.jsonl"),
-    ],
-)
-def test_malformed_qrels_raise(tmp_path, qrels, message):
-    root = write_beir(tmp_path / "bad", DOCS, QUERIES, qrels)
+    (root / damaged).write_text(content, encoding="utf-8")
     with pytest.raises(EvaluationError, match=message):
         load_beir(root, "test")
 

@@ -48,27 +48,22 @@ DOCS = [
     _doc("postmortem", "restricted", 3, ("security",), 10),
     _doc("draft", "public", 0, ("everyone",), 1, labelled=False),
 ]
+
+
+def _failure(path: str, reason: str, **label: int | tuple[str, ...]) -> FailureEntry:
+    return FailureEntry.model_validate(
+        {"source": "kb", "source_uri": f"file:///kb/{path}", "reason": reason, "failed_at": NOW}
+        | label
+    )
+
+
 FAILURES = [
-    FailureEntry(
-        source="kb",
-        source_uri="file:///kb/secret-plan.pdf",
-        reason="encrypted PDF",
-        failed_at=NOW,
-        classification_rank=3,
-        groups=("security",),
-    ),
-    FailureEntry(
-        source="kb",
-        source_uri="file:///kb/finance/q3-forecast.xlsx",
-        reason="corrupt workbook",
-        failed_at=NOW,
-        classification_rank=2,
-        groups=("finance",),
+    _failure("secret-plan.pdf", "encrypted PDF", classification_rank=3, groups=("security",)),
+    _failure(
+        "finance/q3-forecast.xlsx", "corrupt workbook", classification_rank=2, groups=("finance",)
     ),
     # Failed before its label was resolved (unreadable): shown to nobody.
-    FailureEntry(
-        source="kb", source_uri="file:///kb/unknown.bin", reason="cannot read", failed_at=NOW
-    ),
+    _failure("unknown.bin", "cannot read"),
 ]
 
 

@@ -18,25 +18,22 @@ from citewell.core.models import (
 )
 from citewell.evaluation.quality_gates import score_golden
 from citewell.ingestion.sources_config import EvaluationConfig
+from tests.chunks import make_test_chunk
 
 ROOT = "file:///srv/docs/handbook"
 PRINCIPAL = Principal(name="gate", clearance="public")
 
 
 def _chunk(uri: str, n: int) -> Chunk:
-    return Chunk(
-        chunk_id=f"{uri}#{n}",
+    return make_test_chunk(
+        f"{uri}#{n}",
+        "text",
         doc_id=uri,
-        chunk_index=n,
-        text="text",
+        index=n,
         title="title",
         source="handbook",
         source_uri=uri,
         doc_type="md",
-        char_start=0,
-        char_end=4,
-        classification="public",
-        classification_rank=0,
         groups=(),
     )
 

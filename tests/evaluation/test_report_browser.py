@@ -5,13 +5,12 @@ own background services, which the flags do not silence entirely)."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
 
@@ -19,14 +18,22 @@ from citewell.evaluation.answers_eval import AnswersEvalReport, LatencyStats, Qu
 from citewell.evaluation.coverage import CoverageGroup, CoverageReport, DocumentRef, FailedDocument
 from citewell.evaluation.models import LatencySummary, ModeMetrics, RetrievalEvalReport
 from citewell.evaluation.report import make_bundle, write_report
+from tests.browser import chromium_or_skip, run_chromium
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install -y chromium)"),
-]
+pytestmark = pytest.mark.slow
 NOW = datetime(2025, 10, 1, tzinfo=UTC)
 BAR_BLUE = (0x2F, 0x6D, 0xB5)  # the first series colour of evaluation/report.py
+
+
+class _Owner(TypedDict):
+    index: str
+    index_version: str
+    principal: str
+    clearance: str
+
+
+# A bundle joins only parts made for one owner and index version.
+OWNER = _Owner(index="kb", index_version="v000001", principal="carol", clearance="confidential")
 
 
 def _question(n: int, *, answerable: bool = True, for_user: bool = True) -> QuestionResult:
@@ -50,10 +57,7 @@ def _question(n: int, *, answerable: bool = True, for_user: bool = True) -> Ques
 
 def _bundle() -> object:
     answers = AnswersEvalReport(
-        index="kb",
-        index_version="v000001",
-        principal="carol",
-        clearance="confidential",
+        **OWNER,
         golden_set="examples/questions.jsonl",
         n_questions=5,
         n_answerable=3,
@@ -91,8 +95,8 @@ def _bundle() -> object:
     retrieval = RetrievalEvalReport(
         dataset="scifact",
         split="test",
-        index="kb",
-        index_version="v000001",
+        index=OWNER["index"],
+        index_version=OWNER["index_version"],
         documents=100,
         queries=10,
         gain="exponential",
@@ -103,10 +107,7 @@ def _bundle() -> object:
     )
     ref = DocumentRef(doc_id="old", title="Old FAQ", path="old.md", refreshed_at=NOW)
     coverage = CoverageReport(
-        index="kb",
-        index_version="v000001",
-        principal="carol",
-        clearance="confidential",
+        **OWNER,
         questions=5,
         stale_days=90,
         documents=3,
@@ -131,7 +132,12 @@ def _bundle() -> object:
         generated_at=NOW,
     )
     return make_bundle(
-        "carol", "confidential", "kb", answers=answers, retrieval=retrieval, coverage=coverage
+        OWNER["principal"],
+        OWNER["clearance"],
+        OWNER["index"],
+        answers=answers,
+        retrieval=retrieval,
+        coverage=coverage,
     )
 
 
@@ -151,38 +157,13 @@ class _Recorder(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def proxy() -> Iterator[tuple[str, list[str]]]:
+    chromium_or_skip()
     seen: list[str] = []
     handler = type("Recorder", (_Recorder,), {"seen": seen})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"127.0.0.1:{server.server_port}", seen
     server.shutdown()
-
-
-def _chromium(tmp_path: Path, proxy: str, *args: str) -> subprocess.CompletedProcess[str]:
-    assert CHROMIUM is not None
-    return subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            # Every request, loopback included, goes to the recording proxy.
-            f"--proxy-server=http://{proxy}",
-            "--proxy-bypass-list=<-loopback>",
-            "--virtual-time-budget=5000",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_report_renders_its_plots_and_requests_nothing(
@@ -192,7 +173,7 @@ def test_report_renders_its_plots_and_requests_nothing(
 
     html_path, _ = write_report(_bundle(), tmp_path / "report.html")
     address, seen = proxy
-    dom = _chromium(tmp_path, address, "--dump-dom", html_path.as_uri())
+    dom = run_chromium(tmp_path / "profile", address, "--dump-dom", html_path.as_uri())
     assert dom.returncode == 0, dom.stderr[-2000:]
     # Parsed by the browser: every chart is an SVG element with drawn shapes.
     assert dom.stdout.count("<svg") >= 5  # answers, latency, metric bars, recall curve, coverage
@@ -200,8 +181,12 @@ def test_report_renders_its_plots_and_requests_nothing(
     assert "not answerable for you" in dom.stdout
     assert "failed parsing" in dom.stdout and "broken.pdf" in dom.stdout
     shot = tmp_path / "report.png"
-    done = _chromium(
-        tmp_path, address, f"--screenshot={shot}", "--window-size=1200,2400", html_path.as_uri()
+    done = run_chromium(
+        tmp_path / "profile",
+        address,
+        f"--screenshot={shot}",
+        "--window-size=1200,2400",
+        html_path.as_uri(),
     )
     assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
     pixels = Image.open(shot).convert("RGB")
@@ -209,7 +194,7 @@ def test_report_renders_its_plots_and_requests_nothing(
     assert blue > 500, f"charts did not render: {blue} bar-coloured pixels"
     report_hosts = {_host(request) for request in seen}
     seen.clear()
-    _chromium(tmp_path, address, "--dump-dom", "about:blank")
+    run_chromium(tmp_path / "profile", address, "--dump-dom", "about:blank")
     browser_hosts = {_host(request) for request in seen}
     assert report_hosts <= browser_hosts, (
         f"the report made requests: {report_hosts - browser_hosts}"
@@ -228,5 +213,5 @@ def test_the_proxy_would_see_an_external_request(
     page = tmp_path / "leaky.html"
     page.write_text('<img src="http://cdn.example.com/x.png">', encoding="utf-8")
     address, seen = proxy
-    _chromium(tmp_path, address, "--dump-dom", page.as_uri())
+    run_chromium(tmp_path / "profile", address, "--dump-dom", page.as_uri())
     assert any("cdn.example.com" in request for request in seen), seen

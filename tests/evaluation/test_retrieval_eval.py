@@ -25,6 +25,7 @@ from citewell.evaluation.retrieval_eval import (
     evaluate_retrieval,
     validate_modes,
 )
+from tests.chunks import make_test_chunk
 from tests.evaluation.beir_files import write_beir
 
 DOCS = [
@@ -37,19 +38,14 @@ QRELS = "query-id\tcorpus-id\tscore\nq1\td1\t2\nq1\td2\t0\nq3\td3\t1\n"
 
 
 def chunk(doc_id: str, index: int = 0) -> Chunk:
-    return Chunk(
-        chunk_id=f"{doc_id}-{index}",
+    return make_test_chunk(
+        f"{doc_id}-{index}",
+        "(not used)",
         doc_id=doc_id,
-        chunk_index=index,
-        text="(not used)",
+        index=index,
         title=doc_id,
         source="beir-test",
         source_uri=f"beir-test:{doc_id}",
-        doc_type="txt",
-        char_start=0,
-        char_end=10,
-        classification="public",
-        classification_rank=0,
         groups=(EVAL_GROUP,),
     )
 

@@ -9,12 +9,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from citewell.core.models import AccessLabel
 from citewell.core.settings import Settings
 from citewell.ingestion.pipeline import Ingestor, TextDocument
-from citewell.retrieval.principals import hash_api_key
+from tests import principal_files
 
 API_KEY = "hardening-key-3c9e"
 HEADERS = {"X-API-Key": API_KEY}
@@ -46,17 +44,9 @@ def scifact_docs(shared_data: Path, start: int, count: int) -> list[TextDocument
 
 
 def write_principals(path: Path) -> Path:
-    body = {
-        "principals": {
-            "alice": {
-                "clearance": "internal",
-                "groups": ["engineering"],
-                "api_key_sha256": hash_api_key(API_KEY),
-            }
-        }
-    }
-    path.write_text(yaml.safe_dump(body), encoding="utf-8")
-    return path
+    return principal_files.write_principals(
+        path, {"alice": principal_files.keyed("internal", ["engineering"], API_KEY)}
+    )
 
 
 def settings_for(root: Path, **overrides: Any) -> Settings:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.hardening.test_input_limits import docx_like, make_zip
+from tests.hardening.test_input_limits import docx_like
+from tests.security.hostile_files import make_zip
 
 pytestmark = pytest.mark.slow
 

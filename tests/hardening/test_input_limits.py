@@ -18,16 +18,9 @@ from citewell.ingestion.labels import LabelRules
 from citewell.ingestion.limits import ZIP_CONTAINER_TYPES, ZipLimits, check_zip_container
 from citewell.ingestion.parsing import parse_document
 from citewell.ingestion.sources import LocalFolderSource
+from tests.security.hostile_files import make_zip
 
 MIB = 1024 * 1024
-
-
-def make_zip(entries: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=method) as archive:
-        for name, payload in entries.items():
-            archive.writestr(name, payload)
-    return buffer.getvalue()
 
 
 def docx_like(body: bytes) -> dict[str, bytes]:

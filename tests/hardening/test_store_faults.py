@@ -24,6 +24,7 @@ from citewell.core.settings import Settings
 from citewell.ingestion.pipeline import Ingestor
 from citewell.retrieval.index import IndexLayout
 from citewell.retrieval.service import ServingIndex
+from tests.api.refusals import assert_every_mode_refused, assert_not_ready
 from tests.hardening import small_index
 from tests.hardening.small_index import HEADERS
 
@@ -38,6 +39,12 @@ def template(tmp_path_factory: pytest.TempPathFactory, shared_data: Path, embedd
     root = tmp_path_factory.mktemp("hardening-index")
     small_index.build(root, shared_data, embedder)
     return root
+
+
+@pytest.fixture
+def settings(template: Path, tmp_path: Path) -> Settings:
+    """A private copy of the template index, free to damage."""
+    return small_index.copy_of(template, tmp_path / "copy")
 
 
 def _version_dir(settings: Settings) -> Path:
@@ -78,13 +85,8 @@ CORRUPTIONS: dict[str, Callable[[Path], object]] = {
 
 @pytest.mark.parametrize("fault", sorted(CORRUPTIONS))
 def test_corrupt_or_missing_store_answers_503_and_never_results(
-    fault: str,
-    template: Path,
-    tmp_path: Path,
-    embedder: Any,
-    caplog: pytest.LogCaptureFixture,
+    fault: str, settings: Settings, tmp_path: Path, embedder: Any, caplog: pytest.LogCaptureFixture
 ):
-    settings = small_index.copy_of(template, tmp_path / "copy")
     version = _version_dir(settings)
     CORRUPTIONS[fault](version)
 
@@ -94,17 +96,8 @@ def test_corrupt_or_missing_store_answers_503_and_never_results(
 
     caplog.set_level(logging.WARNING)
     with TestClient(create_app(settings, service)) as client:
-        ready = client.get("/readyz")
-        assert ready.status_code == 503
-        assert ready.json()["reason"] == "integrity_failed"
-        for mode in ("hybrid", "bm25", "dense"):
-            response = client.post(
-                "/v1/search", json={"query": QUERY, "k": 5, "mode": mode}, headers=HEADERS
-            )
-            assert response.status_code == 503, (mode, response.text)
-            assert response.json() == {"detail": INDEX_INTEGRITY_MESSAGE}
-            assert response.headers["retry-after"]
-            assert str(tmp_path) not in response.text
+        assert_not_ready(client, "integrity_failed")
+        assert_every_mode_refused(client, QUERY, HEADERS, INDEX_INTEGRITY_MESSAGE, str(tmp_path))
     events = [r.getMessage() for r in caplog.records if r.name == "citewell.api.errors"]
     assert "api.index_integrity_failed" in events
     service.close()
@@ -112,9 +105,8 @@ def test_corrupt_or_missing_store_answers_503_and_never_results(
 
 @pytest.mark.parametrize("leg", ["vectors", "lexical"])
 def test_a_leg_failing_while_serving_answers_503_not_the_other_leg(
-    leg: str, template: Path, tmp_path: Path, embedder: Any, monkeypatch: pytest.MonkeyPatch
+    leg: str, settings: Settings, embedder: Any, monkeypatch: pytest.MonkeyPatch
 ):
-    settings = small_index.copy_of(template, tmp_path / "copy")
     service = ServingIndex(settings, embedder=embedder)
     service.versions.load()
     healthy = service.search(ALICE, SearchRequest(query=QUERY, k=5, rerank=False))
@@ -147,13 +139,11 @@ def _fail_arrays_write(fh: Any, **arrays: Any) -> None:
 @pytest.mark.parametrize("where", ["arrays", "meta"])
 def test_disk_full_while_saving_bm25_keeps_the_published_version_serving(
     where: str,
-    template: Path,
-    tmp_path: Path,
+    settings: Settings,
     shared_data: Path,
     embedder: Any,
     monkeypatch: pytest.MonkeyPatch,
 ):
-    settings = small_index.copy_of(template, tmp_path / "copy")
     layout = IndexLayout(settings)
     published = layout.current_version()
     service = ServingIndex(settings, embedder=embedder)

@@ -86,6 +86,16 @@ def label_info_xml(labels: list[dict[str, str]]) -> str:
     )
 
 
+def _rewrite(path: Path, parts: dict[str, bytes]) -> Path:
+    """Replace the package at ``path`` with one holding ``parts``, in order."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as target:
+        for name, data in parts.items():
+            target.writestr(name, data)
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
 def add_label_parts(
     path: Path,
     *,
@@ -98,42 +108,39 @@ def add_label_parts(
         parts = {name: source.read(name) for name in source.namelist()}
     types = parts["[Content_Types].xml"].decode("utf-8")
     rels = parts["_rels/.rels"].decode("utf-8")
-    extra_types, extra_rels = [], []
+    extra_types: list[str] = []
+    extra_rels: list[str] = []
+
+    def add_part(name: str, xml: str, content_type: str, rel: tuple[str, str] | None) -> None:
+        """Store part ``name``; declare its content type and, given ``rel`` (an id and a
+        relationship type), relate it to the package unless the package already does."""
+        parts[name] = xml.encode("utf-8")
+        if f"/{name}" not in types:
+            extra_types.append(f'<Override PartName="/{name}" ContentType="{content_type}"/>')
+        if rel is not None and rel[1] not in rels:
+            extra_rels.append(f'<Relationship Id="{rel[0]}" Type="{rel[1]}" Target="{name}"/>')
+
     if custom is not None:
-        parts["docProps/custom.xml"] = custom_xml(custom).encode("utf-8")
-        if "/docProps/custom.xml" not in types:
-            extra_types.append(
-                '<Override PartName="/docProps/custom.xml" ContentType="application/'
-                'vnd.openxmlformats-officedocument.custom-properties+xml"/>'
-            )
-        if CUSTOM_REL not in rels:
-            extra_rels.append(
-                f'<Relationship Id="rIdCustom" Type="{CUSTOM_REL}" Target="docProps/custom.xml"/>'
-            )
+        add_part(
+            "docProps/custom.xml",
+            custom_xml(custom),
+            "application/vnd.openxmlformats-officedocument.custom-properties+xml",
+            ("rIdCustom", CUSTOM_REL),
+        )
     if label_info is not None:
-        parts["docMetadata/LabelInfo.xml"] = label_info_xml(label_info).encode("utf-8")
-        if "/docMetadata/LabelInfo.xml" not in types:
-            extra_types.append(
-                '<Override PartName="/docMetadata/LabelInfo.xml" ContentType="application/'
-                'vnd.ms-office.classificationlabels+xml"/>'
-            )
-        if relationship and LABELINFO_REL not in rels:
-            extra_rels.append(
-                f'<Relationship Id="rIdLabel" Type="{LABELINFO_REL}" '
-                'Target="docMetadata/LabelInfo.xml"/>'
-            )
+        add_part(
+            "docMetadata/LabelInfo.xml",
+            label_info_xml(label_info),
+            "application/vnd.ms-office.classificationlabels+xml",
+            ("rIdLabel", LABELINFO_REL) if relationship else None,
+        )
     parts["[Content_Types].xml"] = types.replace(
         "</Types>", "".join(extra_types) + "</Types>"
     ).encode()
     parts["_rels/.rels"] = rels.replace(
         "</Relationships>", "".join(extra_rels) + "</Relationships>"
     ).encode()
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as target:
-        for name, data in parts.items():
-            target.writestr(name, data)
-    path.write_bytes(buffer.getvalue())
-    return path
+    return _rewrite(path, parts)
 
 
 def remove_label_parts(path: Path) -> Path:
@@ -149,12 +156,7 @@ def remove_label_parts(path: Path) -> Path:
         rels = re.sub(rf'<Relationship [^>]*Target="/?{re.escape(part)}"[^>]*/>', "", rels)
     parts["[Content_Types].xml"] = types.encode("utf-8")
     parts["_rels/.rels"] = rels.encode("utf-8")
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as target:
-        for name, data in parts.items():
-            target.writestr(name, data)
-    path.write_bytes(buffer.getvalue())
-    return path
+    return _rewrite(path, parts)
 
 
 def write_docx(path: Path, text: str) -> Path:

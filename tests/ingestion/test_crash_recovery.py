@@ -36,6 +36,27 @@ def _ingest_command(kb: Path, data_dir: Path) -> list[str]:
     ]
 
 
+def _ingest_to_end(kb: Path, data_dir: Path, env: dict[str, str]) -> None:
+    subprocess.run(
+        _ingest_command(kb, data_dir),
+        env=env,
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+
+
+def _start_ingest(kb: Path, data_dir: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        _ingest_command(kb, data_dir),
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def _env(cache: Path) -> dict[str, str]:
     env = dict(os.environ, HF_HUB_OFFLINE="1", DO_NOT_TRACK="true", PYTHONPATH=str(REPO))
     env.pop("CITEWELL_QDRANT_URL", None)
@@ -68,26 +89,13 @@ def test_sigkill_at_random_points_then_rerun_equals_clean_run(tmp_path, make_set
     env = _env(tmp_path)
 
     started = time.monotonic()
-    subprocess.run(
-        _ingest_command(kb, clean_dir),
-        env=env,
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
+    _ingest_to_end(kb, clean_dir, env)
     clean_seconds = time.monotonic() - started
 
     rng = random.Random(1234)
     kills = 0
     for _ in range(3):
-        proc = subprocess.Popen(
-            _ingest_command(kb, crash_dir),
-            env=env,
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        proc = _start_ingest(kb, crash_dir, env)
         time.sleep(rng.uniform(0.3, 1.0) * clean_seconds)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
@@ -95,14 +103,7 @@ def test_sigkill_at_random_points_then_rerun_equals_clean_run(tmp_path, make_set
         proc.wait(timeout=60)
     assert kills >= 1, "ingestion always finished before the kill; the test proved nothing"
 
-    subprocess.run(
-        _ingest_command(kb, crash_dir),
-        env=env,
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
+    _ingest_to_end(kb, crash_dir, env)
     clean = index_state(make_settings(data_dir=clean_dir))
     recovered = index_state(make_settings(data_dir=crash_dir))
     assert recovered == clean
@@ -116,18 +117,12 @@ def test_ctrl_c_while_parsing_keeps_the_published_version_and_ends_the_workers(
     kb = write_kb(tmp_path / "kb")
     data_dir = tmp_path / "data"
     env = _env(tmp_path)
-    subprocess.run(
-        _ingest_command(kb, data_dir), env=env, cwd=REPO, check=True, capture_output=True,
-        timeout=600,
-    )  # fmt: skip
+    _ingest_to_end(kb, data_dir, env)
     before = index_state(make_settings(data_dir=data_dir))
     (kb / "public" / "press.md").write_text("# Changed\n\nA new press release.", "utf-8")
     (kb / "public" / "boxes.pdf").write_bytes(pdf_many_boxes(1500))  # minutes of parsing
 
-    proc = subprocess.Popen(
-        _ingest_command(kb, data_dir), env=env, cwd=REPO,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    proc = _start_ingest(kb, data_dir, env)
     parent = psutil.Process(proc.pid)
     descendants: list[psutil.Process] = []
     deadline = time.monotonic() + 300

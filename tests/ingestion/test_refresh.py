@@ -20,12 +20,18 @@ LABELS = "default: {classification: internal, groups: [everyone]}\n"
 
 
 def _folder(root: Path) -> Path:
+    """A source folder of three documents, labelled internal for everyone."""
     root.mkdir(parents=True)
     (root / "citewell.labels.yaml").write_text(LABELS, encoding="utf-8")
     (root / "a.md").write_text("# Alpha\n\nThe alpha pump needs oil monthly.\n", encoding="utf-8")
     (root / "b.md").write_text("# Beta\n\nBeta valves are replaced yearly.\n", encoding="utf-8")
     (root / "c.txt").write_text("Gamma sensors report every minute.\n", encoding="utf-8")
     return root
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    return _folder(tmp_path / "docs")
 
 
 def _source(folder: Path, **extra: Any) -> SourceConfig:
@@ -46,10 +52,9 @@ def test_discover_refuses_a_missing_folder(make_settings: Any, tmp_path: Path) -
 
 @pytest.mark.slow
 def test_plan_process_finalize_then_plan_changes(
-    make_settings: Any, tmp_path: Path, embedder: Any
+    make_settings: Any, folder: Path, embedder: Any
 ) -> None:
     settings = make_settings()
-    folder = _folder(tmp_path / "docs")
     source = _source(folder)
 
     snapshot = discover(settings, source, "r1")

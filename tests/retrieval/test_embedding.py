@@ -15,6 +15,7 @@ import pytest
 from citewell.core.errors import ConfigurationError
 from citewell.retrieval.embedding import BACKENDS, SentenceTransformerEmbedder, bundled_model_path
 from tests.retrieval.contracts.embedder_contract import EmbedderContract
+from tests.retrieval.model_backends import ALL_BACKENDS, WarmModels
 
 SCIFACT = Path("/work/shared/data/ir/scifact/corpus.jsonl.gz")
 REPO = Path(__file__).resolve().parents[2]
@@ -62,93 +63,50 @@ def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def torch_embedder() -> SentenceTransformerEmbedder:
-    embedder = SentenceTransformerEmbedder(backend="torch", threads=2)
-    embedder.warm_up()
-    return embedder
-
-
-@pytest.fixture(scope="module")
-def onnx_embedder(export_dir: Path) -> SentenceTransformerEmbedder:
-    embedder = SentenceTransformerEmbedder(backend="onnx", threads=2, export_dir=export_dir)
-    embedder.warm_up()
-    return embedder
-
-
-@pytest.fixture(scope="module")
-def int8_embedder(export_dir: Path, onnx_embedder: SentenceTransformerEmbedder):
-    embedder = SentenceTransformerEmbedder(backend="onnx-int8", threads=2, export_dir=export_dir)
-    embedder.warm_up()
-    return embedder
-
-
-@pytest.fixture(scope="module")
-def openvino_embedder(export_dir: Path, onnx_embedder: SentenceTransformerEmbedder):
-    embedder = SentenceTransformerEmbedder(backend="openvino", threads=2, export_dir=export_dir)
-    embedder.warm_up()
-    return embedder
-
-
-@pytest.fixture(scope="module")
-def openvino_int8_embedder(export_dir: Path, onnx_embedder: SentenceTransformerEmbedder):
-    embedder = SentenceTransformerEmbedder(
-        backend="openvino-int8", threads=2, export_dir=export_dir
+def embedders(export_dir: Path) -> WarmModels[SentenceTransformerEmbedder]:
+    return WarmModels(
+        lambda backend: SentenceTransformerEmbedder(
+            backend=backend, threads=2, export_dir=export_dir
+        )
     )
-    embedder.warm_up()
-    return embedder
 
 
 @pytest.mark.slow
-class TestTorchEmbedder(EmbedderContract):
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+class TestEmbedderBackends(EmbedderContract):
     @pytest.fixture
-    def embedder(self, torch_embedder):
-        return torch_embedder
-
-
-@pytest.mark.slow
-class TestOnnxEmbedder(EmbedderContract):
-    @pytest.fixture
-    def embedder(self, onnx_embedder):
-        return onnx_embedder
-
-
-@pytest.mark.slow
-class TestOnnxInt8Embedder(EmbedderContract):
-    single_min_cosine = 0.99
+    def embedder(self, backend, embedders):
+        return embedders(backend)
 
     @pytest.fixture
-    def embedder(self, int8_embedder):
-        return int8_embedder
+    def single_min_cosine(self, backend: str) -> float:
+        # Dynamic int8 quantises activations per batch. openvino-int8 quantises them per group
+        # of 128 values within each row, so a text's vector does not depend on its batch.
+        return 0.99 if backend == "onnx-int8" else 0.9999
 
 
 @pytest.mark.slow
-class TestOpenVinoEmbedder(EmbedderContract):
-    @pytest.fixture
-    def embedder(self, openvino_embedder):
-        return openvino_embedder
-
-
-@pytest.mark.slow
-class TestOpenVinoInt8Embedder(EmbedderContract):
-    # Activations are quantised per group of 128 values within each row, so a text's vector
-    # does not depend on what it is batched with (the contract checks batch consistency).
-    @pytest.fixture
-    def embedder(self, openvino_int8_embedder):
-        return openvino_int8_embedder
-
-
-@pytest.mark.slow
-def test_openvino_vectors_match_torch(torch_embedder, openvino_embedder, openvino_int8_embedder):
-    # openvino computes in bf16 on CPUs that have it: measured min cosine 0.99997 on SciFact
-    # (fp32 elsewhere, closer still). int8 weights with dynamic int8 activations measured
-    # min 0.998 / mean 0.9987 over 300 SciFact documents.
+@pytest.mark.parametrize(
+    ("backend", "min_cosine", "mean_cosine"),
+    [
+        # fp32 ONNX is the same arithmetic reordered (measured cosine > 0.99999).
+        ("onnx", 0.999, 0.999),
+        # Dynamic int8 measured min 0.992 / mean 0.995 on SciFact, so 0.98 / 0.99 leaves margin.
+        ("onnx-int8", 0.98, 0.99),
+        # openvino computes in bf16 on CPUs that have it: measured min cosine 0.99997 on
+        # SciFact (fp32 elsewhere, closer still).
+        ("openvino", 0.9995, 0.9995),
+        # int8 weights with dynamic int8 activations measured min 0.998 / mean 0.9987 over 300
+        # SciFact documents.
+        ("openvino-int8", 0.995, 0.998),
+    ],
+)
+def test_vectors_match_torch(backend, min_cosine, mean_cosine, embedders):
     docs = scifact_docs(24)
-    reference = torch_embedder.embed_documents(docs)
-    plain = np.sum(openvino_embedder.embed_documents(docs) * reference, axis=1)
-    int8 = np.sum(openvino_int8_embedder.embed_documents(docs) * reference, axis=1)
-    assert plain.min() >= 0.9995
-    assert int8.min() >= 0.995
-    assert int8.mean() >= 0.998
+    reference = embedders("torch").embed_documents(docs)
+    cosines = np.sum(embedders(backend).embed_documents(docs) * reference, axis=1)
+    assert cosines.min() >= min_cosine
+    assert cosines.mean() >= mean_cosine
 
 
 @pytest.mark.slow
@@ -167,20 +125,8 @@ def test_openvino_overlapped_batches_match_one_batch(export_dir):
 
 
 @pytest.mark.slow
-def test_onnx_vectors_match_torch(torch_embedder, onnx_embedder, int8_embedder):
-    # Tolerances: fp32 ONNX is the same arithmetic reordered (measured cosine > 0.99999);
-    # dynamic int8 measured min 0.992 / mean 0.995 on SciFact, so 0.98 / 0.99 leaves margin.
-    docs = scifact_docs(24)
-    reference = torch_embedder.embed_documents(docs)
-    fp32 = np.sum(onnx_embedder.embed_documents(docs) * reference, axis=1)
-    int8 = np.sum(int8_embedder.embed_documents(docs) * reference, axis=1)
-    assert fp32.min() >= 0.999
-    assert int8.min() >= 0.98
-    assert int8.mean() >= 0.99
-
-
-@pytest.mark.slow
-def test_export_is_offline_cached_and_reused(onnx_embedder, export_dir, monkeypatch):
+def test_export_is_offline_cached_and_reused(embedders, export_dir, monkeypatch):
+    onnx_embedder = embedders("onnx")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     markers = list(export_dir.glob("*-embedding/export.json"))
     assert len(markers) == 1
@@ -259,7 +205,8 @@ def _fallbacks(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 
 
 @pytest.mark.slow
-def test_a_failed_export_falls_back_to_torch_with_one_log_line(tmp_path, caplog, torch_embedder):
+def test_a_failed_export_falls_back_to_torch_with_one_log_line(tmp_path, caplog, embedders):
+    torch_embedder = embedders("torch")
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("a file where the export folder would go")
     embedder = SentenceTransformerEmbedder(

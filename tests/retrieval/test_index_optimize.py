@@ -14,26 +14,19 @@ from citewell.core.models import Chunk
 from citewell.core.settings import Settings
 from citewell.retrieval.index import IndexLayout, IndexWriter
 from citewell.retrieval.manifest import DocumentEntry
+from tests.chunks import make_test_chunk
 
 DIM = 384
 
 
 def _chunks(n: int, offset: int = 0) -> list[Chunk]:
     return [
-        Chunk(
-            chunk_id=str(uuid.UUID(int=offset + i + 1)),
+        make_test_chunk(
+            str(uuid.UUID(int=offset + i + 1)),
+            f"chunk {offset + i}",
             doc_id=f"doc-{offset + i}",
-            chunk_index=0,
-            text=f"chunk {offset + i}",
             title="t",
-            source="test",
             source_uri=f"test:{offset + i}",
-            doc_type="txt",
-            char_start=0,
-            char_end=8,
-            classification="public",
-            classification_rank=0,
-            groups=("everyone",),
         )
         for i in range(n)
     ]

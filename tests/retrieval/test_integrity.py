@@ -35,6 +35,7 @@ from citewell.retrieval.integrity import content_digest
 from citewell.retrieval.principals import hash_api_key
 from citewell.retrieval.service import ServingIndex
 from tests.agent.fakes import HashingEmbedder
+from tests.api.refusals import assert_every_mode_refused, assert_not_ready
 
 API_KEY = "integrity-key-51ab"
 HEADERS = {"X-API-Key": API_KEY}
@@ -204,16 +205,10 @@ def test_a_damaged_version_is_refused_not_ready_and_searches_answer_503(
     readiness = service.versions.readiness()
     assert (readiness.ready, readiness.reason) == (False, "integrity_failed")
     with TestClient(create_app(settings, service)) as client:
-        ready = client.get("/readyz")
-        assert ready.status_code == 503
-        assert ready.json()["reason"] == "integrity_failed"
-        for mode in ("hybrid", "bm25", "dense"):
-            response = client.post(
-                "/v1/search", json={"query": QUERY, "k": 5, "mode": mode}, headers=HEADERS
-            )
-            assert response.status_code == 503, (fault, mode, response.text)
-            assert response.json() == {"detail": INDEX_INTEGRITY_MESSAGE}
-            assert str(settings.data_dir) not in response.text
+        assert_not_ready(client, "integrity_failed")
+        assert_every_mode_refused(
+            client, QUERY, HEADERS, INDEX_INTEGRITY_MESSAGE, str(settings.data_dir)
+        )
     audit = [
         json.loads(line)
         for line in (settings.data_dir / "audit.jsonl").read_text().splitlines()
@@ -367,9 +362,7 @@ def test_ready_means_the_query_model_loads(settings: Settings) -> None:
     readiness = service.versions.readiness()
     assert (readiness.ready, readiness.reason) == (False, "model_unavailable")
     with TestClient(create_app(settings, service)) as client:
-        response = client.get("/readyz")
-        assert response.status_code == 503
-        assert response.json()["reason"] == "model_unavailable"
+        assert_not_ready(client, "model_unavailable")
     service.close()
 
 

@@ -10,6 +10,7 @@ from citewell.core.errors import ConfigurationError
 from citewell.retrieval.embedding import bundled_model_path
 from citewell.retrieval.rerank import CrossEncoderReranker, resolve_reranker
 from tests.retrieval.contracts.reranker_contract import PASSAGES, QUERY, RerankerContract
+from tests.retrieval.model_backends import ALL_BACKENDS, WarmModels
 
 
 def build_cross_encoder(path: Path, layers: int | None = None) -> Path:
@@ -37,97 +38,43 @@ def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def torch_reranker(ce_dir: Path) -> CrossEncoderReranker:
-    reranker = CrossEncoderReranker(str(ce_dir), backend="torch", threads=2)
-    reranker.warm_up()
-    return reranker
-
-
-@pytest.fixture(scope="module")
-def onnx_reranker(ce_dir: Path, export_dir: Path) -> CrossEncoderReranker:
-    reranker = CrossEncoderReranker(str(ce_dir), backend="onnx", threads=2, export_dir=export_dir)
-    reranker.warm_up()
-    return reranker
-
-
-@pytest.fixture(scope="module")
-def int8_reranker(ce_dir: Path, export_dir: Path, onnx_reranker) -> CrossEncoderReranker:
-    reranker = CrossEncoderReranker(
-        str(ce_dir), backend="onnx-int8", threads=2, export_dir=export_dir
+def rerankers(ce_dir: Path, export_dir: Path) -> WarmModels[CrossEncoderReranker]:
+    return WarmModels(
+        lambda backend: CrossEncoderReranker(
+            str(ce_dir), backend=backend, threads=2, export_dir=export_dir
+        )
     )
-    reranker.warm_up()
-    return reranker
-
-
-@pytest.fixture(scope="module")
-def openvino_reranker(ce_dir: Path, export_dir: Path, onnx_reranker) -> CrossEncoderReranker:
-    reranker = CrossEncoderReranker(
-        str(ce_dir), backend="openvino", threads=2, export_dir=export_dir
-    )
-    reranker.warm_up()
-    return reranker
-
-
-@pytest.fixture(scope="module")
-def openvino_int8_reranker(ce_dir: Path, export_dir: Path, onnx_reranker) -> CrossEncoderReranker:
-    reranker = CrossEncoderReranker(
-        str(ce_dir), backend="openvino-int8", threads=2, export_dir=export_dir
-    )
-    reranker.warm_up()
-    return reranker
 
 
 @pytest.mark.slow
-class TestTorchReranker(RerankerContract):
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+class TestRerankerBackends(RerankerContract):
     @pytest.fixture
-    def reranker(self, torch_reranker):
-        return torch_reranker
-
-
-@pytest.mark.slow
-class TestOnnxReranker(RerankerContract):
-    @pytest.fixture
-    def reranker(self, onnx_reranker):
-        return onnx_reranker
-
-
-@pytest.mark.slow
-class TestOnnxInt8Reranker(RerankerContract):
-    single_atol = 0.05
+    def reranker(self, backend, rerankers):
+        return rerankers(backend)
 
     @pytest.fixture
-    def reranker(self, int8_reranker):
-        return int8_reranker
+    def single_atol(self, backend: str) -> float:
+        # Dynamic int8 quantises activations per batch.
+        return 0.05 if backend == "onnx-int8" else 1e-3
 
 
 @pytest.mark.slow
-class TestOpenVinoReranker(RerankerContract):
-    @pytest.fixture
-    def reranker(self, openvino_reranker):
-        return openvino_reranker
-
-
-@pytest.mark.slow
-class TestOpenVinoInt8Reranker(RerankerContract):
-    @pytest.fixture
-    def reranker(self, openvino_int8_reranker):
-        return openvino_int8_reranker
-
-
-@pytest.mark.slow
-def test_openvino_scores_match_torch(torch_reranker, openvino_reranker, openvino_int8_reranker):
-    reference = torch_reranker.score(QUERY, PASSAGES)
-    # bf16 (where the CPU has it) keeps ~3 significant digits; int8 as for onnx-int8.
-    np.testing.assert_allclose(openvino_reranker.score(QUERY, PASSAGES), reference, atol=0.01)
-    np.testing.assert_allclose(openvino_int8_reranker.score(QUERY, PASSAGES), reference, atol=0.05)
-
-
-@pytest.mark.slow
-def test_onnx_scores_match_torch(torch_reranker, onnx_reranker, int8_reranker):
-    reference = torch_reranker.score(QUERY, PASSAGES)
-    np.testing.assert_allclose(onnx_reranker.score(QUERY, PASSAGES), reference, atol=1e-4)
-    # The random head gives logits spread over ~0.1, so int8 is checked on absolute error.
-    np.testing.assert_allclose(int8_reranker.score(QUERY, PASSAGES), reference, atol=0.05)
+@pytest.mark.parametrize(
+    ("backend", "atol"),
+    [
+        ("onnx", 1e-4),
+        # The random head gives logits spread over ~0.1, so int8 is checked on absolute error.
+        ("onnx-int8", 0.05),
+        # bf16 (where the CPU has it) keeps ~3 significant digits; int8 as for onnx-int8.
+        ("openvino", 0.01),
+        ("openvino-int8", 0.05),
+    ],
+)
+def test_scores_match_torch(backend, atol, rerankers):
+    reference = rerankers("torch").score(QUERY, PASSAGES)
+    scores = rerankers(backend).score(QUERY, PASSAGES)
+    np.testing.assert_allclose(scores, reference, atol=atol)
 
 
 def test_resolve_prefers_configured_then_trained(tmp_path):

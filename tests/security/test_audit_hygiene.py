@@ -13,7 +13,6 @@ from typing import Any
 
 import jwt
 import pytest
-import yaml
 from fastapi.testclient import TestClient
 
 from citewell.api.main import create_app
@@ -23,9 +22,9 @@ from citewell.core.models import Principal
 from citewell.core.settings import Settings
 from citewell.evaluation.answers_eval import evaluate_answers
 from citewell.evaluation.golden_set import GoldenQuestion
-from citewell.retrieval.principals import hash_api_key
 from citewell.retrieval.service import ServingIndex
 from tests.agent.openai_server import chat_server
+from tests.principal_files import keyed, write_principals
 
 pytestmark = pytest.mark.slow
 
@@ -99,22 +98,13 @@ def test_no_text_or_credentials_in_any_log_line(
         path = folder / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"# {relative}\n\n{sentence} Further detail follows in the appendix.\n")
-    principals = {
-        "principals": {
-            "alice": {
-                "clearance": "confidential",
-                "groups": ["hr"],
-                "api_key_sha256": hash_api_key(KEYS["alice"]),
-            },
-            "gateway": {
-                "clearance": "restricted",
-                "groups": ["service"],
-                "api_key_sha256": hash_api_key(KEYS["gateway"]),
-                "can_act_for": True,
-            },
-        }
-    }
-    (tmp_path / "principals.yaml").write_text(yaml.safe_dump(principals))
+    write_principals(
+        tmp_path / "principals.yaml",
+        {
+            "alice": keyed("confidential", ["hr"], KEYS["alice"]),
+            "gateway": keyed("restricted", ["service"], KEYS["gateway"], can_act_for=True),
+        },
+    )
     data_dir = tmp_path / "data"
     # The CLI reads Settings from the environment, as in production; it must not replace the
     # DEBUG capture handler with its own configuration.

@@ -106,6 +106,19 @@ def _line_of(lines: list[str], block_index: int, key: str, occurrence: int = 1) 
     raise AssertionError(f"{key} not in block {block_index}")
 
 
+def _load_error(lines: list[str]) -> LabelError | None:
+    """The LabelError that loading a folder whose ``citewell.labels.yaml`` holds ``lines``
+    raises, or None when it loads."""
+    with TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "citewell.labels.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        try:
+            LabelRules.load(root, SCHEME)
+        except LabelError as exc:
+            return exc
+    return None
+
+
 @settings(max_examples=120, deadline=None)
 @given(labels_files(), st.data())
 def test_every_defect_in_a_labels_file_is_reported_at_its_line(
@@ -121,15 +134,9 @@ def test_every_defect_in_a_labels_file_is_reported_at_its_line(
         expected_key, occurrence = key, 1
     lines = _render(kinds, blocks)
     line = _line_of(lines, target, expected_key, occurrence)
-    with TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        (root / "citewell.labels.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        try:
-            LabelRules.load(root, SCHEME)
-        except LabelError as exc:
-            assert f"citewell.labels.yaml:{line}:" in str(exc), (lines, str(exc))
-        else:
-            raise AssertionError(f"{kind} {key}={value} accepted:\n" + "\n".join(lines))
+    error = _load_error(lines)
+    assert error is not None, f"{kind} {key}={value} accepted:\n" + "\n".join(lines)
+    assert f"citewell.labels.yaml:{line}:" in str(error), (lines, str(error))
 
 
 @settings(max_examples=100, deadline=None)
@@ -141,15 +148,9 @@ def test_a_bad_glob_is_a_label_error_at_its_line(
     blocks = [*blocks, [("match", repr(glob)), ("classification", "public")]]
     lines = _render([*kinds, "rule"], blocks)
     line = _line_of(lines, len(blocks) - 1, "match")
-    with TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        (root / "citewell.labels.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        try:
-            LabelRules.load(root, SCHEME)
-        except LabelError as exc:
-            assert f"citewell.labels.yaml:{line}:" in str(exc) and "glob" in str(exc)
-        else:
-            raise AssertionError("bad glob accepted")
+    error = _load_error(lines)
+    assert error is not None, "bad glob accepted"
+    assert f"citewell.labels.yaml:{line}:" in str(error) and "glob" in str(error)
 
 
 @settings(max_examples=120, deadline=None)

@@ -16,7 +16,6 @@ from typing import Any
 import anyio
 import jwt
 import pytest
-import yaml
 from fastapi.testclient import TestClient
 from mcp import Client
 
@@ -35,9 +34,9 @@ from citewell.evaluation.coverage import evaluate_coverage
 from citewell.evaluation.golden_set import GoldenQuestion
 from citewell.evaluation.report import make_bundle, render_html
 from citewell.ingestion.pipeline import Ingestor
-from citewell.retrieval.principals import hash_api_key
 from citewell.retrieval.rerank import CrossEncoderReranker
 from citewell.retrieval.service import ServingIndex
+from tests.principal_files import keyed, write_principals
 from tests.retrieval.test_rerank import build_cross_encoder
 from tests.security.corpus import (
     GROUPS,
@@ -103,11 +102,9 @@ class KB:
 @pytest.fixture(scope="module")
 def kb(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Iterator[KB]:
     root = tmp_path_factory.mktemp("sweep")
-    principals = {
-        name: {"clearance": c, "groups": list(g), "api_key_sha256": hash_api_key(key)}
-        for name, (c, g, key) in KEYED.items()
-    }
-    (root / "principals.yaml").write_text(yaml.safe_dump({"principals": principals}))
+    write_principals(
+        root / "principals.yaml", {name: keyed(c, g, key) for name, (c, g, key) in KEYED.items()}
+    )
     settings = Settings(
         data_dir=root / "data",
         index="sweep",

@@ -13,16 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from fastapi.testclient import TestClient
 
 from citewell.agent.injection import instruction_patterns
 from citewell.api.main import create_app
 from citewell.core.settings import Settings
 from citewell.ingestion.pipeline import Ingestor
-from citewell.retrieval.principals import hash_api_key
 from citewell.retrieval.service import ServingIndex
 from tests.agent.openai_server import chat_server
+from tests.principal_files import keyed, write_principals
 
 pytestmark = pytest.mark.slow
 
@@ -75,16 +74,7 @@ def kb(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Iterator[tupl
         path = folder / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    principals = {
-        "principals": {
-            "guest": {
-                "clearance": "public",
-                "groups": [],
-                "api_key_sha256": hash_api_key(GUEST_KEY),
-            }
-        }
-    }
-    (root / "principals.yaml").write_text(yaml.safe_dump(principals))
+    write_principals(root / "principals.yaml", {"guest": keyed("public", [], GUEST_KEY)})
     settings = Settings(
         data_dir=root / "data", index="inj", principals_file=root / "principals.yaml"
     )

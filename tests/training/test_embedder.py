@@ -33,9 +33,6 @@ from citewell.training.embedder import (
     dense_rescoring_ndcg,
     train_embedder,
 )
-from tests.evaluation.beir_files import write_slice
-
-SCIFACT = Path("/work/shared/data/ir/scifact")
 
 
 def test_batches_never_repeat_a_text_and_keep_every_pair_they_can() -> None:
@@ -127,17 +124,6 @@ def test_dense_rescoring_ndcg_reorders_the_candidates_by_the_model() -> None:
     assert dense_rescoring_ndcg([query], disagrees, candidates=2) == pytest.approx(1 / np.log2(3))
     # Only the first candidate is rescored: the order stays as retrieved.
     assert dense_rescoring_ndcg([query], agrees, candidates=1) == pytest.approx(1 / np.log2(3))
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, str, Path]:
-    if not SCIFACT.exists():
-        pytest.skip("SciFact not available")
-    root = tmp_path_factory.mktemp("embedder-train")
-    dataset = write_slice(SCIFACT, root / "scifact", n_queries=15, n_docs=40, split="train")
-    settings = Settings(data_dir=root / "data")
-    report = evaluate_retrieval(settings, dataset, "train", ["bm25"])  # builds the index
-    return settings, report.index, dataset
 
 
 @pytest.fixture(scope="module")

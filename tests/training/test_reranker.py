@@ -10,26 +10,12 @@ import pytest
 
 from citewell.core.models import Principal, SearchMode, SearchRequest
 from citewell.core.settings import Settings
-from citewell.evaluation.retrieval_eval import eval_principal, evaluate_retrieval
+from citewell.evaluation.retrieval_eval import eval_principal
 from citewell.retrieval.index import IndexLayout
 from citewell.retrieval.service import ServingIndex
 from citewell.training.reranker import TrainedReranker, train_reranker
-from tests.evaluation.beir_files import write_slice
-
-SCIFACT = Path("/work/shared/data/ir/scifact")
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, str, Path]:
-    if not SCIFACT.exists():
-        pytest.skip("SciFact not available")
-    root = tmp_path_factory.mktemp("rerank-train")
-    dataset = write_slice(SCIFACT, root / "scifact", n_queries=15, n_docs=40, split="train")
-    settings = Settings(data_dir=root / "data")
-    report = evaluate_retrieval(settings, dataset, "train", ["bm25"])  # builds the index
-    return settings, report.index, dataset
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ from tests.retrieval.contracts.lexical_index_contract import (
     LexicalIndexContract,
     make_chunk,
 )
+from tests.retrieval.lexical.hidden_chunks import GROUPS, WORDS, alone_and_mixed, label_st, texts_st
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -110,14 +111,6 @@ def test_negative_idf_floor_matches_rank_bm25() -> None:
 
 # ---------------------------------------------------------------- statistics independence
 
-WORDS = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "theta"]
-GROUPS = ["everyone", "hr", "eng"]
-texts_st = st.lists(st.sampled_from(WORDS), min_size=0, max_size=8).map(" ".join)
-label_st = st.tuples(
-    st.integers(min_value=0, max_value=3),
-    st.lists(st.sampled_from(GROUPS), max_size=2, unique=True).map(tuple),
-)
-
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
@@ -140,16 +133,7 @@ def test_invisible_documents_never_change_results(
     base = [make_chunk(f"d{i}", t, rank=r, groups=g) for i, (t, (r, g)) in enumerate(docs)]
     hidden = [make_chunk(f"x{i}", t, rank=r, groups=g) for i, (t, (r, g)) in enumerate(extra)]
     hidden = [c for c in hidden if not scope.allows_chunk(c)]
-
-    alone = BM25Index()
-    alone.add(base)
-    mixed = BM25Index()
-    if interleave:
-        merged = [c for pair in itertools.zip_longest(hidden, base) for c in pair if c is not None]
-        mixed.add(merged)
-    else:
-        mixed.add(base)
-        mixed.add(hidden)
+    alone, mixed = alone_and_mixed(base, hidden, interleave)
     assert mixed.search(query, scope, NO_FILTERS, 50) == alone.search(query, scope, NO_FILTERS, 50)
 
 

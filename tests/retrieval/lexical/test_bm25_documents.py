@@ -3,7 +3,6 @@ equivalence, and the access guarantee that invisible chunks never move a documen
 
 from __future__ import annotations
 
-import itertools
 import math
 from datetime import UTC, datetime
 
@@ -16,6 +15,7 @@ from citewell.core.models import SearchFilters
 from citewell.retrieval.access import AccessScope
 from citewell.retrieval.lexical import BM25Index, Tokenizer
 from tests.retrieval.contracts.lexical_index_contract import EVERYONE, NO_FILTERS, make_chunk
+from tests.retrieval.lexical.hidden_chunks import GROUPS, WORDS, alone_and_mixed, label_st, texts_st
 
 PUBLIC_ONLY = AccessScope(principal="p", max_rank=0, groups=frozenset({"everyone"}))
 
@@ -133,13 +133,6 @@ def test_deleting_a_document_removes_it_from_the_statistics() -> None:
 
 # ---------------------------------------------------------------- access independence
 
-WORDS = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "theta"]
-GROUPS = ["everyone", "hr", "eng"]
-texts_st = st.lists(st.sampled_from(WORDS), min_size=0, max_size=8).map(" ".join)
-label_st = st.tuples(
-    st.integers(min_value=0, max_value=3),
-    st.lists(st.sampled_from(GROUPS), max_size=2, unique=True).map(tuple),
-)
 chunk_st = st.tuples(texts_st, label_st, st.integers(min_value=0, max_value=4))
 
 
@@ -172,15 +165,7 @@ def test_invisible_chunks_never_change_document_scores(
         for i, (t, (r, g), d) in enumerate(extra)
     ]
     hidden = [c for c in hidden if not scope.allows_chunk(c)]
-    alone = BM25Index()
-    alone.add(base)
-    mixed = BM25Index()
-    if interleave:
-        merged = [c for pair in itertools.zip_longest(hidden, base) for c in pair if c is not None]
-        mixed.add(merged)
-    else:
-        mixed.add(base)
-        mixed.add(hidden)
+    alone, mixed = alone_and_mixed(base, hidden, interleave)
     assert mixed.document_search(query, scope, NO_FILTERS, 50) == alone.document_search(
         query, scope, NO_FILTERS, 50
     )

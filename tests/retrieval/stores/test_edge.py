@@ -110,14 +110,22 @@ def test_copy_of_shard_held_by_another_process_opens(tmp_path):
         proc.wait(timeout=30)
 
 
-def _graph_without_payload_links(
-    tmp_path, chunks, vectors, *, exact_search_max_points: int
-) -> EdgeVectorStore:
-    """A store whose HNSW graph was built before the payload indexes (as in an old shard), so it
-    has no per-group links: the situation MEASURED.md describes. The engine's own full-scan
-    threshold is 1 kB, so it never brute-forces a filter by itself."""
+GRAPH_POINTS, GRAPH_DIM, LIMIT = 5000, 32, 50
+
+
+def _graph_without_payload_links(tmp_path, *, exact_search_max_points: int):
+    """5,000 points in 25 groups and 4 ranks in a store whose HNSW graph was built before the
+    payload indexes (as in an old shard), so it has no per-group links: the situation
+    MEASURED.md describes. The engine's own full-scan threshold is 1 kB, so it never
+    brute-forces a filter by itself. Returns the store, its chunks and their vectors."""
     import qdrant_edge as qe
 
+    rng = np.random.default_rng(0)
+    chunks = [
+        make_chunk(f"doc-{i}", 0, rank=int(rng.integers(0, 4)), groups=(f"g{rng.integers(25)}",))
+        for i in range(GRAPH_POINTS)
+    ]
+    vectors = unit_vectors(GRAPH_POINTS, seed=3, dim=GRAPH_DIM)
     store = EdgeVectorStore(
         tmp_path / "shard",
         vectors.shape[1],
@@ -134,49 +142,47 @@ def _graph_without_payload_links(
     shard.update(
         qe.UpdateOperation.create_field_index("classification_rank", qe.PayloadSchemaType.Integer)
     )
-    return store
+    return store, chunks, vectors
 
 
-def _true_top(vectors, visible, query, limit):
-    scores = vectors @ query
-    return np.argsort(-np.where(visible, scores, -np.inf))[:limit]
+def _queries_and_true_tops(chunks, vectors, access):
+    """Ten query vectors, each with the chunk ids of its exact top ``LIMIT`` among the chunks
+    ``access`` may see."""
+    visible = np.array([access.allows_chunk(c) for c in chunks])
+    queries = unit_vectors(10, seed=11, dim=GRAPH_DIM)
+    wanted = []
+    for query in queries:
+        top = np.argsort(-np.where(visible, vectors @ query, -np.inf))[:LIMIT]
+        wanted.append([chunks[i].chunk_id for i in top])
+    return queries, wanted, int(visible.sum())
 
 
 @pytest.mark.slow
 def test_restrictive_filter_still_fills_limit(tmp_path):
     """HNSW whose graph lacks payload-aware links (built before the payload indexes, as in an
     old shard) returns a handful of points for a ~4% filter although ~190 match. With planning
-    off, the store's count-and-exact fallback must still return the true top ``limit`` for every
+    off, the store's count-and-exact fallback must still return the true top ``LIMIT`` for every
     short answer; with the default plan the filter is searched exactly in the first place."""
     import qdrant_edge as qe
 
     from citewell.retrieval.stores.filters import edge_filter
 
-    n, dim, limit = 5000, 32, 50
-    rng = np.random.default_rng(0)
-    chunks = [
-        make_chunk(f"doc-{i}", 0, rank=int(rng.integers(0, 4)), groups=(f"g{rng.integers(25)}",))
-        for i in range(n)
-    ]
-    vectors = unit_vectors(n, seed=3, dim=dim)
-    store = _graph_without_payload_links(tmp_path, chunks, vectors, exact_search_max_points=0)
+    store, chunks, vectors = _graph_without_payload_links(tmp_path, exact_search_max_points=0)
     shard = store._open()
     access = scope(max_rank=3, groups=("g1",))
-    visible = np.array([access.allows_chunk(c) for c in chunks])
-    assert 150 < visible.sum() < 250
-    queries = unit_vectors(10, seed=11, dim=dim)
-    wanted = [[chunks[i].chunk_id for i in _true_top(vectors, visible, q, limit)] for q in queries]
+    queries, wanted, visible = _queries_and_true_tops(chunks, vectors, access)
+    assert 150 < visible < 250
 
     for query, best in zip(queries, wanted, strict=True):
         raw = shard.query(
             qe.QueryRequest(
-                limit=limit,
+                limit=LIMIT,
                 query=qe.Query.Nearest(query.tolist(), using="dense"),
                 filter=edge_filter(access, NO_FILTERS),
             )
         )
-        if len(raw) < limit:  # the fallback's case (a full answer is the planner's, below)
-            got = store.search(query, access, NO_FILTERS, limit)
+        if len(raw) < LIMIT:  # the fallback's case (a full answer is the planner's, below)
+            got = store.search(query, access, NO_FILTERS, LIMIT)
             assert [c.chunk_id for c, _ in got] == best
     # Whether the engine comes back short varies between graph builds (it did in most runs,
     # not in all); the fallback's decision itself is covered deterministically by spies in
@@ -184,7 +190,7 @@ def test_restrictive_filter_still_fills_limit(tmp_path):
 
     store._planner = FilteredSearchPlanner()  # the default plan
     for query, best in zip(queries, wanted, strict=True):
-        got = store.search(query, access, NO_FILTERS, limit)
+        got = store.search(query, access, NO_FILTERS, LIMIT)
         assert [c.chunk_id for c, _ in got] == best
     store.close()
 
@@ -194,32 +200,23 @@ def test_full_but_approximate_hnsw_answer_is_replaced_by_exact_top(tmp_path):
     """On a graph without links among a filter's points, HNSW for a ~12% filter returns full
     lists (50 of 50) that miss a quarter of the true top 50, so the short-answer check cannot
     notice. A filter matching at most ``exact_search_max_points`` points must be searched
-    exactly: the store returns the true filtered top ``limit``, in order."""
-    n, dim, limit = 5000, 32, 50
-    rng = np.random.default_rng(0)
-    chunks = [
-        make_chunk(f"doc-{i}", 0, rank=int(rng.integers(0, 4)), groups=(f"g{rng.integers(25)}",))
-        for i in range(n)
-    ]
-    vectors = unit_vectors(n, seed=3, dim=dim)
-    store = _graph_without_payload_links(tmp_path, chunks, vectors, exact_search_max_points=1000)
+    exactly: the store returns the true filtered top ``LIMIT``, in order."""
+    store, chunks, vectors = _graph_without_payload_links(tmp_path, exact_search_max_points=1000)
     access = scope(max_rank=3, groups=("g0", "g1", "g2"))
-    visible = np.array([access.allows_chunk(c) for c in chunks])
-    assert 500 < visible.sum() < 1000  # under the threshold, far above limit
+    queries, wanted, visible = _queries_and_true_tops(chunks, vectors, access)
+    assert 500 < visible < 1000  # under the threshold, far above LIMIT
 
     planned = store._planner
-    queries = unit_vectors(10, seed=11, dim=dim)
-    wanted = [[chunks[i].chunk_id for i in _true_top(vectors, visible, q, limit)] for q in queries]
     # Precondition: without planning the same store answers full but approximate lists.
     store._planner = FilteredSearchPlanner(0)
     full_but_wrong = 0
     for query, best in zip(queries, wanted, strict=True):
-        got = [c.chunk_id for c, _ in store.search(query, access, NO_FILTERS, limit)]
-        full_but_wrong += len(got) == limit and got != best
+        got = [c.chunk_id for c, _ in store.search(query, access, NO_FILTERS, LIMIT)]
+        full_but_wrong += len(got) == LIMIT and got != best
     assert full_but_wrong > 0
 
     store._planner = planned
     for query, best in zip(queries, wanted, strict=True):
-        got = store.search(query, access, NO_FILTERS, limit)
+        got = store.search(query, access, NO_FILTERS, LIMIT)
         assert [c.chunk_id for c, _ in got] == best
     store.close()
