@@ -9,11 +9,9 @@ from citewell.agent.models import Answer, Citation
 from citewell.cli.arguments import Text
 from citewell.cli.common import (
     add_caller_options,
-    fail,
     load_caller,
     print_json,
 )
-from citewell.core.errors import CitewellError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,17 +29,12 @@ def run(args: argparse.Namespace) -> int:
     from citewell.agent.factory import build_agent
     from citewell.retrieval.service import open_search_service
 
+    settings, principal = load_caller(args)
+    service = open_search_service(settings)
     try:
-        settings, principal = load_caller(args)
-        service = open_search_service(settings)
-        try:
-            answer = build_agent(settings, service, service.embedder).answer(
-                principal, args.question
-            )
-        finally:
-            service.close()
-    except CitewellError as exc:
-        return fail(str(exc))
+        answer = build_agent(settings, service, service.embedder).answer(principal, args.question)
+    finally:
+        service.close()
     if args.json:
         print_json(answer)
         return 0

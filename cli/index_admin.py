@@ -57,13 +57,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_versions(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings(args)
-        layout = IndexLayout(settings, settings.index)
-        current = layout.current_version()
-        rows = [layout.read_meta(version) for version in layout.versions()]
-    except CitewellError as exc:
-        return fail(str(exc))
+    settings = load_settings(args)
+    layout = IndexLayout(settings, settings.index)
+    current = layout.current_version()
+    rows = [layout.read_meta(version) for version in layout.versions()]
     if args.json:
         print_json(
             {
@@ -83,11 +80,8 @@ def run_versions(args: argparse.Namespace) -> int:
 
 
 def run_rollback(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings(args)
-        version = rollback(settings, settings.index, args.to_version)
-    except CitewellError as exc:
-        return fail(str(exc))
+    settings = load_settings(args)
+    version = rollback(settings, settings.index, args.to_version)
     if args.json:
         print_json({"index": settings.index, "current": version})
     else:
@@ -141,11 +135,8 @@ def _serving_index(settings: Settings) -> ServingIndex:
 
 
 def run_ready(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings(args)
-        service = _serving_index(settings)
-    except CitewellError as exc:
-        return fail(str(exc))
+    settings = load_settings(args)
+    service = _serving_index(settings)
     try:
         readiness = service.readiness()
     finally:

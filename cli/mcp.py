@@ -51,12 +51,9 @@ def run(args: argparse.Namespace) -> int:
     from citewell.api.operations import Operations
     from citewell.retrieval.service import open_search_service
 
-    try:
-        # stdout is the MCP channel: logs go to stderr (configure_logging does that).
-        settings, principal = load_caller(args)
-        service = open_search_service(settings)
-    except CitewellError as exc:
-        return fail(str(exc))
+    # stdout is the MCP channel: logs go to stderr (configure_logging does that).
+    settings, principal = load_caller(args)
+    service = open_search_service(settings)
     try:
         try:
             # Fail now, with the reason, rather than on every tool call.
