@@ -373,18 +373,7 @@ class Agent:
                 quote = " ".join(quote.split())
                 out.setdefault(
                     (n, start, end),
-                    Citation(
-                        n=n,
-                        chunk_id=chunk.chunk_id,
-                        doc_id=chunk.doc_id,
-                        title=chunk.title,
-                        source_uri=chunk.source_uri,
-                        page=chunk.page,
-                        char_start=start,
-                        char_end=end,
-                        quote=quote,
-                        document_date=chunk.document_date,
-                    ),
+                    Citation.from_chunk(n, chunk, char_start=start, char_end=end, quote=quote),
                 )
         return tuple(out.values())
 
@@ -470,15 +459,4 @@ def _best_chunks(
 
 def _source(n: int, chunk: Chunk, scored: Sequence[ScoredSentence]) -> Source:
     score = next((s.score for s in scored if s.chunk.chunk_id == chunk.chunk_id), 0.0)
-    return Source(
-        n=n,
-        chunk_id=chunk.chunk_id,
-        doc_id=chunk.doc_id,
-        title=chunk.title,
-        source_uri=chunk.source_uri,
-        page=chunk.page,
-        char_start=chunk.char_start,
-        char_end=chunk.char_end,
-        score=score,
-        document_date=chunk.document_date,
-    )
+    return Source.from_chunk(n, chunk, score=score)
