@@ -38,6 +38,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -652,24 +653,17 @@ def _count_problems(
     return problems
 
 
+@dataclass(eq=False)
 class OpenedVersion:
-    """Read handles on one published version."""
+    """Read handles on one published version; ``private_copy`` (a folder the stores were copied
+    to, removed on close) and ``layout`` (for the damage check) are optional."""
 
-    def __init__(
-        self,
-        meta: IndexMeta,
-        vectors: VectorStore,
-        lexical: BM25Index,
-        manifest: Manifest,
-        private_copy: Path | None,
-        layout: IndexLayout | None = None,
-    ) -> None:
-        self.meta = meta
-        self.vectors = vectors
-        self.lexical = lexical
-        self.manifest = manifest
-        self._private_copy = private_copy
-        self._layout = layout
+    meta: IndexMeta
+    vectors: VectorStore
+    lexical: BM25Index
+    manifest: Manifest
+    private_copy: Path | None
+    layout: IndexLayout | None = None
 
     @property
     def version(self) -> str:
@@ -681,17 +675,17 @@ class OpenedVersion:
         The stores hold some files open, but the next open, by this process or another, would
         read what is on disk, so a difference here means the version can no longer be
         trusted."""
-        if self._layout is None:
+        if self.layout is None:
             return []
-        return _file_problems(self._layout, self.meta, digests=False)
+        return _file_problems(self.layout, self.meta, digests=False)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.vectors.close()
         with contextlib.suppress(Exception):
             self.manifest.close()
-        if self._private_copy is not None:
-            shutil.rmtree(self._private_copy, ignore_errors=True)
+        if self.private_copy is not None:
+            shutil.rmtree(self.private_copy, ignore_errors=True)
 
 
 def open_version(
