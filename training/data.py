@@ -22,7 +22,7 @@ import random
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypedDict, Unpack
 
 from citewell.core.errors import EvaluationError
 from citewell.core.logging import log_event
@@ -338,17 +338,19 @@ def build_training_data(
     )
 
 
+class TrainingDataOptions(TypedDict, total=False):
+    """The keyword options of :func:`build_training_data`."""
+
+    validation_fraction: float
+    negatives: int
+    max_pseudo: int
+    external_dir: Path | None
+    seed: int
+    indexed_text: bool
+
+
 def build_index_training_data(
-    settings: Settings,
-    index: str,
-    dataset: BeirDataset,
-    *,
-    validation_fraction: float = 0.2,
-    negatives: int = 3,
-    max_pseudo: int = 3000,
-    external_dir: Path | None = None,
-    seed: int = 13,
-    indexed_text: bool = False,
+    settings: Settings, index: str, dataset: BeirDataset, **options: Unpack[TrainingDataOptions]
 ) -> TrainingData:
     """``build_training_data`` over the serving index ``index``, which must hold the corpus of
     ``dataset`` (opened for this call and closed again)."""
@@ -358,16 +360,6 @@ def build_index_training_data(
     try:
         if not service.ready():
             raise EvaluationError(f"index {index!r} is not available; ingest {dataset.name} first")
-        return build_training_data(
-            settings,
-            service,
-            dataset,
-            validation_fraction=validation_fraction,
-            negatives=negatives,
-            max_pseudo=max_pseudo,
-            external_dir=external_dir,
-            seed=seed,
-            indexed_text=indexed_text,
-        )
+        return build_training_data(settings, service, dataset, **options)
     finally:
         service.close()
