@@ -10,7 +10,13 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from citewell.core.models import ScoredChunk, SearchFilters, SearchMode, SearchResult
+from citewell.core.models import (
+    ScoreBreakdown,
+    ScoredChunk,
+    SearchFilters,
+    SearchMode,
+    SearchResult,
+)
 
 
 class _Body(BaseModel):
@@ -65,15 +71,11 @@ class SearchRequestBody(_Body):
     )
 
 
-class ScoreBreakdownBody(BaseModel):
-    model_config = ConfigDict(frozen=True)
+class ScoreBreakdownBody(ScoreBreakdown):
+    """The score breakdown as the API returns it: the fields of the core model, under a type
+    (and an OpenAPI schema) of the API's own."""
 
-    dense_rank: int | None = None
-    dense_score: float | None = None
-    bm25_rank: int | None = None
-    bm25_score: float | None = None
-    fused: float | None = None
-    rerank: float | None = None
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
 
 class SearchHitBody(BaseModel):
