@@ -143,26 +143,11 @@ class IndexLayout:
     def __init__(self, settings: Settings, index: str | None = None) -> None:
         self.name = index or settings.index
         self.root = settings.index_root / self.name
-
-    @property
-    def current_file(self) -> Path:
-        return self.root / "CURRENT"
-
-    @property
-    def versions_dir(self) -> Path:
-        return self.root / "versions"
-
-    @property
-    def staging_dir(self) -> Path:
-        return self.root / "staging"
-
-    @property
-    def rerankers_dir(self) -> Path:
-        return self.root / "rerankers"
-
-    @property
-    def lock_file(self) -> Path:
-        return self.root / ".write.lock"
+        self.current_file = self.root / "CURRENT"
+        self.versions_dir = self.root / "versions"
+        self.staging_dir = self.root / "staging"
+        self.rerankers_dir = self.root / "rerankers"
+        self.lock_file = self.root / ".write.lock"
 
     def current_version(self) -> str | None:
         try:
