@@ -493,15 +493,8 @@ class IndexWriter:
         fsync_dir(self.layout.versions_dir)
         self.layout.set_current(self.version)
         self._committed = True
-        log_event(
-            logger,
-            logging.INFO,
-            "index.published",
-            index=self.layout.name,
-            version=self.version,
-            documents=documents,
-            chunks=chunks,
-        )
+        published = meta.model_dump(include={"index", "version", "documents", "chunks"})
+        log_event(logger, logging.INFO, "index.published", **published)
         self._collect_garbage()
         return self.version
 
