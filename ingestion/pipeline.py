@@ -41,7 +41,6 @@ from citewell.core.logging import log_event
 from citewell.core.models import (
     AccessLabel,
     Chunk,
-    ClassificationScheme,
     DocumentFailure,
     Frozen,
     IngestReport,
@@ -466,10 +465,6 @@ class Ingestor:
 
         return self._warm_caches(candidates())
 
-    @property
-    def scheme(self) -> ClassificationScheme:
-        return self.settings.scheme
-
     # --- entry points ---------------------------------------------------------------------
     def ingest_folder(
         self,
@@ -489,7 +484,7 @@ class Ingestor:
         (an unmounted share would otherwise publish a version without this source)."""
         root = path.resolve()
         name = source_name or root.name
-        rules = LabelRules.load(root, self.scheme)
+        rules = LabelRules.load(root, self.settings.scheme)
         source = LocalFolderSource(
             root, name=name, max_file_bytes=self.settings.max_file_bytes, labels=rules
         )
@@ -844,7 +839,9 @@ class Ingestor:
                         candidate.source_uri,
                         reason,
                         classification_rank=(
-                            self.scheme.rank(base.label.classification) if base.labelled else None
+                            self.settings.scheme.rank(base.label.classification)
+                            if base.labelled
+                            else None
                         ),
                         groups=base.label.groups,
                     )
@@ -952,7 +949,7 @@ class Ingestor:
         label = base.label
         if banner_level is None or not base.labelled:
             return label, banner_level
-        level = self.scheme.max(label.classification, banner_level)
+        level = self.settings.scheme.max(label.classification, banner_level)
         return AccessLabel(classification=level, groups=label.groups), banner_level
 
     def _sensitivity(
@@ -985,9 +982,9 @@ class Ingestor:
         tally: _Tally,
     ) -> tuple[ResolvedLabel, str]:
         previous = _stored_sensitivity(prior) if prior is not None else None
-        decision = decide(reading, policy, self.scheme, previous)
+        decision = decide(reading, policy, self.settings.scheme, previous)
         resolved = apply_sensitivity(
-            base, decision, self.scheme, frozenset(self.settings.default_groups)
+            base, decision, self.settings.scheme, frozenset(self.settings.default_groups)
         )
         if decision.status == "refused":
             tally.label_refusals.append(
@@ -1091,7 +1088,7 @@ class Ingestor:
                     content_hash=candidate.content_hash,
                     label_fingerprint=candidate.base_label.fingerprint,
                     classification=item.label.classification,
-                    classification_rank=self.scheme.rank(item.label.classification),
+                    classification_rank=self.settings.scheme.rank(item.label.classification),
                     groups=tuple(sorted(item.label.groups)),
                     labelled=item.labelled,
                     banner_level=item.banner_level,
@@ -1128,7 +1125,7 @@ class Ingestor:
             char_start=draft.char_start,
             char_end=draft.char_end,
             classification=item.label.classification,
-            classification_rank=self.scheme.rank(item.label.classification),
+            classification_rank=self.settings.scheme.rank(item.label.classification),
             groups=tuple(sorted(item.label.groups)),
             modified_at=candidate.modified_at,
             document_date=item.parsed.document_date,
