@@ -11,6 +11,7 @@ from citewell.cli.common import (
     add_caller_options,
     load_caller,
     print_json,
+    reporting_errors,
 )
 
 
@@ -21,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("question", type=Text())
     add_caller_options(parser)
     parser.add_argument("--json", action="store_true", help="print the answer as JSON")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=reporting_errors(run))
 
 
 def run(args: argparse.Namespace) -> int:

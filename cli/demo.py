@@ -12,7 +12,7 @@ from pathlib import Path
 
 from citewell.cli.arguments import ExistingPath, Text
 from citewell.cli.ask import print_answer
-from citewell.cli.common import add_index_options, fail, load_settings
+from citewell.cli.common import add_index_options, fail, load_settings, reporting_errors
 from citewell.cli.ingest import print_report
 from citewell.core.models import SearchRequest
 
@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--users", default="alice,carol", help="comma-separated principals to ask as"
     )
-    parser.set_defaults(func=run, index="demo")
+    parser.set_defaults(func=reporting_errors(run), index="demo")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from citewell.cli.arguments import SEED, TIME_BUDGET_S, FloatRange, IntRange, OutputPath
-from citewell.cli.common import add_index_options, load_settings, print_json
+from citewell.cli.common import add_index_options, load_settings, print_json, reporting_errors
 from citewell.cli.reranker import (
     BATCH_SIZE,
     EPOCHS,
@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     train.add_argument("--seed", type=SEED, default=13)
     add_index_options(train)
     train.add_argument("--json", action="store_true", help="print the model card as JSON")
-    train.set_defaults(func=run_train)
+    train.set_defaults(func=reporting_errors(run_train))
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from citewell.cli.common import (
     load_caller,
     load_settings,
     print_json,
+    reporting_errors,
 )
 from citewell.core.errors import CitewellError
 from citewell.evaluation.models import RETRIEVAL_MODES, RetrievalEvalReport
@@ -63,7 +64,7 @@ def register_retrieval(kinds: argparse._SubParsersAction[argparse.ArgumentParser
     )
     add_index_options(parser)  # --index names the evaluation index (default: derived)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.set_defaults(func=run_retrieval)
+    parser.set_defaults(func=reporting_errors(run_retrieval))
 
 
 STALE_DAYS = IntRange(1, 36_500)
@@ -166,7 +167,7 @@ def register_owner_reports(kinds: argparse._SubParsersAction[argparse.ArgumentPa
     )
     add_caller_options(answers)
     answers.add_argument("--json", action="store_true", help="print the report as JSON")
-    answers.set_defaults(func=run_answers)
+    answers.set_defaults(func=reporting_errors(run_answers))
 
     coverage = kinds.add_parser(
         "coverage",
@@ -181,7 +182,7 @@ def register_owner_reports(kinds: argparse._SubParsersAction[argparse.ArgumentPa
     coverage.add_argument("--stale-days", type=STALE_DAYS, default=90)
     add_caller_options(coverage)
     coverage.add_argument("--json", action="store_true", help="print the report as JSON")
-    coverage.set_defaults(func=run_coverage)
+    coverage.set_defaults(func=reporting_errors(run_coverage))
 
     report = kinds.add_parser(
         "report", help="build the HTML report (and its JSON) from saved evaluation JSON files"
@@ -194,7 +195,7 @@ def register_owner_reports(kinds: argparse._SubParsersAction[argparse.ArgumentPa
     report.add_argument(
         "--coverage", type=ExistingPath("file"), help="`eval coverage --json` output"
     )
-    report.set_defaults(func=run_report)
+    report.set_defaults(func=reporting_errors(run_report))
 
     compare = kinds.add_parser(
         "compare", help="regression gate: exit 1 when a metric drops beyond its tolerance"
@@ -208,7 +209,7 @@ def register_owner_reports(kinds: argparse._SubParsersAction[argparse.ArgumentPa
         type=_tolerance,
         help="override a metric's allowed change, e.g. ndcg@10=0.02 (repeatable)",
     )
-    compare.set_defaults(func=run_compare)
+    compare.set_defaults(func=reporting_errors(run_compare))
 
 
 def _answers_run(args: argparse.Namespace) -> tuple[Any, Any, Any]:
@@ -376,7 +377,7 @@ def register_calibrate(kinds: argparse._SubParsersAction[argparse.ArgumentParser
     parser.add_argument("--dry-run", action="store_true", help="print the figures, write nothing")
     add_caller_options(parser)
     parser.add_argument("--json", action="store_true", help="print the calibration as JSON")
-    parser.set_defaults(func=run_calibrate)
+    parser.set_defaults(func=reporting_errors(run_calibrate))
 
 
 def run_calibrate(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from citewell.cli.arguments import VERSION
-from citewell.cli.common import add_index_options, fail, load_settings, print_json
+from citewell.cli.common import add_index_options, fail, load_settings, print_json, reporting_errors
 from citewell.core.errors import CitewellError, IndexIntegrityError
 from citewell.core.settings import Settings
 from citewell.retrieval.index import IndexLayout, rollback, verify_version
@@ -59,7 +59,7 @@ def _action(
     parser = actions.add_parser(name, help=summary)
     add_index_options(parser)
     parser.add_argument("--json", action="store_true", help="print as JSON")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=reporting_errors(run))
     return parser
 
 

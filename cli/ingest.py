@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from citewell.cli.arguments import OBJECT_LABELS, SOURCE_NAME, FolderOrS3Prefix
-from citewell.cli.common import add_index_options, fail, load_settings, print_json
+from citewell.cli.common import add_index_options, fail, load_settings, print_json, reporting_errors
 from citewell.core.models import IngestReport
 from citewell.core.settings import Settings
 
@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--json", action="store_true", help="print the run report as JSON (no progress bars)"
     )
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=reporting_errors(run))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from citewell.cli.arguments import Pattern
-from citewell.cli.common import add_caller_options, fail, load_caller
+from citewell.cli.common import add_caller_options, fail, load_caller, reporting_errors
 from citewell.core.errors import CitewellError
 
 EPILOG = """example (after `citewell demo`, which builds the index `demo`):
@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="stdio",
         help="stdio (the only transport here; for HTTP use `citewell serve`, path /mcp)",
     )
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=reporting_errors(run))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from citewell.cli.arguments import (
     ExistingPath,
     IntRange,
 )
-from citewell.cli.common import add_index_options, load_settings, print_json
+from citewell.cli.common import add_index_options, load_settings, print_json, reporting_errors
 from citewell.core.errors import EvaluationError
 from citewell.core.settings import Settings
 from citewell.evaluation.beir import load_beir
@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add_index_options(train)
     train.add_argument("--json", action="store_true", help="print the model card as JSON")
-    train.set_defaults(func=run_train)
+    train.set_defaults(func=reporting_errors(run_train))
 
     gate = actions.add_parser(
         "gate",
@@ -65,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_validation_options(gate)
     add_index_options(gate)
     gate.add_argument("--json", action="store_true")
-    gate.set_defaults(func=run_gate)
+    gate.set_defaults(func=reporting_errors(run_gate))
 
 
 EPOCHS = IntRange(1, 1000)

@@ -11,6 +11,7 @@ from citewell.cli.common import (
     add_caller_options,
     load_caller,
     print_json,
+    reporting_errors,
 )
 from citewell.core.models import SearchMode, SearchRequest, SearchResult
 
@@ -32,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="prefer newer documents (by the date each states) among the results found",
     )
     parser.add_argument("--json", action="store_true")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=reporting_errors(run))
 
 
 def result_json(result: SearchResult) -> dict[str, Any]:

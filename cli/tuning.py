@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from citewell.cli.common import add_index_options, load_settings, print_json
+from citewell.cli.common import add_index_options, load_settings, print_json, reporting_errors
 from citewell.cli.reranker import (
     add_dataset_option,
     add_validation_options,
@@ -29,7 +29,7 @@ def register(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_validation_options(parser)
     add_index_options(parser)
     parser.add_argument("--json", action="store_true")
-    parser.set_defaults(func=run_tune_fusion)
+    parser.set_defaults(func=reporting_errors(run_tune_fusion))
 
 
 def run_tune_fusion(args: argparse.Namespace) -> int:
