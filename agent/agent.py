@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from citewell.agent.answerability import AnswerabilityChecker, Assessment
+from citewell.agent.answerability import AnswerabilityChecker, Assessment, Candidate
 from citewell.agent.backends import AnswerBackend
 from citewell.agent.citations import MARKER_RE, VerifiedAnswer, VerifiedSentence, verify_citations
 from citewell.agent.injection import instruction_patterns
@@ -97,21 +97,32 @@ class Agent:
 
     def candidates(
         self, principal: Principal, question: str, filters: SearchFilters | None = None
-    ) -> list[ScoredSentence]:
-        """The scored sentences of one retrieval for ``question`` as ``principal``, best first:
-        what the answerability check sees (for calibration)."""
+    ) -> list[Candidate]:
+        """The candidate sentences of one retrieval for ``question`` as ``principal``, as the
+        answerability check sees them (most similar first): what calibration fits on."""
         tool = PrincipalBoundSearch(self._search, principal)
-        result = tool(
-            SearchRequest(
-                query=question,
-                k=self._config.top_k,
-                mode=self._config.mode,
-                rerank=self._config.rerank,
-                filters=filters or SearchFilters(),
-                prefer_recent=self._config.detect_recency and wants_recent(question),
-            )
+        prefer_recent = self._config.detect_recency and wants_recent(question)
+        result = tool(self._request(question, question, filters, prefer_recent))
+        scored = self._scorer.score(question, [r.chunk for r in result.results])
+        return self._checker.candidates(scored, result.document_terms)
+
+    def _request(
+        self,
+        question: str,
+        query: str,
+        filters: SearchFilters | None,
+        prefer_recent: bool,
+    ) -> SearchRequest:
+        key_terms = self._checker.key_terms_text(question)
+        return SearchRequest(
+            query=query,
+            k=self._config.top_k,
+            mode=self._config.mode,
+            rerank=self._config.rerank,
+            filters=filters or SearchFilters(),
+            prefer_recent=prefer_recent,
+            document_terms_of=key_terms or None,
         )
-        return self._scorer.score(question, [r.chunk for r in result.results])
 
     def answer(
         self, principal: Principal, question: str, filters: SearchFilters | None = None
@@ -151,21 +162,13 @@ class Agent:
         assessment: Assessment | None = None
         retrievals = 0
         index_version: str | None = None
+        document_terms: dict[str, frozenset[str]] = {}
         for query in queries[: cfg.max_retrievals]:
             if retrievals and self._clock() >= deadline:
                 notes.append("time budget reached before reformulated retrieval")
                 break
             t0 = self._clock()
-            result = tool(
-                SearchRequest(
-                    query=query,
-                    k=cfg.top_k,
-                    mode=cfg.mode,
-                    rerank=cfg.rerank,
-                    filters=filters or SearchFilters(),
-                    prefer_recent=prefer_recent,
-                )
-            )
+            result = tool(self._request(question, query, filters, prefer_recent))
             retrievals += 1
             index_version = result.index_version or index_version
             t1 = self._clock()
@@ -176,7 +179,11 @@ class Agent:
             chunks = _best_chunks(candidates, scored, cfg.top_k)
             scored = self._scorer.score(question, chunks)
             support = _support(scored)
-            assessment = self._checker.assess(question, scored, cfg.refusal_threshold)
+            for doc_id, terms in result.document_terms.items():
+                document_terms[doc_id] = document_terms.get(doc_id, frozenset()) | terms
+            assessment = self._checker.assess(
+                question, scored, cfg.refusal_threshold, document_terms
+            )
             timings["scoring_ms"] += (self._clock() - t1) * 1000
             if assessment.answerable:
                 break

@@ -27,7 +27,7 @@ import logging
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ import numpy as np
 from pydantic import Field, ValidationError
 
 from citewell.agent.scoring import ScoredSentence
-from citewell.core.errors import ConfigurationError
+from citewell.core.errors import ConfigurationError, InvalidArgumentError
 from citewell.core.logging import log_event
 from citewell.core.models import Frozen
 from citewell.retrieval.lexical import Tokenizer, contextual_text
@@ -95,6 +95,9 @@ _QUESTION_WORDS = frozenset(
     "what which who whom whose when where why how many much whats name".split()  # noqa: SIM905
 )
 _KEY_POS = frozenset({"PROPN", "NUM"})
+_DATE_ENTITIES = frozenset({"DATE", "TIME"})
+# An acronym's plural ("10-Qs", "CEOs", "APIs"): the sources write the singular.
+_ACRONYM_PLURAL_RE = re.compile(r"[A-Z][A-Z0-9]*s")
 _CONTENT_POS = frozenset({"NOUN", "PROPN", "NUM", "VERB", "ADJ", "ADV"})
 
 
@@ -181,6 +184,9 @@ class Candidate(Frozen):
     chunk_text: str
     context: str = ""
     similarity: float
+    # Terms the candidate's whole document holds (its visible chunks), from the index: a name
+    # the question needs may stand on the document's cover page, not in this chunk.
+    document_terms: frozenset[str] = frozenset()
 
 
 _SPACY_LOCK = threading.Lock()
@@ -216,6 +222,7 @@ class TextAnalyzer:
         self._tokenizer = Tokenizer(stem=True)
         self._labels: OrderedDict[str, tuple[tuple[str, str], ...]] = OrderedDict()
         self._terms: OrderedDict[str, frozenset[str]] = OrderedDict()
+        self._profiles: OrderedDict[str, QuestionProfile] = OrderedDict()
         self._cache_size = cache_size
 
     def _load(self) -> Any:
@@ -239,6 +246,18 @@ class TextAnalyzer:
 
     def question(self, text: str) -> QuestionProfile:
         with self._lock:
+            cached = self._profiles.get(text)
+        if cached is not None:
+            return cached
+        profile = self._profile(text)
+        with self._lock:
+            self._profiles[text] = profile
+            while len(self._profiles) > self._cache_size:
+                self._profiles.popitem(last=False)
+        return profile
+
+    def _profile(self, text: str) -> QuestionProfile:
+        with self._lock:
             doc = self._load()(text)
         answer_type, labels = None, frozenset[str]()
         for pattern, name, type_labels in _TYPE_RULES:
@@ -252,14 +271,17 @@ class TextAnalyzer:
             word = token.text.lower()
             if word in _QUESTION_WORDS or not any(ch.isalnum() for ch in word):
                 continue
+            surface = token.text
+            if _ACRONYM_PLURAL_RE.fullmatch(surface):
+                surface, word = surface[:-1], word[:-1]
             stems = stem(word)
             if not stems:
                 continue
             if token.pos_ in _CONTENT_POS or token.ent_type_:
                 content.update(stems)
-            if token.pos_ in _KEY_POS or (token.ent_type_ and token.ent_type_ != "ORDINAL"):
+            if _is_key(token):
                 for s in stems:
-                    key.setdefault(s, token.text)
+                    key.setdefault(s, surface)
         return QuestionProfile(
             text=text,
             terms=frozenset(content),
@@ -287,6 +309,15 @@ class TextAnalyzer:
             return [self._labels.get(t, ()) for t in texts]
 
 
+def _is_key(token: Any) -> bool:
+    """A name, number or date that an answering passage must mention. Relative time words
+    inside a date ("the most recent quarter", "previous years") are not: a passage states the
+    period itself, never the question's word for it."""
+    if token.ent_type_ in _DATE_ENTITIES:
+        return token.pos_ == "PROPN" or bool(_DIGIT_RE.search(token.text))
+    return token.pos_ in _KEY_POS or (bool(token.ent_type_) and token.ent_type_ != "ORDINAL")
+
+
 def _share(wanted: frozenset[str] | set[str], have: frozenset[str]) -> float:
     return 1.0 if not wanted else len(wanted & have) / len(wanted)
 
@@ -304,6 +335,8 @@ def feature_rows(
     for candidate, ents in zip(candidates, entities, strict=True):
         sentence_terms = analyzer.terms(candidate.sentence)
         chunk_terms = analyzer.terms(contextual_text(candidate.context, candidate.chunk_text))
+        # Key terms count as present where the candidate's document holds them.
+        keys_present = chunk_terms | candidate.document_terms
         if profile.answer_labels:
             # The sentence must hold something of the asked-for type that the question does
             # not already name ("Who ruled Normandy?" is not answered by "Normandy ...").
@@ -319,8 +352,8 @@ def feature_rows(
                 _share(profile.terms, sentence_terms),
                 _share(profile.terms, chunk_terms),
                 _share(keys, sentence_terms),
-                _share(keys, chunk_terms),
-                float(min(len(keys - chunk_terms), 3)),
+                _share(keys, keys_present),
+                float(min(len(keys - keys_present), 3)),
                 float(profile.answer_labels != frozenset()),
                 float(match),
                 float(profile.negated != bool(_NEGATION_RE.search(candidate.sentence))),
@@ -336,6 +369,7 @@ def missing_key_terms(
     seen: set[str] = set()
     for candidate in candidates:
         seen |= analyzer.terms(contextual_text(candidate.context, candidate.chunk_text))
+        seen |= candidate.document_terms
     return [surface for stem, surface in profile.key_terms.items() if stem not in seen]
 
 
@@ -415,9 +449,9 @@ class AnswerabilityChecker:
         threshold: float | None = None,
     ) -> None:
         if max_candidates < 1:
-            raise ValueError("max_candidates must be >= 1")
+            raise InvalidArgumentError("max_candidates must be >= 1")
         if threshold is not None and not 0.0 <= threshold <= 1.0:
-            raise ValueError("threshold must be within [0, 1]")
+            raise InvalidArgumentError("threshold must be within [0, 1]")
         self._analyzer = analyzer or TextAnalyzer()
         self._model = model or CalibrationSource()
         self._max_candidates = max_candidates
@@ -437,14 +471,35 @@ class AnswerabilityChecker:
     def threshold(self) -> float:
         return self._threshold if self._threshold is not None else self._model().threshold
 
+    def candidates(
+        self,
+        scored: Sequence[ScoredSentence],
+        document_terms: Mapping[str, frozenset[str]] | None = None,
+    ) -> list[Candidate]:
+        """The sentences the check scores (instructions and headings never are), most similar
+        first, each with the key terms its document holds."""
+        held = document_terms or {}
+        return [
+            _candidate(s, held.get(s.chunk.doc_id, frozenset()))
+            for s in scored
+            if s.span.answerable
+        ][: self._max_candidates]
+
+    def key_terms_text(self, question: str) -> str:
+        """The question's key terms (names, numbers, dates) as text, to ask the index which
+        retrieved documents hold them (``SearchRequest.document_terms_of``)."""
+        return " ".join(self._analyzer.question(question).key_terms.values())
+
     def assess(
         self,
         question: str,
         scored: Sequence[ScoredSentence],
         threshold: float | None = None,
+        document_terms: Mapping[str, frozenset[str]] | None = None,
     ) -> Assessment:
         """``scored`` best first, as ``SentenceScorer.score`` returns them. Instructions and
-        headings are never candidates. ``threshold`` overrides the calibrated one."""
+        headings are never candidates. ``threshold`` overrides the calibrated one.
+        ``document_terms``: per doc_id, the question's key terms its visible chunks hold."""
         model = self._model()
         threshold = self.threshold() if threshold is None else threshold
         candidates = [s for s in scored if s.span.answerable][: self._max_candidates]
@@ -456,7 +511,7 @@ class AnswerabilityChecker:
                 reason="no retrieved passage holds a statement to answer with",
             )
         profile = self._analyzer.question(question)
-        plain = [_candidate(s) for s in candidates]
+        plain = self.candidates(candidates, document_terms)
         rows = feature_rows(self._analyzer, profile, plain)
         probabilities = model.probabilities(rows)
         # A key term of the question (a name, a number) that the passage never mentions means
@@ -484,12 +539,13 @@ class AnswerabilityChecker:
         return float(self._model().probabilities(rows)[0])
 
 
-def _candidate(sentence: ScoredSentence) -> Candidate:
+def _candidate(sentence: ScoredSentence, document_terms: frozenset[str] = frozenset()) -> Candidate:
     return Candidate(
         sentence=sentence.span.text,
         chunk_text=sentence.chunk.text,
         context=sentence.chunk.context,
         similarity=sentence.score,
+        document_terms=document_terms,
     )
 
 

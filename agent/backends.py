@@ -9,6 +9,7 @@ from citewell.agent.citations import MARKER_RE
 from citewell.agent.llm import LLM, Completion
 from citewell.agent.prompt import build_messages
 from citewell.agent.scoring import ScoredSentence
+from citewell.core.errors import InvalidArgumentError
 from citewell.core.models import Chunk
 
 
@@ -49,7 +50,7 @@ class ExtractiveAnswerer:
 
     def __init__(self, max_sentences: int = 3, margin: float = 0.12) -> None:
         if max_sentences < 1 or margin < 0:
-            raise ValueError("max_sentences must be >= 1 and margin >= 0")
+            raise InvalidArgumentError("max_sentences must be >= 1 and margin >= 0")
         self._max_sentences = max_sentences
         self._margin = margin
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from citewell.agent.injection import instruction_ranges
+from citewell.core.errors import InvalidArgumentError
 from citewell.core.models import Chunk, Frozen
 from citewell.retrieval.lexical import contextual_text
 from citewell.retrieval.protocols import Embedder, Matrix
@@ -131,7 +132,7 @@ class SentenceScorer:
 
     def __init__(self, embedder: Embedder, cache_chunks: int = 4096) -> None:
         if cache_chunks < 0:
-            raise ValueError("cache_chunks must be >= 0")
+            raise InvalidArgumentError("cache_chunks must be >= 0")
         self._embedder = embedder
         # Keyed by chunk id and header: ids hash the text, and a retitled document keeps its
         # chunk texts (and ids) but changes what its sentences are scored with.

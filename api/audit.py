@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from citewell.core.errors import ConfigurationError
+from citewell.core.errors import AuditLogError
 from citewell.core.logging import log_event
 from citewell.core.models import SearchFilters, SearchMode
 
@@ -105,4 +105,4 @@ class AuditLog:
                     os.close(fd)
             except OSError as exc:
                 log_event(logger, logging.ERROR, "audit.write_failed", path=str(self._path))
-                raise ConfigurationError(f"cannot write audit log {self._path}") from exc
+                raise AuditLogError(f"cannot write audit log {self._path}") from exc

@@ -17,12 +17,14 @@ from fastapi.responses import JSONResponse
 
 from citewell.api.auth import MalformedCredentialsError
 from citewell.core.errors import (
+    AuditLogError,
     AuthenticationError,
     AuthorizationError,
     CitewellError,
     ConfigurationError,
     IndexIntegrityError,
     InputRejectedError,
+    InvalidArgumentError,
     LLMError,
     ModelError,
     StoreUnavailableError,
@@ -39,6 +41,7 @@ INDEX_INTEGRITY_MESSAGE = (
     "The search index failed its integrity check; no results were returned. An operator must "
     "repair the index or roll it back."
 )
+AUDIT_UNAVAILABLE_MESSAGE = "the audit log cannot be written; retry later"
 RETRY_AFTER_S = "5"
 # Routes whose callers are OpenAI clients: errors also carry OpenAI's {"error": {...}} shape.
 OPENAI_PATHS = ("/v1/chat/completions", "/v1/models")
@@ -103,7 +106,11 @@ def public_error(exc: Exception, request: Request | None = None) -> tuple[int, s
             return 503, INDEX_INTEGRITY_MESSAGE
         log_event(logger, logging.WARNING, "api.store_unavailable", error=type(exc).__name__)
         return 503, STORE_UNAVAILABLE_MESSAGE
-    if isinstance(exc, InputRejectedError):
+    if isinstance(exc, AuditLogError):
+        # Fail closed: an answer that cannot be audited is not given.
+        log_event(logger, logging.ERROR, "api.audit_unavailable", error=type(exc).__name__)
+        return 503, AUDIT_UNAVAILABLE_MESSAGE
+    if isinstance(exc, (InputRejectedError, InvalidArgumentError)):
         return 422, str(exc)
     if isinstance(exc, NotFoundError):
         return 404, str(exc)
@@ -126,7 +133,7 @@ def error_response(request: Request, exc: Exception) -> JSONResponse:
     headers: dict[str, str] | None = None
     if status == 401:
         headers = {"WWW-Authenticate": 'Bearer, ApiKey header="X-API-Key"'}
-    elif status == 503 and isinstance(exc, StoreUnavailableError):
+    elif status == 503 and isinstance(exc, (StoreUnavailableError, AuditLogError)):
         headers = {"Retry-After": RETRY_AFTER_S}
     if request.url.path.startswith(OPENAI_PATHS):
         # OpenAI clients read errors from {"error": {...}}; "detail" is kept for ours.

@@ -35,20 +35,30 @@ class IndexStatusLike(Protocol):
     def loaded_at(self) -> datetime | None: ...
 
 
-@runtime_checkable
-class ServingIndexLike(SearchService, Protocol):
-    """``retrieval.service.ServingIndex``: a search service that can be refreshed in place."""
+class ServedVersionsLike(Protocol):
+    """``retrieval.serving_version.ServedVersions``: the version a service serves."""
 
     def readiness(self) -> Readiness:
         """Whether a search would succeed now (``retrieval/readiness.py``)."""
         ...
 
-    def status(self) -> IndexStatusLike:
-        """What is being served."""
-        ...
-
     def maybe_reload(self) -> bool:
         """Switch atomically to a newer published version; True if it switched."""
+        ...
+
+
+@runtime_checkable
+class ServingIndexLike(SearchService, Protocol):
+    """``retrieval.service.ServingIndex``: a search service whose version can be refreshed in
+    place."""
+
+    @property
+    def versions(self) -> ServedVersionsLike:
+        """The served version: readiness and reload."""
+        ...
+
+    def status(self) -> IndexStatusLike:
+        """What is being served."""
         ...
 
     def warm_up(self) -> None:
@@ -102,7 +112,7 @@ class ServiceHolder:
         if service is None:
             return Readiness(ready=False, reason="not_loaded", detail="no index is open yet")
         try:
-            return service.readiness()
+            return service.versions.readiness()
         except CitewellError as exc:
             return Readiness(ready=False, reason="store_unavailable", detail=str(exc))
 
@@ -121,7 +131,7 @@ class ServiceHolder:
                     self._service = self._opener()
                     log_event(logger, logging.INFO, "api.index_opened")
                     return True
-                return bool(self._service.maybe_reload())
+                return bool(self._service.versions.maybe_reload())
             except CitewellError as exc:
                 log_event(logger, logging.WARNING, "api.index_refresh_failed", error=str(exc))
                 return False

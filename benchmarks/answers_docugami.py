@@ -29,8 +29,8 @@ from citewell.agent.models import AgentConfig
 from citewell.core.logging import configure_logging
 from citewell.core.models import AccessLabel, Principal
 from citewell.core.settings import Settings
+from citewell.evaluation.golden_set import load_golden_set, matches_expected
 from citewell.evaluation.squad import load_squad
-from citewell.ingestion.golden import load_golden_set, matches_expected
 from citewell.ingestion.pipeline import Ingestor
 from citewell.retrieval.service import open_search_service
 

@@ -35,8 +35,8 @@ from citewell.core.logging import configure_logging
 from citewell.core.models import AccessLabel, Principal
 from citewell.core.settings import Settings
 from citewell.evaluation.answers_eval import AnswersEvalReport, evaluate_answers
+from citewell.evaluation.golden_set import load_golden_set
 from citewell.evaluation.squad import load_squad
-from citewell.ingestion.golden import load_golden_set
 from citewell.ingestion.pipeline import Ingestor
 from citewell.retrieval.embedding import SentenceTransformerEmbedder
 from citewell.retrieval.service import open_search_service

@@ -328,7 +328,7 @@ def measure(root: Path, size: int, n_queries: int) -> dict[str, object]:
         inner, EmbeddingCache(settings.cache_dir / "embeddings.sqlite"), query_cache_size=0
     )
     service = ServingIndex(settings, index_name(size), embedder=embedder)
-    service.load()  # also resolves the query embedder's backend (loads the model)
+    service.versions.load()  # also resolves the query embedder's backend (loads the model)
     open_s = time.perf_counter() - tick
     rss_loaded = rss_mb()[0]
     queries = load_queries(n_queries)
@@ -386,15 +386,12 @@ def visible_matches(service: Any, principal: Principal, request: SearchRequest) 
     from citewell.retrieval.access import scope_for
 
     scope = scope_for(principal, service.settings.scheme, service.settings.default_groups)
-    lease = service._acquire()
-    try:
-        lexical = lease.opened.lexical
+    with service.versions.lease() as opened:
+        lexical = opened.lexical
         if request.mode == SearchMode.BM25:
             return len(lexical.search(request.query, scope, request.filters, 10**9))
         classes = lexical._visible_classes(scope)
         return int(sum(lexical._class_docs[c] for c in classes))
-    finally:
-        service._release(lease)
 
 
 def refresh(root: Path, size: int) -> dict[str, object]:

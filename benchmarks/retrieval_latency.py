@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.optimize:
             print(f"optimize {index_name(size)}: {optimize_index(settings, size):.1f} s")
         service = ServingIndex(settings, index_name(size), embedder=cached, reranker=reranker)
-        service.load()
+        service.versions.load()
         print(f"\n## {size} chunks; load {load_average()}\n")
         print(
             "| principal | mode | total p50/p95 ms | store path p50/p95 ms "

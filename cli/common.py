@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from citewell.cli.arguments import INDEX_NAME, OutputPath
-from citewell.core.errors import CitewellError, ConfigurationError
+from citewell.core.errors import CitewellError, ConfigurationError, UsageError
 from citewell.core.logging import configure_logging
 from citewell.core.models import Principal
 from citewell.core.settings import Settings, apply_process_environment
@@ -74,17 +74,17 @@ def load_caller(args: argparse.Namespace) -> tuple[Settings, Principal]:
 def principal_from_args(args: argparse.Namespace, settings: Settings) -> Principal:
     """The principal named by ``--user`` or built from ``--clearance``/``--groups``."""
     if args.user and (args.clearance or args.groups):
-        raise ConfigurationError("use either --user or --clearance/--groups, not both")
+        raise UsageError("use either --user or --clearance/--groups, not both")
     if args.user:
         if settings.principals_file is None:
-            raise ConfigurationError("--user needs CITEWELL_PRINCIPALS_FILE")
+            raise UsageError("--user needs CITEWELL_PRINCIPALS_FILE")
         directory = PrincipalDirectory.load(settings.principals_file, settings.scheme)
         principal = directory.get(args.user)
         if principal is None:
             raise ConfigurationError(f"unknown user {args.user!r} in {settings.principals_file}")
         return principal
     if not args.clearance:
-        raise ConfigurationError("say who is asking: --user NAME or --clearance LEVEL --groups a,b")
+        raise UsageError("say who is asking: --user NAME or --clearance LEVEL --groups a,b")
     settings.scheme.rank(args.clearance)
     groups = frozenset(g.strip() for g in (args.groups or "").split(",") if g.strip())
     return Principal(name="cli", clearance=args.clearance, groups=groups)

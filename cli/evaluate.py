@@ -20,7 +20,7 @@ from citewell.cli.common import (
     print_json,
     reporting_errors,
 )
-from citewell.core.errors import CitewellError
+from citewell.core.errors import CitewellError, EvaluationError, UsageError
 from citewell.evaluation.models import RETRIEVAL_MODES, RetrievalEvalReport
 from citewell.evaluation.retrieval_eval import evaluate_retrieval
 
@@ -214,7 +214,7 @@ def register_owner_reports(kinds: argparse._SubParsersAction[argparse.ArgumentPa
 
 def _answers_run(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     from citewell.evaluation.answers_eval import evaluate_answers
-    from citewell.ingestion.golden import load_golden_set
+    from citewell.evaluation.golden_set import load_golden_set
 
     settings, principal = load_caller(args)
     questions = load_golden_set(args.questions, limit=args.limit)
@@ -270,7 +270,7 @@ def run_coverage(args: argparse.Namespace) -> int:
     from citewell.evaluation.regression import load_json
 
     if args.questions and args.answers:
-        raise CitewellError("use either --questions or --answers")
+        raise UsageError("use either --questions or --answers")
     if args.questions:
         settings, principal, answers = _answers_run(argparse.Namespace(**vars(args), limit=None))
     else:
@@ -279,7 +279,7 @@ def run_coverage(args: argparse.Namespace) -> int:
             AnswersEvalReport.model_validate(load_json(args.answers)) if args.answers else None
         )
         if answers is not None and answers.principal != principal.name:
-            raise CitewellError("the answers file was evaluated for a different principal")
+            raise EvaluationError("the answers file was evaluated for a different principal")
     report = evaluate_coverage(
         settings, principal, answers, settings.index, stale_days=args.stale_days
     )
@@ -391,7 +391,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         rates,
     )
     from citewell.evaluation.answers_eval import allowed_questions
-    from citewell.ingestion.golden import load_golden_set
+    from citewell.evaluation.golden_set import load_golden_set
     from citewell.retrieval.service import open_search_service
 
     budget = DEFAULT_MAX_FALSE_REFUSAL if args.max_false_refusal is None else args.max_false_refusal

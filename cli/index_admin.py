@@ -145,7 +145,7 @@ def run_ready(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     service = _serving_index(settings)
     try:
-        readiness = service.readiness()
+        readiness = service.versions.readiness()
     finally:
         service.close()
     if args.json:

@@ -27,6 +27,17 @@ class UnknownClassificationError(ConfigurationError):
     """A classification level name is not one of the configured levels."""
 
 
+class UsageError(CitewellError):
+    """A command line is incomplete or contradictory (``--user`` with ``--clearance``, two
+    inputs where one is allowed). Says which options to use."""
+
+
+class InvalidArgumentError(CitewellError, ValueError):
+    """A call's arguments are out of range or inconsistent (a result limit below 1, N texts for
+    M chunks, a batch size of 0): the caller's mistake, never a problem with data or settings.
+    Also a :class:`ValueError`, what Python callers expect for a bad argument."""
+
+
 class ParseError(CitewellError):
     """A document could not be parsed; ``reason`` is a short human-readable cause."""
 
@@ -80,6 +91,11 @@ class IndexIntegrityError(StoreUnavailableError):
 
 class IndexLockedError(CitewellError):
     """Another writer holds the index's write lock."""
+
+
+class AuditLogError(CitewellError):
+    """The audit log cannot be written (disk full, permissions): the request is refused (503)
+    rather than answered unaudited."""
 
 
 class AuthenticationError(CitewellError):

@@ -127,6 +127,10 @@ class SearchRequest(Frozen):
     # Re-order the retrieved candidates towards newer documents (by ``Chunk.document_date``);
     # never adds a candidate. See retrieval/fusion.py.
     prefer_recent: bool = False
+    # Also say, per result document, which terms of this text its visible chunks hold
+    # (``SearchResult.document_terms``): the agent's check that a passage's document names
+    # what the question names (a filing names its company on the cover, not in every chunk).
+    document_terms_of: str | None = Field(default=None, max_length=2000)
 
 
 class ScoreBreakdown(Frozen):
@@ -151,6 +155,9 @@ class SearchResult(Frozen):
     rerank_note: str | None = None  # why reranking was off, when it was requested
     index_version: str | None = None
     timings_ms: dict[str, float] = Field(default_factory=dict)
+    # doc_id -> the terms of the request's ``document_terms_of`` (as the lexical index
+    # tokenizes them) that the document's visible chunks hold; result documents only.
+    document_terms: dict[str, frozenset[str]] = Field(default_factory=dict)
 
 
 class DocumentStatus(StrEnum):

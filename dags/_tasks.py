@@ -15,9 +15,15 @@ from citewell.dags._common import guarded, index_asset, load_settings, load_sour
 def check_inputs(source_name: str, fresh: bool = False) -> None:
     """First task: the folder, labels file, golden sets and source name, checked before any
     work, so a bad input fails the run at once (and is not retried)."""
+    from citewell.evaluation.smoke_test import check_golden_sets
     from citewell.ingestion.sources_config import check_source_inputs
 
-    guarded(lambda: check_source_inputs(load_settings(), load_source(source_name), fresh=fresh))
+    def check() -> None:
+        source = load_source(source_name)
+        check_golden_sets(source)
+        check_source_inputs(load_settings(), source, fresh=fresh)
+
+    guarded(check)
 
 
 @task

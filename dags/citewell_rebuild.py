@@ -19,9 +19,9 @@ from citewell.ingestion.sources_config import SourceConfig
 
 @task
 def rebuild(source_name: str, snapshot_path: str) -> str | None:
-    from citewell.ingestion.refresh import rebuild as rebuild_source
+    from citewell.evaluation.smoke_test import smoke_tested_rebuild
 
-    return run_on_plan(rebuild_source, source_name, snapshot_path).version
+    return run_on_plan(smoke_tested_rebuild, source_name, snapshot_path).version
 
 
 DOC_MD = """

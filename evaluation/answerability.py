@@ -64,19 +64,10 @@ def question_candidates(
     agent: Agent, principal: Principal, question: str, answerable: bool
 ) -> JudgedCandidates:
     """The candidates the agent's first retrieval gives, as the check would see them."""
-    scored = [s for s in agent.candidates(principal, question) if s.span.answerable]
     return JudgedCandidates(
         question=question,
         answerable=answerable,
-        candidates=tuple(
-            Candidate(
-                sentence=s.span.text,
-                chunk_text=s.chunk.text,
-                context=s.chunk.context,
-                similarity=s.score,
-            )
-            for s in scored[: agent.checker.max_candidates]
-        ),
+        candidates=tuple(agent.candidates(principal, question)),
     )
 
 

@@ -34,10 +34,10 @@ from citewell.core.errors import EvaluationError
 from citewell.core.logging import log_event
 from citewell.core.models import Frozen, Principal, SearchRequest
 from citewell.core.settings import Settings
+from citewell.evaluation.golden_set import GoldenQuestion, matches_expected
 from citewell.evaluation.metrics import mean, percentile
-from citewell.ingestion.golden import GoldenQuestion, matches_expected
 from citewell.retrieval.access import scope_for
-from citewell.retrieval.factory import build_index_reranker
+from citewell.retrieval.factory import choose_index_reranker
 from citewell.retrieval.index import IndexLayout
 from citewell.retrieval.manifest import Manifest
 from citewell.retrieval.protocols import Embedder, Reranker, SearchService
@@ -123,12 +123,11 @@ def default_judge(settings: Settings, index: str | None, embedder: Embedder) -> 
     """The index's cross-encoder (configured or trained) when there is one, else the embedding
     proxy."""
     # The factory's choice for the index, gated: a reranker that failed its gate never judges.
-    layout = IndexLayout(settings, index)
-    reranker, note = build_index_reranker(settings, layout.rerankers_dir)
-    if reranker is None:
-        log_event(logger, logging.INFO, "eval.judge_embedding_proxy", reason=note)
+    choice = choose_index_reranker(settings, IndexLayout(settings, index))
+    if choice.reranker is None:
+        log_event(logger, logging.INFO, "eval.judge_embedding_proxy", reason=choice.note)
         return EmbeddingJudge(embedder)
-    return CrossEncoderJudge(reranker)
+    return CrossEncoderJudge(choice.reranker)
 
 
 class LatencyStats(Frozen):

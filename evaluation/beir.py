@@ -16,8 +16,8 @@ from typing import IO
 
 from citewell.core.errors import EvaluationError
 from citewell.core.logging import log_event
+from citewell.evaluation.golden_set import json_objects
 from citewell.evaluation.models import BeirDataset, BeirDocument, BeirQuery
-from citewell.ingestion.golden import json_objects
 
 logger = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """Quality gates on a published index: a source's golden questions, scored and held to floors.
 
 Each golden question names the document(s) that answer it (paths or globs relative to the source
-folder, see ``ingestion.golden``). The questions are asked through ``ServingIndex.search`` as the
-API would, by a principal that sees every labelled document of the index; a question scores a
-hit when an expected document is among the top k documents, and its reciprocal rank
+folder, see ``evaluation.golden_set``). The questions are asked through ``ServingIndex.search``
+as the API would, by a principal that sees every labelled document of the index; a question
+scores a hit when an expected document is among the top k documents, and its reciprocal rank
 (``evaluation.metrics``).
 """
 
@@ -17,11 +17,11 @@ from citewell.core.errors import EvaluationError
 from citewell.core.logging import log_event
 from citewell.core.models import Frozen, Principal, SearchRequest
 from citewell.core.settings import Settings
-from citewell.evaluation.metrics import mean, mrr_at_k, recall_at_k
-from citewell.ingestion.golden import (
+from citewell.evaluation.golden_set import (
     load_retrieval_questions,
     matches_relative_path,
 )
+from citewell.evaluation.metrics import mean, mrr_at_k, recall_at_k
 from citewell.ingestion.sources_config import EvaluationConfig, SourceConfig
 from citewell.retrieval.access import maintenance_principal
 from citewell.retrieval.index import IndexLayout

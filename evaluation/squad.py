@@ -1,5 +1,5 @@
 """SQuAD 2.0 as an answer-evaluation set: paragraphs as documents, questions as golden
-questions (:func:`load_squad`). Golden set files themselves are read by ``ingestion.golden``.
+questions (:func:`load_squad`). Golden set files themselves are read by ``evaluation.golden_set``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from citewell.core.errors import EvaluationError
 from citewell.core.models import AccessLabel, Frozen
-from citewell.ingestion.golden import GoldenQuestion
+from citewell.evaluation.golden_set import GoldenQuestion
 from citewell.ingestion.pipeline import TextDocument
 
 

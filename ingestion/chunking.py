@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from citewell.core.errors import ModelError, ParseError
+from citewell.core.errors import InvalidArgumentError, ModelError, ParseError
 from citewell.ingestion.models import ChunkDraft, ParsedDocument
 from citewell.ingestion.parsing import stem_title, usable_title
 
@@ -226,7 +226,9 @@ def chunk_document(
     ``text == doc.text[char_start:char_end]`` holds for every chunk. Deterministic.
     """
     if chunk_size_tokens < 1 or not 0 <= chunk_overlap_tokens < chunk_size_tokens:
-        raise ValueError("need chunk_size_tokens >= 1 and 0 <= overlap < chunk_size_tokens")
+        raise InvalidArgumentError(
+            "need chunk_size_tokens >= 1 and 0 <= overlap < chunk_size_tokens"
+        )
     from llama_index.core.node_parser import SentenceSplitter
 
     count = tokenizer or _default_tokenizer()

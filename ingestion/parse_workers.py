@@ -38,7 +38,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from citewell.core.errors import ParseError, ParseWorkerError
+from citewell.core.errors import InvalidArgumentError, ParseError, ParseWorkerError
 from citewell.core.logging import log_event
 from citewell.core.models import Frozen
 from citewell.ingestion.limits import ZipLimits
@@ -179,7 +179,7 @@ class ParseWorkers:
 
     def __init__(self, workers: int, limits: WorkerLimits) -> None:
         if workers < 1:
-            raise ValueError("workers must be at least 1")
+            raise InvalidArgumentError("workers must be at least 1")
         self.workers = workers
         self.limits = limits
         self._context = get_context("forkserver")
@@ -205,7 +205,7 @@ class ParseWorkers:
         """Queue ``job``; its key must not be pending already (one outcome per key)."""
         with self._changed:
             if job.key in self._pending:
-                raise ValueError(f"a job with key {job.key!r} is already pending")
+                raise InvalidArgumentError(f"a job with key {job.key!r} is already pending")
             self._pending.add(job.key)
             if self._thread is None:
                 self._context.set_forkserver_preload(list(PRELOAD))

@@ -27,29 +27,22 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from citewell.core.errors import CitewellError, ConfigurationError, EvaluationError
 from citewell.core.logging import log_event
 from citewell.core.models import (
-    ClassificationScheme,
     DocumentFailure,
     Frozen,
     IngestReport,
-    SearchFilters,
 )
 from citewell.core.settings import Settings
-from citewell.ingestion.golden import (
-    load_retrieval_questions,
-    matches_relative_path,
-)
 from citewell.ingestion.labels import LabelRules
 from citewell.ingestion.pipeline import Ingestor, document_id, object_content_hash
 from citewell.ingestion.sources import LocalFolderSource, S3Access, S3Location, S3Source
 from citewell.ingestion.sources_config import SourceConfig
-from citewell.retrieval.access import maintenance_principal, scope_for
 from citewell.retrieval.durable import write_atomic
 from citewell.retrieval.index import IndexLayout, IndexWriter
 from citewell.retrieval.manifest import DocumentEntry, Manifest, classify_change
@@ -60,13 +53,22 @@ logger = logging.getLogger(__name__)
 SNAPSHOT_FILE = "snapshot.json"
 PLAN_FILE = "plan.json"
 REPORT_FILE = "report.json"
-_SMOKE_PRINCIPAL = "citewell-rebuild-smoke"
 
 M = TypeVar("M", bound=BaseModel)
 
 
 class RebuildValidationError(EvaluationError):
     """A rebuilt version failed validation and was not published."""
+
+
+class StagedVersionCheck(Protocol):
+    """A retrieval check of a rebuilt version while it is still staged: the golden-set smoke
+    test (``evaluation.smoke_test.GoldenSmokeTest``), given by the entry points."""
+
+    def __call__(self, writer: IndexWriter, embedder: Embedder) -> tuple[int, int]:
+        """(questions that passed, questions asked); raises ``RebuildValidationError`` to
+        refuse the version."""
+        ...
 
 
 # --- work files ---------------------------------------------------------------------------
@@ -439,40 +441,6 @@ def finalize(
 
 
 # --- rebuild ------------------------------------------------------------------------------
-def _smoke_test(
-    writer: IndexWriter,
-    embedder: Embedder,
-    golden: Path,
-    k: int,
-    min_hit_rate: float,
-    scheme: ClassificationScheme,
-) -> tuple[int, int]:
-    """Ask each golden question of the staged version (dense and BM25 legs, a scope that sees
-    every labelled document) and count those whose expected document is in either top k."""
-    questions = load_retrieval_questions(golden)
-    documents = writer.manifest.documents()
-    groups = frozenset(g for doc in documents.values() for g in doc.groups)
-    scope = scope_for(maintenance_principal(_SMOKE_PRINCIPAL, scheme, groups), scheme, ())
-    path_of = {doc_id: doc.relative_path for doc_id, doc in documents.items()}
-    hits = 0
-    for question in questions:
-        found: set[str] = set()
-        vector = embedder.embed_query(question.question)
-        for chunk, _ in writer.vectors.search(vector, scope, SearchFilters(), k):
-            found.add(path_of.get(chunk.doc_id, ""))
-        lexical = writer.lexical.search(question.question, scope, SearchFilters(), k)
-        for chunk in writer.vectors.get_chunks([chunk_id for chunk_id, _ in lexical]):
-            found.add(path_of.get(chunk.doc_id, ""))
-        if any(matches_relative_path(question, path) for path in found):
-            hits += 1
-    if not questions or hits / len(questions) < min_hit_rate:
-        raise RebuildValidationError(
-            f"retrieval smoke test: {hits} of {len(questions)} golden questions found their "
-            f"document in the top {k} (need {min_hit_rate:.0%})"
-        )
-    return hits, len(questions)
-
-
 def _check_counts(writer: IndexWriter, snapshot: DiscoveredSnapshot, source_name: str) -> None:
     documents = writer.manifest.documents(source=source_name)
     indexed = {doc.source_uri for doc in documents.values()}
@@ -500,17 +468,23 @@ def rebuild(
     settings: Settings,
     source: SourceConfig,
     plan_path: Path,
-    golden: Path | None = None,
+    smoke_test: StagedVersionCheck | None = None,
     embedder: Embedder | None = None,
     access: S3Access | None = None,
 ) -> RebuildReport:
-    """Build the index from scratch into a new version, validate it against the plan and the
-    golden set, and only then publish it (the previous version stays for rollback). Raises
-    :class:`RebuildValidationError` and publishes nothing when validation fails."""
+    """Build the index from scratch into a new version, validate it against the plan and with
+    ``smoke_test`` (the source's golden set), and only then publish it (the previous version
+    stays for rollback). Raises :class:`RebuildValidationError` and publishes nothing when
+    validation fails."""
     summary = _read_model(plan_path, PlanSummary)
     snapshot = _read_model(Path(summary.snapshot_path), DiscoveredSnapshot)
     _check_connector(source)
-    golden = golden or source.smoke_golden
+    if smoke_test is None and source.smoke_golden is not None:
+        # Fail closed: a caller that forgot the check must not publish an unchecked version.
+        raise ConfigurationError(
+            f"source {source.name!r} names a rebuild golden set ({source.smoke_golden}) but "
+            "no smoke test was given to run it"
+        )
     layout = IndexLayout(settings, source.index)
     previous = layout.current_version()
     ingestor = Ingestor(settings, embedder=embedder, parse_cache_dir=parse_cache_dir(settings))
@@ -518,17 +492,8 @@ def rebuild(
 
     def validate(writer: IndexWriter) -> None:
         _check_counts(writer, snapshot, source.name)
-        if golden is not None:
-            smoke.append(
-                _smoke_test(
-                    writer,
-                    ingestor.embedder,
-                    golden,
-                    source.rebuild.k,
-                    source.rebuild.min_hit_rate,
-                    settings.scheme,
-                )
-            )
+        if smoke_test is not None:
+            smoke.append(smoke_test(writer, ingestor.embedder))
 
     try:
         report = _ingest(ingestor, settings, source, access, fresh=True, validate=validate)

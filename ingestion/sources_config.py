@@ -31,7 +31,7 @@ chain (environment, profile, instance role).
 
 A golden file is JSON lines of ``{"question": "...", "expected": "relative/path.md"}`` (or a list
 of paths or globs, any of which counts as a hit), paths relative to the source folder; see
-``ingestion.golden`` for the whole format (CSV too).
+``evaluation.golden_set`` for the whole format (CSV too).
 
 Every problem raises :class:`ConfigurationError` naming the file (and the source, where known).
 """
@@ -343,17 +343,14 @@ def resolve_folder_source(
 
 
 def check_source_inputs(settings: Settings, source: SourceConfig, *, fresh: bool = False) -> None:
-    """Everything a run of ``source`` reads, checked before any work (the DAGs' first task):
-    the golden sets, and for a folder its labels file and that the folder is this source in its
-    index. Raises :class:`ConfigurationError` (golden and labels errors name file and line).
-    An s3 source's labels file lives in the bucket: the ingest step reads it and refuses the
-    run when it is invalid, before anything is written."""
-    from citewell.ingestion.golden import load_retrieval_questions
+    """What ingesting ``source`` reads, checked before any work (the DAGs' first task, which
+    checks the golden sets with ``evaluation.smoke_test.check_golden_sets``): for a folder, its
+    labels file and that the folder is this source in its index. Raises
+    :class:`ConfigurationError` (labels errors name file and line). An s3 source's labels file
+    lives in the bucket: the ingest step reads it and refuses the run when it is invalid, before
+    anything is written."""
     from citewell.ingestion.labels import LabelRules
 
-    for golden in {source.smoke_golden, source.evaluation.golden if source.evaluation else None}:
-        if golden is not None:
-            load_retrieval_questions(golden)
     if source.connector == "s3":
         return
     folder = source.folder

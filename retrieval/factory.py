@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from citewell.core.logging import log_event
 from citewell.core.settings import Settings
 from citewell.retrieval.embedding import SentenceTransformerEmbedder
 from citewell.retrieval.embedding_cache import CachingEmbedder, EmbeddingCache
 from citewell.retrieval.protocols import Reranker
+
+if TYPE_CHECKING:
+    from citewell.retrieval.index import IndexLayout
+
+logger = logging.getLogger(__name__)
 
 BUNDLED_EMBEDDING_MODEL = "bundled:all-MiniLM-L6-v2"
 
@@ -80,6 +89,46 @@ def gate_reranker(
 GATED_OFF_PREFIX = "reranker disabled by its evaluation gate"
 
 
-def build_index_reranker(settings: Settings, rerankers_dir: Path) -> tuple[Reranker | None, str]:
-    """The one place a reranker is chosen for an index: resolved from the settings, then gated."""
-    return gate_reranker(*resolve_index_reranker(settings, rerankers_dir), rerankers_dir)
+@dataclass(frozen=True)
+class RerankerChoice:
+    """The reranker chosen for an index (None: results say ``reranked: false`` and ``note``
+    says why), with what the choice looked at, so the next choice can keep the loaded model."""
+
+    reranker: Reranker | None
+    note: str
+    # The configured model and the trained folder's identity, and what they resolved to
+    # before the gate.
+    source: tuple[str | None, tuple[int, int] | None] | None = None  # None: nothing resolved
+    resolved: Reranker | None = None
+    resolved_note: str = ""
+
+
+def choose_index_reranker(
+    settings: Settings, layout: IndexLayout, previous: RerankerChoice | None = None
+) -> RerankerChoice:
+    """The one place a reranker is chosen for an index: the configured model, else the one
+    trained for it (``rerankers/current``), then its gate. ``previous`` (the choice made at the
+    last version switch) keeps its loaded model when the same one would be resolved: reloading
+    it would stall the first reranked search after every refresh; publishing a trained model
+    renames a new folder into place, so its identity changes."""
+    source = (settings.reranker_model, _folder_identity(layout.rerankers_dir / "current"))
+    if previous is not None and previous.source == source:
+        resolved, resolved_note = previous.resolved, previous.resolved_note
+    else:
+        resolved, resolved_note = resolve_index_reranker(settings, layout.rerankers_dir)
+    reranker, note = gate_reranker(resolved, resolved_note, layout.rerankers_dir)
+    if reranker is None:
+        # Every result says so (reranked: false and why); the log warns only when a configured
+        # model could not be used, else it is the normal offline default.
+        configured = settings.reranker_model is not None and not note.startswith(GATED_OFF_PREFIX)
+        level = logging.WARNING if configured else logging.INFO
+        log_event(logger, level, "rerank.unavailable", index=layout.name, reason=note)
+    return RerankerChoice(reranker, note, source, resolved, resolved_note)
+
+
+def _folder_identity(folder: Path) -> tuple[int, int] | None:
+    try:
+        stat = folder.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns

@@ -4,6 +4,7 @@ tuning."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -11,10 +12,13 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from citewell.core.errors import ConfigurationError
+from citewell.core.errors import CitewellError, ConfigurationError
+from citewell.core.logging import log_event
 from citewell.core.models import Frozen, FusionMethod
 from citewell.core.settings import Settings
 from citewell.retrieval.durable import write_atomic
+
+logger = logging.getLogger(__name__)
 
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], k: int = 60) -> dict[str, float]:
@@ -243,6 +247,43 @@ def load_tuned_fusion(index_root: Path) -> TunedFusion | None:
         return TunedFusion.model_validate_json(raw)
     except ValueError as exc:
         raise ConfigurationError(f"invalid fusion record {path}: {exc}") from exc
+
+
+class FusionInForce:
+    """Which fusion an index's searches use: an explicit override, else the index's tuned record
+    (re-read when the file changes, so `citewell eval tune-fusion` applies without a restart),
+    else the settings. A broken record is logged and ignored: fusion is a quality choice, and
+    serving with the configured fusion beats failing every search."""
+
+    def __init__(self, settings: Settings, index_root: Path, override: FusionChoice | None) -> None:
+        self._settings = settings
+        self._record = index_root / FUSION_FILE
+        self._index = index_root.name
+        self._override = override
+        self._choice = settings_fusion(settings)
+        self._stamp: int | None = None  # the record's mtime when it was last read
+
+    def current(self) -> FusionChoice:
+        if self._override is not None:
+            return self._override
+        if not self._settings.use_tuned_fusion:
+            return self._choice
+        try:
+            stamp: int | None = self._record.stat().st_mtime_ns
+        except OSError:
+            stamp = None
+        if stamp != self._stamp:
+            self._choice, self._stamp = self._read_record(), stamp
+        return self._choice
+
+    def _read_record(self) -> FusionChoice:
+        try:
+            tuned = load_tuned_fusion(self._record.parent)
+        except CitewellError as exc:
+            fields = {"index": self._index, "error": str(exc)}
+            log_event(logger, logging.ERROR, "fusion.record_invalid", **fields)
+            tuned = None
+        return tuned.choice if tuned is not None else settings_fusion(self._settings)
 
 
 def save_tuned_fusion(index_root: Path, tuned: TunedFusion) -> None:

@@ -146,6 +146,12 @@ class LexicalIndex(Protocol):
         """Top ``limit`` (chunk_id, score) with score > 0, best first."""
         ...
 
+    def document_terms(
+        self, text: str, scope: AccessScope, doc_ids: Collection[str]
+    ) -> dict[str, frozenset[str]]:
+        """Per document of ``doc_ids``: the terms of ``text`` its visible chunks hold."""
+        ...
+
     def __len__(self) -> int:
         """Number of chunks indexed."""
         ...

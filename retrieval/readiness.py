@@ -1,10 +1,10 @@
 """Readiness: whether a search of the configured index would succeed now.
 
-One check (:meth:`retrieval.service.ServingIndex.readiness`) answers it for ``/readyz`` and for
-``citewell index ready``: the published version is open and passed its integrity check, its
-files are still as recorded, the stores answer, and the query embedder loads. ``reason`` is a
-fixed code safe to show anyone (``/readyz`` is public); ``detail`` is for operators (logs, CLI)
-and may name versions and files.
+One check (:meth:`retrieval.serving_version.ServedVersions.readiness`) answers it for
+``/readyz`` and for ``citewell index ready``: the published version is open and passed its
+integrity check, its files are still as recorded, the stores answer, and the query embedder
+loads. ``reason`` is a fixed code safe to show anyone (``/readyz`` is public); ``detail`` is for
+operators (logs, CLI) and may name versions and files.
 """
 
 from __future__ import annotations

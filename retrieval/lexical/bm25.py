@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from citewell.core.errors import ConfigurationError, StoreUnavailableError
+from citewell.core.errors import ConfigurationError, InvalidArgumentError, StoreUnavailableError
 from citewell.core.logging import log_event
 from citewell.core.models import AccessLabel, Chunk, SearchFilters
 from citewell.retrieval.access import AccessScope, filter_values
@@ -125,7 +125,7 @@ class BM25Index:
         each chunk; default: the chunk's contextual header and text (:func:`contextual_text`),
         the same text the embedder sees."""
         if texts is not None and len(texts) != len(chunks):
-            raise ConfigurationError(f"got {len(texts)} texts for {len(chunks)} chunks")
+            raise InvalidArgumentError(f"got {len(texts)} texts for {len(chunks)} chunks")
         with self._lock:
             for i, chunk in enumerate(chunks):
                 old = self._slot_of_chunk.get(chunk.chunk_id)
@@ -179,7 +179,7 @@ class BM25Index:
         """Top ``limit`` (chunk_id, score) with score > 0, best first (ties by insertion).
         ``trace`` counts the postings read (tests and benchmarks)."""
         if limit < 1:
-            raise ConfigurationError(f"limit must be at least 1, got {limit}")
+            raise InvalidArgumentError(f"limit must be at least 1, got {limit}")
         if scope.matches_nothing:
             return []
         tokens = self._query_tokenizer(query)
@@ -238,7 +238,7 @@ class BM25Index:
         epsilon floor needs the mean idf over the whole vocabulary, a full pass per query here.
         """
         if limit < 1:
-            raise ConfigurationError(f"limit must be at least 1, got {limit}")
+            raise InvalidArgumentError(f"limit must be at least 1, got {limit}")
         if scope.matches_nothing:
             return []
         tokens = self._query_tokenizer(query)
@@ -287,6 +287,36 @@ class BM25Index:
             candidates = candidates[np.argpartition(-scores[candidates], limit - 1)[:limit]]
         names = compiled.doc_names
         return sorted(((names[i], float(scores[i])) for i in candidates), key=_by_score_then_id)
+
+    def document_terms(
+        self, text: str, scope: AccessScope, doc_ids: Collection[str]
+    ) -> dict[str, frozenset[str]]:
+        """For each of ``doc_ids``, the terms of ``text`` (as this index tokenizes them) that
+        occur in a chunk of that document the scope can see; documents holding none are left
+        out. Lets the agent ask whether a name its question needs appears anywhere in a
+        retrieved document, not only in the retrieved chunk (a filing names its company on the
+        cover page, not in every chunk). Reads only the visible classes' postings."""
+        if scope.matches_nothing or not doc_ids:
+            return {}
+        tokens = self._query_tokenizer(text)
+        with self._lock:
+            compiled = self._compile()
+            visible = self._visible_classes(scope)
+            stats = self._scope_stats(visible)
+            wanted = self._doc_filter_slots(frozenset(doc_ids))
+            vocab = self._vocab
+            term_ids = {token: vocab.get(token, -1) for token in set(tokens)}
+        if wanted is None or wanted.size == 0:
+            return {}
+        classes = np.asarray(visible, dtype=np.int64)
+        found: dict[str, set[str]] = {}
+        for token, term in sorted(term_ids.items()):
+            if not 0 <= term < stats.df.shape[0] or stats.df[term] == 0:
+                continue
+            slots, _ = compiled.postings.term(term, classes)
+            for doc in np.unique(compiled.docs[slots[np.isin(slots, wanted)]]):
+                found.setdefault(compiled.doc_names[int(doc)], set()).add(token)
+        return {doc: frozenset(terms) for doc, terms in found.items()}
 
     def _query_terms(self, tokens: Sequence[str], stats: ScopeStats) -> list[tuple[int, int]]:
         """(term id, times) for the query tokens that occur in a chunk the scope can see, in

@@ -166,3 +166,31 @@ def test_covering_the_question_never_lowers_the_probability() -> None:
     p = model.probabilities(np.array([verbatim, unrelated, low, high]))
     assert p[0] > p[1]
     assert p[0] >= p[2]  # more coverage, all else equal: never less likely
+
+
+@pytest.mark.parametrize(
+    ("question", "key", "not_key"),
+    [
+        # relative time words in a date are not terms a passage must repeat; the year is
+        (
+            "How did R&D spending in the most recent quarter compare to previous quarters of 2023?",
+            {"2023"},
+            {"recent", "previous", "quarter", "quarters"},
+        ),
+        # an acronym's plural is looked up as the singular the sources write
+        ("What legal proceedings are disclosed in Intel's 10-Qs?", {"Intel", "10", "Q"}, {"Qs"}),
+        # month names stay key terms
+        ("What happened to revenue in July 2022?", {"July", "2022"}, set()),
+    ],
+)
+def test_key_terms_are_names_numbers_and_dates_not_relative_time_words(
+    question: str, key: set[str], not_key: set[str]
+) -> None:
+    from citewell.agent.answerability import TextAnalyzer
+
+    analyzer = TextAnalyzer()
+    profile = analyzer.question(question)
+    stems = {s for word in key for s in analyzer.terms(word)}
+    assert stems <= set(profile.key_terms), profile.key_terms
+    forbidden = {s for word in not_key for s in analyzer.terms(word)}
+    assert not forbidden & set(profile.key_terms), profile.key_terms

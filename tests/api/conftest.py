@@ -157,6 +157,11 @@ class FakeServingIndex:
             index_version=self.version,
         )
 
+    @property
+    def versions(self) -> FakeServingIndex:
+        """The fake holds its own versions (``readiness`` and ``maybe_reload``)."""
+        return self
+
     def readiness(self) -> Readiness:
         if self.unavailable or self.closed:
             return Readiness(ready=False, reason="store_unavailable", detail="fake store down")

@@ -1,5 +1,6 @@
 """Answers evaluation: citation judging, and an end-to-end run on a small SQuAD 2.0 slice and
-one docugami 10-Q ingested through the pipeline (golden sets: tests/ingestion/test_golden.py)."""
+one docugami 10-Q ingested through the pipeline (golden sets:
+tests/evaluation/test_golden_set.py)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from citewell.agent.models import Answer, Citation, Source
 from citewell.core.models import AccessLabel, Principal
 from citewell.core.settings import Settings
 from citewell.evaluation.answers_eval import evaluate_answers, judge_answer
+from citewell.evaluation.golden_set import load_golden_set
 from citewell.evaluation.squad import load_squad
-from citewell.ingestion.golden import load_golden_set
 from citewell.ingestion.pipeline import Ingestor, TextDocument
 from citewell.retrieval.service import ServingIndex
 
@@ -212,7 +213,7 @@ def test_one_docugami_filing_with_its_questions(shared_data, embedder, tmp_path)
 def test_questions_outside_the_users_groups_are_not_false_refusals(tmp_path):
     """Issue 18.8: a question whose expected document the evaluating user may not see (other
     groups, whatever the clearance) is "not answerable for this user", counted apart."""
-    from citewell.ingestion.golden import GoldenQuestion
+    from citewell.evaluation.golden_set import GoldenQuestion
     from tests.agent.fakes import HashingEmbedder
 
     settings = Settings(data_dir=tmp_path / "data", index="kb")

@@ -103,7 +103,7 @@ def test_questions_without_expected_documents_are_refused(tmp_path: Path) -> Non
 
 def test_the_bundled_questions_are_accepted() -> None:
     """examples/questions.jsonl (with its unanswerable lines) is what the DAGs' gates read."""
-    from citewell.ingestion.golden import load_retrieval_questions
+    from citewell.evaluation.golden_set import load_retrieval_questions
 
     questions = load_retrieval_questions(Path(__file__).parents[2] / "examples" / "questions.jsonl")
     assert len(questions) == 16 and all(q.expected_sources for q in questions)

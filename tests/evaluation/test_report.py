@@ -8,9 +8,9 @@ from citewell.core.errors import EvaluationError
 from citewell.core.models import AccessLabel, Principal
 from citewell.evaluation.answers_eval import evaluate_answers
 from citewell.evaluation.coverage import evaluate_coverage
+from citewell.evaluation.golden_set import GoldenQuestion
 from citewell.evaluation.report import bar_chart, make_bundle, render_html, write_report
 from citewell.evaluation.squad import load_squad
-from citewell.ingestion.golden import GoldenQuestion
 from tests.evaluation.test_answers_eval import SECRET_TITLE, squad_kb  # noqa: F401
 
 LOW = Principal(name="press-owner", clearance="public", groups=frozenset())

@@ -36,7 +36,7 @@ def served(
     root = tmp_path_factory.mktemp("fuzz-index")
     settings = small_index.build(root, shared_data, embedder)
     service = ServingIndex(settings, embedder=embedder)
-    service.load()
+    service.versions.load()
     yield settings, service
     service.close()
 

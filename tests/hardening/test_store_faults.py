@@ -116,13 +116,13 @@ def test_a_leg_failing_while_serving_answers_503_not_the_other_leg(
 ):
     settings = small_index.copy_of(template, tmp_path / "copy")
     service = ServingIndex(settings, embedder=embedder)
-    service.load()
+    service.versions.load()
     healthy = service.search(ALICE, SearchRequest(query=QUERY, k=5, rerank=False))
     assert healthy.results
 
-    lease = service._acquire()  # the live version
-    opened = lease.opened
-    service._release(lease)
+    served = service.versions.served  # the live version
+    assert served is not None
+    opened = served.opened
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("engine fault")
@@ -174,7 +174,7 @@ def test_disk_full_while_saving_bm25_keeps_the_published_version_serving(
     assert layout.current_version() == published
     assert layout.versions() == [published]
     assert not any(layout.staging_dir.iterdir())
-    assert service.maybe_reload() is False
+    assert service.versions.maybe_reload() is False
     after = service.search(ALICE, request)
     assert [h.chunk.chunk_id for h in after.results] == [h.chunk.chunk_id for h in before.results]
     fresh = ServingIndex(settings, embedder=embedder)
@@ -187,6 +187,6 @@ def test_disk_full_while_saving_bm25_keeps_the_published_version_serving(
     report = ingestor.ingest_texts(more, index=settings.index, source_name="scifact")
     assert report.index_version != published
     assert len(report.added) == 4
-    assert service.maybe_reload() is True
+    assert service.versions.maybe_reload() is True
     assert service.status().documents == 12
     service.close()

@@ -8,16 +8,13 @@ import pytest
 
 from citewell.core.errors import ConfigurationError
 from citewell.ingestion.refresh import (
-    RebuildValidationError,
     discover,
     finalize,
     plan,
     process_batch,
-    rebuild,
     run_dir,
 )
 from citewell.ingestion.sources_config import SourceConfig
-from citewell.retrieval.index import IndexLayout
 
 LABELS = "default: {classification: internal, groups: [everyone]}\n"
 
@@ -83,34 +80,3 @@ def test_plan_process_finalize_then_plan_changes(
         ("c.txt",),
     )
     assert second.unchanged == 0 and len(second.batch_paths) == 1
-
-
-@pytest.mark.slow
-def test_rebuild_validates_before_publishing(
-    make_settings: Any, tmp_path: Path, embedder: Any
-) -> None:
-    settings = make_settings()
-    folder = _folder(tmp_path / "docs")
-    golden = tmp_path / "golden.jsonl"
-    rows = [
-        {"question": "how often do beta valves get replaced", "expected": "b.md"},
-        # Globs match the manifest's relative paths too.
-        {"question": "how often does the alpha pump need oil", "expected": ["old/*.md", "a.*"]},
-    ]
-    golden.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    source = _source(folder, rebuild={"golden": golden, "k": 3, "min_hit_rate": 1.0})
-    layout = IndexLayout(settings, "idx")
-
-    first = plan(settings, source, Path(discover(settings, source, "r1").path), fresh=True)
-    built = rebuild(settings, source, Path(first.path), embedder=embedder)
-    assert built.version == layout.current_version() and built.previous_version is None
-    assert (built.documents, built.smoke_hits, built.smoke_questions) == (3, 2, 2)
-
-    # The folder gains a document after planning: counts no longer match the plan.
-    (folder / "late.md").write_text("# Late\n\nArrived after the plan.\n", encoding="utf-8")
-    second = plan(settings, source, Path(discover(settings, source, "r2").path), fresh=True)
-    (folder / "later.md").write_text("# Later\n\nArrived even later.\n", encoding="utf-8")
-    with pytest.raises(RebuildValidationError, match="document count mismatch"):
-        rebuild(settings, source, Path(second.path), embedder=embedder)
-    assert layout.current_version() == built.version
-    assert layout.versions() == [built.version]

@@ -86,7 +86,7 @@ def test_a_refresh_with_another_backend_is_refused(torch_index):
 def test_serving_refuses_a_query_embedder_on_another_backend(torch_index):
     mismatched = ServingIndex(torch_index, INDEX, embedder=KeyedEmbedder("openvino-int8"))
     with pytest.raises(StoreUnavailableError, match="embedded with backend 'torch'"):
-        mismatched.load()
+        mismatched.versions.load()
     assert not mismatched.ready()
     matching = ServingIndex(torch_index, INDEX, embedder=KeyedEmbedder("torch"))
     result = matching.search(READER, SearchRequest(query="parental leave", k=3))
@@ -96,12 +96,12 @@ def test_serving_refuses_a_query_embedder_on_another_backend(torch_index):
 
 def test_a_switch_to_a_version_of_another_backend_keeps_the_old_one_serving(torch_index):
     serving = ServingIndex(torch_index, INDEX, embedder=KeyedEmbedder("torch"))
-    serving.load()
+    serving.versions.load()
     version = serving.status().version
     Ingestor(torch_index, embedder=KeyedEmbedder("openvino-int8")).ingest_texts(
         documents(), index=INDEX, source_name="kb", fresh=True
     )
-    assert serving.maybe_reload() is False
+    assert serving.versions.maybe_reload() is False
     assert serving.status().version == version
     assert serving.search(READER, SearchRequest(query="parental leave", k=3)).results
     serving.close()

@@ -201,7 +201,7 @@ def test_a_damaged_version_is_refused_not_ready_and_searches_answer_503(
     assert refused.value.version == version.name
 
     service = ServingIndex(settings, embedder=HashingEmbedder())
-    readiness = service.readiness()
+    readiness = service.versions.readiness()
     assert (readiness.ready, readiness.reason) == (False, "integrity_failed")
     with TestClient(create_app(settings, service)) as client:
         ready = client.get("/readyz")
@@ -248,18 +248,18 @@ def test_a_damaged_new_version_is_not_switched_to_and_the_old_one_keeps_serving(
     newer = _publish_more(settings)
     DAMAGE[fault](IndexLayout(settings).version_dir(newer))
     caplog.set_level(logging.INFO)
-    assert service.maybe_reload() is False
+    assert service.versions.maybe_reload() is False
     after = service.search(READER, request)
     assert after.index_version == served
     assert [h.chunk.chunk_id for h in after.results] == [h.chunk.chunk_id for h in before.results]
-    assert service.readiness().ready is True
+    assert service.ready() is True
     events = {(r.getMessage(), getattr(r, "fields", {}).get("version")) for r in caplog.records}
     assert ("index.version_refused", newer) in events
     assert ("index.reload_failed", newer) in events
     # The reload loop does not re-read the refused version (or log it again) on every tick.
     caplog.clear()
-    assert service.maybe_reload() is False
-    assert service.readiness().ready is True
+    assert service.versions.maybe_reload() is False
+    assert service.ready() is True
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     service.close()
 
@@ -270,10 +270,10 @@ def test_a_version_damaged_while_served_stops_serving_until_rolled_back(
     service = ServingIndex(settings, embedder=HashingEmbedder())
     first = service.search(READER, SearchRequest(query=QUERY, k=3)).index_version
     newer = _publish_more(settings)
-    assert service.maybe_reload() is True
+    assert service.versions.maybe_reload() is True
     DAMAGE["shard-id-tracker-deleted"](IndexLayout(settings).version_dir(newer))
 
-    readiness = service.readiness()
+    readiness = service.versions.readiness()
     assert (readiness.ready, readiness.reason, readiness.version) == (
         False,
         "integrity_failed",
@@ -281,11 +281,11 @@ def test_a_version_damaged_while_served_stops_serving_until_rolled_back(
     )
     with pytest.raises(IndexIntegrityError):
         service.search(READER, SearchRequest(query=QUERY, k=3))
-    assert service.maybe_reload() is False  # the current version still fails
+    assert service.versions.maybe_reload() is False  # the current version still fails
 
     assert rollback(settings) == first
-    assert service.maybe_reload() is True
-    assert service.readiness().ready is True
+    assert service.versions.maybe_reload() is True
+    assert service.ready() is True
     assert service.search(READER, SearchRequest(query=QUERY, k=3)).index_version == first
     service.close()
 
@@ -339,10 +339,9 @@ def test_an_unhydratable_bm25_hit_is_an_integrity_error_not_a_dropped_result(
     numbers = "report 0 1 2 3 4 5"
     request = SearchRequest(query=numbers, k=10, mode=SearchMode.BM25, rerank=False)
     assert len(service.search(READER, request).results) == 6
-    lease = service._acquire()
-    # The vector store loses one document's points behind the BM25 index's back.
-    lease.opened.vectors.delete_documents(["doc-2"])
-    service._release(lease)
+    with service.versions.lease() as opened:
+        # The vector store loses one document's points behind the BM25 index's back.
+        opened.vectors.delete_documents(["doc-2"])
     caplog.set_level(logging.ERROR)
     with pytest.raises(IndexIntegrityError, match="BM25 hit"):
         service.search(READER, request)
@@ -365,7 +364,7 @@ class _BrokenModel(HashingEmbedder):
 
 def test_ready_means_the_query_model_loads(settings: Settings) -> None:
     service = ServingIndex(settings, embedder=_BrokenModel())
-    readiness = service.readiness()
+    readiness = service.versions.readiness()
     assert (readiness.ready, readiness.reason) == (False, "model_unavailable")
     with TestClient(create_app(settings, service)) as client:
         response = client.get("/readyz")
@@ -475,5 +474,5 @@ def test_a_remote_collection_is_checked_by_its_point_count(
     with pytest.raises(IndexIntegrityError, match="5 points, 6 were published"):
         open_version(remote)
     service = ServingIndex(remote, embedder=HashingEmbedder())
-    assert service.readiness().reason == "integrity_failed"
+    assert service.versions.readiness().reason == "integrity_failed"
     service.close()

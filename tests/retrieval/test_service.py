@@ -156,11 +156,11 @@ def test_refresh_while_serving_switches_atomically(tmp_path, make_settings, embe
             [*docs, extra], index="live", source_name="t"
         )
         assert service.search(boss, request).results == ()  # still on the old version
-        assert service.maybe_reload() is True
+        assert service.versions.maybe_reload() is True
         assert service.status().version != first_version
         hits = service.search(boss, request).results
         assert hits and hits[0].chunk.doc_id == "zebra"
-        assert service.maybe_reload() is False
+        assert service.versions.maybe_reload() is False
     finally:
         service.close()
 
@@ -228,19 +228,19 @@ def test_a_refresh_keeps_the_loaded_reranker_until_a_new_model_is_published(
     shutil.copytree(model, current)
     service = ServingIndex(settings, embedder=embedder)
     try:
-        service.load()
-        first = service._reranker
+        service.versions.load()
+        first = service.reranker
         assert first is not None and service.status().reranker == str(current)
         ingestor.ingest_texts(docs[:6], index="rr", source_name="t")
-        assert service.maybe_reload() is True
-        assert service._reranker is first  # same model: not reloaded on a version switch
+        assert service.versions.maybe_reload() is True
+        assert service.reranker is first  # same model: not reloaded on a version switch
         # A newly trained model is renamed into place: the next switch picks it up.
         shutil.copytree(model, current.with_name("staging"))
         shutil.rmtree(current)
         current.with_name("staging").rename(current)
         ingestor.ingest_texts(docs, index="rr", source_name="t")
-        assert service.maybe_reload() is True
-        assert service._reranker is not None and service._reranker is not first
+        assert service.versions.maybe_reload() is True
+        assert service.reranker is not None and service.reranker is not first
     finally:
         service.close()
 
@@ -250,11 +250,8 @@ def test_the_exact_search_threshold_reaches_the_serving_store(tmp_path, make_set
     Ingestor(settings, embedder=embedder).ingest_texts(corpus(4), index="plan", source_name="t")
     service = ServingIndex(settings, embedder=embedder)
     try:
-        service.load()
-        lease = service._acquire()
-        try:
-            assert lease.opened.vectors._planner._max_points == 123
-        finally:
-            service._release(lease)
+        service.versions.load()
+        with service.versions.lease() as opened:
+            assert opened.vectors._planner._max_points == 123
     finally:
         service.close()

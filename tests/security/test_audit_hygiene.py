@@ -22,7 +22,7 @@ from citewell.core.logging import JsonFormatter
 from citewell.core.models import Principal
 from citewell.core.settings import Settings
 from citewell.evaluation.answers_eval import evaluate_answers
-from citewell.ingestion.golden import GoldenQuestion
+from citewell.evaluation.golden_set import GoldenQuestion
 from citewell.retrieval.principals import hash_api_key
 from citewell.retrieval.service import ServingIndex
 from tests.agent.openai_server import chat_server

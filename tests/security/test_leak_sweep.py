@@ -32,8 +32,8 @@ from citewell.core.models import Principal, SearchMode, SearchRequest
 from citewell.core.settings import Settings
 from citewell.evaluation.answers_eval import evaluate_answers
 from citewell.evaluation.coverage import evaluate_coverage
+from citewell.evaluation.golden_set import GoldenQuestion
 from citewell.evaluation.report import make_bundle, render_html
-from citewell.ingestion.golden import GoldenQuestion
 from citewell.ingestion.pipeline import Ingestor
 from citewell.retrieval.principals import hash_api_key
 from citewell.retrieval.rerank import CrossEncoderReranker

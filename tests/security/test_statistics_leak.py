@@ -119,7 +119,7 @@ def test_restricted_rare_term_document_changes_nothing_a_public_user_sees(
         version = service.status().version
 
         ingestor.ingest_texts([*base_docs(), RESTRICTED], index="stats", source_name="t")
-        assert service.maybe_reload() is True
+        assert service.versions.maybe_reload() is True
         assert service.status().version != version
         # The new document is really there and dominates the term for a cleared user...
         top = service.search(BOSS, REQUESTS[0]).results[0]
@@ -128,7 +128,7 @@ def test_restricted_rare_term_document_changes_nothing_a_public_user_sees(
         after = [fingerprint(service.search(GUEST, r)) for r in REQUESTS]
         for request, old, new in zip(REQUESTS, before, after, strict=True):
             assert new == old, f"mode={request.mode} rerank={request.rerank} changed"
-        assert rrf.maybe_reload() is True
+        assert rrf.versions.maybe_reload() is True
         assert fingerprint(rrf.search(GUEST, hybrid)) == before_rrf
     finally:
         service.close()

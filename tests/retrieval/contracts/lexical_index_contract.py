@@ -207,3 +207,31 @@ class LexicalIndexContract:
                 )
         reopened.add([make_chunk("z", "falcon again")])
         assert "z" in ids(reopened.search("falcon", PUBLIC, NO_FILTERS, 10))
+
+    def test_document_terms_reads_only_visible_chunks_of_the_asked_documents(self) -> None:
+        index = self.make_index()
+        index.add(
+            [
+                *FILLER,
+                make_chunk("cover", "Apple Inc. quarterly report", doc_id="filing"),
+                make_chunk("body", "net sales rose in the services segment", doc_id="filing"),
+                make_chunk("memo", "apple harvest memo", doc_id="secret", rank=2, groups=("hr",)),
+            ]
+        )
+        asked = ("filing", "secret", "no-such-doc")
+        # The term is found in another chunk of the document than the one that matched.
+        terms = index.document_terms("Apple services 2023", PUBLIC, asked)
+        assert set(terms) == {"filing"}
+        assert len(terms["filing"]) == 2  # "apple" and "servic(es)" as the index stems them
+        assert index.document_terms("Apple services", EVERYONE, asked)["secret"]
+        # A document the scope cannot see holds nothing for it, and nothing is invented.
+        assert "secret" not in index.document_terms("apple harvest", PUBLIC, asked)
+        assert index.document_terms("zebra", EVERYONE, asked) == {}
+        assert index.document_terms("apple", PUBLIC, ()) == {}
+        nobody = AccessScope(principal="none", max_rank=3, groups=frozenset())
+        assert index.document_terms("apple", nobody, asked) == {}
+        # Withdrawn and relabelled documents answer for their current state.
+        index.relabel_document("filing", AccessLabel(classification="restricted"), 3)
+        assert index.document_terms("apple", PUBLIC, asked) == {}
+        index.delete_documents(["filing"])
+        assert "filing" not in index.document_terms("apple", EVERYONE, asked)

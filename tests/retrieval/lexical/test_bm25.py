@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from rank_bm25 import BM25Okapi
 
 import citewell.retrieval.lexical.storage as bm25_storage
-from citewell.core.errors import ConfigurationError, StoreUnavailableError
+from citewell.core.errors import ConfigurationError, InvalidArgumentError, StoreUnavailableError
 from citewell.core.models import SearchFilters
 from citewell.retrieval.access import AccessScope
 from citewell.retrieval.lexical import BM25Index, Tokenizer
@@ -46,9 +46,10 @@ def test_rejects_bad_parameters() -> None:
         BM25Index(k1=0)
     with pytest.raises(ConfigurationError):
         BM25Index(b=1.5)
-    with pytest.raises(ConfigurationError):
+    # A caller's bad argument is not a configuration problem.
+    with pytest.raises(InvalidArgumentError):
         BM25Index().search("x", EVERYONE, NO_FILTERS, 0)
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(InvalidArgumentError):
         BM25Index().add([CORPUS[0]], texts=["a", "b"])
 
 

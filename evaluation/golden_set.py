@@ -1,8 +1,8 @@
 """Golden question sets: the one file format, its reader and expected-source matching.
 
-Used by the rebuild smoke test (``ingestion.refresh``), the per-source quality gates
-(``evaluation.quality_gates``) and answer evaluation (``evaluation.answers_eval``, ``citewell eval
-answers``). Formats, chosen by file suffix:
+Used by the rebuild smoke test and the DAGs' input check (``evaluation.smoke_test``), the
+per-source quality gates (``evaluation.quality_gates``) and answer evaluation
+(``evaluation.answers_eval``, ``citewell eval answers``). Formats, chosen by file suffix:
 
 - ``.csv`` with docugami's columns ``Question, Source Docs, Question Type, Source Chunk Type,
   Answer`` (``Source Docs`` holds file names or glob patterns such as ``*2023 Q3 AAPL*``, comma-

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from citewell.core.errors import ConfigurationError, EvaluationError, GoldenSetError
-from citewell.ingestion.golden import (
+from citewell.evaluation.golden_set import (
     GoldenQuestion,
     json_objects,
     load_golden_set,

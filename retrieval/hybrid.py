@@ -1,0 +1,269 @@
+"""One search request over one opened index version, as named steps.
+
+``ServingIndex.search`` calls them in this order:
+
+1. ``embed_query``: the query vector (dense and hybrid modes);
+2. ``search_legs``: dense, BM25 chunk and BM25 document legs, each with the caller's scope
+   applied inside the store or index, before its top-k (never filtered afterwards only);
+3. ``hydrate``: the chunks of BM25 hits the dense leg did not return (a hit that cannot be
+   hydrated is an integrity error, never a silently dropped result). Fusion needs each hit's
+   document and date, and the reranker its text, so this comes before them;
+4. ``fuse``: one ranking from the legs (``retrieval.fusion``), plus the recency leg if asked;
+5. ``rerank``: the cross-encoder reorders the head of that ranking;
+6. ``top_k`` then ``enforce_access``: the first k hits with their score breakdowns, each checked
+   against the scope again on the way out (``retrieval.access.enforce``);
+7. ``result``: the response, with timings per step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from citewell.core.errors import IndexIntegrityError
+from citewell.core.logging import log_event
+from citewell.core.models import (
+    Chunk,
+    ScoreBreakdown,
+    ScoredChunk,
+    SearchMode,
+    SearchRequest,
+    SearchResult,
+)
+from citewell.core.settings import Settings
+from citewell.retrieval.access import AccessScope, enforce
+from citewell.retrieval.fusion import FusionChoice
+from citewell.retrieval.index import OpenedVersion
+from citewell.retrieval.protocols import Embedder, Reranker, Vector
+
+logger = logging.getLogger(__name__)
+
+Ranking = list[tuple[str, float]]  # chunk ids, best first
+
+
+@dataclass(frozen=True)
+class Legs:
+    """What each leg found, best first; every leg saw only what the scope allows."""
+
+    dense: list[tuple[Chunk, float]]
+    bm25_chunks: Ranking
+    bm25_documents: list[tuple[str, float]]  # document ids
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Every chunk the legs found, with what fusion and the recency leg need to know of it."""
+
+    chunks: dict[str, Chunk]
+    document_of: dict[str, str]  # chunk id -> document id
+    dates: dict[str, datetime]  # document id -> stated date (only when recency is asked for)
+
+
+class HybridSearch:
+    """The steps of one request (see the module docstring), with the request's scope, depth,
+    reranker and fusion fixed at the start."""
+
+    def __init__(
+        self,
+        opened: OpenedVersion,
+        scope: AccessScope,
+        request: SearchRequest,
+        settings: Settings,
+        *,
+        reranker: tuple[Reranker | None, str | None],
+        fusion: FusionChoice,
+    ) -> None:
+        self._started = time.perf_counter()
+        self.opened, self.scope, self.request, self.fusion = opened, scope, request, fusion
+        self.rerank_candidates = settings.rerank_candidates
+        self.reranker = reranker[0] if request.rerank else None
+        self.rerank_note = None
+        if request.rerank and self.reranker is None:
+            self.rerank_note = reranker[1] or "no reranker available"
+        self.depth = max(request.k, settings.candidates_per_leg)
+        if self.reranker is not None:
+            self.depth = max(self.depth, settings.rerank_candidates)
+        self.recency = settings.recency_weight if request.prefer_recent else 0.0
+        self.reranked = False
+        self.timings: dict[str, float] = {}
+        self.breakdown: dict[str, dict[str, float | int]] = {}
+
+    @contextlib.contextmanager
+    def _timed(self, step: str) -> Iterator[None]:
+        tick = time.perf_counter()
+        yield
+        self.timings[step] = _ms(tick)
+
+    def nothing_visible(self) -> SearchResult:
+        """The answer for a scope that matches nothing: no leg runs."""
+        self.timings = {"total": 0.0}
+        return self._response([])
+
+    # --- 1. embed query -------------------------------------------------------------------
+    def embed_query(self, embedder: Embedder) -> Vector | None:
+        if self.request.mode not in (SearchMode.DENSE, SearchMode.HYBRID):
+            return None
+        with self._timed("embed"):
+            return embedder.embed_query(self.request.query)
+
+    # --- 2. legs (the scope is applied inside each) ---------------------------------------
+    def search_legs(self, vector: Vector | None) -> Legs:
+        mode = self.request.mode
+        legs = Legs(
+            dense=self._dense_leg(vector) if vector is not None else [],
+            bm25_chunks=self._bm25_chunk_leg() if mode != SearchMode.DENSE else [],
+            bm25_documents=self._bm25_document_leg()
+            if mode == SearchMode.HYBRID and self.fusion.document_share > 0
+            else [],
+        )
+        for rank, (chunk, score) in enumerate(legs.dense, start=1):
+            self.breakdown.setdefault(chunk.chunk_id, {}).update(dense_rank=rank, dense_score=score)
+        for rank, (cid, score) in enumerate(legs.bm25_chunks, start=1):
+            self.breakdown.setdefault(cid, {}).update(bm25_rank=rank, bm25_score=score)
+        return legs
+
+    def _dense_leg(self, vector: Vector) -> list[tuple[Chunk, float]]:
+        with self._timed("dense"):
+            return self.opened.vectors.search(vector, self.scope, self.request.filters, self.depth)
+
+    def _bm25_chunk_leg(self) -> Ranking:
+        with self._timed("bm25"):
+            return self.opened.lexical.search(
+                self.request.query, self.scope, self.request.filters, self.depth
+            )
+
+    def _bm25_document_leg(self) -> list[tuple[str, float]]:
+        # Document-level BM25 under the same scope and filters as the chunk legs.
+        with self._timed("bm25_documents"):
+            return self.opened.lexical.document_search(
+                self.request.query, self.scope, self.request.filters, self.depth
+            )
+
+    # --- 3. hydrate -----------------------------------------------------------------------
+    def hydrate(self, legs: Legs) -> Candidates:
+        chunks = {chunk.chunk_id: chunk for chunk, _ in legs.dense}
+        missing = [cid for cid, _ in legs.bm25_chunks if cid not in chunks]
+        if missing:
+            with self._timed("hydrate"):
+                found = self.opened.vectors.get_chunks(missing)
+            chunks.update((chunk.chunk_id, chunk) for chunk in found)
+            self._refuse_unhydrated([cid for cid in missing if cid not in chunks])
+        dates = _document_dates(chunks.values()) if self.recency > 0 else {}
+        return Candidates(chunks, {cid: c.doc_id for cid, c in chunks.items()}, dates)
+
+    def _refuse_unhydrated(self, lost: list[str]) -> None:
+        """The BM25 index and the vector store disagree: dropping the hits would serve a
+        silently partial answer from a damaged version."""
+        if not lost:
+            return
+        meta = self.opened.meta
+        where = {"index": meta.index, "version": meta.version}
+        log_event(logger, logging.ERROR, "index.unhydratable_hits", **where, chunk_ids=lost[:20])
+        problem = f"{len(lost)} BM25 hit(s) have no chunk in the vector store"
+        raise IndexIntegrityError(meta.version, [problem])
+
+    # --- 4. fuse --------------------------------------------------------------------------
+    def fuse(self, legs: Legs, candidates: Candidates) -> Ranking:
+        mode = self.request.mode
+        if mode == SearchMode.DENSE:
+            ranked = [(chunk.chunk_id, score) for chunk, score in legs.dense]
+        elif mode == SearchMode.BM25:
+            ranked = list(legs.bm25_chunks)
+        else:
+            dense = [(chunk.chunk_id, score) for chunk, score in legs.dense]
+            fused = self.fusion.fuse(
+                dense, legs.bm25_chunks, legs.bm25_documents, candidates.document_of
+            )
+            if candidates.dates:
+                fused = self.fusion.add_recency(
+                    fused, candidates.document_of, candidates.dates, self.recency
+                )
+            ranked = _by_score(fused)
+            self._record("fused", ranked)
+        if candidates.dates and mode != SearchMode.HYBRID:
+            # A single leg has raw scores; put it on the fusion's scale to add the recency leg.
+            ranked = self._with_recency(ranked, candidates)
+            self._record("fused", ranked)
+        return [(cid, score) for cid, score in ranked if cid in candidates.chunks]
+
+    def _with_recency(self, ranked: Ranking, candidates: Candidates) -> Ranking:
+        single = self.fusion.single(ranked)
+        return _by_score(
+            self.fusion.add_recency(single, candidates.document_of, candidates.dates, self.recency)
+        )
+
+    def _record(self, key: str, ranked: Ranking) -> None:
+        for cid, score in ranked:
+            self.breakdown[cid][key] = score
+
+    # --- 5. rerank ------------------------------------------------------------------------
+    def rerank(self, ranked: Ranking, candidates: Candidates) -> Ranking:
+        if self.reranker is None or not ranked:
+            return ranked
+        with self._timed("rerank"):
+            head = ranked[: self.rerank_candidates]
+            texts = [candidates.chunks[cid].text for cid, _ in head]
+            scores = self.reranker.score(self.request.query, texts)
+            rescored = sorted(
+                ((cid, float(s)) for (cid, _), s in zip(head, scores, strict=True)),
+                key=lambda pair: -pair[1],
+            )
+            self._record("rerank", rescored)
+            if candidates.dates:
+                # The cross-encoder orders by relevance alone; add the recency leg to its order
+                # too, or reranking would undo what the request asked for.
+                rescored = self._with_recency(rescored, candidates)
+            self.reranked = True
+            return rescored + ranked[len(head) :]
+
+    # --- 6. top k, access enforced on the way out -----------------------------------------
+    def top_k(self, ranked: Ranking, candidates: Candidates) -> list[ScoredChunk]:
+        return [
+            ScoredChunk(
+                chunk=candidates.chunks[cid],
+                score=score,
+                scores=ScoreBreakdown.model_validate(self.breakdown.get(cid, {})),
+            )
+            for cid, score in ranked[: self.request.k]
+        ]
+
+    def enforce_access(self, results: list[ScoredChunk]) -> list[ScoredChunk]:
+        return enforce(self.scope, results)
+
+    # --- 7. result ------------------------------------------------------------------------
+    def result(self, results: list[ScoredChunk]) -> SearchResult:
+        self.timings["total"] = _ms(self._started)
+        return self._response(results)
+
+    def _response(self, results: list[ScoredChunk]) -> SearchResult:
+        return SearchResult(
+            results=tuple(results),
+            mode=self.request.mode,
+            reranked=self.reranked,
+            rerank_note=self.rerank_note,
+            index_version=self.opened.version,
+            timings_ms=self.timings,
+        )
+
+
+def _document_dates(chunks: Iterable[Chunk]) -> dict[str, datetime]:
+    """Each candidate document's stated date (naive dates read as UTC, as filters read them)."""
+    dates: dict[str, datetime] = {}
+    for chunk in chunks:
+        value = chunk.document_date
+        if value is not None:
+            dates[chunk.doc_id] = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return dates
+
+
+def _by_score(scores: dict[str, float] | Ranking) -> Ranking:
+    pairs = scores.items() if isinstance(scores, dict) else scores
+    return sorted(pairs, key=lambda pair: (-pair[1], pair[0]))
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000.0, 3)

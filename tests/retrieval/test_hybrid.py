@@ -1,0 +1,124 @@
+"""The search steps (``retrieval.hybrid.HybridSearch``) through ``ServingIndex.search`` on a real
+index: every leg gets the caller's scope and filters (access is enforced inside each leg, not
+only on the way out), only the legs of the requested mode run, and a scope that sees nothing
+runs none."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from citewell.core.models import (
+    AccessLabel,
+    Principal,
+    SearchFilters,
+    SearchMode,
+    SearchRequest,
+)
+from citewell.core.settings import Settings
+from citewell.ingestion.pipeline import Ingestor, TextDocument
+from citewell.retrieval.access import AccessScope, scope_for
+from citewell.retrieval.service import ServingIndex
+from tests.agent.fakes import HashingEmbedder
+
+PUBLIC = AccessLabel(classification="public", groups=frozenset({"everyone"}))
+SECRET = AccessLabel(classification="restricted", groups=frozenset({"board"}))
+READER = Principal(name="reader", clearance="public", groups=frozenset())
+QUERY = "harbor terminal berth 4"
+LEGS = {"dense": ("vectors", "search"), "bm25": ("lexical", "search")}
+LEGS["bm25_documents"] = ("lexical", "document_search")
+
+
+@pytest.fixture(scope="module")
+def index_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("hybrid")
+    documents = [
+        TextDocument(
+            doc_id=f"doc-{i}",
+            title=f"Note {i}",
+            text=f"The harbor terminal expansion plan, part {i}, covers berth {i}.",
+            label=SECRET if i % 2 else PUBLIC,
+        )
+        for i in range(8)
+    ]
+    settings = Settings(data_dir=root / "data", principals_file=root / "p.yaml")
+    Ingestor(settings, embedder=HashingEmbedder()).ingest_texts(
+        documents, index=settings.index, source_name="notes"
+    )
+    return root
+
+
+@pytest.fixture
+def service(index_root: Path) -> Iterator[ServingIndex]:
+    settings = Settings(data_dir=index_root / "data", principals_file=index_root / "p.yaml")
+    serving = ServingIndex(settings, embedder=HashingEmbedder())
+    try:
+        yield serving
+    finally:
+        serving.close()
+
+
+def _spy_on_legs(
+    service: ServingIndex, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, list[tuple[AccessScope, SearchFilters]]]:
+    """Record the scope and filters each leg of the served version is called with."""
+    calls: dict[str, list[tuple[AccessScope, SearchFilters]]] = {leg: [] for leg in LEGS}
+
+    def recording(leg: str, real: Any) -> Any:
+        def spy(query: Any, scope: AccessScope, filters: SearchFilters, limit: int) -> Any:
+            calls[leg].append((scope, filters))
+            return real(query, scope, filters, limit)
+
+        return spy
+
+    with service.versions.lease() as opened:
+        for leg, (store_name, method) in LEGS.items():
+            store = getattr(opened, store_name)
+            monkeypatch.setattr(store, method, recording(leg, getattr(store, method)))
+    return calls
+
+
+def test_every_leg_gets_the_callers_scope_and_filters(
+    service: ServingIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _spy_on_legs(service, monkeypatch)
+    filters = SearchFilters(sources=("notes",))
+    request = SearchRequest(query=QUERY, k=8, mode=SearchMode.HYBRID, rerank=False, filters=filters)
+    result = service.search(READER, request)
+    expected = scope_for(READER, service.settings.scheme, service.settings.default_groups)
+    assert {leg: len(seen) for leg, seen in calls.items()} == {leg: 1 for leg in LEGS}
+    for seen in calls.values():
+        assert seen == [(expected, filters)]
+    assert result.results and all(hit.chunk.classification == "public" for hit in result.results)
+    assert {"embed", "dense", "bm25", "bm25_documents", "total"} <= set(result.timings_ms)
+
+
+@pytest.mark.parametrize(
+    ("mode", "legs"), [(SearchMode.DENSE, {"dense"}), (SearchMode.BM25, {"bm25"})]
+)
+def test_only_the_legs_of_the_mode_run(
+    service: ServingIndex, monkeypatch: pytest.MonkeyPatch, mode: SearchMode, legs: set[str]
+) -> None:
+    calls = _spy_on_legs(service, monkeypatch)
+    result = service.search(READER, SearchRequest(query=QUERY, k=5, mode=mode, rerank=False))
+    assert {leg for leg, seen in calls.items() if seen} == legs
+    assert result.results and all(hit.chunk.classification == "public" for hit in result.results)
+
+
+def test_a_scope_that_sees_nothing_runs_no_leg(
+    service: ServingIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _spy_on_legs(service, monkeypatch)
+    nobody = service.settings.model_copy(update={"default_groups": ()})
+    blind = ServingIndex(nobody, embedder=HashingEmbedder())
+    try:
+        blind.versions.load()
+        blind_calls = _spy_on_legs(blind, monkeypatch)
+        result = blind.search(READER, SearchRequest(query=QUERY, k=5, rerank=False))
+    finally:
+        blind.close()
+    assert result.results == () and result.timings_ms == {"total": 0.0}
+    assert not any(calls.values()) and not any(blind_calls.values())
