@@ -213,21 +213,20 @@ class Agent:
                 if assessment is not None and assessment.reason
                 else f'no passage answers "{question}": nothing was retrieved'
             )
+            return finish(self._without_answer(base, notes, reason, timings, start, refused=True))
+        if not cfg.generation_enabled:
             return finish(
-                Answer(
-                    **base,
-                    answer=REFUSAL_TEXT,
-                    refused=True,
-                    refusal_reason=reason,
-                    notes=(*notes, reason),
-                    timings=self._timings(timings, start),
+                self._without_answer(
+                    base, notes, "generation disabled", timings, start, refused=False
                 )
             )
-        if not cfg.generation_enabled:
-            return finish(self._sources_only(base, notes, "generation disabled", timings, start))
         remaining = deadline - self._clock()
         if remaining <= 0:
-            return finish(self._sources_only(base, notes, "time budget exhausted", timings, start))
+            return finish(
+                self._without_answer(
+                    base, notes, "time budget exhausted", timings, start, refused=False
+                )
+            )
 
         t0 = self._clock()
         try:
@@ -236,7 +235,9 @@ class Agent:
         except LLMError as exc:
             log_event(logger, logging.WARNING, "agent.generation_failed", error=str(exc))
             return finish(
-                self._sources_only(base, notes, f"generation failed: {exc}", timings, start)
+                self._without_answer(
+                    base, notes, f"generation failed: {exc}", timings, start, refused=False
+                )
             )
         t1 = self._clock()
         timings["generation_ms"] = (t1 - t0) * 1000
@@ -253,15 +254,7 @@ class Agent:
             timings["verification_ms"] = 0.0
             reason = f'no passage answers "{question}": the backend found no answer in the sources'
             return finish(
-                Answer(
-                    **base,
-                    answer=REFUSAL_TEXT,
-                    refused=True,
-                    refusal_reason=reason,
-                    notes=(*notes, reason),
-                    usage=usage,
-                    timings=self._timings(timings, start),
-                )
+                self._without_answer(base, notes, reason, timings, start, refused=True, usage=usage)
             )
         verified = verify_citations(text, len(chunks))
         removed_claims = 0
@@ -281,17 +274,17 @@ class Agent:
             )
             timings["verification_ms"] = (self._clock() - t1) * 1000
             return finish(
-                Answer(
-                    **{**base, "confidence": 0.0 if removed_claims else base["confidence"]},
-                    answer=REFUSAL_TEXT,
+                self._without_answer(
+                    {**base, "confidence": 0.0 if removed_claims else base["confidence"]},
+                    notes,
+                    reason,
+                    timings,
+                    start,
                     refused=True,
-                    refusal_reason=reason,
                     unsupported_sentences=verified.unsupported,
                     removed_citations=verified.removed,
                     removed_claims=removed_claims,
-                    notes=(*notes, reason),
                     usage=usage,
-                    timings=self._timings(timings, start),
                 )
             )
         citations = self._citations(verified.sentences, chunks, scored)
@@ -380,34 +373,33 @@ class Agent:
                 quote = " ".join(quote.split())
                 out.setdefault(
                     (n, start, end),
-                    Citation(
-                        n=n,
-                        chunk_id=chunk.chunk_id,
-                        doc_id=chunk.doc_id,
-                        title=chunk.title,
-                        source_uri=chunk.source_uri,
-                        page=chunk.page,
-                        char_start=start,
-                        char_end=end,
-                        quote=quote,
-                        document_date=chunk.document_date,
-                    ),
+                    Citation.from_chunk(n, chunk, char_start=start, char_end=end, quote=quote),
                 )
         return tuple(out.values())
 
-    def _sources_only(
+    def _without_answer(
         self,
         base: dict[str, Any],
         notes: list[str],
         why: str,
         timings: dict[str, float],
         start: float,
+        *,
+        refused: bool,
+        **fields: Any,
     ) -> Answer:
+        """An answer that answers nothing: a refusal (``why`` is its reason) or the sources
+        alone (generation disabled, failed or out of time); ``why`` joins the notes."""
+        outcome: dict[str, Any] = (
+            {"answer": REFUSAL_TEXT, "refused": True, "refusal_reason": why}
+            if refused
+            else {"answer": "", "generated": False}
+        )
         return Answer.model_validate(
             {
                 **base,
-                "answer": "",
-                "generated": False,
+                **outcome,
+                **fields,
                 "notes": (*notes, why),
                 "timings": self._timings(timings, start),
             }
@@ -477,15 +469,4 @@ def _best_chunks(
 
 def _source(n: int, chunk: Chunk, scored: Sequence[ScoredSentence]) -> Source:
     score = next((s.score for s in scored if s.chunk.chunk_id == chunk.chunk_id), 0.0)
-    return Source(
-        n=n,
-        chunk_id=chunk.chunk_id,
-        doc_id=chunk.doc_id,
-        title=chunk.title,
-        source_uri=chunk.source_uri,
-        page=chunk.page,
-        char_start=chunk.char_start,
-        char_end=chunk.char_end,
-        score=score,
-        document_date=chunk.document_date,
-    )
+    return Source.from_chunk(n, chunk, score=score)

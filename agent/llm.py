@@ -113,12 +113,7 @@ class OpenAICompatibleLLM:
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
         )
-        log_event(
-            logger,
-            logging.INFO,
-            "agent.llm_call",
-            model=self._model,
-            prompt_tokens=completion.prompt_tokens,
-            completion_tokens=completion.completion_tokens,
-        )
+        # Token counts only: the completion's text never reaches the log.
+        counts = completion.model_dump(exclude={"text"})
+        log_event(logger, logging.INFO, "agent.llm_call", model=self._model, **counts)
         return completion

@@ -3,41 +3,59 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, Self
 
 from pydantic import Field, computed_field
 
-from citewell.core.models import Frozen, SearchMode
+from citewell.core.models import Chunk, Frozen, SearchMode
 from citewell.core.settings import Settings
 
+# The fields a reference copies from the chunk it points at.
+_CHUNK_FIELDS = (
+    "chunk_id",
+    "doc_id",
+    "title",
+    "source_uri",
+    "page",
+    "char_start",
+    "char_end",
+    "document_date",
+)
 
-class Source(Frozen):
+
+class ChunkReference(Frozen):
+    """What source or citation ``[n]`` points at: a chunk and a span of its document."""
+
+    n: int = Field(ge=1)
+    chunk_id: str
+    doc_id: str
+    title: str
+    source_uri: str
+    page: int | None = None
+    char_start: int  # document offsets
+    char_end: int
+    document_date: datetime | None = None  # the date the document states (Chunk.document_date)
+
+    @classmethod
+    def from_chunk(cls, n: int, chunk: Chunk, **fields: Any) -> Self:
+        """Reference ``[n]`` to ``chunk``; ``fields`` set the subclass's own fields or override
+        the chunk's (a citation's span is the quote's, inside the chunk)."""
+        return cls.model_validate(
+            {name: getattr(chunk, name) for name in _CHUNK_FIELDS} | fields | {"n": n}
+        )
+
+
+class Source(ChunkReference):
     """A retrieved chunk given to the answer backend as source ``[n]``."""
 
-    n: int = Field(ge=1)
-    chunk_id: str
-    doc_id: str
-    title: str
-    source_uri: str
-    page: int | None = None
-    char_start: int
-    char_end: int
     score: float
-    document_date: datetime | None = None  # the date the document states (Chunk.document_date)
 
 
-class Citation(Frozen):
-    """A verified citation: marker ``[n]`` and the text of source n that supports it."""
+class Citation(ChunkReference):
+    """A verified citation: marker ``[n]`` and the text of source n that supports it; its
+    ``char_start``/``char_end`` are the document offsets of ``quote``."""
 
-    n: int = Field(ge=1)
-    chunk_id: str
-    doc_id: str
-    title: str
-    source_uri: str
-    page: int | None = None
-    char_start: int  # document offsets of ``quote``
-    char_end: int
     quote: str
-    document_date: datetime | None = None  # the date the document states (Chunk.document_date)
 
 
 class TokenUsage(Frozen):

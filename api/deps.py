@@ -6,7 +6,8 @@ alone (API key, bearer token, and the audited act-for token), never from the req
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -30,6 +31,8 @@ from citewell.core.models import Principal
 from citewell.core.settings import Settings
 from citewell.retrieval.protocols import SearchService
 
+T = TypeVar("T")
+
 api_key_scheme = APIKeyHeader(
     name="X-API-Key",
     auto_error=False,
@@ -49,29 +52,22 @@ act_for_scheme = APIKeyHeader(
 )
 
 
-def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+def _app_state(name: str, kind: type[T]) -> Callable[[Request], T]:
+    """A dependency returning ``app.state.<name>``, which ``create_app`` sets."""
+
+    def dependency(request: Request) -> T:
+        value: T = getattr(request.app.state, name)
+        return value
+
+    dependency.__name__ = f"get_{name}"
+    return dependency
 
 
-def get_audit_log(request: Request) -> AuditLog:
-    audit: AuditLog = request.app.state.audit
-    return audit
-
-
-def get_metrics(request: Request) -> ApiMetrics:
-    metrics: ApiMetrics = request.app.state.metrics
-    return metrics
-
-
-def get_operations(request: Request) -> Operations:
-    operations: Operations = request.app.state.operations
-    return operations
-
-
-def get_service_holder(request: Request) -> ServiceHolder:
-    holder: ServiceHolder = request.app.state.holder
-    return holder
+get_settings = _app_state("settings", Settings)
+get_audit_log = _app_state("audit", AuditLog)
+get_metrics = _app_state("metrics", ApiMetrics)
+get_operations = _app_state("operations", Operations)
+get_service_holder = _app_state("holder", ServiceHolder)
 
 
 def get_search_service(request: Request) -> SearchService:

@@ -15,6 +15,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from citewell.api.asgi import HttpMiddleware
 from citewell.api.audit import AuditLog
 from citewell.api.auth import Authenticator
 from citewell.api.errors import install_error_handlers
@@ -41,18 +42,15 @@ the request then runs as that user, never with more than the token grants. Audit
 """
 
 
-class BodySizeLimitMiddleware:
+class BodySizeLimitMiddleware(HttpMiddleware):
     """Answers 413 to request bodies over ``max_bytes``. The body is read here (bounded) and
     replayed, because an error raised while FastAPI reads the body would surface as a 400."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._too_large(send)
@@ -97,18 +95,15 @@ class BodySizeLimitMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-class MetricsMiddleware:
+class MetricsMiddleware(HttpMiddleware):
     """Counts requests and observes latency per route template (not raw path, which would let
     callers create unbounded label values)."""
 
     def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
-        self.app = app
+        super().__init__(app)
         self.metrics = metrics
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         status = 500
         started = time.perf_counter()
 

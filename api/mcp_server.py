@@ -27,6 +27,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from citewell.agent.models import Answer
+from citewell.api.asgi import HttpMiddleware
 from citewell.api.audit import AuditLog
 from citewell.api.auth import AuthContext, Authenticator
 from citewell.api.deps import authenticate_connection
@@ -156,20 +157,17 @@ def stdio_mcp_server(operations: Operations, auth: AuthContext) -> MCPServer:
     return build_mcp_server(operations, lambda _ctx: auth, endpoint=STDIO_ENDPOINT)
 
 
-class AuthenticatedMcpApp:
+class AuthenticatedMcpApp(HttpMiddleware):
     """MCP's streamable-HTTP ASGI app behind the API's authentication: the credentials of each
     HTTP request are checked (and audited) exactly as for ``/v1/*``; a refused request never
     reaches the MCP layer."""
 
     def __init__(self, app: ASGIApp, authenticator: Authenticator, audit: AuditLog) -> None:
-        self.app = app
+        super().__init__(app)
         self.authenticator = authenticator
         self.audit = audit
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             # File I/O (audit line, principals file re-read): off the event loop.
             context = await anyio.to_thread.run_sync(

@@ -23,66 +23,65 @@ class ApiMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
+        self.requests = self.counter(
             "citewell_http_requests",
             "HTTP requests by route template, method and status code.",
             ("route", "method", "status"),
-            registry=self.registry,
         )
-        self.latency = Histogram(
+        self.latency = self.histogram(
             "citewell_http_request_duration_seconds",
             "HTTP request latency by route template.",
             ("route", "method"),
             buckets=LATENCY_BUCKETS,
-            registry=self.registry,
         )
-        self.results_per_query = Histogram(
+        self.results_per_query = self.histogram(
             "citewell_search_results",
             "Results returned per search, by mode.",
             ("mode",),
             buckets=RESULT_BUCKETS,
-            registry=self.registry,
         )
-        self.search_latency = Histogram(
+        self.search_latency = self.histogram(
             "citewell_search_duration_seconds",
             "Time spent in the search service, by mode and whether results were reranked.",
             ("mode", "reranked"),
             buckets=LATENCY_BUCKETS,
-            registry=self.registry,
         )
-        self.access_denials = Counter(
+        self.access_denials = self.counter(
             "citewell_access_denials",
             "Requests refused: 401 (no or bad credentials) or 403 (not permitted), by reason.",
             ("status", "reason"),
-            registry=self.registry,
         )
-        self.store_unavailable = Counter(
+        self.store_unavailable = self.counter(
             "citewell_store_unavailable",
             "Requests answered 503 because a store could not be queried.",
-            registry=self.registry,
         )
-        self.mcp_tool_calls = Counter(
+        self.mcp_tool_calls = self.counter(
             "citewell_mcp_tool_calls",
             "MCP tool calls by tool and outcome (ok, or the HTTP status a REST call would get).",
             ("tool", "outcome"),
-            registry=self.registry,
         )
-        self.chat_completions = Counter(
+        self.chat_completions = self.counter(
             "citewell_chat_completions",
             "OpenAI-compatible chat completions by mode (stream or not) and outcome.",
             ("stream", "outcome"),
-            registry=self.registry,
         )
-        self.reloads = Counter(
-            "citewell_index_reloads",
-            "Index versions switched to while serving.",
-            registry=self.registry,
+        self.reloads = self.counter(
+            "citewell_index_reloads", "Index versions switched to while serving."
         )
-        self.ready = Gauge(
-            "citewell_index_ready",
-            "1 when the stores are loaded and searches can be served.",
-            registry=self.registry,
+        self.ready = self.gauge(
+            "citewell_index_ready", "1 when the stores are loaded and searches can be served."
         )
+
+    def counter(self, name: str, documentation: str, labels: tuple[str, ...] = ()) -> Counter:
+        return Counter(name, documentation, labels, registry=self.registry)
+
+    def histogram(
+        self, name: str, documentation: str, labels: tuple[str, ...], buckets: tuple[float, ...]
+    ) -> Histogram:
+        return Histogram(name, documentation, labels, buckets=buckets, registry=self.registry)
+
+    def gauge(self, name: str, documentation: str) -> Gauge:
+        return Gauge(name, documentation, registry=self.registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -93,39 +92,31 @@ class AnswerMetrics:
     ``citewell_llm_tokens_total / citewell_answers_total{outcome="answered"}``."""
 
     def __init__(self, metrics: ApiMetrics) -> None:
-        self.answers = Counter(
+        self.answers = metrics.counter(
             "citewell_answers",
             "Answers by outcome (answered, refused, sources_only) and backend.",
             ("outcome", "backend"),
-            registry=metrics.registry,
         )
-        self.tokens = Counter(
+        self.tokens = metrics.counter(
             "citewell_llm_tokens",
             "LLM tokens used by answers, by kind (prompt, completion) and backend.",
             ("kind", "backend"),
-            registry=metrics.registry,
         )
-        self.removed_citations = Counter(
+        self.removed_citations = metrics.counter(
             "citewell_answer_removed_citations",
             "Citation markers removed because they pointed at no given source.",
-            registry=metrics.registry,
         )
-        self.unsupported_sentences = Counter(
-            "citewell_answer_unsupported_sentences",
-            "Answer sentences without a valid citation.",
-            registry=metrics.registry,
+        self.unsupported_sentences = metrics.counter(
+            "citewell_answer_unsupported_sentences", "Answer sentences without a valid citation."
         )
-        self.injection_flags = Counter(
-            "citewell_answer_injection_flags",
-            "Retrieved chunks flagged as instruction-like.",
-            registry=metrics.registry,
+        self.injection_flags = metrics.counter(
+            "citewell_answer_injection_flags", "Retrieved chunks flagged as instruction-like."
         )
-        self.latency = Histogram(
+        self.latency = metrics.histogram(
             "citewell_answer_duration_seconds",
             "Time to answer, by backend.",
             ("backend",),
             buckets=LATENCY_BUCKETS,
-            registry=metrics.registry,
         )
 
     def observe(self, answer: Answer) -> None:

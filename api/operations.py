@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from citewell.agent.agent import Agent
 from citewell.agent.models import Answer
@@ -55,6 +56,32 @@ class Operations:
     def agent(self) -> Agent:
         return self._agent()
 
+    def _record_request(
+        self,
+        auth: AuthContext,
+        event: str,
+        endpoint: str,
+        text: str,
+        started: float,
+        **fields: Any,
+    ) -> None:
+        """One audit line for a request by ``auth``: who, where, the query's hash (the query
+        itself only when audit_log_queries is on: AuditLog drops it otherwise) and how long it
+        has taken; ``fields`` say what happened."""
+        self._audit.record(
+            AuditRecord(
+                event=event,
+                endpoint=endpoint,
+                principal=auth.principal.name,
+                caller=auth.caller,
+                auth_method=auth.method,
+                query_sha256=query_hash(text),
+                query=text,
+                latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                **fields,
+            )
+        )
+
     def search(
         self,
         auth: AuthContext,
@@ -75,26 +102,21 @@ class Operations:
         started = time.perf_counter()
 
         def record(outcome: AuditOutcome, result: SearchResult | None, reason: str | None) -> None:
-            self._audit.record(
-                AuditRecord(
-                    event="search",
-                    endpoint=endpoint,
-                    outcome=outcome,
-                    principal=principal.name,
-                    caller=auth.caller,
-                    auth_method=auth.method,
-                    query_sha256=query_hash(query),
-                    query=query,  # AuditLog drops it unless audit_log_queries is on
-                    mode=result.mode if result is not None else mode,
-                    k=k,
-                    rerank_requested=rerank,
-                    reranked=result.reranked if result is not None else None,
-                    filters=FilterSummary.of(filters),
-                    chunk_ids=tuple(h.chunk.chunk_id for h in result.results) if result else (),
-                    index_version=result.index_version if result is not None else None,
-                    latency_ms=round((time.perf_counter() - started) * 1000, 3),
-                    reason=reason,
-                )
+            self._record_request(
+                auth,
+                "search",
+                endpoint,
+                query,
+                started,
+                outcome=outcome,
+                mode=result.mode if result is not None else mode,
+                k=k,
+                rerank_requested=rerank,
+                reranked=result.reranked if result is not None else None,
+                filters=FilterSummary.of(filters),
+                chunk_ids=tuple(h.chunk.chunk_id for h in result.results) if result else (),
+                index_version=result.index_version if result is not None else None,
+                reason=reason,
             )
 
         if len(query) > settings.max_query_chars:
@@ -152,24 +174,19 @@ class Operations:
         ) -> None:
             if chunk_ids is None:
                 chunk_ids = tuple(s.chunk_id for s in result.sources) if result else ()
-            self._audit.record(
-                AuditRecord(
-                    event=event,
-                    endpoint=endpoint,
-                    outcome=outcome,
-                    principal=principal.name,
-                    caller=auth.caller,
-                    auth_method=auth.method,
-                    query_sha256=query_hash(question),
-                    query=question,  # AuditLog drops it unless audit_log_queries is on
-                    mode=agent.config.mode if agent is not None else None,
-                    k=agent.config.top_k if agent is not None else None,
-                    filters=FilterSummary.of(filters),
-                    chunk_ids=chunk_ids,
-                    index_version=result.index_version if result else None,
-                    latency_ms=round((time.perf_counter() - started) * 1000, 3),
-                    reason=reason,
-                )
+            self._record_request(
+                auth,
+                event,
+                endpoint,
+                question,
+                started,
+                outcome=outcome,
+                mode=agent.config.mode if agent is not None else None,
+                k=agent.config.top_k if agent is not None else None,
+                filters=FilterSummary.of(filters),
+                chunk_ids=chunk_ids,
+                index_version=result.index_version if result else None,
+                reason=reason,
             )
 
         if len(question) > settings.max_query_chars:

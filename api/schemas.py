@@ -5,11 +5,18 @@ wire format can evolve without touching retrieval, and so request bodies can ref
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from citewell.core.models import ScoredChunk, SearchFilters, SearchMode, SearchResult
+from citewell.core.models import (
+    ScoreBreakdown,
+    ScoredChunk,
+    SearchFilters,
+    SearchMode,
+    SearchResult,
+)
 
 
 class _Body(BaseModel):
@@ -64,15 +71,11 @@ class SearchRequestBody(_Body):
     )
 
 
-class ScoreBreakdownBody(BaseModel):
-    model_config = ConfigDict(frozen=True)
+class ScoreBreakdownBody(ScoreBreakdown):
+    """The score breakdown as the API returns it: the fields of the core model, under a type
+    (and an OpenAPI schema) of the API's own."""
 
-    dense_rank: int | None = None
-    dense_score: float | None = None
-    bm25_rank: int | None = None
-    bm25_score: float | None = None
-    fused: float | None = None
-    rerank: float | None = None
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
 
 class SearchHitBody(BaseModel):
@@ -236,3 +239,26 @@ class ErrorBody(BaseModel):
     )
 
     detail: str
+
+
+# What each error status means on the routes that declare it (OpenAPI ``responses``).
+_ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "Malformed credential headers",
+    401: "No or invalid credentials",
+    403: "Credentials do not permit this request",
+    413: "Request body too large",
+    503: "The index is unavailable; nothing was returned",
+}
+
+
+def error_responses(
+    *statuses: int, route_specific: Mapping[int, str] | None = None
+) -> dict[int | str, dict[str, object]]:
+    """The OpenAPI ``responses`` of a route that can end in ``statuses`` (or in those
+    ``route_specific`` describes), each with an ErrorBody, in status order."""
+    descriptions = {status: _ERROR_DESCRIPTIONS[status] for status in statuses}
+    descriptions.update(route_specific or {})
+    return {
+        status: {"model": ErrorBody, "description": descriptions[status]}
+        for status in sorted(descriptions)
+    }

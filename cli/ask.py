@@ -9,11 +9,10 @@ from citewell.agent.models import Answer, Citation
 from citewell.cli.arguments import Text
 from citewell.cli.common import (
     add_caller_options,
-    fail,
     load_caller,
     print_json,
+    reporting_errors,
 )
-from citewell.core.errors import CitewellError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("question", type=Text())
     add_caller_options(parser)
     parser.add_argument("--json", action="store_true", help="print the answer as JSON")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=reporting_errors(run))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,17 +30,12 @@ def run(args: argparse.Namespace) -> int:
     from citewell.agent.factory import build_agent
     from citewell.retrieval.service import open_search_service
 
+    settings, principal = load_caller(args)
+    service = open_search_service(settings)
     try:
-        settings, principal = load_caller(args)
-        service = open_search_service(settings)
-        try:
-            answer = build_agent(settings, service, service.embedder).answer(
-                principal, args.question
-            )
-        finally:
-            service.close()
-    except CitewellError as exc:
-        return fail(str(exc))
+        answer = build_agent(settings, service, service.embedder).answer(principal, args.question)
+    finally:
+        service.close()
     if args.json:
         print_json(answer)
         return 0

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from citewell.cli.arguments import INDEX_NAME, OutputPath
-from citewell.core.errors import ConfigurationError, UsageError
+from citewell.core.errors import CitewellError, ConfigurationError, UsageError
 from citewell.core.logging import configure_logging
 from citewell.core.models import Principal
 from citewell.core.settings import Settings, apply_process_environment
@@ -93,6 +95,23 @@ def print_json(model: BaseModel | dict[str, Any]) -> None:
         sys.stdout.write(model.model_dump_json(indent=2) + "\n")
     else:
         sys.stdout.write(json.dumps(model, indent=2, default=str) + "\n")
+
+
+def reporting_errors(
+    run: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """The function a command's parser runs: ``run``, with a ``CitewellError`` ending as one
+    line on stderr and exit status 2 (as :func:`citewell.cli.main.main` also makes of it),
+    however the command is called."""
+
+    @functools.wraps(run)
+    def command(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except CitewellError as exc:
+            return fail(str(exc))
+
+    return command
 
 
 def fail(message: str, code: int = 2) -> int:

@@ -12,9 +12,8 @@ from pathlib import Path
 
 from citewell.cli.arguments import ExistingPath, Text
 from citewell.cli.ask import print_answer
-from citewell.cli.common import add_index_options, fail, load_settings
+from citewell.cli.common import add_index_options, fail, load_settings, reporting_errors
 from citewell.cli.ingest import print_report
-from citewell.core.errors import CitewellError
 from citewell.core.models import SearchRequest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -39,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--users", default="alice,carol", help="comma-separated principals to ask as"
     )
-    parser.set_defaults(func=run, index="demo")
+    parser.set_defaults(func=reporting_errors(run), index="demo")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,46 +50,43 @@ def run(args: argparse.Namespace) -> int:
     from citewell.retrieval.service import open_search_service
 
     out = sys.stdout
+    settings = load_settings(args)
+    if not args.kb.is_dir():
+        return fail(f"sample knowledge base not found at {args.kb}; pass --kb PATH")
+    directory = PrincipalDirectory.load(args.principals, settings.scheme)
+    out.write(f"== Ingesting {args.kb} into index {settings.index!r}\n")
+    # The same source name `citewell ingest` gives the folder, so the tour's refresh
+    # afterwards finds every document unchanged.
+    source_name = resolve_folder_source(settings, settings.index, args.kb)
+    report = Ingestor(settings).ingest_folder(
+        args.kb,
+        index=settings.index,
+        source_name=source_name,
+        progress=TerminalProgress(),
+    )
+    print_report(report)
+    service = open_search_service(settings)
     try:
-        settings = load_settings(args)
-        if not args.kb.is_dir():
-            return fail(f"sample knowledge base not found at {args.kb}; pass --kb PATH")
-        directory = PrincipalDirectory.load(args.principals, settings.scheme)
-        out.write(f"== Ingesting {args.kb} into index {settings.index!r}\n")
-        # The same source name `citewell ingest` gives the folder, so the tour's refresh
-        # afterwards finds every document unchanged.
-        source_name = resolve_folder_source(settings, settings.index, args.kb)
-        report = Ingestor(settings).ingest_folder(
-            args.kb,
-            index=settings.index,
-            source_name=source_name,
-            progress=TerminalProgress(),
-        )
-        print_report(report)
-        service = open_search_service(settings)
-        try:
-            agent = build_agent(settings, service, service.embedder)
-            for name in [u.strip() for u in args.users.split(",") if u.strip()]:
-                principal = directory.get(name)
-                if principal is None:
-                    return fail(f"unknown user {name!r} in {args.principals}")
-                groups = ", ".join(sorted(principal.groups)) or "none"
-                out.write(
-                    f"\n== As {name} (clearance {principal.clearance}; groups {groups}; "
-                    f"plus {', '.join(settings.default_groups)})\n"
-                    f"Q: {args.question}\n"
-                )
-                answer = agent.answer(principal, args.question)
-                print_answer(answer)
-                visible = service.search(principal, SearchRequest(query=args.question, k=5))
-                out.write(f"Top sources {name} may see for this question:\n")
-                for item in visible.results:
-                    chunk = item.chunk
-                    out.write(f"  - {chunk.title} ({chunk.classification}; {chunk.source_uri})\n")
-                if not visible.results:
-                    out.write("  (none)\n")
-        finally:
-            service.close()
-    except CitewellError as exc:
-        return fail(str(exc))
+        agent = build_agent(settings, service, service.embedder)
+        for name in [u.strip() for u in args.users.split(",") if u.strip()]:
+            principal = directory.get(name)
+            if principal is None:
+                return fail(f"unknown user {name!r} in {args.principals}")
+            groups = ", ".join(sorted(principal.groups)) or "none"
+            out.write(
+                f"\n== As {name} (clearance {principal.clearance}; groups {groups}; "
+                f"plus {', '.join(settings.default_groups)})\n"
+                f"Q: {args.question}\n"
+            )
+            answer = agent.answer(principal, args.question)
+            print_answer(answer)
+            visible = service.search(principal, SearchRequest(query=args.question, k=5))
+            out.write(f"Top sources {name} may see for this question:\n")
+            for item in visible.results:
+                chunk = item.chunk
+                out.write(f"  - {chunk.title} ({chunk.classification}; {chunk.source_uri})\n")
+            if not visible.results:
+                out.write("  (none)\n")
+    finally:
+        service.close()
     return 0

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from citewell.cli.arguments import SEED, TIME_BUDGET_S, FloatRange, IntRange, OutputPath
-from citewell.cli.common import add_index_options, fail, load_settings, print_json
+from citewell.cli.common import add_index_options, load_settings, print_json, reporting_errors
 from citewell.cli.reranker import (
     BATCH_SIZE,
     EPOCHS,
@@ -15,7 +15,6 @@ from citewell.cli.reranker import (
     add_dataset_option,
     index_for_dataset,
 )
-from citewell.core.errors import CitewellError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -58,31 +57,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     train.add_argument("--seed", type=SEED, default=13)
     add_index_options(train)
     train.add_argument("--json", action="store_true", help="print the model card as JSON")
-    train.set_defaults(func=run_train)
+    train.set_defaults(func=reporting_errors(run_train))
 
 
 def run_train(args: argparse.Namespace) -> int:
     from citewell.training.embedder import train_embedder
 
-    try:
-        settings = load_settings(args)
-        trained = train_embedder(
-            settings,
-            index_for_dataset(args, settings),
-            args.dataset,
-            args.out,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            hard_negatives=args.hard_negatives,
-            max_length=args.max_length,
-            learning_rate=args.learning_rate,
-            max_pseudo=args.max_pseudo,
-            time_budget_s=args.time_budget,
-            device=args.device,
-            seed=args.seed,
-        )
-    except CitewellError as exc:
-        return fail(str(exc))
+    settings = load_settings(args)
+    trained = train_embedder(
+        settings,
+        index_for_dataset(args, settings),
+        args.dataset,
+        args.out,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        hard_negatives=args.hard_negatives,
+        max_length=args.max_length,
+        learning_rate=args.learning_rate,
+        max_pseudo=args.max_pseudo,
+        time_budget_s=args.time_budget,
+        device=args.device,
+        seed=args.seed,
+    )
     if args.json:
         print_json(trained.card)
         return 0

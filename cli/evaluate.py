@@ -18,6 +18,7 @@ from citewell.cli.common import (
     load_caller,
     load_settings,
     print_json,
+    reporting_errors,
 )
 from citewell.core.errors import CitewellError, EvaluationError, UsageError
 from citewell.evaluation.models import RETRIEVAL_MODES, RetrievalEvalReport
@@ -63,7 +64,7 @@ def register_retrieval(kinds: argparse._SubParsersAction[argparse.ArgumentParser
     )
     add_index_options(parser)  # --index names the evaluation index (default: derived)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.set_defaults(func=run_retrieval)
+    parser.set_defaults(func=reporting_errors(run_retrieval))
 
 
 STALE_DAYS = IntRange(1, 36_500)
@@ -126,19 +127,16 @@ def format_table(report: RetrievalEvalReport) -> str:
 
 
 def run_retrieval(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings(args)
-        report = evaluate_retrieval(
-            settings,
-            args.dataset,
-            args.split,
-            _modes(args.modes),
-            index_name=args.index,
-            progress=not args.json,
-            gain=args.gain,
-        )
-    except CitewellError as exc:
-        return fail(str(exc))
+    settings = load_settings(args)
+    report = evaluate_retrieval(
+        settings,
+        args.dataset,
+        args.split,
+        _modes(args.modes),
+        index_name=args.index,
+        progress=not args.json,
+        gain=args.gain,
+    )
     if args.json:
         print_json(report_json(report))
     else:
@@ -169,7 +167,7 @@ def register_owner_reports(kinds: argparse._SubParsersAction[argparse.ArgumentPa
     )
     add_caller_options(answers)
     answers.add_argument("--json", action="store_true", help="print the report as JSON")
-    answers.set_defaults(func=run_answers)
+    answers.set_defaults(func=reporting_errors(run_answers))
 
     coverage = kinds.add_parser(
         "coverage",
@@ -184,7 +182,7 @@ def register_owner_reports(kinds: argparse._SubParsersAction[argparse.ArgumentPa
     coverage.add_argument("--stale-days", type=STALE_DAYS, default=90)
     add_caller_options(coverage)
     coverage.add_argument("--json", action="store_true", help="print the report as JSON")
-    coverage.set_defaults(func=run_coverage)
+    coverage.set_defaults(func=reporting_errors(run_coverage))
 
     report = kinds.add_parser(
         "report", help="build the HTML report (and its JSON) from saved evaluation JSON files"
@@ -197,7 +195,7 @@ def register_owner_reports(kinds: argparse._SubParsersAction[argparse.ArgumentPa
     report.add_argument(
         "--coverage", type=ExistingPath("file"), help="`eval coverage --json` output"
     )
-    report.set_defaults(func=run_report)
+    report.set_defaults(func=reporting_errors(run_report))
 
     compare = kinds.add_parser(
         "compare", help="regression gate: exit 1 when a metric drops beyond its tolerance"
@@ -211,7 +209,7 @@ def register_owner_reports(kinds: argparse._SubParsersAction[argparse.ArgumentPa
         type=_tolerance,
         help="override a metric's allowed change, e.g. ndcg@10=0.02 (repeatable)",
     )
-    compare.set_defaults(func=run_compare)
+    compare.set_defaults(func=reporting_errors(run_compare))
 
 
 def _answers_run(args: argparse.Namespace) -> tuple[Any, Any, Any]:
@@ -231,22 +229,19 @@ def run_answers(args: argparse.Namespace) -> int:
     from citewell.evaluation.report import make_bundle, write_report
 
     written: tuple[Path, Path] | None = None
-    try:
-        settings, principal, report = _answers_run(args)
-        if args.report:
-            coverage = evaluate_coverage(
-                settings, principal, report, settings.index, stale_days=args.stale_days
-            )
-            bundle = make_bundle(
-                principal.name,
-                principal.clearance,
-                settings.index,
-                answers=report,
-                coverage=coverage,
-            )
-            written = write_report(bundle, args.report)
-    except CitewellError as exc:
-        return fail(str(exc))
+    settings, principal, report = _answers_run(args)
+    if args.report:
+        coverage = evaluate_coverage(
+            settings, principal, report, settings.index, stale_days=args.stale_days
+        )
+        bundle = make_bundle(
+            principal.name,
+            principal.clearance,
+            settings.index,
+            answers=report,
+            coverage=coverage,
+        )
+        written = write_report(bundle, args.report)
     if args.json:
         print_json(report)
     else:
@@ -274,25 +269,20 @@ def run_coverage(args: argparse.Namespace) -> int:
     from citewell.evaluation.coverage import evaluate_coverage
     from citewell.evaluation.regression import load_json
 
-    try:
-        if args.questions and args.answers:
-            raise UsageError("use either --questions or --answers")
-        if args.questions:
-            settings, principal, answers = _answers_run(
-                argparse.Namespace(**vars(args), limit=None)
-            )
-        else:
-            settings, principal = load_caller(args)
-            answers = (
-                AnswersEvalReport.model_validate(load_json(args.answers)) if args.answers else None
-            )
-            if answers is not None and answers.principal != principal.name:
-                raise EvaluationError("the answers file was evaluated for a different principal")
-        report = evaluate_coverage(
-            settings, principal, answers, settings.index, stale_days=args.stale_days
+    if args.questions and args.answers:
+        raise UsageError("use either --questions or --answers")
+    if args.questions:
+        settings, principal, answers = _answers_run(argparse.Namespace(**vars(args), limit=None))
+    else:
+        settings, principal = load_caller(args)
+        answers = (
+            AnswersEvalReport.model_validate(load_json(args.answers)) if args.answers else None
         )
-    except CitewellError as exc:
-        return fail(str(exc))
+        if answers is not None and answers.principal != principal.name:
+            raise EvaluationError("the answers file was evaluated for a different principal")
+    report = evaluate_coverage(
+        settings, principal, answers, settings.index, stale_days=args.stale_days
+    )
     if args.json:
         print_json(report)
     else:
@@ -349,12 +339,9 @@ def run_report(args: argparse.Namespace) -> int:
 def run_compare(args: argparse.Namespace) -> int:
     from citewell.evaluation.regression import compare, load_json, parse_tolerances
 
-    try:
-        result = compare(
-            load_json(args.run), load_json(args.baseline), parse_tolerances(args.tolerance)
-        )
-    except CitewellError as exc:
-        return fail(str(exc))
+    result = compare(
+        load_json(args.run), load_json(args.baseline), parse_tolerances(args.tolerance)
+    )
     sys.stdout.write(result.diff())
     return 0 if result.passed else 1
 
@@ -390,7 +377,7 @@ def register_calibrate(kinds: argparse._SubParsersAction[argparse.ArgumentParser
     parser.add_argument("--dry-run", action="store_true", help="print the figures, write nothing")
     add_caller_options(parser)
     parser.add_argument("--json", action="store_true", help="print the calibration as JSON")
-    parser.set_defaults(func=run_calibrate)
+    parser.set_defaults(func=reporting_errors(run_calibrate))
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
@@ -408,34 +395,29 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from citewell.retrieval.service import open_search_service
 
     budget = DEFAULT_MAX_FALSE_REFUSAL if args.max_false_refusal is None else args.max_false_refusal
+    settings, principal = load_caller(args)
+    questions = allowed_questions(load_golden_set(args.questions), principal, settings)
+    target = args.out or calibration_path(settings)
+    service = open_search_service(settings)
     try:
-        settings, principal = load_caller(args)
-        questions = allowed_questions(load_golden_set(args.questions), principal, settings)
-        target = args.out or calibration_path(settings)
-        service = open_search_service(settings)
-        try:
-            agent = build_agent(settings, service, service.embedder)
-            current: AnswerabilityModel = agent.checker.model()
-            judged = featurize(
-                agent.checker.analyzer,
-                collect_candidates(
-                    agent, principal, [(q.question, q.answerable) for q in questions]
-                ),
-            )
-        finally:
-            service.close()
-        before = rates(current, judged)
-        model = fit_model(
-            judged,
-            data=f"{args.questions.name}: {len(judged)} questions asked as {principal.name} "
-            f"on index {settings.index}",
-            base=current,
-            max_false_refusal=budget,
+        agent = build_agent(settings, service, service.embedder)
+        current: AnswerabilityModel = agent.checker.model()
+        judged = featurize(
+            agent.checker.analyzer,
+            collect_candidates(agent, principal, [(q.question, q.answerable) for q in questions]),
         )
-        if not args.dry_run:
-            _write_atomically(target, model.model_dump_json(indent=2) + "\n")
-    except CitewellError as exc:
-        return fail(str(exc))
+    finally:
+        service.close()
+    before = rates(current, judged)
+    model = fit_model(
+        judged,
+        data=f"{args.questions.name}: {len(judged)} questions asked as {principal.name} "
+        f"on index {settings.index}",
+        base=current,
+        max_false_refusal=budget,
+    )
+    if not args.dry_run:
+        _write_atomically(target, model.model_dump_json(indent=2) + "\n")
     figures = model.figures
     if args.json:
         print_json(

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from citewell.cli.arguments import VERSION
-from citewell.cli.common import add_index_options, fail, load_settings, print_json
+from citewell.cli.common import add_index_options, fail, load_settings, print_json, reporting_errors
 from citewell.core.errors import CitewellError, IndexIntegrityError
 from citewell.core.settings import Settings
 from citewell.retrieval.index import IndexLayout, rollback, verify_version
@@ -21,49 +22,52 @@ if TYPE_CHECKING:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("index", help="list index versions or roll back")
     actions = parser.add_subparsers(dest="index_command", required=True)
-    versions = actions.add_parser("versions", help="list published versions (* = serving)")
-    add_index_options(versions)
-    versions.add_argument("--json", action="store_true", help="print as JSON")
-    versions.set_defaults(func=run_versions)
-    back = actions.add_parser(
-        "rollback", help="serve an earlier version (default: the one before the current)"
+    _action(actions, "versions", run_versions, "list published versions (* = serving)")
+    back = _action(
+        actions,
+        "rollback",
+        run_rollback,
+        "serve an earlier version (default: the one before the current)",
     )
-    add_index_options(back)
     back.add_argument(
-        "--to",
-        dest="to_version",
-        type=VERSION,
-        help="version to serve, e.g. v000007",
+        "--to", dest="to_version", type=VERSION, help="version to serve, e.g. v000007"
     )
-    back.add_argument("--json", action="store_true", help="print as JSON")
-    back.set_defaults(func=run_rollback)
-    verify = actions.add_parser(
+    verify = _action(
+        actions,
         "verify",
-        help="check a version's files, digests and counts against its record (exit 1 if not)",
+        run_verify,
+        "check a version's files, digests and counts against its record (exit 1 if not)",
     )
-    add_index_options(verify)
     verify.add_argument(
         "--version", type=VERSION, help="version to check (default: the current one)"
     )
-    verify.add_argument("--json", action="store_true", help="print as JSON")
-    verify.set_defaults(func=run_verify)
-    ready = actions.add_parser(
+    _action(
+        actions,
         "ready",
-        help="whether a search of the index would succeed now, as /readyz says (exit 1 if not)",
+        run_ready,
+        "whether a search of the index would succeed now, as /readyz says (exit 1 if not)",
     )
-    add_index_options(ready)
-    ready.add_argument("--json", action="store_true", help="print as JSON")
-    ready.set_defaults(func=run_ready)
+
+
+def _action(
+    actions: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    run: Callable[[argparse.Namespace], int],
+    summary: str,
+) -> argparse.ArgumentParser:
+    """An ``index`` action: the index options, ``--json`` and the function that runs it."""
+    parser = actions.add_parser(name, help=summary)
+    add_index_options(parser)
+    parser.add_argument("--json", action="store_true", help="print as JSON")
+    parser.set_defaults(func=reporting_errors(run))
+    return parser
 
 
 def run_versions(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings(args)
-        layout = IndexLayout(settings, settings.index)
-        current = layout.current_version()
-        rows = [layout.read_meta(version) for version in layout.versions()]
-    except CitewellError as exc:
-        return fail(str(exc))
+    settings = load_settings(args)
+    layout = IndexLayout(settings, settings.index)
+    current = layout.current_version()
+    rows = [layout.read_meta(version) for version in layout.versions()]
     if args.json:
         print_json(
             {
@@ -83,11 +87,8 @@ def run_versions(args: argparse.Namespace) -> int:
 
 
 def run_rollback(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings(args)
-        version = rollback(settings, settings.index, args.to_version)
-    except CitewellError as exc:
-        return fail(str(exc))
+    settings = load_settings(args)
+    version = rollback(settings, settings.index, args.to_version)
     if args.json:
         print_json({"index": settings.index, "current": version})
     else:
@@ -141,11 +142,8 @@ def _serving_index(settings: Settings) -> ServingIndex:
 
 
 def run_ready(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings(args)
-        service = _serving_index(settings)
-    except CitewellError as exc:
-        return fail(str(exc))
+    settings = load_settings(args)
+    service = _serving_index(settings)
     try:
         readiness = service.versions.readiness()
     finally:

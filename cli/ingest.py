@@ -7,8 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from citewell.cli.arguments import OBJECT_LABELS, SOURCE_NAME, FolderOrS3Prefix
-from citewell.cli.common import add_index_options, fail, load_settings, print_json
-from citewell.core.errors import CitewellError
+from citewell.cli.common import add_index_options, fail, load_settings, print_json, reporting_errors
 from citewell.core.models import IngestReport
 from citewell.core.settings import Settings
 
@@ -52,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--json", action="store_true", help="print the run report as JSON (no progress bars)"
     )
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=reporting_errors(run))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,27 +60,22 @@ def run(args: argparse.Namespace) -> int:
     from citewell.ingestion.sources import S3Location
     from citewell.ingestion.sources_config import resolve_folder_source
 
-    try:
-        settings = load_settings(args)
-        progress = NoProgress() if args.json else TerminalProgress(announce=True)
-        if isinstance(args.path, S3Location):
-            report = _ingest_s3(args, args.path, settings, progress)
-        else:
-            if args.object_labels:
-                return fail("--object-labels is for s3:// sources")
-            source_name = resolve_folder_source(
-                settings, settings.index, args.path, args.source_name
-            )
-            report = Ingestor(settings).ingest_folder(
-                args.path,
-                index=settings.index,
-                source_name=source_name,
-                progress=progress,
-                fresh=args.fresh,
-                allow_empty=args.allow_empty,
-            )
-    except CitewellError as exc:
-        return fail(str(exc))
+    settings = load_settings(args)
+    progress = NoProgress() if args.json else TerminalProgress(announce=True)
+    if isinstance(args.path, S3Location):
+        report = _ingest_s3(args, args.path, settings, progress)
+    else:
+        if args.object_labels:
+            return fail("--object-labels is for s3:// sources")
+        source_name = resolve_folder_source(settings, settings.index, args.path, args.source_name)
+        report = Ingestor(settings).ingest_folder(
+            args.path,
+            index=settings.index,
+            source_name=source_name,
+            progress=progress,
+            fresh=args.fresh,
+            allow_empty=args.allow_empty,
+        )
     if args.json:
         print_json(report)
     else:

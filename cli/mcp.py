@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from citewell.cli.arguments import Pattern
-from citewell.cli.common import add_caller_options, fail, load_caller
+from citewell.cli.common import add_caller_options, fail, load_caller, reporting_errors
 from citewell.core.errors import CitewellError
 
 EPILOG = """example (after `citewell demo`, which builds the index `demo`):
@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="stdio",
         help="stdio (the only transport here; for HTTP use `citewell serve`, path /mcp)",
     )
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=reporting_errors(run))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,12 +51,9 @@ def run(args: argparse.Namespace) -> int:
     from citewell.api.operations import Operations
     from citewell.retrieval.service import open_search_service
 
-    try:
-        # stdout is the MCP channel: logs go to stderr (configure_logging does that).
-        settings, principal = load_caller(args)
-        service = open_search_service(settings)
-    except CitewellError as exc:
-        return fail(str(exc))
+    # stdout is the MCP channel: logs go to stderr (configure_logging does that).
+    settings, principal = load_caller(args)
+    service = open_search_service(settings)
     try:
         try:
             # Fail now, with the reason, rather than on every tool call.

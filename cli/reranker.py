@@ -13,8 +13,8 @@ from citewell.cli.arguments import (
     ExistingPath,
     IntRange,
 )
-from citewell.cli.common import add_index_options, fail, load_settings, print_json
-from citewell.core.errors import CitewellError, EvaluationError
+from citewell.cli.common import add_index_options, load_settings, print_json, reporting_errors
+from citewell.core.errors import EvaluationError
 from citewell.core.settings import Settings
 from citewell.evaluation.beir import load_beir
 from citewell.evaluation.models import BeirQuery
@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add_index_options(train)
     train.add_argument("--json", action="store_true", help="print the model card as JSON")
-    train.set_defaults(func=run_train)
+    train.set_defaults(func=reporting_errors(run_train))
 
     gate = actions.add_parser(
         "gate",
@@ -65,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_validation_options(gate)
     add_index_options(gate)
     gate.add_argument("--json", action="store_true")
-    gate.set_defaults(func=run_gate)
+    gate.set_defaults(func=reporting_errors(run_gate))
 
 
 EPOCHS = IntRange(1, 1000)
@@ -127,26 +127,23 @@ def validation_judgements(
 def run_train(args: argparse.Namespace) -> int:
     from citewell.training.reranker import train_reranker
 
-    try:
-        settings = load_settings(args)
-        trained = train_reranker(
-            settings,
-            index_for_dataset(args, settings),
-            args.dataset,
-            layers=args.layers,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            max_length=args.max_length,
-            max_pseudo=args.max_pseudo,
-            max_groups=args.max_groups,
-            time_budget_s=args.time_budget,
-            loss=args.loss,
-            device=args.device,
-            seed=args.seed,
-            external_dir=args.external_data,
-        )
-    except CitewellError as exc:
-        return fail(str(exc))
+    settings = load_settings(args)
+    trained = train_reranker(
+        settings,
+        index_for_dataset(args, settings),
+        args.dataset,
+        layers=args.layers,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        max_pseudo=args.max_pseudo,
+        max_groups=args.max_groups,
+        time_budget_s=args.time_budget,
+        loss=args.loss,
+        device=args.device,
+        seed=args.seed,
+        external_dir=args.external_data,
+    )
     if args.json:
         print_json(trained.card)
         return 0
@@ -168,20 +165,17 @@ def run_gate(args: argparse.Namespace) -> int:
     from citewell.retrieval.factory import resolve_index_reranker
     from citewell.retrieval.index import IndexLayout
 
-    try:
-        settings = load_settings(args)
-        index = index_for_dataset(args, settings)
-        layout = IndexLayout(settings, index)
-        # Resolved exactly as serving resolves it, so the decision's model name matches.
-        reranker, note = resolve_index_reranker(settings, layout.rerankers_dir)
-        if reranker is None:
-            raise EvaluationError(note)
-        queries, qrels, judgements = validation_judgements(args)
-        decision = decide_gate(
-            settings, index, reranker, queries, qrels, min_gain=args.min_gain, judgements=judgements
-        )
-    except CitewellError as exc:
-        return fail(str(exc))
+    settings = load_settings(args)
+    index = index_for_dataset(args, settings)
+    layout = IndexLayout(settings, index)
+    # Resolved exactly as serving resolves it, so the decision's model name matches.
+    reranker, note = resolve_index_reranker(settings, layout.rerankers_dir)
+    if reranker is None:
+        raise EvaluationError(note)
+    queries, qrels, judgements = validation_judgements(args)
+    decision = decide_gate(
+        settings, index, reranker, queries, qrels, min_gain=args.min_gain, judgements=judgements
+    )
     if args.json:
         print_json(decision)
     else:

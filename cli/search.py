@@ -9,11 +9,10 @@ from typing import Any
 from citewell.cli.arguments import IntRange, Text
 from citewell.cli.common import (
     add_caller_options,
-    fail,
     load_caller,
     print_json,
+    reporting_errors,
 )
-from citewell.core.errors import CitewellError
 from citewell.core.models import SearchMode, SearchRequest, SearchResult
 
 
@@ -34,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="prefer newer documents (by the date each states) among the results found",
     )
     parser.add_argument("--json", action="store_true")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=reporting_errors(run))
 
 
 def result_json(result: SearchResult) -> dict[str, Any]:
@@ -70,22 +69,19 @@ def result_json(result: SearchResult) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from citewell.retrieval.service import open_search_service  # heavy: only when running
 
+    settings, principal = load_caller(args)
+    request = SearchRequest(
+        query=args.query,
+        k=args.k,
+        mode=SearchMode(args.mode),
+        rerank=not args.no_rerank,
+        prefer_recent=args.prefer_recent,
+    )
+    service = open_search_service(settings)
     try:
-        settings, principal = load_caller(args)
-        request = SearchRequest(
-            query=args.query,
-            k=args.k,
-            mode=SearchMode(args.mode),
-            rerank=not args.no_rerank,
-            prefer_recent=args.prefer_recent,
-        )
-        service = open_search_service(settings)
-        try:
-            result = service.search(principal, request)
-        finally:
-            service.close()
-    except CitewellError as exc:
-        return fail(str(exc))
+        result = service.search(principal, request)
+    finally:
+        service.close()
     if args.json:
         print_json(result_json(result))
         return 0

@@ -8,8 +8,7 @@ import sys
 from typing import Any
 
 from citewell.cli.arguments import PORT
-from citewell.cli.common import add_index_options, fail, load_settings
-from citewell.core.errors import CitewellError
+from citewell.cli.common import add_index_options, load_settings, reporting_errors
 from citewell.core.settings import Settings
 
 
@@ -25,7 +24,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=PORT, default=8000, help="port (default 8000; 0: any)")
     add_index_options(parser)
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=reporting_errors(run))
 
 
 def banner(settings: Settings, url: str) -> str:
@@ -55,11 +54,8 @@ def run(args: argparse.Namespace) -> int:
 
     from citewell.api.main import create_app
 
-    try:
-        settings = load_settings(args)
-        app = create_app(settings)  # fails fast on a bad principals file
-    except CitewellError as exc:
-        return fail(str(exc))
+    settings = load_settings(args)
+    app = create_app(settings)  # fails fast on a bad principals file
 
     class AnnouncingServer(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from citewell.cli.common import add_index_options, fail, load_settings, print_json
+from citewell.cli.common import add_index_options, load_settings, print_json, reporting_errors
 from citewell.cli.reranker import (
     add_dataset_option,
     add_validation_options,
     index_for_dataset,
     validation_judgements,
 )
-from citewell.core.errors import CitewellError
 
 
 def register(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,25 +29,22 @@ def register(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_validation_options(parser)
     add_index_options(parser)
     parser.add_argument("--json", action="store_true")
-    parser.set_defaults(func=run_tune_fusion)
+    parser.set_defaults(func=reporting_errors(run_tune_fusion))
 
 
 def run_tune_fusion(args: argparse.Namespace) -> int:
     from citewell.evaluation.fusion_tuning import tune_fusion
 
-    try:
-        settings = load_settings(args)
-        queries, qrels, judgements = validation_judgements(args)
-        tuned = tune_fusion(
-            settings,
-            index_for_dataset(args, settings),
-            queries,
-            qrels,
-            judgements=judgements,
-            min_gain=args.min_gain,
-        )
-    except CitewellError as exc:
-        return fail(str(exc))
+    settings = load_settings(args)
+    queries, qrels, judgements = validation_judgements(args)
+    tuned = tune_fusion(
+        settings,
+        index_for_dataset(args, settings),
+        queries,
+        qrels,
+        judgements=judgements,
+        min_gain=args.min_gain,
+    )
     if args.json:
         print_json(tuned)
         return 0

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from citewell.core.errors import UnknownClassificationError
 
 DEFAULT_LEVELS: tuple[str, ...] = ("public", "internal", "confidential", "restricted")
+
+
+def utc_now() -> datetime:
+    """Now, in UTC: the default of every "made at" field of a report, set when it is made."""
+    return datetime.now(UTC)
 
 
 class Frozen(BaseModel):
@@ -208,6 +214,32 @@ class IngestReport(Frozen):
     embeddings_computed: int = 0
     seconds: float = 0.0
     stages: IngestStages = IngestStages()
+
+    # The per-document outcomes above, each a tuple of documents.
+    OUTCOMES: ClassVar[tuple[str, ...]] = (
+        "added",
+        "updated",
+        "unchanged",
+        "deleted",
+        "relabeled",
+        "failed",
+        "unlabelled",
+        "withdrawn",
+        "label_refusals",
+    )
+
+    def summary(self) -> dict[str, Any]:
+        """The report without its document lists: how many documents each outcome holds, the
+        counts, the time and the stages (what the run's log line says)."""
+        return {
+            "index": self.index,
+            "version": self.index_version,
+            **{outcome: len(getattr(self, outcome)) for outcome in self.OUTCOMES},
+            "chunks_written": self.chunks_written,
+            "embeddings_computed": self.embeddings_computed,
+            "seconds": self.seconds,
+            **self.stages.model_dump(),
+        }
 
 
 def ordered_unique(items: Sequence[str]) -> tuple[str, ...]:

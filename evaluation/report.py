@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from html import escape
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from citewell.core.errors import EvaluationError
-from citewell.core.models import Frozen
+from citewell.core.models import Frozen, utc_now
 from citewell.evaluation.answers_eval import AnswersEvalReport
 from citewell.evaluation.coverage import CoverageReport, DocumentRef
 from citewell.evaluation.models import RetrievalEvalReport
@@ -45,7 +47,7 @@ class EvaluationBundle(Frozen):
     answers: AnswersEvalReport | None = None
     retrieval: RetrievalEvalReport | None = None
     coverage: CoverageReport | None = None
-    generated_at: datetime
+    generated_at: datetime = Field(default_factory=utc_now)
 
 
 def make_bundle(
@@ -70,7 +72,6 @@ def make_bundle(
         answers=answers,
         retrieval=retrieval,
         coverage=coverage,
-        generated_at=datetime.now(UTC),
     )
 
 

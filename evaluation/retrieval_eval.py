@@ -435,7 +435,6 @@ def evaluate_retrieval(
         modes=results,
         skipped=skipped,
         index_reused=reused,
-        finished_at=datetime.now(UTC),
         reranker_gate=load_gate(IndexLayout(settings, index).rerankers_dir),
         fusion=describe_fusion(settings, IndexLayout(settings, index).root),
     )

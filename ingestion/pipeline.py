@@ -41,7 +41,6 @@ from citewell.core.logging import log_event
 from citewell.core.models import (
     AccessLabel,
     Chunk,
-    ClassificationScheme,
     DocumentFailure,
     Frozen,
     IngestReport,
@@ -56,7 +55,14 @@ from citewell.ingestion.labels import (
     apply_sensitivity,
 )
 from citewell.ingestion.limits import ZipLimits
-from citewell.ingestion.models import ChunkDraft, Element, ParsedDocument, ResolvedLabel, SourceItem
+from citewell.ingestion.models import (
+    ChunkDraft,
+    DiscoveryResult,
+    Element,
+    ParsedDocument,
+    ResolvedLabel,
+    SourceItem,
+)
 from citewell.ingestion.parse_workers import (
     ParseJob,
     ParseWorkers,
@@ -459,10 +465,6 @@ class Ingestor:
 
         return self._warm_caches(candidates())
 
-    @property
-    def scheme(self) -> ClassificationScheme:
-        return self.settings.scheme
-
     # --- entry points ---------------------------------------------------------------------
     def ingest_folder(
         self,
@@ -482,7 +484,7 @@ class Ingestor:
         (an unmounted share would otherwise publish a version without this source)."""
         root = path.resolve()
         name = source_name or root.name
-        rules = LabelRules.load(root, self.scheme)
+        rules = LabelRules.load(root, self.settings.scheme)
         source = LocalFolderSource(
             root, name=name, max_file_bytes=self.settings.max_file_bytes, labels=rules
         )
@@ -492,63 +494,47 @@ class Ingestor:
                 f"no document to ingest in {root}; nothing was published "
                 "(pass --allow-empty to publish the source as empty)"
             )
-        reporter = _reporter(progress)
-        reporter.begin(name, str(root), len(discovery.items))
 
-        def candidates() -> Iterator[_Candidate | _Unreadable]:
-            for item in discovery.items:
-                doc_id = document_id(item.source_uri)
-                try:
-                    base = source.labels_for(item, None)
-                except Exception as exc:
-                    # Labels cannot be determined, for any reason: withdrawn until they can.
-                    yield _Unreadable(doc_id, item.source_uri, _label_failure(exc))
-                    continue
-                try:
-                    data = source.read_bytes(item)
-                except Exception as exc:
-                    # Reported and skipped; an indexed version stays, under the current label.
-                    yield _Unreadable(
-                        doc_id, item.source_uri, f"cannot read: {_describe(exc)}", base
-                    )
-                    continue
+        def candidate(item: SourceItem, base: ResolvedLabel) -> _Candidate | _Unreadable:
+            try:
+                data = source.read_bytes(item)
+            except Exception as exc:
+                # Reported and skipped; an indexed version stays, under the current label.
+                reason = f"cannot read: {_describe(exc)}"
+                return _Unreadable(document_id(item.source_uri), item.source_uri, reason, base)
 
-                content_hash = hashlib.sha256(data).hexdigest()
+            def mark(parsed: ParsedDocument) -> Marking | None:
+                return rules.strongest_marking(parsed, item.path)
 
-                def mark(parsed: ParsedDocument, path: Path = item.path) -> Marking | None:
-                    return rules.strongest_marking(parsed, path)
+            def sensitivity() -> SensitivityReading:
+                return read_sensitivity(item.path, item.doc_type)
 
-                def sensitivity(item: SourceItem = item) -> SensitivityReading:
-                    return read_sensitivity(item.path, item.doc_type)
-
-                yield _Candidate(
-                    doc_id=document_id(item.source_uri),
-                    source_uri=item.source_uri,
-                    relative_path=item.relative_path,
-                    doc_type=item.doc_type,
-                    content_hash=content_hash,
-                    base_label=base,
-                    modified_at=item.modified_at,
-                    item=item,
-                    file_name=Path(item.relative_path).stem,
-                    mark=mark,
-                    read_sensitivity=sensitivity,
-                )
+            return _Candidate(
+                doc_id=document_id(item.source_uri),
+                source_uri=item.source_uri,
+                relative_path=item.relative_path,
+                doc_type=item.doc_type,
+                content_hash=hashlib.sha256(data).hexdigest(),
+                base_label=base,
+                modified_at=item.modified_at,
+                item=item,
+                file_name=Path(item.relative_path).stem,
+                mark=mark,
+                read_sensitivity=sensitivity,
+            )
 
         def current_label(entry: DocumentEntry) -> ResolvedLabel:
             # For a document refused at discovery (too large, now a symlink...): its indexed
             # version stays, but only under the label the current files give it.
             return rules.resolve(entry.relative_path, root / entry.relative_path)
 
-        kept = {document_id(r.source_uri) for r in discovery.rejected}
-        return self._run(
-            index,
-            name,
-            candidates(),
-            total=len(discovery.items),
-            rejected=list(discovery.rejected),
-            keep_doc_ids=kept,
-            progress=reporter,
+        return self._ingest_discovered(
+            source,
+            discovery,
+            str(root),
+            candidate,
+            index=index,
+            progress=progress,
             fresh=fresh,
             validate=validate,
             current_label=current_label,
@@ -660,9 +646,38 @@ class Ingestor:
         listing that fails raises before anything is written; an empty listing of a source
         that had documents is refused unless ``allow_empty``."""
         discovery = source.discover()  # raises SourceUnavailableError: nothing withdrawn
-        name = source.name
+        return self._ingest_discovered(
+            source,
+            discovery,
+            source.location.uri,
+            functools.partial(self._object_candidate, source),
+            index=index,
+            progress=progress,
+            fresh=fresh,
+            validate=validate,
+            sensitivity=source.labels.sensitivity,
+            refuse_empty=not allow_empty,
+        )
+
+    def _ingest_discovered(
+        self,
+        source: LocalFolderSource | S3Source,
+        discovery: DiscoveryResult,
+        where: str,
+        candidate: Callable[[SourceItem, ResolvedLabel], _Candidate | _Unreadable],
+        *,
+        index: str | None,
+        progress: bool | IngestProgress,
+        fresh: bool,
+        validate: Callable[[IndexWriter], None] | None,
+        current_label: Callable[[DocumentEntry], ResolvedLabel] | None = None,
+        sensitivity: SensitivityPolicy | None = None,
+        refuse_empty: bool = False,
+    ) -> IngestReport:
+        """One run over what ``source`` discovered: each item with its labels becomes a
+        ``candidate``; documents the source refused keep their indexed version."""
         reporter = _reporter(progress)
-        reporter.begin(name, source.location.uri, len(discovery.items))
+        reporter.begin(source.name, where, len(discovery.items))
 
         def candidates() -> Iterator[_Candidate | _Unreadable]:
             for item in discovery.items:
@@ -674,21 +689,21 @@ class Ingestor:
                         document_id(item.source_uri), item.source_uri, _label_failure(exc)
                     )
                     continue
-                yield self._object_candidate(source, item, base)
+                yield candidate(item, base)
 
-        kept = {document_id(r.source_uri) for r in discovery.rejected}
         return self._run(
             index,
-            name,
+            source.name,
             candidates(),
             total=len(discovery.items),
             rejected=list(discovery.rejected),
-            keep_doc_ids=kept,
+            keep_doc_ids={document_id(r.source_uri) for r in discovery.rejected},
             progress=reporter,
             fresh=fresh,
             validate=validate,
-            sensitivity=source.labels.sensitivity,
-            refuse_empty=not allow_empty,
+            current_label=current_label,
+            sensitivity=sensitivity,
+            refuse_empty=refuse_empty,
         )
 
     def ingest_texts(
@@ -824,7 +839,9 @@ class Ingestor:
                         candidate.source_uri,
                         reason,
                         classification_rank=(
-                            self.scheme.rank(base.label.classification) if base.labelled else None
+                            self.settings.scheme.rank(base.label.classification)
+                            if base.labelled
+                            else None
                         ),
                         groups=base.label.groups,
                     )
@@ -911,42 +928,18 @@ class Ingestor:
             )
             # Nothing changed: keep serving the published version instead of publishing a copy.
             version = writer.commit(validate) if changed else writer.base_version
-        report = IngestReport(
-            index=writer.layout.name,
-            index_version=version,
-            added=tuple(tally.added),
-            updated=tuple(tally.updated),
-            unchanged=tuple(tally.unchanged),
-            deleted=tuple(tally.deleted),
-            relabeled=tuple(tally.relabeled),
-            failed=tuple(tally.failed),
-            unlabelled=tuple(tally.unlabelled),
-            withdrawn=tuple(tally.withdrawn),
-            label_refusals=tuple(tally.label_refusals),
-            chunks_written=tally.chunks_written,
-            embeddings_computed=_computed(embedder) - computed_before,
-            seconds=round(time.perf_counter() - started, 3),
-            stages=parsing.stages(tally),
+        report = IngestReport.model_validate(
+            {
+                "index": writer.layout.name,
+                "index_version": version,
+                **{outcome: tuple(getattr(tally, outcome)) for outcome in IngestReport.OUTCOMES},
+                "chunks_written": tally.chunks_written,
+                "embeddings_computed": _computed(embedder) - computed_before,
+                "seconds": round(time.perf_counter() - started, 3),
+                "stages": parsing.stages(tally),
+            }
         )
-        log_event(
-            logger,
-            logging.INFO,
-            "ingest.completed",
-            index=report.index,
-            version=version,
-            added=len(report.added),
-            updated=len(report.updated),
-            unchanged=len(report.unchanged),
-            deleted=len(report.deleted),
-            relabeled=len(report.relabeled),
-            failed=len(report.failed),
-            withdrawn=len(report.withdrawn),
-            label_refusals=len(report.label_refusals),
-            chunks_written=report.chunks_written,
-            embeddings_computed=report.embeddings_computed,
-            seconds=report.seconds,
-            **report.stages.model_dump(),
-        )
+        log_event(logger, logging.INFO, "ingest.completed", **report.summary())
         return report
 
     def _final_label(
@@ -956,7 +949,7 @@ class Ingestor:
         label = base.label
         if banner_level is None or not base.labelled:
             return label, banner_level
-        level = self.scheme.max(label.classification, banner_level)
+        level = self.settings.scheme.max(label.classification, banner_level)
         return AccessLabel(classification=level, groups=label.groups), banner_level
 
     def _sensitivity(
@@ -989,9 +982,9 @@ class Ingestor:
         tally: _Tally,
     ) -> tuple[ResolvedLabel, str]:
         previous = _stored_sensitivity(prior) if prior is not None else None
-        decision = decide(reading, policy, self.scheme, previous)
+        decision = decide(reading, policy, self.settings.scheme, previous)
         resolved = apply_sensitivity(
-            base, decision, self.scheme, frozenset(self.settings.default_groups)
+            base, decision, self.settings.scheme, frozenset(self.settings.default_groups)
         )
         if decision.status == "refused":
             tally.label_refusals.append(
@@ -1095,7 +1088,7 @@ class Ingestor:
                     content_hash=candidate.content_hash,
                     label_fingerprint=candidate.base_label.fingerprint,
                     classification=item.label.classification,
-                    classification_rank=self.scheme.rank(item.label.classification),
+                    classification_rank=self.settings.scheme.rank(item.label.classification),
                     groups=tuple(sorted(item.label.groups)),
                     labelled=item.labelled,
                     banner_level=item.banner_level,
@@ -1132,7 +1125,7 @@ class Ingestor:
             char_start=draft.char_start,
             char_end=draft.char_end,
             classification=item.label.classification,
-            classification_rank=self.scheme.rank(item.label.classification),
+            classification_rank=self.settings.scheme.rank(item.label.classification),
             groups=tuple(sorted(item.label.groups)),
             modified_at=candidate.modified_at,
             document_date=item.parsed.document_date,

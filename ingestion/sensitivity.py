@@ -71,6 +71,11 @@ class MipLabel(Frozen):
     state: Literal["applied", "removed", "ambiguous"]
     where: Where
 
+    @field_validator("site_id", mode="before")
+    @classmethod
+    def _tenant_guid(cls, value: str | None) -> str | None:
+        return normalise_guid(value) if value else None
+
 
 class SensitivityReading(Frozen):
     """The labels a document carries after the format's precedence rules.
@@ -113,11 +118,10 @@ def _from_fields(fields: Mapping[str, Mapping[str, str]], where: Where) -> list[
         )
         if values.get("enabled") == "\0conflict":
             state = "ambiguous"
-        site = values.get("siteid")
         out.append(
             MipLabel(
                 label_id=label_id,
-                site_id=normalise_guid(site) if site else None,
+                site_id=values.get("siteid"),
                 name=values.get("name"),
                 method=values.get("method"),
                 set_date=values.get("setdate"),
@@ -198,11 +202,10 @@ def _label_info(data: bytes) -> list[MipLabel]:
             state = "removed"
         else:  # missing, unparseable, or contradictory (enabled and removed)
             state = "ambiguous"
-        site = element.get("siteId")
         out.append(
             MipLabel(
                 label_id=label_id,
-                site_id=normalise_guid(site) if site else None,
+                site_id=element.get("siteId"),
                 method=element.get("method"),
                 state=state,
                 where="LabelInfo",

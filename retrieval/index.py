@@ -38,6 +38,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -142,26 +143,11 @@ class IndexLayout:
     def __init__(self, settings: Settings, index: str | None = None) -> None:
         self.name = index or settings.index
         self.root = settings.index_root / self.name
-
-    @property
-    def current_file(self) -> Path:
-        return self.root / "CURRENT"
-
-    @property
-    def versions_dir(self) -> Path:
-        return self.root / "versions"
-
-    @property
-    def staging_dir(self) -> Path:
-        return self.root / "staging"
-
-    @property
-    def rerankers_dir(self) -> Path:
-        return self.root / "rerankers"
-
-    @property
-    def lock_file(self) -> Path:
-        return self.root / ".write.lock"
+        self.current_file = self.root / "CURRENT"
+        self.versions_dir = self.root / "versions"
+        self.staging_dir = self.root / "staging"
+        self.rerankers_dir = self.root / "rerankers"
+        self.lock_file = self.root / ".write.lock"
 
     def current_version(self) -> str | None:
         try:
@@ -507,15 +493,8 @@ class IndexWriter:
         fsync_dir(self.layout.versions_dir)
         self.layout.set_current(self.version)
         self._committed = True
-        log_event(
-            logger,
-            logging.INFO,
-            "index.published",
-            index=self.layout.name,
-            version=self.version,
-            documents=documents,
-            chunks=chunks,
-        )
+        published = meta.model_dump(include={"index", "version", "documents", "chunks"})
+        log_event(logger, logging.INFO, "index.published", **published)
         self._collect_garbage()
         return self.version
 
@@ -652,24 +631,17 @@ def _count_problems(
     return problems
 
 
+@dataclass(eq=False)
 class OpenedVersion:
-    """Read handles on one published version."""
+    """Read handles on one published version; ``private_copy`` (a folder the stores were copied
+    to, removed on close) and ``layout`` (for the damage check) are optional."""
 
-    def __init__(
-        self,
-        meta: IndexMeta,
-        vectors: VectorStore,
-        lexical: BM25Index,
-        manifest: Manifest,
-        private_copy: Path | None,
-        layout: IndexLayout | None = None,
-    ) -> None:
-        self.meta = meta
-        self.vectors = vectors
-        self.lexical = lexical
-        self.manifest = manifest
-        self._private_copy = private_copy
-        self._layout = layout
+    meta: IndexMeta
+    vectors: VectorStore
+    lexical: BM25Index
+    manifest: Manifest
+    private_copy: Path | None
+    layout: IndexLayout | None = None
 
     @property
     def version(self) -> str:
@@ -681,17 +653,17 @@ class OpenedVersion:
         The stores hold some files open, but the next open, by this process or another, would
         read what is on disk, so a difference here means the version can no longer be
         trusted."""
-        if self._layout is None:
+        if self.layout is None:
             return []
-        return _file_problems(self._layout, self.meta, digests=False)
+        return _file_problems(self.layout, self.meta, digests=False)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.vectors.close()
         with contextlib.suppress(Exception):
             self.manifest.close()
-        if self._private_copy is not None:
-            shutil.rmtree(self._private_copy, ignore_errors=True)
+        if self.private_copy is not None:
+            shutil.rmtree(self.private_copy, ignore_errors=True)
 
 
 def open_version(

@@ -22,7 +22,7 @@ import random
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypedDict, Unpack
 
 from citewell.core.errors import EvaluationError
 from citewell.core.logging import log_event
@@ -48,6 +48,22 @@ class TrainingGroup(Frozen):
     positive: str
     negatives: tuple[str, ...]
     source: GroupSource
+
+    @classmethod
+    def sampled(
+        cls,
+        source: GroupSource,
+        query: str,
+        positive: str,
+        pool: Sequence[str],
+        negatives: int,
+        rng: random.Random,
+    ) -> TrainingGroup:
+        """A group whose negatives are ``negatives`` passages of ``pool`` drawn with ``rng``
+        (all of them when the pool is no larger)."""
+        return cls(
+            query=query, positive=positive, negatives=_pick(pool, negatives, rng), source=source
+        )
 
 
 class Candidate(Frozen):
@@ -138,12 +154,7 @@ def judged_groups(
                 positive = f"{doc.title}\n\n{doc.text}" if doc.title else doc.text
             if positive and pool:
                 groups.append(
-                    TrainingGroup(
-                        query=texts[query_id],
-                        positive=positive,
-                        negatives=_pick(pool, negatives, rng),
-                        source="judged",
-                    )
+                    TrainingGroup.sampled("judged", texts[query_id], positive, pool, negatives, rng)
                 )
     return groups
 
@@ -186,11 +197,8 @@ def pseudo_groups(
             pool.append(f"{other.title}\n\n{other.text}" if with_title else other.text)
         if pool:
             groups.append(
-                TrainingGroup(
-                    query=query,
-                    positive=positive,
-                    negatives=_pick(pool[: 2 * negatives], negatives, rng),
-                    source=source,
+                TrainingGroup.sampled(
+                    source, query, positive, pool[: 2 * negatives], negatives, rng
                 )
             )
     return groups
@@ -216,11 +224,13 @@ def squad_groups(path: Path, negatives: int, rng: random.Random) -> list[Trainin
                     key=lambda c: -len(words & set(c.lower().split())),
                 )
                 groups.append(
-                    TrainingGroup(
-                        query=qa["question"],
-                        positive=paragraph["context"],
-                        negatives=_pick(others[: 2 * negatives], negatives, rng),
-                        source="squad2",
+                    TrainingGroup.sampled(
+                        "squad2",
+                        qa["question"],
+                        paragraph["context"],
+                        others[: 2 * negatives],
+                        negatives,
+                        rng,
                     )
                 )
     return groups
@@ -242,12 +252,7 @@ def rgb_groups(path: Path, negatives: int, rng: random.Random) -> list[TrainingG
         negs = [p for p in record.get("negative", []) if isinstance(p, str) and p.strip()]
         if positives and negs:
             groups.append(
-                TrainingGroup(
-                    query=record["query"],
-                    positive=positives[0],
-                    negatives=_pick(negs, negatives, rng),
-                    source="rgb",
-                )
+                TrainingGroup.sampled("rgb", record["query"], positives[0], negs, negatives, rng)
             )
     return groups
 
@@ -338,17 +343,19 @@ def build_training_data(
     )
 
 
+class TrainingDataOptions(TypedDict, total=False):
+    """The keyword options of :func:`build_training_data`."""
+
+    validation_fraction: float
+    negatives: int
+    max_pseudo: int
+    external_dir: Path | None
+    seed: int
+    indexed_text: bool
+
+
 def build_index_training_data(
-    settings: Settings,
-    index: str,
-    dataset: BeirDataset,
-    *,
-    validation_fraction: float = 0.2,
-    negatives: int = 3,
-    max_pseudo: int = 3000,
-    external_dir: Path | None = None,
-    seed: int = 13,
-    indexed_text: bool = False,
+    settings: Settings, index: str, dataset: BeirDataset, **options: Unpack[TrainingDataOptions]
 ) -> TrainingData:
     """``build_training_data`` over the serving index ``index``, which must hold the corpus of
     ``dataset`` (opened for this call and closed again)."""
@@ -358,16 +365,6 @@ def build_index_training_data(
     try:
         if not service.ready():
             raise EvaluationError(f"index {index!r} is not available; ingest {dataset.name} first")
-        return build_training_data(
-            settings,
-            service,
-            dataset,
-            validation_fraction=validation_fraction,
-            negatives=negatives,
-            max_pseudo=max_pseudo,
-            external_dir=external_dir,
-            seed=seed,
-            indexed_text=indexed_text,
-        )
+        return build_training_data(settings, service, dataset, **options)
     finally:
         service.close()

@@ -39,10 +39,10 @@ from citewell.core.logging import log_event
 from citewell.core.models import Frozen
 from citewell.core.settings import Settings
 from citewell.evaluation.beir import load_beir
+from citewell.training.cards import TrainingCard, ValidationPoint
 from citewell.training.data import TrainingData, TrainingGroup, ValidationQuery
 from citewell.training.reranker import (
     Device,
-    ValidationPoint,
     git_commit,
     hybrid_ndcg,
     publish_model_dir,
@@ -67,24 +67,12 @@ class EmbedderTrainingParameters(Frozen):
     time_budget_s: float | None
 
 
-class EmbedderCard(Frozen):
-    """What MODEL_CARD.md and card.json record about one adapted embedder."""
+class EmbedderCard(TrainingCard):
+    """What MODEL_CARD.md and card.json record about one adapted embedder (``data``: training
+    pairs per source)."""
 
-    index: str  # the index whose corpus and retrievers produced the training data
-    dataset: str
-    base_model: str
-    data: dict[str, int]  # training pairs per source
-    train_queries: int
-    validation_queries: int
     parameters: EmbedderTrainingParameters
-    hybrid_ndcg_at_10: float  # validation: the hybrid candidates in their served order
     base_ndcg_at_10: float  # validation: the candidates rescored by the base embedder
-    best_ndcg_at_10: float  # validation: rescored by the best checkpoint
-    history: tuple[ValidationPoint, ...]
-    steps: int
-    train_seconds: float
-    trained_at: datetime
-    git_commit: str | None
 
     @property
     def improved(self) -> bool:
@@ -368,22 +356,20 @@ def train_embedder(
     name = f"embedder-{dataset.name}-{stamp:%Y%m%dT%H%M%S}"
     target = out_dir or settings.data_dir / "models" / name
     model.cpu()
-    card = EmbedderCard(
+    card = EmbedderCard.from_run(
         index=index,
         dataset=dataset.name,
         base_model=embedding_model_id(settings),
-        data=data.counts,
-        train_queries=data.train_queries,
-        validation_queries=data.validation_queries,
+        data=data,
+        history=history,
+        before=base,
+        steps=steps,
+        seconds=seconds,
+        trained_at=stamp,
+        git_commit=git_commit(),
         parameters=params,
         hybrid_ndcg_at_10=hybrid,
         base_ndcg_at_10=base,
-        best_ndcg_at_10=max((h.ndcg_at_10 for h in history), default=base),
-        history=tuple(history),
-        steps=steps,
-        train_seconds=round(seconds, 1),
-        trained_at=stamp,
-        git_commit=git_commit(),
     )
 
     def save(staging: Path) -> None:

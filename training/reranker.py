@@ -32,6 +32,7 @@ from citewell.core.settings import Settings
 from citewell.evaluation.beir import load_beir
 from citewell.evaluation.metrics import mean, ndcg_at_k
 from citewell.retrieval.reranker_decision import GateDecision
+from citewell.training.cards import TrainingCard, ValidationPoint
 from citewell.training.data import TrainingData, TrainingGroup, ValidationQuery
 
 logger = logging.getLogger(__name__)
@@ -58,28 +59,11 @@ class TrainingParameters(Frozen):
     time_budget_s: float | None
 
 
-class ValidationPoint(Frozen):
-    epoch: float
-    ndcg_at_10: float
+class RerankerCard(TrainingCard):
+    """What MODEL_CARD.md and card.json record about one trained model (``data``: training
+    groups per source; ``hybrid_ndcg_at_10``: validation before reranking)."""
 
-
-class RerankerCard(Frozen):
-    """What MODEL_CARD.md and card.json record about one trained model."""
-
-    index: str
-    dataset: str
-    base_model: str
-    data: dict[str, int]  # training groups per source
-    train_queries: int
-    validation_queries: int
     parameters: TrainingParameters
-    hybrid_ndcg_at_10: float  # validation, before reranking
-    best_ndcg_at_10: float  # validation, reranked by the best checkpoint
-    history: tuple[ValidationPoint, ...]
-    steps: int
-    train_seconds: float
-    trained_at: datetime
-    git_commit: str | None
     gate: GateDecision | None = None
 
 
@@ -468,21 +452,19 @@ def train_reranker(
     stamp = datetime.now(UTC)
     target = out_dir or layout.rerankers_dir / f"model-{stamp:%Y%m%dT%H%M%S}"
     student.model.cpu()
-    card = RerankerCard(
+    card = RerankerCard.from_run(
         index=index,
         dataset=dataset.name,
         base_model=base_model_path().name,
-        data=data.counts,
-        train_queries=data.train_queries,
-        validation_queries=data.validation_queries,
-        parameters=params,
-        hybrid_ndcg_at_10=baseline,
-        best_ndcg_at_10=max((h.ndcg_at_10 for h in history), default=baseline),
-        history=tuple(history),
+        data=data,
+        history=history,
+        before=baseline,
         steps=steps,
-        train_seconds=round(seconds, 1),
+        seconds=seconds,
         trained_at=stamp,
         git_commit=git_commit(),
+        parameters=params,
+        hybrid_ndcg_at_10=baseline,
     )
 
     def save(staging: Path) -> None:

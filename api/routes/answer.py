@@ -17,18 +17,13 @@ from citewell.agent.agent import Agent
 from citewell.agent.factory import build_agent
 from citewell.agent.models import Answer, AnswerTimings, Citation, Source, TokenUsage
 from citewell.api.deps import AuthContextDep, OperationsDep
-from citewell.api.schemas import ErrorBody, SearchFiltersBody
+from citewell.api.schemas import SearchFiltersBody, error_responses
 from citewell.core.errors import StoreUnavailableError
 from citewell.retrieval.protocols import Embedder
 
 router = APIRouter(prefix="/v1", tags=["answer"])
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    401: {"model": ErrorBody, "description": "No or invalid credentials"},
-    403: {"model": ErrorBody, "description": "Credentials do not permit this request"},
-    413: {"model": ErrorBody, "description": "Request body too large"},
-    503: {"model": ErrorBody, "description": "The index is unavailable; nothing was returned"},
-}
+_ERRORS = error_responses(401, 403, 413, 503)
 
 
 class AnswerRequestBody(BaseModel):

@@ -24,19 +24,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from citewell.agent.models import Answer
 from citewell.api.deps import AuthContextDep, MetricsDep, OperationsDep, SettingsDep
 from citewell.api.errors import NotFoundError
-from citewell.api.schemas import ErrorBody
+from citewell.api.schemas import error_responses
 from citewell.core.errors import InputRejectedError
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    400: {"model": ErrorBody, "description": "Malformed credential headers"},
-    401: {"model": ErrorBody, "description": "No or invalid credentials"},
-    403: {"model": ErrorBody, "description": "Credentials do not permit this request"},
-    404: {"model": ErrorBody, "description": "Unknown model (see GET /v1/models)"},
-    413: {"model": ErrorBody, "description": "Request body too large"},
-    503: {"model": ErrorBody, "description": "The index is unavailable; nothing was returned"},
-}
+_ERRORS = error_responses(
+    400, 401, 403, 413, 503, route_specific={404: "Unknown model (see GET /v1/models)"}
+)
 
 # A follow-up this short ("and for part-time staff?") is searched together with the previous
 # user turn; a longer question stands on its own.

@@ -10,18 +10,13 @@ from citewell.api.deps import (
     AuthContextDep,
     OperationsDep,
 )
-from citewell.api.schemas import ErrorBody, SearchRequestBody, SearchResponseBody
+from citewell.api.schemas import SearchRequestBody, SearchResponseBody, error_responses
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["search"])
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    401: {"model": ErrorBody, "description": "No or invalid credentials"},
-    403: {"model": ErrorBody, "description": "Credentials do not permit this request"},
-    413: {"model": ErrorBody, "description": "Request body too large"},
-    503: {"model": ErrorBody, "description": "The index is unavailable; nothing was returned"},
-}
+_ERRORS = error_responses(401, 403, 413, 503)
 
 
 @router.post(

@@ -71,6 +71,19 @@ class _Compiled:
     doc_names: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class _Query:
+    """What one search reads, taken together under the lock (writes and compaction replace
+    these objects, never change them), and the query's terms the scope can see."""
+
+    compiled: _Compiled
+    visible: tuple[int, ...]
+    stats: ScopeStats
+    chunk_ids: list[str]
+    doc_slots: IntArray | None  # the slots of the wanted documents; None: every document
+    terms: list[tuple[int, int]]
+
+
 class BM25Index:
     """In-memory BM25 over chunk text with per-scope statistics and atomic persistence.
 
@@ -178,24 +191,14 @@ class BM25Index:
     ) -> list[tuple[str, float]]:
         """Top ``limit`` (chunk_id, score) with score > 0, best first (ties by insertion).
         ``trace`` counts the postings read (tests and benchmarks)."""
-        if limit < 1:
-            raise InvalidArgumentError(f"limit must be at least 1, got {limit}")
-        if scope.matches_nothing:
+        prepared = self._prepare(query, scope, filters, limit)
+        if prepared is None or prepared.stats.n_docs == 0:
             return []
-        tokens = self._query_tokenizer(query)
-        with self._lock:
-            compiled = self._compile()
-            visible = self._visible_classes(scope)
-            stats = self._scope_stats(visible)
-            chunk_ids = self._chunk_ids  # compaction replaces the list, never mutates in place
-            doc_slots = self._doc_filter_slots(filter_values(filters.doc_ids))
-        query_terms = self._query_terms(tokens, stats)
-        if stats.n_docs == 0 or not query_terms:
-            return []
+        compiled, stats, chunk_ids = prepared.compiled, prepared.stats, prepared.chunk_ids
         scores = score_chunks(
             compiled.postings,
-            np.asarray(visible, dtype=np.int64),
-            query_terms,
+            np.asarray(prepared.visible, dtype=np.int64),
+            prepared.terms,
             stats,
             compiled.lengths,
             compiled.lengths.shape[0],
@@ -204,7 +207,7 @@ class BM25Index:
             trace,
         )
         candidates = np.flatnonzero(scores > 0)
-        candidates = self._apply_filters(candidates, compiled, filters, doc_slots)
+        candidates = self._apply_filters(candidates, compiled, filters, prepared.doc_slots)
         if candidates.size == 0:
             return []
         cand_scores = scores[candidates]
@@ -237,25 +240,16 @@ class BM25Index:
         idf is the non-negative ``log(1 + (N - n + 0.5) / (n + 0.5))`` (Lucene): rank_bm25's
         epsilon floor needs the mean idf over the whole vocabulary, a full pass per query here.
         """
-        if limit < 1:
-            raise InvalidArgumentError(f"limit must be at least 1, got {limit}")
-        if scope.matches_nothing:
+        prepared = self._prepare(query, scope, filters, limit)
+        if prepared is None:
             return []
-        tokens = self._query_tokenizer(query)
-        with self._lock:
-            compiled = self._compile()
-            visible = self._visible_classes(scope)
-            stats = self._scope_stats(visible)
-            doc_slots = self._doc_filter_slots(filter_values(filters.doc_ids))
-        query_terms = self._query_terms(tokens, stats)
-        if not query_terms:
-            return []
+        compiled, visible = prepared.compiled, prepared.visible
         # Slots that take part: visible to the scope and kept by the filters (a pass over the
         # per-slot class column: its cost depends on the index's size, never on the query).
         class_visible = np.zeros(len(self._class_keys), dtype=bool)
         class_visible[list(visible)] = True
         slots = np.flatnonzero(class_visible[compiled.classes])
-        slots = self._apply_filters(slots, compiled, filters, doc_slots)
+        slots = self._apply_filters(slots, compiled, filters, prepared.doc_slots)
         if slots.size == 0:
             return []
         included = np.zeros(compiled.classes.shape[0], dtype=bool)
@@ -271,7 +265,7 @@ class BM25Index:
         scores = score_documents(
             compiled.postings,
             np.asarray(visible, dtype=np.int64),
-            query_terms,
+            prepared.terms,
             included,
             compiled.docs,
             doc_len,
@@ -317,6 +311,27 @@ class BM25Index:
             for doc in np.unique(compiled.docs[slots[np.isin(slots, wanted)]]):
                 found.setdefault(compiled.doc_names[int(doc)], set()).add(token)
         return {doc: frozenset(terms) for doc, terms in found.items()}
+
+    def _prepare(
+        self, query: str, scope: AccessScope, filters: SearchFilters, limit: int
+    ) -> _Query | None:
+        """The snapshot and terms a search of ``query`` reads; None when nothing can match (the
+        scope sees nothing, or no query term occurs in a chunk it can see)."""
+        if limit < 1:
+            raise InvalidArgumentError(f"limit must be at least 1, got {limit}")
+        if scope.matches_nothing:
+            return None
+        tokens = self._query_tokenizer(query)
+        with self._lock:
+            compiled = self._compile()
+            visible = self._visible_classes(scope)
+            stats = self._scope_stats(visible)
+            chunk_ids = self._chunk_ids  # compaction replaces the list, never mutates in place
+            doc_slots = self._doc_filter_slots(filter_values(filters.doc_ids))
+        terms = self._query_terms(tokens, stats)
+        if not terms:
+            return None
+        return _Query(compiled, visible, stats, chunk_ids, doc_slots, terms)
 
     def _query_terms(self, tokens: Sequence[str], stats: ScopeStats) -> list[tuple[int, int]]:
         """(term id, times) for the query tokens that occur in a chunk the scope can see, in

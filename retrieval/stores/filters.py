@@ -37,11 +37,17 @@ MODIFIED_FIELD = "modified_at"
 KEYWORD_FIELDS: tuple[str, ...] = (GROUPS_FIELD, DOC_ID_FIELD, SOURCE_FIELD, DOC_TYPE_FIELD)
 
 
-def _utc_iso(value: datetime) -> str:
-    return as_utc(value).isoformat()
+def _modified_range(filters: SearchFilters) -> tuple[datetime | None, datetime | None] | None:
+    """The modification-time bounds of ``filters`` in UTC (from, to), or None when it sets
+    neither. A range never matches a null/missing value, so undated chunks drop out."""
+    if filters.modified_from is None and filters.modified_to is None:
+        return None
+    low, high = filters.modified_from, filters.modified_to
+    return (as_utc(low) if low else None, as_utc(high) if high else None)
 
 
-_as_utc = as_utc
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
 
 
 def _sorted(values: Iterable[str]) -> list[str]:
@@ -70,17 +76,11 @@ def edge_filter(scope: AccessScope, filters: SearchFilters) -> edge.Filter:
     ]
     for field, values in _narrowing(filters):
         must.append(edge.FieldCondition(field, match=edge.MatchAny(values)))
-    if filters.modified_from is not None or filters.modified_to is not None:
-        # A range never matches a null/missing value, so undated chunks drop out.
-        must.append(
-            edge.FieldCondition(
-                MODIFIED_FIELD,
-                range=edge.RangeDateTime(
-                    gte=_utc_iso(filters.modified_from) if filters.modified_from else None,
-                    lte=_utc_iso(filters.modified_to) if filters.modified_to else None,
-                ),
-            )
-        )
+    modified = _modified_range(filters)
+    if modified is not None:
+        low, high = modified
+        range_ = edge.RangeDateTime(gte=_iso(low), lte=_iso(high))
+        must.append(edge.FieldCondition(MODIFIED_FIELD, range=range_))
     return edge.Filter(must=must)
 
 
@@ -102,15 +102,11 @@ def client_filter(scope: AccessScope, filters: SearchFilters) -> qm.Filter:
     ]
     for field, values in _narrowing(filters):
         must.append(qm.FieldCondition(key=field, match=qm.MatchAny(any=values)))
-    if filters.modified_from is not None or filters.modified_to is not None:
+    modified = _modified_range(filters)
+    if modified is not None:
+        low, high = modified
         must.append(
-            qm.FieldCondition(
-                key=MODIFIED_FIELD,
-                range=qm.DatetimeRange(
-                    gte=_as_utc(filters.modified_from) if filters.modified_from else None,
-                    lte=_as_utc(filters.modified_to) if filters.modified_to else None,
-                ),
-            )
+            qm.FieldCondition(key=MODIFIED_FIELD, range=qm.DatetimeRange(gte=low, lte=high))
         )
     return qm.Filter(must=must)
 
