@@ -58,6 +58,12 @@ class Source(Protocol):
         """The document's access label (banners in ``parsed_text`` may raise its level)."""
         ...
 
+    def labels_at(self, relative_path: str) -> ResolvedLabel:
+        """The label the source's labels give ``relative_path`` now, whether or not it was
+        listed (for an indexed document refused at discovery, whose kept version must follow
+        its current label)."""
+        ...
+
 
 def _is_hidden(name: str) -> bool:
     return name.startswith(".")
@@ -199,6 +205,9 @@ class LocalFolderSource:
 
     def labels_for(self, item: SourceItem, parsed_text: str | None) -> ResolvedLabel:
         return self._labels.resolve(item.relative_path, item.path, parsed_text)
+
+    def labels_at(self, relative_path: str) -> ResolvedLabel:
+        return self._labels.resolve(relative_path, self._root / relative_path)
 
 
 # --- S3-compatible object stores --------------------------------------------------------------
@@ -496,17 +505,25 @@ class S3Source:
             return target.read_bytes()
 
     def labels_for(self, item: SourceItem, parsed_text: str | None) -> ResolvedLabel:
-        base = self._labels.resolve(
-            item.relative_path, self._mirror / item.relative_path, parsed_text
-        )
+        return self._resolve(item.relative_path, parsed_text)
+
+    def labels_at(self, relative_path: str) -> ResolvedLabel:
+        """Labels file, sidecar and (when trusted) the object's tags and metadata as they are
+        now; raises ``InputRejectedError`` when the object's labels cannot be read."""
+        if not _safe_relative(relative_path):
+            raise InputRejectedError("unsafe object key")
+        return self._resolve(relative_path, None)
+
+    def _resolve(self, relative_path: str, parsed_text: str | None) -> ResolvedLabel:
+        base = self._labels.resolve(relative_path, self._mirror / relative_path, parsed_text)
         if not self._object_labels:
             return base
-        return self._with_object_labels(item, base)
+        return self._with_object_labels(relative_path, base)
 
-    def _with_object_labels(self, item: SourceItem, base: ResolvedLabel) -> ResolvedLabel:
+    def _with_object_labels(self, relative_path: str, base: ResolvedLabel) -> ResolvedLabel:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        key = self._location.key_prefix + item.relative_path
+        key = self._location.key_prefix + relative_path
         found: list[tuple[str, dict[str, str]]] = []
         try:
             if "tags" in self._object_labels:
