@@ -120,8 +120,13 @@ class TextDocument(Frozen):
 
 def object_content_hash(item: SourceItem) -> str:
     """What stands for an object's content without downloading it: its ETag (an MD5 or a
-    multipart digest; it changes whenever the bytes do) and size, from the listing."""
-    material = f"s3-etag:{item.etag}|{item.size}"
+    multipart digest; it changes whenever the bytes do) and size, from the listing. A store
+    that lists no ETag: its modification time, which every rewrite changes (size alone would
+    call a same-size rewrite unchanged)."""
+    if item.etag:
+        material = f"s3-etag:{item.etag}|{item.size}"
+    else:
+        material = f"s3-modified:{item.modified_at.isoformat()}|{item.size}"
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
 

@@ -127,16 +127,20 @@ def test_a_failed_download_keeps_the_old_version_under_the_new_label(
     bucket: str, s3_env: Any, make_settings: Any, embedder: Any
 ) -> None:
     """Changed and relabelled, then replaced again between listing and download (the ETag no
-    longer matches): the old text stays, at the new level; deleted after the listing: the
-    same, and the next refresh deletes it."""
+    longer matches): the old text stays, at the new level; changed, relabelled and deleted
+    after the listing: the same, and the next refresh deletes it."""
     settings = make_settings(index="idx")
     ingestor = Ingestor(settings, embedder=embedder)
     with _s3(bucket) as s3:
         ingestor.ingest_objects(s3)
     client = s3_env.client()
     client.put_object(Bucket=bucket, Key="kb/plan.md", Body=b"# Plan\n\nsecond text")
+    client.put_object(Bucket=bucket, Key="kb/memo.md", Body=b"# Memo\n\nsecond memo")
     client.put_object(
         Bucket=bucket, Key="kb/plan.md.labels.yaml", Body=b"classification: restricted\n"
+    )
+    client.put_object(
+        Bucket=bucket, Key="kb/memo.md.labels.yaml", Body=b"classification: confidential\n"
     )
     with _s3(bucket) as s3:
         listed = s3.discover
@@ -149,11 +153,12 @@ def test_a_failed_download_keeps_the_old_version_under_the_new_label(
 
         s3.discover = discover_then_change  # type: ignore[method-assign]
         report = ingestor.ingest_objects(s3)
-    assert set(report.relabeled) == {"plan.md"}, report
+    assert set(report.relabeled) == {"plan.md", "memo.md"}, report
     reasons = {f.source_uri.rsplit("/", 1)[-1]: f.reason for f in report.failed}
-    assert "download failed" in reasons["plan.md"] and "memo.md" not in reasons
+    assert "download failed" in reasons["plan.md"] and "PreconditionFailed" in reasons["plan.md"]
+    assert "download failed" in reasons["memo.md"] and "NoSuchKey" in reasons["memo.md"]
     assert _indexed(settings)["plan.md"][0] == "restricted"
-    assert "memo.md" in _indexed(settings)  # listed unchanged: not downloaded, kept
+    assert _indexed(settings)["memo.md"][0] == "confidential"
 
     with _s3(bucket) as s3:
         report = ingestor.ingest_objects(s3)
