@@ -46,7 +46,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_s3_server() -> Iterator[S3Server]:
+def running_s3_server(own_process: bool = False) -> Iterator[S3Server]:
+    """``own_process``: the server runs in a child process (benchmarks: its request handling
+    then does not compete with the client for this process's GIL)."""
+    if own_process:
+        with _moto_process() as server:
+            yield server
+        return
     from moto.server import ThreadedMotoServer
 
     port = free_port()
@@ -132,3 +138,35 @@ def running_fault_proxy(
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@contextmanager
+def _moto_process() -> Iterator[S3Server]:
+    import subprocess
+    import sys
+    import time
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the moto server did not start") from None
+                time.sleep(0.2)
+        yield S3Server(endpoint_url=f"http://127.0.0.1:{port}")
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
