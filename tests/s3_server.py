@@ -50,8 +50,8 @@ def running_s3_server(own_process: bool = False) -> Iterator[S3Server]:
     """``own_process``: the server runs in a child process (benchmarks: its request handling
     then does not compete with the client for this process's GIL)."""
     if own_process:
-        with _moto_process() as server:
-            yield server
+        with _moto_process() as child:
+            yield child
         return
     from moto.server import ThreadedMotoServer
 
@@ -106,7 +106,7 @@ def running_fault_proxy(
                 self.end_headers()
                 self.wfile.write(error)
                 return
-            connection = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=30)
+            connection = http.client.HTTPConnection(upstream.netloc, timeout=30)
             try:
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 headers["Host"] = upstream.netloc
