@@ -151,7 +151,7 @@ def test_a_failed_download_keeps_the_old_version_under_the_new_label(
             client.delete_object(Bucket=bucket, Key="kb/memo.md")
             return found
 
-        s3.discover = discover_then_change  # type: ignore[method-assign]
+        s3.discover = discover_then_change
         report = ingestor.ingest_objects(s3)
     assert set(report.relabeled) == {"plan.md", "memo.md"}, report
     reasons = {f.source_uri.rsplit("/", 1)[-1]: f.reason for f in report.failed}

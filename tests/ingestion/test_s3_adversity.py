@@ -154,7 +154,7 @@ def test_an_unreadable_sidecar_withdraws_only_its_document(
             client.delete_object(Bucket=bucket, Key="kb/notes/n1.md.labels.yaml")
             return found
 
-        s3._list = list_then_delete  # type: ignore[method-assign]
+        s3._list = list_then_delete
         report = ingestor.ingest_objects(s3)
     assert set(report.withdrawn) == {"notes/n0.md", "notes/n1.md"}, report
     reasons = {f.source_uri.rsplit("/kb/", 1)[-1]: f.reason for f in report.failed}
@@ -241,7 +241,7 @@ def test_credentials_never_reach_logs_or_reports(
             client.put_object(Bucket=bucket, Key="kb/notes/n0.md", Body=b"# changed after")
             return found
 
-        s3.discover = discover_then_change  # type: ignore[method-assign]
+        s3.discover = discover_then_change
         report = ingestor.ingest_objects(s3)
     with _s3(f"{bucket}-missing", max_attempts=1) as s3, pytest.raises(SourceUnavailableError):
         ingestor.ingest_objects(s3)
