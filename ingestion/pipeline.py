@@ -81,7 +81,7 @@ from citewell.ingestion.sources import LocalFolderSource, S3Source
 from citewell.retrieval.embedding import bundled_model_path, local_model_dir
 from citewell.retrieval.factory import build_embedder, embedding_model_id
 from citewell.retrieval.index import IndexWriter
-from citewell.retrieval.manifest import DocumentEntry, Manifest, classify_change
+from citewell.retrieval.manifest import ChangeKind, DocumentEntry, Manifest, classify_change
 from citewell.retrieval.protocols import Embedder
 
 logger = logging.getLogger(__name__)
@@ -126,8 +126,13 @@ class TextDocument(Frozen):
 
 def object_content_hash(item: SourceItem) -> str:
     """What stands for an object's content without downloading it: its ETag (an MD5 or a
-    multipart digest; it changes whenever the bytes do) and size, from the listing."""
-    material = f"s3-etag:{item.etag}|{item.size}"
+    multipart digest; it changes whenever the bytes do) and size, from the listing. A store
+    that lists no ETag: its modification time, which every rewrite changes (size alone would
+    call a same-size rewrite unchanged)."""
+    if item.etag:
+        material = f"s3-etag:{item.etag}|{item.size}"
+    else:
+        material = f"s3-modified:{item.modified_at.isoformat()}|{item.size}"
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
 
@@ -523,11 +528,6 @@ class Ingestor:
                 read_sensitivity=sensitivity,
             )
 
-        def current_label(entry: DocumentEntry) -> ResolvedLabel:
-            # For a document refused at discovery (too large, now a symlink...): its indexed
-            # version stays, but only under the label the current files give it.
-            return rules.resolve(entry.relative_path, root / entry.relative_path)
-
         return self._ingest_discovered(
             source,
             discovery,
@@ -537,7 +537,6 @@ class Ingestor:
             progress=progress,
             fresh=fresh,
             validate=validate,
-            current_label=current_label,
             sensitivity=rules.sensitivity,
         )
 
@@ -670,12 +669,12 @@ class Ingestor:
         progress: bool | IngestProgress,
         fresh: bool,
         validate: Callable[[IndexWriter], None] | None,
-        current_label: Callable[[DocumentEntry], ResolvedLabel] | None = None,
         sensitivity: SensitivityPolicy | None = None,
         refuse_empty: bool = False,
     ) -> IngestReport:
         """One run over what ``source`` discovered: each item with its labels becomes a
-        ``candidate``; documents the source refused keep their indexed version."""
+        ``candidate``; documents the source refused keep their indexed version, served only
+        under the label the source's labels give them now (``labels_at``)."""
         reporter = _reporter(progress)
         reporter.begin(source.name, where, len(discovery.items))
 
@@ -701,7 +700,7 @@ class Ingestor:
             progress=reporter,
             fresh=fresh,
             validate=validate,
-            current_label=current_label,
+            current_label=source.labels_at,
             sensitivity=sensitivity,
             refuse_empty=refuse_empty,
         )
@@ -770,10 +769,14 @@ class Ingestor:
         progress: IngestProgress,
         fresh: bool,
         validate: Callable[[IndexWriter], None] | None = None,
-        current_label: Callable[[DocumentEntry], ResolvedLabel] | None = None,
+        current_label: Callable[[str], ResolvedLabel] | None = None,
         sensitivity: SensitivityPolicy | None = None,
         refuse_empty: bool = False,
     ) -> IngestReport:
+        """One index transaction over a source's ``candidates``. ``keep_doc_ids``: documents the
+        source refused at discovery (too large, a symlink now...); their indexed versions stay,
+        served only under the label ``current_label`` gives their relative path now (the same
+        rule for folders and object stores), withdrawn when it cannot be determined."""
         started = time.perf_counter()
         embedder = self.embedder
         computed_before = _computed(embedder)
@@ -873,29 +876,21 @@ class Ingestor:
                         )
                     continue
                 prior = existing.get(candidate.doc_id)
-                change = classify_change(
-                    prior, candidate.content_hash, recipe, candidate.base_label.fingerprint
+                change, served, record = self.classify(
+                    prior,
+                    candidate.content_hash,
+                    candidate.base_label,
+                    sensitivity if candidate.read_sensitivity is not None else None,
+                    candidate.read_sensitivity,
+                    tally,
                 )
-                if change in ("unchanged", "relabeled") and prior is not None:
-                    # Same content, same labels it carries: what was read then still holds
-                    # (an unchanged object is never downloaded again to know its label).
-                    stored = _stored_sensitivity(prior)
-                    candidate, record = self._sensitivity(
-                        candidate,
-                        sensitivity,
-                        prior,
-                        tally,
-                        stored.reading if stored is not None else None,
-                    )
-                    if (
-                        prior.label_fingerprint == candidate.base_label.fingerprint
-                        and record == prior.sensitivity
-                    ):
-                        tally.unchanged.append(candidate.relative_path)
-                        if not prior.labelled:
-                            tally.unlabelled.append(candidate.relative_path)
-                    else:
-                        self._relabel(writer, prior, candidate.base_label, tally, record)
+                if prior is not None and change == "unchanged":
+                    tally.unchanged.append(candidate.relative_path)
+                    if not prior.labelled:
+                        tally.unlabelled.append(candidate.relative_path)
+                    continue
+                if prior is not None and change == "relabeled":
+                    self._relabel(writer, prior, served, tally, record)
                     continue
                 parsing.submit(candidate)
                 ahead.append((candidate, prior is not None))
@@ -909,7 +904,7 @@ class Ingestor:
                 if prior is None or current_label is None:
                     continue
                 try:
-                    label: ResolvedLabel | None = current_label(prior)
+                    label: ResolvedLabel | None = current_label(prior.relative_path)
                     reason = "refused at discovery"
                 except (OSError, CitewellError) as exc:
                     label, reason = None, _label_failure(exc)
@@ -952,6 +947,39 @@ class Ingestor:
         level = self.settings.scheme.max(label.classification, banner_level)
         return AccessLabel(classification=level, groups=label.groups), banner_level
 
+    def classify(
+        self,
+        prior: DocumentEntry | None,
+        content_hash: str,
+        base: ResolvedLabel,
+        sensitivity: SensitivityPolicy | None,
+        read: Callable[[], SensitivityReading] | None = None,
+        tally: _Tally | None = None,
+    ) -> tuple[ChangeKind, ResolvedLabel, str | None]:
+        """What a refresh does with a document: the one decision of this pipeline and of the
+        Airflow planner (``refresh.plan``). ``base``: its label from rules, sidecars and object
+        labels; ``sensitivity``: the labels file's policy (None: the document carries no
+        sensitivity label, e.g. pre-extracted text). Returns the change, and for the same
+        content the label and sensitivity record it is to be served with: the sensitivity labels
+        its content carried when indexed (the manifest's record) apply again, so an unchanged
+        object is never downloaded to know its label. Without a record, ``read`` reads the
+        content; without ``read`` either the document is a relabel (the pipeline reads it)."""
+        change = classify_change(prior, content_hash, self.chunk_recipe, base.fingerprint)
+        if prior is None or change not in ("unchanged", "relabeled") or sensitivity is None:
+            return change, base, None
+        stored = _stored_sensitivity(prior)
+        if stored is not None:
+            reading = stored.reading
+        elif read is not None:
+            reading = read()
+        else:
+            return "relabeled", base, None
+        label, record = self._apply_sensitivity(
+            base, prior.source_uri, reading, sensitivity, prior, tally
+        )
+        same = label.fingerprint == prior.label_fingerprint and record == prior.sensitivity
+        return ("unchanged" if same else "relabeled"), label, record
+
     def _sensitivity(
         self,
         candidate: _Candidate,
@@ -979,13 +1007,16 @@ class Ingestor:
         reading: SensitivityReading,
         policy: SensitivityPolicy,
         prior: DocumentEntry | None,
-        tally: _Tally,
+        tally: _Tally | None,
     ) -> tuple[ResolvedLabel, str]:
+        """``tally`` None: only planning (no refusal reported, nothing logged)."""
         previous = _stored_sensitivity(prior) if prior is not None else None
         decision = decide(reading, policy, self.settings.scheme, previous)
         resolved = apply_sensitivity(
             base, decision, self.settings.scheme, frozenset(self.settings.default_groups)
         )
+        if tally is None:
+            return resolved, decision.record.model_dump_json()
         if decision.status == "refused":
             tally.label_refusals.append(
                 DocumentFailure(source_uri=source_uri, reason=decision.reason or "")

@@ -40,7 +40,9 @@ from citewell.core.models import (
 )
 from citewell.core.settings import Settings
 from citewell.ingestion.labels import LabelRules
+from citewell.ingestion.models import ResolvedLabel
 from citewell.ingestion.pipeline import Ingestor, document_id, object_content_hash
+from citewell.ingestion.sensitivity import SensitivityPolicy
 from citewell.ingestion.sources import LocalFolderSource, S3Access, S3Location, S3Source
 from citewell.ingestion.sources_config import SourceConfig
 from citewell.retrieval.durable import write_atomic
@@ -77,6 +79,10 @@ class SnapshotEntry(Frozen):
     source_uri: str
     content_hash: str
     label_fingerprint: str
+    # The label from rules, sidecars and object labels, which the plan combines with the
+    # sensitivity labels the indexed content carried, as the pipeline does. None: a snapshot
+    # written before labels were kept (compared by fingerprint alone).
+    label: ResolvedLabel | None = None
 
 
 class DiscoveredSnapshot(Frozen):
@@ -89,6 +95,8 @@ class DiscoveredSnapshot(Frozen):
     taken_at: datetime
     entries: tuple[SnapshotEntry, ...]
     rejected: tuple[DocumentFailure, ...] = ()
+    # The labels file's sensitivity-label policy at discovery (None: none read).
+    sensitivity: SensitivityPolicy | None = None
     path: str  # where this snapshot is stored (what XCom carries)
 
 
@@ -203,7 +211,7 @@ def _batches(paths: Sequence[str], size: int) -> Iterable[tuple[str, ...]]:
 # --- the steps ----------------------------------------------------------------------------
 def _discover_objects(
     settings: Settings, source: SourceConfig, access: S3Access | None
-) -> tuple[list[SnapshotEntry], list[DocumentFailure]]:
+) -> tuple[list[SnapshotEntry], list[DocumentFailure], SensitivityPolicy]:
     """The listing decides: ETag and size stand for content, nothing is downloaded."""
     with open_s3(settings, source, access) as store:
         found = store.discover()
@@ -211,7 +219,7 @@ def _discover_objects(
         rejected = list(found.rejected)
         for item in found.items:
             try:
-                fingerprint = store.labels_for(item, None).fingerprint
+                label = store.labels_for(item, None)
             except (OSError, CitewellError) as exc:
                 rejected.append(DocumentFailure(source_uri=item.source_uri, reason=str(exc)))
                 continue
@@ -220,15 +228,16 @@ def _discover_objects(
                     relative_path=item.relative_path,
                     source_uri=item.source_uri,
                     content_hash=object_content_hash(item),
-                    label_fingerprint=fingerprint,
+                    label_fingerprint=label.fingerprint,
+                    label=label,
                 )
             )
-    return entries, rejected
+        return entries, rejected, store.labels.sensitivity
 
 
 def _discover_folder(
     settings: Settings, source: SourceConfig
-) -> tuple[list[SnapshotEntry], list[DocumentFailure]]:
+) -> tuple[list[SnapshotEntry], list[DocumentFailure], SensitivityPolicy]:
     rules = LabelRules.load(source.folder, settings.scheme)
     folder = LocalFolderSource(
         source.folder, name=source.name, max_file_bytes=settings.max_file_bytes, labels=rules
@@ -239,7 +248,7 @@ def _discover_folder(
     for item in found.items:
         try:
             digest = hashlib.sha256(folder.read_bytes(item)).hexdigest()
-            fingerprint = folder.labels_for(item, None).fingerprint
+            label = folder.labels_for(item, None)
         except (OSError, CitewellError) as exc:
             rejected.append(DocumentFailure(source_uri=item.source_uri, reason=str(exc)))
             continue
@@ -248,10 +257,11 @@ def _discover_folder(
                 relative_path=item.relative_path,
                 source_uri=item.source_uri,
                 content_hash=digest,
-                label_fingerprint=fingerprint,
+                label_fingerprint=label.fingerprint,
+                label=label,
             )
         )
-    return entries, rejected
+    return entries, rejected, rules.sensitivity
 
 
 def discover(
@@ -260,10 +270,10 @@ def discover(
     """List the source's documents with content hashes and label fingerprints."""
     _check_connector(source)
     if source.connector == "s3":
-        entries, rejected = _discover_objects(settings, source, access)
+        entries, rejected, sensitivity = _discover_objects(settings, source, access)
         root = source.uri
     else:
-        entries, rejected = _discover_folder(settings, source)
+        entries, rejected, sensitivity = _discover_folder(settings, source)
         root = str(source.folder.resolve())
     path = run_dir(settings, source.index, run_id) / SNAPSHOT_FILE
     snapshot = DiscoveredSnapshot(
@@ -274,6 +284,7 @@ def discover(
         taken_at=datetime.now(UTC),
         entries=tuple(entries),
         rejected=tuple(rejected),
+        sensitivity=sensitivity,
         path=str(path),
     )
     _write_model(path, snapshot)
@@ -301,13 +312,20 @@ def plan(
     relabeled: list[str] = []
     unchanged = 0
     seen: set[str] = {document_id(r.source_uri) for r in snapshot.rejected}
-    recipe = Ingestor(settings).chunk_recipe
+    ingestor = Ingestor(settings)
     for entry in snapshot.entries:
         doc_id = document_id(entry.source_uri)
         seen.add(doc_id)
-        change = classify_change(
-            published.get(doc_id), entry.content_hash, recipe, entry.label_fingerprint
-        )
+        prior = published.get(doc_id)
+        if entry.label is None:
+            change = classify_change(
+                prior, entry.content_hash, ingestor.chunk_recipe, entry.label_fingerprint
+            )
+        else:
+            # The pipeline's own decision, sensitivity labels of the indexed content included.
+            change, _, _ = ingestor.classify(
+                prior, entry.content_hash, entry.label, snapshot.sensitivity
+            )
         if change == "new":
             new.append(entry.relative_path)
         elif change == "changed":

@@ -58,6 +58,12 @@ class Source(Protocol):
         """The document's access label (banners in ``parsed_text`` may raise its level)."""
         ...
 
+    def labels_at(self, relative_path: str) -> ResolvedLabel:
+        """The label the source's labels give ``relative_path`` now, whether or not it was
+        listed (for an indexed document refused at discovery, whose kept version must follow
+        its current label)."""
+        ...
+
 
 def _is_hidden(name: str) -> bool:
     return name.startswith(".")
@@ -200,6 +206,9 @@ class LocalFolderSource:
     def labels_for(self, item: SourceItem, parsed_text: str | None) -> ResolvedLabel:
         return self._labels.resolve(item.relative_path, item.path, parsed_text)
 
+    def labels_at(self, relative_path: str) -> ResolvedLabel:
+        return self._labels.resolve(relative_path, self._root / relative_path)
+
 
 # --- S3-compatible object stores --------------------------------------------------------------
 ObjectLabelSource = Literal["tags", "metadata"]
@@ -307,6 +316,8 @@ class S3Source:
         )
         self._mirror = Path(tempfile.mkdtemp(prefix="citewell-s3-labels-"))
         self._labels = LabelRules(scheme)
+        # Casefolded relative path of a document -> why its sidecar could not be read.
+        self._unreadable_sidecars: dict[str, str] = {}
 
     # --- Source protocol -------------------------------------------------------------------
     @property
@@ -369,11 +380,19 @@ class S3Source:
                 rejected.append(DocumentFailure(source_uri=uri, reason="unsafe object key"))
                 continue
             leaf = relative.rsplit("/", 1)[-1]
-            if relative == LABELS_FILE or leaf.endswith(SIDECAR_SUFFIX):
+            if leaf == LABELS_FILE and relative != LABELS_FILE:
+                # As in folders: a nested labels file would be silently ignored and its
+                # documents labelled by the root's (possibly lower) rules.
+                raise LabelError(
+                    f"{uri}: labels files are read only at the prefix root "
+                    f"({self._location.uri}{LABELS_FILE}); write these rules there as "
+                    f"'{relative.rsplit('/', 1)[0]}/**' rules"
+                )
+            if _is_label_file(leaf):
+                # Misspelt ones too (".labels.yml", ".LABELS.YAML"): the label rules refuse
+                # them by name, as in folders, instead of ingesting them as documents.
                 label_files.append((key, relative))
                 continue
-            if leaf == LABELS_FILE:
-                continue  # like folders: only the root's labels file counts
             size = int(obj.get("Size", 0))
             if size > self._max_file_bytes:
                 rejected.append(
@@ -409,13 +428,22 @@ class S3Source:
 
     def _load_labels(self, label_files: list[tuple[str, str]]) -> None:
         """Mirror the labels file and sidecars into a private folder and read them there, with
-        the same code (and the same errors, naming the object) as folders."""
+        the same code (and the same errors, naming the object) as folders. The root labels
+        file decides for every document: unreadable, it fails the run. An unreadable sidecar
+        (gone since the listing, access denied, too large) fails only its document's labels."""
         shutil.rmtree(self._mirror, ignore_errors=True)
         self._mirror.mkdir(parents=True)
+        self._unreadable_sidecars = {}
         for key, relative in label_files:
+            try:
+                data = self._get_small(key)
+            except (SourceUnavailableError, LabelError) as exc:
+                if "/" not in relative and relative.casefold().startswith("citewell.labels."):
+                    raise
+                self._unreadable_sidecars[_sidecar_document(relative)] = str(exc)
+                continue
             target = self._mirror / relative
             target.parent.mkdir(parents=True, exist_ok=True)
-            data = self._get_small(key)
             target.write_bytes(data)
         try:
             self._labels = LabelRules.load(self._mirror, self._scheme)
@@ -496,17 +524,28 @@ class S3Source:
             return target.read_bytes()
 
     def labels_for(self, item: SourceItem, parsed_text: str | None) -> ResolvedLabel:
-        base = self._labels.resolve(
-            item.relative_path, self._mirror / item.relative_path, parsed_text
-        )
+        return self._resolve(item.relative_path, parsed_text)
+
+    def labels_at(self, relative_path: str) -> ResolvedLabel:
+        """Labels file, sidecar and (when trusted) the object's tags and metadata as they are
+        now; raises ``InputRejectedError`` when the object's labels cannot be read."""
+        if not _safe_relative(relative_path):
+            raise InputRejectedError("unsafe object key")
+        return self._resolve(relative_path, None)
+
+    def _resolve(self, relative_path: str, parsed_text: str | None) -> ResolvedLabel:
+        unreadable = self._unreadable_sidecars.get(relative_path.casefold())
+        if unreadable is not None:
+            raise LabelError(f"labels sidecar unreadable: {unreadable}")
+        base = self._labels.resolve(relative_path, self._mirror / relative_path, parsed_text)
         if not self._object_labels:
             return base
-        return self._with_object_labels(item, base)
+        return self._with_object_labels(relative_path, base)
 
-    def _with_object_labels(self, item: SourceItem, base: ResolvedLabel) -> ResolvedLabel:
+    def _with_object_labels(self, relative_path: str, base: ResolvedLabel) -> ResolvedLabel:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        key = self._location.key_prefix + item.relative_path
+        key = self._location.key_prefix + relative_path
         found: list[tuple[str, dict[str, str]]] = []
         try:
             if "tags" in self._object_labels:
@@ -543,6 +582,15 @@ class S3Source:
                 resolved, label, f"object-{where}", self._scheme, self._default_groups
             )
         return resolved
+
+
+def _sidecar_document(relative: str) -> str:
+    """The (casefolded) relative path of the document a sidecar object labels."""
+    folded = relative.casefold()
+    for suffix in (SIDECAR_SUFFIX, MISSPELT_SUFFIX):
+        if folded.endswith(suffix):
+            return folded[: -len(suffix)]
+    return folded
 
 
 def _s3_reason(exc: BaseException) -> str:

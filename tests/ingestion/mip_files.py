@@ -272,3 +272,35 @@ def copy_sample(shared_data: Path, name: str, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(shared_data / "sample_docs" / name, target)
     return target
+
+
+MSG_SAMPLE = "fake-email-attachment.msg"
+_MSG_HEADERS = "__substg1.0_007D001F"  # PR_TRANSPORT_MESSAGE_HEADERS, UTF-16LE
+
+
+def compact_msip_header(label_id: str, *, site: str = TENANT) -> str:
+    """The two fields a label needs (what fits a sample message's header stream)."""
+    return f"MSIP_Label_{label_id}_Enabled=True; MSIP_Label_{label_id}_SiteId={site};"
+
+
+def write_msg(shared_data: Path, target: Path, msip_labels: str) -> Path:
+    """A real Outlook message (the shared sample, an OLE compound file) whose transport headers
+    carry ``msip_labels``, as Exchange stamps them. olefile rewrites a stream only at its size,
+    so the new headers replace all but its date and subject and are padded."""
+    import olefile
+
+    copy_sample(shared_data, MSG_SAMPLE, target)
+    with olefile.OleFileIO(str(target), write_mode=True) as ole:
+        size = ole.get_size(_MSG_HEADERS)
+        kept = [
+            line
+            for line in ole.openstream(_MSG_HEADERS).read().decode("utf-16-le").split("\r\n")
+            if line.split(":", 1)[0] in ("MIME-Version", "Date", "Subject")
+        ]
+        headers = "\r\n".join([*kept, f"msip_labels: {msip_labels}", "X-Padding: "])
+        room = size // 2 - len(headers) - 4  # the closing blank line
+        if room < 0:
+            raise ValueError("msip_labels too long for the sample's header stream")
+        text = headers + "x" * room + "\r\n\r\n"
+        ole.write_stream(_MSG_HEADERS, text.encode("utf-16-le"))
+    return target

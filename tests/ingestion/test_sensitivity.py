@@ -21,11 +21,13 @@ from tests.ingestion.mip_files import (
     TENANT,
     UNMAPPED,
     add_label_parts,
+    compact_msip_header,
     copy_sample,
     msip_header,
     msip_properties,
     write_docx,
     write_eml,
+    write_msg,
     write_pdf,
     write_pptx,
     write_xlsx,
@@ -191,6 +193,29 @@ def test_eml_msip_labels_header(tmp_path):
         (CONFIDENTIAL, TENANT, "msip_labels")
     ]
     assert read_sensitivity(write_eml(tmp_path / "b.eml", TEXT), "eml").empty
+
+
+def test_msg_msip_labels_header(tmp_path, shared_data):
+    """A real Outlook message: the label travels in its transport headers (read through oxmsg,
+    what unstructured parses .msg with)."""
+    doc = write_msg(shared_data, tmp_path / "a.msg", compact_msip_header(CONFIDENTIAL))
+    reading = read_sensitivity(doc, "msg")
+    assert [(x.label_id, x.site_id, x.where) for x in reading.labels] == [
+        (CONFIDENTIAL, TENANT, "msip_labels")
+    ]
+    assert decide(reading, policy(tmp_path), SCHEME).label == AccessLabel(
+        classification="confidential", groups=frozenset({"finance"})
+    )
+    foreign = write_msg(
+        shared_data, tmp_path / "b.msg", compact_msip_header(CONFIDENTIAL, site=OTHER_TENANT)
+    )
+    assert decide(read_sensitivity(foreign, "msg"), policy(tmp_path), SCHEME).status == "refused"
+    plain = copy_sample(shared_data, "fake-email-attachment.msg", tmp_path / "plain.msg")
+    assert read_sensitivity(plain, "msg").empty
+    # A damaged message cannot prove it carries no label: a problem, never an empty reading.
+    damaged = tmp_path / "damaged.msg"
+    damaged.write_bytes(doc.read_bytes()[:3000])
+    assert read_sensitivity(damaged, "msg").problems
 
 
 def test_real_office_file_from_the_samples(tmp_path, shared_data):

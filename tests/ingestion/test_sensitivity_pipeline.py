@@ -18,11 +18,13 @@ from tests.ingestion.mip_files import (
     TENANT,
     UNMAPPED,
     add_label_parts,
+    compact_msip_header,
     msip_header,
     msip_properties,
     remove_label_parts,
     write_docx,
     write_eml,
+    write_msg,
     write_pdf,
     write_pptx,
 )
@@ -175,3 +177,27 @@ def test_mapping_a_label_later_relabels_without_reparsing(tmp_path, make_setting
         True,
     )
     assert "unmapped.docx" in visible(settings, embedder, AUDITOR, "narwhal")
+
+
+def test_a_labelled_outlook_message_is_enforced(tmp_path, make_settings, embedder, shared_data):
+    """A real .msg whose transport headers carry msip_labels: parsed by unstructured, labelled
+    from the header, served only to who the mapped label lets through."""
+    settings = make_settings()
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    (folder / "citewell.labels.yaml").write_text(LABELS)
+    write_msg(shared_data, folder / "labelled.msg", compact_msip_header(CONFIDENTIAL))
+    write_msg(shared_data, folder / "foreign.msg", compact_msip_header(HIGHLY, site=OTHER_TENANT))
+    report = Ingestor(settings, embedder=embedder).ingest_folder(folder, source_name="mail")
+    assert not report.failed, report.failed
+    assert [f.source_uri.rsplit("/", 1)[-1] for f in report.label_refusals] == ["foreign.msg"]
+    docs = manifest(settings)
+    assert (docs["labelled.msg"].classification, docs["labelled.msg"].groups) == (
+        "confidential",
+        ("finance",),
+    )
+    assert not docs["foreign.msg"].labelled
+    query = "fake email with attachment"
+    assert visible(settings, embedder, FINANCE, query) == {"labelled.msg"}
+    assert visible(settings, embedder, EVERYONE, query) == set()
+    assert visible(settings, embedder, AUDITOR, query) == {"labelled.msg"}

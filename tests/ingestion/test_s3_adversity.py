@@ -1,0 +1,254 @@
+"""What bad luck and adversaries do to an S3 refresh, against a real S3 API server on loopback
+(moto server mode; a fault-injecting proxy in front of it where the store itself must fail):
+a listing that fails halfway through its pages, objects replaced with the same size, sidecars
+that cannot be read or are misspelt, a nested labels file, and credentials kept out of logs."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from citewell.core.errors import LabelError, SourceUnavailableError
+from citewell.core.models import ClassificationScheme
+from citewell.ingestion.models import SourceItem
+from citewell.ingestion.pipeline import Ingestor, object_content_hash
+from citewell.ingestion.sources import S3Location, S3Source
+from citewell.retrieval.index import IndexLayout, open_version
+from tests.s3_server import ACCESS_KEY, SECRET_KEY, running_fault_proxy
+
+LABELS = b"default: {classification: internal, groups: [everyone]}\n"
+NOTES = {
+    f"notes/n{i}.md": f"# Note {i}\n\nThe heron count on day {i} was {i * 3}.\n" for i in range(5)
+}
+
+
+@pytest.fixture
+def bucket(s3_env: Any) -> str:
+    name = f"adv-{uuid.uuid4().hex[:10]}"
+    client = s3_env.client()
+    client.create_bucket(Bucket=name)
+    client.put_object(Bucket=name, Key="kb/citewell.labels.yaml", Body=LABELS)
+    for key, text in NOTES.items():
+        client.put_object(Bucket=name, Key=f"kb/{key}", Body=text.encode())
+    return name
+
+
+def _s3(bucket: str, **kwargs: Any) -> S3Source:
+    options: dict[str, Any] = {
+        "scheme": ClassificationScheme(),
+        "max_file_bytes": 100_000,
+        "name": "kb",
+        "default_groups": frozenset({"everyone"}),
+        "max_attempts": 2,
+        "timeout_s": 5,
+    }
+    options.update(kwargs)
+    return S3Source(S3Location(bucket=bucket, prefix="kb"), **options)
+
+
+def _indexed(settings: Any) -> dict[str, Any]:
+    opened = open_version(settings)
+    try:
+        return {d.relative_path: d for d in opened.manifest.iter_documents()}
+    finally:
+        opened.close()
+
+
+def test_object_content_hash_without_an_etag_follows_the_modification_time() -> None:
+    """A store that lists no ETag: size alone would call a same-size rewrite unchanged."""
+    item = SourceItem(
+        source="kb",
+        source_uri="s3://b/kb/a.md",
+        relative_path="a.md",
+        path=Path("a.md"),
+        size=10,
+        modified_at=datetime(2025, 1, 1, tzinfo=UTC),
+        doc_type="md",
+        etag=None,
+    )
+    later = item.model_copy(update={"modified_at": datetime(2025, 1, 2, tzinfo=UTC)})
+    assert object_content_hash(item) != object_content_hash(later)
+    tagged = item.model_copy(update={"etag": "abc"})
+    # With an ETag, the listing's ETag and size decide (a copy with a new date is unchanged).
+    assert object_content_hash(tagged) == object_content_hash(
+        tagged.model_copy(update={"modified_at": datetime(2025, 1, 2, tzinfo=UTC)})
+    )
+
+
+@pytest.mark.slow
+def test_a_listing_failing_halfway_through_its_pages_withdraws_nothing(
+    bucket: str, s3_env: Any, make_settings: Any, embedder: Any
+) -> None:
+    settings = make_settings()
+    ingestor = Ingestor(settings, embedder=embedder)
+    with _s3(bucket) as s3:
+        ingestor.ingest_objects(s3)
+    layout = IndexLayout(settings, None)
+    version = layout.current_version()
+    before = _indexed(settings)
+    assert set(before) == set(NOTES)
+
+    # The first page answers; every request for a later page fails (retried, then given up).
+    def second_page(method: str, path: str) -> bool:
+        return method == "GET" and "list-type=2" in path and "continuation-token" in path
+
+    with (
+        running_fault_proxy(s3_env.endpoint_url, second_page) as proxy,
+        _s3(bucket, endpoint_url=proxy.endpoint_url, page_size=2) as s3,
+        pytest.raises(SourceUnavailableError, match="InternalError"),
+    ):
+        ingestor.ingest_objects(s3)
+    assert proxy.failed, "the fault was never injected"
+    assert layout.current_version() == version
+    assert set(_indexed(settings)) == set(before)
+
+
+@pytest.mark.slow
+def test_same_size_rewrite_is_a_change(
+    bucket: str, s3_env: Any, make_settings: Any, embedder: Any
+) -> None:
+    settings = make_settings()
+    ingestor = Ingestor(settings, embedder=embedder)
+    with _s3(bucket) as s3:
+        ingestor.ingest_objects(s3)
+    old = NOTES["notes/n1.md"]
+    new = old.replace("heron", "egret")
+    assert len(new) == len(old)
+    s3_env.client().put_object(Bucket=bucket, Key="kb/notes/n1.md", Body=new.encode())
+    with _s3(bucket) as s3:
+        report = ingestor.ingest_objects(s3)
+    assert report.updated == ("notes/n1.md",) and len(report.unchanged) == 4
+
+
+@pytest.mark.slow
+def test_an_unreadable_sidecar_withdraws_only_its_document(
+    bucket: str, s3_env: Any, make_settings: Any, embedder: Any
+) -> None:
+    """A sidecar too large to be a sidecar, and one deleted between the listing and its read:
+    each document's labels cannot be determined (withdrawn until fixed, as in folders); every
+    other document refreshes."""
+    settings = make_settings()
+    ingestor = Ingestor(settings, embedder=embedder)
+    with _s3(bucket) as s3:
+        ingestor.ingest_objects(s3)
+    client = s3_env.client()
+    client.put_object(
+        Bucket=bucket,
+        Key="kb/notes/n0.md.labels.yaml",
+        Body=b"classification: confidential\n" + b"#" * (1024 * 1024 + 10),
+    )
+    client.put_object(
+        Bucket=bucket, Key="kb/notes/n1.md.labels.yaml", Body=b"classification: confidential\n"
+    )
+    client.put_object(Bucket=bucket, Key="kb/notes/n2.md", Body=b"# Note 2\n\nchanged text")
+    with _s3(bucket) as s3:
+        listed = s3._list
+
+        def list_then_delete() -> Any:
+            found = listed()
+            client.delete_object(Bucket=bucket, Key="kb/notes/n1.md.labels.yaml")
+            return found
+
+        s3._list = list_then_delete
+        report = ingestor.ingest_objects(s3)
+    assert set(report.withdrawn) == {"notes/n0.md", "notes/n1.md"}, report
+    reasons = {f.source_uri.rsplit("/kb/", 1)[-1]: f.reason for f in report.failed}
+    assert "too large" in reasons["notes/n0.md"]
+    assert (
+        "NoSuchKey" in reasons["notes/n1.md"] and "cannot be determined" in reasons["notes/n1.md"]
+    )
+    assert report.updated == ("notes/n2.md",)
+    assert set(_indexed(settings)) == {"notes/n2.md", "notes/n3.md", "notes/n4.md"}
+
+    # Fixed (a readable sidecar; the deleted one stays deleted): back, at the sidecar's level.
+    client.put_object(
+        Bucket=bucket, Key="kb/notes/n0.md.labels.yaml", Body=b"classification: confidential\n"
+    )
+    with _s3(bucket) as s3:
+        report = ingestor.ingest_objects(s3)
+    assert set(report.added) == {"notes/n0.md", "notes/n1.md"} and not report.failed
+    docs = _indexed(settings)
+    assert docs["notes/n0.md"].classification == "confidential"
+    assert docs["notes/n1.md"].classification == "internal"
+
+
+@pytest.mark.slow
+def test_a_misspelt_sidecar_never_lowers_and_is_not_a_document(
+    bucket: str, s3_env: Any, make_settings: Any, embedder: Any
+) -> None:
+    settings = make_settings()
+    ingestor = Ingestor(settings, embedder=embedder)
+    client = s3_env.client()
+    client.put_object(
+        Bucket=bucket, Key="kb/notes/n3.md.labels.yml", Body=b"classification: restricted\n"
+    )
+    client.put_object(
+        Bucket=bucket, Key="kb/notes/n4.md.LABELS.YAML", Body=b"classification: restricted\n"
+    )
+    with _s3(bucket) as s3:
+        report = ingestor.ingest_objects(s3)
+    reasons = {f.source_uri.rsplit("/kb/", 1)[-1]: f.reason for f in report.failed}
+    assert "must be named n3.md.labels.yaml" in reasons["notes/n3.md"]
+    assert "must be named n4.md.labels.yaml" in reasons["notes/n4.md"]
+    assert set(_indexed(settings)) == {"notes/n0.md", "notes/n1.md", "notes/n2.md"}
+
+
+@pytest.mark.slow
+def test_a_nested_labels_file_stops_the_run(
+    bucket: str, s3_env: Any, make_settings: Any, embedder: Any
+) -> None:
+    settings = make_settings()
+    ingestor = Ingestor(settings, embedder=embedder)
+    with _s3(bucket) as s3:
+        ingestor.ingest_objects(s3)
+    version = IndexLayout(settings, None).current_version()
+    s3_env.client().put_object(
+        Bucket=bucket,
+        Key="kb/notes/citewell.labels.yaml",
+        Body=b"default: {classification: public, groups: [everyone]}\n",
+    )
+    with _s3(bucket) as s3, pytest.raises(LabelError, match="notes/\\*\\*"):
+        ingestor.ingest_objects(s3)
+    assert IndexLayout(settings, None).current_version() == version
+
+
+@pytest.mark.slow
+def test_credentials_never_reach_logs_or_reports(
+    bucket: str,
+    s3_env: Any,
+    make_settings: Any,
+    embedder: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every log record at DEBUG, botocore's own included, through a run with a failing
+    listing, a failing download and a refused object: never the secret key; the access key id
+    (which botocore's DEBUG request dumps name in signatures) never in Citewell's records."""
+    settings = make_settings()
+    ingestor = Ingestor(settings, embedder=embedder)
+    client = s3_env.client()
+    client.put_object(Bucket=bucket, Key="kb/big.md", Body=b"x" * 2000)
+    caplog.set_level(logging.DEBUG)
+    with _s3(bucket, max_file_bytes=1000) as s3:
+        listed = s3.discover
+
+        def discover_then_change() -> Any:
+            found = listed()
+            client.put_object(Bucket=bucket, Key="kb/notes/n0.md", Body=b"# changed after")
+            return found
+
+        s3.discover = discover_then_change
+        report = ingestor.ingest_objects(s3)
+    with _s3(f"{bucket}-missing", max_attempts=1) as s3, pytest.raises(SourceUnavailableError):
+        ingestor.ingest_objects(s3)
+    assert report.failed
+    texts = [record.getMessage() for record in caplog.records]
+    texts += [str(record.__dict__) for record in caplog.records]
+    texts += [f.reason for f in report.failed]
+    assert caplog.records and not any(SECRET_KEY in text for text in texts)
+    ours = [r for r in caplog.records if r.name.startswith("citewell")]
+    assert ours and not any(ACCESS_KEY in str(r.__dict__) for r in ours)
