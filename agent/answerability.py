@@ -98,6 +98,9 @@ _KEY_POS = frozenset({"PROPN", "NUM"})
 _DATE_ENTITIES = frozenset({"DATE", "TIME"})
 # An acronym's plural ("10-Qs", "CEOs", "APIs"): the sources write the singular.
 _ACRONYM_PLURAL_RE = re.compile(r"[A-Z][A-Z0-9]*s")
+# A dotted abbreviation ("U.S.", "e.g."): sources spell it several ways (U.S., US, USA), so it
+# cannot be a term a passage must repeat.
+_DOTTED_ABBREVIATION_RE = re.compile(r"(?:[A-Za-z]\.){2,}")
 _CONTENT_POS = frozenset({"NOUN", "PROPN", "NUM", "VERB", "ADJ", "ADV"})
 
 
@@ -313,6 +316,8 @@ def _is_key(token: Any) -> bool:
     """A name, number or date that an answering passage must mention. Relative time words
     inside a date ("the most recent quarter", "previous years") are not: a passage states the
     period itself, never the question's word for it."""
+    if _DOTTED_ABBREVIATION_RE.fullmatch(token.text):
+        return False
     if token.ent_type_ in _DATE_ENTITIES:
         return token.pos_ == "PROPN" or bool(_DIGIT_RE.search(token.text))
     return token.pos_ in _KEY_POS or (bool(token.ent_type_) and token.ent_type_ != "ORDINAL")

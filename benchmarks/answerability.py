@@ -110,7 +110,7 @@ def _squad_candidates(data_dir: Path, refresh: bool) -> tuple[list[JudgedCandida
         )
     finally:
         service.close()
-    cache.write_text(json.dumps([j.model_dump() for j in judged]))
+    cache.write_text(json.dumps([j.model_dump(mode="json") for j in judged]))
     return judged, articles
 
 
