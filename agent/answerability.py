@@ -474,10 +474,6 @@ class AnswerabilityChecker:
     def analyzer(self) -> TextAnalyzer:
         return self._analyzer
 
-    @property
-    def max_candidates(self) -> int:
-        return self._max_candidates
-
     def model(self) -> AnswerabilityModel:
         return self._model()
 
