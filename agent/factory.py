@@ -35,21 +35,20 @@ def build_agent(
     settings: Settings,
     search: SearchService,
     embedder: Embedder,
-    backend: AnswerBackend | None = None,
     config: AgentConfig | None = None,
-    index: str | None = None,
 ) -> Agent:
     """``embedder`` should be the serving index's query embedder (already loaded there). The
-    answerability check uses the index's own calibration when it has one."""
+    answerability check uses the calibration of ``settings.index`` when it has one."""
     return Agent(
         search=search,
         scorer=SentenceScorer(embedder),
-        backend=backend or backend_from_settings(settings),
+        backend=backend_from_settings(settings),
         config=config or AgentConfig.from_settings(settings),
-        checker=AnswerabilityChecker(model=CalibrationSource(calibration_path(settings, index))),
+        checker=AnswerabilityChecker(model=CalibrationSource(calibration_path(settings))),
     )
 
 
-def calibration_path(settings: Settings, index: str | None = None) -> Path:
-    """Where `citewell eval calibrate` writes an index's answerability calibration."""
-    return settings.index_root / (index or settings.index) / CALIBRATION_FILE
+def calibration_path(settings: Settings) -> Path:
+    """Where `citewell eval calibrate` writes the answerability calibration of
+    ``settings.index``."""
+    return settings.index_root / settings.index / CALIBRATION_FILE

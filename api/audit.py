@@ -78,31 +78,23 @@ class AuditLog:
     an ``O_APPEND`` descriptor, so lines from several processes do not interleave."""
 
     def __init__(self, path: Path, log_queries: bool = False) -> None:
-        self._path = path
-        self._log_queries = log_queries
+        self.path = path
+        self.log_queries = log_queries
         self._lock = threading.Lock()
 
-    @property
-    def path(self) -> Path:
-        return self._path
-
-    @property
-    def log_queries(self) -> bool:
-        return self._log_queries
-
     def record(self, record: AuditRecord) -> None:
-        if record.query is not None and not self._log_queries:
+        if record.query is not None and not self.log_queries:
             # Callers build records by hand too; enforce the setting here, in one place.
             record = record.model_copy(update={"query": None})
         line = (record.model_dump_json(exclude_none=True) + "\n").encode("utf-8")
         with self._lock:
             try:
-                self._path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
                 try:
                     os.write(fd, line)
                 finally:
                     os.close(fd)
             except OSError as exc:
-                log_event(logger, logging.ERROR, "audit.write_failed", path=str(self._path))
-                raise AuditLogError(f"cannot write audit log {self._path}") from exc
+                log_event(logger, logging.ERROR, "audit.write_failed", path=str(self.path))
+                raise AuditLogError(f"cannot write audit log {self.path}") from exc

@@ -22,6 +22,7 @@ import logging
 import re
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -147,24 +148,37 @@ class AuthContext(BaseModel):
     operator: bool = False
 
 
+@dataclass(frozen=True)
+class JwtPolicy:
+    """Which bearer tokens are accepted: an HS256 secret and/or a JWKS file of public keys,
+    and the audience, issuer and clock leeway they must satisfy."""
+
+    secret: str | None = None
+    jwks_file: Path | None = None
+    audience: str | None = None
+    issuer: str | None = None
+    leeway_s: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> JwtPolicy:
+        return cls(
+            secret=settings.jwt_secret.get_secret_value() if settings.jwt_secret else None,
+            jwks_file=settings.jwt_jwks_file,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+        )
+
+
 class JwtVerifier:
     """Verifies bearer tokens. The JWKS file is read on first use and again when it changes."""
 
-    def __init__(
-        self,
-        scheme: ClassificationScheme,
-        secret: str | None = None,
-        jwks_file: Path | None = None,
-        audience: str | None = None,
-        issuer: str | None = None,
-        leeway_s: float = 30.0,
-    ) -> None:
+    def __init__(self, scheme: ClassificationScheme, policy: JwtPolicy) -> None:
         self._scheme = scheme
-        self._secret = secret
-        self._jwks_file = jwks_file
-        self._audience = audience
-        self._issuer = issuer
-        self._leeway_s = leeway_s
+        self._secret = policy.secret
+        self._jwks_file = policy.jwks_file
+        self._audience = policy.audience
+        self._issuer = policy.issuer
+        self._leeway_s = policy.leeway_s
         self._lock = threading.Lock()
         self._jwks: list[jwt.PyJWK] | None = None
         self._jwks_mtime: float | None = None
@@ -305,14 +319,7 @@ class Authenticator:
             if settings.principals_file is not None
             else None
         )
-        verifier = JwtVerifier(
-            scheme,
-            secret=settings.jwt_secret.get_secret_value() if settings.jwt_secret else None,
-            jwks_file=settings.jwt_jwks_file,
-            audience=settings.jwt_audience,
-            issuer=settings.jwt_issuer,
-        )
-        return cls(scheme, principals, verifier)
+        return cls(scheme, principals, JwtVerifier(scheme, JwtPolicy.from_settings(settings)))
 
     def authenticate(self, api_key: str | None, bearer: str | None) -> AuthContext:
         """Who sent the request. Raises :class:`CredentialError` (401)."""

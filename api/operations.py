@@ -34,24 +34,12 @@ class Operations:
         audit: AuditLog,
         metrics: ApiMetrics,
     ) -> None:
-        self._settings = settings
+        self.settings = settings
+        self.audit = audit
+        self.metrics = metrics
+        self.answer_metrics = AnswerMetrics(metrics)
         self._search = search
         self._agent = agent  # built on first use: it needs the serving index's embedder
-        self._audit = audit
-        self._metrics = metrics
-        self.answer_metrics = AnswerMetrics(metrics)
-
-    @property
-    def settings(self) -> Settings:
-        return self._settings
-
-    @property
-    def audit(self) -> AuditLog:
-        return self._audit
-
-    @property
-    def metrics(self) -> ApiMetrics:
-        return self._metrics
 
     def agent(self) -> Agent:
         return self._agent()
@@ -68,7 +56,7 @@ class Operations:
         """One audit line for a request by ``auth``: who, where, the query's hash (the query
         itself only when audit_log_queries is on: AuditLog drops it otherwise) and how long it
         has taken; ``fields`` say what happened."""
-        self._audit.record(
+        self.audit.record(
             AuditRecord(
                 event=event,
                 endpoint=endpoint,
@@ -95,7 +83,7 @@ class Operations:
         prefer_recent: bool = False,
     ) -> tuple[SearchResult, float]:
         """The result and the seconds it took."""
-        settings = self._settings
+        settings = self.settings
         principal = auth.principal
         filters = filters or SearchFilters()
         mode = mode or settings.default_mode
@@ -144,8 +132,8 @@ class Operations:
             record("error", None, type(exc).__name__)
             raise
         took = time.perf_counter() - started
-        self._metrics.results_per_query.labels(mode=result.mode.value).observe(len(result.results))
-        self._metrics.search_latency.labels(
+        self.metrics.results_per_query.labels(mode=result.mode.value).observe(len(result.results))
+        self.metrics.search_latency.labels(
             mode=result.mode.value, reranked=str(result.reranked)
         ).observe(took)
         record("ok", result, None)
@@ -159,7 +147,7 @@ class Operations:
         endpoint: str,
         filters: SearchFilters | None = None,
     ) -> Answer:
-        settings = self._settings
+        settings = self.settings
         principal = auth.principal
         filters = filters or SearchFilters()
         started = time.perf_counter()

@@ -294,7 +294,8 @@ def evaluate_answers(
         if agent is None or judge is None:
             if emb is None:
                 raise EvaluationError("pass an embedder when passing a search service")
-            agent = agent or build_agent(settings, service, emb, index=index_name)
+            indexed = settings.model_copy(update={"index": index_name})
+            agent = agent or build_agent(indexed, service, emb)
             judge = judge or default_judge(settings, index_name, emb)
         results: list[QuestionResult] = []
         version: str | None = None
