@@ -52,10 +52,15 @@ def test_discover_refuses_a_missing_folder(make_settings: Any, tmp_path: Path) -
 
 @pytest.mark.slow
 def test_plan_process_finalize_then_plan_changes(
-    make_settings: Any, folder: Path, embedder: Any
+    make_settings: Any, folder: Path, embedder: Any, tmp_path: Path
 ) -> None:
+    from citewell.retrieval.embedding_cache import CachingEmbedder, EmbeddingCache
+
     settings = make_settings()
     source = _source(folder)
+    # Its own embedding cache: other tests embed the same folder's texts (the rebuild smoke
+    # test), and "the batches computed the embeddings" must not depend on test order.
+    embedder = CachingEmbedder(embedder.inner, EmbeddingCache(tmp_path / "embeddings.sqlite"))
 
     snapshot = discover(settings, source, "r1")
     assert [e.relative_path for e in snapshot.entries] == ["a.md", "b.md", "c.txt"]
