@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -12,11 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from citewell.core.errors import UnknownClassificationError
 
 DEFAULT_LEVELS: tuple[str, ...] = ("public", "internal", "confidential", "restricted")
-
-
-def utc_now() -> datetime:
-    """Now, in UTC: the default of every "made at" field of a report, set when it is made."""
-    return datetime.now(UTC)
 
 
 class Frozen(BaseModel):

@@ -21,11 +21,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
 import numpy as np
-from pydantic import Field
 
 from citewell.agent.agent import Agent
 from citewell.agent.citations import MARKER_RE, verify_citations
@@ -33,7 +32,7 @@ from citewell.agent.factory import build_agent
 from citewell.agent.models import Answer
 from citewell.core.errors import EvaluationError
 from citewell.core.logging import log_event
-from citewell.core.models import Frozen, Principal, SearchRequest, utc_now
+from citewell.core.models import Frozen, Principal, SearchRequest
 from citewell.core.settings import Settings
 from citewell.evaluation.golden_set import GoldenQuestion, matches_expected
 from citewell.evaluation.metrics import mean, percentile
@@ -177,7 +176,7 @@ class AnswersEvalReport(Frozen):
     backend: str
     latency_ms: LatencyStats
     questions: tuple[QuestionResult, ...]
-    finished_at: datetime = Field(default_factory=utc_now)
+    finished_at: datetime
 
     def metrics(self) -> dict[str, float | None]:
         """The headline numbers, as scripts read them."""
@@ -413,4 +412,5 @@ def _summarise(
             p50=percentile(latencies, 50), p95=percentile(latencies, 95), mean=mean(latencies)
         ),
         questions=tuple(results),
+        finished_at=datetime.now(UTC),
     )

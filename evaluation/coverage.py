@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pydantic import Field
 
 from citewell.core.errors import IndexNotFoundError
-from citewell.core.models import Frozen, Principal, utc_now
+from citewell.core.models import Frozen, Principal
 from citewell.core.settings import Settings
 from citewell.evaluation.answers_eval import AnswersEvalReport
 from citewell.retrieval.access import scope_for
@@ -63,7 +63,7 @@ class CoverageReport(Frozen):
     groups: tuple[CoverageGroup, ...]
     failures: tuple[FailedDocument, ...] = ()  # only those the principal may see
     notes: tuple[str, ...] = Field(default_factory=tuple)
-    generated_at: datetime = Field(default_factory=utc_now)
+    generated_at: datetime
 
 
 def _ref(doc: DocumentEntry) -> DocumentRef:
@@ -132,6 +132,7 @@ def build_coverage(
         groups=groups,
         failures=failed,
         notes=tuple(notes),
+        generated_at=datetime.now(UTC),
     )
 
 

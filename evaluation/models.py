@@ -7,7 +7,7 @@ from datetime import datetime
 
 from pydantic import ConfigDict, Field
 
-from citewell.core.models import Frozen, utc_now
+from citewell.core.models import Frozen
 from citewell.evaluation.metrics import Gain
 from citewell.retrieval.reranker_decision import GateDecision
 
@@ -76,7 +76,7 @@ class RetrievalEvalReport(Frozen):
     modes: dict[str, ModeMetrics]
     skipped: dict[str, str] = Field(default_factory=dict)  # mode → why it was not run
     index_reused: bool  # the index was already built from this corpus (no ingestion this run)
-    finished_at: datetime = Field(default_factory=utc_now)
+    finished_at: datetime
     # The recorded decision whether this index's reranker helps (None: no gate decided yet).
     reranker_gate: GateDecision | None = None
     fusion: str | None = None  # the hybrid fusion in force, e.g. "weighted dense=0.4 (tuned)"

@@ -10,14 +10,12 @@ scores a hit when an expected document is among the top k documents, and its rec
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from urllib.parse import unquote
-
-from pydantic import Field
 
 from citewell.core.errors import EvaluationError
 from citewell.core.logging import log_event
-from citewell.core.models import Frozen, Principal, SearchRequest, utc_now
+from citewell.core.models import Frozen, Principal, SearchRequest
 from citewell.core.settings import Settings
 from citewell.evaluation.golden_set import (
     load_retrieval_questions,
@@ -51,7 +49,7 @@ class EvaluationOutcome(Frozen):
     metrics: dict[str, float]  # "hit_rate", "mrr"
     floors: dict[str, float]
     breaches: tuple[FloorBreach, ...] = ()
-    finished_at: datetime = Field(default_factory=utc_now)
+    finished_at: datetime
 
     @property
     def passed(self) -> bool:
@@ -152,6 +150,7 @@ def evaluate(
         metrics=metrics,
         floors=dict(config.floors),
         breaches=breaches,
+        finished_at=datetime.now(UTC),
     )
     log_event(
         logger,

@@ -11,15 +11,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
-
 from citewell.core.errors import EvaluationError
-from citewell.core.models import Frozen, utc_now
+from citewell.core.models import Frozen
 from citewell.evaluation.answers_eval import AnswersEvalReport
 from citewell.evaluation.coverage import CoverageReport, DocumentRef
 from citewell.evaluation.models import RetrievalEvalReport
@@ -47,7 +45,7 @@ class EvaluationBundle(Frozen):
     answers: AnswersEvalReport | None = None
     retrieval: RetrievalEvalReport | None = None
     coverage: CoverageReport | None = None
-    generated_at: datetime = Field(default_factory=utc_now)
+    generated_at: datetime
 
 
 def make_bundle(
@@ -72,6 +70,7 @@ def make_bundle(
         answers=answers,
         retrieval=retrieval,
         coverage=coverage,
+        generated_at=datetime.now(UTC),
     )
 
 

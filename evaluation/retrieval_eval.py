@@ -435,6 +435,7 @@ def evaluate_retrieval(
         modes=results,
         skipped=skipped,
         index_reused=reused,
+        finished_at=datetime.now(UTC),
         reranker_gate=load_gate(IndexLayout(settings, index).rerankers_dir),
         fusion=describe_fusion(settings, IndexLayout(settings, index).root),
     )
