@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from citewell.ingestion.sources import S3Source
 
 ACCESS_KEY = "citewell-test-access"
 SECRET_KEY = "citewell-test-secret-do-not-log"
@@ -37,6 +42,31 @@ class S3Server:
             aws_secret_access_key=SECRET_KEY,
             region_name=REGION,
         )
+
+
+def bucket_with(server: S3Server, objects: Mapping[str, str | bytes], name: str = "t") -> str:
+    """A new, uniquely named bucket on ``server`` holding ``objects`` (key -> body)."""
+    bucket = f"{name}-{uuid.uuid4().hex[:10]}"
+    client = server.client()
+    client.create_bucket(Bucket=bucket)
+    for key, body in objects.items():
+        client.put_object(Bucket=bucket, Key=key, Body=body)
+    return bucket
+
+
+def s3_source(bucket: str, prefix: str = "", **options: Any) -> S3Source:
+    """An S3Source for the test server: quick retries and timeouts, the default scheme and a
+    10,000-byte size limit unless ``options`` say otherwise."""
+    from citewell.core.models import ClassificationScheme
+    from citewell.ingestion.sources import S3Location, S3Source
+
+    defaults: dict[str, Any] = {
+        "scheme": ClassificationScheme(),
+        "max_file_bytes": 10_000,
+        "max_attempts": 2,
+        "timeout_s": 5,
+    }
+    return S3Source(S3Location(bucket=bucket, prefix=prefix), **{**defaults, **options})
 
 
 def free_port() -> int:

@@ -13,7 +13,7 @@ import pytest
 
 from citewell.ingestion.pipeline import Ingestor
 from citewell.ingestion.refresh import discover, finalize, plan, process_batch
-from citewell.ingestion.sources import S3Location, S3Source
+from citewell.ingestion.sources import S3Source
 from citewell.ingestion.sources_config import SourceConfig
 from citewell.retrieval.index import open_version
 from tests.ingestion.mip_files import (
@@ -25,6 +25,7 @@ from tests.ingestion.mip_files import (
     write_docx,
     write_pdf,
 )
+from tests.s3_server import bucket_with, s3_source
 
 pytestmark = pytest.mark.slow
 
@@ -48,28 +49,13 @@ def _indexed(settings: Any) -> dict[str, tuple[str, tuple[str, ...]]]:
 # --- object stores ------------------------------------------------------------------------
 @pytest.fixture
 def bucket(s3_env: Any) -> str:
-    name = f"lbl-{uuid.uuid4().hex[:10]}"
-    client = s3_env.client()
-    client.create_bucket(Bucket=name)
-    client.put_object(Bucket=name, Key="kb/citewell.labels.yaml", Body=LABELS.encode())
-    client.put_object(Bucket=name, Key="kb/plan.md", Body=PLAN.encode())
-    client.put_object(Bucket=name, Key="kb/memo.md", Body=MEMO.encode())
-    return name
+    objects = {"kb/citewell.labels.yaml": LABELS, "kb/plan.md": PLAN, "kb/memo.md": MEMO}
+    return bucket_with(s3_env, objects, "lbl")
 
 
 def _s3(bucket: str, **kwargs: Any) -> S3Source:
-    from citewell.core.models import ClassificationScheme
-
-    options: dict[str, Any] = {
-        "scheme": ClassificationScheme(),
-        "max_file_bytes": 200,
-        "name": "kb",
-        "default_groups": frozenset({"everyone"}),
-        "max_attempts": 2,
-        "timeout_s": 5,
-    }
-    options.update(kwargs)
-    return S3Source(S3Location(bucket=bucket, prefix="kb"), **options)
+    kb = {"max_file_bytes": 200, "name": "kb", "default_groups": frozenset({"everyone"})}
+    return s3_source(bucket, "kb", **{**kb, **kwargs})
 
 
 def test_an_object_refused_at_discovery_takes_the_current_label(

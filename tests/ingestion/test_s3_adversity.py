@@ -6,7 +6,6 @@ that cannot be read or are misspelt, a nested labels file, and credentials kept 
 from __future__ import annotations
 
 import logging
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,12 +13,11 @@ from typing import Any
 import pytest
 
 from citewell.core.errors import LabelError, SourceUnavailableError
-from citewell.core.models import ClassificationScheme
 from citewell.ingestion.models import SourceItem
 from citewell.ingestion.pipeline import Ingestor, object_content_hash
-from citewell.ingestion.sources import S3Location, S3Source
+from citewell.ingestion.sources import S3Source
 from citewell.retrieval.index import IndexLayout, open_version
-from tests.s3_server import ACCESS_KEY, SECRET_KEY, running_fault_proxy
+from tests.s3_server import ACCESS_KEY, SECRET_KEY, bucket_with, running_fault_proxy, s3_source
 
 LABELS = b"default: {classification: internal, groups: [everyone]}\n"
 NOTES = {
@@ -29,26 +27,13 @@ NOTES = {
 
 @pytest.fixture
 def bucket(s3_env: Any) -> str:
-    name = f"adv-{uuid.uuid4().hex[:10]}"
-    client = s3_env.client()
-    client.create_bucket(Bucket=name)
-    client.put_object(Bucket=name, Key="kb/citewell.labels.yaml", Body=LABELS)
-    for key, text in NOTES.items():
-        client.put_object(Bucket=name, Key=f"kb/{key}", Body=text.encode())
-    return name
+    notes = {f"kb/{key}": text for key, text in NOTES.items()}
+    return bucket_with(s3_env, {"kb/citewell.labels.yaml": LABELS, **notes}, "adv")
 
 
 def _s3(bucket: str, **kwargs: Any) -> S3Source:
-    options: dict[str, Any] = {
-        "scheme": ClassificationScheme(),
-        "max_file_bytes": 100_000,
-        "name": "kb",
-        "default_groups": frozenset({"everyone"}),
-        "max_attempts": 2,
-        "timeout_s": 5,
-    }
-    options.update(kwargs)
-    return S3Source(S3Location(bucket=bucket, prefix="kb"), **options)
+    kb = {"max_file_bytes": 100_000, "name": "kb", "default_groups": frozenset({"everyone"})}
+    return s3_source(bucket, "kb", **{**kb, **kwargs})
 
 
 def _indexed(settings: Any) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from citewell.core.errors import (
 )
 from citewell.core.models import AccessLabel, ClassificationScheme
 from citewell.ingestion.sources import S3Location, S3Source, Source
+from tests.s3_server import s3_source
 
 SCHEME = ClassificationScheme()
 LABELS = b"""default: {classification: internal, groups: [everyone]}
@@ -35,15 +36,8 @@ def put(server, bucket, key, body, **extra):
     server.client().put_object(Bucket=bucket, Key=key, Body=body, **extra)
 
 
-def source(bucket, prefix="", **kwargs) -> S3Source:
-    options: dict[str, Any] = {
-        "scheme": SCHEME,
-        "max_file_bytes": 10_000,
-        "max_attempts": 2,
-        "timeout_s": 5,
-    }
-    options.update(kwargs)
-    return S3Source(S3Location(bucket=bucket, prefix=prefix), **options)
+def source(bucket: str, prefix: str = "", **kwargs: Any) -> S3Source:
+    return s3_source(bucket, prefix, scheme=SCHEME, **kwargs)
 
 
 def test_location_parsing():
