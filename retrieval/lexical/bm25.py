@@ -290,26 +290,21 @@ class BM25Index:
         out. Lets the agent ask whether a name its question needs appears anywhere in a
         retrieved document, not only in the retrieved chunk (a filing names its company on the
         cover page, not in every chunk). Reads only the visible classes' postings."""
-        if scope.matches_nothing or not doc_ids:
+        if not doc_ids:
             return {}
-        tokens = self._query_tokenizer(text)
-        with self._lock:
-            compiled = self._compile()
-            visible = self._visible_classes(scope)
-            stats = self._scope_stats(visible)
-            wanted = self._doc_filter_slots(frozenset(doc_ids))
-            vocab = self._vocab
-            term_ids = {token: vocab.get(token, -1) for token in set(tokens)}
-        if wanted is None or wanted.size == 0:
+        # The same snapshot and visible-term check as a search restricted to those documents.
+        query = self._prepare(text, scope, SearchFilters(doc_ids=frozenset(doc_ids)), 1)
+        if query is None or query.doc_slots is None or query.doc_slots.size == 0:
             return {}
-        classes = np.asarray(visible, dtype=np.int64)
+        vocab = self._vocab
+        token_of = {vocab[t]: t for t in set(self._query_tokenizer(text)) if t in vocab}
+        classes = np.asarray(query.visible, dtype=np.int64)
         found: dict[str, set[str]] = {}
-        for token, term in sorted(term_ids.items()):
-            if not 0 <= term < stats.df.shape[0] or stats.df[term] == 0:
-                continue
-            slots, _ = compiled.postings.term(term, classes)
-            for doc in np.unique(compiled.docs[slots[np.isin(slots, wanted)]]):
-                found.setdefault(compiled.doc_names[int(doc)], set()).add(token)
+        for term, _ in query.terms:
+            slots, _ = query.compiled.postings.term(term, classes)
+            held = query.compiled.docs[slots[np.isin(slots, query.doc_slots)]]
+            for doc in np.unique(held):
+                found.setdefault(query.compiled.doc_names[int(doc)], set()).add(token_of[term])
         return {doc: frozenset(terms) for doc, terms in found.items()}
 
     def _prepare(
