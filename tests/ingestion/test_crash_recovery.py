@@ -115,7 +115,7 @@ def test_sigkill_at_random_points_then_rerun_equals_clean_run(tmp_path, make_set
 def test_ctrl_c_while_parsing_keeps_the_published_version_and_ends_the_workers(
     tmp_path, make_settings
 ):
-    from tests.security.hostile_files import pdf_many_boxes
+    from tests.security.hostile_files import pdf_nested_forms
 
     kb = write_kb(tmp_path / "kb")
     data_dir = tmp_path / "data"
@@ -123,7 +123,7 @@ def test_ctrl_c_while_parsing_keeps_the_published_version_and_ends_the_workers(
     _ingest_to_end(kb, data_dir, env)
     before = index_state(make_settings(data_dir=data_dir))
     (kb / "public" / "press.md").write_text("# Changed\n\nA new press release.", "utf-8")
-    (kb / "public" / "boxes.pdf").write_bytes(pdf_many_boxes(1500))  # minutes of parsing
+    (kb / "public" / "boxes.pdf").write_bytes(pdf_nested_forms())  # a minute of parsing
 
     proc = _start_ingest(kb, data_dir, env)
     parent = psutil.Process(proc.pid)

@@ -12,7 +12,7 @@ import pytest
 
 from citewell.ingestion.limits import ZipLimits
 from citewell.ingestion.parse_workers import ParseJob, ParseWorkers, WorkerLimits
-from tests.security.hostile_files import MIB, pdf_flate_bomb, pdf_many_boxes
+from tests.security.hostile_files import MIB, pdf_flate_bomb, pdf_nested_forms
 
 SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "sample_docs"
 MEMO = SAMPLES / "fake-memo.pdf"
@@ -25,8 +25,8 @@ def _good(tmp_path: Path) -> ParseJob:
 
 
 def test_a_document_past_the_time_limit_fails_and_the_next_one_parses(tmp_path: Path):
-    slow = tmp_path / "boxes.pdf"
-    slow.write_bytes(pdf_many_boxes(1500))  # minutes of layout analysis
+    slow = tmp_path / "forms.pdf"
+    slow.write_bytes(pdf_nested_forms())  # about a minute of form drawing
     with ParseWorkers(1, WorkerLimits(time_limit_s=8)) as workers:
         workers.submit(ParseJob("slow", slow, "pdf"))
         workers.submit(_good(tmp_path))
@@ -70,8 +70,8 @@ def test_a_real_bomb_past_the_memory_limit_fails_with_bounded_worker_memory(tmp_
 
 
 def test_close_ends_every_worker(tmp_path: Path):
-    slow = tmp_path / "boxes.pdf"
-    slow.write_bytes(pdf_many_boxes(1500))
+    slow = tmp_path / "forms.pdf"
+    slow.write_bytes(pdf_nested_forms())
     workers = ParseWorkers(2, WorkerLimits(time_limit_s=600))
     workers.submit(ParseJob("a", slow, "pdf"))
     workers.submit(ParseJob("b", slow, "pdf"))

@@ -79,6 +79,31 @@ def test_pdf_pages_and_titles():
     assert any(e.kind == "title" for e in doc.elements)
 
 
+SEC_FILINGS = SAMPLES.parent / "qa" / "docugami_sec10q" / "docs"
+
+
+def test_a_pdf_without_a_usable_info_title_is_named_by_its_largest_first_page_heading():
+    # The Info title is an accession number; the page's banner ("UNITED STATES SECURITIES AND
+    # EXCHANGE COMMISSION") comes first, the company's name is set largest.
+    doc = parse_document(SEC_FILINGS / "2022 Q3 AAPL.pdf", "pdf")
+    assert doc.title == "Apple Inc."
+    assert doc.pages == 28
+
+
+def test_a_pdf_table_row_keeps_its_label_with_its_figures():
+    doc = parse_document(SEC_FILINGS / "2022 Q3 AAPL.pdf", "pdf")
+    statement = next(e.text for e in doc.elements if "Total net sales" in e.text)
+    assert "Total net sales 82,959 81,434 304,182 282,457" in statement
+
+
+def test_a_pdf_row_broken_at_superscripts_stays_one_paragraph():
+    # PDFium ends a line at each affiliation mark ("Zejiang Shen1, Ruochen Zhang2 ...").
+    doc = parse_document(SAMPLES / "copy-protected.pdf", "pdf")
+    authors = next(e.text for e in doc.elements if "Zejiang Shen" in e.text)
+    assert "Ruochen Zhang" in authors and "Melissa Dell" in authors
+    assert doc.title.startswith("LayoutParser: A Unified Toolkit")
+
+
 def test_pptx_slides_and_tables():
     doc = parse_document(SAMPLES / "fake-power-point-table.pptx", "pptx")
     table = next(e for e in doc.elements if e.kind == "table")
