@@ -476,9 +476,10 @@ _PDF_SAMPLED_CHARS = 6  # chars per line whose box and font size are read
 # PDFium is not thread-safe (pypdfium2's documentation); parse workers are processes, but an
 # in-process parse may run next to another one.
 _PDFIUM_LOCK = threading.Lock()
-# A full stop ends a sentence unless it ends a short capitalised abbreviation ("Apple Inc.").
+# A full stop ends a sentence unless it ends a short capitalised abbreviation ("Apple Inc.",
+# "AMAZON.COM, INC.").
 _SENTENCE_END = re.compile(
-    r"(?<!\b[A-Z])(?<!\b[A-Z][a-z])(?<!\b[A-Z][a-z]{2})(?<!\b[A-Z][a-z]{3})\.$"
+    r"(?<!\b[A-Z])(?<!\b[A-Z][A-Za-z])(?<!\b[A-Z][A-Za-z]{2})(?<!\b[A-Z][A-Za-z]{3})\.$"
 )
 _FPDF_ERR_PASSWORD = 4
 _FPDF_ERR_SECURITY = 6
@@ -633,9 +634,10 @@ def _parse_pdf(path: Path, ocr: bool) -> ParsedDocument:
         if is_title and page_no == 1:
             headings.append((size, text))
     # Without a usable Info title, the first page's largest heading names the document (a
-    # filing's company name, not the regulator's banner above it).
+    # filing's company name, not the regulator's banner above it); of equal sizes, the longer.
     if not usable_title(title):
-        title = next((t for _, t in sorted(headings, key=lambda h: -h[0]) if usable_title(t)), "")
+        ranked = sorted(headings, key=lambda h: (-h[0], -len(h[1])))
+        title = next((t for _, t in ranked if usable_title(t)), "")
     return _assemble(
         pieces, "pdf", path.stem, title=title or None, pages=page_count, document_date=document_date
     )
