@@ -82,14 +82,6 @@ def test_pdf_pages_and_titles():
 SEC_FILINGS = SAMPLES.parent / "qa" / "docugami_sec10q" / "docs"
 
 
-def test_a_pdf_without_a_usable_info_title_is_named_by_its_largest_first_page_heading():
-    # The Info title is an accession number; the page's banner ("UNITED STATES SECURITIES AND
-    # EXCHANGE COMMISSION") comes first, the company's name is set largest.
-    doc = parse_document(SEC_FILINGS / "2022 Q3 AAPL.pdf", "pdf")
-    assert doc.title == "Apple Inc."
-    assert doc.pages == 28
-
-
 def test_a_pdf_table_row_keeps_its_label_with_its_figures():
     doc = parse_document(SEC_FILINGS / "2022 Q3 AAPL.pdf", "pdf")
     statement = next(e.text for e in doc.elements if "Total net sales" in e.text)

@@ -65,7 +65,12 @@ def test_choose_title_prefers_usable_metadata_then_first_page_heading_then_stem(
     assert choose_title(None, [], "notes") == "notes"
 
 
-def test_pdf_with_accession_number_title_gets_its_file_name(shared_data: Path):
+def test_pdf_with_accession_number_title_is_named_by_its_largest_cover_heading(
+    shared_data: Path,
+):
+    # The Info title is "0000320193-23-000077"; the cover's banner ("UNITED STATES SECURITIES
+    # AND EXCHANGE COMMISSION") comes first, the company's name is set largest.
     path = shared_data / "qa" / "docugami_sec10q" / "docs" / "2023 Q3 AAPL.pdf"
-    parsed = parse_document(path, "pdf")
-    assert parsed.title == "2023 Q3 AAPL"  # metadata title is "0000320193-23-000077"
+    assert parse_document(path, "pdf").title == "Apple Inc."
+    amazon = shared_data / "qa" / "docugami_sec10q" / "docs" / "2023 Q3 AMZN.pdf"
+    assert parse_document(amazon, "pdf").title == "AMAZON.COM, INC."
