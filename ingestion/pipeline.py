@@ -25,6 +25,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -82,7 +83,7 @@ from citewell.retrieval.embedding import bundled_model_path, local_model_dir
 from citewell.retrieval.factory import build_embedder, embedding_model_id
 from citewell.retrieval.index import IndexWriter
 from citewell.retrieval.manifest import ChangeKind, DocumentEntry, Manifest, classify_change
-from citewell.retrieval.protocols import Embedder
+from citewell.retrieval.protocols import Embedder, Matrix
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ _CHUNK_NAMESPACE = uuid.UUID("5b0e4a36-37a4-4d5e-9a54-2f1f2d1c8e11")
 _EMBED_BATCH_CHUNKS = 256  # chunks buffered across documents before one embedding call
 # Part of the parse cache key: bump when parsing output changes (e.g. how titles are chosen), so
 # cached documents parsed the old way are not reused.
-_PARSER_VERSION = 4  # 4: XLSX sheet headers/footers and PPTX master/layout text
+_PARSER_VERSION = 5  # 5: PDFs read by PDFium (blocks, titles); 4: XLSX headers, PPTX masters
 _SENSITIVITY_VERSION = 1  # part of the cache key of sensitivity readings of objects
 
 
@@ -299,6 +300,50 @@ class _Parsing:
             parse_workers=workers.workers if workers else 0,
             parse_workers_replaced=workers.replaced if workers else 0,
             parse_peak_rss_bytes=workers.peak_rss_bytes if workers else 0,
+        )
+
+
+class _EmbedAhead:
+    """Embeds one batch in a background thread while the caller parses, labels and chunks the
+    next (the embedding runtimes release the GIL); batches are written in order, by the
+    caller's thread, so the index writer is never shared. At most two batches wait."""
+
+    def __init__(
+        self, ingestor: Ingestor, writer: IndexWriter, source_name: str, tally: _Tally
+    ) -> None:
+        self._ingestor = ingestor
+        self._writer = writer
+        self._source_name = source_name
+        self._tally = tally
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="citewell-embed")
+        self._in_flight: tuple[list[_Pending], Future[Matrix]] | None = None
+
+    def __enter__(self) -> _EmbedAhead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # After a failure the run is abandoned: what is still queued is dropped.
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, pending: list[_Pending]) -> None:
+        """Start embedding ``pending``, then write the batch before it."""
+        previous = self._in_flight
+        self._in_flight = None
+        if pending:
+            future = self._executor.submit(self._ingestor._embed, pending, self._tally)
+            self._in_flight = (pending, future)
+        if previous is not None:
+            self._write(*previous)
+
+    def drain(self) -> None:
+        """Write the batch still embedding."""
+        if self._in_flight is not None:
+            batch, self._in_flight = self._in_flight, None
+            self._write(*batch)
+
+    def _write(self, pending: list[_Pending], future: Future[Matrix]) -> None:
+        self._ingestor._write(
+            self._writer, self._source_name, pending, future.result(), self._tally
         )
 
 
@@ -792,6 +837,7 @@ class Ingestor:
                 fresh=fresh,
             ) as writer,
             _Parsing(self) as parsing,
+            _EmbedAhead(self, writer, source_name, tally) as embedding,
         ):
             existing = writer.manifest.documents(source=source_name)
             if refuse_empty and existing and total == 0 and not rejected:
@@ -819,11 +865,12 @@ class Ingestor:
             for failure in rejected:
                 writer.manifest.record_failure(source_name, failure.source_uri, failure.reason)
             seen: set[str] = set(keep_doc_ids)
-            pending: list[_Pending] = []
+            pending: list[_Pending] = []  # chunked, waiting for a full embedding batch
             # Submitted for parsing, not yet chunked: (candidate, already indexed).
             ahead: deque[tuple[_Candidate, bool]] = deque()
 
             def chunk_next() -> None:
+                nonlocal pending
                 candidate, exists = ahead.popleft()
                 item = self._prepare(
                     candidate,
@@ -856,8 +903,8 @@ class Ingestor:
                 pending.append(item)
                 tally.chunks_queued += len(item.drafts)
                 if sum(len(p.drafts) for p in pending) >= _EMBED_BATCH_CHUNKS:
-                    self._write(writer, source_name, pending, tally)
-                    pending.clear()
+                    embedding.submit(pending)
+                    pending = []
 
             for checked, candidate in enumerate(candidates, start=1):
                 progress.update("parse", checked, total)
@@ -898,7 +945,8 @@ class Ingestor:
                     chunk_next()
             while ahead:
                 chunk_next()
-            self._write(writer, source_name, pending, tally)
+            embedding.submit(pending)
+            embedding.drain()
             for doc_id in sorted(keep_doc_ids):
                 prior = existing.get(doc_id)
                 if prior is None or current_label is None:
@@ -1089,17 +1137,25 @@ class Ingestor:
             sensitivity=record,
         )
 
-    def _write(
-        self, writer: IndexWriter, source_name: str, pending: list[_Pending], tally: _Tally
-    ) -> None:
-        if not pending:
-            return
+    def _embed(self, pending: list[_Pending], tally: _Tally) -> Matrix:
         texts = [draft.embedding_text for item in pending for draft in item.drafts]
         started = time.perf_counter()
         vectors = self.embedder.embed_documents(texts)
         tally.embed_s += time.perf_counter() - started
+        return vectors
+
+    def _write(
+        self,
+        writer: IndexWriter,
+        source_name: str,
+        pending: list[_Pending],
+        vectors: Matrix,
+        tally: _Tally,
+    ) -> None:
+        if not pending:
+            return
         started = time.perf_counter()
-        tally.chunks_embedded += len(texts)
+        tally.chunks_embedded += sum(len(item.drafts) for item in pending)
         tally.progress.update("embed", tally.chunks_embedded, tally.chunks_queued)
         offset = 0
         now = datetime.now(UTC)
