@@ -513,7 +513,8 @@ def _pdf_lines(textpage: Any) -> list[_PdfLine]:
         boxes = [textpage.get_charbox(i, loose=True) for i in {*positions[::step], positions[-1]}]
         lines.append(
             _PdfLine(
-                text=match.group().strip(),
+                # PDFium reports a hyphen it takes for a soft one as U+FFFE ("non\ufffeGAAP").
+                text=match.group().strip().replace("\ufffe", "-"),
                 size=statistics.median(b[3] - b[1] for b in boxes),
                 left=min(b[0] for b in boxes),
                 bottom=min(b[1] for b in boxes),

@@ -91,7 +91,7 @@ _CHUNK_NAMESPACE = uuid.UUID("5b0e4a36-37a4-4d5e-9a54-2f1f2d1c8e11")
 _EMBED_BATCH_CHUNKS = 256  # chunks buffered across documents before one embedding call
 # Part of the parse cache key: bump when parsing output changes (e.g. how titles are chosen), so
 # cached documents parsed the old way are not reused.
-_PARSER_VERSION = 5  # 5: PDFs read by PDFium (blocks, titles); 4: XLSX headers, PPTX masters
+_PARSER_VERSION = 5  # 5: PDFs read by PDFium; 4: XLSX sheet headers/footers, PPTX masters
 _SENSITIVITY_VERSION = 1  # part of the cache key of sensitivity readings of objects
 
 

@@ -88,6 +88,12 @@ def test_a_pdf_table_row_keeps_its_label_with_its_figures():
     assert "Total net sales 82,959 81,434 304,182 282,457" in statement
 
 
+def test_pdf_hyphens_pdfium_reports_as_noncharacters_are_hyphens():
+    doc = parse_document(SEC_FILINGS / "2022 Q3 INTC.pdf", "pdf")
+    assert "\ufffe" not in doc.text
+    assert "non-GAAP" in doc.text and "pre-tax gain" in doc.text
+
+
 def test_a_pdf_row_broken_at_superscripts_stays_one_paragraph():
     # PDFium ends a line at each affiliation mark ("Zejiang Shen1, Ruochen Zhang2 ...").
     doc = parse_document(SAMPLES / "copy-protected.pdf", "pdf")
