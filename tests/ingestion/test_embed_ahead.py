@@ -32,7 +32,7 @@ def notes() -> list[TextDocument]:
 class CountingIngestor(Ingestor):
     chunked = 0
 
-    def chunk(self, parsed, file_name):  # type: ignore[no-untyped-def]
+    def chunk(self, parsed, file_name):
         self.chunked += 1
         return super().chunk(parsed, file_name)
 
