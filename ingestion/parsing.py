@@ -468,9 +468,12 @@ def _as_parse_error(exc: Exception, doc_type: str) -> ParseError:
 # an ingestion run once embedding got fast (benchmarks/README.md, issue 21). PDFium, through
 # pypdfium2, reads the same text layer about 30x faster, but hands back lines, not paragraphs;
 # the lines are grouped into blocks with pdfminer's rule (LAParams.line_margin): the next line
-# joins a block when it sits below the last one, within half a line height, overlapping it
-# horizontally, in the same font size.
-_PDF_LINE_MARGIN = 0.5
+# joins a block when it sits below the last one, close, overlapping it horizontally, in the
+# same font size. pdfminer's 0.5 is of the font size, between boxes one font size tall; PDFium's
+# loose boxes span ascent to descent (~1.14x the size), so the same spacing (baselines under
+# ~1.5 font sizes apart) is a quarter of their height. Wider-spaced lines stay apart: a banner
+# line ("Confidential") between paragraphs must stay a line of its own for the banner reader.
+_PDF_LINE_MARGIN = 0.25
 _PDF_SIZE_STEP = 1.15  # a block's font size differs by this factor: heading against body
 _PDF_SAMPLED_CHARS = 6  # chars per line whose box and font size are read
 # PDFium is not thread-safe (pypdfium2's documentation); parse workers are processes, but an
