@@ -532,11 +532,11 @@ def _continues(block: list[_PdfLine], line: _PdfLine) -> bool:
     """Whether ``line`` belongs to ``block``: the next line below it, or a piece of its last
     line's row further right (PDFium breaks a row at a superscript or a font change)."""
     last = block[-1]
-    sizes = sorted((last.size, line.size))
-    if sizes[1] > sizes[0] * _PDF_SIZE_STEP and not _same_row(last, line):
-        return False
     if _same_row(last, line):
         return line.left >= last.left
+    sizes = sorted((last.size, line.size))
+    if sizes[1] > sizes[0] * _PDF_SIZE_STEP:
+        return False
     gap = last.bottom - line.top  # positive: the line is below the last one
     margin = _PDF_LINE_MARGIN * max(last.height, line.height)
     left, right = min(b.left for b in block), max(b.right for b in block)
@@ -573,8 +573,7 @@ def _pdf_open_error(exc: Exception) -> ParseError:
     return ParseError(f"corrupt PDF: {str(exc)[:160]}")
 
 
-def _pdf_date(document: Any) -> datetime | None:
-    metadata = document.get_metadata_dict(skip_empty=True)
+def _pdf_date(metadata: dict[str, str]) -> datetime | None:
     try:
         return pdf_date([{key: metadata.get(key) for key in ("ModDate", "CreationDate")}])
     except (ValueError, TypeError) as exc:
@@ -594,8 +593,9 @@ def _parse_pdf(path: Path, ocr: bool) -> ParsedDocument:
             raise _pdf_open_error(exc) from exc
         try:
             page_count = len(document)
-            title = (document.get_metadata_dict(skip_empty=True).get("Title") or "").strip()
-            document_date = _pdf_date(document)
+            metadata = document.get_metadata_dict(skip_empty=True)
+            title = (metadata.get("Title") or "").strip()
+            document_date = _pdf_date(metadata)
             for number in range(1, page_count + 1):
                 page = document[number - 1]
                 textpage = page.get_textpage()
