@@ -697,6 +697,7 @@ def open_version(
         )
     version_dir = layout.version_dir(version)
     lexical = BM25Index.load(version_dir / "bm25", tokenizer=Tokenizer(stem=meta.bm25_stemming))
+    lexical.warm_up()  # a served version answers its first search at full speed
     private_copy: Path | None = None
     vectors: VectorStore
     if meta.vector_backend == "qdrant":

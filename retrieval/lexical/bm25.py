@@ -21,6 +21,7 @@ either (the timing side channel of ``SECURITY.md``).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections import Counter
 from collections.abc import Collection, Sequence
@@ -37,14 +38,16 @@ from citewell.core.logging import log_event
 from citewell.core.models import AccessLabel, Chunk, SearchFilters
 from citewell.retrieval.access import AccessScope, filter_values
 from citewell.retrieval.lexical import storage
-from citewell.retrieval.lexical.filtering import filter_slots, micros, visible_classes
+from citewell.retrieval.lexical.filtering import filter_mask, micros, visible_classes
 from citewell.retrieval.lexical.scoring import (
     ClassPostings,
+    QueryTerm,
     ScopeStats,
     SearchTrace,
+    compile_kernels,
     okapi_stats,
-    score_chunks,
     score_documents,
+    score_rows,
 )
 from citewell.retrieval.lexical.tokenize import DEFAULT_TOKENIZER, Tokenizer, contextual_text
 
@@ -62,6 +65,10 @@ class _Compiled:
     """Immutable snapshot used by searches; writes build a new one instead of mutating."""
 
     postings: ClassPostings  # rows grouped by access class
+    # Whole documents as rows (term counts summed over their chunks), grouped by class; None
+    # when some document's chunks are in more than one class (then scored from the chunks).
+    documents: ClassPostings | None
+    document_length_sum: IntArray  # prefix sums of the document rows' lengths
     lengths: FloatArray
     classes: npt.NDArray[np.int32]
     sources: npt.NDArray[np.int32]
@@ -178,6 +185,13 @@ class BM25Index:
     def __len__(self) -> int:
         return len(self._slot_of_chunk)
 
+    def warm_up(self) -> None:
+        """Build the search snapshot and compile the scoring loops now, not in the first
+        search (at 1M chunks the snapshot takes seconds; the loops, seconds on a cold cache)."""
+        with self._lock:
+            self._compile()
+        compile_kernels()
+
     # ------------------------------------------------------------------ search
 
     def search(
@@ -195,28 +209,24 @@ class BM25Index:
         if prepared is None or prepared.stats.n_docs == 0:
             return []
         compiled, stats, chunk_ids = prepared.compiled, prepared.stats, prepared.chunk_ids
-        scores = score_chunks(
-            compiled.postings,
-            np.asarray(prepared.visible, dtype=np.int64),
-            prepared.terms,
-            stats,
-            compiled.lengths,
-            compiled.lengths.shape[0],
+        postings = compiled.postings
+        rows, scores = score_rows(
+            postings,
+            postings.runs(np.asarray(prepared.visible, dtype=np.int64)),
+            [QueryTerm(term, times, float(stats.idf[term])) for term, times in prepared.terms],
+            stats.avgdl,
             self.k1,
             self.b,
             trace,
+            limit=limit if filters.is_empty else None,  # filters first, then the best
         )
-        candidates = np.flatnonzero(scores > 0)
-        candidates = self._apply_filters(candidates, compiled, filters, prepared.doc_slots)
-        if candidates.size == 0:
-            return []
-        cand_scores = scores[candidates]
-        if candidates.size > limit:
-            top = np.argpartition(-cand_scores, limit - 1)[:limit]
-            candidates, cand_scores = candidates[top], cand_scores[top]
-        order = np.lexsort((candidates, -cand_scores))
-        ranked = candidates[order]
-        return [(chunk_ids[i], float(cand_scores[j])) for j, i in zip(order, ranked, strict=True)]
+        slots = postings.row_slot[rows]
+        if not filters.is_empty:
+            kept = self._filter_mask(slots, compiled, filters, prepared.doc_slots)
+            slots, scores = slots[kept], scores[kept]
+        slots, scores = _best(slots, scores, limit)
+        order = np.lexsort((slots, -scores))[:limit].tolist()
+        return [(chunk_ids[int(slots[j])], float(scores[j])) for j in order]
 
     def document_search(
         self,
@@ -243,7 +253,43 @@ class BM25Index:
         prepared = self._prepare(query, scope, filters, limit)
         if prepared is None:
             return []
+        documents = prepared.compiled.documents
+        if documents is not None and filters.is_empty:
+            codes, scores = self._score_whole_documents(documents, prepared, limit, trace)
+        else:
+            codes, scores = self._score_documents_from_chunks(prepared, filters, trace)
+        codes, scores = _best(codes, scores, limit)
+        names = prepared.compiled.doc_names
+        pairs = zip(codes.tolist(), scores.tolist(), strict=True)
+        ranked = sorted(((names[c], float(score)) for c, score in pairs), key=_by_score_then_id)
+        return ranked[:limit]
+
+    def _score_whole_documents(
+        self, documents: ClassPostings, prepared: _Query, limit: int, trace: SearchTrace | None
+    ) -> tuple[IntArray, FloatArray]:
+        """Document BM25 from the per-document postings, when every document's chunks share one
+        access class and no filter applies: a visible document is then a row of a visible class,
+        N and the average length are sums over those rows, and a term's df is a count of its
+        postings there (binary searches). Same scores as scoring from the chunks; MaxScore can
+        prune because every idf is known before any postings are read."""
+        runs = documents.runs(np.asarray(prepared.visible, dtype=np.int64))
+        n_docs = int((runs.ends - runs.starts).sum())
+        total = prepared.compiled.document_length_sum
+        # Integer sums: exact, so the order chunks were added in cannot change a length.
+        avgdl = float(int((total[runs.ends] - total[runs.starts]).sum())) / n_docs
+        terms = []
+        for term, times in prepared.terms:
+            df = float(documents.count(term, runs))
+            terms.append(QueryTerm(term, times, math.log(1.0 + (n_docs - df + 0.5) / (df + 0.5))))
+        rows, scores = score_rows(documents, runs, terms, avgdl, self.k1, self.b, trace, limit)
+        return documents.row_slot[rows], scores
+
+    def _score_documents_from_chunks(
+        self, prepared: _Query, filters: SearchFilters, trace: SearchTrace | None
+    ) -> tuple[IntArray, FloatArray]:
+        """Document BM25 grouped at query time from the chunks the filters keep."""
         compiled, visible = prepared.compiled, prepared.visible
+        nothing = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
         # Slots that take part: visible to the scope and kept by the filters (a pass over the
         # per-slot class column: its cost depends on the index's size, never on the query).
         class_visible = np.zeros(len(self._class_keys), dtype=bool)
@@ -251,7 +297,7 @@ class BM25Index:
         slots = np.flatnonzero(class_visible[compiled.classes])
         slots = self._apply_filters(slots, compiled, filters, prepared.doc_slots)
         if slots.size == 0:
-            return []
+            return nothing
         included = np.zeros(compiled.classes.shape[0], dtype=bool)
         included[slots] = True
         n_names = len(compiled.doc_names)
@@ -264,7 +310,7 @@ class BM25Index:
         avgdl = float(doc_len[present].sum()) / n_docs
         scores = score_documents(
             compiled.postings,
-            np.asarray(visible, dtype=np.int64),
+            compiled.postings.runs(np.asarray(visible, dtype=np.int64)),
             prepared.terms,
             included,
             compiled.docs,
@@ -275,12 +321,8 @@ class BM25Index:
             self.b,
             trace,
         )
-        candidates = np.flatnonzero(scores > 0)
-        if candidates.size > limit:
-            # Ties at the cut are broken by id among those kept, as in ``search``.
-            candidates = candidates[np.argpartition(-scores[candidates], limit - 1)[:limit]]
-        names = compiled.doc_names
-        return sorted(((names[i], float(scores[i])) for i in candidates), key=_by_score_then_id)
+        codes = np.flatnonzero(scores > 0)
+        return codes, scores[codes]
 
     def document_terms(
         self, text: str, scope: AccessScope, doc_ids: Collection[str]
@@ -298,10 +340,12 @@ class BM25Index:
             return {}
         vocab = self._vocab
         token_of = {vocab[t]: t for t in set(self._query_tokenizer(text)) if t in vocab}
-        classes = np.asarray(query.visible, dtype=np.int64)
+        postings = query.compiled.postings
+        runs = postings.runs(np.asarray(query.visible, dtype=np.int64))
         found: dict[str, set[str]] = {}
         for term, _ in query.terms:
-            slots, _ = query.compiled.postings.term(term, classes)
+            rows, _ = postings.term(term, runs)
+            slots = postings.row_slot[rows]
             held = query.compiled.docs[slots[np.isin(slots, query.doc_slots)]]
             for doc in np.unique(held):
                 found.setdefault(query.compiled.doc_names[int(doc)], set()).add(token_of[term])
@@ -350,8 +394,19 @@ class BM25Index:
         filters: SearchFilters,
         doc_slots: IntArray | None,
     ) -> IntArray:
-        return filter_slots(
-            candidates,
+        if filters.is_empty:
+            return candidates
+        return candidates[self._filter_mask(candidates, compiled, filters, doc_slots)]
+
+    def _filter_mask(
+        self,
+        slots: IntArray,
+        compiled: _Compiled,
+        filters: SearchFilters,
+        doc_slots: IntArray | None,
+    ) -> npt.NDArray[np.bool_]:
+        return filter_mask(
+            slots,
             filters,
             sources=compiled.sources,
             source_codes=self._sources,
@@ -527,26 +582,26 @@ class BM25Index:
             return self._compiled
         self._compact()
         csr = self._csr()
+        n_classes = len(self._class_keys)
         classes = np.asarray(self._class_of, dtype=np.int32)
-        # Rows in class order, so a search reads only the runs of the classes its scope sees.
-        row_slot = np.argsort(classes, kind="stable").astype(np.int64)
-        matrix = csr[row_slot].tocsc()
-        matrix.sort_indices()
-        class_start = np.searchsorted(
-            classes[row_slot], np.arange(len(self._class_keys) + 1)
-        ).astype(np.int64)
-        postings = ClassPostings(matrix=matrix, row_slot=row_slot, class_start=class_start)
+        lengths = np.asarray(self._length, dtype=np.int64)
         doc_names, doc_codes = np.unique(
             np.asarray(self._doc_ids, dtype=np.str_), return_inverse=True
         )
+        docs = doc_codes.astype(np.int32).reshape(-1)
+        documents, document_length_sum = _document_postings(
+            csr, docs, classes, lengths, len(doc_names), n_classes
+        )
         self._compiled = _Compiled(
-            postings=postings,
-            lengths=np.asarray(self._length, dtype=np.float64),
+            postings=_class_postings(csr, classes, lengths, n_classes),
+            documents=documents,
+            document_length_sum=document_length_sum,
+            lengths=lengths.astype(np.float64),
             classes=classes,
             sources=np.asarray(self._source_codes, dtype=np.int32),
             doc_types=np.asarray(self._doc_type_codes, dtype=np.int32),
             modified=np.asarray(self._modified, dtype=np.int64),
-            docs=doc_codes.astype(np.int32).reshape(-1),
+            docs=docs,
             doc_names=tuple(str(d) for d in doc_names),
         )
         return self._compiled
@@ -696,6 +751,61 @@ class BM25Index:
                 counts=counts[start:end].astype(np.int32),
             )
         return index
+
+
+def _class_postings(
+    matrix: sp.csr_matrix, classes: npt.NDArray[np.int32], lengths: IntArray, n_classes: int
+) -> ClassPostings:
+    """``matrix``'s rows grouped by class (stable), as CSC postings with sorted rows."""
+    # Rows in class order, so a search reads only the runs of the classes its scope sees.
+    row_slot = np.argsort(classes, kind="stable").astype(np.int64)
+    postings = matrix[row_slot].tocsc()
+    postings.sort_indices()
+    class_start = np.searchsorted(classes[row_slot], np.arange(n_classes + 1)).astype(np.int64)
+    return ClassPostings(
+        matrix=postings,
+        row_slot=row_slot,
+        class_start=class_start,
+        row_length=lengths[row_slot].astype(np.float64),
+    )
+
+
+def _document_postings(
+    chunks: sp.csr_matrix,
+    docs: npt.NDArray[np.int32],
+    classes: npt.NDArray[np.int32],
+    lengths: IntArray,
+    n_docs: int,
+    n_classes: int,
+) -> tuple[ClassPostings | None, IntArray]:
+    """Per-document postings (term counts and lengths summed over each document's chunks) and
+    the prefix sums of their lengths in row order; None when a document's chunks are in more
+    than one access class (relabelled part-way), which the document leg then groups per query."""
+    doc_class = np.full(n_docs, -1, dtype=np.int32)
+    doc_class[docs] = classes
+    if n_docs and np.any(doc_class[docs] != classes):
+        return None, np.zeros(1, dtype=np.int64)
+    n_slots = docs.shape[0]
+    membership = sp.csr_matrix(
+        (np.ones(n_slots, dtype=np.int32), (docs, np.arange(n_slots))), shape=(n_docs, n_slots)
+    )
+    summed = (membership @ chunks).tocsr()
+    doc_length = np.bincount(docs, weights=lengths, minlength=n_docs).astype(np.int64)
+    postings = _class_postings(summed, doc_class, doc_length, n_classes)
+    total = np.zeros(n_docs + 1, dtype=np.int64)
+    np.cumsum(doc_length[postings.row_slot], out=total[1:])
+    return postings, total
+
+
+def _best(keys: IntArray, scores: FloatArray, limit: int) -> tuple[IntArray, FloatArray]:
+    """The entries whose score is among the ``limit`` best, every tie at the cut included (the
+    caller orders them and breaks those ties by its own key, so the cut does not depend on the
+    order candidates were found in)."""
+    if scores.shape[0] <= limit:
+        return keys, scores
+    cut = np.partition(scores, scores.shape[0] - limit)[scores.shape[0] - limit]
+    wanted = scores >= cut
+    return keys[wanted], scores[wanted]
 
 
 def _by_score_then_id(pair: tuple[str, float]) -> tuple[float, str]:

@@ -43,7 +43,7 @@ def _codes(table: Mapping[str, int], allowed: frozenset[str]) -> list[int]:
     return [table[value] for value in allowed if value in table]
 
 
-def filter_slots(
+def filter_mask(
     slots: IntArray,
     filters: SearchFilters,
     *,
@@ -53,11 +53,9 @@ def filter_slots(
     doc_type_codes: Mapping[str, int],
     modified: IntArray,
     doc_slots: IntArray | None,
-) -> IntArray:
-    """The subset of ``slots`` that ``filters`` keep. ``doc_slots``: the slots of the documents
-    ``filters.doc_ids`` names (None: no document filter)."""
-    if filters.is_empty:
-        return slots
+) -> npt.NDArray[np.bool_]:
+    """Per entry of ``slots``: whether ``filters`` keep it. ``doc_slots``: the slots of the
+    documents ``filters.doc_ids`` names (None: no document filter)."""
     keep = np.ones(slots.shape[0], dtype=bool)
     allowed_sources = filter_values(filters.sources)
     if allowed_sources is not None:
@@ -75,4 +73,4 @@ def filter_slots(
             keep &= stamps >= micros(low)
         if high is not None:
             keep &= stamps <= micros(high)
-    return slots[keep]
+    return keep

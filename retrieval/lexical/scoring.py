@@ -17,10 +17,12 @@ the runs is a binary search per visible class in the term's postings (a few inde
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
@@ -37,34 +39,79 @@ class SearchTrace:
 
 
 @dataclass(frozen=True)
+class RowRuns:
+    """The row ranges of a set of access classes, adjacent ranges merged (a broad scope's
+    classes are mostly neighbours, so a term's visible postings are then one slice)."""
+
+    starts: IntArray
+    ends: IntArray
+
+
+@dataclass(frozen=True)
 class ClassPostings:
     """Postings grouped by access class: ``matrix`` is (rows, terms) term counts in CSC form with
     sorted row indices, rows ordered by class (class ``c`` owns rows ``class_start[c]`` to
-    ``class_start[c + 1]``), and ``row_slot[row]`` is the index-wide slot of each row."""
+    ``class_start[c + 1]``), ``row_slot[row]`` is the index-wide position each row stands for
+    (a chunk's slot, or a document's code) and ``row_length[row]`` its length in tokens."""
 
     matrix: sp.csc_matrix
     row_slot: IntArray
     class_start: IntArray
+    row_length: FloatArray
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.matrix.shape[0])
+
+    def runs(self, classes: IntArray) -> RowRuns:
+        """The rows of ``classes`` (ascending class ids) as merged ranges."""
+        starts = self.class_start[classes]
+        ends = self.class_start[classes + 1]
+        if starts.size < 2:
+            return RowRuns(starts, ends)
+        opens = np.ones(starts.size, dtype=bool)
+        opens[1:] = starts[1:] != ends[:-1]
+        first = np.flatnonzero(opens)
+        last = np.append(first[1:] - 1, starts.size - 1)
+        return RowRuns(starts[first], ends[last])
+
+    def _bounds(self, term: int, runs: RowRuns) -> tuple[int, IntArray, IntArray]:
+        start = int(self.matrix.indptr[term])
+        column = self.matrix.indices[start : int(self.matrix.indptr[term + 1])]
+        return start, np.searchsorted(column, runs.starts), np.searchsorted(column, runs.ends)
+
+    def ranges(self, term: int, runs: RowRuns) -> tuple[IntArray, IntArray]:
+        """Positions in ``matrix.indices`` / ``matrix.data`` of the postings of ``term`` in
+        ``runs``: one [start, end) range per run (binary searches, nothing read)."""
+        start, low, high = self._bounds(term, runs)
+        return start + low, start + high
+
+    def count(self, term: int, runs: RowRuns) -> int:
+        """How many rows of ``runs`` hold ``term`` (binary searches only, no postings read)."""
+        _, low, high = self._bounds(term, runs)
+        return int((high - low).sum())
 
     def term(
-        self, term: int, classes: IntArray, trace: SearchTrace | None = None
+        self, term: int, runs: RowRuns, trace: SearchTrace | None = None
     ) -> tuple[IntArray, npt.NDArray[np.int32]]:
-        """(slots, term counts) of the rows of ``classes`` that hold ``term``, reading only those
-        postings (their runs are found by binary search)."""
-        start, end = int(self.matrix.indptr[term]), int(self.matrix.indptr[term + 1])
-        column = self.matrix.indices[start:end]
-        low = np.searchsorted(column, self.class_start[classes])
-        high = np.searchsorted(column, self.class_start[classes + 1])
+        """(rows, term counts) of the rows of ``runs`` that hold ``term``, ascending, reading only
+        those postings (their ranges are found by binary search)."""
+        start, low, high = self._bounds(term, runs)
         lengths = high - low
         total = int(lengths.sum())
         if trace is not None:
             trace.postings_read += total
         if total == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int32)
-        # Positions of every run, concatenated: run i covers low[i] .. high[i] - 1.
-        run_offsets = np.cumsum(lengths) - lengths
-        positions = start + np.repeat(low - run_offsets, lengths) + np.arange(total)
-        return self.row_slot[self.matrix.indices[positions]], self.matrix.data[positions]
+        ranges = [(start + int(a), start + int(z)) for a, z in zip(low, high, strict=True) if z > a]
+        if len(ranges) == 1:  # one range: a view, nothing copied
+            first, stop = ranges[0]
+            return self.matrix.indices[first:stop], self.matrix.data[first:stop]
+        indices, data = self.matrix.indices, self.matrix.data
+        return (
+            np.concatenate([indices[a:z] for a, z in ranges]),
+            np.concatenate([data[a:z] for a, z in ranges]),
+        )
 
 
 @dataclass(frozen=True)
@@ -115,43 +162,136 @@ def term_weight(
     return idf * (tf * (k1 + 1.0) / (tf + k1 * (1.0 - b + b * length / avgdl)))
 
 
-def score_chunks(
+@dataclass(frozen=True)
+class QueryTerm:
+    """One query term as scored: its id, times it occurs in the query, and its idf."""
+
+    term: int
+    times: int
+    idf: float
+
+
+def score_rows(
     postings: ClassPostings,
-    classes: IntArray,
-    query_terms: Sequence[tuple[int, int]],
-    stats: ScopeStats,
-    lengths: FloatArray,
-    n_slots: int,
+    runs: RowRuns,
+    terms: Sequence[QueryTerm],
+    avgdl: float,
     k1: float,
     b: float,
     trace: SearchTrace | None = None,
-) -> FloatArray:
-    """Okapi score per slot (0 where no query term occurs), from the given classes' postings.
-    ``query_terms``: (term id, times in the query) in query-text order, so that each slot's sum
-    is accumulated in the same order whatever else the index holds."""
-    slot_parts: list[IntArray] = []
-    weight_parts: list[FloatArray] = []
-    for term, times in query_terms:
-        idf = float(stats.idf[term])
-        if idf == 0.0:
-            continue
-        slots, counts = postings.term(term, classes, trace)
-        if slots.shape[0] == 0:
-            continue
-        tf = counts.astype(np.float64)
-        slot_parts.append(slots)
-        weight_parts.append(times * term_weight(idf, tf, lengths[slots], stats.avgdl, k1, b))
-    if not slot_parts:
-        return np.zeros(n_slots, dtype=np.float64)
-    scores = np.bincount(
-        np.concatenate(slot_parts), weights=np.concatenate(weight_parts), minlength=n_slots
+    limit: int | None = None,
+) -> tuple[IntArray, FloatArray]:
+    """(rows, Okapi scores) of the rows of ``runs`` whose score is positive (in no particular
+    order), from those rows' postings of ``terms``; with ``limit``, only those whose score is
+    among the ``limit`` best (every tie at the cut included, so the caller's tie-break decides).
+
+    ``terms`` in query-text order: each row's score is accumulated in that order starting at
+    0.0, so it does not depend on what else the index holds. The per-posting work is one
+    compiled loop (:func:`_accumulate`): the same IEEE operations, in the same order, as
+    :func:`term_weight` over numpy arrays, without numpy's temporary array per operation (at
+    1M chunks a broad query reads up to ~1.5M postings; numpy's passes took 28 / 55 ms p50 /
+    p95 of CPU, the loop a few ms).
+    """
+    terms = [t for t in terms if t.idf != 0.0]
+    starts: list[IntArray] = []
+    ends: list[IntArray] = []
+    for t in terms:
+        low, high = postings.ranges(t.term, runs)
+        starts.append(low)
+        ends.append(high)
+    if not terms:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+    n_ranges = np.array([low.shape[0] for low in starts], dtype=np.int64)
+    start = np.concatenate(starts).astype(np.int64)
+    end = np.concatenate(ends).astype(np.int64)
+    total = int((end - start).sum())
+    if trace is not None:
+        trace.postings_read += total
+    scores = np.zeros(postings.n_rows, dtype=np.float64)
+    seen = np.zeros(postings.n_rows, dtype=np.bool_)
+    touched = np.empty(total, dtype=np.int64)
+    found = _accumulate(
+        postings.matrix.indices,
+        postings.matrix.data,
+        start,
+        end,
+        n_ranges,
+        np.array([t.idf for t in terms], dtype=np.float64),
+        np.array([t.times for t in terms], dtype=np.float64),
+        postings.row_length,
+        float(avgdl),
+        float(k1),
+        float(b),
+        scores,
+        seen,
+        touched,
     )
-    return scores.astype(np.float64, copy=False)
+    if limit is not None and limit < found:
+        rows = _best_rows(scores, touched, found, limit)
+        return rows, scores[rows]
+    rows = touched[:found]
+    values = scores[rows]
+    positive = values > 0
+    return rows[positive], values[positive]
+
+
+def compile_kernels() -> None:
+    """Compile the scoring loops (or load them from numba's cache) now, so that the first
+    search does not pay for it (seconds on a cold cache)."""
+    counts = sp.csc_matrix(np.ones((2, 1), dtype=np.int32))
+    counts.sort_indices()
+    postings = ClassPostings(
+        matrix=counts,
+        row_slot=np.arange(2, dtype=np.int64),
+        class_start=np.array([0, 2], dtype=np.int64),
+        row_length=np.ones(2, dtype=np.float64),
+    )
+    runs = postings.runs(np.zeros(1, dtype=np.int64))
+    score_rows(postings, runs, [QueryTerm(0, 1, 1.0)], 1.0, 0.9, 0.4, limit=1)
+
+
+@numba.njit(cache=True, nogil=True)
+def _accumulate(  # pragma: no cover - compiled; covered through score_rows
+    indices: npt.NDArray[np.int32],
+    data: npt.NDArray[np.int32],
+    start: IntArray,
+    end: IntArray,
+    n_ranges: IntArray,
+    idf: FloatArray,
+    times: FloatArray,
+    row_length: FloatArray,
+    avgdl: float,
+    k1: float,
+    b: float,
+    scores: FloatArray,
+    seen: npt.NDArray[np.bool_],
+    touched: IntArray,
+) -> int:
+    """Add each term's weight to the score of every row in its ranges, term by term in the
+    given order; ``touched`` receives each row once. Returns how many rows were touched."""
+    found = 0
+    first = 0
+    for t in range(idf.shape[0]):
+        for r in range(first, first + n_ranges[t]):
+            for p in range(start[r], end[r]):
+                row = indices[p]
+                tf = float(data[p])
+                length = row_length[row]
+                weight = times[t] * (
+                    idf[t] * (tf * (k1 + 1.0) / (tf + k1 * (1.0 - b + b * length / avgdl)))
+                )
+                if not seen[row]:
+                    seen[row] = True
+                    touched[found] = row
+                    found += 1
+                scores[row] += weight
+        first += n_ranges[t]
+    return found
 
 
 def score_documents(
     postings: ClassPostings,
-    classes: IntArray,
+    runs: RowRuns,
     query_terms: Sequence[tuple[int, int]],
     included: npt.NDArray[np.bool_],
     doc_of_slot: npt.NDArray[np.int32],
@@ -168,7 +308,8 @@ def score_documents(
     doc_parts: list[IntArray] = []
     weight_parts: list[FloatArray] = []
     for term, times in query_terms:
-        slots, counts = postings.term(term, classes, trace)
+        rows, counts = postings.term(term, runs, trace)
+        slots = postings.row_slot[rows]
         keep = included[slots]
         if not keep.any():
             continue
@@ -188,3 +329,34 @@ def score_documents(
         np.concatenate(doc_parts), weights=np.concatenate(weight_parts), minlength=doc_len.shape[0]
     )
     return scores.astype(np.float64, copy=False)
+
+
+@numba.njit(cache=True, nogil=True)
+def _best_rows(  # pragma: no cover - compiled; covered through score_rows
+    scores: FloatArray, touched: IntArray, found: int, limit: int
+) -> IntArray:
+    """The touched rows with a positive score among the ``limit`` best, ties at the cut
+    included: a min-heap of the ``limit`` best scores finds the cut in one pass."""
+    heap = [np.inf for _ in range(0)]
+    for i in range(found):
+        value = scores[touched[i]]
+        if value <= 0.0:
+            continue
+        if len(heap) < limit:
+            heapq.heappush(heap, value)
+        elif value > heap[0]:
+            heapq.heapreplace(heap, value)
+    cut = heap[0] if len(heap) == limit else 0.0
+    count = 0
+    for i in range(found):
+        value = scores[touched[i]]
+        if value > 0.0 and value >= cut:
+            count += 1
+    rows = np.empty(count, dtype=np.int64)
+    count = 0
+    for i in range(found):
+        value = scores[touched[i]]
+        if value > 0.0 and value >= cut:
+            rows[count] = touched[i]
+            count += 1
+    return rows

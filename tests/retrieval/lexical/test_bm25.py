@@ -109,6 +109,31 @@ def test_negative_idf_floor_matches_rank_bm25() -> None:
         assert abs(score - expected[int(chunk_id)]) < 1e-12
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    docs=st.lists(st.tuples(texts_st, label_st), min_size=1, max_size=16),
+    query=st.lists(st.sampled_from([*WORDS, "unknown"]), min_size=1, max_size=6).map(" ".join),
+    limit=st.integers(min_value=1, max_value=8),
+)
+def test_the_top_is_the_head_of_every_score_ranked(
+    docs: list[tuple[str, tuple[int, tuple[str, ...]]]], query: str, limit: int
+) -> None:
+    # Unfiltered searches keep only the best ``limit`` while scoring; filtered ones rank every
+    # match. A filter that keeps everything must give the same head, ties cut by insertion.
+    index = BM25Index()
+    index.add([make_chunk(f"d{i}", t, rank=r, groups=g) for i, (t, (r, g)) in enumerate(docs)])
+    everything = index.search(query, EVERYONE, SearchFilters(sources=frozenset({"wiki"})), 10**6)
+    assert index.search(query, EVERYONE, NO_FILTERS, limit) == everything[:limit]
+
+
+def test_ties_at_the_limit_are_cut_by_insertion_order() -> None:
+    index = BM25Index()
+    index.add([make_chunk(f"c{i:03d}", "falcon river") for i in range(300)])
+    index.add([make_chunk(f"filler{i}", "grain barge") for i in range(900)])
+    hits = index.search("falcon", EVERYONE, NO_FILTERS, 7)
+    assert [chunk_id for chunk_id, _ in hits] == [f"c{i:03d}" for i in range(7)]
+
+
 # ---------------------------------------------------------------- statistics independence
 
 
