@@ -21,6 +21,7 @@ import heapq
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numba
 import numpy as np
@@ -29,6 +30,7 @@ import scipy.sparse as sp
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
+CountArray = npt.NDArray[np.integer[Any]]  # term counts: uint8, uint16 or int32
 
 
 @dataclass
@@ -93,7 +95,7 @@ class ClassPostings:
 
     def term(
         self, term: int, runs: RowRuns, trace: SearchTrace | None = None
-    ) -> tuple[IntArray, npt.NDArray[np.int32]]:
+    ) -> tuple[IntArray, CountArray]:
         """(rows, term counts) of the rows of ``runs`` that hold ``term``, ascending, reading only
         those postings (their ranges are found by binary search)."""
         start, low, high = self._bounds(term, runs)
@@ -236,24 +238,25 @@ def score_rows(
 
 
 def compile_kernels() -> None:
-    """Compile the scoring loops (or load them from numba's cache) now, so that the first
-    search does not pay for it (seconds on a cold cache)."""
-    counts = sp.csc_matrix(np.ones((2, 1), dtype=np.int32))
-    counts.sort_indices()
-    postings = ClassPostings(
-        matrix=counts,
-        row_slot=np.arange(2, dtype=np.int64),
-        class_start=np.array([0, 2], dtype=np.int64),
-        row_length=np.ones(2, dtype=np.float64),
-    )
-    runs = postings.runs(np.zeros(1, dtype=np.int64))
-    score_rows(postings, runs, [QueryTerm(0, 1, 1.0)], 1.0, 0.9, 0.4, limit=1)
+    """Compile the scoring loops (or load them from numba's cache) now, for each type term
+    counts are stored in, so that the first search does not pay for it (seconds when cold)."""
+    for count_type in (np.uint8, np.uint16, np.int32):
+        counts = sp.csc_matrix(np.ones((2, 1), dtype=count_type))
+        counts.sort_indices()
+        postings = ClassPostings(
+            matrix=counts,
+            row_slot=np.arange(2, dtype=np.int64),
+            class_start=np.array([0, 2], dtype=np.int64),
+            row_length=np.ones(2, dtype=np.float64),
+        )
+        runs = postings.runs(np.zeros(1, dtype=np.int64))
+        score_rows(postings, runs, [QueryTerm(0, 1, 1.0)], 1.0, 0.9, 0.4, limit=1)
 
 
 @numba.njit(cache=True, nogil=True)
 def _accumulate(  # pragma: no cover - compiled; covered through score_rows
     indices: npt.NDArray[np.int32],
-    data: npt.NDArray[np.int32],
+    data: CountArray,
     start: IntArray,
     end: IntArray,
     n_ranges: IntArray,
