@@ -59,7 +59,7 @@ class ClassPostings:
     matrix: sp.csc_matrix
     row_slot: IntArray
     class_start: IntArray
-    row_length: FloatArray
+    row_length: npt.NDArray[np.int32]
 
     @property
     def n_rows(self) -> int:
@@ -247,7 +247,7 @@ def compile_kernels() -> None:
             matrix=counts,
             row_slot=np.arange(2, dtype=np.int64),
             class_start=np.array([0, 2], dtype=np.int64),
-            row_length=np.ones(2, dtype=np.float64),
+            row_length=np.ones(2, dtype=np.int32),
         )
         runs = postings.runs(np.zeros(1, dtype=np.int64))
         score_rows(postings, runs, [QueryTerm(0, 1, 1.0)], 1.0, 0.9, 0.4, limit=1)
@@ -262,7 +262,7 @@ def _accumulate(  # pragma: no cover - compiled; covered through score_rows
     n_ranges: IntArray,
     idf: FloatArray,
     times: FloatArray,
-    row_length: FloatArray,
+    row_length: npt.NDArray[np.int32],
     avgdl: float,
     k1: float,
     b: float,
@@ -279,7 +279,7 @@ def _accumulate(  # pragma: no cover - compiled; covered through score_rows
             for p in range(start[r], end[r]):
                 row = indices[p]
                 tf = float(data[p])
-                length = row_length[row]
+                length = float(row_length[row])
                 weight = times[t] * (
                     idf[t] * (tf * (k1 + 1.0) / (tf + k1 * (1.0 - b + b * length / avgdl)))
                 )
