@@ -696,7 +696,9 @@ def open_version(
             note="published before file records existed: counts checked, files not",
         )
     version_dir = layout.version_dir(version)
-    lexical = BM25Index.load(version_dir / "bm25", tokenizer=Tokenizer(stem=meta.bm25_stemming))
+    lexical = BM25Index.load(
+        version_dir / "bm25", tokenizer=Tokenizer(stem=meta.bm25_stemming), read_only=True
+    )
     lexical.warm_up()  # a served version answers its first search at full speed
     private_copy: Path | None = None
     vectors: VectorStore

@@ -137,6 +137,7 @@ class BM25Index:
         self._class_len: list[int] = []
         self._compiled: _Compiled | None = None
         self._stats_cache: dict[tuple[int, ...], ScopeStats] = {}
+        self._read_only = False
 
     # ------------------------------------------------------------------ writes
 
@@ -146,6 +147,7 @@ class BM25Index:
         the same text the embedder sees."""
         if texts is not None and len(texts) != len(chunks):
             raise InvalidArgumentError(f"got {len(texts)} texts for {len(chunks)} chunks")
+        self._check_writable()
         with self._lock:
             for i, chunk in enumerate(chunks):
                 old = self._slot_of_chunk.get(chunk.chunk_id)
@@ -166,6 +168,7 @@ class BM25Index:
 
     def delete_documents(self, doc_ids: Collection[str]) -> None:
         """Remove every chunk of these documents (unknown ids are ignored)."""
+        self._check_writable()
         with self._lock:
             for doc_id in doc_ids:
                 for slot in list(self._slots_of_doc.get(doc_id, ())):
@@ -174,6 +177,7 @@ class BM25Index:
 
     def relabel_document(self, doc_id: str, label: AccessLabel, classification_rank: int) -> None:
         """Move a document's chunks to another access class (no re-tokenizing)."""
+        self._check_writable()
         with self._lock:
             target = self._class_id(classification_rank, frozenset(label.groups))
             for slot in self._slots_of_doc.get(doc_id, ()):
@@ -184,6 +188,13 @@ class BM25Index:
 
     def __len__(self) -> int:
         return len(self._slot_of_chunk)
+
+    def _check_writable(self) -> None:
+        if self._read_only:
+            raise InvalidArgumentError(
+                "this lexical index was opened read-only (a served version); "
+                "write through an IndexWriter"
+            )
 
     def warm_up(self) -> None:
         """Build the search snapshot and compile the scoring loops now, not in the first
@@ -611,6 +622,7 @@ class BM25Index:
     def save(self, directory: Path) -> None:
         """Write the index atomically (see :mod:`.storage`): a crash at any point leaves the
         previously saved index loadable."""
+        self._check_writable()  # the per-chunk arrays a snapshot is written from are gone
         directory = Path(directory)
         with self._lock:
             compiled = self._compile()
@@ -674,20 +686,34 @@ class BM25Index:
         tokenizer: Tokenizer = DEFAULT_TOKENIZER,
         k1: float | None = None,
         b: float | None = None,
+        read_only: bool = False,
     ) -> BM25Index:
         """Open a saved index. ``k1``/``b`` override the saved values (they only affect scoring).
+        ``read_only``: for serving; the search structures are built now and the per-chunk
+        arrays that writes need are dropped (at 1M chunks, ~1 GB), so writes and ``save`` raise.
         Raises ``StoreUnavailableError`` when files are missing, corrupt or were written with a
         different tokenizer."""
         directory = Path(directory)
         try:
             meta, arrays = storage.load_snapshot(directory)
-            return cls._from_snapshot(arrays, meta, tokenizer, k1, b)
+            index = cls._from_snapshot(arrays, meta, tokenizer, k1, b)
         except StoreUnavailableError:
             raise
         except (OSError, ValueError, KeyError, TypeError, IndexError, EOFError) as exc:
             # zipfile.BadZipFile and json.JSONDecodeError are OSError/ValueError subclasses.
             message = f"cannot load lexical index from {directory}: {exc}"
             raise StoreUnavailableError(message) from exc
+        if read_only:
+            index._freeze()
+        return index
+
+    def _freeze(self) -> None:
+        """Build the search snapshot, then drop the per-chunk term arrays (the snapshot's
+        postings hold the same counts) and refuse writes from now on."""
+        with self._lock:
+            self._compile()
+            self._read_only = True
+            self._terms, self._counts = [], []
 
     @classmethod
     def _from_snapshot(

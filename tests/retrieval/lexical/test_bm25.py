@@ -24,6 +24,7 @@ from tests.retrieval.contracts.lexical_index_contract import (
     CORPUS,
     EVERYONE,
     NO_FILTERS,
+    OPEN_LABEL,
     PUBLIC,
     LexicalIndexContract,
     make_chunk,
@@ -177,6 +178,35 @@ def saved(tmp_path: Path) -> tuple[BM25Index, Path, Path]:
     index.save(directory)
     version = directory / (directory / "CURRENT").read_text().strip()
     return index, directory, version
+
+
+def test_a_read_only_index_searches_as_the_saved_one_and_refuses_writes(tmp_path: Path) -> None:
+    # Served versions load read-only: the per-chunk arrays writes need are dropped.
+    index, directory, _ = saved(tmp_path)
+    served = BM25Index.load(directory, read_only=True)
+    assert served._terms == [] and served._counts == []
+    for scope in (EVERYONE, PUBLIC):
+        for query in ("falcon", "river valley grain", "falcon falcon nest"):
+            assert served.search(query, scope, NO_FILTERS, 10) == index.search(
+                query, scope, NO_FILTERS, 10
+            )
+            assert served.document_search(query, scope, NO_FILTERS, 10) == (
+                index.document_search(query, scope, NO_FILTERS, 10)
+            )
+    only_a = SearchFilters(doc_ids=frozenset({"doc-a"}))
+    assert served.search("falcon", EVERYONE, only_a, 5) == index.search(
+        "falcon", EVERYONE, only_a, 5
+    )
+    writes = (
+        lambda: served.add([make_chunk("z", "new falcon")]),
+        lambda: served.delete_documents(["doc-a"]),
+        lambda: served.relabel_document("doc-a", OPEN_LABEL, 0),
+        lambda: served.save(tmp_path / "copy"),
+    )
+    for write in writes:
+        with pytest.raises(InvalidArgumentError, match="read-only"):
+            write()
+    assert len(served) == len(CORPUS)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "meta", "pointer", "delete"])
