@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numba
 import numpy as np
@@ -31,6 +31,7 @@ import scipy.sparse as sp
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 CountArray = npt.NDArray[np.integer[Any]]  # term counts: uint8, uint16 or int32
+_Function = TypeVar("_Function", bound=Callable[..., Any])
 
 
 @dataclass
@@ -237,6 +238,16 @@ def score_rows(
     return rows[positive], values[positive]
 
 
+def _compiled(function: _Function) -> _Function:
+    """``function`` compiled by numba, cached on disk where numba finds a writable place (next to
+    this module, else the user's cache directory); where it finds none (a read-only install and
+    home), compiled in each process instead of failing the import."""
+    try:
+        return cast(_Function, numba.njit(cache=True, nogil=True)(function))
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+        return cast(_Function, numba.njit(nogil=True)(function))
+
+
 def compile_kernels() -> None:
     """Compile the scoring loops (or load them from numba's cache) now, for each type term
     counts are stored in, so that the first search does not pay for it (seconds when cold)."""
@@ -253,7 +264,7 @@ def compile_kernels() -> None:
         score_rows(postings, runs, [QueryTerm(0, 1, 1.0)], 1.0, 0.9, 0.4, limit=1)
 
 
-@numba.njit(cache=True, nogil=True)
+@_compiled
 def _accumulate(  # pragma: no cover - compiled; covered through score_rows
     indices: npt.NDArray[np.int32],
     data: CountArray,
@@ -334,7 +345,7 @@ def score_documents(
     return scores.astype(np.float64, copy=False)
 
 
-@numba.njit(cache=True, nogil=True)
+@_compiled
 def _best_rows(  # pragma: no cover - compiled; covered through score_rows
     scores: FloatArray, touched: IntArray, found: int, limit: int
 ) -> IntArray:
