@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +179,44 @@ def saved(tmp_path: Path) -> tuple[BM25Index, Path, Path]:
     index.save(directory)
     version = directory / (directory / "CURRENT").read_text().strip()
     return index, directory, version
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    docs=st.lists(
+        st.tuples(texts_st, label_st, st.integers(min_value=0, max_value=4)), max_size=20
+    ),
+    deleted=st.sets(st.integers(min_value=0, max_value=4)),
+)
+def test_a_loaded_index_holds_what_its_writes_built(
+    docs: list[tuple[str, tuple[int, tuple[str, ...]], int]], deleted: set[int]
+) -> None:
+    # Loading restores the per-chunk state and class statistics in bulk; they must be what
+    # adding the chunks one by one made.
+    index = BM25Index()
+    index.add(
+        [
+            make_chunk(f"c{i}", text, doc_id=f"D{d}", rank=rank, groups=groups)
+            for i, (text, (rank, groups), d) in enumerate(docs)
+        ]
+    )
+    index.delete_documents([f"D{d}" for d in deleted])
+    with tempfile.TemporaryDirectory() as scratch:
+        index.save(Path(scratch))  # compacts the index first
+        loaded = BM25Index.load(Path(scratch))
+    state = (
+        "_vocab", "_chunk_ids", "_doc_ids", "_source_codes", "_doc_type_codes", "_modified",
+        "_class_of", "_length", "_alive", "_slot_of_chunk", "_slots_of_doc", "_class_keys",
+        "_class_docs", "_class_len", "_sources", "_doc_types",
+    )  # fmt: skip
+    for name in state:
+        assert getattr(loaded, name) == getattr(index, name), name
+    n_terms = len(index._vocab)
+    assert [df[:n_terms].tolist() for df in loaded._class_df] == [
+        df[:n_terms].tolist() for df in index._class_df
+    ]
+    assert [t.tolist() for t in loaded._terms] == [t.tolist() for t in index._terms]
+    assert [c.tolist() for c in loaded._counts] == [c.tolist() for c in index._counts]
 
 
 def test_a_read_only_index_searches_as_the_saved_one_and_refuses_writes(tmp_path: Path) -> None:
