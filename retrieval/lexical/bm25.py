@@ -6,7 +6,10 @@ rank_bm25's ``BM25Okapi``, parity-tested), which slots a search may touch in :mo
 
 rank_bm25 itself is not used at query time: it scores every document for every query term
 (38 ms/query at 50k documents), keeps no persistence and cannot compute statistics over a subset
-of the corpus. Here the postings are scipy CSC matrices (term → chunks), one per access class.
+of the corpus. Here the postings are scipy CSC matrices (term → chunks, and term → whole
+documents, their counts summed over each document's chunks), rows grouped by access class.
+Writers keep per-chunk arrays for incremental writes; a served version loads read-only and keeps
+only the search structures.
 
 Security: the N, document frequencies, average length and average idf used for a scope are those
 of the chunks the scope can see, so an invisible document cannot change a caller's results or

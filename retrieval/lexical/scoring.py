@@ -8,11 +8,13 @@ Document scoring uses the same weight over whole documents with Lucene's non-neg
 ``log(1 + (N - n + 0.5) / (n + 0.5))``.
 
 Postings are grouped by access class (:class:`ClassPostings`: rows in class order, so each
-term's postings are one contiguous run per class), and the functions read only the runs of the
-classes they are given: the caller passes the classes the scope may see, so the postings read for
-a query (counted in :class:`SearchTrace`) never include a document the caller cannot see. Finding
-the runs is a binary search per visible class in the term's postings (a few index reads each,
-``log2`` of the term's postings: the only cost that depends on the rest of the index).
+term's postings are one contiguous run per class; rows are chunks, or whole documents), and the
+functions read only the runs of the classes they are given: the caller passes the classes the
+scope may see, so the postings read for a query (counted in :class:`SearchTrace`) never include
+a document the caller cannot see. Finding the runs is a binary search per visible class in the
+term's postings (a few index reads each, ``log2`` of the term's postings: the only cost that
+depends on the rest of the index). The per-posting arithmetic is one numba-compiled loop
+(:func:`score_rows`), with the same IEEE operations in the same order as the numpy formula.
 """
 
 from __future__ import annotations
