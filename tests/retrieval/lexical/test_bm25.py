@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -246,6 +247,42 @@ def test_a_read_only_index_searches_as_the_saved_one_and_refuses_writes(tmp_path
         with pytest.raises(InvalidArgumentError, match="read-only"):
             write()
     assert len(served) == len(CORPUS)
+
+
+def test_concurrent_searches_of_a_served_index_get_what_one_at_a_time_gets(tmp_path: Path) -> None:
+    # The scoring loops release the GIL and run in parallel; each search has its own buffers.
+    index = BM25Index()
+    index.add(
+        [
+            make_chunk(
+                f"c{i}", f"falcon river {'valley ' * (i % 5)}grain {i % 7}", doc_id=f"D{i % 40}"
+            )
+            for i in range(400)
+        ]
+    )
+    index.save(tmp_path / "lexical")
+    served = BM25Index.load(tmp_path / "lexical", read_only=True)
+    queries = ["falcon valley", "river grain", "valley valley falcon", "grain 3", "falcon 6 river"]
+    expected = {
+        q: (
+            served.search(q, EVERYONE, NO_FILTERS, 7),
+            served.document_search(q, EVERYONE, NO_FILTERS, 7),
+        )
+        for q in queries
+    }
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(
+            pool.map(
+                lambda q: (
+                    q,
+                    served.search(q, EVERYONE, NO_FILTERS, 7),
+                    served.document_search(q, EVERYONE, NO_FILTERS, 7),
+                ),
+                queries * 40,
+            )
+        )
+    for query, chunks, documents in answers:
+        assert (chunks, documents) == expected[query]
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "meta", "pointer", "delete"])
