@@ -142,6 +142,9 @@ class BM25Index:
         self._compiled: _Compiled | None = None
         self._stats_cache: dict[tuple[int, ...], ScopeStats] = {}
         self._read_only = False
+        # The loaded file's term counts as one matrix, until the first write: the snapshot is
+        # built from it instead of from a copy of every chunk's arrays.
+        self._loaded: sp.csr_matrix | None = None
 
     # ------------------------------------------------------------------ writes
 
@@ -556,6 +559,7 @@ class BM25Index:
     def _invalidate(self) -> None:
         self._compiled = None
         self._stats_cache.clear()
+        self._loaded = None
 
     def _compact(self) -> None:
         """Drop deleted slots and renumber the rest (keeps insertion order)."""
@@ -596,7 +600,7 @@ class BM25Index:
         if self._compiled is not None:
             return self._compiled
         self._compact()
-        csr = self._csr()
+        csr = self._loaded if self._loaded is not None else self._csr()
         n_classes = len(self._class_keys)
         classes = np.asarray(self._class_of, dtype=np.int32)
         lengths = np.asarray(self._length, dtype=np.int64)
@@ -717,7 +721,7 @@ class BM25Index:
         with self._lock:
             self._compile()
             self._read_only = True
-            self._terms, self._counts = [], []
+            self._terms, self._counts, self._loaded = [], [], None
 
     @classmethod
     def _from_snapshot(
@@ -785,6 +789,7 @@ class BM25Index:
         self._counts = [counts[a:b] for a, b in itertools.pairwise(bounds)]
         n_terms = len(self._vocab)
         matrix = sp.csr_matrix((counts, indices, indptr), shape=(len(chunk_ids), n_terms))
+        self._loaded = matrix
         lengths = np.asarray(matrix.sum(axis=1, dtype=np.int64)).reshape(-1)
         self._chunk_ids = list(chunk_ids)
         self._doc_ids = list(doc_ids)
@@ -819,15 +824,17 @@ def _class_postings(
     """``matrix``'s rows grouped by class (stable), as CSC postings with sorted rows."""
     # Rows in class order, so a search reads only the runs of the classes its scope sees.
     row_slot = np.argsort(classes, kind="stable").astype(np.int64)
-    postings = matrix[row_slot].tocsc()
-    postings.sort_indices()
-    # Term counts in the narrowest unsigned type that holds them (uint8 for chunks, as a rule):
-    # at 1M chunks the int32 counts of both matrices were ~0.7 GB.
-    top = int(postings.data.max()) if postings.nnz else 0
+    # Term counts in the narrowest unsigned type that holds them (uint8 for chunks, as a rule),
+    # before the copies below: at 1M chunks the int32 counts of both matrices were ~0.7 GB.
+    top = int(matrix.data.max()) if matrix.nnz else 0
     for narrow in (np.uint8, np.uint16):
         if top <= np.iinfo(narrow).max:
-            postings.data = postings.data.astype(narrow)
+            matrix = sp.csr_matrix(
+                (matrix.data.astype(narrow), matrix.indices, matrix.indptr), shape=matrix.shape
+            )
             break
+    postings = matrix[row_slot].tocsc()
+    postings.sort_indices()
     class_start = np.searchsorted(classes[row_slot], np.arange(n_classes + 1)).astype(np.int64)
     return ClassPostings(
         matrix=postings,
