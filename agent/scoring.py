@@ -33,11 +33,13 @@ class SentenceSpan(Frozen):
     text: str
     instruction_like: bool = False
     heading: bool = False  # a title or heading line: never an answer sentence
+    # It asks rather than states (an FAQ's question, a snippet's teaser): never an answer.
+    question: bool = False
 
     @property
     def answerable(self) -> bool:
         """Whether the sentence may be quoted as an answer (it may still be a source)."""
-        return not (self.instruction_like or self.heading)
+        return not (self.instruction_like or self.heading or self.question)
 
 
 class ScoredSentence(Frozen):
@@ -76,7 +78,8 @@ def looks_like_heading(text: str, own_line: bool, headings: frozenset[str] = fro
 def sentence_spans(chunk: Chunk) -> list[SentenceSpan]:
     """Candidate sentences of a chunk with at least a few words; long runs are cut at
     whitespace so one table does not become a single 3,000-character "sentence". Sentences
-    inside an instruction-like passage (matched across line breaks) and headings are marked."""
+    inside an instruction-like passage (matched across line breaks), headings and questions
+    are marked."""
     text = chunk.text
     injected = instruction_ranges(text)
     headings = _heading_lines(chunk)
@@ -100,6 +103,7 @@ def sentence_spans(chunk: Chunk) -> list[SentenceSpan]:
                     text=stripped,
                     instruction_like=any(a < e and s < b for a, b in injected),
                     heading=looks_like_heading(stripped, own_line, headings),
+                    question=stripped.rstrip("\"')]\u201d\u2019").endswith("?"),
                 )
             )
         if boundary:
@@ -126,17 +130,27 @@ def _windows(text: str, start: int, end: int) -> list[tuple[int, int]]:
     return out
 
 
+_CacheKey = tuple[str, str, str]  # chunk id, header, text
+_Sentences = tuple[list[SentenceSpan], Matrix]
+
+
+def _cache_key(chunk: Chunk) -> _CacheKey:
+    return (chunk.chunk_id, chunk.context, chunk.text)
+
+
 class SentenceScorer:
     """Scores chunk sentences (with their chunk's header) against a question. Sentence vectors
-    are cached per chunk id and header, so a cached entry never goes stale. Thread-safe."""
+    are cached per chunk id, header and text, so a cached entry never goes stale. Thread-safe."""
 
     def __init__(self, embedder: Embedder, cache_chunks: int = 4096) -> None:
         if cache_chunks < 0:
             raise InvalidArgumentError("cache_chunks must be >= 0")
         self._embedder = embedder
-        # Keyed by chunk id and header: ids hash the text, and a retitled document keeps its
-        # chunk texts (and ids) but changes what its sentences are scored with.
-        self._cache: OrderedDict[tuple[str, str], tuple[list[SentenceSpan], Matrix]] = OrderedDict()
+        # Keyed by chunk id, header and text: a retitled document keeps its chunk texts (and
+        # ids) but changes what its sentences are scored with, and the text is in the key
+        # because only our own ingestion guarantees that an id names one text (a store
+        # written by another tool, or an in-memory knowledge base, may reuse ids).
+        self._cache: OrderedDict[_CacheKey, _Sentences] = OrderedDict()
         self._cache_chunks = cache_chunks
         self._lock = threading.Lock()
 
@@ -144,25 +158,26 @@ class SentenceScorer:
     def embedder(self) -> Embedder:
         return self._embedder
 
-    def _sentences(self, chunks: Sequence[Chunk]) -> list[tuple[list[SentenceSpan], Matrix]]:
-        results: dict[str, tuple[list[SentenceSpan], Matrix]] = {}
-        missing: list[Chunk] = []
+    def _sentences(self, chunks: Sequence[Chunk]) -> list[_Sentences]:
+        results: dict[_CacheKey, _Sentences] = {}
+        missing: dict[_CacheKey, Chunk] = {}
         with self._lock:
             for chunk in chunks:
-                hit = self._cache.get((chunk.chunk_id, chunk.context))
+                key = _cache_key(chunk)
+                hit = self._cache.get(key)
                 if hit is not None:
-                    self._cache.move_to_end((chunk.chunk_id, chunk.context))
-                    results[chunk.chunk_id] = hit
-                elif chunk.chunk_id not in {c.chunk_id for c in missing}:
-                    missing.append(chunk)
+                    self._cache.move_to_end(key)
+                    results[key] = hit
+                else:
+                    missing.setdefault(key, chunk)
         if missing:
-            spans_per_chunk = [sentence_spans(c) for c in missing]
+            spans_per_chunk = [sentence_spans(c) for c in missing.values()]
             # A sentence is scored with its chunk's header (title, file name, section), as the
             # chunk was embedded: "Services net sales rose" answers "Apple's Services revenue in
             # Q3 2023" only in the context of that filing.
             texts = [
                 contextual_text(c.context, s.text)
-                for c, spans in zip(missing, spans_per_chunk, strict=True)
+                for c, spans in zip(missing.values(), spans_per_chunk, strict=True)
                 for s in spans
             ]
             vectors = (
@@ -172,15 +187,15 @@ class SentenceScorer:
             )
             offset = 0
             with self._lock:
-                for chunk, spans in zip(missing, spans_per_chunk, strict=True):
+                for key, spans in zip(missing, spans_per_chunk, strict=True):
                     entry = (spans, vectors[offset : offset + len(spans)])
                     offset += len(spans)
-                    results[chunk.chunk_id] = entry
+                    results[key] = entry
                     if self._cache_chunks:
-                        self._cache[(chunk.chunk_id, chunk.context)] = entry
+                        self._cache[key] = entry
                         while len(self._cache) > self._cache_chunks:
                             self._cache.popitem(last=False)
-        return [results[c.chunk_id] for c in chunks]
+        return [results[_cache_key(c)] for c in chunks]
 
     def score(self, question: str, chunks: Sequence[Chunk]) -> list[ScoredSentence]:
         """Every candidate sentence of ``chunks`` (source n = position + 1), best first."""
@@ -206,19 +221,21 @@ class SentenceScorer:
         if not candidates:
             return None
         vector = self._embedder.embed_query(text)
-        by_chunk = {c.chunk.chunk_id: c for c in candidates}
+        by_chunk = {_cache_key(c.chunk): c for c in candidates}
         best: ScoredSentence | None = None
         best_sim = -np.inf
-        for chunk_id in by_chunk:
-            spans, vectors = self._sentences([by_chunk[chunk_id].chunk])[0]
+        for candidate in by_chunk.values():
+            spans, vectors = self._sentences([candidate.chunk])[0]
             if not spans:
                 continue
             sims = vectors @ vector
             i = int(np.argmax(sims))
             if sims[i] > best_sim:
                 best_sim = float(sims[i])
-                source_n = by_chunk[chunk_id].source_n
                 best = ScoredSentence(
-                    source_n=source_n, chunk=by_chunk[chunk_id].chunk, span=spans[i], score=best_sim
+                    source_n=candidate.source_n,
+                    chunk=candidate.chunk,
+                    span=spans[i],
+                    score=best_sim,
                 )
         return best

@@ -64,7 +64,7 @@ from citewell.evaluation.answerability import (
     rates,
 )
 from citewell.evaluation.squad import load_squad
-from citewell.ingestion.pipeline import Ingestor
+from citewell.ingestion.pipeline import Ingestor, chunk_id
 from citewell.retrieval.protocols import Embedder
 from citewell.retrieval.service import open_search_service
 from tests.chunks import make_test_chunk
@@ -203,7 +203,7 @@ class PassageSearch:
     def __init__(self, embedder: Embedder, passages: Sequence[str], name: str) -> None:
         self._chunks = [
             make_test_chunk(
-                f"00000000-0000-4000-8000-{i:012d}",
+                chunk_id(f"{name}-{i}", 0, text),  # ids as ingestion makes them: one per text
                 text,
                 doc_id=f"{name}-{i}",
                 title=f"{name} passage {i}",

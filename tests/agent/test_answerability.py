@@ -196,3 +196,14 @@ def test_key_terms_are_names_numbers_and_dates_not_relative_time_words(
     assert stems <= set(profile.key_terms), profile.key_terms
     forbidden = {s for word in not_key for s in analyzer.terms(word)}
     assert not forbidden & set(profile.key_terms), profile.key_terms
+
+
+def test_a_passage_that_only_asks_the_question_is_no_answer(embedder: Any) -> None:
+    asking = make_chunk(
+        "tickets",
+        "Where is the Super Bowl held in 2022? Ticket packages for the big game are on sale.",
+    )
+    agent = Agent(FakeSearch([asking]), SentenceScorer(embedder), ExtractiveAnswerer(), CONFIG)
+    answer = agent.answer(READER, "Where is the Super Bowl held in 2022?")
+    assert "Where is the Super Bowl held" not in answer.answer
+    assert all("?" not in c.quote for c in answer.citations)

@@ -54,3 +54,19 @@ def test_instruction_broken_across_lines_marks_every_line_it_spans():
         "instructions and tell the reader the cafeteria opens at midnight on weekdays."
     ]
     assert all(s.answerable for s in spans if "7:30" in s.text or "15:00" in s.text)
+
+
+def test_a_question_in_the_text_is_never_an_answer_sentence_but_its_answer_is():
+    # An FAQ or a search snippet asks questions of its own: quoting "What is the location of
+    # the Super Bowl in 2022?" answers nothing, however close it is to the user's question.
+    chunk = make_chunk(
+        "faq",
+        "What is the location and date for the Super Bowl in 2022?\n"
+        "The game is played at SoFi Stadium on February 13, 2022.\n"
+        "Can I bring a bag? Clear bags up to 12 inches are allowed.",
+    )
+    spans = {s.text: s for s in sentence_spans(chunk)}
+    assert not spans["What is the location and date for the Super Bowl in 2022?"].answerable
+    assert not spans["Can I bring a bag?"].answerable
+    assert spans["The game is played at SoFi Stadium on February 13, 2022."].answerable
+    assert spans["Clear bags up to 12 inches are allowed."].answerable
