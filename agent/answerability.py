@@ -275,7 +275,8 @@ class TextAnalyzer:
             if word in _QUESTION_WORDS or not any(ch.isalnum() for ch in word):
                 continue
             surface = token.text
-            if _ACRONYM_PLURAL_RE.fullmatch(surface):
+            # "Us", "As", "Is" are words, not plurals of "U", "A", "I".
+            if _ACRONYM_PLURAL_RE.fullmatch(surface) and not token.is_stop:
                 surface, word = surface[:-1], word[:-1]
             stems = stem(word)
             if not stems:

@@ -61,6 +61,7 @@ from citewell.evaluation.answerability import (
     collect_candidates,
     featurize,
     fit_model,
+    question_candidates,
     rates,
 )
 from citewell.evaluation.squad import load_squad
@@ -256,6 +257,8 @@ def run_rgb(limit: int | None) -> int:
     records = [json.loads(line) for line in lines if line.strip()][:limit]
     negative_refused = positive_answered = positive_with_answer = 0
     took: list[float] = []
+    confidence: dict[str, list[float]] = {"negative": [], "positive": []}
+    judged: list[tuple[int, JudgedCandidates]] = []  # (question number, candidates)
     for record in records:
         for kind in ("negative", "positive"):
             search = PassageSearch(embedder, record[kind], f"q{record['id']}-{kind}")
@@ -263,6 +266,13 @@ def run_rgb(limit: int | None) -> int:
             t0 = time.perf_counter()
             answer = agent.answer(READER, record["query"])
             took.append((time.perf_counter() - t0) * 1000)
+            confidence[kind].append(answer.confidence or 0.0)
+            judged.append(
+                (
+                    len(judged) // 2,
+                    question_candidates(agent, READER, record["query"], kind == "positive"),
+                )
+            )
             if kind == "negative":
                 negative_refused += answer.refused
             elif not answer.refused:
@@ -284,8 +294,44 @@ def run_rgb(limit: int | None) -> int:
         f"| {n} questions | {result['negative_refused']:.3f} | "
         f"{result['positive_answered']:.3f} | {result['positive_answered_with_answer']:.3f} |"
     )
+    print_threshold_sweep(confidence["negative"], confidence["positive"])
+    print_rgb_cross_fit(judged)
     print(json.dumps(result, indent=2))
     return 0
+
+
+def print_threshold_sweep(negative: Sequence[float], positive: Sequence[float]) -> None:
+    """How well the check's confidence tells the two knowledge bases apart, and what each
+    threshold would refuse and answer."""
+    from sklearn.metrics import roc_auc_score
+
+    neg, pos = np.asarray(negative), np.asarray(positive)
+    labels = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+    auc = roc_auc_score(labels, np.r_[pos, neg])
+    print(f"ROC AUC of the confidence, positive KB against negative KB: {auc:.2f}")
+    print("| threshold | negative KB refused | positive KB answered |")
+    print("|---|---|---|")
+    for threshold in (0.425, 0.5, 0.6, 0.7, 0.8, 0.85):
+        refused, answered = np.mean(neg < threshold), np.mean(pos >= threshold)
+        print(f"| {threshold} | {refused:.2f} | {answered:.2f} |")
+
+
+def print_rgb_cross_fit(judged: Sequence[tuple[int, JudgedCandidates]]) -> None:
+    """Recalibrated on RGB itself: fitted on the first half of the questions (both knowledge
+    bases of each), reported on the second, and the reverse."""
+    features = featurize(TextAnalyzer(), [j for _, j in judged])
+    half = (max(n for n, _ in judged) + 1) // 2
+    first = [f for (n, _), f in zip(judged, features, strict=True) if n < half]
+    second = [f for (n, _), f in zip(judged, features, strict=True) if n >= half]
+    print("| calibrated on | reported on | negative KB refused | positive KB refused |")
+    print("|---|---|---|---|")
+    for name, fit, report in (("first half", first, second), ("second half", second, first)):
+        if not fit or not report:
+            continue
+        model = fit_model(fit, f"RGB en_fact, {name}", default_model(), CALIBRATION_BUDGET)
+        refused, false = rates(model, report)
+        other = "second half" if name == "first half" else "first half"
+        print(f"| {name} | {other} | {refused or 0.0:.2f} | {false or 0.0:.2f} |")
 
 
 # --- the injection suite -----------------------------------------------------------------------

@@ -207,3 +207,12 @@ def test_a_passage_that_only_asks_the_question_is_no_answer(embedder: Any) -> No
     answer = agent.answer(READER, "Where is the Super Bowl held in 2022?")
     assert "Where is the Super Bowl held" not in answer.answer
     assert all("?" not in c.quote for c in answer.citations)
+
+
+def test_a_title_word_ending_in_s_is_not_read_as_an_acronyms_plural() -> None:
+    # "Us" in "The Last of Us" is a word, not the plural of an acronym "U".
+    from citewell.agent.answerability import TextAnalyzer
+
+    profile = TextAnalyzer().question("What is the release date of The Last of Us Part II?")
+    assert "U" not in profile.key_terms.values(), profile.key_terms
+    assert "Last" in profile.key_terms.values(), profile.key_terms
