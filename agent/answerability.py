@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field, ValidationError
 
-from citewell.agent.scoring import ScoredSentence
+from citewell.agent.scoring import ScoredSentence, sentence_spans
 from citewell.core.errors import ConfigurationError, InvalidArgumentError
 from citewell.core.logging import log_event
 from citewell.core.models import Frozen
@@ -113,6 +113,9 @@ class QuestionProfile(Frozen):
     answer_type: str | None  # e.g. "a date"; None when the question does not say
     answer_labels: frozenset[str] = frozenset()
     negated: bool = False
+    # As a claim: what a supporting statement must state itself (the key terms, and times of
+    # day, "opens at midnight", which a question's key terms leave out).
+    fact_terms: frozenset[str] = frozenset()
 
 
 class CalibrationFigures(Frozen):
@@ -269,6 +272,7 @@ class TextAnalyzer:
                 break
         content: set[str] = set()
         key: dict[str, str] = {}
+        facts: set[str] = set()
         stem = self._tokenizer
         for token in doc:
             word = token.text.lower()
@@ -286,6 +290,8 @@ class TextAnalyzer:
             if _is_key(token):
                 for s in stems:
                     key.setdefault(s, surface)
+            if _is_key(token) or token.ent_type_ == "TIME":
+                facts.update(stems)
         return QuestionProfile(
             text=text,
             terms=frozenset(content),
@@ -293,6 +299,7 @@ class TextAnalyzer:
             answer_type=answer_type,
             answer_labels=labels,
             negated=bool(_NEGATION_RE.search(text)),
+            fact_terms=frozenset(facts),
         )
 
     def entities(self, texts: Sequence[str]) -> list[tuple[tuple[str, str], ...]]:
@@ -548,8 +555,16 @@ class AnswerabilityChecker:
 
     def claim_support(self, claim: str, sentence: ScoredSentence) -> float:
         """P(the cited sentence supports ``claim``): the same model, with the claim in the
-        question's place and its similarity to the sentence as the similarity signal."""
+        question's place and its similarity to the sentence as the similarity signal. 0 when
+        a fact of the claim (a name, number, date, time of day) is in no statement of the
+        sentence's chunk (instructions and questions are not statements): similarity cannot
+        tell "opens at midnight" from "serves lunch from noon", nor a fact from an injected
+        order."""
         profile = self._analyzer.question(claim)
+        statements = " ".join(s.text for s in sentence_spans(sentence.chunk) if s.answerable)
+        stated = self._analyzer.terms(contextual_text(sentence.chunk.context, statements))
+        if profile.fact_terms - stated:
+            return 0.0
         rows = feature_rows(self._analyzer, profile, [_candidate(sentence)])
         return float(self._model().probabilities(rows)[0])
 

@@ -217,7 +217,9 @@ class SentenceScorer:
         return scored
 
     def best_match(self, text: str, candidates: Sequence[ScoredSentence]) -> ScoredSentence | None:
-        """The candidate sentence most similar to ``text`` (for quoting an LLM's sentence)."""
+        """The sentence of the candidates' chunks most similar to ``text`` (for checking and
+        quoting an LLM's sentence). Only sentences that may be an answer: an injected
+        instruction or a question repeats a claim word for word and supports nothing."""
         if not candidates:
             return None
         vector = self._embedder.embed_query(text)
@@ -226,16 +228,17 @@ class SentenceScorer:
         best_sim = -np.inf
         for candidate in by_chunk.values():
             spans, vectors = self._sentences([candidate.chunk])[0]
-            if not spans:
+            usable = [i for i, span in enumerate(spans) if span.answerable]
+            if not usable:
                 continue
-            sims = vectors @ vector
-            i = int(np.argmax(sims))
-            if sims[i] > best_sim:
-                best_sim = float(sims[i])
+            sims = vectors[usable] @ vector
+            top = int(np.argmax(sims))
+            if sims[top] > best_sim:
+                best_sim = float(sims[top])
                 best = ScoredSentence(
                     source_n=candidate.source_n,
                     chunk=candidate.chunk,
-                    span=spans[i],
+                    span=spans[usable[top]],
                     score=best_sim,
                 )
         return best
