@@ -375,6 +375,18 @@ def feature_rows(
     return np.asarray(rows, dtype=np.float64)
 
 
+def served_probabilities(model: AnswerabilityModel, rows: np.ndarray) -> np.ndarray:
+    """The probability the agent acts on for each candidate row: the model's, and 0 where a
+    key term of the question (a name, a number) is in neither the candidate's chunk nor its
+    document, since such a passage answers another question however close its wording.
+    Calibration and evaluation read confidences through this too, so a threshold is fitted
+    on the rule that is served."""
+    if len(rows) == 0:
+        return np.zeros(0)
+    probabilities = model.probabilities(rows)
+    return np.where(rows[:, FEATURES.index("key_missing_chunk")] > 0, 0.0, probabilities)
+
+
 def missing_key_terms(
     analyzer: TextAnalyzer, profile: QuestionProfile, candidates: Sequence[Candidate]
 ) -> list[str]:
@@ -530,12 +542,7 @@ class AnswerabilityChecker:
         profile = self._analyzer.question(question)
         plain = self.candidates(candidates, document_terms)
         rows = feature_rows(self._analyzer, profile, plain)
-        probabilities = model.probabilities(rows)
-        # A key term of the question (a name, a number) that the passage never mentions means
-        # the passage answers another question, however close its wording: never an answer.
-        probabilities = np.where(
-            rows[:, FEATURES.index("key_missing_chunk")] > 0, 0.0, probabilities
-        )
+        probabilities = served_probabilities(model, rows)
         typed = bool(profile.answer_labels)
         verdicts = tuple(
             SentenceVerdict(

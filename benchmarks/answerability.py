@@ -311,9 +311,11 @@ def print_threshold_sweep(negative: Sequence[float], positive: Sequence[float]) 
     print(f"ROC AUC of the confidence, positive KB against negative KB: {auc:.2f}")
     print("| threshold | negative KB refused | positive KB answered |")
     print("|---|---|---|")
-    for threshold in (0.425, 0.5, 0.6, 0.7, 0.8, 0.85):
+    shipped = default_model().threshold
+    for threshold in sorted({shipped, 0.5, 0.6, 0.7, 0.8, 0.85}):
         refused, answered = np.mean(neg < threshold), np.mean(pos >= threshold)
-        print(f"| {threshold} | {refused:.2f} | {answered:.2f} |")
+        name = f"{threshold:.3f} (shipped)" if threshold == shipped else f"{threshold}"
+        print(f"| {name} | {refused:.2f} | {answered:.2f} |")
 
 
 def print_rgb_cross_fit(judged: Sequence[tuple[int, JudgedCandidates]]) -> None:

@@ -32,6 +32,7 @@ from citewell.agent.answerability import (
     Candidate,
     TextAnalyzer,
     feature_rows,
+    served_probabilities,
 )
 from citewell.core.errors import EvaluationError
 from citewell.core.logging import log_event
@@ -100,9 +101,13 @@ def featurize(analyzer: TextAnalyzer, judged: Sequence[JudgedCandidates]) -> lis
 
 
 def confidences(model: AnswerabilityModel, judged: Sequence[JudgedFeatures]) -> np.ndarray:
-    """The served confidence of each question: its best candidate's probability (0: none)."""
+    """The served confidence of each question: its best candidate's probability as the agent
+    reads it (``served_probabilities``; 0: no candidate)."""
     return np.asarray(
-        [float(model.probabilities(np.asarray(j.rows)).max()) if j.rows else 0.0 for j in judged]
+        [
+            float(served_probabilities(model, np.asarray(j.rows)).max()) if j.rows else 0.0
+            for j in judged
+        ]
     )
 
 

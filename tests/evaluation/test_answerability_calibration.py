@@ -35,6 +35,9 @@ def judged(n_answerable: int, n_unanswerable: int, seed: int = 3) -> list[Judged
             row[FEATURES.index("key_coverage_chunk")] = (
                 rng.uniform(0.8, 1.0) if answerable else rng.uniform(0.0, 0.7)
             )
+            # A count of key terms neither chunk nor document holds: any one vetoes the
+            # candidate, so the synthetic passages hold them all and coverage separates.
+            row[FEATURES.index("key_missing_chunk")] = 0.0
             rows.append(tuple(float(v) for v in row))
         out.append(JudgedFeatures(question=f"q{i}", answerable=answerable, rows=tuple(rows)))
     return out
@@ -116,3 +119,34 @@ def test_model_rejects_features_it_does_not_know():
     data["features"] = list(reversed(FEATURES))
     with pytest.raises(ValueError, match="features must be"):
         AnswerabilityModel.model_validate(data)
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "How many weeks of parental leave do birth parents receive?",  # answered
+        "How many weeks of parental leave do birth parents receive in Japan?",  # key term missing
+    ],
+)
+def test_calibration_reads_the_confidence_the_agent_serves(question: str) -> None:
+    # A threshold fitted on other confidences than the served ones refuses other questions
+    # than it promised: the key-term veto must be in both.
+    from citewell.agent.answerability import AnswerabilityChecker
+    from citewell.agent.scoring import ScoredSentence, sentence_spans
+    from citewell.evaluation.answerability import JudgedCandidates, confidences, featurize
+    from tests.agent.fakes import make_chunk
+
+    chunk = make_chunk(
+        "leave", "Birth parents receive 20 weeks of parental leave at full pay. It is paid."
+    )
+    scored = [
+        ScoredSentence(source_n=1, chunk=chunk, span=span, score=0.8 - 0.1 * i)
+        for i, span in enumerate(sentence_spans(chunk))
+    ]
+    checker = AnswerabilityChecker()
+    served = checker.assess(question, scored).confidence
+    judged = JudgedCandidates(
+        question=question, answerable=True, candidates=tuple(checker.candidates(scored))
+    )
+    [calibrated] = confidences(checker.model(), featurize(checker.analyzer, [judged]))
+    assert calibrated == pytest.approx(served, abs=1e-4)
