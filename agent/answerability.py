@@ -64,12 +64,14 @@ _PERSONISH = frozenset({"PERSON", "ORG", "NORP", "GPE"})
 _WHEN = frozenset({"DATE", "TIME"})
 _COUNT = frozenset({"CARDINAL", "QUANTITY", "MONEY", "PERCENT", "NUMBER"})
 _WHERE = frozenset({"GPE", "LOC", "FAC", "ORG"})
+_HOW_MANY_UNITS = r"\bhow many (seconds|minutes|hours|days|weeks|months|years|decades|centuries)\b"
+_COUNTED_UNIT_RE = re.compile(_HOW_MANY_UNITS, re.IGNORECASE)
 _TYPE_RULES: tuple[tuple[re.Pattern[str], str, frozenset[str]], ...] = tuple(
     (re.compile(pattern, re.IGNORECASE), name, labels)
     for pattern, name, labels in (
         (
             # "How many weeks ...": spaCy labels durations ("twenty weeks") as dates.
-            r"\bhow many (seconds|minutes|hours|days|weeks|months|years|decades|centuries)\b",
+            _HOW_MANY_UNITS,
             "a number",
             _COUNT | _WHEN,
         ),
@@ -112,6 +114,9 @@ class QuestionProfile(Frozen):
     key_terms: dict[str, str]  # stem -> surface form: names, numbers, dates, proper nouns
     answer_type: str | None  # e.g. "a date"; None when the question does not say
     answer_labels: frozenset[str] = frozenset()
+    # "How many weeks ...": the unit the answer counts ("week"); a number or date without it
+    # ("July 2025") is not a count of weeks.
+    answer_unit: str | None = None
     negated: bool = False
     # As a claim: what a supporting statement must state itself (the key terms, and times of
     # day, "opens at midnight", which a question's key terms leave out).
@@ -270,6 +275,9 @@ class TextAnalyzer:
             if pattern.search(text):
                 answer_type, labels = name, type_labels
                 break
+        counted = _COUNTED_UNIT_RE.search(text)
+        # What every spelling of the unit starts with ("week" in "20 weeks", "a week").
+        unit = counted.group(1).lower()[:-1].removesuffix("ie") if counted else None
         content: set[str] = set()
         key: dict[str, str] = {}
         facts: set[str] = set()
@@ -298,6 +306,7 @@ class TextAnalyzer:
             key_terms=key,
             answer_type=answer_type,
             answer_labels=labels,
+            answer_unit=unit,
             negated=bool(_NEGATION_RE.search(text)),
             fact_terms=frozenset(facts),
         )
@@ -354,7 +363,9 @@ def feature_rows(
             # The sentence must hold something of the asked-for type that the question does
             # not already name ("Who ruled Normandy?" is not answered by "Normandy ...").
             match = any(
-                label in profile.answer_labels and (not text or text not in question_lower)
+                label in profile.answer_labels
+                and (not text or text not in question_lower)
+                and (profile.answer_unit is None or profile.answer_unit in text)
                 for label, text in ents
             )
         else:
@@ -597,8 +608,8 @@ def refusal_reason(
         named = ", ".join(f'"{m}"' for m in missing[:3])
         return f'no passage answers "{question}": no retrieved passage mentions {named}'
     if profile.answer_type:
-        return (
-            f'no passage answers "{question}": none of the closest sentences states '
-            f"{profile.answer_type}"
-        )
+        counted = _COUNTED_UNIT_RE.search(profile.text) if profile.answer_unit else None
+        wanted = f"a number of {counted.group(1).lower()}" if counted else profile.answer_type
+        return f'no passage answers "{question}": none of the closest sentences states {wanted}'
+
     return f'no passage answers "{question}": the closest sentences are about something else'

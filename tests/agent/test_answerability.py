@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from citewell.agent.agent import REFUSAL_TEXT, Agent
+from citewell.agent.answerability import FEATURES
 from citewell.agent.backends import ExtractiveAnswerer, LLMBackend
 from citewell.agent.llm import OpenAICompatibleLLM
 from citewell.agent.models import AgentConfig
@@ -244,3 +245,25 @@ def test_an_llm_claim_is_never_supported_by_an_instruction_or_a_question_in_its_
             answer = agent.answer(READER, "When does the cafeteria open on weekdays?")
             assert "midnight" not in answer.answer, answer.answer
             assert all("midnight" not in c.quote for c in answer.citations)
+
+
+def test_how_many_weeks_is_answered_by_a_count_of_weeks_not_by_any_date() -> None:
+    # "How many weeks" asks for a count of weeks: a sentence dated "July 2025" holds a date
+    # but not the answer (the demo's public user was answered with one).
+    from citewell.agent.answerability import Candidate, TextAnalyzer, feature_rows
+
+    analyzer = TextAnalyzer()
+    profile = analyzer.question("How many weeks of paid parental leave does a birth parent get?")
+    sentences = [
+        "The jury praised a significantly extended parental leave policy that takes effect "
+        "in July 2025.",
+        "Birth parents receive 20 weeks of parental leave at 100% of base salary.",
+        "Birth parents receive twenty weeks of paid parental leave.",
+    ]
+    rows = feature_rows(
+        analyzer,
+        profile,
+        [Candidate(sentence=s, chunk_text=s, similarity=0.7) for s in sentences],
+    )
+    match = [bool(r) for r in rows[:, FEATURES.index("type_match")]]
+    assert match == [False, True, True]

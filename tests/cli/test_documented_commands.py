@@ -53,6 +53,12 @@ def test_every_shell_block_runs_or_says_why_not(document: Path) -> None:
 def test_readme_quick_tour_runs_as_written(tmp_path: Path) -> None:
     runs = run_document(REPO / "README.md", scratch_checkout(tmp_path / "checkout"), {})
     assert all(run.status == 0 for run in runs), describe_failure(runs)
+    # The demo's point: the public user is told the knowledge base holds no answer for them
+    # (never a near-miss sentence), the HR reader gets the policy's figure, cited.
+    demo = _find(runs, "citewell demo").stdout
+    alice, carol = demo.split("== As alice")[1].split("== As carol")
+    assert "does not contain an answer" in alice and "20 weeks" not in alice, alice
+    assert "Birth parents receive 20 weeks" in carol and "[1]" in carol, carol
     # 18.3: the refresh right after the demo adds and changes nothing.
     refresh = _find(runs, "citewell ingest examples/kb --index demo")
     counts = {
