@@ -7,12 +7,22 @@ from __future__ import annotations
 import io
 import random
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
+from pdfminer.pdfdocument import PDFDocument
+from pdfminer.pdfparser import PDFParser
+from pdfminer.pdftypes import PDFStream
+from pypdf import PdfReader, PdfWriter
 
 from citewell.core.errors import InputRejectedError, ParseError
-from citewell.ingestion.limits import ZipLimits, check_pdf_streams, check_zip_container
+from citewell.ingestion.limits import (
+    ZipLimits,
+    _fast_rc4_document,
+    check_pdf_streams,
+    check_zip_container,
+)
 from citewell.ingestion.parse_workers import ParseJob, ParseWorkers, WorkerLimits
 from citewell.ingestion.parsing import parse_document
 from citewell.ingestion.pipeline import Ingestor
@@ -22,6 +32,7 @@ from tests.security.hostile_files import (
     container_entries,
     eml_with_attachment,
     make_zip,
+    minimal_pdf,
     pdf_flate_bomb,
     pdf_hex_flate_bomb,
     prepended,
@@ -73,6 +84,39 @@ def test_a_pdf_with_a_300_mb_flate_stream_is_refused_under_the_default_cap(tmp_p
 def test_a_flate_bomb_behind_an_ascii_hex_filter_is_refused(tmp_path: Path):
     reason = _parse(tmp_path, "hex.pdf", pdf_hex_flate_bomb(16 * MIB), SMALL)
     assert "decompression bomb" in reason
+
+
+def _encrypted(data: bytes, algorithm: str) -> bytes:
+    """``data`` encrypted by pypdf with an empty user password, as permission-only PDFs are."""
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(data)))
+    writer.encrypt(user_password="", owner_password="owner", algorithm=algorithm)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("algorithm", ["RC4-40", "RC4-128", "AES-128"])
+def test_a_flate_bomb_in_an_encrypted_pdf_is_refused(tmp_path: Path, algorithm: str):
+    data = _encrypted(pdf_flate_bomb(16 * MIB), algorithm)
+    assert b"/Encrypt" in data
+    reason = _parse(tmp_path, "locked.pdf", data, SMALL)
+    assert reason.startswith("rejected: decompression bomb: PDF streams expand to more than")
+
+
+@pytest.mark.parametrize("algorithm", ["RC4-40", "RC4-128", "AES-128"])
+def test_encrypted_streams_decrypt_as_pdfminer_decrypts_them(algorithm: str):
+    data = _encrypted(minimal_pdf(zlib.compress(b"BT (Secret) Tj ET")), algorithm)
+    ours = _fast_rc4_document()(PDFParser(io.BytesIO(data)))
+    reference = PDFDocument(PDFParser(io.BytesIO(data)))
+    assert ours.encryption is not None
+    streams = 0
+    for xref in reference.xrefs:
+        for objid in xref.get_objids():
+            expected = reference.getobj(objid)
+            if isinstance(expected, PDFStream):
+                assert ours.getobj(objid).get_data() == expected.get_data()
+                streams += 1
+    assert streams == 2
 
 
 def test_an_email_whose_attachment_decodes_past_the_cap_is_refused(tmp_path: Path):
