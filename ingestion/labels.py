@@ -35,9 +35,11 @@ restrictive wins::
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -201,6 +203,13 @@ def _load(file: Path, what: str) -> YamlDocument:
     if file.is_symlink():
         # A labels file must live next to what it labels, not point elsewhere.
         raise LabelError(f"{file}: a {what} must not be a symlink")
+    try:
+        mode = file.stat().st_mode
+    except OSError as exc:
+        raise LabelError(f"{file}: cannot read {what}: {exc}") from exc
+    if not stat.S_ISREG(mode):
+        # A FIFO would block the run forever on open; a device could never end.
+        raise LabelError(f"{file}: the {what} is not a regular file")
     return load_yaml(file, error=LabelError, what=what)
 
 
@@ -582,8 +591,14 @@ class LabelRules:
         sidecar = document.with_name(document.name + SIDECAR_SUFFIX)
         for misspelt in self._misspelt_sidecars(document):
             raise LabelError(f"{misspelt}: a labels sidecar must be named {sidecar.name}")
-        if not sidecar.is_symlink() and not sidecar.exists():
-            return None
+        try:
+            if not sidecar.is_symlink() and not sidecar.exists():
+                return None
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                # The document's name is legal but its sidecar's cannot be: there is none.
+                return None
+            raise
         loaded = _load(sidecar, "labels sidecar")
         keys = validate_yaml(
             LabelKeys, loaded, error=LabelError, data={} if loaded.data is None else loaded.data
@@ -712,8 +727,9 @@ def apply_sensitivity(
 ) -> ResolvedLabel:
     """Combine a document's label from rules, sidecars and object labels with its sensitivity
     label: the most restrictive wins, and a sensitivity label never lowers what another source
-    set. A refused sensitivity label makes the document visible to nobody."""
-    if decision.status == "none":
+    set. A refused sensitivity label makes the document visible to nobody, and so does a
+    refusal by another source (``base.refused``) whatever the sensitivity label."""
+    if decision.status == "none" or base.refused:
         return base
     if decision.status == "refused" or decision.label is None:
         return refused_label(f"sensitivity-refused:{decision.reason}", scheme)
@@ -731,7 +747,9 @@ def combine_resolved(
     universal_groups: frozenset[str] = frozenset(),
 ) -> ResolvedLabel:
     """``base`` with another source's complete label applied: the most restrictive of the two,
-    or ``label`` alone when ``base`` resolved to nothing."""
+    or ``label`` alone when ``base`` resolved to nothing. A refused ``base`` stays refused."""
+    if base.refused:
+        return base
     if base.labelled:
         combined = most_restrictive(base.label, label, scheme, universal_groups)
         origin = f"{base.origin}+{origin}"
@@ -750,5 +768,9 @@ def refused_label(origin: str, scheme: ClassificationScheme) -> ResolvedLabel:
     """Visible to nobody (the most restrictive level, no groups), reported as unlabelled."""
     label = AccessLabel(classification=scheme.most_restrictive, groups=frozenset())
     return ResolvedLabel(
-        label=label, labelled=False, origin=origin, fingerprint=_fingerprint(label, False)
+        label=label,
+        labelled=False,
+        origin=origin,
+        fingerprint=_fingerprint(label, False),
+        refused=True,
     )

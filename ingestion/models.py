@@ -101,3 +101,6 @@ class ResolvedLabel(Frozen):
     origin: str  # "sidecar:<path>", "rule:<file>:<line>", "default:<file>", or "none"
     banner: str | None = None  # the banner text that raised the level, if any
     fingerprint: str
+    # A source said "visible to nobody" (an unknown level in object tags, an unmapped sensitivity
+    # label): unlike a document nothing labelled, no other source's label may replace it.
+    refused: bool = False

@@ -69,6 +69,11 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
+def _is_labels_file_name(name: str) -> bool:
+    """Any spelling of the root labels file: ``citewell.labels.yaml`` / ``.yml``, any case."""
+    return name.casefold() in (LABELS_FILE, LABELS_FILE.replace(SIDECAR_SUFFIX, MISSPELT_SUFFIX))
+
+
 def _is_label_file(name: str) -> bool:
     # Case-insensitive: a "report.pdf.LABELS.YAML" is a (refused) sidecar, never a document.
     folded = name.casefold()
@@ -156,6 +161,12 @@ class LocalFolderSource:
                     f"{path}: labels files are read only at the source folder's root "
                     f"({self._root / LABELS_FILE}); write these rules there as "
                     f"'{path.parent.relative_to(self._root).as_posix()}/**' rules"
+                )
+            if _is_labels_file_name(entry.name) and entry.name != LABELS_FILE:
+                # Another spelling (".yml", another case) would be just as silently ignored.
+                raise LabelError(
+                    f"{path}: the labels file must be named {LABELS_FILE}, at the source "
+                    f"folder's root ({self._root / LABELS_FILE})"
                 )
             if not entry.is_file(follow_symlinks=False) or _is_label_file(entry.name):
                 continue
@@ -388,6 +399,12 @@ class S3Source:
                     f"({self._location.uri}{LABELS_FILE}); write these rules there as "
                     f"'{relative.rsplit('/', 1)[0]}/**' rules"
                 )
+            if _is_labels_file_name(leaf) and relative != LABELS_FILE:
+                # Another spelling (".yml", another case) would be silently ignored too.
+                raise LabelError(
+                    f"{uri}: the labels file must be named {LABELS_FILE}, at the prefix root "
+                    f"({self._location.uri}{LABELS_FILE})"
+                )
             if _is_label_file(leaf):
                 # Misspelt ones too (".labels.yml", ".LABELS.YAML"): the label rules refuse
                 # them by name, as in folders, instead of ingesting them as documents.
@@ -435,16 +452,28 @@ class S3Source:
         self._mirror.mkdir(parents=True)
         self._unreadable_sidecars = {}
         for key, relative in label_files:
+            root_file = "/" not in relative and relative.casefold().startswith("citewell.labels.")
             try:
                 data = self._get_small(key)
             except (SourceUnavailableError, LabelError) as exc:
-                if "/" not in relative and relative.casefold().startswith("citewell.labels."):
+                if root_file:
                     raise
                 self._unreadable_sidecars[_sidecar_document(relative)] = str(exc)
                 continue
             target = self._mirror / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+            except OSError as exc:
+                # A key no local file can stand for (a name over 255 bytes, a key that is also
+                # a "folder" of other keys): that document's labels cannot be read.
+                reason = (
+                    f"cannot read labels object s3://{self._location.bucket}/{key}: "
+                    f"{exc.strerror or type(exc).__name__}"
+                )
+                if root_file:
+                    raise SourceUnavailableError(reason) from exc
+                self._unreadable_sidecars[_sidecar_document(relative)] = reason
         try:
             self._labels = LabelRules.load(self._mirror, self._scheme)
         except LabelError as exc:

@@ -1,3 +1,4 @@
+import os
 import re
 from pathlib import Path
 
@@ -275,3 +276,33 @@ def test_a_nested_labels_file_is_a_configuration_error(tmp_path: Path):
 )
 def test_loose_banner_forms_at_the_edges(text: str, level: str | None):
     assert detect_banner(text, SCHEME) == level
+
+
+def test_a_document_whose_sidecar_name_would_be_too_long_has_no_sidecar(tmp_path: Path):
+    """A file name of 244-255 bytes is legal, but its sidecar's (12 bytes longer) cannot exist:
+    the document has no sidecar and takes the rules, instead of failing ("File name too long")
+    and being withdrawn on every refresh."""
+    (tmp_path / "citewell.labels.yaml").write_text(LABELS)
+    name = "q" * 250 + ".md"
+    doc = tmp_path / "finance" / name
+    doc.parent.mkdir()
+    doc.write_text("# Q3\n")
+    resolved = LabelRules.load(tmp_path, SCHEME).resolve(f"finance/{name}", doc)
+    assert resolved.labelled
+    assert resolved.label == AccessLabel(classification="confidential", groups={"finance"})
+
+
+@pytest.mark.timeout(60)
+def test_a_labels_file_that_is_not_a_regular_file_is_an_error_not_a_hang(tmp_path: Path):
+    """A FIFO named like a sidecar (or the labels file) would block the run forever on open:
+    it is refused like any other unreadable labels file."""
+    doc = tmp_path / "a.txt"
+    doc.write_text("hi")
+    os.mkfifo(tmp_path / "a.txt.labels.yaml")
+    rules = LabelRules(SCHEME, default=AccessLabel(classification="public", groups={"all"}))
+    with pytest.raises(LabelError, match=r"a\.txt\.labels\.yaml: .*not a regular file"):
+        rules.resolve("a.txt", doc)
+    (tmp_path / "a.txt.labels.yaml").unlink()
+    os.mkfifo(tmp_path / "citewell.labels.yaml")
+    with pytest.raises(LabelError, match=r"citewell\.labels\.yaml: .*not a regular file"):
+        LabelRules.load(tmp_path, SCHEME)

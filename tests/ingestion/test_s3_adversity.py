@@ -17,6 +17,13 @@ from citewell.ingestion.models import SourceItem
 from citewell.ingestion.pipeline import Ingestor, object_content_hash
 from citewell.ingestion.sources import S3Source
 from citewell.retrieval.index import IndexLayout, open_version
+from tests.ingestion.mip_files import (
+    POLICY_YAML,
+    PUBLIC,
+    add_label_parts,
+    msip_properties,
+    write_docx,
+)
 from tests.s3_server import ACCESS_KEY, SECRET_KEY, bucket_with, running_fault_proxy, s3_source
 
 LABELS = b"default: {classification: internal, groups: [everyone]}\n"
@@ -200,6 +207,32 @@ def test_a_nested_labels_file_stops_the_run(
     with _s3(bucket) as s3, pytest.raises(LabelError, match="notes/\\*\\*"):
         ingestor.ingest_objects(s3)
     assert IndexLayout(settings, None).current_version() == version
+
+
+@pytest.mark.slow
+def test_an_object_tag_that_refuses_is_not_relaxed_by_a_purview_label(
+    s3_env: Any, make_settings: Any, embedder: Any, tmp_path: Path
+) -> None:
+    """A trusted tag naming an unknown level makes its object visible to nobody; the mapped
+    (public) Purview label the file also carries must not replace that refusal."""
+    doc = add_label_parts(
+        write_docx(tmp_path / "plan.docx", "Quokka plan. The quokka budget doubles."),
+        custom=msip_properties(PUBLIC),
+    )
+    labels = LABELS + POLICY_YAML.encode()
+    objects = {"kb/citewell.labels.yaml": labels, "kb/plan.docx": doc.read_bytes()}
+    bucket = bucket_with(s3_env, objects, "adv")
+    s3_env.client().put_object_tagging(
+        Bucket=bucket,
+        Key="kb/plan.docx",
+        Tagging={"TagSet": [{"Key": "classification", "Value": "ultra"}]},
+    )
+    settings = make_settings()
+    with _s3(bucket, object_labels=frozenset({"tags"})) as s3:
+        report = Ingestor(settings, embedder=embedder).ingest_objects(s3)
+    entry = _indexed(settings)["plan.docx"]
+    assert (entry.classification, entry.groups, entry.labelled) == ("restricted", (), False)
+    assert report.unlabelled == ("plan.docx",)
 
 
 @pytest.mark.slow

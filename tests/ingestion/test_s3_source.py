@@ -3,6 +3,7 @@ listing with pagination, refusals, labels from the bucket, object tags/metadata,
 
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -206,3 +207,41 @@ def test_item_for_matches_the_listing(s3_env):
         ):
             with pytest.raises(InputRejectedError, match=reason):
                 s3.item_for(bad)
+
+
+def test_keys_no_local_file_can_stand_for_fail_only_their_own_labels(s3_env):
+    """Keys may be longer than a file name (255 bytes) and a key may also be a "folder" of other
+    keys: a sidecar the labels mirror cannot hold withdraws only its document (labels cannot be
+    determined), a long-named document without one takes the rules, and the listing goes on."""
+    bucket = new_bucket(s3_env)
+    plain, labelled = "p" * 250 + ".md", "s" * 250 + ".md"
+    put(s3_env, bucket, "citewell.labels.yaml", LABELS)
+    put(s3_env, bucket, plain, b"# Plain")
+    put(s3_env, bucket, labelled, b"# Labelled")
+    put(s3_env, bucket, f"{labelled}.labels.yaml", b"classification: restricted\n")
+    put(s3_env, bucket, "a.md", b"# A")
+    put(s3_env, bucket, "a.md.labels.yaml", b"classification: restricted\n")
+    put(s3_env, bucket, "a.md.labels.yaml/b.md", b"# B")
+    put(s3_env, bucket, "a.md.labels.yaml/b.md.labels.yaml", b"classification: restricted\n")
+    with source(bucket) as s3:
+        items = {i.relative_path: i for i in s3.discover().items}
+        assert set(items) == {plain, labelled, "a.md", "a.md.labels.yaml/b.md"}
+        assert s3.labels_for(items[plain], None).label == AccessLabel(
+            classification="internal", groups=frozenset({"everyone"})
+        )
+        assert s3.labels_for(items["a.md"], None).label.classification == "restricted"
+        for unmirrored in (labelled, "a.md.labels.yaml/b.md"):
+            with pytest.raises(LabelError, match=r"labels sidecar unreadable: cannot read"):
+                s3.labels_for(items[unmirrored], None)
+
+
+@pytest.mark.parametrize("key", ["kb/board/citewell.labels.yml", "kb/Citewell.Labels.yaml"])
+def test_a_labels_file_spelt_another_way_stops_discovery(s3_env, key):
+    """As in folders: another spelling of the labels file would be silently ignored and the
+    documents it meant to label would take the root's (lower) rules."""
+    bucket = new_bucket(s3_env)
+    put(s3_env, bucket, "kb/citewell.labels.yaml", LABELS)
+    put(s3_env, bucket, "kb/board/minutes.md", b"# Minutes")
+    put(s3_env, bucket, key, b"default: {classification: restricted, groups: [board]}\n")
+    with source(bucket, "kb") as s3, pytest.raises(LabelError, match=re.escape(key)):
+        s3.discover()

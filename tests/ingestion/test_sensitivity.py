@@ -9,7 +9,12 @@ import pytest
 
 from citewell.core.errors import LabelError
 from citewell.core.models import AccessLabel, ClassificationScheme
-from citewell.ingestion.labels import LabelRules, apply_sensitivity
+from citewell.ingestion.labels import (
+    LabelRules,
+    apply_sensitivity,
+    combine_resolved,
+    refused_label,
+)
 from citewell.ingestion.models import ResolvedLabel
 from citewell.ingestion.sensitivity import SensitivityRecord, decide, read_sensitivity
 from tests.ingestion.mip_files import (
@@ -351,6 +356,25 @@ def test_sensitivity_label_labels_an_otherwise_unlabelled_document(tmp_path):
     decision = decide(reading_of(tmp_path, CONFIDENTIAL), policy(tmp_path), SCHEME)
     resolved = apply_sensitivity(base("restricted", set(), labelled=False), decision, SCHEME)
     assert resolved.labelled and resolved.label.classification == "confidential"
+
+
+def test_a_refusal_by_another_source_is_never_relaxed_by_a_sensitivity_label(tmp_path):
+    """An object tag naming an unknown level refuses its object (visible to nobody); a mapped
+    Purview label in the same file must not turn that into its own, wider label the way it
+    labels a document nothing else labelled."""
+    refused = refused_label("object-tags: unknown level 'ultra'", SCHEME)
+    public = decide(reading_of(tmp_path, PUBLIC), policy(tmp_path), SCHEME)
+    for combined in (
+        apply_sensitivity(refused, public, SCHEME, frozenset({"everyone"})),
+        combine_resolved(
+            refused,
+            AccessLabel(classification="public", groups=frozenset({"everyone"})),
+            "object-metadata",
+            SCHEME,
+        ),
+    ):
+        assert not combined.labelled
+        assert combined.label == AccessLabel(classification="restricted", groups=frozenset())
 
 
 def test_refused_label_is_visible_to_nobody(tmp_path):

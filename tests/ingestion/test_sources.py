@@ -1,9 +1,10 @@
 import os
+import re
 from pathlib import Path
 
 import pytest
 
-from citewell.core.errors import ConfigurationError, InputRejectedError
+from citewell.core.errors import ConfigurationError, InputRejectedError, LabelError
 from citewell.core.models import ClassificationScheme
 from citewell.ingestion.labels import LabelRules
 from citewell.ingestion.sources import LocalFolderSource, Source
@@ -87,3 +88,19 @@ def test_missing_root_and_bad_limit(tmp_path: Path):
     with pytest.raises(ConfigurationError):
         LocalFolderSource(tmp_path, labels=labels, max_file_bytes=0)
     assert LocalFolderSource(tmp_path, labels=labels, max_file_bytes=10).name == tmp_path.name
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["board/citewell.labels.yml", "board/CITEWELL.LABELS.YAML", "Citewell.Labels.yaml"],
+)
+def test_a_misspelt_labels_file_anywhere_stops_discovery(tmp_path: Path, path: str):
+    """Like a nested citewell.labels.yaml, a labels file spelt another way (.yml, another case)
+    would be silently ignored and its documents labelled by the root's (lower) rules."""
+    root = tmp_path / "root"
+    (root / "board").mkdir(parents=True)
+    (root / "citewell.labels.yaml").write_text("default: {classification: public, groups: [all]}\n")
+    (root / path).write_text("default: {classification: restricted, groups: [board]}\n")
+    (root / "board" / "minutes.md").write_text("# Minutes\n")
+    with pytest.raises(LabelError, match=re.escape(path)):
+        _source(root).discover()
