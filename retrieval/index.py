@@ -49,9 +49,10 @@ from citewell.core.errors import (
     IndexLockedError,
     IndexNotFoundError,
     StoreUnavailableError,
+    UnknownClassificationError,
 )
 from citewell.core.logging import log_event
-from citewell.core.models import AccessLabel, Chunk, Frozen
+from citewell.core.models import AccessLabel, Chunk, ClassificationScheme, Frozen
 from citewell.core.settings import Settings
 from citewell.retrieval.durable import fsync_dir, write_atomic, write_synced
 from citewell.retrieval.embedding import backend_of_key
@@ -425,6 +426,10 @@ class IndexWriter:
                 k1=self.settings.bm25_k1, b=self.settings.bm25_b, tokenizer=tokenizer
             )
         self._manifest = Manifest(staging / "manifest.sqlite")
+        # A refresh would write new documents at the new ranks next to old ones at the old.
+        problems = scheme_problems(self.settings.scheme, self._manifest)
+        if problems and self.base_version is not None:
+            raise _refuse(layout, self.base_version, problems)
 
     def commit(self, validate: Callable[[IndexWriter], None] | None = None) -> str:
         """Make everything durable and publish the staged version. ``validate`` may raise to
@@ -631,6 +636,32 @@ def _count_problems(
     return problems
 
 
+def scheme_problems(scheme: ClassificationScheme, manifest: Manifest) -> list[str]:
+    """Levels whose stored rank the configured scheme reads differently. Chunks carry the rank
+    their level had when they were written, and every filter compares ranks: a level inserted
+    below existing ones (or a level renamed, reordered or removed) would silently move every
+    stored document up or down, letting a lower clearance see what was written above it."""
+
+    def moved_from(name: str, rank: int) -> bool:
+        try:
+            return scheme.rank(name) != rank
+        except UnknownClassificationError:
+            return True
+
+    moved = sorted(
+        f"{name!r} is stored at rank {rank}"
+        for name, rank in manifest.levels()
+        if moved_from(name, rank)
+    )
+    if not moved:
+        return []
+    return [
+        "documents were labelled with other classification levels than the configured "
+        f"{list(scheme.levels)} ({'; '.join(moved)}); restore the levels or rebuild the index "
+        "(citewell ingest --fresh)"
+    ]
+
+
 @dataclass(eq=False)
 class OpenedVersion:
     """Read handles on one published version; ``private_copy`` (a folder the stores were copied
@@ -712,6 +743,7 @@ def open_version(
     try:
         manifest = Manifest(version_dir / "manifest.sqlite", read_only=True)
         problems = _count_problems(meta, vectors, lexical, manifest)
+        problems += scheme_problems(settings.scheme, manifest)
         if problems:
             raise _refuse(layout, version, problems)
     except BaseException:

@@ -194,6 +194,14 @@ class Manifest:
     def delete(self, doc_ids: Iterable[str]) -> None:
         self._db.executemany("DELETE FROM documents WHERE doc_id = ?", [(d,) for d in doc_ids])
 
+    def levels(self) -> set[tuple[str, int]]:
+        """The distinct (classification, classification_rank) pairs the documents carry: the
+        ranks the stores filter on, with the level names they were computed from."""
+        rows = self._db.execute(
+            "SELECT DISTINCT classification, classification_rank FROM documents"
+        )
+        return {(str(row[0]), int(row[1])) for row in rows}
+
     def counts(self) -> tuple[int, int]:
         """(documents, chunks)."""
         docs = 0

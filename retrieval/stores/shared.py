@@ -50,6 +50,27 @@ def checked_query(vector: Vector, dimension: int) -> npt.NDArray[np.float32]:
     return query
 
 
+def best_with_ties(
+    nearest: Callable[[int], list[Point]],
+    limit: int,
+    score: Callable[[Point], float],
+    point_key: Callable[[Point], str],
+) -> list[Point]:
+    """The ``limit`` best of ``nearest(n)`` (an engine's n best, best first), ties cut by
+    ``point_key``. An engine breaks ties by its internal order, which every point in the store
+    moves, those the caller cannot see too: which of several chunks with the same vector (the
+    same boilerplate in many documents) made the limit depended on invisible documents. So the
+    engine is asked for one more than the limit, and for more while the last one it returns
+    still ties with the cut: then every tie at the cut is in hand and the key decides."""
+    asked = limit + 1
+    while True:
+        points = nearest(asked)
+        if len(points) < asked or score(points[-1]) != score(points[limit - 1]):
+            break
+        asked *= 2
+    return sorted(points, key=lambda p: (-score(p), point_key(p)))[:limit]
+
+
 def search_with_exact_fallback(
     query: Callable[[bool], list[Point]],
     count_matching: Callable[[], int],

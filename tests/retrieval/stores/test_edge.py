@@ -223,3 +223,30 @@ def test_full_but_approximate_hnsw_answer_is_replaced_by_exact_top(tmp_path):
         got = store.search(query, access, NO_FILTERS, LIMIT)
         assert [c.chunk_id for c, _ in got] == best
     store.close()
+
+
+def test_ties_at_the_limit_do_not_depend_on_invisible_points(tmp_path):
+    # The same boilerplate in several public documents embeds to one vector. Which of those
+    # chunks made the limit depended on the engine's internal order, which every point in the
+    # store moves, restricted ones too: a public caller's results changed when a restricted
+    # document was added. Ties are cut by chunk id instead.
+    same = unit_vectors(1, seed=5)
+    public = [make_chunk(f"pub-{i}", 0) for i in range(6)]
+    hidden = [make_chunk(f"sec-{i}", 0, rank=3, groups=("board",)) for i in range(40)]
+    layouts = {
+        "alone": public,
+        "hidden first": [*hidden, *public],
+        "interleaved": [*hidden[:20], *public, *hidden[20:]],
+        "hidden after": [*public, *hidden],
+    }
+    found = {}
+    for name, chunks in layouts.items():
+        store = EdgeVectorStore(tmp_path / name, DIM)
+        try:
+            store.upsert(chunks, np.repeat(same, len(chunks), axis=0))
+            hits = store.search(same[0], scope(max_rank=0), NO_FILTERS, 3)
+            found[name] = [c.chunk_id for c, _ in hits]
+        finally:
+            store.close()
+    expected = sorted(c.chunk_id for c in public)[:3]
+    assert found == dict.fromkeys(layouts, expected)

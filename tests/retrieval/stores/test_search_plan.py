@@ -225,3 +225,22 @@ def test_only_local_mode_drops_the_exact_flag():
     # Local mode is brute force anyway and warns on every request with search params.
     assert QdrantVectorStore.local(":memory:", "c", DIM)._brute_force
     assert not QdrantVectorStore.from_url("http://127.0.0.1:1", None, "c", DIM)._brute_force
+
+
+def test_every_tie_at_the_cut_is_fetched_before_the_key_decides():
+    # Scores best first, as an engine returns them; seven points tie at the cut of 3, in an
+    # order the engine chose. More are asked for until the last one no longer ties.
+    ranked = [("z", 0.9), *((name, 0.5) for name in "gfedcba"), ("y", 0.1)]
+    asked: list[int] = []
+
+    def nearest(n: int) -> list[tuple[str, float]]:
+        asked.append(n)
+        return ranked[:n]
+
+    best = shared.best_with_ties(nearest, 3, lambda p: p[1], lambda p: p[0])
+    assert best == [("z", 0.9), ("a", 0.5), ("b", 0.5)]
+    assert asked == [4, 8, 16]
+    # A clean cut costs one point more than the limit; fewer points than asked end it too.
+    asked.clear()
+    assert shared.best_with_ties(nearest, 1, lambda p: p[1], lambda p: p[0]) == [("z", 0.9)]
+    assert asked == [2]
