@@ -6,12 +6,13 @@ Every field can be set from the environment with the ``CITEWELL_`` prefix, e.g.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from citewell.core.models import DEFAULT_LEVELS, ClassificationScheme, FusionMethod, SearchMode
 
@@ -43,8 +44,9 @@ class Settings(BaseSettings):
     reload_interval_s: float = Field(default=2.0, gt=0)  # how often the API looks for new versions
 
     # --- access --------------------------------------------------------------------------
-    classification_levels: tuple[str, ...] = DEFAULT_LEVELS
-    default_groups: tuple[str, ...] = ("everyone",)  # groups every principal holds
+    # From the environment as "public,internal,confidential" (a JSON array works too).
+    classification_levels: Annotated[tuple[str, ...], NoDecode] = DEFAULT_LEVELS
+    default_groups: Annotated[tuple[str, ...], NoDecode] = ("everyone",)  # every principal's
     principals_file: Path | None = None
 
     # --- models --------------------------------------------------------------------------
@@ -151,6 +153,18 @@ class Settings(BaseSettings):
     # None → the index's calibration (`citewell eval calibrate`), else the shipped one
     # (agent/answerability.json). Prefer recalibrating over setting a number by hand.
     answer_refusal_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+
+    @field_validator("classification_levels", "default_groups", mode="before")
+    @classmethod
+    def _name_list(cls, value: object) -> object:
+        """A comma-separated list, the form an operator writes in a variable; pydantic-settings
+        alone would want JSON and fail with a decoding error that names no field."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)  # a JSONDecodeError is a ValueError: a validation error
+        return tuple(name.strip() for name in text.split(",") if name.strip())
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

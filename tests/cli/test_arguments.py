@@ -182,6 +182,14 @@ def test_runtime_errors_are_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in bad_env.stderr
     assert len(bad_env.stderr.strip().splitlines()) == 1
     assert "dense_weight" in bad_env.stderr
+    bad_list = _citewell(
+        "search", "q", "--clearance", "public", env={"CITEWELL_CLASSIFICATION_LEVELS": "[public"}
+    )
+    assert bad_list.returncode == 2, bad_list.stderr
+    assert bad_list.stderr.strip().splitlines() == [
+        "citewell: error: invalid settings (CITEWELL_* variables): classification_levels: "
+        "Value error, Expecting value: line 1 column 2 (char 1)"
+    ]
     unknown = _citewell(
         "search",
         "q",
