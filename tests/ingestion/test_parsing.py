@@ -1,4 +1,5 @@
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -6,8 +7,9 @@ import pytest
 from citewell.core.errors import MissingDependencyError, ParseError
 from citewell.ingestion import parsing
 from citewell.ingestion.parsing import decode_text, parse_document, table_text
+from tests.conftest import SHARED_DATA
 
-SAMPLES = Path("/work/shared/data/sample_docs")
+SAMPLES = SHARED_DATA / "sample_docs"
 FILES = sorted(p.name for p in SAMPLES.iterdir() if p.name != "MANIFEST.tsv")
 HAS_SOFFICE = bool(shutil.which("soffice") or shutil.which("libreoffice"))
 HAS_PANDOC = parsing._has_pandoc()
@@ -203,3 +205,8 @@ def test_offline_spacy_hook_still_exists():
     import spacy
 
     assert spacy.util.is_package(parsing.OFFLINE_SPACY_MODEL)
+
+
+def test_the_pdf_whitespace_table_is_exactly_what_str_isspace_accepts() -> None:
+    expected = [code for code in range(sys.maxunicode + 1) if chr(code).isspace()]
+    assert sorted(parsing._WHITESPACE_CODES.tolist()) == expected
