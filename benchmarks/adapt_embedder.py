@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from benchmarks.common import report_trained
+from benchmarks.common import SHARED_DATA, report_trained
 from citewell.cli.evaluate import format_table
 from citewell.core.logging import configure_logging
 from citewell.core.settings import Settings
@@ -26,7 +26,7 @@ from citewell.evaluation.fusion_tuning import tune_fusion
 from citewell.evaluation.reranker_gate import holdout_judgements
 from citewell.evaluation.retrieval_eval import evaluate_retrieval
 
-SCIFACT = Path("/work/shared/data/ir/scifact")
+SCIFACT = SHARED_DATA / "ir" / "scifact"
 MODES = ["bm25", "dense", "hybrid"]
 
 

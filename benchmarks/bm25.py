@@ -22,12 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import SHARED_DATA
 from citewell.core.models import Chunk, SearchFilters
 from citewell.retrieval.access import AccessScope
 from citewell.retrieval.lexical import BM25Index, Tokenizer
 from tests.chunks import make_test_chunk
 
-SCIFACT = Path("/work/shared/data/ir/scifact")
+SCIFACT = SHARED_DATA / "ir" / "scifact"
 LEVELS = 4
 GROUPS = ("everyone", "engineering", "hr", "sales", "legal", "finance", "research", "ops")
 

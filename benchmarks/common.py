@@ -15,7 +15,9 @@ from typing import Protocol
 
 from citewell.core.logging import configure_logging
 
-QA_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "qa"
+# The third-party evaluation data beside the checkout (../shared/data; its README says what).
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+QA_DATA = SHARED_DATA / "qa"
 
 
 def task_parser(doc: str | None, tasks: Sequence[str]) -> argparse.ArgumentParser:

@@ -55,12 +55,13 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.common import SHARED_DATA
 from citewell.core.logging import configure_logging
 from citewell.core.models import AccessLabel, Chunk, Principal, SearchMode, SearchRequest
 from citewell.core.settings import Settings
 
-CORPUS = Path("/work/shared/data/ir/scifact/corpus.jsonl.gz")
-QUERIES = Path("/work/shared/data/ir/scifact/queries.jsonl")
+CORPUS = SHARED_DATA / "ir" / "scifact" / "corpus.jsonl.gz"
+QUERIES = SHARED_DATA / "ir" / "scifact" / "queries.jsonl"
 LEVELS = ("public", "internal", "confidential", "restricted")
 LEVEL_SHARES = (0.4, 0.3, 0.2, 0.1)
 GROUPS = tuple(f"g{i}" for i in range(8))

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import SHARED_DATA
 from citewell.core.logging import configure_logging
 from citewell.core.settings import Settings
 from citewell.evaluation.beir import load_beir
@@ -40,9 +41,9 @@ from citewell.retrieval.embedding import (
 )
 from citewell.retrieval.rerank import CrossEncoderReranker
 
-CORPUS = Path("/work/shared/data/ir/scifact/corpus.jsonl.gz")
-QUERIES = Path("/work/shared/data/ir/scifact/queries.jsonl")
-SCIFACT = Path("/work/shared/data/ir/scifact")
+CORPUS = SHARED_DATA / "ir" / "scifact" / "corpus.jsonl.gz"
+QUERIES = SHARED_DATA / "ir" / "scifact" / "queries.jsonl"
+SCIFACT = SHARED_DATA / "ir" / "scifact"
 NDCG_MODES = ("bm25", "dense", "hybrid")
 
 

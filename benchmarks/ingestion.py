@@ -46,6 +46,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from benchmarks.common import SHARED_DATA
 from citewell.core.errors import CitewellError
 from citewell.core.logging import configure_logging
 from citewell.core.models import AccessLabel, IngestReport
@@ -55,8 +56,8 @@ from citewell.retrieval.embedding_cache import CachingEmbedder, EmbeddingCache
 from citewell.retrieval.factory import build_model_embedder, model_threads
 from citewell.retrieval.protocols import Embedder, Matrix, Vector
 
-CORPUS = Path("/work/shared/data/ir/scifact/corpus.jsonl.gz")
-SEC_PDFS = Path("/work/shared/data/qa/docugami_sec10q/docs")
+CORPUS = SHARED_DATA / "ir" / "scifact" / "corpus.jsonl.gz"
+SEC_PDFS = SHARED_DATA / "qa" / "docugami_sec10q" / "docs"
 INDEX = "bench-ingest"
 SOURCE = "scifact"
 LABEL = AccessLabel(classification="internal", groups=frozenset({"everyone"}))

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import SHARED_DATA
 from citewell.core.errors import CitewellError
 from citewell.core.logging import configure_logging
 from citewell.core.models import Chunk, Principal, SearchMode, SearchRequest, SearchResult
@@ -55,8 +56,8 @@ from citewell.retrieval.rerank import CrossEncoderReranker
 from citewell.retrieval.service import ServingIndex
 from citewell.retrieval.stores.edge import EdgeVectorStore
 
-CORPUS = Path("/work/shared/data/ir/scifact/corpus.jsonl.gz")
-QUERIES = Path("/work/shared/data/ir/scifact/queries.jsonl")
+CORPUS = SHARED_DATA / "ir" / "scifact" / "corpus.jsonl.gz"
+QUERIES = SHARED_DATA / "ir" / "scifact" / "queries.jsonl"
 LEVELS = ("public", "internal", "confidential", "restricted")
 LEVEL_WEIGHTS = (0.4, 0.3, 0.2, 0.1)
 DEPARTMENTS = tuple(f"dept-{i:02d}" for i in range(20))

@@ -1,7 +1,7 @@
 """Retrieval quality per mode on SciFact (test) and Cranfield, through the real ingestion and
 serving index (``evaluation.retrieval_eval``), printed as one table.
 
-    .venv/bin/python -m benchmarks.retrieval_quality [--data-root /work/shared/data/ir]
+    .venv/bin/python -m benchmarks.retrieval_quality [--data-root ../shared/data/ir]
         [--data-dir .citewell-bench] [--modes bm25 dense hybrid hybrid+rerank] [--json]
         [--datasets scifact cranfield] [--embedding-model DIR]
 
@@ -23,6 +23,7 @@ import os
 import sys
 from pathlib import Path
 
+from benchmarks.common import SHARED_DATA
 from citewell.cli.evaluate import format_table, report_json
 from citewell.core.logging import configure_logging
 from citewell.core.settings import Settings
@@ -37,7 +38,7 @@ DATASETS: tuple[tuple[str, str, str], ...] = (
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-root", type=Path, default=Path("/work/shared/data/ir"))
+    parser.add_argument("--data-root", type=Path, default=SHARED_DATA / "ir")
     parser.add_argument("--data-dir", type=Path, default=Path(".citewell-bench"))
     parser.add_argument("--datasets", nargs="+", default=[name for name, _, _ in DATASETS])
     parser.add_argument("--modes", nargs="+", default=list(RETRIEVAL_MODES))

@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from benchmarks.common import report_trained
+from benchmarks.common import SHARED_DATA, report_trained
 from citewell.cli.evaluate import format_table
 from citewell.core.logging import configure_logging
 from citewell.core.settings import Settings
@@ -51,7 +51,7 @@ def _reranked_by(model: str, settings: Settings, dataset: Path) -> RetrievalEval
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-root", type=Path, default=Path("/work/shared/data"))
+    parser.add_argument("--data-root", type=Path, default=SHARED_DATA)
     parser.add_argument("--data-dir", type=Path, default=Path(".citewell-bench"))
     parser.add_argument("--train", action="store_true", help="train even if a model is installed")
     parser.add_argument("--layers", type=int, default=2)

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from citewell.core.settings import Settings
+from tests.conftest import SHARED_DATA
 
 
 def write_beir(
@@ -59,7 +60,7 @@ def write_slice(source: Path, dest: Path, n_queries: int, n_docs: int, split: st
     )
 
 
-SCIFACT = Path("/work/shared/data/ir/scifact")
+SCIFACT = SHARED_DATA / "ir" / "scifact"
 
 
 def tiny_train_index(root: Path) -> tuple[Settings, str, Path]:

@@ -1,13 +1,12 @@
-from pathlib import Path
-
 import pytest
 
 from citewell.core.errors import EvaluationError
 from citewell.evaluation.beir import dataset_name, load_beir, load_qrels
+from tests.conftest import SHARED_DATA
 from tests.evaluation.beir_files import write_beir
 
-SCIFACT = Path("/work/shared/data/ir/scifact")
-CRANFIELD = Path("/work/shared/data/ir/cranfield/beir")
+SCIFACT = SHARED_DATA / "ir" / "scifact"
+CRANFIELD = SHARED_DATA / "ir" / "cranfield" / "beir"
 
 
 DOCS = [

@@ -2,16 +2,16 @@
 Cranfield (the bundled MiniLM model, CPU)."""
 
 import time
-from pathlib import Path
 
 import pytest
 
 from citewell.core.settings import Settings
 from citewell.evaluation.retrieval_eval import evaluate_retrieval
+from tests.conftest import SHARED_DATA
 from tests.evaluation.beir_files import write_slice
 
-SCIFACT = Path("/work/shared/data/ir/scifact")
-CRANFIELD = Path("/work/shared/data/ir/cranfield/beir")
+SCIFACT = SHARED_DATA / "ir" / "scifact"
+CRANFIELD = SHARED_DATA / "ir" / "cranfield" / "beir"
 
 pytestmark = pytest.mark.slow
 

@@ -1,12 +1,11 @@
-from pathlib import Path
-
 import pytest
 
 from citewell.ingestion.chunking import chunk_document
 from citewell.ingestion.models import ChunkDraft, Element, ParsedDocument
 from citewell.ingestion.parsing import parse_document
+from tests.conftest import SHARED_DATA
 
-SAMPLES = Path("/work/shared/data/sample_docs")
+SAMPLES = SHARED_DATA / "sample_docs"
 
 
 def words(text: str) -> list[int]:

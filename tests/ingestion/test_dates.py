@@ -17,8 +17,9 @@ from citewell.ingestion.parsing import parse_document
 from citewell.ingestion.pipeline import Ingestor
 from citewell.retrieval.service import ServingIndex
 from tests.agent.fakes import HashingEmbedder
+from tests.conftest import SHARED_DATA
 
-SAMPLES = Path("/work/shared/data/sample_docs")
+SAMPLES = SHARED_DATA / "sample_docs"
 MEMO = SAMPLES / "fake-memo.pdf"  # Info: CreationDate and ModDate D:20230516172840Z00'00'
 MEMO_DATE = datetime(2023, 5, 16, 17, 28, 40, tzinfo=UTC)
 

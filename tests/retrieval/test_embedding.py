@@ -14,10 +14,11 @@ import pytest
 
 from citewell.core.errors import ConfigurationError
 from citewell.retrieval.embedding import BACKENDS, SentenceTransformerEmbedder, bundled_model_path
+from tests.conftest import SHARED_DATA
 from tests.retrieval.contracts.embedder_contract import EmbedderContract
 from tests.retrieval.model_backends import ALL_BACKENDS, WarmModels
 
-SCIFACT = Path("/work/shared/data/ir/scifact/corpus.jsonl.gz")
+SCIFACT = SHARED_DATA / "ir" / "scifact" / "corpus.jsonl.gz"
 REPO = Path(__file__).resolve().parents[2]
 
 
