@@ -205,6 +205,9 @@ class JwtVerifier:
 
     def _key_for(self, header: dict[str, Any]) -> tuple[Any, str]:
         alg = header.get("alg")
+        if not isinstance(alg, str):
+            # A forged header may carry a list or an object here (unhashable: not a set member).
+            raise CredentialError("jwt_key", "token signed with an unknown key or algorithm")
         if alg == "HS256" and self._secret is not None:
             return self._secret, "HS256"
         if alg in ASYMMETRIC_ALGORITHMS and self._jwks_file is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -54,10 +55,6 @@ class NotFoundError(CitewellError):
 def unavailable_reason(exc: StoreUnavailableError) -> str:
     """The audit reason for a 503: a damaged index version is not a busy store."""
     return "index_integrity_failed" if isinstance(exc, IndexIntegrityError) else "store_unavailable"
-
-
-def _body(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"detail": detail}, headers=headers)
 
 
 def _reason(exc: Exception) -> str:
@@ -127,6 +124,18 @@ def public_error(exc: Exception, request: Request | None = None) -> tuple[int, s
     return 500, "internal error"
 
 
+def error_content(
+    path: str, status: int, detail: Any, message: str | None = None, param: str | None = None
+) -> dict[str, Any]:
+    """The body of an error response on ``path``: ``{"detail": ...}``, and on the routes OpenAI
+    clients call also OpenAI's ``{"error": {...}}``, the only part those clients read
+    (``message``, defaulting to ``detail``)."""
+    content: dict[str, Any] = {"detail": detail}
+    if path.startswith(OPENAI_PATHS):
+        content["error"] = _openai_error(status, message if message is not None else detail, param)
+    return content
+
+
 def error_response(request: Request, exc: Exception) -> JSONResponse:
     """The response for ``exc`` (see :func:`public_error`)."""
     status, detail = public_error(exc, request)
@@ -135,22 +144,20 @@ def error_response(request: Request, exc: Exception) -> JSONResponse:
         headers = {"WWW-Authenticate": 'Bearer, ApiKey header="X-API-Key"'}
     elif status == 503 and isinstance(exc, (StoreUnavailableError, AuditLogError)):
         headers = {"Retry-After": RETRY_AFTER_S}
-    if request.url.path.startswith(OPENAI_PATHS):
-        # OpenAI clients read errors from {"error": {...}}; "detail" is kept for ours.
-        content = {"detail": detail, "error": _openai_error(status, detail)}
-        return JSONResponse(status_code=status, content=content, headers=headers)
-    return _body(status, detail, headers)
+    content = error_content(request.url.path, status, detail)
+    return JSONResponse(status_code=status, content=content, headers=headers)
 
 
-def _openai_error(status: int, detail: str) -> dict[str, str | None]:
+def _openai_error(status: int, message: str, param: str | None = None) -> dict[str, str | None]:
     kind = {
         400: "invalid_request_error",
         401: "authentication_error",
         403: "permission_error",
         404: "not_found_error",
+        413: "invalid_request_error",
         422: "invalid_request_error",
     }.get(status, "api_error")
-    return {"message": detail, "type": kind, "param": None, "code": None}
+    return {"message": message, "type": kind, "param": param, "code": None}
 
 
 async def _handle(request: Request, exc: Exception) -> JSONResponse:
@@ -166,9 +173,27 @@ class _AsciiJSONResponse(JSONResponse):
         return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
+def _validation_summary(errors: Sequence[Any]) -> tuple[str, str | None]:
+    """One line for a person (the first error, where and what; never the input) and the field
+    it names, e.g. ``("messages: List should have at least 1 item ...", "messages")``."""
+    if not errors:
+        return "invalid request body", None
+    first = errors[0]
+    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
+    param = ".".join(loc) or None
+    message = str(first.get("msg", "invalid value"))
+    if param is not None:
+        message = f"{param}: {message}"
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more)"
+    return message, param
+
+
 async def _handle_validation(request: Request, exc: Exception) -> JSONResponse:
     errors = exc.errors() if isinstance(exc, RequestValidationError) else []
-    return _AsciiJSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
+    message, param = _validation_summary(errors)
+    content = error_content(request.url.path, 422, jsonable_encoder(errors), message, param)
+    return _AsciiJSONResponse(status_code=422, content=content)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from citewell.api.asgi import HttpMiddleware
 from citewell.api.audit import AuditLog
 from citewell.api.auth import Authenticator
-from citewell.api.errors import install_error_handlers
+from citewell.api.errors import error_content, install_error_handlers
 from citewell.api.mcp_server import MCP_PATH, McpTransport
 from citewell.api.metrics import ApiMetrics
 from citewell.api.operations import Operations
@@ -53,7 +54,7 @@ class BodySizeLimitMiddleware(HttpMiddleware):
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._too_large(send)
+            await self._too_large(scope, send)
             return
         chunks: list[bytes] = []
         size = 0
@@ -65,7 +66,7 @@ class BodySizeLimitMiddleware(HttpMiddleware):
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await self._too_large(send)
+                await self._too_large(scope, send)
                 return
             chunks.append(chunk)
             more = bool(message.get("more_body", False))
@@ -80,8 +81,9 @@ class BodySizeLimitMiddleware(HttpMiddleware):
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, send: Send) -> None:
-        body = b'{"detail":"request body too large"}'
+    async def _too_large(self, scope: Scope, send: Send) -> None:
+        content = error_content(str(scope.get("path", "")), 413, "request body too large")
+        body = json.dumps(content, separators=(",", ":")).encode()
         await send(
             {
                 "type": "http.response.start",
@@ -95,9 +97,14 @@ class BodySizeLimitMiddleware(HttpMiddleware):
         await send({"type": "http.response.body", "body": body})
 
 
+# Methods counted under their own name; any other is "other". h11 accepts any token as a
+# method, so the raw value would let callers create unbounded label values, as a raw path would.
+METRIC_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class MetricsMiddleware(HttpMiddleware):
     """Counts requests and observes latency per route template (not raw path, which would let
-    callers create unbounded label values)."""
+    callers create unbounded label values) and per method (known methods only, likewise)."""
 
     def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
         super().__init__(app)
@@ -119,6 +126,7 @@ class MetricsMiddleware(HttpMiddleware):
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = str(scope.get("method", ""))
+            method = method if method in METRIC_METHODS else "other"
             self.metrics.requests.labels(route=template, method=method, status=str(status)).inc()
             self.metrics.latency.labels(route=template, method=method).observe(
                 time.perf_counter() - started

@@ -107,6 +107,11 @@ class Operations:
                 reason=reason,
             )
 
+        if not query.strip():
+            # As the agent refuses a blank question; checked here for every transport (an MCP
+            # tool argument has no schema minimum).
+            record("rejected", None, "query_empty")
+            raise InputRejectedError("query is empty")
         if len(query) > settings.max_query_chars:
             record("rejected", None, "query_too_long")
             raise InputRejectedError(f"query longer than {settings.max_query_chars} characters")

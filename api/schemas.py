@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from citewell.core.models import (
     ScoreBreakdown,
@@ -17,6 +17,7 @@ from citewell.core.models import (
     SearchMode,
     SearchResult,
 )
+from citewell.retrieval.access import as_utc
 
 
 class _Body(BaseModel):
@@ -32,6 +33,19 @@ class SearchFiltersBody(_Body):
     doc_ids: list[str] | None = Field(default=None, description="documents to search within")
     modified_from: datetime | None = Field(default=None, description="modified at or after")
     modified_to: datetime | None = Field(default=None, description="modified at or before")
+
+    @field_validator("modified_from", "modified_to")
+    @classmethod
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        """The stores compare dates in UTC (a date without an offset is UTC): convert here, so
+        that a date with no UTC equivalent (year 1 at +14:00) is the caller's 422, not a store
+        failure (503)."""
+        if value is None:
+            return None
+        try:
+            return as_utc(value)
+        except OverflowError as exc:
+            raise ValueError("date is out of range once converted to UTC") from exc
 
     def to_filters(self) -> SearchFilters:
         return SearchFilters(

@@ -115,6 +115,9 @@ class ServiceHolder:
             return service.versions.readiness()
         except CitewellError as exc:
             return Readiness(ready=False, reason="store_unavailable", detail=str(exc))
+        except Exception as exc:  # fail closed: whatever broke, a search would not succeed
+            log_event(logger, logging.ERROR, "api.readiness_failed", error=type(exc).__name__)
+            return Readiness(ready=False, reason="store_unavailable", detail=type(exc).__name__)
 
     def ready(self) -> bool:
         return self.readiness().ready
@@ -135,10 +138,15 @@ class ServiceHolder:
             except CitewellError as exc:
                 log_event(logger, logging.WARNING, "api.index_refresh_failed", error=str(exc))
                 return False
+            except Exception as exc:  # e.g. a damaged file a reader does not expect
+                log_event(
+                    logger, logging.ERROR, "api.index_refresh_failed", error=type(exc).__name__
+                )
+                return False
 
     def warm_up(self) -> None:
-        """Load models ahead of the first request; failures are logged (the index may not exist
-        yet, and the request path reports that as 503)."""
+        """Load models ahead of the first request; failures are logged, never raised (the index
+        may not exist yet or be damaged, and the request path reports that)."""
         service = self._service
         if service is None:
             return
@@ -146,6 +154,8 @@ class ServiceHolder:
             service.warm_up()
         except CitewellError as exc:
             log_event(logger, logging.WARNING, "api.warm_up_failed", error=str(exc))
+        except Exception as exc:  # the API still starts: /readyz and searches say what fails
+            log_event(logger, logging.ERROR, "api.warm_up_failed", error=type(exc).__name__)
 
     def close(self) -> None:
         with self._lock:

@@ -187,6 +187,29 @@ def _hmac_token(header: dict, claims: dict, key: bytes) -> str:
     return f"{signing_input}.{b64(signature)}"
 
 
+@pytest.mark.parametrize("alg", [["HS256"], {"name": "HS256"}, 256])
+def test_token_whose_alg_header_is_not_a_string_is_401_and_audited(
+    client, fake_index, api_settings, alg
+):
+    """A forged header with a list or object as ``alg`` was a 500 (an unhashable value looked up
+    in the set of algorithms), unaudited, for a caller with no credentials at all."""
+    claims = {"sub": "eve", "clearance": "restricted", "groups": ["hr"], "exp": time.time() + 60}
+    token = _hmac_token({"alg": alg, "typ": "JWT"}, claims, JWT_SECRET.encode())
+    for headers in (
+        {"Authorization": f"Bearer {token}"},
+        {"X-API-Key": KEYS["gateway"], "X-Act-For": token},
+    ):
+        response = _search(client, headers)
+        assert response.status_code == 401, response.text
+        assert response.json() == {"detail": "token signed with an unknown key or algorithm"}
+    assert fake_index.seen == []
+    lines = audit_lines(api_settings)
+    assert [(x["event"], x["outcome"], x["reason"]) for x in lines] == [
+        ("auth", "denied", "jwt_key"),
+        ("act_for", "denied", "jwt_key"),
+    ]
+
+
 @pytest.mark.parametrize(
     "extra",
     [

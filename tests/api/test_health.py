@@ -7,9 +7,15 @@ import time
 from fastapi.testclient import TestClient
 
 from citewell.api.main import create_app
+from citewell.core.models import AccessLabel
+from citewell.ingestion.pipeline import Ingestor, TextDocument
+from citewell.retrieval.index import IndexLayout
+from citewell.retrieval.service import ServingIndex
+from tests.agent.fakes import HashingEmbedder
 from tests.api.conftest import KEYS, FakeServingIndex, load_chunks
 
 ALICE = {"X-API-Key": KEYS["alice"]}
+PUBLIC = AccessLabel(classification="public", groups=frozenset({"everyone"}))
 
 
 def test_healthz(client):
@@ -44,6 +50,22 @@ def test_metrics_expose_requests_latency_results_and_denials(client):
     assert 'citewell_search_results_sum{mode="hybrid"} 3.0' in text
     assert 'citewell_access_denials_total{reason="missing",status="401"} 1.0' in text
     assert 'citewell_access_denials_total{reason="api_key_invalid",status="401"} 1.0' in text
+
+
+def test_metrics_method_label_is_bounded(client):
+    """Any token is an HTTP method to h11 (uvicorn's HTTP implementation without httptools):
+    the method label took whatever a caller without credentials sent, one new time series per
+    request, without limit."""
+    for i in range(3):
+        assert client.request(f"PROBE{i}", "/healthz").status_code == 405
+    client.request("PROPFIND", "/v1/search")
+    client.get("/healthz")
+    text = client.get("/metrics").text
+    assert "PROBE" not in text and "PROPFIND" not in text
+    requests = "citewell_http_requests_total"
+    assert f'{requests}{{method="other",route="/healthz",status="405"}} 3.0' in text
+    assert f'{requests}{{method="other",route="/v1/search",status="405"}} 1.0' in text
+    assert f'{requests}{{method="GET",route="/healthz",status="200"}} 1.0' in text
 
 
 def test_two_apps_in_one_process_have_separate_metrics(api_settings, fake_index):
@@ -90,3 +112,34 @@ def test_startup_warms_models_before_the_first_request(make_settings, principals
     assert index.warmed_up is False
     with TestClient(create_app(settings, index)):
         assert index.warmed_up is True
+
+
+def test_an_unreadable_current_pointer_does_not_stop_the_api(make_settings, principals_file):
+    """CURRENT written by hand as UTF-16 (PowerShell's ``echo v000001 > CURRENT``) cannot be
+    decoded: the warm-up at startup raised UnicodeDecodeError and the app never started, where
+    the API must start, answer /readyz 503, and serve once the pointer is repaired."""
+    settings = make_settings(principals_file=principals_file)
+    text = "Parental leave is sixteen weeks."
+    docs = [TextDocument(doc_id="leave", title="Leave", text=text, label=PUBLIC)]
+    embedder = HashingEmbedder()
+    Ingestor(settings, embedder=embedder).ingest_texts(docs, index=settings.index, source_name="kb")
+    layout = IndexLayout(settings, settings.index)
+    version = layout.current_version()
+    layout.current_file.write_bytes(f"{version}\r\n".encode("utf-16"))
+    service = ServingIndex(settings, embedder=embedder)
+    try:
+        with TestClient(create_app(settings, service), raise_server_exceptions=False) as client:
+            assert client.get("/healthz").status_code == 200
+            ready = client.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["ready"] is False
+            search = client.post("/v1/search", json={"query": "parental leave"}, headers=ALICE)
+            assert search.status_code >= 500
+            assert str(settings.data_dir) not in search.text and "Traceback" not in search.text
+            layout.current_file.write_text(f"{version}\n", encoding="utf-8")
+            assert client.get("/readyz").status_code == 200
+            found = client.post("/v1/search", json={"query": "parental leave"}, headers=ALICE)
+            assert found.status_code == 200
+            assert [h["doc_id"] for h in found.json()["results"]] == ["leave"]
+    finally:
+        service.close()

@@ -132,3 +132,30 @@ def test_mcp_tool_errors_are_clear_and_leak_nothing(setup):
     assert 'citewell_mcp_tool_calls_total{outcome="422",tool="search"} 2.0' in (
         metrics.render().decode()
     )
+
+
+def test_mcp_search_with_an_empty_query_is_a_clear_error(setup, caplog):
+    """An empty query reached the search request model unchecked: the tool answered "internal
+    error" (counted as a 500) and a traceback was logged, for what is the caller's bad input."""
+    settings, search, metrics, server = setup
+
+    async def scenario() -> list[str]:
+        async with Client(server) as client:
+            out = []
+            for query in ("", "   "):
+                result = await client.call_tool("search", {"query": query})
+                assert result.is_error
+                out.append(" ".join(getattr(c, "text", "") for c in result.content))
+            return out
+
+    with caplog.at_level("DEBUG"):
+        messages = anyio.run(scenario)
+    assert all("query is empty" in m for m in messages), messages
+    assert search.requests == []
+    assert [(x["outcome"], x["reason"]) for x in _audit(settings)] == [
+        ("rejected", "query_empty"),
+        ("rejected", "query_empty"),
+    ]
+    text = metrics.render().decode()
+    assert 'citewell_mcp_tool_calls_total{outcome="422",tool="search"} 2.0' in text
+    assert "api.unhandled_error" not in caplog.text and "Traceback" not in caplog.text

@@ -200,6 +200,38 @@ def test_credentials_jwt_act_for_and_errors(server, fake_index, api_settings):
     assert httpx.post(f"{server}/v1/chat/completions", json={}).status_code == 401
 
 
+def test_openai_clients_see_why_a_request_body_was_refused(server, fake_index, api_settings):
+    """The OpenAI client reads the reason from ``error.message``: a body refused by validation
+    (422) or for its size (413) carried only ``detail``, so the caller saw "Error code: 422"
+    and nothing else."""
+    client = _client(server, KEYS["alice"])
+    with pytest.raises(openai.UnprocessableEntityError) as empty:
+        client.chat.completions.create(model=api_settings.index, messages=[])
+    assert "messages" in str(empty.value) and "at least 1 item" in str(empty.value)
+    assert empty.value.body["type"] == "invalid_request_error"
+    assert empty.value.body["param"] == "messages"
+    with pytest.raises(openai.UnprocessableEntityError) as claimed:
+        client.chat.completions.create(
+            model=api_settings.index,
+            messages=[{"role": "user", "content": "x"}],
+            extra_body={"groups": ["hr"]},
+        )
+    assert "access comes from the credential" in str(claimed.value)
+    with pytest.raises(openai.APIStatusError) as large:
+        client.chat.completions.create(
+            model=api_settings.index,
+            messages=[{"role": "user", "content": "x" * (api_settings.max_request_bytes + 1)}],
+        )
+    assert large.value.status_code == 413
+    assert "too large" in str(large.value)
+    assert fake_index.seen == []
+    # Citewell's own routes keep their shape.
+    response = httpx.post(
+        f"{server}/v1/search", json={"query": ""}, headers={"X-API-Key": KEYS["alice"]}
+    )
+    assert response.status_code == 422 and set(response.json()) == {"detail"}
+
+
 def test_follow_up_uses_the_previous_user_turn(server, fake_index, api_settings):
     question = _question(fake_index, 1)
     completion = _client(server, KEYS["alice"]).chat.completions.create(

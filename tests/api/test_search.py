@@ -7,6 +7,7 @@ import json
 import threading
 from datetime import UTC, datetime
 
+import pytest
 from fastapi.testclient import TestClient
 
 from citewell.api.audit import AuditLog, AuditRecord
@@ -78,6 +79,39 @@ def test_filters_narrow_and_never_widen(client, fake_index):
     assert hr_only.json()["results"] == []
 
 
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"modified_from": "0001-01-01T00:00:00+14:00"},  # before year 1 in UTC
+        {"modified_to": "9999-12-31T23:59:59-14:00"},  # after year 9999 in UTC
+    ],
+)
+def test_filter_dates_outside_the_utc_range_are_422_not_503(client, fake_index, filters):
+    """The stores compare dates in UTC; a date that cannot be converted raised OverflowError
+    inside the vector store, which answered 503 "temporarily unavailable, retry" (and counted a
+    store outage) for what is the caller's bad input."""
+    for path, body in (
+        ("/v1/search", {"query": QUERY, "filters": filters}),
+        ("/v1/answer", {"question": QUERY, "filters": filters}),
+    ):
+        response = client.post(path, json=body, headers=ALICE)
+        assert response.status_code == 422, (path, response.text)
+        assert "out of range" in response.text
+    assert fake_index.seen == []
+    assert "citewell_store_unavailable_total 0.0" in client.get("/metrics").text
+
+
+def test_filter_dates_reach_the_service_in_utc(client, fake_index):
+    body = {"query": QUERY, "filters": {"modified_from": "2023-06-01T02:00:00+02:00"}}
+    assert client.post("/v1/search", json=body, headers=ALICE).status_code == 200
+    body = {"query": QUERY, "filters": {"modified_to": "2023-06-01T00:00:00"}}  # naive: UTC
+    assert client.post("/v1/search", json=body, headers=ALICE).status_code == 200
+    (_, first), (_, second) = fake_index.seen
+    assert first.filters.modified_from == datetime(2023, 6, 1, tzinfo=UTC)
+    assert first.filters.modified_from.utcoffset() is not None
+    assert second.filters.modified_to == datetime(2023, 6, 1, tzinfo=UTC)
+
+
 def test_store_unavailable_is_503_and_reveals_nothing(client, fake_index, api_settings):
     fake_index.unavailable = True
     response = client.post("/v1/search", json={"query": QUERY}, headers=HR)
@@ -146,6 +180,18 @@ def test_empty_query_and_bad_k_are_422(client, fake_index):
         client.post("/v1/search", json={"query": "a", "k": 101}, headers=ALICE).status_code == 422
     )
     assert fake_index.seen == []
+
+
+@pytest.mark.parametrize("query", [" ", "\t\n", "\u3000"])
+def test_blank_query_is_422_and_audited_as_rejected(client, fake_index, api_settings, query):
+    """A query of whitespace only searched for nothing in particular and returned whatever the
+    dense leg ranked first; /v1/answer already refused a blank question."""
+    response = client.post("/v1/search", json={"query": query}, headers=ALICE)
+    assert response.status_code == 422
+    assert response.json() == {"detail": "query is empty"}
+    assert fake_index.seen == []
+    line = audit_lines(api_settings)[-1]
+    assert (line["event"], line["outcome"], line["reason"]) == ("search", "rejected", "query_empty")
 
 
 def test_audit_line_has_hash_ids_and_no_text_or_credentials(client, api_settings, fake_index):
