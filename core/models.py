@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -110,6 +110,18 @@ class SearchFilters(Frozen):
     doc_ids: frozenset[str] | None = None
     modified_from: datetime | None = None
     modified_to: datetime | None = None
+
+    @field_validator("modified_from", "modified_to")
+    @classmethod
+    def _in_utc(cls, moment: datetime | None) -> datetime | None:
+        """In UTC, as the stores compare them (naive is UTC); a date with no UTC equivalent
+        (year 1 at +14:00) is the caller's error here, not a store failure later."""
+        if moment is None or moment.tzinfo is None:
+            return moment
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError as exc:
+            raise ValueError("date is out of range once converted to UTC") from exc
 
     @property
     def is_empty(self) -> bool:

@@ -155,6 +155,8 @@ class IndexLayout:
             name = self.current_file.read_text(encoding="utf-8").strip()
         except FileNotFoundError:
             return None
+        except UnicodeDecodeError as exc:  # e.g. written by a shell that writes UTF-16
+            raise IndexIntegrityError(None, ["CURRENT is not UTF-8 text"]) from exc
         return name or None
 
     def version_dir(self, version: str) -> Path:
