@@ -72,3 +72,27 @@ def docugami_folder() -> Iterator[Path]:
             "default: {classification: public, groups: [everyone]}\n", encoding="utf-8"
         )
         yield folder
+
+
+# SIMD features that decide how fast int8 and fp32 inference run (an int8 backend is ~3.3x
+# faster with VNNI than without: 75 vs 22.6 chunks/s on the SEC filings, 2 cores).
+_SIMD_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni", "avx512f", "avx2")
+
+
+def cpu_line() -> str:
+    """The CPU a benchmark ran on, e.g. ``AMD EPYC, 2 cores, avx2``: model speeds depend on it."""
+    name, flags = "unknown CPU", set[str]()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    name = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    simd = [flag for flag in _SIMD_FLAGS if flag in flags] or ["no AVX2"]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{name}, {cores} cores, {' '.join(simd)}"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import SHARED_DATA
+from benchmarks.common import SHARED_DATA, cpu_line
 from citewell.core.logging import configure_logging
 from citewell.core.settings import Settings
 from citewell.evaluation.beir import load_beir
@@ -130,6 +130,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["HF_HUB_OFFLINE"] = "1"
     configure_logging("WARNING")
+    print(cpu_line())
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
     docs = load_corpus(None if args.all else args.docs)

@@ -46,7 +46,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.common import SHARED_DATA
+from benchmarks.common import SHARED_DATA, cpu_line
 from citewell.core.errors import CitewellError
 from citewell.core.logging import configure_logging
 from citewell.core.models import AccessLabel, IngestReport
@@ -161,7 +161,7 @@ def folder_main(folder: Path, root: Path, parse_workers: int | None) -> int:
     inner.embed_documents(["warm-up sentence"] * 8)
     cache = EmbeddingCache(settings.cache_dir / "embeddings.sqlite")
     ingestor = Ingestor(settings, embedder=CachingEmbedder(inner, cache))
-    print(f"load before: {load_average()}")
+    print(f"{cpu_line()}; load before: {load_average()}")
     report = ingestor.ingest_folder(folder, index=INDEX, source_name="folder", fresh=True)
     cache.close()
     print(f"load after: {load_average()}")
@@ -230,7 +230,7 @@ def pdfs_main(args: argparse.Namespace) -> int:
     exports = root / "model-exports"  # shared by both runs, kept between runs
     old = dict(item.split("=", 1) for item in args.old)
     files = sorted(p for p in folder.iterdir() if p.is_file())
-    print(f"{len(files)} files in {folder}; load before: {load_average()}")
+    print(f"{len(files)} files in {folder}; {cpu_line()}; load before: {load_average()}")
     runs = [
         pdf_run("old defaults", folder, root, exports, old),
         pdf_run("new defaults", folder, root, exports, {}),
@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     ingestor = Ingestor(settings, embedder=CachingEmbedder(recorder, cache))
     docs = load_documents(args.docs)
     texts = pipeline_chunk_texts(docs, ingestor)
-    print(f"load before: {load_average()}")
+    print(f"{cpu_line()}; load before: {load_average()}")
     print(f"{len(docs)} documents, {len(texts)} chunks; model threads {model_threads(settings)}")
 
     raw_before_s, raw_before = raw_rate(inner, texts)
