@@ -182,6 +182,9 @@ class Operations:
                 reason=reason,
             )
 
+        if not question.strip():
+            record("answer", "rejected", None, "query_empty")
+            raise InputRejectedError("question is empty")
         if len(question) > settings.max_query_chars:
             record("answer", "rejected", None, "query_too_long")
             raise InputRejectedError(f"question longer than {settings.max_query_chars} characters")

@@ -159,3 +159,17 @@ def test_mcp_search_with_an_empty_query_is_a_clear_error(setup, caplog):
     text = metrics.render().decode()
     assert 'citewell_mcp_tool_calls_total{outcome="422",tool="search"} 2.0' in text
     assert "api.unhandled_error" not in caplog.text and "Traceback" not in caplog.text
+
+
+def test_mcp_answer_with_a_blank_question_is_rejected_not_an_error(setup):
+    """A blank question was audited as an "error" of the agent, not the caller's rejected input."""
+    settings, _search, _metrics, server = setup
+
+    async def scenario() -> str:
+        async with Client(server) as client:
+            result = await client.call_tool("answer", {"question": "  "})
+            assert result.is_error
+            return " ".join(getattr(c, "text", "") for c in result.content)
+
+    assert "question is empty" in anyio.run(scenario)
+    assert [(x["outcome"], x["reason"]) for x in _audit(settings)] == [("rejected", "query_empty")]
