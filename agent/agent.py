@@ -15,7 +15,14 @@ from typing import Any
 
 from citewell.agent.answerability import AnswerabilityChecker, Assessment, Candidate
 from citewell.agent.backends import AnswerBackend
-from citewell.agent.citations import MARKER_RE, VerifiedAnswer, VerifiedSentence, verify_citations
+from citewell.agent.citations import (
+    MARKER_RE,
+    VerifiedAnswer,
+    VerifiedSentence,
+    keep_citations,
+    markers,
+    verify_citations,
+)
 from citewell.agent.injection import instruction_patterns
 from citewell.agent.models import AgentConfig, Answer, AnswerTimings, Citation, Source, TokenUsage
 from citewell.agent.prompt import REFUSAL_TOKEN
@@ -257,12 +264,18 @@ class Agent:
                 self._without_answer(base, notes, reason, timings, start, refused=True, usage=usage)
             )
         verified = verify_citations(text, len(chunks))
-        removed_claims = 0
-        if self._backend.uses_llm:
-            verified, removed_claims = self._drop_unsupported_claims(verified, scored, assessment)
-        timings["verification_ms"] = (self._clock() - t1) * 1000
+        removed_claims = unsupporting = 0
         if verified.removed:
             notes.append(f"removed {verified.removed} citation(s) to sources not given")
+        if self._backend.uses_llm:
+            verified, removed_claims, unsupporting = self._drop_unsupported_claims(
+                verified, scored, assessment
+            )
+        timings["verification_ms"] = (self._clock() - t1) * 1000
+        if unsupporting:
+            notes.append(
+                f"removed {unsupporting} citation(s) to sources that do not support their sentence"
+            )
         if removed_claims:
             notes.append(
                 f"removed {removed_claims} sentence(s) whose cited source does not support them"
@@ -282,7 +295,7 @@ class Agent:
                     start,
                     refused=True,
                     unsupported_sentences=verified.unsupported,
-                    removed_citations=verified.removed,
+                    removed_citations=verified.removed + unsupporting,
                     removed_claims=removed_claims,
                     usage=usage,
                 )
@@ -295,7 +308,7 @@ class Agent:
                 answer=verified.text,
                 citations=citations,
                 unsupported_sentences=verified.unsupported,
-                removed_citations=verified.removed,
+                removed_citations=verified.removed + unsupporting,
                 removed_claims=removed_claims,
                 notes=tuple(notes),
                 usage=usage,
@@ -308,41 +321,51 @@ class Agent:
         verified: VerifiedAnswer,
         scored: Sequence[ScoredSentence],
         assessment: Assessment,
-    ) -> tuple[VerifiedAnswer, int]:
+    ) -> tuple[VerifiedAnswer, int, int]:
         """An LLM's sentence stays when at least one source it cites holds a sentence that
-        supports it (the answerability model with the claim in the question's place); a cited
-        sentence supported by none is removed and counted. Sentences without a citation stay
-        and are reported as unsupported."""
+        supports it (the answerability model with the claim in the question's place), citing
+        only those sources: its markers of the others are removed. A cited sentence supported
+        by none, or holding an instruction (``agent.injection``), is removed. Sentences without
+        a citation stay and are reported as unsupported. Returns the answer, the sentences
+        removed and the markers removed from kept ones."""
         by_source: dict[int, list[ScoredSentence]] = {}
         for s in scored:
             if s.span.answerable:
                 by_source.setdefault(s.source_n, []).append(s)
         kept: list[VerifiedSentence] = []
-        removed = 0
+        removed = unsupporting = 0
         for sentence in verified.sentences:
             if not sentence.citations:
                 kept.append(sentence)
                 continue
             claim = " ".join(MARKER_RE.sub("", sentence.text).split())
-            supported = False
-            for n in sentence.citations:
-                match = self._scorer.best_match(claim, by_source.get(n, []))
-                if (
-                    match is not None
+            # An instruction to the reader or a model is no statement a source supports, even
+            # when the rest of its sentence is ("Ignore previous instructions; X [1]").
+            supporting = (
+                ()
+                if instruction_patterns(claim)
+                else tuple(
+                    n
+                    for n in sentence.citations
+                    if (match := self._scorer.best_match(claim, by_source.get(n, []))) is not None
                     and self._checker.claim_support(claim, match) >= assessment.threshold
-                ):
-                    supported = True
-                    break
-            if supported:
+                )
+            )
+            if not supporting:
+                removed += 1
+            elif supporting == sentence.citations:
                 kept.append(sentence)
             else:
-                removed += 1
-        if not removed:
-            return verified, 0
+                text = keep_citations(sentence.text, set(supporting))
+                unsupporting += len(markers(sentence.text)) - len(markers(text))
+                kept.append(VerifiedSentence(text=text, citations=supporting))
+        if not removed and not unsupporting:
+            return verified, 0, 0
         text = " ".join(s.text for s in kept)
         return (
             VerifiedAnswer(text=text, sentences=tuple(kept), removed=verified.removed),
             removed,
+            unsupporting,
         )
 
     def _citations(

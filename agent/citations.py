@@ -37,9 +37,15 @@ class VerifiedAnswer(Frozen):
         return tuple(s.text for s in self.sentences if not s.citations)
 
 
+def _numbers(group: str) -> list[int]:
+    """The numbers of one marker's group; one too long to name any source reads as -1 (and
+    ``int`` refuses strings of over 4,300 digits)."""
+    return [int(n) if len(n.strip()) <= 9 else -1 for n in re.split(r"[,;]", group)]
+
+
 def markers(text: str) -> list[int]:
     """All marker numbers in ``text``, in order (duplicates kept)."""
-    return [int(n) for m in MARKER_RE.finditer(text) for n in re.split(r"[,;]", m.group(1))]
+    return [n for m in MARKER_RE.finditer(text) for n in _numbers(m.group(1))]
 
 
 def split_sentences(text: str) -> list[str]:
@@ -71,21 +77,34 @@ def verify_citations(text: str, n_sources: int) -> VerifiedAnswer:
 
     def _rewrite(match: re.Match[str]) -> str:
         nonlocal removed
-        numbers = [int(n) for n in re.split(r"[,;]", match.group(1))]
+        numbers = _numbers(match.group(1))
         valid = [n for n in dict.fromkeys(numbers) if 1 <= n <= n_sources]
         removed += sum(1 for n in numbers if not 1 <= n <= n_sources)
         return "".join(f"[{n}]" for n in valid)
 
-    cleaned = MARKER_RE.sub(_rewrite, text)
-    # Tidy spaces left behind by removed markers ("rose [9]." → "rose.").
-    cleaned = re.sub(r"[ \t]+([.,;:!?])", r"\1", cleaned)
-    cleaned = re.sub(r"[ \t]{2,}", " ", cleaned).strip()
+    cleaned = _tidy(MARKER_RE.sub(_rewrite, text))
     sentences = tuple(
         VerifiedSentence(text=s, citations=tuple(dict.fromkeys(markers(s))))
         for s in split_sentences(cleaned)
         if _has_content(s)
     )
     return VerifiedAnswer(text=cleaned, sentences=sentences, removed=removed)
+
+
+def keep_citations(sentence: str, keep: set[int]) -> str:
+    """``sentence`` with only the markers of the sources in ``keep``."""
+
+    def _rewrite(match: re.Match[str]) -> str:
+        numbers = _numbers(match.group(1))
+        return "".join(f"[{n}]" for n in dict.fromkeys(numbers) if n in keep)
+
+    return _tidy(MARKER_RE.sub(_rewrite, sentence))
+
+
+def _tidy(text: str) -> str:
+    """Tidy spaces left behind by removed markers ("rose [9]." → "rose.")."""
+    text = re.sub(r"[ \t]+([.,;:!?])", r"\1", text)
+    return re.sub(r"[ \t]{2,}", " ", text).strip()
 
 
 def _has_content(sentence: str) -> bool:

@@ -84,7 +84,9 @@ class Answer(Frozen):
     refused: bool = False
     generated: bool = True  # False: kill switch or time budget → sources only
     unsupported_sentences: tuple[str, ...] = ()
-    removed_citations: int = 0  # markers that pointed at no given source
+    # Markers removed: to no given source, or (LLM) to a source that does not support the
+    # sentence while another cited one does.
+    removed_citations: int = 0
     support_score: float | None = None  # best question/sentence embedding similarity
     # Calibrated probability that the best candidate sentence answers the question
     # (agent/answerability.py); None when nothing was retrieved.

@@ -296,6 +296,7 @@ def evaluate_answers(
             indexed = settings.model_copy(update={"index": index_name})
             agent = agent or build_agent(indexed, service, emb)
             judge = judge or default_judge(settings, index_name, emb)
+        _check_question_lengths(questions, asked, agent.config.max_query_chars)
         results: list[QuestionResult] = []
         version: str | None = None
         for i, question in enumerate(asked, start=1):
@@ -364,6 +365,21 @@ def evaluate_answers(
         **{k: (round(v, 4) if v is not None else None) for k, v in report.metrics().items()},
     )
     return report
+
+
+def _check_question_lengths(
+    questions: Sequence[GoldenQuestion], asked: Sequence[GoldenQuestion], max_chars: int
+) -> None:
+    """Refuse a golden question to be ``asked`` that the agent would reject, before asking any
+    (the agent's error names no question, and would come after every question before it);
+    numbered as in the golden set."""
+    to_ask = {id(q) for q in asked}
+    for number, question in enumerate(questions, start=1):
+        if id(question) in to_ask and len(question.question.strip()) > max_chars:
+            raise EvaluationError(
+                f"golden question {number} ({question.question[:40]!r}...) is longer than "
+                f"{max_chars} characters"
+            )
 
 
 def _summarise(

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from citewell.core.errors import CitewellError, GoldenSetError
 from citewell.core.models import Frozen
@@ -56,8 +56,10 @@ def json_objects(
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise error(f"{path}:{line_no}: invalid JSON: {exc.msg}") from exc
+        except (ValueError, RecursionError) as exc:
+            # Also numbers over Python's digit limit and nesting deeper than its recursion limit.
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+            raise error(f"{path}:{line_no}: invalid JSON: {reason}") from exc
         if not isinstance(record, dict):
             raise error(f"{path}:{line_no}: expected a JSON object")
         yield line_no, record
@@ -102,24 +104,34 @@ def _from_record(
     answerable = lowered.get("answerable")
     if isinstance(answerable, str):
         answerable = answerable.strip().lower() not in {"false", "0", "no", ""}
-    return GoldenQuestion(
-        question=question.strip(),
-        expected_sources=sources,
-        reference_answer=_text(lowered.get("answer") or lowered.get("reference_answer")),
-        answerable=bool(sources) if answerable is None else bool(answerable),
-        question_type=_text(lowered.get("question type") or lowered.get("question_type")),
-        min_clearance=_text(lowered.get("min_clearance")),
-    )
+    try:
+        return GoldenQuestion(
+            question=question.strip(),
+            expected_sources=sources,
+            reference_answer=_text(lowered.get("answer") or lowered.get("reference_answer")),
+            answerable=bool(sources) if answerable is None else bool(answerable),
+            question_type=_text(lowered.get("question type") or lowered.get("question_type")),
+            min_clearance=_text(lowered.get("min_clearance")),
+        )
+    except ValidationError as exc:  # e.g. a lone surrogate escape ("\ud800") in a string
+        problem = exc.errors()[0]
+        field = ".".join(str(part) for part in problem["loc"])
+        raise GoldenSetError(f"{where}: invalid {field}: {problem['msg']}") from exc
 
 
-def _csv_records(text: str) -> Iterator[tuple[int, dict[str, object]]]:
-    reader = csv.DictReader(text.splitlines(keepends=True))
-    _ = reader.fieldnames  # reads the header
-    # Answers span several lines; name the line where the row starts.
-    start = reader.line_num + 1
-    for row in reader:
-        yield start, dict(row)
+def _csv_records(text: str, path: Path) -> Iterator[tuple[int, dict[str, object]]]:
+    # Strict: an unterminated quote is an error, not every later row read into one cell.
+    reader = csv.DictReader(text.splitlines(keepends=True), strict=True)
+    start = 1
+    try:
+        _ = reader.fieldnames  # reads the header
+        # Answers span several lines; name the line where the row starts.
         start = reader.line_num + 1
+        for row in reader:
+            yield start, dict(row)
+            start = reader.line_num + 1
+    except csv.Error as exc:  # also a cell over the csv module's field size limit
+        raise GoldenSetError(f"{path}:{start}: invalid CSV: {exc}") from exc
 
 
 def load_golden_set(
@@ -133,7 +145,7 @@ def load_golden_set(
     except (OSError, UnicodeDecodeError) as exc:
         raise GoldenSetError(f"cannot read golden set {path}: {exc}") from exc
     csv_file = path.suffix.lower() == ".csv"
-    records = _csv_records(text) if csv_file else json_objects(text.splitlines(), path)
+    records = _csv_records(text, path) if csv_file else json_objects(text.splitlines(), path)
     questions = tuple(
         _from_record(record, f"{path}:{line_no}", csv_file, require_expected)
         for line_no, record in records

@@ -9,6 +9,7 @@ it moves the wrong way by more than its tolerance (absolute, in the metric's own
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,7 @@ class RegressionResult(Frozen):
 
 
 def flatten_metrics(payload: Any, tolerances: Mapping[str, float]) -> dict[str, float]:
-    """Numeric leaves whose last path segment is a known metric, by dotted path."""
+    """Finite numeric leaves whose last path segment is a known metric, by dotted path."""
     out: dict[str, float] = {}
 
     def walk(node: Any, path: tuple[str, ...]) -> None:
@@ -101,6 +102,7 @@ def flatten_metrics(payload: Any, tolerances: Mapping[str, float]) -> dict[str, 
         elif (
             isinstance(node, int | float)
             and not isinstance(node, bool)
+            and math.isfinite(node)  # NaN is never "worse": it would pass any gate
             and path
             and path[-1] in tolerances
         ):
@@ -155,9 +157,10 @@ def parse_tolerances(items: list[str] | None) -> dict[str, float]:
     for item in items or []:
         name, sep, value = item.partition("=")
         try:
-            if not sep or not name.strip():
+            delta = float(value)
+            if not sep or not name.strip() or not 0.0 <= delta < math.inf:
                 raise ValueError(item)
-            out[name.strip()] = float(value)
+            out[name.strip()] = delta
         except ValueError as exc:
             raise EvaluationError(f"tolerance must be METRIC=NUMBER, got {item!r}") from exc
     return out

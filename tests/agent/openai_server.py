@@ -12,21 +12,40 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 Reply = Callable[[dict[str, Any]], str]
+# The whole response body instead of one built around ``reply``'s text (malformed replies).
+Payload = Callable[[dict[str, Any]], Any]
 
 
 class ChatServer:
-    def __init__(self, reply: Reply, status: int = 200, delay_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        reply: Reply,
+        status: int = 200,
+        delay_s: float = 0.0,
+        payload: Payload | None = None,
+        byte_delay_s: float = 0.0,
+    ) -> None:
         self.reply = reply
         self.status = status
         self.delay_s = delay_s
+        self.payload = payload
+        self.byte_delay_s = byte_delay_s
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.base_url = ""
 
 
 @contextmanager
-def chat_server(reply: Reply, status: int = 200, delay_s: float = 0.0) -> Iterator[ChatServer]:
-    state = ChatServer(reply, status, delay_s)
+def chat_server(
+    reply: Reply,
+    status: int = 200,
+    delay_s: float = 0.0,
+    payload: Payload | None = None,
+    byte_delay_s: float = 0.0,
+) -> Iterator[ChatServer]:
+    """``byte_delay_s``: send the body one byte at a time, this far apart (a server that
+    trickles its reply, each read well within any per-read timeout)."""
+    state = ChatServer(reply, status, delay_s, payload, byte_delay_s)
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
@@ -58,13 +77,20 @@ def chat_server(reply: Reply, status: int = 200, delay_s: float = 0.0) -> Iterat
                     "completion_tokens": len(text.split()),
                 },
             }
+            if state.payload is not None:
+                payload = state.payload(body)
             data = json.dumps(payload).encode()
             self.send_response(state.status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            with contextlib.suppress(BrokenPipeError):  # the client gave up (timeout test)
-                self.wfile.write(data)
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # client gave up
+                if not state.byte_delay_s:
+                    self.wfile.write(data)
+                for byte in data if state.byte_delay_s else b"":
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(state.byte_delay_s)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -41,3 +41,12 @@ def test_no_sources_removes_every_marker():
     v = verify_citations("Claim [1].", 0)
     assert v.removed == 1 and v.unsupported == ("Claim.",)
     assert markers("x [1, 2] y [3]") == [1, 2, 3]
+
+
+def test_marker_with_thousands_of_digits_is_removed_not_a_crash():
+    # int() refuses strings over 4,300 digits: a model writing such a marker crashed the answer.
+    huge = "1" + "0" * 5000
+    v = verify_citations(f"Sales rose [{huge}]. Costs fell [1, {huge}].", n_sources=2)
+    assert v.removed == 2 and v.text == "Sales rose. Costs fell [1]."
+    assert v.unsupported == ("Sales rose.",)
+    assert markers(f"x [{huge}]") == [-1]

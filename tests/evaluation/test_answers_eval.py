@@ -241,3 +241,37 @@ def test_questions_outside_the_users_groups_are_not_false_refusals(tmp_path):
         settings, carol, questions, "kb", embedder=embedder, judge=_KeywordJudge()
     )
     assert cleared.n_not_answerable_for_user == 0 and cleared.n_answerable == 2
+
+
+def test_a_question_the_agent_would_reject_is_named_before_any_question_is_asked(tmp_path):
+    # Before, the run asked every question up to it (hours on a large set), then stopped with
+    # the agent's "question is longer than 2000 characters", naming no question.
+    from citewell.core.errors import EvaluationError
+    from citewell.evaluation.golden_set import GoldenQuestion
+    from tests.agent.fakes import HashingEmbedder
+
+    settings = Settings(data_dir=tmp_path / "data", index="kb")
+    embedder = HashingEmbedder()
+    leave = TextDocument(
+        doc_id="leave",
+        title="Parental leave",
+        text="Parents receive sixteen weeks of paid parental leave.",
+        label=PUBLIC,
+    )
+    Ingestor(settings, embedder=embedder).ingest_texts([leave], index="kb", source_name="kb")
+    questions = [
+        GoldenQuestion(question="How many weeks of parental leave?", expected_sources=("leave",)),
+        GoldenQuestion(question="How long? " + "x" * 3000, answerable=False),
+    ]
+    asked: list[int] = []
+    with pytest.raises(EvaluationError, match=r"question 2 .*longer than 2000"):
+        evaluate_answers(
+            settings,
+            READER,
+            questions,
+            "kb",
+            embedder=embedder,
+            judge=_KeywordJudge(),
+            progress=lambda i, n: asked.append(i),
+        )
+    assert asked == []

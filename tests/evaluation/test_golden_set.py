@@ -147,3 +147,24 @@ def test_unreadable_and_empty_csv(tmp_path: Path) -> None:
         load_golden_set(tmp_path / "absent.jsonl")
     with pytest.raises(GoldenSetError, match="empty"):
         load_golden_set(_write(tmp_path / "empty.csv", "Question,Source Docs\n"))
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "message"),
+    [
+        ("deep.jsonl", "[" * 100_000 + "]" * 100_000 + "\n", ":1: invalid JSON"),
+        ("bigint.jsonl", '{"question": "q", "expected": ' + "1" * 5000 + "}\n", ":1: invalid"),
+        ("surrogate.jsonl", '{"question": "\\ud800 q", "expected": "a.md"}\n', ":1: "),
+        ("big.csv", 'Question,Source Docs\n"' + "x" * 200_000 + '",a.md\n', ":2: "),
+        ("unterminated.csv", 'Question,Source Docs\n"First?,a.md\nSecond?,b.md\n', ":2: "),
+    ],
+)
+def test_malformed_golden_files_raise_golden_set_error_not_a_parser_error(
+    tmp_path: Path, name: str, body: str, message: str
+) -> None:
+    # The reader promises a GoldenSetError naming file and line for every problem; a parser
+    # exception escaping it is a crash in `citewell eval` and in the DAGs' input check, and an
+    # unterminated CSV quote silently swallowed every later row into one question.
+    with pytest.raises(GoldenSetError, match=message) as info:
+        load_golden_set(_write(tmp_path / name, body))
+    assert name in str(info.value)

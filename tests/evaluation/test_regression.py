@@ -51,10 +51,23 @@ def test_missing_or_null_metric_fails():
     assert result.missing == ("citation_precision",) and not result.passed
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_metric_in_the_run_fails_like_a_missing_one(value):
+    # JSON readers accept NaN and Infinity; a NaN compared with anything is never "worse", so
+    # a run whose precision was NaN passed the gate.
+    run = json.loads(json.dumps(BASELINE))
+    run["citation_precision"] = value
+    result = compare(run, BASELINE)
+    assert result.missing == ("citation_precision",) and not result.passed
+
+
 def test_parse_tolerances_rejects_garbage():
     assert parse_tolerances(["ndcg@10=0.02"]) == {"ndcg@10": 0.02}
     with pytest.raises(EvaluationError):
         parse_tolerances(["ndcg@10"])
+    for garbage in ("ndcg@10=nan", "ndcg@10=inf", "ndcg@10=-0.1"):
+        with pytest.raises(EvaluationError):
+            parse_tolerances([garbage])
 
 
 def test_cli_compare_exit_codes(tmp_path, capsys):
