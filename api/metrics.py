@@ -104,7 +104,8 @@ class AnswerMetrics:
         )
         self.removed_citations = metrics.counter(
             "citewell_answer_removed_citations",
-            "Citation markers removed because they pointed at no given source.",
+            "Citation markers removed: to no given source, or (LLM answers) to a source that "
+            "does not support the sentence.",
         )
         self.unsupported_sentences = metrics.counter(
             "citewell_answer_unsupported_sentences", "Answer sentences without a valid citation."
