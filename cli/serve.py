@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from citewell.cli.arguments import PORT
-from citewell.cli.common import add_index_options, load_settings, reporting_errors
+from citewell.cli.common import add_index_options, fail, load_settings, reporting_errors
 from citewell.core.settings import Settings
 
 
@@ -48,6 +48,20 @@ def banner(settings: Settings, url: str) -> str:
     )
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` as uvicorn binds one (IPv6 for a host with ':')."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
 def run(args: argparse.Namespace) -> int:
     # Heavy imports here so `citewell --help` stays fast.
     import uvicorn
@@ -69,9 +83,17 @@ def run(args: argparse.Namespace) -> int:
                 sys.stdout.write(banner(settings, f"http://{host}:{port}"))
                 sys.stdout.flush()
 
+    # Bound here, not by uvicorn, which logs a failed bind as a JSON line and exits 3.
+    try:
+        sock = listening_socket(args.host, args.port)
+    except OSError as exc:
+        return fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", 1)
     # log_config=None: keep the JSON logging configured by load_settings.
     config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None, access_log=False)
     server = AnnouncingServer(config)
-    server.run()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
     # uvicorn returns after a failed bind or startup, having logged why.
     return 0 if server.started else 1

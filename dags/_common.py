@@ -91,6 +91,17 @@ def _variable_json(variable: Any) -> dict[str, Any]:
         raise ConfigurationError(f"Variable {SETTINGS_VARIABLE} is not valid JSON") from exc
     if not isinstance(value, dict):
         raise ConfigurationError(f"Variable {SETTINGS_VARIABLE} must be a JSON object")
+    from citewell.core.settings import Settings
+
+    # Settings ignores unknown keys, and pydantic-settings reads keys such as _env_prefix or
+    # _env_file as instructions on where settings come from: a typo must not silently run
+    # with the defaults, nor a key change where every CITEWELL_* variable is read from.
+    unknown = sorted(key for key in value if str(key).lower() not in Settings.model_fields)
+    if unknown:
+        raise ConfigurationError(
+            f"Variable {SETTINGS_VARIABLE} has unknown settings: {', '.join(unknown)} "
+            "(keys are Settings field names, e.g. data_dir, index)"
+        )
     return value
 
 

@@ -337,14 +337,25 @@ class IndexWriter:
 
     # --- lifecycle ------------------------------------------------------------------------
     def __enter__(self) -> IndexWriter:
-        self.layout.root.mkdir(parents=True, exist_ok=True)
-        self._acquire_lock()
+        try:
+            self.layout.root.mkdir(parents=True, exist_ok=True)
+            self._acquire_lock()
+        except OSError as exc:  # a read-only or full data dir
+            raise StoreUnavailableError(
+                f"cannot write index {self.layout.name!r}: {_os_error_reason(exc)}"
+            ) from exc
         try:
             self._open()
-        except BaseException:
+        except BaseException as exc:
             # A refused open (another model or backend) must not keep the index locked.
             self._discard()
             self._release_lock()
+            if isinstance(exc, OSError):
+                # Disk full, permissions... while staging: one line, not shutil's list of
+                # every file it could not copy.
+                raise StoreUnavailableError(
+                    f"cannot stage index {self.layout.name!r}: {_os_error_reason(exc)}"
+                ) from exc
             raise
         return self
 
@@ -445,7 +456,7 @@ class IndexWriter:
             # Disk full, permissions...: the staged version is discarded on exit and the
             # published version keeps serving.
             raise StoreUnavailableError(
-                f"cannot publish index {self.layout.name!r}: {exc.strerror or exc}"
+                f"cannot publish index {self.layout.name!r}: {_os_error_reason(exc)}"
             ) from exc
 
     def _publish(self, staging: Path, validate: Callable[[IndexWriter], None] | None) -> str:
@@ -567,7 +578,35 @@ class IndexWriter:
                     _remote_store(
                         self.settings, meta.collection, meta.dimension
                     ).delete_collection()
-            shutil.rmtree(layout.version_dir(version), ignore_errors=True)
+            _remove_version(layout, version)
+
+
+def _remove_version(layout: IndexLayout, version: str) -> None:
+    """Remove a version whole or not at all: rename it out of ``versions/`` into staging (which
+    the next writer empties), then delete it. A process killed while deleting must never leave
+    a half-removed version that listings, rollbacks and later collections would trip over."""
+    doomed = layout.staging_dir / f"gc-{version}"
+    try:
+        shutil.rmtree(doomed, ignore_errors=True)
+        os.rename(layout.version_dir(version), doomed)
+        fsync_dir(layout.versions_dir)
+    except OSError:
+        return  # still whole; the next collection tries again
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _os_error_reason(exc: OSError) -> str:
+    """One line for an OSError; ``shutil.Error`` (a copy that failed) carries a list of every
+    file it could not copy: name the first failure and how many there were."""
+    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list):
+        failures = exc.args[0]
+        if failures:
+            first = str(failures[0][-1]) if isinstance(failures[0], tuple) else str(failures[0])
+            more = f" (and {len(failures) - 1} more files)" if len(failures) > 1 else ""
+            return f"{first}{more}"
+    if exc.strerror and exc.filename:
+        return f"{exc.strerror}: {exc.filename}"
+    return exc.strerror or str(exc)
 
 
 def rollback(settings: Settings, index: str | None = None, to_version: str | None = None) -> str:

@@ -69,3 +69,26 @@ def test_serve_prints_where_it_listens(tmp_path: Path, published: bool) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line(tmp_path: Path) -> None:
+    import socket
+
+    busy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    cmd = [sys.executable, "-m", "citewell.cli.main", "serve", "--port", str(port)]
+    cmd += ["--index", "kb", "--data-dir", str(tmp_path / "data")]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    env.pop("CITEWELL_PRINCIPALS_FILE", None)
+    try:
+        done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    finally:
+        busy.close()
+    assert done.returncode == 1, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("citewell: error: cannot listen on 127.0.0.1:"), lines[0]
+    assert "in use" in lines[0], lines[0]
+    assert done.stdout == ""

@@ -322,3 +322,45 @@ def test_structured_event_fields_reach_the_task_log(airflow_sandbox: Sandbox) ->
     (completed,) = [entry for entry in logs if entry["event"] == "ingest.completed"]
     assert completed["added"] == 3 and completed["index"] == "bi-log"
     assert completed["log_level"] == "info"
+
+
+@pytest.mark.parametrize(
+    ("variable", "named"),
+    [
+        ('{"dat_dir": "/srv/citewell"}', "dat_dir"),  # a typo silently used ./.citewell
+        ('{"_env_prefix": "OTHER_"}', "_env_prefix"),  # would ignore every CITEWELL_* variable
+        ('{"_env_file": 5}', "_env_file"),  # escaped as a TypeError, retried
+        ('{"__pydantic_self__": 1}', "__pydantic_self__"),
+    ],
+)
+def test_settings_variable_with_unknown_keys_fails_as_configuration_error(
+    airflow_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, variable: str, named: str
+) -> None:
+    from airflow.sdk import Variable
+
+    from citewell.core.errors import ConfigurationError
+    from citewell.dags._common import SETTINGS_VARIABLE, load_settings
+
+    def get(key: str, default: Any = None) -> Any:
+        return variable if key == SETTINGS_VARIABLE else default
+
+    monkeypatch.setattr(Variable, "get", staticmethod(get))
+    with pytest.raises(ConfigurationError, match=named):
+        load_settings()
+
+
+def test_settings_variable_keys_are_settings_fields_in_any_case(
+    airflow_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.sdk import Variable
+
+    from citewell.dags._common import SETTINGS_VARIABLE, load_settings
+
+    variable = '{"DATA_DIR": "/srv/citewell", "keep_versions": 4}'
+
+    def get(key: str, default: Any = None) -> Any:
+        return variable if key == SETTINGS_VARIABLE else default
+
+    monkeypatch.setattr(Variable, "get", staticmethod(get))
+    settings = load_settings()
+    assert str(settings.data_dir) == "/srv/citewell" and settings.keep_versions == 4

@@ -1,0 +1,127 @@
+"""An index write dying at a bad moment: the published version and the operator's commands
+must survive it (garbage collection killed half-way, a disk that fills while staging)."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import citewell.retrieval.index as index_module
+from citewell.cli.main import main as cli_main
+from citewell.core.errors import StoreUnavailableError
+from citewell.core.settings import Settings
+from citewell.ingestion.pipeline import Ingestor
+from citewell.retrieval.index import IndexLayout
+from tests.agent.fakes import HashingEmbedder
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs, no handler sees it."""
+
+
+def _folder(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "citewell.labels.yaml").write_text(
+        "default: {classification: public, groups: [everyone]}\n", encoding="utf-8"
+    )
+    (root / "a.md").write_text("# A\n\nHarbor cranes lift containers.\n", encoding="utf-8")
+    return root
+
+
+def _refresh(settings: Settings, folder: Path, text: str) -> None:
+    (folder / "a.md").write_text(f"# A\n\n{text}\n", encoding="utf-8")
+    Ingestor(settings, embedder=HashingEmbedder()).ingest_folder(
+        folder, index="kb", source_name="kb"
+    )
+
+
+def test_kill_during_garbage_collection_leaves_only_whole_versions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", keep_versions=2)
+    folder = _folder(tmp_path / "kb")
+    for n in range(2):
+        _refresh(settings, folder, f"Revision {n}.")
+    layout = IndexLayout(settings, "kb")
+    assert layout.versions() == ["v000001", "v000002"]
+
+    real_rmtree = shutil.rmtree
+
+    def die_half_way(path: Any, *args: Any, **kwargs: Any) -> None:
+        if "v000001" not in Path(path).name:  # not the version being collected
+            return real_rmtree(path, *args, **kwargs)
+        # rmtree removes entries in directory order: meta.json may go first, and the process
+        # may be killed before the rest.
+        (Path(path) / "meta.json").unlink(missing_ok=True)
+        raise _Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(index_module.shutil, "rmtree", die_half_way)
+        with pytest.raises(_Killed):
+            _refresh(settings, folder, "Revision 2.")
+
+    assert layout.current_version() == "v000003"
+    for version in layout.versions():  # every version listed is whole
+        assert layout.read_meta(version).version == version
+    capsys.readouterr()
+    code = cli_main(["index", "versions", "--index", "kb", "--data-dir", str(settings.data_dir)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "* v000003" in out
+    _refresh(settings, folder, "Revision 3.")  # the next run works and cleans up
+    assert layout.versions() == ["v000003", "v000004"]
+    assert not any(layout.staging_dir.iterdir())
+
+
+def test_disk_full_while_staging_is_one_clear_error_and_keeps_the_published_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    folder = _folder(tmp_path / "kb")
+    _refresh(settings, folder, "Revision 0.")
+    layout = IndexLayout(settings, "kb")
+    real_copytree = shutil.copytree
+
+    def disk_full(src: Any, dst: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(dst).endswith("manifest.sqlite"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return shutil.copy2(src, dst, *args, **kwargs)
+
+    def copytree_on_a_full_disk(src: Any, dst: Any, *args: Any, **kwargs: Any) -> Any:
+        if "staging" in Path(dst).parts and not args:
+            kwargs["copy_function"] = disk_full
+        return real_copytree(src, dst, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(index_module.shutil, "copytree", copytree_on_a_full_disk)
+        with pytest.raises(StoreUnavailableError, match="No space left on device") as raised:
+            _refresh(settings, folder, "Revision 1.")
+    assert "\n" not in str(raised.value) and len(str(raised.value)) < 300
+    assert layout.current_version() == "v000001"
+    assert not any(layout.staging_dir.iterdir())
+    _refresh(settings, folder, "Revision 1.")
+    assert layout.current_version() == "v000002"
+
+
+def test_read_only_data_dir_is_one_clear_error_not_an_unexpected_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    folder = _folder(tmp_path / "kb")
+    _refresh(settings, folder, "Revision 0.")
+    real_open = index_module.os.open
+
+    def read_only(path: Any, *args: Any, **kwargs: Any) -> int:
+        if str(path).endswith(".write.lock"):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(index_module.os, "open", read_only)
+        with pytest.raises(StoreUnavailableError, match="Read-only file system"):
+            _refresh(settings, folder, "Revision 1.")
+    assert IndexLayout(settings, "kb").current_version() == "v000001"
