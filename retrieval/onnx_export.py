@@ -73,6 +73,9 @@ def input_names(model_dir: Path) -> tuple[str, ...]:
     return tuple(names)
 
 
+_STALE_EXPORT_S = 3600.0
+
+
 def exported_model(source: Path, export_dir: Path, task: Task, variant: Variant) -> Path:
     """Path of the ONNX file for ``source``, exporting (offline) on first use."""
     source = source.resolve()
@@ -92,9 +95,22 @@ def exported_model(source: Path, export_dir: Path, task: Task, variant: Variant)
     return target / _FILES[variant]
 
 
+def sweep_stale_exports(folder: Path, older_than_s: float = _STALE_EXPORT_S) -> None:
+    """Remove the work folders of exports killed before they finished (87 MB each): an export
+    takes minutes, so one untouched for ``older_than_s`` is no live process's."""
+    cutoff = time.time() - older_than_s
+    for leftover in folder.glob(".export-*"):
+        try:
+            if leftover.is_dir() and leftover.stat().st_mtime < cutoff:
+                shutil.rmtree(leftover, ignore_errors=True)
+        except OSError:
+            continue
+
+
 def _export(source: Path, source_hash: str, target: Path, task: Task) -> None:
     started = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_exports(target.parent)
     # Export into a private temp dir, then rename: concurrent exporters never see half a model.
     workdir = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
     try:
