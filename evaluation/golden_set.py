@@ -119,6 +119,9 @@ def _from_record(
         raise GoldenSetError(f"{where}: invalid {field}: {problem['msg']}") from exc
 
 
+MAX_CSV_CELL_CHARS = 128 * 1024
+
+
 def _csv_records(text: str, path: Path) -> Iterator[tuple[int, dict[str, object]]]:
     # Strict: an unterminated quote is an error, not every later row read into one cell.
     reader = csv.DictReader(text.splitlines(keepends=True), strict=True)
@@ -128,9 +131,17 @@ def _csv_records(text: str, path: Path) -> Iterator[tuple[int, dict[str, object]
         # Answers span several lines; name the line where the row starts.
         start = reader.line_num + 1
         for row in reader:
+            # Our own bound: csv's field size limit is process-wide, and other libraries raise it.
+            if any(
+                len(cell) > MAX_CSV_CELL_CHARS for cell in row.values() if isinstance(cell, str)
+            ):
+                raise GoldenSetError(
+                    f"{path}:{start}: invalid CSV: a cell is longer than {MAX_CSV_CELL_CHARS} "
+                    "characters"
+                )
             yield start, dict(row)
             start = reader.line_num + 1
-    except csv.Error as exc:  # also a cell over the csv module's field size limit
+    except csv.Error as exc:
         raise GoldenSetError(f"{path}:{start}: invalid CSV: {exc}") from exc
 
 

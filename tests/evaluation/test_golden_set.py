@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -168,3 +170,17 @@ def test_malformed_golden_files_raise_golden_set_error_not_a_parser_error(
     with pytest.raises(GoldenSetError, match=message) as info:
         load_golden_set(_write(tmp_path / name, body))
     assert name in str(info.value)
+
+
+def test_a_huge_csv_cell_is_refused_even_when_the_csv_module_limit_was_raised(
+    tmp_path: Path,
+) -> None:
+    """csv.field_size_limit is process-wide; libraries raise it (seen under pytest-xdist)."""
+    previous = csv.field_size_limit(sys.maxsize)
+    try:
+        path = tmp_path / "big.csv"
+        path.write_text('Question,Source Docs\n"' + "x" * 200_000 + '",a.md\n')
+        with pytest.raises(GoldenSetError, match=":2: invalid CSV: a cell is longer"):
+            load_golden_set(path)
+    finally:
+        csv.field_size_limit(previous)
