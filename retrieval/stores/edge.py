@@ -56,7 +56,6 @@ from citewell.retrieval.stores.shared import (
     CHUNK_ID_FIELDS,
     EXACT_SEARCH_MAX_POINTS,
     FilteredSearchPlanner,
-    best_with_ties,
     checked_query,
     chunks_in_order,
     group_chunk_ids,
@@ -263,24 +262,21 @@ class EdgeVectorStore:
             def count_matching(exact: bool = True) -> int:
                 return int(shard.count(edge.CountRequest(exact=exact, filter=flt)))
 
-            def best(n: int) -> list[edge.ScoredPoint]:
-                def run(exact: bool) -> list[edge.ScoredPoint]:
-                    params = edge.SearchParams(exact=True) if exact else None
-                    request = edge.QueryRequest(
-                        limit=n, query=nearest, filter=flt, with_payload=True, params=params
-                    )
-                    return list(shard.query(request))
-
-                return self._planner.search(
-                    (scope.cache_key, filters),
-                    run,
-                    lambda: count_matching(exact=False),
-                    count_matching,
-                    n,
-                    logger,
+            def run(n: int, exact: bool) -> list[edge.ScoredPoint]:
+                params = edge.SearchParams(exact=True) if exact else None
+                request = edge.QueryRequest(
+                    limit=n, query=nearest, filter=flt, with_payload=True, params=params
                 )
+                return list(shard.query(request))
 
-            points = best_with_ties(best, limit, lambda p: float(p.score), lambda p: str(p.id))
+            points = self._planner.search_best(
+                (scope.cache_key, filters),
+                run,
+                lambda: count_matching(exact=False),
+                count_matching,
+                limit,
+                logger,
+            )
         return [(chunk_from_payload(p.payload), float(p.score)) for p in points]
 
     def get_chunks(self, chunk_ids: Sequence[str]) -> list[Chunk]:

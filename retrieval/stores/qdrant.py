@@ -42,7 +42,6 @@ from citewell.retrieval.stores.shared import (
     CHUNK_ID_FIELDS,
     EXACT_SEARCH_MAX_POINTS,
     FilteredSearchPlanner,
-    best_with_ties,
     checked_query,
     chunks_in_order,
     group_chunk_ids,
@@ -336,23 +335,19 @@ class QdrantVectorStore:
             def count_matching(exact: bool = True) -> int:
                 return client.count(self._collection, count_filter=flt, exact=exact).count
 
-            def best(n: int) -> list[qm.ScoredPoint]:
-                def run(exact: bool) -> list[qm.ScoredPoint]:
-                    return self._query(client, query, flt, n, exact=exact)
+            def run(n: int, exact: bool) -> list[qm.ScoredPoint]:
+                return self._query(client, query, flt, n, exact=exact)
 
-                # Same plan as the edge store (see retrieval/stores/edge). On a server the
-                # estimate is one request; plans are remembered per scope, so recurring scopes
-                # skip it.
-                return self._planner.search(
-                    (scope.cache_key, filters),
-                    run,
-                    lambda: count_matching(exact=False),
-                    count_matching,
-                    n,
-                    logger,
-                )
-
-            points = best_with_ties(best, limit, lambda p: float(p.score), lambda p: str(p.id))
+            # Same plan as the edge store (see retrieval/stores/edge). On a server the estimate
+            # is one request; plans are remembered per scope, so recurring scopes skip it.
+            points = self._planner.search_best(
+                (scope.cache_key, filters),
+                run,
+                lambda: count_matching(exact=False),
+                count_matching,
+                limit,
+                logger,
+            )
         return [(chunk_from_payload(p.payload), float(p.score)) for p in points]
 
     def _query(

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +25,16 @@ from citewell.retrieval.protocols import Vector
 from citewell.retrieval.stores.filters import DOC_ID_FIELD, chunk_from_payload, point_id
 
 Point = TypeVar("Point")
+
+
+class _Scored(Protocol):
+    @property
+    def id(self) -> object: ...
+    @property
+    def score(self) -> float: ...
+
+
+ScoredPoint = TypeVar("ScoredPoint", bound=_Scored)
 
 # The payload fields :func:`group_chunk_ids` reads; ask the engine for these only.
 CHUNK_ID_FIELDS: list[str] = [DOC_ID_FIELD, "chunk_id", "chunk_index"]
@@ -138,6 +148,30 @@ class FilteredSearchPlanner:
         if self._exact(key, estimate_matching, count_matching, logger):
             return query(True)
         return search_with_exact_fallback(query, count_matching, limit, logger)
+
+    def search_best(
+        self,
+        key: Hashable,
+        query: Callable[[int, bool], list[ScoredPoint]],
+        estimate_matching: Callable[[], int],
+        count_matching: Callable[[], int],
+        limit: int,
+        logger: logging.Logger,
+    ) -> list[ScoredPoint]:
+        """The ``limit`` best points by :meth:`search`, ``query(n, exact)`` asked for ``n``; ties
+        at the cut are broken by point id (:func:`best_with_ties`)."""
+
+        def nearest(n: int) -> list[ScoredPoint]:
+            return self.search(
+                key,
+                lambda exact: query(n, exact),
+                estimate_matching,
+                count_matching,
+                n,
+                logger,
+            )
+
+        return best_with_ties(nearest, limit, lambda p: float(p.score), lambda p: str(p.id))
 
     def _exact(
         self,
