@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -153,26 +155,50 @@ def visit_page(
     """Open ``url`` in headless Chromium, wait until the JavaScript ``ready`` is true (or the
     timeout), then evaluate ``expressions``."""
     binary = chromium_or_skip()
-    with (
-        tempfile.TemporaryDirectory(prefix="citewell-chromium-") as profile,
-        tempfile.TemporaryFile("w+") as stderr,  # a pipe nobody reads could fill and block it
-    ):
-        proc = subprocess.Popen(
-            [binary, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            text=True,
-        )
+    # The profile is removed by _remove_profile once every Chromium process has exited: the
+    # browser's helpers (renderer, crash handler) outlive its main process by a moment and
+    # still write there, which made TemporaryDirectory's cleanup fail with ENOTEMPTY in CI.
+    profile = tempfile.mkdtemp(prefix="citewell-chromium-")
+    try:
+        with tempfile.TemporaryFile("w+") as stderr:  # a pipe nobody reads could block it
+            proc = subprocess.Popen(
+                [binary, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                text=True,
+                start_new_session=True,  # its own process group, so all of it can be stopped
+                env={**os.environ, "TMPDIR": profile},  # its singleton socket dir goes too
+            )
+            try:
+                ws_url = _devtools_url(proc, Path(profile), timeout_s)
+                return asyncio.run(_visit(ws_url, url, ready, expressions, timeout_s))
+            finally:
+                _stop_process_group(proc)
+    finally:
+        _remove_profile(Path(profile))
+
+
+def _stop_process_group(proc: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+    # Whatever of the group is left (helpers ignore SIGTERM while busy) is killed outright.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _remove_profile(profile: Path, attempts: int = 20) -> None:
+    for _ in range(attempts - 1):
         try:
-            ws_url = _devtools_url(proc, Path(profile), timeout_s)
-            return asyncio.run(_visit(ws_url, url, ready, expressions, timeout_s))
-        finally:
-            proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            shutil.rmtree(profile)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.25)  # a helper killed a moment ago may still be closing its files
+    shutil.rmtree(profile, ignore_errors=True)
 
 
 def _devtools_url(proc: subprocess.Popen[str], profile: Path, timeout_s: float) -> str:
