@@ -68,20 +68,28 @@ def run_versions(args: argparse.Namespace) -> int:
     layout = IndexLayout(settings, settings.index)
     current = layout.current_version()
     rows = [layout.read_meta(version) for version in layout.versions()]
+    published = layout.published_versions()
+    never_published = [meta.version for meta in rows if meta.version not in published]
     if args.json:
         print_json(
             {
                 "index": layout.name,
                 "current": current,
                 "versions": [meta.model_dump(mode="json") for meta in rows],
+                "never_published": never_published,
             }
         )
         return 0
     for meta in rows:
         mark = "*" if meta.version == current else " "
+        note = (
+            "  (never published: its refresh was stopped)"
+            if meta.version in never_published
+            else ""
+        )
         sys.stdout.write(
             f"{mark} {meta.version}  {meta.created_at:%Y-%m-%d %H:%M:%S}  "
-            f"{meta.documents} documents, {meta.chunks} chunks\n"
+            f"{meta.documents} documents, {meta.chunks} chunks{note}\n"
         )
     return 0
 

@@ -37,7 +37,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -149,6 +149,10 @@ class IndexLayout:
         self.staging_dir = self.root / "staging"
         self.rerankers_dir = self.root / "rerankers"
         self.lock_file = self.root / ".write.lock"
+        # Every version CURRENT has named. A writer killed between renaming its version into
+        # place and switching CURRENT leaves a whole version nobody published: rollback must
+        # never serve it, and garbage collection must not keep it in place of a served one.
+        self.published_file = self.root / "PUBLISHED"
 
     def current_version(self) -> str | None:
         try:
@@ -175,6 +179,38 @@ class IndexLayout:
             raise StoreUnavailableError(
                 f"index {self.name!r} version {version} is unreadable"
             ) from exc
+
+    def published_versions(self) -> set[str]:
+        """The versions that have been served (CURRENT's included)."""
+        current = self.current_version()
+        return self._recorded_versions(current) | ({current} if current else set())
+
+    def _recorded_versions(self, current: str | None) -> set[str]:
+        try:
+            return set(self.published_file.read_text(encoding="utf-8").split())
+        except FileNotFoundError:
+            # An index written before the record existed: every version it holds was served
+            # as far as anyone can tell; one never published yet holds none.
+            return set(self.versions()) if current else set()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise IndexIntegrityError(None, ["PUBLISHED is unreadable"]) from exc
+
+    def record_published(self, versions: set[str]) -> None:
+        """Add ``versions`` to the record (atomically; the caller holds the write lock)."""
+        recorded = self._recorded_versions(self.current_version())
+        if versions <= recorded and self.published_file.exists():
+            return
+        # Versions garbage collection has removed leave the record too, so it stays small.
+        kept = (recorded | versions) & (set(self.versions()) | versions)
+        payload = "".join(f"{v}\n" for v in sorted(kept))
+        write_atomic(self.published_file, payload.encode("utf-8"))
+
+    def sweep_temporary_files(self) -> None:
+        """Remove what ``write_atomic`` left beside CURRENT and PUBLISHED when a process was
+        killed mid-write (the caller holds the write lock, so none is being written)."""
+        for name in (self.current_file.name, self.published_file.name):
+            for stray in self.root.glob(f".{name}.*.tmp"):
+                stray.unlink(missing_ok=True)
 
     def set_current(self, version: str) -> None:
         """Point CURRENT at ``version`` atomically (write, fsync, rename, fsync dir)."""
@@ -370,26 +406,18 @@ class IndexWriter:
         self._release_lock()
 
     def _acquire_lock(self) -> None:
-        fd = os.open(self.layout.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            os.close(fd)
-            raise IndexLockedError(
-                f"another process is writing index {self.layout.name!r}; try again when it ends"
-            ) from exc
-        self._lock_fd = fd
+        self._lock_fd = _lock_index(self.layout)
 
     def _release_lock(self) -> None:
         if self._lock_fd is not None:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
+            _unlock_index(self._lock_fd)
             self._lock_fd = None
 
     def _open(self) -> None:
         layout = self.layout
         # Anything left in staging belongs to a writer that died: we hold the lock, so discard it.
         shutil.rmtree(layout.staging_dir, ignore_errors=True)
+        layout.sweep_temporary_files()
         layout.staging_dir.mkdir(parents=True)
         layout.versions_dir.mkdir(parents=True, exist_ok=True)
         self.version = _next_version(layout)
@@ -511,6 +539,8 @@ class IndexWriter:
         fsync_dir(self.layout.versions_dir)
         self.layout.set_current(self.version)
         self._committed = True
+        # Killed before this line, the next writer or rollback records it (CURRENT names it).
+        self.layout.record_published({self.version})
         published = meta.model_dump(include={"index", "version", "documents", "chunks"})
         log_event(logger, logging.INFO, "index.published", **published)
         self._collect_garbage()
@@ -559,11 +589,13 @@ class IndexWriter:
                     ).delete_collection()
 
     def _collect_garbage(self) -> None:
-        """Keep the newest ``keep_versions`` versions (the current one always)."""
+        """Keep the newest ``keep_versions`` published versions (the current one always);
+        versions whose publish was killed before CURRENT named them go."""
         layout = self.layout
         current = layout.current_version()
         versions = layout.versions()
-        keep = set(versions[-self.settings.keep_versions :]) | {current}
+        published = [v for v in versions if v in layout.published_versions()]
+        keep = set(published[-self.settings.keep_versions :]) | {current}
         kept_collections = {layout.read_meta(v).collection for v in keep if v and v in versions}
         for version in versions:
             if version in keep:
@@ -579,6 +611,33 @@ class IndexWriter:
                         self.settings, meta.collection, meta.dimension
                     ).delete_collection()
             _remove_version(layout, version)
+
+
+def _lock_index(layout: IndexLayout) -> int:
+    """Take the index's write lock (one writer or rollback at a time) or refuse at once."""
+    fd = os.open(layout.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        os.close(fd)
+        raise IndexLockedError(
+            f"another process is writing index {layout.name!r}; try again when it ends"
+        ) from exc
+    return fd
+
+
+def _unlock_index(fd: int) -> None:
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+@contextlib.contextmanager
+def _write_lock(layout: IndexLayout) -> Iterator[None]:
+    fd = _lock_index(layout)
+    try:
+        yield
+    finally:
+        _unlock_index(fd)
 
 
 def _remove_version(layout: IndexLayout, version: str) -> None:
@@ -610,20 +669,34 @@ def _os_error_reason(exc: OSError) -> str:
 
 
 def rollback(settings: Settings, index: str | None = None, to_version: str | None = None) -> str:
-    """Point the index back at ``to_version`` (default: the version before the current one)."""
+    """Point the index back at ``to_version`` (default: the version before the current one).
+    Only versions that have served can be chosen: one whose publish was killed never can."""
     layout = IndexLayout(settings, index)
-    versions = layout.versions()
-    current = layout.current_version()
-    if to_version is None:
-        older = [v for v in versions if current is None or v < current]
-        if not older:
+    if not layout.root.is_dir():
+        raise IndexNotFoundError(f"index {layout.name!r} does not exist")
+    with _write_lock(layout):
+        versions = layout.versions()
+        current = layout.current_version()
+        published = layout.published_versions()
+        if to_version is None:
+            older = [v for v in versions if v in published and (current is None or v < current)]
+            if not older:
+                raise IndexNotFoundError(
+                    f"index {layout.name!r} has no earlier version to roll back to"
+                )
+            to_version = older[-1]
+        elif to_version not in versions:
+            raise IndexNotFoundError(f"index {layout.name!r} has no version {to_version}")
+        elif to_version not in published:
             raise IndexNotFoundError(
-                f"index {layout.name!r} has no earlier version to roll back to"
+                f"index {layout.name!r} version {to_version} was never published (a refresh "
+                "was stopped before it switched to it); it cannot be served"
             )
-        to_version = older[-1]
-    # A switch like any other: a version that fails its check is never pointed at.
-    _refuse_if_damaged(layout, layout.read_meta(to_version), digests=True)
-    layout.set_current(to_version)
+        # A switch like any other: a version that fails its check is never pointed at.
+        _refuse_if_damaged(layout, layout.read_meta(to_version), digests=True)
+        layout.sweep_temporary_files()
+        layout.record_published(published)  # the version left stays one that served
+        layout.set_current(to_version)
     log_event(logger, logging.WARNING, "index.rolled_back", index=layout.name, version=to_version)
     return to_version
 

@@ -12,7 +12,7 @@ import pytest
 
 import citewell.retrieval.index as index_module
 from citewell.cli.main import main as cli_main
-from citewell.core.errors import StoreUnavailableError
+from citewell.core.errors import IndexLockedError, IndexNotFoundError, StoreUnavailableError
 from citewell.core.settings import Settings
 from citewell.ingestion.pipeline import Ingestor
 from citewell.retrieval.index import IndexLayout
@@ -125,3 +125,106 @@ def test_read_only_data_dir_is_one_clear_error_not_an_unexpected_one(
         with pytest.raises(StoreUnavailableError, match="Read-only file system"):
             _refresh(settings, folder, "Revision 1.")
     assert IndexLayout(settings, "kb").current_version() == "v000001"
+
+
+def _kill_between_rename_and_switch(
+    settings: Settings, folder: Path, monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    """A refresh killed after its version is renamed into place, before CURRENT names it."""
+
+    def killed(self: IndexLayout, version: str) -> None:
+        raise _Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(IndexLayout, "set_current", killed)
+        with pytest.raises(_Killed):
+            _refresh(settings, folder, text)
+
+
+def test_a_version_whose_publish_was_killed_is_never_rolled_back_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", keep_versions=2)
+    folder = _folder(tmp_path / "kb")
+    _refresh(settings, folder, "Revision 1.")
+    _kill_between_rename_and_switch(settings, folder, monkeypatch, "Never published.")
+    layout = IndexLayout(settings, "kb")
+    assert layout.versions() == ["v000001", "v000002"]
+    assert layout.current_version() == "v000001"
+    with pytest.raises(IndexNotFoundError, match="never published"):
+        index_module.rollback(settings, "kb", "v000002")
+    code = cli_main(["index", "versions", "--index", "kb", "--data-dir", str(settings.data_dir)])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    assert "v000002" in out.splitlines()[1] and "never published" in out.splitlines()[1]
+    _refresh(settings, folder, "Revision 3.")
+    assert layout.current_version() == "v000003"
+    # The version before the current one is the last one that served, not the orphan.
+    assert index_module.rollback(settings, "kb") == "v000001"
+
+
+def test_garbage_collection_keeps_published_versions_before_an_orphan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", keep_versions=2)
+    folder = _folder(tmp_path / "kb")
+    _refresh(settings, folder, "Revision 1.")
+    _kill_between_rename_and_switch(settings, folder, monkeypatch, "Never published.")
+    _refresh(settings, folder, "Revision 3.")
+    layout = IndexLayout(settings, "kb")
+    # The orphan took no place among the versions kept; it is gone.
+    assert layout.versions() == ["v000001", "v000003"]
+
+
+def test_a_version_rolled_back_from_can_be_rolled_forward_to(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", keep_versions=3)
+    folder = _folder(tmp_path / "kb")
+    for n in range(2):
+        _refresh(settings, folder, f"Revision {n}.")
+    assert index_module.rollback(settings, "kb") == "v000001"
+    # A refresh now builds on v000001; v000002, newer than CURRENT, was published and stays.
+    _refresh(settings, folder, "Revision 2.")
+    layout = IndexLayout(settings, "kb")
+    assert layout.versions() == ["v000001", "v000002", "v000003"]
+    assert index_module.rollback(settings, "kb", "v000002") == "v000002"
+
+
+def test_an_index_written_before_the_publication_record_keeps_its_versions(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", keep_versions=3)
+    folder = _folder(tmp_path / "kb")
+    for n in range(2):
+        _refresh(settings, folder, f"Revision {n}.")
+    layout = IndexLayout(settings, "kb")
+    for stray in layout.root.glob("PUBLISHED*"):
+        stray.unlink()  # as an index from a release without the record
+    assert index_module.rollback(settings, "kb") == "v000001"
+    assert index_module.rollback(settings, "kb", "v000002") == "v000002"
+
+
+def test_temporary_files_of_killed_pointer_writes_are_swept_by_the_next_writer(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    folder = _folder(tmp_path / "kb")
+    _refresh(settings, folder, "Revision 1.")
+    layout = IndexLayout(settings, "kb")
+    stray = layout.root / ".CURRENT.4242.deadbeef.tmp"  # write_atomic's name, killed mid-write
+    stray.write_text("v0000", encoding="utf-8")
+    _refresh(settings, folder, "Revision 2.")
+    assert not stray.exists()
+
+
+def test_rollback_waits_for_no_writer_and_names_a_missing_version(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    folder = _folder(tmp_path / "kb")
+    for n in range(2):
+        _refresh(settings, folder, f"Revision {n}.")
+    layout = IndexLayout(settings, "kb")
+    with pytest.raises(IndexNotFoundError, match="no version v000009"):
+        index_module.rollback(settings, "kb", "v000009")
+    # A refresh is publishing: rollback must not switch CURRENT under it.
+    with index_module._write_lock(layout), pytest.raises(IndexLockedError):
+        index_module.rollback(settings, "kb")
+    assert layout.current_version() == "v000002"
