@@ -31,6 +31,7 @@ from citewell.agent.scoring import ScoredSentence, SentenceScorer
 from citewell.core.errors import InputRejectedError, LLMError
 from citewell.core.logging import log_event
 from citewell.core.models import Chunk, Principal, SearchFilters, SearchRequest, SearchResult
+from citewell.retrieval.embedding_cache import caller_partition
 from citewell.retrieval.protocols import SearchService
 
 logger = logging.getLogger(__name__)
@@ -109,8 +110,9 @@ class Agent:
         answerability check sees them (most similar first): what calibration fits on."""
         tool = PrincipalBoundSearch(self._search, principal)
         prefer_recent = self._config.detect_recency and wants_recent(question)
-        result = tool(self._request(question, question, filters, prefer_recent))
-        scored = self._scorer.score(question, [r.chunk for r in result.results])
+        with caller_partition(principal):
+            result = tool(self._request(question, question, filters, prefer_recent))
+            scored = self._scorer.score(question, [r.chunk for r in result.results])
         return self._checker.candidates(scored, result.document_terms)
 
     def _request(
@@ -143,7 +145,11 @@ class Agent:
             )
         # The language model loads once per process (seconds); not part of an answer's budget.
         self._checker.analyzer.warm_up()
-        return self._run(PrincipalBoundSearch(self._search, principal), question, filters)
+        # Texts this caller supplies or is told (its question, an LLM's claims from its sources)
+        # are cached in this caller's partition only: a cache hit must not tell another caller
+        # that they were asked or stated (``retrieval.embedding_cache.caller_partition``).
+        with caller_partition(principal):
+            return self._run(PrincipalBoundSearch(self._search, principal), question, filters)
 
     def _run(
         self, tool: PrincipalBoundSearch, question: str, filters: SearchFilters | None
@@ -177,6 +183,10 @@ class Agent:
             t0 = self._clock()
             result = tool(self._request(question, query, filters, prefer_recent))
             retrievals += 1
+            if index_version is not None and result.index_version not in (None, index_version):
+                # A new version was published between retrievals: it may have relabeled or
+                # withdrawn what the earlier ones found, so only this retrieval's chunks stand.
+                chunks, document_terms = [], {}
             index_version = result.index_version or index_version
             t1 = self._clock()
             timings["retrieval_ms"] += (t1 - t0) * 1000

@@ -38,6 +38,7 @@ from citewell.agent.scoring import ScoredSentence, sentence_spans
 from citewell.core.errors import ConfigurationError, InvalidArgumentError
 from citewell.core.logging import log_event
 from citewell.core.models import Frozen
+from citewell.retrieval.embedding_cache import current_partition
 from citewell.retrieval.lexical import Tokenizer, contextual_text
 
 logger = logging.getLogger(__name__)
@@ -224,7 +225,8 @@ def _spacy(name: str) -> Any:
 
 class TextAnalyzer:
     """spaCy (loaded on first use) for questions and sentences; a stemmed-word tokenizer for
-    coverage. Sentence analyses are cached by text. Thread-safe."""
+    coverage. Sentence analyses are cached by text; question analyses by caller and text
+    (``retrieval.embedding_cache.caller_partition``). Thread-safe."""
 
     def __init__(self, spacy_model: str = SPACY_MODEL, cache_size: int = 8192) -> None:
         self._spacy_model = spacy_model
@@ -233,7 +235,7 @@ class TextAnalyzer:
         self._tokenizer = Tokenizer(stem=True)
         self._labels: OrderedDict[str, tuple[tuple[str, str], ...]] = OrderedDict()
         self._terms: OrderedDict[str, frozenset[str]] = OrderedDict()
-        self._profiles: OrderedDict[str, QuestionProfile] = OrderedDict()
+        self._profiles: OrderedDict[tuple[str | None, str], QuestionProfile] = OrderedDict()
         self._cache_size = cache_size
 
     def _load(self) -> Any:
@@ -256,13 +258,16 @@ class TextAnalyzer:
         return hit
 
     def question(self, text: str) -> QuestionProfile:
+        # Questions and claims are the caller's texts: cached per caller, so that a fast answer
+        # never tells one caller what another asked or was told.
+        key = (current_partition(), text)
         with self._lock:
-            cached = self._profiles.get(text)
+            cached = self._profiles.get(key)
         if cached is not None:
             return cached
         profile = self._profile(text)
         with self._lock:
-            self._profiles[text] = profile
+            self._profiles[key] = profile
             while len(self._profiles) > self._cache_size:
                 self._profiles.popitem(last=False)
         return profile

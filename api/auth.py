@@ -266,7 +266,11 @@ class JwtVerifier:
 
 class PrincipalsFile:
     """The principals file, re-read when it changes so keys can be issued or revoked without a
-    restart. An edit that breaks the file is logged and the last valid version stays in force."""
+    restart. An edit that breaks the file is logged and the last valid version stays in force;
+    a file removed revokes every key (logged) until it is back: nobody is known by a file that
+    is not there."""
+
+    _MISSING = -1  # the mtime recorded while the file is absent
 
     def __init__(self, path: Path, scheme: ClassificationScheme) -> None:
         self._path = path
@@ -275,19 +279,23 @@ class PrincipalsFile:
         self._mtime = self._stat()
         self._directory = PrincipalDirectory.load(path, scheme)  # fail fast at startup
 
-    def _stat(self) -> int | None:
+    def _stat(self) -> int:
         try:
             return self._path.stat().st_mtime_ns
-        except OSError:
-            return None
+        except OSError:  # removed, or its folder unreadable: nobody is known by it
+            return self._MISSING
 
     def current(self) -> PrincipalDirectory:
         mtime = self._stat()
-        if mtime is None or mtime == self._mtime:
+        if mtime == self._mtime:
             return self._directory
         with self._lock:
             if mtime != self._mtime:
                 self._mtime = mtime
+                if mtime == self._MISSING:
+                    self._directory = PrincipalDirectory({}, self._scheme)
+                    log_event(logger, logging.ERROR, "auth.principals_missing")
+                    return self._directory
                 try:
                     self._directory = PrincipalDirectory.load(self._path, self._scheme)
                     log_event(logger, logging.INFO, "auth.principals_reloaded")

@@ -48,7 +48,7 @@ from citewell.core.logging import configure_logging
 from citewell.core.models import Chunk, Principal, SearchMode, SearchRequest, SearchResult
 from citewell.core.settings import Settings
 from citewell.retrieval.embedding import SentenceTransformerEmbedder, bundled_model_path
-from citewell.retrieval.embedding_cache import CachingEmbedder, EmbeddingCache
+from citewell.retrieval.embedding_cache import CachingEmbedder, EmbeddingCache, caller_partition
 from citewell.retrieval.factory import embedding_model_id, model_export_dir, model_threads
 from citewell.retrieval.index import IndexLayout, IndexWriter
 from citewell.retrieval.manifest import DocumentEntry
@@ -278,8 +278,11 @@ def main(argv: list[str] | None = None) -> int:
         embedder.embed_query(query)
         embed_ms.append((time.perf_counter() - started) * 1000)
     cached = CachingEmbedder(embedder, EmbeddingCache(settings.cache_dir / "embeddings.sqlite"))
-    for query in queries:
-        cached.embed_query(query)  # the service's query cache now holds every query
+    for principal in (BROAD, RESTRICTIVE):
+        # The query cache is per caller: fill each measured principal's partition.
+        with caller_partition(principal):
+            for query in queries:
+                cached.embed_query(query)
     p50, p95 = percentiles(embed_ms)
     print(
         f"query embedding ({len(queries)} queries, {threads} threads): p50 {p50:.1f} ms, "

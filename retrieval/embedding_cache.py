@@ -2,22 +2,32 @@
 
 Entries are keyed by (embedder ``cache_key``, sha256 of the exact text): switching model,
 backend or max length changes the key, so vectors from another backend are never served.
+
+The query cache is also keyed by the caller (:func:`caller_partition`): a vector carries no
+access information, but whether a text is already cached does. Shared between callers, a query
+that returns in a few milliseconds instead of tens would tell a low-clearance caller that
+someone asked exactly that text, or that an LLM answer written from restricted sources stated it
+(the agent embeds each claim to check it against its source).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
 
 from citewell.core.errors import ConfigurationError, StoreUnavailableError
 from citewell.core.logging import log_event
+from citewell.core.models import Principal
 from citewell.retrieval.protocols import Embedder, Matrix, Vector
 
 logger = logging.getLogger(__name__)
@@ -36,6 +46,35 @@ _SQLITE_VARS = 500  # stays under SQLite's bound-parameter limit on old builds
 
 def text_digest(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+
+# Whose request is running: caches of caller-supplied texts (query vectors here, question
+# analyses in the agent) keep one partition per caller. None outside any caller (a one-principal
+# process: the CLI, evaluation, benchmarks).
+_PARTITION: ContextVar[str | None] = ContextVar("citewell_caller_partition", default=None)
+
+
+def principal_partition(principal: Principal) -> str:
+    """The cache partition of ``principal``: equal only for the same name, clearance and groups,
+    so it is never shared by two callers who may see different chunks."""
+    material = json.dumps([principal.name, principal.clearance, sorted(principal.groups)])
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def caller_partition(principal: Principal) -> Iterator[None]:
+    """Within this block (this thread or task), caller-keyed caches use ``principal``'s
+    partition."""
+    token = _PARTITION.set(principal_partition(principal))
+    try:
+        yield
+    finally:
+        _PARTITION.reset(token)
+
+
+def current_partition() -> str | None:
+    """The partition of the caller whose request is running (None outside any)."""
+    return _PARTITION.get()
 
 
 class EmbeddingCache:
@@ -116,7 +155,8 @@ class EmbeddingCache:
 
 class CachingEmbedder:
     """Embedder that serves document vectors from an :class:`EmbeddingCache` and query vectors
-    from a bounded in-memory LRU. ``computed``/``cached`` count document vectors."""
+    from a bounded in-memory LRU, one partition per caller (:func:`caller_partition`).
+    ``computed``/``cached`` count document vectors."""
 
     def __init__(self, inner: Embedder, cache: EmbeddingCache, query_cache_size: int = 1024):
         if query_cache_size < 0:
@@ -124,7 +164,7 @@ class CachingEmbedder:
         self._inner = inner
         self._cache = cache
         self._query_cache_size = query_cache_size
-        self._queries: OrderedDict[tuple[str, str], Vector] = OrderedDict()
+        self._queries: OrderedDict[tuple[str | None, str, str], Vector] = OrderedDict()
         self._lock = threading.Lock()
         self.computed = 0
         self.cached = 0
@@ -175,7 +215,7 @@ class CachingEmbedder:
         return np.stack([hits[d] for d in digests]).astype(np.float32, copy=False)
 
     def embed_query(self, text: str) -> Vector:
-        entry = (self._inner.cache_key, text)
+        entry = (current_partition(), self._inner.cache_key, text)
         with self._lock:
             vector = self._queries.get(entry)
             if vector is not None:

@@ -19,6 +19,7 @@ from citewell.core.errors import CitewellError, StoreUnavailableError
 from citewell.core.models import Frozen, Principal, SearchRequest, SearchResult
 from citewell.core.settings import Settings
 from citewell.retrieval.access import scope_for
+from citewell.retrieval.embedding_cache import caller_partition
 from citewell.retrieval.factory import RerankerChoice, build_embedder, choose_index_reranker
 from citewell.retrieval.fusion import FusionChoice, FusionInForce
 from citewell.retrieval.hybrid import HybridSearch
@@ -128,7 +129,11 @@ class ServingIndex:
     # --- search ---------------------------------------------------------------------------
     def search(self, principal: Principal, request: SearchRequest) -> SearchResult:
         scope = scope_for(principal, self.settings.scheme, self.settings.default_groups)
-        with self.versions.lease() as opened, self._failure_is_unavailable():
+        with (
+            self.versions.lease() as opened,
+            self._failure_is_unavailable(),
+            caller_partition(principal),  # the query cache is never shared between callers
+        ):
             choice = self._reranker_choice
             steps = HybridSearch(
                 opened,

@@ -220,3 +220,36 @@ def test_llm_sentence_that_carries_an_instruction_is_never_kept_as_cited(echo):
     assert not ans.refused and ans.removed_claims == 1
     assert ans.answer == "The Normans gave their name to Normandy [1]."
     assert "password" not in ans.answer.lower() and "ignore" not in ans.answer.lower()
+
+
+class _PublishedBetweenRetrievals:
+    """Serves version v1 for the first search and v2 (``later``) for every one after it, as a
+    refresh published while an answer is being prepared does."""
+
+    def __init__(self, first: list, later: list) -> None:
+        self._first, self._later = FakeSearch(first), FakeSearch(later)
+        self.calls = 0
+
+    def search(self, principal, request):
+        self.calls += 1
+        if self.calls == 1:
+            return self._first.search(principal, request)
+        return self._later.search(principal, request).model_copy(update={"index_version": "v2"})
+
+
+def test_chunks_of_a_version_replaced_between_retrievals_are_not_served():
+    """v2 restricts the document the first retrieval found (relabeled, or withdrawn). The
+    answer, reported as from v2, must not carry its text from v1: a new version replaces what
+    was retrieved from the old one."""
+    text = "Normandy harbour notes: the Normans traded wool along the coast every spring."
+    before = make_chunk("notes", text)
+    after = before.model_copy(
+        update={"classification": "restricted", "classification_rank": 3, "groups": ("board",)}
+    )
+    search = _PublishedBetweenRetrievals([before, CHUNKS[0]], [after, CHUNKS[0]])
+    config = AgentConfig(refusal_threshold=1.0, max_retrievals=2)  # both retrievals run
+    a = Agent(search, SentenceScorer(HashingEmbedder()), ExtractiveAnswerer(), config)
+    ans = a.answer(PUBLIC, "What did the Normans trade along the Normandy coast?")
+    assert search.calls == 2 and ans.index_version == "v2"
+    assert before.chunk_id not in {s.chunk_id for s in ans.sources}
+    assert CHUNKS[0].chunk_id in {s.chunk_id for s in ans.sources}

@@ -284,3 +284,12 @@ def test_principals_file_changes_apply_without_restart(client, principals_file):
     principals_file.write_text("principals: [not, a, mapping")
     os.utime(principals_file, ns=(time.time_ns(), time.time_ns() + 2_000_000))
     assert _search(client, {"X-API-Key": "judy-k"}).status_code == 200
+
+
+def test_a_removed_principals_file_revokes_every_key_until_it_is_back(client, principals_file):
+    assert _search(client, {"X-API-Key": KEYS["alice"]}).status_code == 200
+    kept = principals_file.read_text()
+    principals_file.unlink()  # an operator revoking every key, or a file moved away
+    assert _search(client, {"X-API-Key": KEYS["alice"]}).status_code == 401
+    principals_file.write_text(kept)
+    assert _search(client, {"X-API-Key": KEYS["alice"]}).status_code == 200
