@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import unicodedata
 from typing import TYPE_CHECKING
 
 from citewell.cli.arguments import OBJECT_LABELS, SOURCE_NAME, FolderOrS3Prefix
@@ -131,10 +132,26 @@ def print_report(report: IngestReport) -> None:
     for name, value in rows:
         out.write(f"  {name:<20} {value:>7}\n")
     for failure in report.failed:
-        out.write(f"  FAILED  {failure.source_uri}: {failure.reason}\n")
+        out.write(f"  FAILED  {_line(failure.source_uri)}: {_line(failure.reason)}\n")
     for path in report.withdrawn:
-        out.write(f"  WITHDRAWN (labels cannot be determined; not served until fixed)  {path}\n")
+        out.write(
+            f"  WITHDRAWN (labels cannot be determined; not served until fixed)  {_line(path)}\n"
+        )
     for refusal in report.label_refusals:
-        out.write(f"  LABEL REFUSED (visible to nobody)  {refusal.source_uri}: {refusal.reason}\n")
+        out.write(
+            f"  LABEL REFUSED (visible to nobody)  {_line(refusal.source_uri)}: "
+            f"{_line(refusal.reason)}\n"
+        )
     for path in report.unlabelled:
-        out.write(f"  UNLABELLED (visible to nobody until labelled)  {path}\n")
+        out.write(f"  UNLABELLED (visible to nobody until labelled)  {_line(path)}\n")
+
+
+def _line(text: str) -> str:
+    """``text`` on one line: control characters and line separators (a file name may hold a
+    newline) escaped, so a name can neither split its line nor forge another."""
+    return "".join(
+        c.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(c) in ("Cc", "Zl", "Zp")
+        else c
+        for c in text
+    )

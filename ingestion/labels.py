@@ -171,7 +171,9 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
             out.append(re.escape(c))
             i += 1
     try:
-        return re.compile("".join(out) + r"\Z")
+        # DOTALL: a file name may hold a newline, and "**" must still span it (a name like
+        # "board/a\nb.md" escaping a restrictive rule would fall to a lower default).
+        return re.compile("".join(out) + r"\Z", re.DOTALL)
     except re.error as exc:
         raise LabelError(f"invalid glob {pattern!r}: {exc}") from exc
 

@@ -75,9 +75,12 @@ class WorkerLimits(Frozen):
 
 @dataclass(frozen=True)
 class ParseJob:
+    """``sha256``: the file's content as the run hashed it; other bytes fail the job."""
+
     key: str
     path: Path
     doc_type: str
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,11 @@ def _worker_main(conn: Connection, limits: WorkerLimits) -> None:
         out_of_memory = False
         try:
             parsed = parse_document(
-                job.path, job.doc_type, ocr=limits.ocr, zip_limits=limits.zip_limits
+                job.path,
+                job.doc_type,
+                ocr=limits.ocr,
+                zip_limits=limits.zip_limits,
+                sha256=job.sha256,
             ).model_dump_json()
         except ParseError as exc:
             reason = exc.reason

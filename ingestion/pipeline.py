@@ -264,7 +264,11 @@ class _Parsing:
             self._downloaded[candidate.doc_id] = path
         if self._workers is None:
             self._workers = ParseWorkers(self.worker_count, self._ingestor.worker_limits())
-        self._workers.submit(ParseJob(candidate.doc_id, path, item.doc_type))
+        # A local file's content hash is the SHA-256 of the bytes the run read: the worker
+        # parses those bytes or fails, never a version saved since (indexed, and cached, under
+        # the old hash, it would pass as unchanged once the file is back to those bytes).
+        sha256 = candidate.content_hash if candidate.download is None else None
+        self._workers.submit(ParseJob(candidate.doc_id, path, item.doc_type, sha256))
 
     def take(self, candidate: _Candidate) -> ParsedDocument:
         """The parsed document, or :class:`ParseError` with the reason it failed."""

@@ -74,6 +74,15 @@ def _is_labels_file_name(name: str) -> bool:
     return name.casefold() in (LABELS_FILE, LABELS_FILE.replace(SIDECAR_SUFFIX, MISSPELT_SUFFIX))
 
 
+def _is_utf8(name: str) -> bool:
+    """Whether ``name`` (decoded from the file system, undecodable bytes as surrogates) is text."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _is_label_file(name: str) -> bool:
     # Case-insensitive: a "report.pdf.LABELS.YAML" is a (refused) sidecar, never a document.
     folded = name.casefold()
@@ -170,6 +179,17 @@ class LocalFolderSource:
                 )
             if not entry.is_file(follow_symlinks=False) or _is_label_file(entry.name):
                 continue
+            relative = path.relative_to(self._root).as_posix()
+            if not _is_utf8(relative):
+                # The name (or a folder's) holds bytes that are not UTF-8 (a Latin-1 name from an
+                # old share): it cannot be stored, shown or cited as a path, so it is reported.
+                rejected.append(
+                    DocumentFailure(
+                        source_uri=path.as_uri(),
+                        reason="file name is not valid UTF-8; rename the file to index it",
+                    )
+                )
+                continue
             try:
                 self._check_inside(path)
                 stat = entry.stat(follow_symlinks=False)
@@ -188,7 +208,7 @@ class LocalFolderSource:
                 SourceItem(
                     source=self._name,
                     source_uri=path.as_uri(),
-                    relative_path=path.relative_to(self._root).as_posix(),
+                    relative_path=relative,
                     path=path,
                     size=stat.st_size,
                     modified_at=datetime.fromtimestamp(stat.st_mtime, UTC),

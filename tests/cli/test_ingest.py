@@ -77,3 +77,31 @@ def test_broken_labels_file_fails_the_run_and_keeps_the_serving_version(
         assert service.search(board, request).results
     finally:
         service.close()
+
+
+def test_a_newline_in_a_file_name_cannot_forge_a_line_of_the_report(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The report printed paths raw: a file named "x\n  FAILED  ...: corrupt.md" printed a second,
+    # forged FAILED line, and the real path was split over two lines.
+    monkeypatch.setattr("citewell.cli.common.configure_logging", lambda *a, **k: None)
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    forged = "x\n  FAILED  board-minutes.pdf: corrupt.md"
+    (folder / forged).write_text("Tugboats berth at the north quay at dawn.\n", "utf-8")
+    (folder / "plain.md").write_text("Pilots board inbound vessels at the fairway buoy.\n", "utf-8")
+
+    code = cli_main(["ingest", str(folder), "--data-dir", str(tmp_path / "data")])
+
+    out = capsys.readouterr().out
+    assert code == 0
+    lines = out.splitlines()
+    assert not [line for line in lines if line.lstrip().startswith("FAILED")]
+    unlabelled = [line for line in lines if line.lstrip().startswith("UNLABELLED")]
+    assert len(unlabelled) == 2
+    assert any(
+        line.endswith("  x\\n  FAILED  board-minutes.pdf: corrupt.md") for line in unlabelled
+    )
+    assert any(line.endswith("  plain.md") for line in unlabelled)

@@ -306,3 +306,16 @@ def test_a_labels_file_that_is_not_a_regular_file_is_an_error_not_a_hang(tmp_pat
     os.mkfifo(tmp_path / "citewell.labels.yaml")
     with pytest.raises(LabelError, match=r"citewell\.labels\.yaml: .*not a regular file"):
         LabelRules.load(tmp_path, SCHEME)
+
+
+def test_a_newline_in_a_file_name_does_not_escape_a_restrictive_rule(folder: Path):
+    # "**" compiled to ".*", which stops at a newline: "finance/q3\nreport.pdf" matched no rule
+    # and fell to the default label, visible to everyone.
+    rules = LabelRules.load(folder, SCHEME)
+    for path in ("finance/q3\nreport.pdf", "finance/\n/plan.xlsx", "finance/\n"):
+        resolved = rules.resolve(path)
+        assert resolved.label.classification == "confidential", path
+        assert resolved.label.groups == frozenset({"finance"}), path
+    assert glob_to_regex("**/*.md").match("a\nb/c\nd.md")
+    assert glob_to_regex("hr/*.pdf").match("hr/x\ny.pdf")
+    assert not glob_to_regex("hr/*.pdf").match("hr/x\n/y.pdf")

@@ -101,3 +101,29 @@ def test_a_key_cannot_be_pending_twice(tmp_path: Path):
         assert workers.take("good").parsed is not None
         workers.submit(_good(tmp_path))  # taken: the key is free again
         assert workers.take("good").parsed is not None
+
+
+@pytest.mark.slow
+def test_text_without_paragraph_breaks_parses_under_a_1_gib_memory_limit(tmp_path: Path):
+    # unstructured classifies each paragraph by running spaCy over it whole (up to 1M chars,
+    # three times): a 1 MB minified JSON file or a 600 kB text without a blank line took 2 GB
+    # and half a minute, and failed with "memory limit exceeded" under the default limit.
+    minified = tmp_path / "export.json"
+    minified.write_text(
+        "{"
+        + ",".join(
+            f'"item{n}": {{"name": "berth {n}", "note": "crane loads"}}' for n in range(20000)
+        )
+        + "}",
+        encoding="utf-8",
+    )
+    prose = tmp_path / "minutes.txt"
+    prose.write_text("The harbour master signs the manifest at berth four. " * 12000, "utf-8")
+    with ParseWorkers(1, WorkerLimits(memory_limit_bytes=1024 * MIB)) as workers:
+        workers.submit(ParseJob("json", minified, "json"))
+        workers.submit(ParseJob("prose", prose, "txt"))
+        for key, expected in (("json", '"berth 19999"'), ("prose", "harbour master")):
+            outcome = workers.take(key)
+            assert outcome.reason is None, (key, outcome.reason)
+            assert outcome.parsed is not None and expected in outcome.parsed.text
+            assert outcome.seconds < 30, (key, outcome.seconds)
