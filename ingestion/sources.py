@@ -177,7 +177,17 @@ class LocalFolderSource:
                     f"{path}: the labels file must be named {LABELS_FILE}, at the source "
                     f"folder's root ({self._root / LABELS_FILE})"
                 )
-            if not entry.is_file(follow_symlinks=False) or _is_label_file(entry.name):
+            if _is_label_file(entry.name):
+                continue
+            if not entry.is_file(follow_symlinks=False):
+                # A FIFO would block the reader, a socket or device is no document: reported,
+                # so that a file replaced by one is not taken for a deleted document unseen.
+                rejected.append(
+                    DocumentFailure(
+                        source_uri=path.as_uri(),
+                        reason="not a regular file (a FIFO, socket or device); not read",
+                    )
+                )
                 continue
             relative = path.relative_to(self._root).as_posix()
             if not _is_utf8(relative):

@@ -104,3 +104,17 @@ def test_a_misspelt_labels_file_anywhere_stops_discovery(tmp_path: Path, path: s
     (root / "board" / "minutes.md").write_text("# Minutes\n")
     with pytest.raises(LabelError, match=re.escape(path)):
         _source(root).discover()
+
+
+def test_a_fifo_or_socket_among_documents_is_reported_not_skipped_silently(tree: Path):
+    import socket
+
+    os.mkfifo(tree / "pipe.md")
+    server = socket.socket(socket.AF_UNIX)
+    try:
+        server.bind(str(tree / "agent.sock"))
+        rejected = {Path(f.source_uri).name: f.reason for f in _source(tree).discover().rejected}
+    finally:
+        server.close()
+    assert "not a regular file" in rejected["pipe.md"]
+    assert "not a regular file" in rejected["agent.sock"]
