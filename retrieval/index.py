@@ -535,15 +535,17 @@ class IndexWriter:
         ).sealed()
         write_synced(staging / META_FILE, meta.model_dump_json(indent=2).encode("utf-8"))
         target = self.layout.version_dir(self.version)
+        previous = self.layout.current_version()  # the one to roll back to from this version
         os.rename(staging, target)
         fsync_dir(self.layout.versions_dir)
         self.layout.set_current(self.version)
         self._committed = True
-        # Killed before this line, the next writer or rollback records it (CURRENT names it).
-        self.layout.record_published({self.version})
+        # Killed before this line, the next writer or rollback records it (CURRENT names it):
+        # the version this one replaced served, whether or not its own record was written.
+        self.layout.record_published({self.version} | ({previous} if previous else set()))
         published = meta.model_dump(include={"index", "version", "documents", "chunks"})
         log_event(logger, logging.INFO, "index.published", **published)
-        self._collect_garbage()
+        self._collect_garbage(previous)
         return self.version
 
     def _settled_point_count(self, staging: Path, chunks: int) -> int:
@@ -588,14 +590,18 @@ class IndexWriter:
                         self.settings, self._collection, self.dimension
                     ).delete_collection()
 
-    def _collect_garbage(self) -> None:
-        """Keep the newest ``keep_versions`` published versions (the current one always);
-        versions whose publish was killed before CURRENT named them go."""
+    def _collect_garbage(self, previous: str | None) -> None:
+        """Keep ``keep_versions`` published versions: the current one, ``previous`` (the one it
+        replaced, which servers may still hold and rollback returns to: after a rollback it is
+        not the newest) and then the newest; versions whose publish was killed before CURRENT
+        named them go."""
         layout = self.layout
         current = layout.current_version()
         versions = layout.versions()
         published = [v for v in versions if v in layout.published_versions()]
-        keep = set(published[-self.settings.keep_versions :]) | {current}
+        first = [v for v in (current, previous) if v in published]
+        ranked = list(dict.fromkeys([*first, *reversed(published)]))
+        keep = set(ranked[: self.settings.keep_versions]) | {current}
         kept_collections = {layout.read_meta(v).collection for v in keep if v and v in versions}
         for version in versions:
             if version in keep:

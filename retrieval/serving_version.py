@@ -93,8 +93,24 @@ class ServedVersions:
         IndexIntegrityError for a version that fails its check)."""
         self.switch_to(self._open_current())
 
+    def _current(self) -> str | None:
+        """The version CURRENT names; a data dir that cannot be read (unmounted, a stale network
+        share, CURRENT replaced by a folder) is unavailable (503), never an unexpected error."""
+        try:
+            return self._layout.current_version()
+        except OSError as exc:
+            raise StoreUnavailableError(
+                f"index {self._layout.name!r}: cannot read CURRENT ({exc.strerror or exc})"
+            ) from exc
+
+    def _current_or_none(self) -> str | None:
+        try:
+            return self._current()
+        except StoreUnavailableError:
+            return None  # the served version's own check decides
+
     def _open_current(self) -> OpenedVersion:
-        current = self._layout.current_version()
+        current = self._current()
         refused = self._refused
         if (
             refused is not None
@@ -109,15 +125,26 @@ class ServedVersions:
         except IndexIntegrityError as exc:
             self._refused = (exc.version, time.monotonic(), exc)
             raise
+        except OSError as exc:
+            raise StoreUnavailableError(
+                f"index {self._layout.name!r} version {current} cannot be read "
+                f"({exc.strerror or exc})"
+            ) from exc
 
     def maybe_reload(self) -> bool:
         """Switch to a newer published version if there is one, or re-open the served one if its
         files changed (it serves again only once it passes the full check). Never raises for a
         failed reload: the version being served keeps serving (unless it is itself damaged) and
         the failure is logged."""
-        current = self._layout.current_version()
         lease = self._lease
-        if lease is not None:
+        try:
+            current = self._current()
+        except StoreUnavailableError as exc:
+            self.last_error = str(exc)
+            self._log(logging.ERROR, "index.reload_failed", error=str(exc))
+            return False
+        collected = lease is not None and self._collected(lease, current)
+        if lease is not None and not collected:
             with contextlib.suppress(IndexIntegrityError):  # marks the lease damaged
                 self._check_files(lease)
         damaged = lease is not None and lease.damage is not None
@@ -129,6 +156,12 @@ class ServedVersions:
             self.switch_to(self._open_current())
         except CitewellError as exc:
             self.last_error = str(exc)
+            if lease is not None and collected:
+                # A collected version serves only until its successor opens: when that fails,
+                # nothing on disk verifies and searches answer 503.
+                with contextlib.suppress(IndexIntegrityError):
+                    self._check_files(lease)
+                damaged = lease.damage is not None
             if self._repeated_refusal:
                 return False  # logged when it was refused
             still_serving = None if lease is None or damaged else lease.opened.version
@@ -170,6 +203,19 @@ class ServedVersions:
             self._layout.name,
             opened.meta.vectors_backend,
             backend_of_key(self._query_embedder().cache_key),
+        )
+
+    def _collected(self, lease: Lease, current: str | None) -> bool:
+        """Whether the served version's folder is gone because a writer collected it after
+        publishing newer versions (CURRENT names another one). Its handles were verified and
+        still answer: it serves until the reload check has the current version open, rather
+        than answering 503 while that version is verified."""
+        version = lease.opened.version
+        return (
+            lease.damage is None
+            and current is not None
+            and current != version
+            and not self._layout.version_dir(version).exists()
         )
 
     def _check_files(self, lease: Lease) -> None:
@@ -224,7 +270,8 @@ class ServedVersions:
             return Readiness(ready=False, reason="not_loaded", detail=self.last_error)
         version = lease.opened.version
         try:
-            self._check_files(lease)
+            if not self._collected(lease, self._current_or_none()):
+                self._check_files(lease)
             lease.opened.vectors.count()  # the store answers (a remote server is reachable)
             self._query_embedder().warm_up()
         except CitewellError as exc:

@@ -176,6 +176,29 @@ def test_garbage_collection_keeps_published_versions_before_an_orphan(
     assert layout.versions() == ["v000001", "v000003"]
 
 
+def test_a_version_whose_record_was_killed_after_the_switch_stays_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after CURRENT named v2 but before PUBLISHED recorded it: v2 served, yet the next
+    refresh recorded only v3, collected v2 as never published and left v1 to roll back to."""
+    settings = Settings(data_dir=tmp_path / "data", keep_versions=2)
+    folder = _folder(tmp_path / "kb")
+    _refresh(settings, folder, "Revision 1.")
+
+    def killed(self: IndexLayout, versions: set[str]) -> None:
+        raise _Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(IndexLayout, "record_published", killed)
+        with pytest.raises(_Killed):
+            _refresh(settings, folder, "Revision 2.")
+    layout = IndexLayout(settings, "kb")
+    assert layout.current_version() == "v000002"
+    _refresh(settings, folder, "Revision 3.")
+    assert layout.versions() == ["v000002", "v000003"]
+    assert index_module.rollback(settings, "kb") == "v000002"
+
+
 def test_a_version_rolled_back_from_can_be_rolled_forward_to(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data", keep_versions=3)
     folder = _folder(tmp_path / "kb")
