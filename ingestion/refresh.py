@@ -426,6 +426,7 @@ def _ingest(
         source_name=source.name,
         fresh=fresh,
         validate=validate,
+        allow_empty=source.allow_empty,  # an unmounted share must not empty the index
     )
 
 

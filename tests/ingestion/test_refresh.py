@@ -90,3 +90,31 @@ def test_plan_process_finalize_then_plan_changes(
         ("c.txt",),
     )
     assert second.unchanged == 0 and len(second.batch_paths) == 1
+
+
+def test_a_folder_emptied_is_refused_unless_the_source_allows_empty(
+    make_settings: Any, folder: Path, embedder: Any
+) -> None:
+    """An unmounted share or a folder emptied by mistake must not publish a version without
+    every document of the source (S3 sources refused this; folders did not)."""
+    from citewell.core.errors import InputRejectedError
+    from citewell.retrieval.index import IndexLayout
+
+    settings = make_settings()
+    source = _source(folder)
+
+    def refresh(run: str) -> Any:
+        summary = plan(settings, source, Path(discover(settings, source, run).path))
+        return finalize(settings, source, Path(summary.path), embedder)
+
+    first = refresh("r1")
+    for document in ("a.md", "b.md", "c.txt"):
+        (folder / document).unlink()
+    with pytest.raises(InputRejectedError, match="no document"):
+        refresh("r2")
+    assert IndexLayout(settings, source.index).current_version() == first.index_version
+
+    allowed = _source(folder, allow_empty=True)
+    summary = plan(settings, allowed, Path(discover(settings, allowed, "r3").path))
+    emptied = finalize(settings, allowed, Path(summary.path), embedder)
+    assert set(emptied.deleted) == {"a.md", "b.md", "c.txt"}
