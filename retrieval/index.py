@@ -598,7 +598,8 @@ class IndexWriter:
         layout = self.layout
         current = layout.current_version()
         versions = layout.versions()
-        published = [v for v in versions if v in layout.published_versions()]
+        served = layout.published_versions()
+        published = [v for v in versions if v in served]
         first = [v for v in (current, previous) if v in published]
         ranked = list(dict.fromkeys([*first, *reversed(published)]))
         keep = set(ranked[: self.settings.keep_versions]) | {current}
