@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         actions,
         "rollback",
         run_rollback,
-        "serve an earlier version (default: the one before the current)",
+        "serve an earlier version (default: the one the current version replaced)",
     )
     back.add_argument(
         "--to", dest="to_version", type=VERSION, help="version to serve, e.g. v000007"
@@ -87,9 +87,10 @@ def run_versions(args: argparse.Namespace) -> int:
             if meta.version in never_published
             else ""
         )
+        replaced = f", replaced {meta.replaces}" if meta.replaces else ""
         sys.stdout.write(
             f"{mark} {meta.version}  {meta.created_at:%Y-%m-%d %H:%M:%S}  "
-            f"{meta.documents} documents, {meta.chunks} chunks{note}\n"
+            f"{meta.documents} documents, {meta.chunks} chunks{replaced}{note}\n"
         )
     return 0
 

@@ -73,6 +73,10 @@ _NOT_RECORDED = frozenset({META_FILE})  # the record itself; sealed instead
 VectorBackend = Literal["edge", "qdrant"]
 
 
+# IndexMeta fields added after versions were first sealed; left out of the seal while None.
+_LATER_FIELDS = ("embedding_backend", "replaces")
+
+
 class IndexMeta(Frozen):
     index: str
     version: str
@@ -96,6 +100,10 @@ class IndexMeta(Frozen):
     points: int | None = None  # vectors in the store at publish
     digest_algorithm: str | None = None
     files: tuple[VersionFile, ...] | None = None
+    # The version CURRENT named when this one was published: what a plain rollback returns to
+    # (after a rollback and a refresh, not the newest older version). None: the first version,
+    # or one published before the field existed.
+    replaces: str | None = None
     seal: str | None = None  # sha256 over every other field, so an edit of meta.json shows
 
     def sealed(self) -> IndexMeta:
@@ -109,9 +117,9 @@ class IndexMeta(Frozen):
         return None
 
     def _seal_value(self) -> str:
-        # A version sealed before embedding_backend existed reads it back as None: leave it
+        # A version sealed before these fields existed reads them back as None: leave them
         # out, as that code did, or every such version would read as tampered with.
-        unset = {"embedding_backend"} if self.embedding_backend is None else set()
+        unset = {name for name in _LATER_FIELDS if getattr(self, name) is None}
         material = self.model_dump_json(exclude={"seal"} | unset)
         return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
@@ -526,8 +534,11 @@ class IndexWriter:
         )
         self._close_handles()
         points = self._settled_point_count(staging, chunks)
+        # We hold the write lock, so CURRENT (the one to roll back to from this version) stays.
+        previous = self.layout.current_version()
         meta = meta.model_copy(
             update={
+                "replaces": previous,
                 "points": points,
                 "digest_algorithm": DIGEST_ALGORITHM,
                 "files": record_files(staging, _NOT_RECORDED),
@@ -535,7 +546,6 @@ class IndexWriter:
         ).sealed()
         write_synced(staging / META_FILE, meta.model_dump_json(indent=2).encode("utf-8"))
         target = self.layout.version_dir(self.version)
-        previous = self.layout.current_version()  # the one to roll back to from this version
         os.rename(staging, target)
         fsync_dir(self.layout.versions_dir)
         self.layout.set_current(self.version)
@@ -686,12 +696,7 @@ def rollback(settings: Settings, index: str | None = None, to_version: str | Non
         current = layout.current_version()
         published = layout.published_versions()
         if to_version is None:
-            older = [v for v in versions if v in published and (current is None or v < current)]
-            if not older:
-                raise IndexNotFoundError(
-                    f"index {layout.name!r} has no earlier version to roll back to"
-                )
-            to_version = older[-1]
+            to_version = _version_before(layout, current, versions, published)
         elif to_version not in versions:
             raise IndexNotFoundError(f"index {layout.name!r} has no version {to_version}")
         elif to_version not in published:
@@ -706,6 +711,26 @@ def rollback(settings: Settings, index: str | None = None, to_version: str | Non
         layout.set_current(to_version)
     log_event(logger, logging.WARNING, "index.rolled_back", index=layout.name, version=to_version)
     return to_version
+
+
+def _version_before(
+    layout: IndexLayout, current: str | None, versions: list[str], published: set[str]
+) -> str:
+    """The version ``current`` replaced when it was published; when that one is gone (or was
+    never recorded), the newest published version older than ``current``."""
+    replaced = None
+    if current is not None and current in versions:
+        with contextlib.suppress(StoreUnavailableError):
+            replaced = layout.read_meta(current).replaces
+    if replaced is not None and replaced in versions and replaced in published:
+        return replaced
+    older = [v for v in versions if v in published and (current is None or v < current)]
+    if not older:
+        raise IndexNotFoundError(
+            f"index {layout.name!r} has no earlier version to roll back to "
+            "(`citewell index versions` lists those on disk; `--to` picks one)"
+        )
+    return older[-1]
 
 
 def _file_problems(layout: IndexLayout, meta: IndexMeta, *, digests: bool) -> list[str]:

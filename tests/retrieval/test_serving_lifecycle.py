@@ -4,6 +4,8 @@ answer from one verified version or 503, and readiness says which."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +15,17 @@ from fastapi.testclient import TestClient
 
 import citewell.retrieval.serving_version as serving_module
 from citewell.api.main import create_app
-from citewell.core.errors import IndexIntegrityError
+from citewell.core.errors import IndexIntegrityError, IndexNotFoundError
 from citewell.core.models import AccessLabel, Principal, SearchMode, SearchRequest
 from citewell.core.settings import Settings
 from citewell.ingestion.pipeline import Ingestor, TextDocument
-from citewell.retrieval.index import IndexLayout, OpenedVersion, rollback
+from citewell.retrieval.index import (
+    IndexLayout,
+    IndexMeta,
+    OpenedVersion,
+    rollback,
+    verify_version,
+)
 from citewell.retrieval.principals import hash_api_key
 from citewell.retrieval.service import ServingIndex
 from tests.agent.fakes import HashingEmbedder
@@ -169,3 +177,59 @@ def test_a_collected_served_version_whose_successor_is_refused_stops_serving(
             service.search(READER, REQUEST)
     finally:
         service.close()
+
+
+def test_a_plain_rollback_returns_to_the_version_the_current_one_replaced(
+    tmp_path: Path,
+) -> None:
+    """v1, v2, v3 published, rolled back to v2, refreshed into v4 (built on v2): a plain
+    rollback served v3, the newest older version by number, which is the version the operator
+    had rolled away from, not the one v4 replaced."""
+    settings = _settings(tmp_path).model_copy(update={"keep_versions": 4})
+    first = _publish(settings, 1)
+    second = _publish(settings, 2)
+    _publish(settings, 3)
+    assert rollback(settings) == second
+    fourth = _publish(settings, 4)
+    layout = IndexLayout(settings)
+    assert layout.read_meta(fourth).replaces == second
+    assert rollback(settings) == second
+    assert rollback(settings) == first  # second replaced first
+    with pytest.raises(IndexNotFoundError, match="no earlier version"):
+        rollback(settings)  # first replaced nothing
+
+
+def test_a_plain_rollback_from_a_version_whose_predecessor_is_gone_takes_an_older_one(
+    tmp_path: Path,
+) -> None:
+    """The replaced version collected (keep_versions=2), rollback falls back to the newest
+    published version older than the current one."""
+    settings = _settings(tmp_path)
+    _publish(settings, 1)
+    second = _publish(settings, 2)
+    third = _publish(settings, 3)
+    assert rollback(settings) == second
+    layout = IndexLayout(settings)
+    assert layout.versions() == [second, third]
+    with pytest.raises(IndexNotFoundError, match="no earlier version"):
+        rollback(settings)
+
+
+def test_a_version_sealed_before_the_replaces_record_verifies_and_rolls_back(
+    tmp_path: Path,
+) -> None:
+    """meta.json written by the code before ``replaces`` (no such key, sealed without it) still
+    verifies, and a plain rollback from it takes the newest older version."""
+    settings = _settings(tmp_path)
+    first = _publish(settings, 1)
+    second = _publish(settings, 2)
+    layout = IndexLayout(settings)
+    meta_file = layout.version_dir(second) / "meta.json"
+    record = json.loads(meta_file.read_text(encoding="utf-8"))
+    assert record.pop("replaces") == first
+    older = IndexMeta.model_validate({**record, "seal": None})
+    material = older.model_dump_json(exclude={"seal", "replaces"})
+    record["seal"] = hashlib.sha256(material.encode("utf-8")).hexdigest()
+    meta_file.write_text(json.dumps(record), encoding="utf-8")
+    assert verify_version(settings, settings.index, second).replaces is None
+    assert rollback(settings) == first
