@@ -16,14 +16,16 @@ the repository: the int8 variants need no calibration text, so an installed pack
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -83,16 +85,40 @@ def exported_model(source: Path, export_dir: Path, task: Task, variant: Variant)
         raise ModelError(f"ONNX export needs a local model folder with config.json: {source}")
     source_hash = hash_model_dir(source)
     target = export_dir / f"{source.name}-{source_hash[:16]}-{task}"
-    marker = target / _MARKER
-    if marker.is_file():
-        try:
-            meta = json.loads(marker.read_text())
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"unreadable ONNX export marker {marker}") from exc
-        if meta.get("source_sha256") == source_hash and meta.get("version") == _EXPORT_VERSION:
-            return target / _FILES[variant]
-    _export(source, source_hash, target, task)
+    if _is_current(target, source_hash):
+        return target / _FILES[variant]
+    # Processes starting together on a fresh cache (API replicas, an ingest, test workers) wait
+    # for one export instead of each spending a CPU-minute on the same files.
+    with _export_lock(export_dir, target.name):
+        if not _is_current(target, source_hash):
+            _export(source, source_hash, target, task)
     return target / _FILES[variant]
+
+
+def _is_current(target: Path, source_hash: str) -> bool:
+    marker = target / _MARKER
+    if not marker.is_file():
+        return False
+    try:
+        meta = json.loads(marker.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"unreadable ONNX export marker {marker}") from exc
+    return bool(meta.get("source_sha256") == source_hash and meta.get("version") == _EXPORT_VERSION)
+
+
+@contextlib.contextmanager
+def _export_lock(export_dir: Path, name: str) -> Iterator[None]:
+    """An exclusive lock per export (released by the kernel if its holder dies)."""
+    try:
+        export_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(export_dir / f".{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise ModelError(f"cannot write model exports to {export_dir}: {exc.strerror}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def sweep_stale_exports(folder: Path, older_than_s: float = _STALE_EXPORT_S) -> None:

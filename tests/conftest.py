@@ -38,10 +38,16 @@ def process_environment() -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def shared_model_exports(session_cache_dir: Path) -> Iterator[Path]:
-    """One model export per session for every Settings a test builds (each in its own data
-    dir), subprocesses included: the default backend exports once, ~40 s on 2 cores."""
+def shared_model_exports(
+    session_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    """One model export per test run for every Settings a test builds (each in its own data
+    dir), subprocesses and every xdist worker included (the export takes a lock, so workers
+    wait for one another's): the default backend exports once, ~20-40 s on 2 cores."""
     exports = session_cache_dir / "models"
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # Workers' temporary folders are popen-gwN/ under the run's own.
+        exports = tmp_path_factory.getbasetemp().parent / "citewell-models"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(
             "CITEWELL_MODEL_CACHE_DIR", os.environ.get("CITEWELL_MODEL_CACHE_DIR", str(exports))
@@ -50,14 +56,13 @@ def shared_model_exports(session_cache_dir: Path) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def embedder(shared_model_exports: Path) -> Iterator[Any]:
+def embedder(shared_model_exports: Path, session_cache_dir: Path) -> Iterator[Any]:
     """The real bundled MiniLM embedder on the default backend behind an embedding cache,
     loaded once per session: what Settings() builds, so indexes it writes serve without a
     backend mismatch."""
     from citewell.retrieval.embedding import DEFAULT_BACKEND, SentenceTransformerEmbedder
     from citewell.retrieval.embedding_cache import CachingEmbedder, EmbeddingCache
 
-    session_cache_dir = shared_model_exports.parent
     inner = SentenceTransformerEmbedder(
         backend=DEFAULT_BACKEND, threads=2, export_dir=shared_model_exports
     )

@@ -138,6 +138,14 @@ def _script(commands: list[str], out: Path, port: int) -> str:
     return "\n".join(parts) + "\n"
 
 
+def shared_model_cache() -> dict[str, str]:
+    """The test run's model exports (tests/conftest.py) for documents whose point is not the
+    first run's export: a fresh one costs each document 20-40 s of CPU. The README's quick tour
+    keeps its own, as a new user's first command has none."""
+    folder = os.environ.get("CITEWELL_MODEL_CACHE_DIR")
+    return {"CITEWELL_MODEL_CACHE_DIR": folder} if folder else {}
+
+
 def run_document(
     document: Path,
     workdir: Path,

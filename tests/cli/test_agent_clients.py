@@ -17,6 +17,8 @@ import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 
+from tests.cli.docs_commands import shared_model_cache
+
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 
@@ -40,6 +42,7 @@ def _readme_line(prefix: str) -> list[str]:
 
 def _env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITEWELL_")}
+    env.update(shared_model_cache())  # the quick tour's own first export is tested elsewhere
     env["CITEWELL_DATA_DIR"] = str(data_dir)
     env["CITEWELL_PRINCIPALS_FILE"] = "examples/principals.yaml"  # as the quick tour exports it
     env["PYTHONPATH"] = str(REPO)

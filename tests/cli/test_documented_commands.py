@@ -15,6 +15,7 @@ from tests.cli.docs_commands import (
     describe_failure,
     run_document,
     scratch_checkout,
+    shared_model_cache,
     shell_blocks,
 )
 
@@ -99,14 +100,18 @@ def test_readme_quick_tour_runs_as_written(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_examples_readme_runs_as_written(tmp_path: Path) -> None:
-    runs = run_document(REPO / "examples" / "README.md", scratch_checkout(tmp_path / "c"), {})
+    runs = run_document(
+        REPO / "examples" / "README.md", scratch_checkout(tmp_path / "c"), shared_model_cache()
+    )
     assert all(run.status == 0 for run in runs), describe_failure(runs)
 
 
 @pytest.mark.slow
 def test_data_engineers_guide_runs_as_written(tmp_path: Path) -> None:
     runs = run_document(
-        REPO / "docs" / "data-engineers.md", scratch_checkout(tmp_path / "checkout"), {}
+        REPO / "docs" / "data-engineers.md",
+        scratch_checkout(tmp_path / "checkout"),
+        shared_model_cache(),
     )
     assert all(run.status == 0 for run in runs), describe_failure(runs)
     listed = _find(runs, "airflow dags list")

@@ -1,12 +1,19 @@
-"""Model exports: what a killed export leaves behind does not pile up."""
+"""Model exports: what a killed export leaves behind does not pile up; loaders starting
+together export once."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from citewell.retrieval.onnx_export import sweep_stale_exports
+import pytest
+
+from citewell.core.errors import ModelError
+from citewell.retrieval import onnx_export
+from citewell.retrieval.onnx_export import exported_model, sweep_stale_exports
 
 
 def test_work_folders_of_killed_exports_are_swept_and_live_ones_kept(tmp_path: Path) -> None:
@@ -21,3 +28,41 @@ def test_work_folders_of_killed_exports_are_swept_and_live_ones_kept(tmp_path: P
     os.utime(finished, (an_hour_and_more_ago, an_hour_and_more_ago))
     sweep_stale_exports(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".export-live", finished.name]
+
+
+def test_processes_starting_together_export_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four loaders on a fresh cache (API replicas, an ingest, test workers) each ran the whole
+    export, a CPU-minute apiece; the first one exports and the others reuse its files."""
+    source = tmp_path / "model"
+    source.mkdir()
+    (source / "config.json").write_text("{}", encoding="utf-8")
+    exports: list[Path] = []
+
+    def slow_export(source: Path, source_hash: str, target: Path, task: str) -> None:
+        exports.append(target)
+        time.sleep(0.5)
+        target.mkdir(parents=True)
+        marker = {"version": onnx_export._EXPORT_VERSION, "source_sha256": source_hash}
+        (target / onnx_export._MARKER).write_text(json.dumps(marker), encoding="utf-8")
+
+    monkeypatch.setattr(onnx_export, "_export", slow_export)
+    with ThreadPoolExecutor(4) as pool:
+        paths = list(
+            pool.map(
+                lambda _: exported_model(source, tmp_path / "exports", "embedding", "fp32"),
+                range(4),
+            )
+        )
+    assert len(exports) == 1 and len(set(paths)) == 1
+
+
+def test_an_export_folder_that_cannot_be_written_is_a_model_error(tmp_path: Path) -> None:
+    source = tmp_path / "model"
+    source.mkdir()
+    (source / "config.json").write_text("{}", encoding="utf-8")
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("", encoding="utf-8")
+    with pytest.raises(ModelError, match="cannot write model exports"):
+        exported_model(source, blocked / "exports", "embedding", "fp32")
