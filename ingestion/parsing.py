@@ -380,9 +380,34 @@ def _partitioner(doc_type: str) -> Callable[..., list[Any]]:
     return partition_text
 
 
+# Headers one of which every stored message has (RFC 5322 origination and MIME headers).
+_MESSAGE_HEADERS = frozenset(
+    {
+        "from",
+        "to",
+        "cc",
+        "subject",
+        "date",
+        "message-id",
+        "received",
+        "sender",
+        "reply-to",
+        "return-path",
+        "mime-version",
+        "content-type",
+    }
+)
+
+
 def _check_email(data: bytes) -> tuple[dict[str, str], datetime | None]:
     """The e-mail's headers for display, and its Date header as a datetime."""
     message = email.message_from_bytes(data, policy=email.policy.default)
+    # The parser reads any bytes as a body without headers: random bytes or a letter saved as
+    # .eml were indexed as a message with no sender, subject or date.
+    if not _MESSAGE_HEADERS.intersection(name.lower() for name in message):
+        raise ParseError(
+            "not an e-mail message: no From, To, Subject, Date or MIME header at its start"
+        )
     content_type = message.get_content_type()
     if content_type in ("multipart/encrypted", "application/pkcs7-mime") or (
         b"-----BEGIN PGP MESSAGE-----" in data

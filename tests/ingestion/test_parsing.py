@@ -1,3 +1,4 @@
+import random
 import shutil
 import sys
 from pathlib import Path
@@ -154,6 +155,8 @@ def test_missing_pandoc_is_reported(monkeypatch):
         ("notpdf.pdf", b"hello there", "pdf", "missing %PDF header"),
         ("trunc.docx", b"PK\x03\x04garbage", "docx", "corrupt .docx"),
         ("x.bin", b"\x00\x01", "bin", "unsupported file type"),
+        ("noise.eml", random.Random(5).randbytes(4096), "eml", "not an e-mail message"),
+        ("letter.eml", b"Dear team,\n\nThe offsite moves to May.\n", "eml", "not an e-mail"),
     ],
 )
 def test_broken_inputs(tmp_path: Path, name: str, content: bytes, doc_type: str, reason: str):
