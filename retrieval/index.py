@@ -35,6 +35,7 @@ import hashlib
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -443,8 +444,10 @@ class IndexWriter:
         if self.base_version is not None and base_meta is not None:
             # Building on a damaged version would record its damage as the new truth.
             _refuse_if_damaged(layout, base_meta, digests=True)
-        if self.base_version is not None:
-            shutil.copytree(layout.version_dir(self.base_version), staging)
+        base_dir = layout.version_dir(self.base_version) if self.base_version else None
+        _ensure_free_space(layout, _tree_bytes(base_dir) if base_dir else 0, "stage a version")
+        if base_dir is not None:
+            shutil.copytree(base_dir, staging)
             (staging / META_FILE).unlink(missing_ok=True)
         else:
             staging.mkdir()
@@ -498,6 +501,8 @@ class IndexWriter:
     def _publish(self, staging: Path, validate: Callable[[IndexWriter], None] | None) -> str:
         self.manifest.commit()
         if isinstance(self._vectors, EdgeVectorStore):
+            # Segments are rewritten (and the HNSW graph written) beside the staged ones.
+            _ensure_free_space(self.layout, _tree_bytes(staging / "vectors"), "build the vectors")
             # qdrant-edge builds HNSW only when asked: without it, a broad filter scans every
             # point (100k chunks: dense p50/p95 52/80 ms, 7/23 ms with HNSW; building took 90 s,
             # benchmarks/retrieval_latency.py). The engine only indexes segments over its
@@ -628,6 +633,42 @@ class IndexWriter:
                         self.settings, meta.collection, meta.dimension
                     ).delete_collection()
             _remove_version(layout, version)
+
+
+# Room kept free beyond what a step is estimated to write (manifest, BM25, logs).
+_DISK_HEADROOM_BYTES = 64 << 20
+
+
+def _tree_bytes(folder: Path) -> int:
+    """Bytes allocated to the files under ``folder`` (sparse files count what they hold)."""
+    total = 0
+    for path in folder.rglob("*"):
+        with contextlib.suppress(OSError):
+            info = path.lstat()
+            if stat.S_ISREG(info.st_mode):
+                total += min(info.st_size, info.st_blocks * 512)
+    return total
+
+
+def _ensure_free_space(layout: IndexLayout, needed: int, step: str) -> None:
+    """Refuse a step before it runs out of disk: qdrant-edge writes its segments through
+    memory maps, and a write into a full file system kills the process with SIGBUS instead of
+    raising an error the run could report (found on a full tmpfs)."""
+    try:
+        free = _free_bytes(layout.root)
+    except OSError:
+        return  # unknown: let the write itself report what happens
+    if free < needed + _DISK_HEADROOM_BYTES:
+        raise StoreUnavailableError(
+            f"not enough disk space to {step} of index {layout.name!r}: "
+            f"{free >> 20} MB free under {layout.root}, about "
+            f"{(needed + _DISK_HEADROOM_BYTES) >> 20} MB needed; the published version is "
+            "unchanged"
+        )
+
+
+def _free_bytes(path: Path) -> int:
+    return shutil.disk_usage(path).free
 
 
 def _lock_index(layout: IndexLayout) -> int:

@@ -143,13 +143,14 @@ def test_backend_of_key():
 
 def test_a_version_sealed_before_the_backend_record_still_verifies(torch_index):
     # Sealed as the code before the record sealed: over every field it had, which did not
-    # include embedding_backend (not even as null).
+    # include embedding_backend or the later replaces (not even as null).
     layout = IndexLayout(torch_index, INDEX)
     meta_file = layout.version_dir(layout.current_version() or "") / META_FILE
     record = json.loads(meta_file.read_text())
     del record["embedding_backend"]
+    record.pop("replaces", None)
     older = IndexMeta.model_validate({**record, "seal": None})
-    material = older.model_dump_json(exclude={"seal", "embedding_backend"})
+    material = older.model_dump_json(exclude={"seal", "embedding_backend", "replaces"})
     record["seal"] = hashlib.sha256(material.encode("utf-8")).hexdigest()
     meta_file.write_text(json.dumps(record))
     meta = layout.read_meta(record["version"])

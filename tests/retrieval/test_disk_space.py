@@ -1,0 +1,76 @@
+"""A data dir short of disk space: the write is refused with a clear error before it starts
+(or before the vectors are rebuilt), never a SIGBUS from a memory-mapped write into a full file
+system, and the published version keeps serving."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import citewell.retrieval.index as index_module
+from citewell.core.errors import StoreUnavailableError
+from citewell.core.models import AccessLabel
+from citewell.core.settings import Settings
+from citewell.ingestion.pipeline import Ingestor, TextDocument
+from citewell.retrieval.index import IndexLayout
+from tests.agent.fakes import HashingEmbedder
+
+PUBLIC = AccessLabel(classification="public", groups=frozenset({"everyone"}))
+
+
+def _ingest(settings: Settings, revision: int) -> str | None:
+    docs = [
+        TextDocument(
+            doc_id=f"doc-{i}",
+            title=f"Note {i}",
+            text=f"Revision {revision} of note {i} about harbor cranes.",
+            label=PUBLIC,
+        )
+        for i in range(4)
+    ]
+    report = Ingestor(settings, embedder=HashingEmbedder()).ingest_texts(
+        docs, index=settings.index, source_name="notes"
+    )
+    return report.index_version
+
+
+def _free_space(monkeypatch: pytest.MonkeyPatch, answers: Iterator[int]) -> None:
+    monkeypatch.setattr(index_module, "_free_bytes", lambda _path: next(answers))
+
+
+def test_a_refresh_on_a_full_disk_is_refused_before_it_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    first = _ingest(settings, 1)
+    _free_space(monkeypatch, iter(lambda: 5 << 20, None))  # 5 MB, always
+    with pytest.raises(StoreUnavailableError, match="not enough disk space") as refused:
+        _ingest(settings, 2)
+    assert "5 MB free" in str(refused.value) and "unchanged" in str(refused.value)
+    layout = IndexLayout(settings)
+    assert layout.current_version() == first and layout.versions() == [first]
+    assert not any(layout.staging_dir.iterdir())
+
+
+def test_a_disk_that_fills_while_staging_is_refused_before_the_vectors_are_rebuilt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    first = _ingest(settings, 1)
+    _free_space(monkeypatch, iter([10 << 30, 5 << 20]))  # plenty at the start, then 5 MB
+    with pytest.raises(StoreUnavailableError, match="to build the vectors"):
+        _ingest(settings, 2)
+    layout = IndexLayout(settings)
+    assert layout.current_version() == first and layout.versions() == [first]
+
+
+def test_a_first_build_on_a_full_disk_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    _free_space(monkeypatch, iter(lambda: 1 << 20, None))
+    with pytest.raises(StoreUnavailableError, match="not enough disk space to stage"):
+        _ingest(settings, 1)
+    assert IndexLayout(settings).current_version() is None
