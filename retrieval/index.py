@@ -55,7 +55,7 @@ from citewell.core.errors import (
 from citewell.core.logging import log_event
 from citewell.core.models import AccessLabel, Chunk, ClassificationScheme, Frozen
 from citewell.core.settings import Settings
-from citewell.retrieval.durable import fsync_dir, write_atomic, write_synced
+from citewell.retrieval.durable import copy_tree, fsync_dir, write_atomic, write_synced
 from citewell.retrieval.embedding import backend_of_key
 from citewell.retrieval.integrity import DIGEST_ALGORITHM, VersionFile, check_files, record_files
 from citewell.retrieval.lexical.bm25 import BM25Index
@@ -447,7 +447,7 @@ class IndexWriter:
         base_dir = layout.version_dir(self.base_version) if self.base_version else None
         _ensure_free_space(layout, _tree_bytes(base_dir) if base_dir else 0, "stage a version")
         if base_dir is not None:
-            shutil.copytree(base_dir, staging)
+            copy_tree(base_dir, staging)
             (staging / META_FILE).unlink(missing_ok=True)
         else:
             staging.mkdir()
@@ -975,7 +975,7 @@ def _open_edge(
     # mode: read a private copy instead. Published versions never change, so a copy is exact.
     started = time.perf_counter()
     private = Path(tempfile.mkdtemp(prefix="citewell-read-"))
-    shutil.copytree(version_dir / "vectors", private / "vectors")
+    copy_tree(version_dir / "vectors", private / "vectors")
     copy = EdgeVectorStore(
         private / "vectors", dimension, exact_search_max_points=exact_search_max_points
     )
