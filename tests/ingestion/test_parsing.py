@@ -147,6 +147,32 @@ def test_missing_pandoc_is_reported(monkeypatch):
         parse_document(SAMPLES / "README.rst", "rst")
 
 
+def _nested_html(depth: int) -> str:
+    return (
+        "<html><body><p>Top paragraph.</p>"
+        + "<div>" * depth
+        + "<p>Deep paragraph.</p>"
+        + "</div>" * depth
+        + "<p>Bottom paragraph.</p></body></html>"
+    )
+
+
+def _html_email(body: str) -> bytes:
+    headers = "From: a@example.com\nSubject: Deep\nContent-Type: text/html; charset=utf-8\n\n"
+    return (headers + body).encode()
+
+
+def _long_text_html(length: int) -> bytes:
+    return b"<html><body><p>" + b"word " * (length // 5) + b"</p><p>After.</p></body></html>"
+
+
+def test_html_nested_within_the_parser_limit_keeps_every_paragraph(tmp_path: Path) -> None:
+    path = tmp_path / "nested.html"
+    path.write_text(_nested_html(200), encoding="utf-8")
+    text = parse_document(path, "html").text
+    assert all(p in text for p in ("Top paragraph", "Deep paragraph", "Bottom paragraph"))
+
+
 @pytest.mark.parametrize(
     ("name", "content", "doc_type", "reason"),
     [
@@ -157,6 +183,11 @@ def test_missing_pandoc_is_reported(monkeypatch):
         ("x.bin", b"\x00\x01", "bin", "unsupported file type"),
         ("noise.eml", random.Random(5).randbytes(4096), "eml", "not an e-mail message"),
         ("letter.eml", b"Dear team,\n\nThe offsite moves to May.\n", "eml", "not an e-mail"),
+        # libxml2 stops at depth 256 without raising: the rest of the page was dropped.
+        ("deep.html", _nested_html(300).encode(), "html", "nested deeper than 255 elements"),
+        ("deep.md", b"# Notes\n\n" + b">" * 300 + b" Quoted.\n\nAfter.\n", "md", "nested deeper"),
+        ("deep.eml", _html_email(_nested_html(300)), "eml", "nested deeper than 255 elements"),
+        ("long.html", _long_text_html(11 << 20), "html", "past the HTML parser's limits"),
     ],
 )
 def test_broken_inputs(tmp_path: Path, name: str, content: bytes, doc_type: str, reason: str):
