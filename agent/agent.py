@@ -332,12 +332,13 @@ class Agent:
         scored: Sequence[ScoredSentence],
         assessment: Assessment,
     ) -> tuple[VerifiedAnswer, int, int]:
-        """An LLM's sentence stays when at least one source it cites holds a sentence that
-        supports it (the answerability model with the claim in the question's place), citing
-        only those sources: its markers of the others are removed. A cited sentence supported
-        by none, or holding an instruction (``agent.injection``), is removed. Sentences without
-        a citation stay and are reported as unsupported. Returns the answer, the sentences
-        removed and the markers removed from kept ones."""
+        """An LLM's sentence stays when each of its full clauses is supported by a sentence
+        of at least one source it cites (the answerability model with the clause in the
+        question's place), citing only the sources that support a clause: its markers of the
+        others are removed. A cited sentence with a clause supported by none, or holding an
+        instruction (``agent.injection``), is removed. Sentences without a citation stay and
+        are reported as unsupported. Returns the answer, the sentences removed and the
+        markers removed from kept ones."""
         by_source: dict[int, list[ScoredSentence]] = {}
         for s in scored:
             if s.span.answerable:
@@ -354,12 +355,7 @@ class Agent:
             supporting = (
                 ()
                 if instruction_patterns(claim)
-                else tuple(
-                    n
-                    for n in sentence.citations
-                    if (match := self._scorer.best_match(claim, by_source.get(n, []))) is not None
-                    and self._checker.claim_support(claim, match) >= assessment.threshold
-                )
+                else self._supporting(claim, sentence.citations, by_source, assessment.threshold)
             )
             if not supporting:
                 removed += 1
@@ -377,6 +373,30 @@ class Agent:
             removed,
             unsupporting,
         )
+
+    def _supporting(
+        self,
+        claim: str,
+        citations: tuple[int, ...],
+        by_source: dict[int, list[ScoredSentence]],
+        threshold: float,
+    ) -> tuple[int, ...]:
+        """The cited sources that support a clause of ``claim``, or none when some clause is
+        supported by no cited source: a sentence is close to its source as a whole when one
+        clause is, however unfounded the clause joined to it ("X, and the policy is the most
+        generous in the industry")."""
+        supporting: set[int] = set()
+        for clause in self._checker.claim_clauses(claim):
+            found = {
+                n
+                for n in citations
+                if (match := self._scorer.best_match(clause, by_source.get(n, []))) is not None
+                and self._checker.claim_support(clause, match) >= threshold
+            }
+            if not found:
+                return ()
+            supporting |= found
+        return tuple(n for n in citations if n in supporting)
 
     def _citations(
         self,

@@ -105,6 +105,17 @@ _ACRONYM_PLURAL_RE = re.compile(r"[A-Z][A-Z0-9]*s")
 # cannot be a term a passage must repeat.
 _DOTTED_ABBREVIATION_RE = re.compile(r"(?:[A-Za-z]\.){2,}")
 _CONTENT_POS = frozenset({"NOUN", "PROPN", "NUM", "VERB", "ADJ", "ADV"})
+# Splitting a claim into full clauses, from the tagger's tags alone (the parser stays off: it
+# costs load time). A clause joins another at a coordinating conjunction or a semicolon.
+_CLAUSE_CONJUNCTIONS = frozenset({"and", "but", "or", "nor", "yet", "so"})
+# Finite verbs (Penn tags): every clause has one; a participle does not make one ("newly hired
+# staff and contractors receive ..." is one clause).
+_FINITE_TAGS = frozenset({"VBD", "VBP", "VBZ", "MD"})
+_SUBJECT_POS = frozenset({"NOUN", "PROPN", "PRON"})
+# A relative or subordinating word before the verb makes it the verb of a clause inside a
+# coordinated noun phrase ("leave and benefits that are generous"); rarer true clauses that open so
+# ("and when they return, they ...") are checked whole, as before.
+_SUBORDINATE_TAGS = frozenset({"WDT", "WP", "WP$", "WRB"})
 
 
 class QuestionProfile(Frozen):
@@ -122,6 +133,9 @@ class QuestionProfile(Frozen):
     # As a claim: what a supporting statement must state itself (the key terms, and times of
     # day, "opens at midnight", which a question's key terms leave out).
     fact_terms: frozenset[str] = frozenset()
+    # As a claim: its full clauses, each a statement a source must support on its own (the
+    # text itself when it is one clause).
+    clauses: tuple[str, ...] = ()
 
 
 class CalibrationFigures(Frozen):
@@ -314,6 +328,7 @@ class TextAnalyzer:
             answer_unit=unit,
             negated=bool(_NEGATION_RE.search(text)),
             fact_terms=frozenset(facts),
+            clauses=_clauses(text, list(doc)),
         )
 
     def entities(self, texts: Sequence[str]) -> list[tuple[tuple[str, str], ...]]:
@@ -332,6 +347,54 @@ class TextAnalyzer:
                     self._labels.popitem(last=False)
         with self._lock:
             return [self._labels.get(t, ()) for t in texts]
+
+
+def _joins_clauses(token: Any) -> bool:
+    return token.text == ";" or (
+        token.pos_ == "CCONJ" and token.text.lower() in _CLAUSE_CONJUNCTIONS
+    )
+
+
+def _opens_clause(tokens: Sequence[Any]) -> bool:
+    """Whether the words after a conjunction are a clause with its own subject: a noun or
+    pronoun before the first finite verb, with no other joint or subordinating word between
+    ("... and are paid in full" shares the left part's subject: no clause of its own)."""
+    subject = False
+    for token in tokens:
+        if _joins_clauses(token):
+            return False
+        if token.tag_ in _FINITE_TAGS:
+            return subject
+        if token.tag_ in _SUBORDINATE_TAGS or token.pos_ == "SCONJ":
+            return False
+        subject = subject or token.pos_ in _SUBJECT_POS
+    return False
+
+
+def _clauses(text: str, tokens: Sequence[Any]) -> tuple[str, ...]:
+    """``text`` cut where a conjunction or semicolon joins two full clauses: the part before
+    has a finite verb and the part after opens a clause (``_opens_clause``). Coordinated
+    nouns ("X and Y receive") and verbs ("hired and trained") stay in one piece."""
+    cuts: list[tuple[int, int]] = []  # (first token, token after the last) per clause
+    start = 0
+    for i, token in enumerate(tokens):
+        if (
+            _joins_clauses(token)
+            # "between 2020 and 2023 sales rose" joins two numbers, not two clauses
+            and not (0 < i < len(tokens) - 1 and tokens[i - 1].pos_ == tokens[i + 1].pos_ == "NUM")
+            and any(t.tag_ in _FINITE_TAGS for t in tokens[start:i])
+            and _opens_clause(tokens[i + 1 :])
+        ):
+            cuts.append((start, i))
+            start = i + 1
+    if not cuts:
+        return (text,)
+    cuts.append((start, len(tokens)))
+    pieces = (
+        text[tokens[a].idx : tokens[b - 1].idx + len(tokens[b - 1].text)].strip(" ,;:")
+        for a, b in cuts
+    )
+    return tuple(p for p in pieces if p)
 
 
 def _is_key(token: Any) -> bool:
@@ -575,6 +638,10 @@ class AnswerabilityChecker:
         return Assessment(
             confidence=confidence, threshold=threshold, verdicts=verdicts, reason=reason
         )
+
+    def claim_clauses(self, claim: str) -> tuple[str, ...]:
+        """The full clauses of an LLM's sentence (``QuestionProfile.clauses``)."""
+        return self._analyzer.question(claim).clauses or (claim,)
 
     def claim_support(self, claim: str, sentence: ScoredSentence) -> float:
         """P(the cited sentence supports ``claim``): the same model, with the claim in the

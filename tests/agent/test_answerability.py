@@ -123,6 +123,103 @@ def test_the_llm_path_drops_a_claim_whose_cited_sentence_does_not_support_it(
     assert [c.n for c in answer.citations] == [1]
 
 
+LEAVE_QUESTION = "How many weeks of parental leave do birth parents receive?"
+
+
+def ask_llm(embedder: Any, reply: str, question: str = LEAVE_QUESTION) -> Any:
+    with chat_server(lambda body: reply) as server:
+        backend = LLMBackend(OpenAICompatibleLLM(server.base_url, "m"))
+        answer = make_agent(embedder, backend).answer(READER, question)
+    assert server.requests, "the model was called"
+    return answer
+
+
+def test_the_llm_path_drops_a_sentence_that_joins_an_unsupported_clause_to_a_supported_one(
+    embedder: Any,
+) -> None:
+    # The added clause names no fact (number, name, date) for the fact check to miss, and the
+    # whole sentence is close to its source because the first clause is: each clause must be
+    # supported on its own.
+    reply = (
+        "Birth parents receive 20 weeks of parental leave at full pay, and the policy is the "
+        "most generous in the industry [1]. "
+        "Non-birth parents receive 10 weeks of parental leave at full pay [1]."
+    )
+    answer = ask_llm(embedder, reply)
+    assert not answer.refused, answer.notes
+    assert answer.removed_claims == 1, answer.answer
+    assert "generous" not in answer.answer
+    assert answer.answer == "Non-birth parents receive 10 weeks of parental leave at full pay [1]."
+    assert [c.n for c in answer.citations] == [1]
+
+
+@pytest.mark.parametrize(
+    ("reply", "question"),
+    [
+        # two full clauses, both stated by the cited source
+        (
+            "Birth parents receive 20 weeks of parental leave at full pay, and non-birth "
+            "parents receive 10 weeks of parental leave at full pay [1].",
+            LEAVE_QUESTION,
+        ),
+        # one clause from each of the two sources the sentence cites
+        (
+            "Birth parents receive 20 weeks of parental leave at full pay, and ocean tides are "
+            "caused by the gravitational pull of the moon [1][2].",
+            "How many weeks of parental leave do birth parents receive, and what causes ocean "
+            "tides?",
+        ),
+        # a coordinated subject is one clause, not "Birth parents" and the rest
+        (
+            "Birth parents and non-birth parents receive parental leave at full pay [1].",
+            LEAVE_QUESTION,
+        ),
+        # coordinated verbs sharing one subject: "are paid in full" is no clause of its own
+        (
+            "Non-birth parents receive 10 weeks of parental leave and are paid in full [1].",
+            LEAVE_QUESTION,
+        ),
+    ],
+)
+def test_the_llm_path_keeps_a_sentence_whose_every_clause_its_sources_support(
+    embedder: Any, reply: str, question: str
+) -> None:
+    answer = ask_llm(embedder, reply, question)
+    assert not answer.refused, answer.notes
+    assert answer.removed_claims == 0, answer.notes
+    assert answer.answer == reply
+
+
+@pytest.mark.parametrize(
+    ("claim", "clauses"),
+    [
+        (
+            "Birth parents receive 20 weeks of parental leave at full pay, and the policy is the "
+            "most generous in the industry.",
+            (
+                "Birth parents receive 20 weeks of parental leave at full pay",
+                "the policy is the most generous in the industry.",
+            ),
+        ),
+        ("Sales rose in May; costs fell.", ("Sales rose in May", "costs fell.")),
+        ("Revenue rose, but it missed the forecast.", ("Revenue rose", "it missed the forecast.")),
+        # one clause each: coordinated nouns, verbs sharing a subject, a relative clause in a
+        # coordinated object, a range of numbers
+        ("Birth parents and non-birth parents receive parental leave at full pay.", None),
+        ("Employees are hired and trained in their first month.", None),
+        ("Newly hired staff and contractors receive parental leave.", None),
+        ("Parents receive leave and benefits that are generous.", None),
+        ("Revenue grew between 2020 and 2023.", None),
+    ],
+)
+def test_a_claim_is_cut_only_where_two_full_clauses_are_joined(
+    claim: str, clauses: tuple[str, ...] | None
+) -> None:
+    from citewell.agent.answerability import AnswerabilityChecker
+
+    assert AnswerabilityChecker().claim_clauses(claim) == (clauses or (claim,))
+
+
 def test_the_llm_path_refuses_when_no_claim_is_supported(embedder: Any) -> None:
     reply = "The Normans invented the printing press in Venice in 1450 [1]."
     with chat_server(lambda body: reply) as server:
