@@ -10,7 +10,6 @@ Every failure is a :class:`ParseError` with a short reason.
 from __future__ import annotations
 
 import codecs
-import contextlib
 import email
 import email.policy
 import hashlib
@@ -414,10 +413,6 @@ def _check_email(data: bytes) -> tuple[dict[str, str], datetime | None]:
         b"-----BEGIN PGP MESSAGE-----" in data
     ):
         raise ParseError("encrypted e-mail (PGP/S/MIME); cannot be read without the key")
-    for part in message.walk():
-        if part.get_content_type() == "text/html":
-            with contextlib.suppress(LookupError, ValueError):  # charsets: checked below
-                _check_html_depth(str(part.get_content()))
     metadata: dict[str, str] = {}
     for header in ("subject", "from", "to", "date"):
         value = message.get(header)
@@ -466,38 +461,32 @@ def _with_known_charsets(data: bytes) -> bytes | None:
     return message.as_bytes() if changed else None
 
 
-def _check_html_depth(text: str) -> None:
-    """libxml2 (under unstructured's HTML partitioner) stops at its resource limits (element
-    depth 256) without raising: a page nested deeper was indexed without everything from that
-    point on, the rest of the page included. Refuse it instead; the same parser reports the
-    limit in its error log."""
+def _reset_html_parser_log() -> None:
+    """Empty the error log of unstructured's shared HTML parser (private API, pinned version):
+    it holds the last parse's errors, and a document that never reaches the parser must not be
+    judged by the one before it."""
     from lxml import etree
+    from unstructured.partition.html.parser import html_parser
 
-    parser = etree.HTMLParser()
-    with contextlib.suppress(etree.LxmlError, ValueError):
-        etree.fromstring(text, parser)
-    limit = next((e for e in parser.error_log if e.type_name == "ERR_RESOURCE_LIMIT"), None)
+    etree.fromstring("<p></p>", html_parser)
+
+
+def _check_html_parser_limits() -> None:
+    """Every HTML-based type (HTML, Markdown, e-mail bodies, EPUB, RST, RTF, Org) reaches
+    libxml2 through unstructured's shared parser, which stops at its resource limits (element
+    depth 256, a 10 MB text run) *without raising*: a page nested deeper was indexed without
+    everything from that point on. Refuse it instead; the parser logs the limit it hit."""
+    from unstructured.partition.html.parser import html_parser
+
+    limit = next((e for e in html_parser.error_log if e.type_name == "ERR_RESOURCE_LIMIT"), None)
     if limit is None:
         return
     what = (
         "nested deeper than 255 elements"
         if "depth" in limit.message.lower()
-        else f"past the HTML parser's limits ({limit.message.split(',')[0]})"
+        else f"past the HTML parser's limits ({limit.message.split(',')[0].strip()})"
     )
     raise ParseError(f"HTML {what}: the parser stops there and would drop the rest of the document")
-
-
-def _check_markdown_depth(text: str) -> None:
-    """Markdown reaches the same HTML parser (unstructured converts it first). Only nested
-    quotes or lists, or raw HTML, can nest that deep: convert and check only a text that could."""
-    deepest_prefix = max(
-        (len(line) - len(line.lstrip(" \t>")) for line in text.splitlines()), default=0
-    )
-    if deepest_prefix < 64 and text.count("<") < 256:
-        return
-    import markdown
-
-    _check_html_depth(markdown.markdown(text))
 
 
 def _is_encrypted_office(data: bytes) -> bool:
@@ -531,10 +520,6 @@ def _parse_unstructured(path: Path, doc_type: str, data: bytes) -> ParsedDocumen
         kwargs["text"] = decode_text(data)
         if not kwargs["text"].strip():
             raise ParseError("empty document")
-        if doc_type in ("html", "htm"):
-            _check_html_depth(kwargs["text"])
-        elif doc_type not in TEXT_TYPES:
-            _check_markdown_depth(kwargs["text"])
     elif doc_type in ("csv", "tsv", "rst"):
         # unstructured reads these as UTF-8 only (CSV, TSV: UnicodeDecodeError on an Excel
         # export in cp1252) or falls back to Latin-1 (RST: UTF-16 indexed as mojibake).
@@ -546,12 +531,14 @@ def _parse_unstructured(path: Path, doc_type: str, data: bytes) -> ParsedDocumen
     if doc_type in ("eml", "msg"):
         # Attachments would be separate documents with their own labels; index the body only.
         kwargs["process_attachments"] = False
+    _reset_html_parser_log()
     try:
         elements = partition(**kwargs)
     except (ParseError, MemoryError):
         raise
     except Exception as exc:
         raise _as_parse_error(exc, doc_type) from exc
+    _check_html_parser_limits()
     if doc_type == "msg" and elements:
         meta = elements[0].metadata
         subject = getattr(meta, "subject", None)

@@ -166,6 +166,18 @@ def _long_text_html(length: int) -> bytes:
     return b"<html><body><p>" + b"word " * (length // 5) + b"</p><p>After.</p></body></html>"
 
 
+def test_a_document_after_one_past_the_limit_is_not_judged_by_it(tmp_path: Path) -> None:
+    """The HTML parser is shared and keeps the last parse's errors."""
+    deep = tmp_path / "deep.html"
+    deep.write_text(_nested_html(300), encoding="utf-8")
+    with pytest.raises(ParseError, match="nested deeper"):
+        parse_document(deep, "html")
+    plain = tmp_path / "plain.txt"
+    plain.write_text("A plain note about harbor cranes.", encoding="utf-8")
+    assert "harbor cranes" in parse_document(plain, "txt").text
+    assert "Family Day" in parse_document(SAMPLES / "family-day.eml", "eml").text
+
+
 def test_html_nested_within_the_parser_limit_keeps_every_paragraph(tmp_path: Path) -> None:
     path = tmp_path / "nested.html"
     path.write_text(_nested_html(200), encoding="utf-8")
