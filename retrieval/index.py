@@ -321,6 +321,9 @@ class IndexWriter:
         Upserts come before deletes, so a live remote collection never lacks the document in
         between; chunks of the old version that the new one does not have are then removed.
         """
+        # A statvfs per document (microseconds): the store's memory-mapped writes must stop
+        # before the disk is full, not die in it.
+        _ensure_free_space(self.layout, 0, "write more documents")
         new_ids = {chunk.chunk_id for chunk in chunks}
         self.vectors.upsert(list(chunks), vectors)
         stale = self.vectors.chunk_ids_by_document([entry.doc_id]).get(entry.doc_id, [])

@@ -59,7 +59,8 @@ def test_a_disk_that_fills_while_staging_is_refused_before_the_vectors_are_rebui
 ) -> None:
     settings = Settings(data_dir=tmp_path / "data")
     first = _ingest(settings, 1)
-    _free_space(monkeypatch, iter([10 << 30, 5 << 20]))  # plenty at the start, then 5 MB
+    # Plenty to stage and to write the 4 documents, then 5 MB.
+    _free_space(monkeypatch, iter([*[10 << 30] * 5, 5 << 20]))
     with pytest.raises(StoreUnavailableError, match="to build the vectors"):
         _ingest(settings, 2)
     layout = IndexLayout(settings)
@@ -74,3 +75,16 @@ def test_a_first_build_on_a_full_disk_is_refused(
     with pytest.raises(StoreUnavailableError, match="not enough disk space to stage"):
         _ingest(settings, 1)
     assert IndexLayout(settings).current_version() is None
+
+
+def test_a_disk_that_fills_while_documents_are_written_stops_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    first = _ingest(settings, 1)
+    # Room to stage, then the disk fills while the documents are written.
+    _free_space(monkeypatch, iter([10 << 30, 10 << 30, 5 << 20, 5 << 20, 5 << 20]))
+    with pytest.raises(StoreUnavailableError, match="to write more documents"):
+        _ingest(settings, 2)
+    layout = IndexLayout(settings)
+    assert layout.current_version() == first and layout.versions() == [first]
