@@ -99,8 +99,22 @@ def _data_ranges(fd: int, size: int) -> Iterator[tuple[int, int]]:
 
 def _copy_range(src: int, dst: int, start: int, end: int) -> None:
     offset = start
+    in_kernel = True
     while offset < end:
-        copied = os.copy_file_range(src, dst, end - offset, offset, offset)
+        count = min(end - offset, 1 << 24)
+        if in_kernel:
+            try:
+                copied = os.copy_file_range(src, dst, count, offset, offset)
+            except OSError as exc:
+                # Across file systems (a private copy into /tmp) the kernel may refuse: copy
+                # the range through user space, still leaving the holes out.
+                if exc.errno not in _NO_SPARSE_SUPPORT:
+                    raise
+                in_kernel = False
+                continue
+        else:
+            block = os.pread(src, count, offset)
+            copied = os.pwrite(dst, block, offset)
         if copied == 0:  # the source shrank under us: it is not a published version
             raise OSError(errno.EIO, "file changed while it was copied")
         offset += copied

@@ -3,8 +3,11 @@ mostly holes, and a copy that wrote the holes out took 2-3 times the disk of its
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
+
+import pytest
 
 from citewell.core.models import AccessLabel
 from citewell.core.settings import Settings
@@ -42,6 +45,27 @@ def test_a_copied_tree_holds_the_same_bytes_on_no_more_disk(tmp_path: Path) -> N
     assert copied.stat().st_size == 64 << 20
     assert _allocated(tmp_path / "copy") <= _allocated(source) + (64 << 10)
     assert (tmp_path / "copy" / "meta.json").stat().st_mode & 0o777 == 0o640
+
+
+def test_a_copy_across_file_systems_stays_sparse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A private copy into /tmp crosses file systems, where copy_file_range may give EXDEV."""
+    source = tmp_path / "source"
+    source.mkdir()
+    sparse = source / "wal"
+    with open(sparse, "wb") as handle:
+        handle.truncate(32 << 20)
+        handle.seek(5 << 20)
+        handle.write(b"entry" * 1000)
+
+    def cross_device(*_args: object) -> int:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "copy_file_range", cross_device)
+    copy_tree(source, tmp_path / "copy")
+    assert (tmp_path / "copy" / "wal").read_bytes() == sparse.read_bytes()
+    assert _allocated(tmp_path / "copy") <= _allocated(source) + (64 << 10)
 
 
 def test_a_refresh_stages_its_copy_sparse(tmp_path: Path) -> None:
