@@ -36,6 +36,7 @@ from citewell.evaluation.report import make_bundle, render_html
 from citewell.ingestion.pipeline import Ingestor
 from citewell.retrieval.rerank import CrossEncoderReranker
 from citewell.retrieval.service import ServingIndex
+from tests.agent.fakes import HashingEmbedder
 from tests.principal_files import keyed, write_principals
 from tests.retrieval.test_rerank import build_cross_encoder
 from tests.security.corpus import (
@@ -100,7 +101,12 @@ class KB:
 
 
 @pytest.fixture(scope="module")
-def kb(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Iterator[KB]:
+def kb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KB]:
+    """The sweep's index, embedded by the hashing test embedder: access is enforced the same
+    whatever made the vectors, and the real model's query embedding (per caller: the cache is
+    partitioned) was most of the sweep's time. The CLI leg, which loads the configured model,
+    has its own index (``cli_index``)."""
+    embedder = HashingEmbedder()
     root = tmp_path_factory.mktemp("sweep")
     write_principals(
         root / "principals.yaml", {name: keyed(c, g, key) for name, (c, g, key) in KEYED.items()}
@@ -295,13 +301,23 @@ def test_mcp_tools(kb: KB) -> None:
     assert calls == N_MCP
 
 
+@pytest.fixture(scope="module")
+def cli_index(kb: KB, embedder: Any) -> str:
+    """The sweep's documents indexed by the configured model, as the CLI's processes load it."""
+    Ingestor(kb.settings, embedder=embedder).ingest_texts(DOCS, index="sweep-cli", source_name="kb")
+    return "sweep-cli"
+
+
 def test_cli_search_and_ask(
-    kb: KB, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    kb: KB,
+    cli_index: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The CLI configures the root logger; keep pytest's handlers for the rest of the session.
     monkeypatch.setattr("citewell.cli.common.configure_logging", lambda *a, **k: None)
     rng = random.Random(19)
-    base = ["--data-dir", str(kb.settings.data_dir), "--index", "sweep"]
+    base = ["--data-dir", str(kb.settings.data_dir), "--index", cli_index]
     for n in range(N_CLI):
         principal = random_principal(rng, n)
         query = rng.choice(QUERIES)
