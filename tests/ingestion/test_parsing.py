@@ -162,6 +162,12 @@ def _html_email(body: str) -> bytes:
     return (headers + body).encode()
 
 
+def _nested_rst(depth: int) -> bytes:
+    """Each deeper indentation is a block quote inside the one before."""
+    quotes = "".join(f"{'  ' * level}Level {level} quote.\n\n" for level in range(1, depth))
+    return f"Title\n=====\n\nTop paragraph.\n\n{quotes}Bottom paragraph.\n".encode()
+
+
 def _long_text_html(length: int) -> bytes:
     return b"<html><body><p>" + b"word " * (length // 5) + b"</p><p>After.</p></body></html>"
 
@@ -200,6 +206,7 @@ def test_html_nested_within_the_parser_limit_keeps_every_paragraph(tmp_path: Pat
         ("deep.md", b"# Notes\n\n" + b">" * 300 + b" Quoted.\n\nAfter.\n", "md", "nested deeper"),
         ("deep.eml", _html_email(_nested_html(300)), "eml", "nested deeper than 255 elements"),
         ("long.html", _long_text_html(11 << 20), "html", "past the HTML parser's limits"),
+        ("deep.rst", _nested_rst(300), "rst", "nested deeper than 255 elements"),  # via pandoc
     ],
 )
 def test_broken_inputs(tmp_path: Path, name: str, content: bytes, doc_type: str, reason: str):
