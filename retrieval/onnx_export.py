@@ -106,16 +106,38 @@ def _is_current(target: Path, source_hash: str) -> bool:
     return bool(meta.get("source_sha256") == source_hash and meta.get("version") == _EXPORT_VERSION)
 
 
+# How long a loader waits for another process's export before exporting on its own: an
+# export takes under a minute on 2 cores, so a holder past this is stuck, not slow.
+_EXPORT_WAIT_S = 600.0
+
+
 @contextlib.contextmanager
 def _export_lock(export_dir: Path, name: str) -> Iterator[None]:
-    """An exclusive lock per export (released by the kernel if its holder dies)."""
+    """An exclusive lock per export (released by the kernel if its holder dies). A holder that
+    hangs must not hang every process starting after it: past ``_EXPORT_WAIT_S`` the export
+    runs without the lock, as it did before there was one (renames keep it safe)."""
     try:
         export_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(export_dir / f".{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         raise ModelError(f"cannot write model exports to {export_dir}: {exc.strerror}") from exc
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        deadline = time.monotonic() + _EXPORT_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    log_event(
+                        logger,
+                        logging.WARNING,
+                        "onnx_export_lock_timeout",
+                        export=name,
+                        waited_s=_EXPORT_WAIT_S,
+                    )
+                    break
+                time.sleep(0.2)
         yield
     finally:
         os.close(fd)

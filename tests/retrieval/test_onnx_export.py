@@ -3,6 +3,7 @@ together export once."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
@@ -66,3 +67,32 @@ def test_an_export_folder_that_cannot_be_written_is_a_model_error(tmp_path: Path
     blocked.write_text("", encoding="utf-8")
     with pytest.raises(ModelError, match="cannot write model exports"):
         exported_model(source, blocked / "exports", "embedding", "fp32")
+
+
+def test_a_stuck_exporter_does_not_hang_the_next_loader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process holding the export lock forever (hung, stopped with SIGSTOP) held every later
+    loader with it; past the wait, the loader exports on its own."""
+    source = tmp_path / "model"
+    source.mkdir()
+    (source / "config.json").write_text("{}", encoding="utf-8")
+    exports = tmp_path / "exports"
+    exports.mkdir()
+
+    def quick_export(source: Path, source_hash: str, target: Path, task: str) -> None:
+        target.mkdir(parents=True)
+        marker = {"version": onnx_export._EXPORT_VERSION, "source_sha256": source_hash}
+        (target / onnx_export._MARKER).write_text(json.dumps(marker), encoding="utf-8")
+
+    monkeypatch.setattr(onnx_export, "_export", quick_export)
+    monkeypatch.setattr(onnx_export, "_EXPORT_WAIT_S", 0.5)
+    name = f"model-{onnx_export.hash_model_dir(source)[:16]}-embedding"
+    holder = os.open(exports / f".{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # another open file: blocks this process's lock too
+        started = time.monotonic()
+        path = exported_model(source, exports, "embedding", "fp32")
+        assert path.parent.name == name and 0.5 <= time.monotonic() - started < 5
+    finally:
+        os.close(holder)
