@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,7 +62,14 @@ def copy_tree(source: Path, target: Path) -> None:
 
 
 def _copy_file_sparse(source: str, target: str) -> str:
-    with open(source, "rb") as src, open(target, "wb") as dst:
+    # Opened without blocking and checked before reading, as shutil.copyfile refuses them: a
+    # FIFO in a version folder would otherwise hang the copy.
+    fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise shutil.SpecialFileError(f"{source} is not a regular file")
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "rb") as src, open(target, "wb") as dst:
         size = os.fstat(src.fileno()).st_size
         try:
             for start, end in _data_ranges(src.fileno(), size):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,16 @@ def test_a_copy_across_file_systems_stays_sparse(
     copy_tree(source, tmp_path / "copy")
     assert (tmp_path / "copy" / "wal").read_bytes() == sparse.read_bytes()
     assert _allocated(tmp_path / "copy") <= _allocated(source) + (64 << 10)
+
+
+def test_a_fifo_in_a_copied_tree_is_refused_not_waited_on(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "meta.json").write_text("{}", encoding="utf-8")
+    os.mkfifo(source / "pipe")
+    with pytest.raises(shutil.Error, match="not a regular file"):
+        copy_tree(source, tmp_path / "copy")
+    assert (tmp_path / "copy" / "meta.json").read_text(encoding="utf-8") == "{}"
 
 
 def test_a_refresh_stages_its_copy_sparse(tmp_path: Path) -> None:
