@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 import citewell.retrieval.serving_version as serving_module
 from citewell.api.main import create_app
+from citewell.cli.main import main as cli_main
 from citewell.core.errors import IndexIntegrityError, IndexNotFoundError
 from citewell.core.models import AccessLabel, Principal, SearchMode, SearchRequest
 from citewell.core.settings import Settings
@@ -180,7 +181,7 @@ def test_a_collected_served_version_whose_successor_is_refused_stops_serving(
 
 
 def test_a_plain_rollback_returns_to_the_version_the_current_one_replaced(
-    tmp_path: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """v1, v2, v3 published, rolled back to v2, refreshed into v4 (built on v2): a plain
     rollback served v3, the newest older version by number, which is the version the operator
@@ -193,6 +194,9 @@ def test_a_plain_rollback_returns_to_the_version_the_current_one_replaced(
     fourth = _publish(settings, 4)
     layout = IndexLayout(settings)
     assert layout.read_meta(fourth).replaces == second
+    assert cli_main(["index", "versions", "--data-dir", str(settings.data_dir)]) == 0
+    listed = {line.split()[1]: line for line in capsys.readouterr().out.splitlines()}
+    assert listed[fourth].startswith("*") and f"replaced {second}" in listed[fourth]
     assert rollback(settings) == second
     assert rollback(settings) == first  # second replaced first
     with pytest.raises(IndexNotFoundError, match="no earlier version"):
