@@ -11,29 +11,13 @@ import pytest
 
 import citewell.retrieval.index as index_module
 from citewell.core.errors import StoreUnavailableError
-from citewell.core.models import AccessLabel
 from citewell.core.settings import Settings
-from citewell.ingestion.pipeline import Ingestor, TextDocument
 from citewell.retrieval.index import IndexLayout
-from tests.agent.fakes import HashingEmbedder
-
-PUBLIC = AccessLabel(classification="public", groups=frozenset({"everyone"}))
+from tests.retrieval.publishing import publish_notes
 
 
 def _ingest(settings: Settings, revision: int) -> str | None:
-    docs = [
-        TextDocument(
-            doc_id=f"doc-{i}",
-            title=f"Note {i}",
-            text=f"Revision {revision} of note {i} about harbor cranes.",
-            label=PUBLIC,
-        )
-        for i in range(4)
-    ]
-    report = Ingestor(settings, embedder=HashingEmbedder()).ingest_texts(
-        docs, index=settings.index, source_name="notes"
-    )
-    return report.index_version
+    return publish_notes(settings, revision, count=4)  # the free-space answers count on 4
 
 
 def _free_space(monkeypatch: pytest.MonkeyPatch, answers: Iterator[int]) -> None:

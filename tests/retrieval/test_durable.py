@@ -10,14 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from citewell.core.models import AccessLabel
 from citewell.core.settings import Settings
-from citewell.ingestion.pipeline import Ingestor, TextDocument
 from citewell.retrieval.durable import copy_tree
 from citewell.retrieval.index import IndexLayout
-from tests.agent.fakes import HashingEmbedder
-
-PUBLIC = AccessLabel(classification="public", groups=frozenset({"everyone"}))
+from tests.retrieval.publishing import publish_notes
 
 
 def _allocated(folder: Path) -> int:
@@ -81,21 +77,7 @@ def test_a_fifo_in_a_copied_tree_is_refused_not_waited_on(tmp_path: Path) -> Non
 
 def test_a_refresh_stages_its_copy_sparse(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data")
-    versions = []
-    for revision in (1, 2):
-        docs = [
-            TextDocument(
-                doc_id=f"doc-{i}",
-                title=f"Note {i}",
-                text=f"Revision {revision} of note {i} about harbor cranes.",
-                label=PUBLIC,
-            )
-            for i in range(3)
-        ]
-        report = Ingestor(settings, embedder=HashingEmbedder()).ingest_texts(
-            docs, index=settings.index, source_name="notes"
-        )
-        versions.append(report.index_version)
+    versions = [publish_notes(settings, revision, count=3) for revision in (1, 2)]
     layout = IndexLayout(settings)
     first, second = (layout.version_dir(v or "") for v in versions)
     assert _allocated(first) < _apparent(first) / 2  # what qdrant-edge writes: mostly holes
