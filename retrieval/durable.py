@@ -65,12 +65,13 @@ def _copy_file_sparse(source: str, target: str) -> str:
     # Opened without blocking and checked before reading, as shutil.copyfile refuses them: a
     # FIFO in a version folder would otherwise hang the copy.
     fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
         os.close(fd)
         raise shutil.SpecialFileError(f"{source} is not a regular file")
     os.set_blocking(fd, True)
+    size = info.st_size
     with os.fdopen(fd, "rb") as src, open(target, "wb") as dst:
-        size = os.fstat(src.fileno()).st_size
         try:
             for start, end in _data_ranges(src.fileno(), size):
                 _copy_range(src.fileno(), dst.fileno(), start, end)
