@@ -12,13 +12,13 @@ from citewell.cli.arguments import (
     TIME_BUDGET_S,
     ExistingPath,
     IntRange,
+    OutputPath,
 )
 from citewell.cli.common import add_index_options, load_settings, print_json, reporting_errors
 from citewell.core.errors import EvaluationError
 from citewell.core.settings import Settings
 from citewell.evaluation.beir import load_beir
 from citewell.evaluation.models import BeirQuery
-from citewell.evaluation.retrieval_eval import default_index_name, index_fingerprint
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -57,6 +57,48 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     train.add_argument("--json", action="store_true", help="print the model card as JSON")
     train.set_defaults(func=reporting_errors(run_train))
 
+    data = actions.add_parser(
+        "data",
+        help="write a portable training-data file for training on another machine",
+        description=(
+            "Mine training groups from each --dataset's evaluation index (train judgements minus "
+            "the validation holdout, corpus pseudo-queries, hard negatives from our retrievers) "
+            "into one file that `python -m citewell.training.cross_encoder` trains on where "
+            "only torch, transformers, sentence-transformers and pydantic are installed."
+        ),
+    )
+    data.add_argument(
+        "--dataset",
+        required=True,
+        action="append",
+        type=ExistingPath("dir"),
+        help="BEIR folder whose corpus is indexed (repeat for several)",
+    )
+    data.add_argument("--out", required=True, type=OutputPath(), help="file to write (.json.xz)")
+    data.add_argument("--negatives", type=IntRange(1, 64), default=7, help="per group")
+    data.add_argument("--max-pseudo", type=MAX_PSEUDO, default=20000, help="per corpus")
+    data.add_argument(
+        "--pseudo-per-document", type=IntRange(1, 3), default=3, help="pseudo-queries per document"
+    )
+    data.add_argument("--seed", type=SEED, default=13)
+    data.add_argument(
+        "--data-dir",
+        type=OutputPath(directory=True),
+        help="data directory (default: CITEWELL_DATA_DIR)",
+    )
+    data.set_defaults(func=reporting_errors(run_data))
+
+    install = actions.add_parser(
+        "install",
+        help="install a model folder trained elsewhere as the index's reranker, then gate it",
+    )
+    install.add_argument("model", type=ExistingPath("dir"), help="trained model folder")
+    add_dataset_option(install)
+    add_validation_options(install)
+    add_index_options(install)
+    install.add_argument("--json", action="store_true")
+    install.set_defaults(func=reporting_errors(run_install))
+
     gate = actions.add_parser(
         "gate",
         help="compare hybrid with hybrid+rerank on validation judgements and record the decision",
@@ -85,10 +127,11 @@ def add_dataset_option(parser: argparse.ArgumentParser) -> None:
 
 def index_for_dataset(args: argparse.Namespace, settings: Settings) -> str:
     """--index, else the evaluation index ``citewell eval retrieval`` built for this corpus."""
+    from citewell.training.reranker import dataset_index
+
     if args.index:
         return str(args.index)
-    dataset = load_beir(args.dataset, "train")
-    return default_index_name(dataset, index_fingerprint(settings, dataset))
+    return dataset_index(settings, args.dataset)
 
 
 def add_validation_options(parser: argparse.ArgumentParser) -> None:
@@ -157,6 +200,48 @@ def run_train(args: argparse.Namespace) -> int:
     if card.gate is not None:
         state = "enabled" if card.gate.enabled else "disabled"
         sys.stdout.write(f"gate: {state} ({card.gate.reason})\n")
+    return 0
+
+
+def run_data(args: argparse.Namespace) -> int:
+    from citewell.training.reranker import export_training_data
+
+    settings = load_settings(args)
+    data = export_training_data(
+        settings,
+        args.dataset,
+        args.out,
+        negatives=args.negatives,
+        max_pseudo=args.max_pseudo,
+        pseudo_per_document=args.pseudo_per_document,
+        seed=args.seed,
+    )
+    sys.stdout.write(
+        f"wrote {args.out}: {len(data.groups)} groups {data.counts}, "
+        f"{data.validation_queries} validation queries\n"
+    )
+    return 0
+
+
+def run_install(args: argparse.Namespace) -> int:
+    from citewell.training.reranker import install_reranker
+
+    settings = load_settings(args)
+    queries, qrels, judgements = validation_judgements(args)
+    target, decision = install_reranker(
+        settings,
+        index_for_dataset(args, settings),
+        args.model,
+        (queries, {k: dict(v) for k, v in qrels.items()}),
+        judgements=judgements,
+        min_gain=args.min_gain,
+    )
+    if args.json:
+        print_json(decision)
+    elif decision is not None:
+        state = "enabled" if decision.enabled else "disabled"
+        sys.stdout.write(f"installed {target}\nreranker {decision.model}: {state}\n")
+        sys.stdout.write(f"{decision.reason}\n")
     return 0
 
 

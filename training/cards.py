@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, Self
 
 from citewell.core.models import Frozen
-from citewell.training.data import TrainingData
+from citewell.training.examples import TrainingData
 
 
 class ValidationPoint(Frozen):

@@ -22,70 +22,51 @@ import random
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal, TypedDict, Unpack
+from typing import TypedDict, Unpack
 
 from citewell.core.errors import EvaluationError
 from citewell.core.logging import log_event
-from citewell.core.models import Chunk, Frozen, SearchMode, SearchRequest, SearchResult
+from citewell.core.models import Chunk, SearchMode, SearchRequest, SearchResult
 from citewell.core.settings import Settings
-from citewell.evaluation.beir import split_holdout
+from citewell.evaluation.beir import (
+    corpus_path,
+    dataset_name,
+    load_beir,
+    load_corpus,
+    split_holdout,
+)
 from citewell.evaluation.models import BeirDataset, BeirDocument, BeirQuery
 from citewell.evaluation.retrieval_eval import EvalSearchIndex, eval_principal
 from citewell.retrieval.lexical import contextual_text
+from citewell.training.examples import (
+    Candidate,
+    GroupSource,
+    TrainingData,
+    TrainingGroup,
+    ValidationQuery,
+    count_sources,
+)
 
 logger = logging.getLogger(__name__)
 
-GroupSource = Literal["judged", "pseudo-title", "pseudo-sentence", "squad2", "rgb"]
 # Candidates kept per validation query: the reranked head plus enough tail for nDCG@10.
 VALIDATION_DEPTH = 40
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(])")
 
 
-class TrainingGroup(Frozen):
-    """One query with one relevant passage and passages retrieved for it that are not."""
-
-    query: str
-    positive: str
-    negatives: tuple[str, ...]
-    source: GroupSource
-
-    @classmethod
-    def sampled(
-        cls,
-        source: GroupSource,
-        query: str,
-        positive: str,
-        pool: Sequence[str],
-        negatives: int,
-        rng: random.Random,
-    ) -> TrainingGroup:
-        """A group whose negatives are ``negatives`` passages of ``pool`` drawn with ``rng``
-        (all of them when the pool is no larger)."""
-        return cls(
-            query=query, positive=positive, negatives=_pick(pool, negatives, rng), source=source
-        )
-
-
-class Candidate(Frozen):
-    doc_id: str
-    text: str
-
-
-class ValidationQuery(Frozen):
-    """A held-out judged query with the hybrid candidates the reranker will see at serving."""
-
-    query_id: str
-    text: str
-    qrels: Mapping[str, int]
-    candidates: tuple[Candidate, ...]  # hybrid order, chunks (a document may appear twice)
-
-
-class TrainingData(Frozen):
-    groups: tuple[TrainingGroup, ...]
-    validation: tuple[ValidationQuery, ...]
-    counts: dict[str, int]  # groups per source
-    train_queries: int
-    validation_queries: int
+def sampled_group(
+    source: GroupSource,
+    query: str,
+    positive: str,
+    pool: Sequence[str],
+    negatives: int,
+    rng: random.Random,
+) -> TrainingGroup:
+    """A group whose negatives are ``negatives`` passages of ``pool`` drawn with ``rng`` (all of
+    them when the pool is no larger)."""
+    return TrainingGroup(
+        query=query, positive=positive, negatives=_pick(pool, negatives, rng), source=source
+    )
 
 
 def _search(
@@ -154,9 +135,38 @@ def judged_groups(
                 positive = f"{doc.title}\n\n{doc.text}" if doc.title else doc.text
             if positive and pool:
                 groups.append(
-                    TrainingGroup.sampled("judged", texts[query_id], positive, pool, negatives, rng)
+                    sampled_group("judged", texts[query_id], positive, pool, negatives, rng)
                 )
     return groups
+
+
+def _sentences(text: str) -> list[str]:
+    return [part for part in _SENTENCE_END.split(text.strip()) if part]
+
+
+def _pseudo_queries(
+    doc: BeirDocument, rng: random.Random
+) -> list[tuple[GroupSource, str, str, bool]]:
+    """What a document can be asked for by: its title (for its body), its first sentence (for
+    the rest) and one inner sentence (for the document without it, so the task is never string
+    matching). Each: source, query, positive, whether negatives carry their titles."""
+    found: list[tuple[GroupSource, str, str, bool]] = []
+    if len(doc.title.split()) >= 4:
+        found.append(("pseudo-title", doc.title, doc.text, False))
+    split = _first_sentence(doc.text)
+    if split is not None:
+        first, rest = split
+        body = f"{doc.title}\n\n{rest}" if doc.title else rest
+        found.append(("pseudo-sentence", first, body, True))
+    sentences = _sentences(doc.text)
+    inner = [i for i in range(1, len(sentences)) if 5 <= len(sentences[i].split()) <= 40]
+    if inner:
+        pick = rng.choice(inner)
+        rest = " ".join(s for i, s in enumerate(sentences) if i != pick)
+        if len(rest.split()) >= 20:
+            body = f"{doc.title}\n\n{rest}" if doc.title else rest
+            found.append(("pseudo-inner", sentences[pick], body, True))
+    return found
 
 
 def pseudo_groups(
@@ -166,10 +176,11 @@ def pseudo_groups(
     limit: int,
     negatives: int,
     rng: random.Random,
+    per_document: int = 1,
 ) -> list[TrainingGroup]:
-    """Pseudo-queries from the corpus: a title asks for its own body (title removed, else the
-    task is string matching), a first sentence for the rest of its document. Negatives are the
-    BM25 results for the same pseudo-query from other documents."""
+    """Pseudo-queries from the corpus (``_pseudo_queries``; ``per_document`` of them drawn per
+    document, at most ``limit`` groups). Negatives are the BM25 results for the same
+    pseudo-query from other documents."""
     by_id = {doc.doc_id: doc for doc in corpus}
     docs = [doc for doc in corpus if doc.text.strip()]
     rng.shuffle(docs)
@@ -177,30 +188,23 @@ def pseudo_groups(
     for doc in docs:
         if len(groups) >= limit:
             break
-        candidates: list[tuple[GroupSource, str, str, bool]] = []
-        if len(doc.title.split()) >= 4:
-            candidates.append(("pseudo-title", doc.title, doc.text, False))
-        split = _first_sentence(doc.text)
-        if split is not None:
-            first, rest = split
-            body = f"{doc.title}\n\n{rest}" if doc.title else rest
-            candidates.append(("pseudo-sentence", first, body, True))
+        candidates = _pseudo_queries(doc, rng)
         if not candidates:
             continue
-        source, query, positive, with_title = rng.choice(candidates)
-        result = _search(service, settings, query, SearchMode.BM25, 3 * negatives + 5)
-        pool: list[str] = []
-        for doc_id in dict.fromkeys(s.chunk.doc_id for s in result.results):
-            other = by_id.get(doc_id)
-            if doc_id == doc.doc_id or other is None or not other.text.strip():
-                continue
-            pool.append(f"{other.title}\n\n{other.text}" if with_title else other.text)
-        if pool:
-            groups.append(
-                TrainingGroup.sampled(
-                    source, query, positive, pool[: 2 * negatives], negatives, rng
+        for source, query, positive, with_title in rng.sample(
+            candidates, min(per_document, len(candidates))
+        ):
+            result = _search(service, settings, query, SearchMode.BM25, 3 * negatives + 5)
+            pool: list[str] = []
+            for doc_id in dict.fromkeys(s.chunk.doc_id for s in result.results):
+                other = by_id.get(doc_id)
+                if doc_id == doc.doc_id or other is None or not other.text.strip():
+                    continue
+                pool.append(f"{other.title}\n\n{other.text}" if with_title else other.text)
+            if pool and len(groups) < limit:
+                groups.append(
+                    sampled_group(source, query, positive, pool[: 2 * negatives], negatives, rng)
                 )
-            )
     return groups
 
 
@@ -224,7 +228,7 @@ def squad_groups(path: Path, negatives: int, rng: random.Random) -> list[Trainin
                     key=lambda c: -len(words & set(c.lower().split())),
                 )
                 groups.append(
-                    TrainingGroup.sampled(
+                    sampled_group(
                         "squad2",
                         qa["question"],
                         paragraph["context"],
@@ -251,9 +255,7 @@ def rgb_groups(path: Path, negatives: int, rng: random.Random) -> list[TrainingG
         positives = [p for p in record.get("positive", []) if isinstance(p, str) and p.strip()]
         negs = [p for p in record.get("negative", []) if isinstance(p, str) and p.strip()]
         if positives and negs:
-            groups.append(
-                TrainingGroup.sampled("rgb", record["query"], positives[0], negs, negatives, rng)
-            )
+            groups.append(sampled_group("rgb", record["query"], positives[0], negs, negatives, rng))
     return groups
 
 
@@ -297,8 +299,10 @@ def build_training_data(
     external_dir: Path | None = None,
     seed: int = 13,
     indexed_text: bool = False,
+    pseudo_per_document: int = 1,
 ) -> TrainingData:
-    """Groups and validation queries for one index. ``dataset`` must be a *train* split.
+    """Groups and validation queries for one index. ``dataset`` must be a *train* split, or a
+    corpus without judgements (``split`` "corpus": pseudo-queries only, no validation).
     ``indexed_text``: passages as the embedder sees them (header + text), see ``passage_text``."""
     if dataset.split in {"test", "dev", "validation"}:
         raise EvaluationError(f"refusing to train on the {dataset.split!r} split")
@@ -306,7 +310,9 @@ def build_training_data(
     train_ids, holdout_ids = split_holdout(dataset.qrels, validation_fraction, seed)
     groups = judged_groups(service, settings, dataset, train_ids, negatives, rng, indexed_text)
     if max_pseudo > 0:
-        groups += pseudo_groups(service, settings, dataset.corpus, max_pseudo, negatives, rng)
+        groups += pseudo_groups(
+            service, settings, dataset.corpus, max_pseudo, negatives, rng, pseudo_per_document
+        )
     if external_dir is not None:
         squad = external_dir / "qa" / "squad2_dev_small.json"
         rgb = external_dir / "qa" / "rgb" / "en_fact.json"
@@ -322,9 +328,7 @@ def build_training_data(
         dataset.qrels,
         indexed_text,
     )
-    counts: dict[str, int] = {}
-    for group in groups:
-        counts[group.source] = counts.get(group.source, 0) + 1
+    counts = count_sources(groups)
     rng.shuffle(groups)
     log_event(
         logger,
@@ -343,6 +347,22 @@ def build_training_data(
     )
 
 
+def training_dataset(dataset_dir: Path) -> BeirDataset:
+    """The folder's train split, or its corpus alone (split "corpus": pseudo-queries only)
+    where it judges no train queries, as Cranfield does."""
+    if (dataset_dir / "qrels" / "train.tsv").is_file():
+        return load_beir(dataset_dir, "train")
+    corpus, sha256 = load_corpus(corpus_path(dataset_dir))
+    return BeirDataset(
+        name=dataset_name(dataset_dir),
+        split="corpus",
+        corpus=corpus,
+        queries=(),
+        qrels={},
+        corpus_sha256=sha256,
+    )
+
+
 class TrainingDataOptions(TypedDict, total=False):
     """The keyword options of :func:`build_training_data`."""
 
@@ -352,6 +372,7 @@ class TrainingDataOptions(TypedDict, total=False):
     external_dir: Path | None
     seed: int
     indexed_text: bool
+    pseudo_per_document: int
 
 
 def build_index_training_data(

@@ -40,8 +40,7 @@ from citewell.core.models import Frozen
 from citewell.core.settings import Settings
 from citewell.evaluation.beir import load_beir
 from citewell.training.cards import TrainingCard, ValidationPoint
-from citewell.training.data import TrainingData, TrainingGroup, ValidationQuery
-from citewell.training.reranker import (
+from citewell.training.cross_encoder import (
     Device,
     git_commit,
     hybrid_ndcg,
@@ -49,6 +48,7 @@ from citewell.training.reranker import (
     rerank_ndcg,
     resolve_device,
 )
+from citewell.training.data import TrainingData, TrainingGroup, ValidationQuery
 
 logger = logging.getLogger(__name__)
 
