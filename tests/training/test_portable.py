@@ -19,7 +19,13 @@ from citewell.core.errors import EvaluationError
 from citewell.core.settings import Settings
 from citewell.retrieval.index import IndexLayout
 from citewell.retrieval.reranker_decision import load_gate
-from citewell.training.cross_encoder import PortableFitOptions, _loss, _Student, fit_from_file
+from citewell.training.cross_encoder import (
+    PortableFitOptions,
+    _loss,
+    _Student,
+    fit_from_file,
+    kept_layers,
+)
 from citewell.training.data import training_dataset
 from citewell.training.examples import (
     Candidate,
@@ -193,3 +199,17 @@ def test_a_corpus_without_train_judgements_gives_pseudo_queries_only(
     data = export_training_data(settings, [corpus_only], tmp_path / "d.json.xz", max_pseudo=6)
     assert data.groups and set(data.counts) <= {"pseudo-title", "pseudo-sentence", "pseudo-inner"}
     assert data.validation == () and data.train_queries == 0
+
+
+def test_a_cut_student_keeps_layers_whose_first_token_tells_inputs_apart() -> None:
+    """The classification head reads the first token; cut to the bottom two layers of the
+    bi-encoder that state was the same for every pair (spread 0.0009) and students stayed at
+    chance. Kept layers are spread out and include the last."""
+    assert kept_layers(6, 2) == [0, 5] and kept_layers(6, 1) == [5]
+    assert kept_layers(6, 3) == [0, 2, 5] and kept_layers(6, 6) == list(range(6))
+    student = _Student(2, 48, "cpu")
+    queries = ["vitamin d bone"] * 3 + ["stock market crash"] * 3
+    passages = ["Vitamin D and bone density.", "Cats sleep a lot.", "The economy grew."] * 2
+    with torch.no_grad():
+        first = student.model.bert(**student.features(queries, passages)).last_hidden_state[:, 0]
+    assert float(first.std(0).mean()) > 0.05
