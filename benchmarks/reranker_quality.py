@@ -63,9 +63,9 @@ def quality(settings: Settings, dataset: Path, model: Path, gate_split: str) -> 
         holdout = (list(dev.queries), {k: dict(v) for k, v in dev.qrels.items()})
         judgements = f"{dev.name} dev ({len(dev.queries)} queries)"
     else:
-        queries, qrels = holdout_judgements(dataset, GATE_FRACTION, SEED)
+        queries, qrels = holdout_judgements(dataset, GATE_FRACTION, SEED, part="gate")
         holdout = (list(queries), {k: dict(v) for k, v in qrels.items()})
-        judgements = f"{report.dataset} train holdout ({len(queries)} queries, seed {SEED})"
+        judgements = f"{report.dataset} train holdout, gate half ({len(queries)} queries)"
     _, decision = install_reranker(settings, report.index, model, holdout, judgements=judgements)
     sys.stdout.write(f"\ngate on {judgements}: {decision.reason if decision else 'not run'}\n")
     served = evaluate_retrieval(settings, dataset, "test", ["hybrid+rerank"], progress=True)

@@ -17,7 +17,7 @@ from citewell.cli.arguments import (
 from citewell.cli.common import add_index_options, load_settings, print_json, reporting_errors
 from citewell.core.errors import EvaluationError
 from citewell.core.settings import Settings
-from citewell.evaluation.beir import load_beir
+from citewell.evaluation.beir import HoldoutPart, load_beir
 from citewell.evaluation.models import BeirQuery
 
 
@@ -146,10 +146,11 @@ def add_validation_options(parser: argparse.ArgumentParser) -> None:
 
 
 def validation_judgements(
-    args: argparse.Namespace,
+    args: argparse.Namespace, part: HoldoutPart = "all"
 ) -> tuple[Sequence[BeirQuery], dict[str, Mapping[str, int]], str]:
     """Queries, qrels and a description of the validation judgements --split names; never the
-    test split, which evaluation reports on."""
+    test split, which evaluation reports on. ``part``: the train holdout's half to use (the
+    reranker gate: ``gate``, the half training did not pick its checkpoint on)."""
     from citewell.evaluation.reranker_gate import holdout_judgements
 
     if args.split == "dev":
@@ -159,12 +160,9 @@ def validation_judgements(
             dict(dataset.qrels),
             f"{dataset.name} dev ({len(dataset.queries)} queries)",
         )
-    queries, qrels = holdout_judgements(args.dataset, seed=args.seed)
-    return (
-        queries,
-        qrels,
-        f"{args.dataset.name} train holdout ({len(queries)} queries, seed {args.seed})",
-    )
+    queries, qrels = holdout_judgements(args.dataset, seed=args.seed, part=part)
+    which = "train holdout" if part == "all" else f"train holdout, {part} half"
+    return queries, qrels, f"{args.dataset.name} {which} ({len(queries)} queries, seed {args.seed})"
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -227,7 +225,7 @@ def run_install(args: argparse.Namespace) -> int:
     from citewell.training.reranker import install_reranker
 
     settings = load_settings(args)
-    queries, qrels, judgements = validation_judgements(args)
+    queries, qrels, judgements = validation_judgements(args, "gate")
     target, decision = install_reranker(
         settings,
         index_for_dataset(args, settings),
@@ -257,7 +255,7 @@ def run_gate(args: argparse.Namespace) -> int:
     reranker, note = resolve_index_reranker(settings, layout.rerankers_dir)
     if reranker is None:
         raise EvaluationError(note)
-    queries, qrels, judgements = validation_judgements(args)
+    queries, qrels, judgements = validation_judgements(args, "gate")
     decision = decide_gate(
         settings, index, reranker, queries, qrels, min_gain=args.min_gain, judgements=judgements
     )

@@ -17,7 +17,7 @@ from pathlib import Path
 from citewell.core.errors import EvaluationError
 from citewell.core.logging import log_event
 from citewell.core.settings import Settings
-from citewell.evaluation.beir import load_beir, split_holdout
+from citewell.evaluation.beir import HoldoutPart, holdout_part, load_beir, split_holdout
 from citewell.evaluation.metrics import mean
 from citewell.evaluation.models import BeirQuery
 from citewell.evaluation.retrieval_eval import hybrid_ndcg_at_10, judged_queries
@@ -32,12 +32,13 @@ METRIC = "ndcg@10"
 
 
 def holdout_judgements(
-    dataset_dir: Path, fraction: float = 0.2, seed: int = 13
+    dataset_dir: Path, fraction: float = 0.2, seed: int = 13, part: HoldoutPart = "all"
 ) -> tuple[tuple[BeirQuery, ...], dict[str, Mapping[str, int]]]:
-    """The validation holdout carved out of the train split (the same one training uses)."""
+    """The validation holdout carved out of the train split (the same one training uses), or
+    one of its halves (``holdout_part``: the reranker gate decides on ``gate``)."""
     dataset = load_beir(dataset_dir, "train")
     _, holdout = split_holdout(dataset.qrels, fraction, seed)
-    keep = set(holdout)
+    keep = set(holdout_part(holdout, part, seed))
     queries = tuple(q for q in dataset.queries if q.query_id in keep)
     return queries, {q.query_id: dataset.qrels[q.query_id] for q in queries}
 

@@ -31,6 +31,7 @@ from citewell.core.settings import Settings
 from citewell.evaluation.beir import (
     corpus_path,
     dataset_name,
+    holdout_part,
     load_beir,
     load_corpus,
     split_holdout,
@@ -320,7 +321,8 @@ def build_training_data(
             groups += squad_groups(squad, negatives, rng)
         if rgb.is_file():
             groups += rgb_groups(rgb, negatives, rng)
-    holdout = set(holdout_ids)
+    # Checkpoints are picked on one half of the holdout; the reranker gate decides on the other.
+    holdout = set(holdout_part(holdout_ids, "selection", seed))
     validation = validation_queries(
         service,
         settings,

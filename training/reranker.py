@@ -194,7 +194,7 @@ def _holdout_queries(
 ) -> tuple[list[Any], dict[str, dict[str, int]]]:
     from citewell.evaluation.reranker_gate import holdout_judgements
 
-    queries, qrels = holdout_judgements(dataset_dir, fraction, seed)
+    queries, qrels = holdout_judgements(dataset_dir, fraction, seed, part="gate")
     return list(queries), {k: dict(v) for k, v in qrels.items()}
 
 

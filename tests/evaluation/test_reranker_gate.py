@@ -13,7 +13,7 @@ import pytest
 
 from citewell.core.models import SearchMode, SearchRequest
 from citewell.core.settings import Settings
-from citewell.evaluation.beir import load_beir, split_holdout
+from citewell.evaluation.beir import holdout_part, load_beir, split_holdout
 from citewell.evaluation.reranker_gate import decide_gate, holdout_judgements
 from citewell.evaluation.retrieval_eval import eval_principal
 from citewell.retrieval.index import IndexLayout
@@ -68,6 +68,17 @@ def test_split_holdout_is_deterministic_and_disjoint() -> None:
     assert split_holdout(reversed(ids), 0.2, seed=3) == (train, held)
     assert len(held) == 10 and not set(train) & set(held) and set(train) | set(held) == set(ids)
     assert split_holdout(ids, 0.2, seed=4)[1] != held
+
+
+def test_checkpoint_selection_and_the_gate_use_disjoint_halves_of_the_holdout() -> None:
+    held = [str(i) for i in range(11)]
+    selection = holdout_part(held, "selection", seed=3)
+    gate = holdout_part(reversed(held), "gate", seed=3)
+    assert not set(selection) & set(gate) and set(selection) | set(gate) == set(held)
+    assert (len(selection), len(gate)) == (5, 6)
+    assert holdout_part(held, "gate", seed=3) == gate
+    assert holdout_part(held, "all", 3) == sorted(held)
+    assert holdout_part(["only"], "gate", 3) == holdout_part(["only"], "selection", 3) == ["only"]
 
 
 @pytest.mark.slow
