@@ -99,3 +99,32 @@ def s3_env(s3_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     return s3_server
+
+
+# Files that keep one xdist worker busy for a minute or more (on 2 CI cores), longest first.
+# They are handed out before every other file (pyproject's --no-loadscope-reorder keeps this
+# order; xdist's own order, by number of tests, put the two-test crash-recovery file last), so
+# no worker is left running one of them alone at the end of the run.
+LONG_FILES = (
+    "tests/cli/test_documented_data_engineers.py",
+    "tests/security/test_leak_sweep.py",
+    "tests/cli/test_documented_commands.py",
+    "tests/retrieval/test_embedding.py",
+    "tests/dags/test_dags.py",
+    "tests/ingestion/test_crash_recovery.py",
+    "tests/hardening/test_api_fuzz.py",
+    "tests/training/test_embedder.py",
+    "tests/ingestion/test_parsing.py",
+    "tests/security/test_bombs.py",
+    "tests/retrieval/stores/test_edge.py",
+    "tests/retrieval/test_index_crash_points.py",
+    "tests/retrieval/test_integrity.py",
+    "tests/cli/test_documented_examples.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files of LONG_FILES first, in that order; every other file after them, in
+    collection order. Whole files move, so each stays one xdist unit (``--dist loadfile``)."""
+    rank = {path: n for n, path in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))

@@ -5,9 +5,16 @@ tests cannot run says why in the document itself (``<!-- docs-test: skip REASON 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shlex
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import pytest
+from mcp import Client, StdioServerParameters
 
 from tests.cli.docs_commands import (
     REPO,
@@ -15,7 +22,6 @@ from tests.cli.docs_commands import (
     describe_failure,
     run_document,
     scratch_checkout,
-    shared_model_cache,
     shell_blocks,
 )
 
@@ -50,9 +56,23 @@ def test_every_shell_block_runs_or_says_why_not(document: Path) -> None:
             assert len(block.skip_reason) > 20, f"{document}:{block.line}: say why it is skipped"
 
 
+@dataclass(frozen=True)
+class QuickTour:
+    checkout: Path
+    runs: list[CommandRun]
+
+
+@pytest.fixture(scope="module")
+def quick_tour(tmp_path_factory: pytest.TempPathFactory) -> QuickTour:
+    """The README's commands, run once as written; the tests below read what they left (its
+    own model export: a new user's first command has none)."""
+    checkout = scratch_checkout(tmp_path_factory.mktemp("tour") / "checkout")
+    return QuickTour(checkout, run_document(REPO / "README.md", checkout, {}))
+
+
 @pytest.mark.slow
-def test_readme_quick_tour_runs_as_written(tmp_path: Path) -> None:
-    runs = run_document(REPO / "README.md", scratch_checkout(tmp_path / "checkout"), {})
+def test_readme_quick_tour_runs_as_written(quick_tour: QuickTour) -> None:
+    runs = quick_tour.runs
     assert all(run.status == 0 for run in runs), describe_failure(runs)
     # The demo's point: the public user is told the knowledge base holds no answer for them
     # (never a near-miss sentence), the HR reader gets the policy's figure, cited.
@@ -93,29 +113,57 @@ def test_readme_quick_tour_runs_as_written(tmp_path: Path) -> None:
     assert {"title", "page", "source", "quote"} <= set(chat["citations"][0])
     # 18.8: where the report was written.
     report = _find(runs, "citewell eval answers")
-    assert (
-        "report written to " in report.stdout and (tmp_path / "checkout" / "report.html").is_file()
-    )
+    assert "report written to " in report.stdout and (quick_tour.checkout / "report.html").is_file()
+
+
+def _readme_line(prefix: str) -> list[str]:
+    """The README's command line that starts with ``prefix``, split as a shell would."""
+    readme = (REPO / "README.md").read_text()
+    lines = [m.group(1) for m in re.finditer(rf"^({re.escape(prefix)}.*)$", readme, re.M)]
+    assert lines, f"README has no line starting with {prefix!r}"
+    words = shlex.split(lines[0].split("#")[0])
+    assert words[0] == "citewell"
+    return words[1:]
 
 
 @pytest.mark.slow
-def test_examples_readme_runs_as_written(tmp_path: Path) -> None:
-    runs = run_document(
-        REPO / "examples" / "README.md", scratch_checkout(tmp_path / "c"), shared_model_cache()
+def test_readme_mcp_line_serves_the_quick_tour_index(quick_tour: QuickTour) -> None:
+    """Agents as the README documents them, after the quick tour: ``citewell mcp`` driven by
+    the mcp package's own stdio client, on the index the tour's ``citewell demo`` built (the
+    tour's own run of the line has no client on its stdin)."""
+    demo = _find(quick_tour.runs, "citewell demo")
+    assert demo.status == 0, describe_failure(quick_tour.runs)
+    data_dir = quick_tour.checkout / ".citewell"
+    # No CITEWELL_MODEL_CACHE_DIR: the server loads the export the tour made in its data dir.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITEWELL_")}
+    env["CITEWELL_DATA_DIR"] = str(data_dir)
+    env["CITEWELL_PRINCIPALS_FILE"] = "examples/principals.yaml"  # as the quick tour exports it
+    env["PYTHONPATH"] = str(REPO)
+    # `citewell` is `python -m citewell.cli.main` from the working tree (the console script
+    # would run whatever copy is installed).
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "citewell.cli.main", *_readme_line("citewell mcp ")],
+        env=env,
+        cwd=REPO,
     )
-    assert all(run.status == 0 for run in runs), describe_failure(runs)
 
+    async def scenario() -> tuple[set[str], dict, dict]:
+        async with Client(params) as client:
+            tools = {t.name for t in (await client.list_tools()).tools}
+            found = await client.call_tool("search", {"query": "parental leave", "k": 5})
+            answered = await client.call_tool(
+                "answer", {"question": "How many weeks of parental leave?"}
+            )
+            assert not found.is_error, found.content
+            assert not answered.is_error, answered.content
+            assert found.structured_content is not None
+            assert answered.structured_content is not None
+            return tools, dict(found.structured_content), dict(answered.structured_content)
 
-@pytest.mark.slow
-def test_data_engineers_guide_runs_as_written(tmp_path: Path) -> None:
-    runs = run_document(
-        REPO / "docs" / "data-engineers.md",
-        scratch_checkout(tmp_path / "checkout"),
-        shared_model_cache(),
-    )
-    assert all(run.status == 0 for run in runs), describe_failure(runs)
-    listed = _find(runs, "airflow dags list")
-    for dag_id in ("citewell_refresh_kb", "citewell_rebuild_kb", "citewell_evaluate_kb"):
-        assert dag_id in listed.stdout, listed.stdout
-    versions = _find(runs, "citewell index versions --index demo")
-    assert "v000002" in versions.stdout, versions.stdout
+    tools, found, answered = anyio.run(scenario)
+    assert tools == {"search", "answer"}
+    assert found["results"], "the demo index holds parental-leave documents carol may see"
+    assert answered["refused"] is False and answered["citations"], answered
+    audit = (data_dir / "audit.jsonl").read_text().splitlines()
+    assert any('"endpoint":"mcp:stdio"' in line and '"principal":"carol"' in line for line in audit)
