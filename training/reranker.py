@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from citewell.core.errors import EvaluationError
+from citewell.core.errors import EvaluationError, ModelError
 from citewell.core.logging import log_event
 from citewell.core.models import Frozen
 from citewell.core.settings import Settings
@@ -268,18 +268,36 @@ def install_reranker(
         raise EvaluationError(f"{model_dir} is not a model folder (no config.json)")
     layout = IndexLayout(settings, index)
     target = layout.rerankers_dir / model_dir.name
-    if target.resolve() != model_dir.resolve():
+    copied = target.resolve() != model_dir.resolve()
+    if copied:
+        if target.exists() or target.name == CURRENT:
+            # Replacing a folder a serving process may be reading is not atomic; a new name is.
+            raise EvaluationError(
+                f"{index} already has a reranker folder named {target.name!r}; rename the model "
+                "folder, or re-run the gate on the installed one (citewell reranker gate)"
+            )
         publish_model_dir(target, lambda staging: shutil.copytree(model_dir, staging))
+
+    def load(folder: Path) -> CrossEncoderReranker:
+        return CrossEncoderReranker(
+            str(folder),
+            backend=settings.reranker_backend,
+            max_length=settings.reranker_max_length,
+            threads=model_threads(settings),
+            export_dir=model_export_dir(settings),
+        )
+
+    try:
+        # Serving must never be pointed at a model it cannot load: score one pair first.
+        load(target).score("probe", ["probe passage"])
+    except ModelError:
+        if copied:
+            shutil.rmtree(target, ignore_errors=True)
+        raise
     current = install(layout.rerankers_dir, target)
     if holdout is None:
         return target, None
-    reranker = CrossEncoderReranker(
-        str(current),
-        backend=settings.reranker_backend,
-        max_length=settings.reranker_max_length,
-        threads=model_threads(settings),
-        export_dir=model_export_dir(settings),
-    )
+    reranker = load(current)
     decision = decide_gate(
         settings, index, reranker, holdout[0], holdout[1], min_gain=min_gain, judgements=judgements
     )

@@ -193,6 +193,20 @@ def test_data_fit_and_install_make_a_gated_reranker_for_the_index(
     installed = json.loads((rerankers / "ce-test" / "card.json").read_text(encoding="utf-8"))
     assert installed["gate"]["model"] == decision.model
 
+    # A damaged model is refused before serving is pointed at it, and nothing of it stays; a
+    # second folder of the served name is refused rather than replaced under serving.
+    broken = tmp_path / "ce-broken"
+    shutil.copytree(model, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:4096])
+    for folder, message in ((broken, "cannot load reranker"), (model, "already has a reranker")):
+        capsys.readouterr()
+        install = ["reranker", "install", str(folder), "--dataset", str(dataset)]
+        code = cli_main([*install, "--data-dir", str(settings.data_dir)])
+        assert code != 0 and message in capsys.readouterr().err
+        assert (rerankers / "current").resolve() == (rerankers / "ce-test").resolve()
+    assert not (rerankers / "ce-broken").exists()
+
 
 @pytest.mark.slow
 def test_a_corpus_without_train_judgements_gives_pseudo_queries_only(
