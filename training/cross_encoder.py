@@ -351,6 +351,13 @@ def fit(
                 params.time_budget_s is not None
                 and time.perf_counter() - started > params.time_budget_s
             )
+            if not data.validation:
+                # Nothing to validate on (corpora without judgements): train the whole
+                # schedule and keep the last weights instead of stopping on a constant 0.
+                if out_of_time:
+                    stop = True
+                    break
+                continue
             if step % eval_every and step != total and not out_of_time:
                 continue
             score = rerank_ndcg(data.validation, student.score, candidates)

@@ -233,3 +233,15 @@ def test_a_cut_student_keeps_layers_whose_first_token_tells_inputs_apart() -> No
     with torch.no_grad():
         first = student.model.bert(**student.features(queries, passages)).last_hidden_state[:, 0]
     assert float(first.std(0).mean()) > 0.05
+
+
+def test_without_validation_queries_the_whole_schedule_is_trained(tmp_path: Path) -> None:
+    """A set mined from corpora without judgements has no validation: early stopping on a
+    constant score stopped after the first evaluation and returned those weights."""
+    data = _data().model_copy(update={"validation": (), "validation_queries": 0})
+    path = save_training_data(data, tmp_path / "data.json.xz")
+    options = PortableFitOptions(
+        layers=1, epochs=3, batch_size=1, negatives=2, max_length=32, device="cpu", patience=0
+    )
+    card = fit_from_file(path, tmp_path / "model", options)
+    assert card.steps == 6 and card.history == ()
