@@ -34,6 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import Field
+
 from citewell.core.errors import CitewellError, EvaluationError, ModelError
 from citewell.core.logging import log_event
 from citewell.core.models import Frozen
@@ -441,22 +443,23 @@ Hybrid without reranking: {card.hybrid_ndcg_at_10:.4f}; best checkpoint: {card.b
 
 
 class PortableFitOptions(Frozen):
-    """What ``fit_from_file`` (and ``citewell reranker fit``) train with."""
+    """What ``fit_from_file`` (and ``python -m citewell.training.cross_encoder``) train with;
+    out-of-range values are refused here, before any model is loaded."""
 
-    layers: int | None = None  # None: all six layers
-    epochs: int = 4
-    batch_size: int = 32
-    negatives: int = 7
-    max_length: int = 256
-    learning_rate: float = 7e-5
+    layers: int | None = Field(default=None, ge=1, le=48)  # None: all layers
+    epochs: int = Field(default=4, ge=1)
+    batch_size: int = Field(default=32, ge=1)  # groups per step
+    negatives: int = Field(default=7, ge=1)
+    max_length: int = Field(default=256, ge=8)
+    learning_rate: float = Field(default=7e-5, gt=0, lt=1)
     loss: LossName = "listwise"
     device: Device = "auto"
-    seed: int = 13
-    patience: int = 2
-    time_budget_s: float | None = None
-    candidates: int = 20  # validation reranks this many hybrid candidates, as serving does
+    seed: int = Field(default=13, ge=0)
+    patience: int = Field(default=2, ge=0)
+    time_budget_s: float | None = Field(default=None, gt=0)
+    candidates: int = Field(default=20, ge=1)  # validation reranks this many, as serving does
     teacher: Path | None = None
-    distill_weight: float = 0.5
+    distill_weight: float = Field(default=0.5, ge=0, le=1)
 
 
 def fit_from_file(

@@ -27,6 +27,7 @@ from citewell.training.cross_encoder import (
     fit_from_file,
     kept_layers,
 )
+from citewell.training.cross_encoder import main as cross_encoder_main
 from citewell.training.data import training_dataset
 from citewell.training.examples import (
     Candidate,
@@ -245,3 +246,23 @@ def test_without_validation_queries_the_whole_schedule_is_trained(tmp_path: Path
     )
     card = fit_from_file(path, tmp_path / "model", options)
     assert card.steps == 6 and card.history == ()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--batch-size", "0"], "batch_size"),
+        (["--epochs", "0"], "epochs"),
+        (["--distill-weight", "2"], "distill_weight"),
+        (["--layers", "0"], "layers"),
+        (["--teacher", "no-such-folder"], "not a model folder"),
+    ],
+)
+def test_the_training_entry_point_refuses_bad_options_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    path = save_training_data(_data(), tmp_path / "data.json.xz")
+    code = cross_encoder_main(["--data", str(path), "--out", str(tmp_path / "m"), *flags])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: ") and message in err
+    assert "Traceback" not in err and not (tmp_path / "m").exists()
