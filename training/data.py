@@ -6,12 +6,13 @@ Three kinds of training groups (one query, one positive passage, hard negatives)
 - judged: the collection's *train* qrels, minus a validation holdout, with negatives mined from
   our own hybrid retriever (BM25 + dense) over the index, judged positives skipped;
 - pseudo: queries generated from the corpus itself (a title asks for its own abstract, a first
-  sentence for the rest of its document) with BM25 negatives, so the model sees far more pairs
-  than the few hundred judged queries give;
+  sentence for the rest of its document, an inner sentence for the document without it) with
+  BM25 negatives, so the model sees far more pairs than the few hundred judged queries give;
 - external: other judged sets that are never evaluation splits here (SQuAD 2.0 dev slice, RGB).
 
 Nothing is drawn from a split that is evaluated on: callers pass the train split only, and the
-validation holdout is carved out of it deterministically (``split_holdout``).
+validation holdout is carved out of it deterministically (``split_holdout``); training
+validates on one half of it and the reranker gate decides on the other (``holdout_part``).
 """
 
 from __future__ import annotations
