@@ -49,6 +49,7 @@ from citewell.core.models import (
 )
 from citewell.core.settings import Settings
 from citewell.ingestion.chunking import Tokenizer, chunk_document, chunk_recipe, embedding_tokenizer
+from citewell.ingestion.interrupts import raise_if_interrupted
 from citewell.ingestion.labels import (
     MARKING_RULES_VERSION,
     LabelRules,
@@ -911,6 +912,7 @@ class Ingestor:
                     pending = []
 
             for checked, candidate in enumerate(candidates, start=1):
+                raise_if_interrupted()
                 progress.update("parse", checked, total)
                 seen.add(candidate.doc_id)
                 if isinstance(candidate, _Unreadable):
@@ -974,6 +976,7 @@ class Ingestor:
                 or _failure_set(writer, source_name) != failures_before
             )
             # Nothing changed: keep serving the published version instead of publishing a copy.
+            raise_if_interrupted()
             version = writer.commit(validate) if changed else writer.base_version
         report = IngestReport.model_validate(
             {

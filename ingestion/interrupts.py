@@ -1,0 +1,44 @@
+"""Ctrl-C that a run cannot lose.
+
+CPython raises KeyboardInterrupt wherever the main thread happens to be when it handles SIGINT.
+Raised inside a ``__del__`` or another finaliser it is printed as "Exception ignored" and lost:
+an ingestion run went on and published a new version after Ctrl-C (seen in the test suite
+under load). The entry point installs ``install_handler``, which also records the request, and
+the run checks the record at safe points (each document, before publishing) with
+``raise_if_interrupted``.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+_requested = threading.Event()
+
+
+def _on_sigint(signum: int, frame: FrameType | None) -> None:
+    _requested.set()
+    raise KeyboardInterrupt
+
+
+def install_handler() -> None:
+    """Record every SIGINT, then raise KeyboardInterrupt as Python's own handler does. Call from
+    the main thread of an entry point (signal handlers can only be set there)."""
+    _requested.clear()
+    signal.signal(signal.SIGINT, _on_sigint)
+
+
+def interrupted() -> bool:
+    return _requested.is_set()
+
+
+def raise_if_interrupted() -> None:
+    """Raise KeyboardInterrupt if Ctrl-C came, even if the first one was lost."""
+    if _requested.is_set():
+        raise KeyboardInterrupt
+
+
+def clear() -> None:
+    """Forget a handled request (a long-lived process that carries on after one)."""
+    _requested.clear()
