@@ -24,9 +24,12 @@ def _on_sigint(signum: int, frame: FrameType | None) -> None:
 
 def install_handler() -> None:
     """Record every SIGINT, then raise KeyboardInterrupt as Python's own handler does. Call from
-    the main thread of an entry point (signal handlers can only be set there)."""
+    the main thread of an entry point (signal handlers can only be set there). A SIGINT the
+    process was started ignoring (a background job of a script, ``nohup``) stays ignored, as
+    Python itself leaves it."""
     _requested.clear()
-    signal.signal(signal.SIGINT, _on_sigint)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint)
 
 
 def interrupted() -> bool:

@@ -128,3 +128,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     collection order. Whole files move, so each stays one xdist unit (``--dist loadfile``)."""
     rank = {path: n for n, path in enumerate(LONG_FILES)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
+
+
+@pytest.fixture
+def sigint_reaches_children() -> Iterator[None]:
+    """Children started during the test begin with SIGINT at its default. A disposition of
+    "ignore" is inherited across exec, and the CLI keeps an ignored SIGINT ignored, as Python
+    does (a background job of a script); in the full suite the test process was found ignoring
+    it by the time the Ctrl-C tests ran, so their runs ignored Ctrl-C."""
+    import signal
+
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -150,7 +150,9 @@ def _run_in_pty(argv: list[str], env: dict[str, str], interrupt_on: bytes) -> tu
 
 
 @pytest.mark.slow
-def test_progress_bars_on_a_terminal_and_ctrl_c(tmp_path: Path) -> None:
+def test_progress_bars_on_a_terminal_and_ctrl_c(
+    tmp_path: Path, sigint_reaches_children: None
+) -> None:
     folder = _folder(tmp_path / "many", files=400)
     data = tmp_path / "data"
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}

@@ -113,7 +113,7 @@ def test_sigkill_at_random_points_then_rerun_equals_clean_run(tmp_path, make_set
 
 
 def test_ctrl_c_while_parsing_keeps_the_published_version_and_ends_the_workers(
-    tmp_path, make_settings
+    tmp_path, make_settings, sigint_reaches_children
 ):
     from tests.security.hostile_files import pdf_nested_forms
 

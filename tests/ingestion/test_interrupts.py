@@ -46,6 +46,7 @@ class _LosesCtrlCAtDocument(NoProgress):
 @pytest.fixture
 def handler() -> Iterator[None]:
     previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as a fresh process starts
     interrupts.install_handler()
     try:
         yield
@@ -87,3 +88,16 @@ def test_without_a_request_the_checks_cost_nothing(
     settings = make_settings()
     report = Ingestor(settings, embedder=HashingEmbedder()).ingest_folder(_kb(tmp_path / "kb", 3))
     assert len(report.added) == 3 and not interrupts.interrupted()
+
+
+def test_a_sigint_the_process_was_started_ignoring_stays_ignored() -> None:
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        interrupts.install_handler()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        interrupts.install_handler()
+        assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
