@@ -166,17 +166,23 @@ def test_data_fit_and_install_make_a_gated_reranker_for_the_index(
 ) -> None:
     settings, index, dataset = tiny
     path = tmp_path / "data.json.xz"
-    data = export_training_data(settings, [dataset], path, negatives=3, max_pseudo=12)
+    # The documented commands: citewell reranker data, python -m …cross_encoder, … install.
+    data_dir = ["--data-dir", str(settings.data_dir)]
+    mine = ["reranker", "data", "--dataset", str(dataset), "--out", str(path)]
+    assert cli_main([*mine, "--negatives", "3", "--max-pseudo", "12", *data_dir]) == 0
+    assert f"wrote {path}" in capsys.readouterr().out
+    data = load_training_data(path)
     assert data.counts["judged"] > 0 and data.validation_queries > 0
     assert sum(n for source, n in data.counts.items() if source.startswith("pseudo")) > 0
 
     model = tmp_path / "ce-test"
-    options = PortableFitOptions(
-        layers=1, epochs=1, batch_size=4, negatives=3, max_length=64, device="cpu"
-    )
-    card = fit_from_file(path, model, options)
-    assert (model / "config.json").is_file() and card.parameters.device == "cpu"
-    assert json.loads((model / "card.json").read_text(encoding="utf-8"))["history"]
+    fit = ["--data", str(path), "--out", str(model), "--layers", "1", "--epochs", "1"]
+    fit += ["--batch-size", "4", "--negatives", "3", "--max-length", "64", "--device", "cpu"]
+    assert cross_encoder_main(fit) == 0
+    assert "validation nDCG@10" in capsys.readouterr().out
+    card = json.loads((model / "card.json").read_text(encoding="utf-8"))
+    assert (model / "config.json").is_file() and card["parameters"]["device"] == "cpu"
+    assert card["history"]
 
     args = ["reranker", "install", str(model), "--dataset", str(dataset)]
     code = cli_main([*args, "--data-dir", str(settings.data_dir)])
