@@ -7,14 +7,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-import threading
 import traceback
 from collections.abc import Sequence
 
 from citewell.cli.arguments import CitewellArgumentParser
 from citewell.cli.common import fail
 from citewell.core.errors import CitewellError
-from citewell.ingestion.interrupts import install_handler
+from citewell.ingestion.interrupts import sigint_recorded
 
 # Subcommand modules, in help order. Each defines register(subparsers) and sets
 # ``func(args) -> int`` on its parser via set_defaults.
@@ -61,8 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if threading.current_thread() is threading.main_thread():
-        install_handler()  # a Ctrl-C lost inside a finaliser still stops the run
+    with sigint_recorded():  # a Ctrl-C lost inside a finaliser still stops the run
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:

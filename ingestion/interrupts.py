@@ -10,8 +10,10 @@ the run checks the record at safe points (each document, before publishing) with
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
+from collections.abc import Iterator
 from types import FrameType
 
 _requested = threading.Event()
@@ -30,6 +32,22 @@ def install_handler() -> None:
     _requested.clear()
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _on_sigint)
+
+
+@contextlib.contextmanager
+def sigint_recorded() -> Iterator[None]:
+    """``install_handler`` for the duration of one entry-point call, the previous handler back
+    afterwards (a CLI called in-process leaves its caller's handler as it found it). Outside
+    the main thread it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    install_handler()
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def interrupted() -> bool:

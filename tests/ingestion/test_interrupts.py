@@ -101,3 +101,14 @@ def test_a_sigint_the_process_was_started_ignoring_stays_ignored() -> None:
         assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_the_cli_called_in_process_leaves_the_callers_sigint_handler_as_it_found_it(
+    tmp_path: Path,
+) -> None:
+    from citewell.cli.main import main as cli_main
+
+    previous = signal.getsignal(signal.SIGINT)
+    no_judgements = ["reranker", "gate", "--dataset", str(tmp_path)]
+    assert cli_main([*no_judgements, "--data-dir", str(tmp_path / "data")]) != 0
+    assert signal.getsignal(signal.SIGINT) is previous
