@@ -134,8 +134,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def sigint_reaches_children() -> Iterator[None]:
     """Children started during the test begin with SIGINT at its default. A disposition of
     "ignore" is inherited across exec, and the CLI keeps an ignored SIGINT ignored, as Python
-    does (a background job of a script); in the full suite the test process was found ignoring
-    it by the time the Ctrl-C tests ran, so their runs ignored Ctrl-C."""
+    does (a background job of a script): a Ctrl-C test must not depend on what the tests
+    before it in the same worker left (both Ctrl-C tests once saw their runs carry on)."""
     import signal
 
     previous = signal.getsignal(signal.SIGINT)
