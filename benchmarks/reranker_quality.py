@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from benchmarks.common import SHARED_DATA, cpu_line
-from benchmarks.inference import load_corpus, load_queries, percentiles
+from benchmarks.inference import bench_reranker, load_corpus, load_queries
 from citewell.cli.evaluate import format_table
 from citewell.core.logging import configure_logging
 from citewell.core.settings import Settings
@@ -92,7 +90,6 @@ def latency(settings: Settings, model: Path, backends: list[str], queries: int) 
     length and candidate count."""
     docs = load_corpus(1000)
     texts = load_queries(queries)
-    rng = random.Random(7)
     sys.stdout.write(
         "\n| backend | tokens | rerank 20 p50 / p95 ms | rerank 50 p50 / p95 ms |\n"
         "|---|---|---|---|\n"
@@ -106,18 +103,10 @@ def latency(settings: Settings, model: Path, backends: list[str], queries: int) 
                 threads=model_threads(settings),
                 export_dir=model_export_dir(settings),
             )
-            reranker.warm_up()
-            cells = []
-            for size in (20, 50):
-                reranker.score(texts[0], docs[:size])
-                samples = []
-                for text in texts:
-                    candidates = rng.sample(docs, size)
-                    started = time.perf_counter()
-                    reranker.score(text, candidates)
-                    samples.append(time.perf_counter() - started)
-                p50, p95 = percentiles(samples)
-                cells.append(f"{p50:.0f} / {p95:.0f}")
+            timed = bench_reranker(reranker, docs, texts, (20, 50))
+            cells = [
+                f"{timed[f'rerank{n}_p50']:.0f} / {timed[f'rerank{n}_p95']:.0f}" for n in (20, 50)
+            ]
             sys.stdout.write(f"| {backend} | {length} | {cells[0]} | {cells[1]} |\n")
 
 

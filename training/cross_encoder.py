@@ -517,14 +517,19 @@ def fit_from_file(
         parameters=params,
         hybrid_ndcg_at_10=baseline,
     )
+    save_trained(student, card, out_dir)
+    log_event(logger, logging.INFO, "reranker.trained", model_dir=str(out_dir), steps=steps)
+    return card
+
+
+def save_trained(student: _Student, card: RerankerCard, target: Path) -> None:
+    """The trained model with MODEL_CARD.md and card.json, written whole to ``target``."""
 
     def save(staging: Path) -> None:
         student.ce.save(str(staging))
         write_card(staging, card)
 
-    publish_model_dir(out_dir, save)
-    log_event(logger, logging.INFO, "reranker.trained", model_dir=str(out_dir), steps=steps)
-    return card
+    publish_model_dir(target, save)
 
 
 def _parser() -> argparse.ArgumentParser:

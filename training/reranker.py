@@ -34,6 +34,7 @@ from citewell.training.cross_encoder import (
     git_commit,
     publish_model_dir,
     resolve_device,
+    save_trained,
     write_card,
 )
 from citewell.training.examples import TrainingData, merge_training_data, save_training_data
@@ -153,12 +154,7 @@ def train_reranker(
         parameters=params,
         hybrid_ndcg_at_10=baseline,
     )
-
-    def save(staging: Path) -> None:
-        student.ce.save(str(staging))
-        write_card(staging, card)
-
-    publish_model_dir(target, save)
+    save_trained(student, card, target)
     log_event(logger, logging.INFO, "reranker.trained", index=index, model_dir=str(target))
 
     if target.parent.resolve() != layout.rerankers_dir.resolve():
