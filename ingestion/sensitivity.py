@@ -255,7 +255,24 @@ def _office(path: Path) -> SensitivityReading:
     return _finish(kept, notes)
 
 
+# pypdf reads one object of an object stream by parsing all of them, each array capped at
+# 100,000 elements: a tagged filing's structure tree beside the catalog exceeds that, and the
+# reading would refuse a valid file. Arrays and dictionaries of up to 2M entries are read (a
+# 75 MB stream cap bounds them anyway); every other pypdf limit stays as it is.
+_PDF_ELEMENT_LIMIT = 2_000_000
+
+
 def _pdf(path: Path) -> SensitivityReading:
+    from pypdf import apply_configuration
+
+    with apply_configuration(
+        array_maximum_element_count=_PDF_ELEMENT_LIMIT,
+        dictionary_maximum_element_count=_PDF_ELEMENT_LIMIT,
+    ):
+        return _pdf_labels(path)
+
+
+def _pdf_labels(path: Path) -> SensitivityReading:
     from pypdf import PdfReader
 
     reader = PdfReader(path)

@@ -206,8 +206,11 @@ def write_pdf(
     *,
     info: dict[str, str] | None = None,
     xmp: dict[str, str] | None = None,
+    catalog_array: int = 0,
 ) -> Path:
-    """A PDF (fpdf2) whose info dictionary and/or XMP packet carry label keys (pypdf)."""
+    """A PDF (fpdf2) whose info dictionary and/or XMP packet carry label keys (pypdf).
+    ``catalog_array``: that many elements in an array of the catalog (a large structure tree,
+    as tagged filings have), which a metadata reader must get past."""
     from fpdf import FPDF
     from pypdf import PdfReader, PdfWriter
 
@@ -236,6 +239,12 @@ def write_pdf(
         stream[NameObject("/Type")] = NameObject("/Metadata")
         stream[NameObject("/Subtype")] = NameObject("/XML")
         writer._root_object[NameObject("/Metadata")] = writer._add_object(stream)
+    if catalog_array:
+        from pypdf.generic import ArrayObject, DictionaryObject, NameObject, NumberObject
+
+        tree = DictionaryObject({NameObject("/Type"): NameObject("/StructTreeRoot")})
+        tree[NameObject("/K")] = ArrayObject([NumberObject(0)] * catalog_array)
+        writer._root_object[NameObject("/StructTreeRoot")] = tree
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as handle:
         writer.write(handle)

@@ -179,6 +179,19 @@ def test_pdf_info_and_xmp(tmp_path):
     assert label_ids(both, "pdf") == [CONFIDENTIAL]
 
 
+def test_a_pdf_with_a_large_catalog_is_read_not_refused(tmp_path, shared_data):
+    # pypdf's default limit is 100,000 elements per array: a tagged filing's catalog exceeds it,
+    # and an unreadable reading refuses the document (visible to nobody).
+    props = msip_properties(CONFIDENTIAL)
+    large = write_pdf(tmp_path / "tagged.pdf", TEXT, info=props, xmp=props, catalog_array=150_000)
+    reading = read_sensitivity(large, "pdf")
+    assert reading.problems == ()
+    assert [x.label_id for x in reading.labels] == [CONFIDENTIAL]
+    # A real one: Microsoft's 10-Q, whose catalog shares an object stream with such an array.
+    filing = shared_data / "qa" / "docugami_sec10q" / "docs" / "2023 Q1 MSFT.pdf"
+    assert read_sensitivity(filing, "pdf").empty
+
+
 def test_pdf_info_and_xmp_disagreeing_is_ambiguous(tmp_path):
     doc = write_pdf(
         tmp_path / "mismatch.pdf",
