@@ -259,6 +259,18 @@ class ParseWorkers:
                 with self._changed:
                     if self._closed:
                         return
+                    idle = sum(1 for slot in self._slots if slot.job is None)
+                    missing = min(len(self._queue) - idle, self.workers - len(self._slots))
+                for _ in range(missing):
+                    # Outside the lock: the first start waits for the forkserver to import the
+                    # parsers (seconds), while the run goes on submitting and chunking.
+                    started = self._start()
+                    with self._changed:
+                        if self._closed:
+                            self._kill(started)
+                            return
+                        self._slots.append(started)
+                with self._changed:
                     self._dispatch()
                 busy = [slot for slot in self._slots if slot.job is not None]
                 if not busy:
@@ -280,10 +292,7 @@ class ParseWorkers:
         while self._queue:
             slot = next((s for s in self._slots if s.job is None), None)
             if slot is None:
-                if len(self._slots) >= self.workers:
-                    return
-                slot = self._start()
-                self._slots.append(slot)
+                return  # every worker is busy; the loop starts more, up to ``workers``
             job = self._queue.popleft()
             slot.job = job
             slot.deadline = time.monotonic() + self.limits.time_limit_s

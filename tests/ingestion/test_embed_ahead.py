@@ -98,3 +98,43 @@ def test_a_batch_that_fails_to_embed_fails_the_run_and_publishes_nothing(make_se
     with pytest.raises(IndexNotFoundError):
         open_version(settings)
     assert not [t for t in threading.enumerate() if t.name.startswith("citewell-embed")]
+
+
+class WarmedEmbedder(RecordingEmbedder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.warmed = threading.Event()
+
+    def warm_up(self) -> None:
+        self.warmed.set()
+
+
+def test_the_model_and_the_chunker_load_while_the_first_documents_parse(
+    make_settings, tmp_path, monkeypatch
+):
+    from citewell.ingestion.parse_workers import ParseWorkers
+
+    folder = tmp_path / "kb"
+    folder.mkdir()
+    (folder / "citewell.labels.yaml").write_text(
+        "default: {classification: public, groups: [everyone]}\n", encoding="utf-8"
+    )
+    for i in range(3):
+        (folder / f"note{i}.txt").write_text(f"Berth {i} opens at dawn.", encoding="utf-8")
+    settings = make_settings()
+    embedder = WarmedEmbedder()
+    ingestor = Ingestor(settings, embedder=embedder)
+    at_first_take: dict[str, bool] = {}
+    take = ParseWorkers.take
+
+    def first_take_sees(workers: ParseWorkers, key: str):
+        if not at_first_take:
+            at_first_take["tokenizer loaded"] = ingestor._tokenizer is not None
+            at_first_take["model loading"] = embedder.warmed.wait(5)
+        return take(workers, key)
+
+    monkeypatch.setattr(ParseWorkers, "take", first_take_sees)
+    report = ingestor.ingest_folder(folder, settings.index, "kb")
+
+    assert len(report.added) == 3
+    assert at_first_take == {"tokenizer loaded": True, "model loading": True}

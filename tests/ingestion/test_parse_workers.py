@@ -4,6 +4,7 @@ worker that hit a limit is replaced and the next document parses, closing ends e
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -127,3 +128,60 @@ def test_text_without_paragraph_breaks_parses_under_a_1_gib_memory_limit(tmp_pat
             assert outcome.reason is None, (key, outcome.reason)
             assert outcome.parsed is not None and expected in outcome.parsed.text
             assert outcome.seconds < 30, (key, outcome.seconds)
+
+
+class _HeldStart:
+    """Holds ParseWorkers._start until released, as a forkserver's first start does while it
+    imports the parsers; records the processes it started."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.started: list[int] = []
+        original = ParseWorkers._start
+
+        def held(workers: ParseWorkers):
+            self.entered.set()
+            self.release.wait(10)
+            slot = original(workers)
+            self.started.append(slot.process.pid)
+            return slot
+
+        monkeypatch.setattr(ParseWorkers, "_start", held)
+
+
+def test_submitting_does_not_wait_for_a_worker_to_start(tmp_path: Path, monkeypatch):
+    start = _HeldStart(monkeypatch)
+    with ParseWorkers(1, WorkerLimits()) as workers:
+        workers.submit(_good(tmp_path))
+        assert start.entered.wait(10)
+        other = tmp_path / "other.txt"
+        other.write_text("Tugs wait at the harbour mouth.", encoding="utf-8")
+        submitter = threading.Thread(
+            target=lambda: [workers.submit(ParseJob(f"more{i}", other, "txt")) for i in range(3)]
+        )
+        submitter.start()
+        submitter.join(5)
+        submitted_while_starting = not submitter.is_alive()
+        start.release.set()
+        submitter.join()
+        assert submitted_while_starting
+        assert "berth four" in workers.take("good").parsed.text
+        assert all(workers.take(f"more{i}").parsed is not None for i in range(3))
+
+
+def test_closing_while_a_worker_starts_ends_that_worker(tmp_path: Path, monkeypatch):
+    start = _HeldStart(monkeypatch)
+    workers = ParseWorkers(1, WorkerLimits())
+    workers.submit(_good(tmp_path))
+    assert start.entered.wait(10)
+    closer = threading.Thread(target=workers.close)
+    closer.start()
+    time.sleep(0.2)  # close() has marked the pool closed and waits for the supervisor
+    start.release.set()
+    closer.join(20)
+    assert not closer.is_alive() and len(start.started) == 1
+    pid = start.started[0]
+    if psutil.pid_exists(pid):
+        _, alive = psutil.wait_procs([psutil.Process(pid)], 5)
+        assert not alive
