@@ -93,7 +93,9 @@ _EMBED_BATCH_CHUNKS = 256  # chunks buffered across documents before one embeddi
 # Part of the parse cache key: bump when parsing output changes (e.g. how titles are chosen), so
 # cached documents parsed the old way are not reused.
 _PARSER_VERSION = 5  # 5: PDFs read by PDFium; 4: XLSX sheet headers/footers, PPTX masters
-_SENSITIVITY_VERSION = 1  # part of the cache key of sensitivity readings of objects
+# Part of the cache key of sensitivity readings of objects; 2: PDFs read past pypdf's default
+# array limit, which version 1 refused as unreadable.
+_SENSITIVITY_VERSION = 2
 
 
 # prepare() parses, chunks and embeds without labelling: no label of it reaches the index.
@@ -1049,7 +1051,9 @@ class Ingestor:
         if prior is None or change not in ("unchanged", "relabeled") or sensitivity is None:
             return change, base, None
         stored = _stored_sensitivity(prior)
-        if stored is not None:
+        # A reading that failed is taken again while the content can be read: a fixed reader
+        # or a passing failure lifts the refusal (only refused documents pay for the read).
+        if stored is not None and not (stored.reading.problems and read is not None):
             reading = stored.reading
         elif read is not None:
             reading = read()

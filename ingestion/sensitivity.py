@@ -497,10 +497,15 @@ def decide(
     previous: SensitivityRecord | None = None,
 ) -> SensitivityDecision:
     """Map a reading to an access label, failing closed; ``previous`` is what applied when the
-    document was last indexed (a removed or lowered label keeps it, unless allowed)."""
+    document was last indexed (a removed or lowered label keeps it, unless allowed). A refusal
+    keeps the earlier labels in its record: a refresh in between that cannot map the label
+    must not let the next one lower it."""
+    earlier_ids = previous.effective if previous is not None else ()
     if reading.problems:
         return SensitivityDecision(
-            status="refused", reason=reading.problems[0], record=SensitivityRecord(reading=reading)
+            status="refused",
+            reason=reading.problems[0],
+            record=SensitivityRecord(reading=reading, effective=earlier_ids),
         )
     for label in reading.labels:
         if label.site_id is None or label.site_id not in policy.tenants:
@@ -508,15 +513,16 @@ def decide(
                 status="refused",
                 reason=f"sensitivity label {label.label_id} is from an unknown tenant "
                 f"{label.site_id or '(none)'}",
-                record=SensitivityRecord(reading=reading),
+                record=SensitivityRecord(reading=reading, effective=earlier_ids),
             )
     ids = tuple(sorted(label.label_id for label in reading.labels))
     current, problem = _map(ids, reading, policy)
     if problem is not None:
         return SensitivityDecision(
-            status="refused", reason=problem, record=SensitivityRecord(reading=reading)
+            status="refused",
+            reason=problem,
+            record=SensitivityRecord(reading=reading, effective=earlier_ids),
         )
-    earlier_ids = previous.effective if previous is not None else ()
     if earlier_ids and not policy.allow_downgrade:
         earlier, problem = _map(earlier_ids, previous.reading if previous else reading, policy)
         if problem is not None:

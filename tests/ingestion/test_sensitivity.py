@@ -16,7 +16,12 @@ from citewell.ingestion.labels import (
     refused_label,
 )
 from citewell.ingestion.models import ResolvedLabel
-from citewell.ingestion.sensitivity import SensitivityRecord, decide, read_sensitivity
+from citewell.ingestion.sensitivity import (
+    SensitivityReading,
+    SensitivityRecord,
+    decide,
+    read_sensitivity,
+)
 from tests.ingestion.mip_files import (
     CONFIDENTIAL,
     HIGHLY,
@@ -328,6 +333,29 @@ def test_removed_or_lowered_label_keeps_the_earlier_one_unless_allowed(tmp_path)
     raised = decide(reading_of(tmp_path, HIGHLY), rules, SCHEME, previous)
     assert not raised.retained and raised.label is not None
     assert raised.label.classification == "restricted"
+
+
+def test_a_refusal_in_between_does_not_launder_a_downgrade(tmp_path):
+    # Confidential when indexed; then unreadable, a foreign tenant's or an unmapped label
+    # (refused); then Public. The refused refreshes must remember the Confidential label.
+    rules = policy(tmp_path)
+    first = decide(reading_of(tmp_path, CONFIDENTIAL), rules, SCHEME)
+    unreadable = SensitivityReading(problems=("sensitivity label metadata unreadable: X",))
+    foreign = read_sensitivity(
+        add_label_parts(
+            write_docx(tmp_path / "f.docx", TEXT),
+            custom=msip_properties(CONFIDENTIAL, site=OTHER_TENANT),
+        ),
+        "docx",
+    )
+    public = reading_of(tmp_path, PUBLIC)
+    direct = decide(public, rules, SCHEME, first.record)
+    assert direct.retained and direct.label is not None
+    assert direct.label.classification == "confidential"
+    for between in (unreadable, foreign, reading_of(tmp_path, UNMAPPED)):
+        refused = decide(between, rules, SCHEME, first.record)
+        assert refused.status == "refused"
+        assert decide(public, rules, SCHEME, refused.record) == direct, between
 
 
 def test_record_round_trips_through_json(tmp_path):

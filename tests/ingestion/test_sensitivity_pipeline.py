@@ -179,6 +179,33 @@ def test_mapping_a_label_later_relabels_without_reparsing(tmp_path, make_setting
     assert "unmapped.docx" in visible(settings, embedder, AUDITOR, "narwhal")
 
 
+def test_a_label_that_could_not_be_read_is_read_again_at_the_next_refresh(
+    tmp_path, make_settings, embedder, monkeypatch
+):
+    # As the two Microsoft 10-Qs were before pypdf's limit was raised: refused as unreadable,
+    # recorded so, and then never read again while the file did not change.
+    import citewell.ingestion.pipeline as pipeline
+    from citewell.ingestion.sensitivity import SensitivityReading
+
+    settings = make_settings()
+    folder = tmp_path / "kb"
+    folder.mkdir()
+    (folder / "citewell.labels.yaml").write_text(LABELS)
+    write_pdf(folder / "canteen.pdf", DOCS["canteen.pdf"][0], info=msip_properties(PUBLIC))
+    ingestor = Ingestor(settings, embedder=embedder)
+    failing = SensitivityReading(problems=("sensitivity label metadata unreadable: X",))
+    with monkeypatch.context() as patched:
+        patched.setattr(pipeline, "read_sensitivity", lambda path, doc_type: failing)
+        first = ingestor.ingest_folder(folder, source_name="kb")
+    assert [f.source_uri.rsplit("/", 1)[-1] for f in first.label_refusals] == ["canteen.pdf"]
+    assert visible(settings, embedder, EVERYONE, "pelican") == set()
+
+    report = ingestor.ingest_folder(folder, source_name="kb")
+    assert report.relabeled == ("canteen.pdf",) and not report.label_refusals
+    assert report.embeddings_computed == 0
+    assert visible(settings, embedder, EVERYONE, "pelican") == {"canteen.pdf"}
+
+
 def test_a_labelled_outlook_message_is_enforced(tmp_path, make_settings, embedder, shared_data):
     """A real .msg whose transport headers carry msip_labels: parsed by unstructured, labelled
     from the header, served only to who the mapped label lets through."""
