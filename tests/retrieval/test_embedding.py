@@ -34,10 +34,15 @@ def scifact_docs(n: int) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The export every backend fixture reuses, made by a copy of the code alone (core/ and
-    retrieval/, as an installed package has them: no examples/, no repository data), in a
-    fresh process that runs from an unrelated folder."""
+def export_dir(export_run: tuple[Path, str]) -> Path:
+    return export_run[0]
+
+
+@pytest.fixture(scope="module")
+def export_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The export every backend fixture reuses (and its stderr), made by a copy of the code
+    alone (core/ and retrieval/, as an installed package has them: no examples/, no repository
+    data), in a fresh process that runs from an unrelated folder."""
     tree = tmp_path_factory.mktemp("installed")
     for package in ("core", "retrieval"):
         shutil.copytree(
@@ -60,7 +65,15 @@ def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert not (tree / "examples").exists()
-    return out
+    return out, done.stderr
+
+
+@pytest.mark.slow
+def test_a_first_export_prints_no_library_warnings(export_run):
+    # A new user's first ingest or search exports the model: torch's tracer warnings and
+    # onnxruntime's pre-processing hint were printed to their terminal.
+    _, stderr = export_run
+    assert "Warning" not in stderr and "pre-processing" not in stderr, stderr[-2000:]
 
 
 @pytest.fixture(scope="module")
