@@ -69,6 +69,9 @@ def configure_logging(level: str = "INFO", json_output: bool = True) -> None:
     root.setLevel(level)
     for noisy in ("httpx", "urllib3", "sentence_transformers", "unstructured", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # pypdf (the PDF label reader) warns about each repair of a damaged file, without naming
+    # the file; what cannot be read is reported with the document's failure or refusal.
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
     with contextlib.suppress(ImportError):
         from transformers.utils import logging as transformers_logging
 
