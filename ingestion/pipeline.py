@@ -329,14 +329,16 @@ class _EmbedAhead:
         self._tally = tally
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="citewell-embed")
         self._in_flight: tuple[list[_Pending], Future[Matrix]] | None = None
+        self._warming = False
 
     def __enter__(self) -> _EmbedAhead:
         return self
 
     def warm_up(self) -> None:
-        """Load the model in the background while the first documents parse. A failure is
-        left to the first batch, whose load raises it again with the run's context."""
-        if self._in_flight is None:
+        """Load the model in the background (once) while the first documents parse. A failure
+        is left to the first batch, whose load raises it again with the run's context."""
+        if not self._warming:
+            self._warming = True
             self._executor.submit(_ignore_errors, self._ingestor.embedder.warm_up)
 
     def __exit__(self, *exc: object) -> None:
@@ -971,8 +973,7 @@ class Ingestor:
                 if prior is not None and change == "relabeled":
                     self._relabel(writer, prior, served, tally, record)
                     continue
-                if not ahead and not warmed:
-                    embedding.warm_up()
+                embedding.warm_up()
                 parsing.submit(candidate)
                 ahead.append((candidate, prior is not None))
                 while len(ahead) > parsing.window:
