@@ -310,11 +310,6 @@ class _Parsing:
         )
 
 
-def _ignore_errors(call: Callable[[], None]) -> None:
-    with contextlib.suppress(Exception):
-        call()
-
-
 class _EmbedAhead:
     """Embeds one batch in a background thread while the caller parses, labels and chunks the
     next (the embedding runtimes release the GIL); batches are written in order, by the
@@ -329,17 +324,9 @@ class _EmbedAhead:
         self._tally = tally
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="citewell-embed")
         self._in_flight: tuple[list[_Pending], Future[Matrix]] | None = None
-        self._warming = False
 
     def __enter__(self) -> _EmbedAhead:
         return self
-
-    def warm_up(self) -> None:
-        """Load the model in the background (once) while the first documents parse. A failure
-        is left to the first batch, whose load raises it again with the run's context."""
-        if not self._warming:
-            self._warming = True
-            self._executor.submit(_ignore_errors, self._ingestor.embedder.warm_up)
 
     def __exit__(self, *exc: object) -> None:
         # After a failure the run is abandoned: what is still queued is dropped.
@@ -402,14 +389,6 @@ class Ingestor:
 
     def chunk(self, parsed: ParsedDocument, file_name: str | None = None) -> list[ChunkDraft]:
         """Chunk drafts of ``parsed`` exactly as ingestion makes them (headers included)."""
-        return self._chunk_document(parsed, file_name)
-
-    def warm_up_chunking(self) -> None:
-        """Load what chunking loads on first use (the tokenizer, llama-index's splitter:
-        seconds), so that a run can do it while its first documents parse."""
-        self._chunk_document(_WARM_UP_DOCUMENT, None)
-
-    def _chunk_document(self, parsed: ParsedDocument, file_name: str | None) -> list[ChunkDraft]:
         return chunk_document(
             parsed,
             self.settings.chunk_size_tokens,
@@ -897,13 +876,8 @@ class Ingestor:
             # Submitted for parsing, not yet chunked: (candidate, already indexed).
             ahead: deque[tuple[_Candidate, bool]] = deque()
 
-            warmed = False
-
             def chunk_next() -> None:
-                nonlocal pending, warmed
-                if not warmed:
-                    self.warm_up_chunking()  # while the first documents parse, not after
-                    warmed = True
+                nonlocal pending
                 candidate, exists = ahead.popleft()
                 item = self._prepare(
                     candidate,
@@ -973,7 +947,6 @@ class Ingestor:
                 if prior is not None and change == "relabeled":
                     self._relabel(writer, prior, served, tally, record)
                     continue
-                embedding.warm_up()
                 parsing.submit(candidate)
                 ahead.append((candidate, prior is not None))
                 while len(ahead) > parsing.window:
@@ -1365,9 +1338,3 @@ def _text_document(title: str, body: str, heading: str) -> ParsedDocument:
     else:
         elements.append(Element(kind="text", text=body, char_start=0, char_end=len(body)))
     return ParsedDocument(title=title, doc_type="txt", text=body, elements=tuple(elements))
-
-
-# Longer than a chunk, so that the sentence splitter's first use is part of the warm-up.
-_WARM_UP_DOCUMENT = _text_document(
-    "warm-up", " ".join(["A warm-up sentence loads the tokenizer and the splitter."] * 120), ""
-)
