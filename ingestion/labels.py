@@ -82,7 +82,8 @@ DEFAULT_BANNERS: Mapping[str, str] = {
 
 # Bump whenever banner or marking detection changes: it is part of the pipeline's recipe, so
 # documents indexed with an older detector are parsed and labelled again on the next refresh.
-MARKING_RULES_VERSION = 2  # 2: case-insensitive, every page, headers and footers
+# 3: a phrase followed by another word in an upper-case line is a term, not a marking.
+MARKING_RULES_VERSION = 3  # 2: case-insensitive, every page, headers and footers
 
 _Name = Annotated[StrictStr, StringConstraints(strip_whitespace=True, min_length=1)]
 
@@ -313,6 +314,25 @@ def _phrase_map(
     return {phrase.casefold(): (phrase, level) for phrase, level in ordered if phrase.strip()}
 
 
+# Words that keep a marking phrase a marking in an upper-case line ("CONFIDENTIAL AND
+# PROPRIETARY", "ACME CONFIDENTIAL INFORMATION"); any other word makes the phrase part of a
+# term: "RESTRICTED STOCK UNIT AGREEMENT", "INTERNAL CONTROL OVER FINANCIAL REPORTING".
+_MARKING_CONTINUATION = re.compile(
+    r"(?:and|&|information|materials?|data|documents?|communications?|business\s+information)"
+    r"(?!\w)"
+)
+
+
+def _ends_marking(rest: str) -> bool:
+    """Whether what follows a marking phrase in an upper-case line leaves it a marking: the
+    end of the line, a separator ("TOP SECRET//NOFORN", "CONFIDENTIAL - DRAFT"), a handling
+    caveat, or a word of :data:`_MARKING_CONTINUATION`."""
+    after = rest.strip()
+    if not after or not rest[0].isspace() or not after[0].isalnum():
+        return True
+    return bool(_CAVEAT.fullmatch(after.rstrip(".!")) or _MARKING_CONTINUATION.match(after))
+
+
 def _mostly_upper(line: str) -> bool:
     letters = [c for c in line if c.isalpha()]
     return bool(letters) and sum(c.isupper() for c in letters) >= 0.8 * len(letters)
@@ -379,7 +399,9 @@ class BannerReader:
             text = line.casefold()
             for phrase, (display, level) in self._phrases.items():
                 for hit in re.finditer(rf"(?<!\w){re.escape(phrase)}(?!\w)", text):
-                    if not _NEGATION.search(text[: hit.start()]):
+                    if not _NEGATION.search(text[: hit.start()]) and _ends_marking(
+                        text[hit.end() :]
+                    ):
                         return Marking(level, display)
         return None
 

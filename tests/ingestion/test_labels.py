@@ -272,6 +272,19 @@ def test_a_nested_labels_file_is_a_configuration_error(tmp_path: Path):
         ("Body text.\n\nclassification: confidential - do not forward", "confidential"),
         ("Body text.\n\nACME CORP - NOT CONFIDENTIAL", None),
         ("Report on (internal) audit practices across the group.", None),
+        # Terms in upper-case titles at a page's top are not markings: 2 of the 20 SEC 10-Qs
+        # (exhibits' titles) were raised to restricted and hidden from their readers.
+        ("RESTRICTED STOCK UNIT AGREEMENT\n\nThe award vests in four years.", None),
+        ("INTERNAL CONTROL OVER FINANCIAL REPORTING\n\nNo change.", None),
+        ("TRADE SECRET PROTECTION POLICY\n\nBody.", None),
+        # ... and markings in upper-case lines still are.
+        ("ACME CORP CONFIDENTIAL\n\nBody.", "confidential"),
+        ("CONFIDENTIAL AND PROPRIETARY\n\nBody.", "confidential"),
+        ("ACME CONFIDENTIAL INFORMATION\n\nBody.", "confidential"),
+        ("TOP SECRET//NOFORN\n\nBody.", "restricted"),
+        ("HIGHLY CONFIDENTIAL - ATTORNEYS' EYES ONLY\n\nBody.", "restricted"),
+        ("ACME RESTRICTED DO NOT FORWARD\n\nBody.", "restricted"),
+        ("ACME INTERNAL USE ONLY\n\nBody.", "internal"),
     ],
 )
 def test_loose_banner_forms_at_the_edges(text: str, level: str | None):
