@@ -257,7 +257,8 @@ def most_restrictive_marking(
 # last lines of each page (slide, sheet) and of the document, where banners are printed, a looser
 # form also counts: the phrase as one separated part of the line ("Acme Corp | Confidential |
 # Page 3"), in brackets ("Subject: [Confidential] Q3 plan") or in a mostly upper-case line
-# ("ACME CONFIDENTIAL"), unless negated ("NOT CONFIDENTIAL"). Lines over 80 characters are never
+# ("ACME CONFIDENTIAL"), unless negated ("NOT CONFIDENTIAL") or followed by a word that makes it
+# a term ("RESTRICTED STOCK UNIT AGREEMENT"; see _ends_marking). Lines over 80 characters are never
 # banners. Markup and plain-text sources are also read as written (see BannerReader.__call__).
 _BANNER_MAX_LINE_CHARS = 80
 _DOCUMENT_EDGE_LINES = 8  # cover page and last lines of the whole document
