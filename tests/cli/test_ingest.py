@@ -105,3 +105,39 @@ def test_a_newline_in_a_file_name_cannot_forge_a_line_of_the_report(
         line.endswith("  x\\n  FAILED  board-minutes.pdf: corrupt.md") for line in unlabelled
     )
     assert any(line.endswith("  plain.md") for line in unlabelled)
+
+
+def test_a_refused_sensitivity_label_is_reported_once_with_its_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It was also listed as "UNLABELLED (visible to nobody until labelled)", advice that does
+    # not apply: labelling its path does not lift a refused sensitivity label.
+    from tests.ingestion.mip_files import (
+        CONFIDENTIAL,
+        OTHER_TENANT,
+        POLICY_YAML,
+        add_label_parts,
+        msip_properties,
+        write_docx,
+    )
+
+    monkeypatch.setattr("citewell.cli.common.configure_logging", lambda *a, **k: None)
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "citewell.labels.yaml").write_text(
+        "rules:\n  - {match: 'plans/**', classification: internal, groups: [everyone]}\n"
+        + POLICY_YAML
+    )
+    foreign = write_docx(folder / "plans" / "foreign plan.docx", "The axolotl contract.")
+    add_label_parts(foreign, custom=msip_properties(CONFIDENTIAL, site=OTHER_TENANT))
+    (folder / "loose.md").write_text("No rule matches this note.\n", "utf-8")
+
+    code = cli_main(["ingest", str(folder), "--data-dir", str(tmp_path / "data")])
+
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0
+    refused = [line for line in lines if line.lstrip().startswith("LABEL REFUSED")]
+    unlabelled = [line for line in lines if line.lstrip().startswith("UNLABELLED")]
+    assert len(refused) == 1 and "foreign%20plan.docx" in refused[0]
+    assert "unknown tenant" in refused[0]
+    assert [line.split()[-1] for line in unlabelled] == ["loose.md"]
