@@ -44,6 +44,7 @@ from citewell.core.models import Frozen
 from citewell.ingestion.limits import ZipLimits
 from citewell.ingestion.models import ParsedDocument
 from citewell.ingestion.parsing import parse_document
+from citewell.ingestion.sensitivity import SensitivityReading, read_sensitivity
 
 logger = logging.getLogger(__name__)
 
@@ -75,12 +76,15 @@ class WorkerLimits(Frozen):
 
 @dataclass(frozen=True)
 class ParseJob:
-    """``sha256``: the file's content as the run hashed it; other bytes fail the job."""
+    """``sha256``: the file's content as the run hashed it; other bytes fail the job.
+    ``read_labels``: also read the sensitivity labels the file carries, under the same limits
+    (a hostile PDF's label metadata can take pypdf seconds and hundreds of MB)."""
 
     key: str
     path: Path
     doc_type: str
     sha256: str | None = None
+    read_labels: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,7 @@ class ParseOutcome:
     reason: str | None
     seconds: float
     peak_rss_bytes: int
+    labels: SensitivityReading | None = None  # when the job asked for them and parsing worked
 
 
 def default_workers() -> int:
@@ -141,6 +146,7 @@ def _worker_main(conn: Connection, limits: WorkerLimits) -> None:
             return
         started = time.perf_counter()
         parsed: str | None = None
+        labels: str | None = None
         reason: str | None = None
         out_of_memory = False
         try:
@@ -151,6 +157,8 @@ def _worker_main(conn: Connection, limits: WorkerLimits) -> None:
                 zip_limits=limits.zip_limits,
                 sha256=job.sha256,
             ).model_dump_json()
+            if job.read_labels:
+                labels = read_sensitivity(job.path, job.doc_type).model_dump_json()
         except ParseError as exc:
             reason = exc.reason
         except MemoryError:
@@ -159,12 +167,14 @@ def _worker_main(conn: Connection, limits: WorkerLimits) -> None:
         except Exception as exc:  # parse_document wraps library errors; this is a last guard
             reason = f"parser failed: {type(exc).__name__}: {str(exc)[:160]}"
         seconds = time.perf_counter() - started
+        if reason is not None:
+            parsed = labels = None
         try:
-            conn.send((job.key, parsed, reason, seconds, _peak_rss_bytes()))
+            conn.send((job.key, parsed, labels, reason, seconds, _peak_rss_bytes()))
         except MemoryError:
             parsed, out_of_memory = None, True
             reason = f"memory limit exceeded ({limits.memory_limit_bytes} bytes)"
-            conn.send((job.key, None, reason, seconds, _peak_rss_bytes()))
+            conn.send((job.key, None, None, reason, seconds, _peak_rss_bytes()))
         if out_of_memory:
             return  # a heap that ran out cannot be trusted with the next document
 
@@ -320,11 +330,11 @@ class ParseWorkers:
             return
         if slot.conn in ready:
             try:
-                _, parsed, reason, seconds, peak = slot.conn.recv()
+                _, parsed, labels, reason, seconds, peak = slot.conn.recv()
             except (EOFError, OSError):
                 pass  # died while answering: handled as a lost worker below
             else:
-                self._finish(slot, parsed, reason, seconds, peak)
+                self._finish(slot, parsed, reason, seconds, peak, labels)
                 if reason is not None and reason.startswith("memory limit exceeded"):
                     self._retire(slot)  # the worker exits after running out of memory
                 return
@@ -343,17 +353,27 @@ class ParseWorkers:
             self._retire(slot)
 
     def _finish(
-        self, slot: _Slot, parsed: str | None, reason: str | None, seconds: float, peak: int
+        self,
+        slot: _Slot,
+        parsed: str | None,
+        reason: str | None,
+        seconds: float,
+        peak: int,
+        labels: str | None = None,
     ) -> None:
         job = slot.job
         slot.job = None
         if job is None:
             return
         document: ParsedDocument | None = None
+        reading: SensitivityReading | None = None
         if parsed is not None:
             try:
                 document = ParsedDocument.model_validate_json(parsed)
+                if labels is not None:
+                    reading = SensitivityReading.model_validate_json(labels)
             except ValueError as exc:
+                document = None
                 reason = f"parser returned an unreadable result: {str(exc)[:120]}"
         if reason is not None:
             log_event(
@@ -362,7 +382,7 @@ class ParseWorkers:
         with self._changed:
             self.busy_seconds += seconds
             self.peak_rss_bytes = max(self.peak_rss_bytes, peak)
-            self._results[job.key] = ParseOutcome(job.key, document, reason, seconds, peak)
+            self._results[job.key] = ParseOutcome(job.key, document, reason, seconds, peak, reading)
             self._changed.notify_all()
 
     def _retire(self, slot: _Slot) -> None:

@@ -226,6 +226,7 @@ class _Parsing:
         self._ingestor = ingestor
         self._workers: ParseWorkers | None = None
         self._cached: dict[str, ParsedDocument] = {}
+        self._labels: dict[str, SensitivityReading] = {}  # read by the workers, per document
         self.worker_count = ingestor.settings.parse_workers or default_workers()
         # Documents submitted ahead of the one being chunked: enough to keep every worker busy
         # through an embedding batch, few enough that parsed documents never pile up.
@@ -271,7 +272,9 @@ class _Parsing:
         # parses those bytes or fails, never a version saved since (indexed, and cached, under
         # the old hash, it would pass as unchanged once the file is back to those bytes).
         sha256 = candidate.content_hash if candidate.download is None else None
-        self._workers.submit(ParseJob(candidate.doc_id, path, item.doc_type, sha256))
+        # A local file's labels are read where it is parsed, under the workers' limits.
+        labels = candidate.download is None and candidate.read_sensitivity is not None
+        self._workers.submit(ParseJob(candidate.doc_id, path, item.doc_type, sha256, labels))
 
     def take(self, candidate: _Candidate) -> ParsedDocument:
         """The parsed document, or :class:`ParseError` with the reason it failed."""
@@ -293,8 +296,14 @@ class _Parsing:
             downloaded.unlink(missing_ok=True)
         if outcome.parsed is None:
             raise ParseError(outcome.reason or "parse failed")
+        if outcome.labels is not None:
+            self._labels[candidate.doc_id] = outcome.labels
         self._ingestor._store_parse(candidate.item, candidate.content_hash, outcome.parsed)
         return outcome.parsed
+
+    def labels(self, candidate: _Candidate) -> SensitivityReading | None:
+        """The sensitivity labels a worker read with the parse (None: read them here)."""
+        return self._labels.pop(candidate.doc_id, None)
 
     def stages(self, tally: _Tally) -> IngestStages:
         workers = self._workers
@@ -1116,7 +1125,9 @@ class Ingestor:
         started = time.perf_counter()
         try:
             try:
-                candidate, record = self._sensitivity(candidate, sensitivity, remembered, tally)
+                candidate, record = self._sensitivity(
+                    candidate, sensitivity, remembered, tally, parsing.labels(candidate)
+                )
             except Exception as exc:  # the label cannot be determined: not indexed
                 fail(f"sensitivity labels cannot be read: {_describe(exc)}")
                 return None

@@ -185,3 +185,20 @@ def test_closing_while_a_worker_starts_ends_that_worker(tmp_path: Path, monkeypa
     if psutil.pid_exists(pid):
         _, alive = psutil.wait_procs([psutil.Process(pid)], 5)
         assert not alive
+
+
+@pytest.mark.slow
+def test_reading_a_hostile_pdfs_labels_is_held_to_the_time_limit(tmp_path: Path):
+    from tests.ingestion.mip_files import write_pdf
+
+    # pypdf parses the catalog's 1.9M-element array for seconds (five such: 19 s, ~800 MB).
+    hostile = write_pdf(tmp_path / "hostile.pdf", "Quay cranes.", catalog_array=1_900_000)
+    with ParseWorkers(1, WorkerLimits(time_limit_s=1)) as workers:
+        workers.submit(ParseJob("parse only", hostile, "pdf"))
+        parsed = workers.take("parse only")
+        assert parsed.parsed is not None and parsed.labels is None
+        workers.submit(ParseJob("labels too", hostile, "pdf", read_labels=True))
+        assert workers.take("labels too").reason == "time limit exceeded (1 s)"
+        workers.submit(ParseJob("memo", MEMO, "pdf", read_labels=True))
+        memo = workers.take("memo")
+        assert memo.parsed is not None and memo.labels is not None and memo.labels.empty

@@ -195,7 +195,8 @@ def test_a_label_that_could_not_be_read_is_read_again_at_the_next_refresh(
     ingestor = Ingestor(settings, embedder=embedder)
     failing = SensitivityReading(problems=("sensitivity label metadata unreadable: X",))
     with monkeypatch.context() as patched:
-        patched.setattr(pipeline, "read_sensitivity", lambda path, doc_type: failing)
+        # The reading as the workers return it (they read a local file's labels).
+        patched.setattr(pipeline._Parsing, "labels", lambda parsing, candidate: failing)
         first = ingestor.ingest_folder(folder, source_name="kb")
     assert [f.source_uri.rsplit("/", 1)[-1] for f in first.label_refusals] == ["canteen.pdf"]
     assert visible(settings, embedder, EVERYONE, "pelican") == set()
@@ -228,3 +229,29 @@ def test_a_labelled_outlook_message_is_enforced(tmp_path, make_settings, embedde
     assert visible(settings, embedder, FINANCE, query) == {"labelled.msg"}
     assert visible(settings, embedder, EVERYONE, query) == set()
     assert visible(settings, embedder, AUDITOR, query) == {"labelled.msg"}
+
+
+def test_a_local_files_labels_are_read_by_the_parse_workers(
+    tmp_path, make_settings, embedder, monkeypatch
+):
+    # Under the workers' time and memory limits, not in the run's own process: a hostile PDF
+    # whose catalog holds five arrays of 1.9M numbers took pypdf 19 s there.
+    import citewell.ingestion.pipeline as pipeline
+
+    def not_here(path, doc_type):
+        raise AssertionError("labels read in the run's process")
+
+    settings = make_settings()
+    folder = build(tmp_path / "kb")
+    monkeypatch.setattr(pipeline, "read_sensitivity", not_here)
+    report = Ingestor(settings, embedder=embedder).ingest_folder(folder, source_name="kb")
+    assert not report.failed, report.failed
+    docs = manifest(settings)
+    assert (docs["budget.docx"].classification, docs["budget.docx"].groups) == (
+        "confidential",
+        ("finance",),
+    )
+    assert docs["merger.pptx"].classification == "restricted"
+    assert docs["offsite.eml"].classification == "confidential"
+    refused = {f.source_uri.rsplit("/", 1)[-1] for f in report.label_refusals}
+    assert refused == {"unmapped.docx", "foreign.docx"}
