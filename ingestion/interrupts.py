@@ -37,8 +37,9 @@ def install_handler() -> None:
 @contextlib.contextmanager
 def sigint_recorded() -> Iterator[None]:
     """``install_handler`` for the duration of one entry-point call, the previous handler back
-    afterwards (a CLI called in-process leaves its caller's handler as it found it). Outside
-    the main thread it does nothing."""
+    afterwards and the request forgotten (a CLI called in-process leaves its caller's handler
+    as it found it, and a Ctrl-C it handled does not stop the caller's next run). Outside the
+    main thread it does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -48,6 +49,7 @@ def sigint_recorded() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        _requested.clear()
 
 
 def interrupted() -> bool:
@@ -58,8 +60,3 @@ def raise_if_interrupted() -> None:
     """Raise KeyboardInterrupt if Ctrl-C came, even if the first one was lost."""
     if _requested.is_set():
         raise KeyboardInterrupt
-
-
-def clear() -> None:
-    """Forget a handled request (a long-lived process that carries on after one)."""
-    _requested.clear()

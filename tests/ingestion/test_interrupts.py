@@ -47,12 +47,11 @@ class _LosesCtrlCAtDocument(NoProgress):
 def handler() -> Iterator[None]:
     previous = signal.getsignal(signal.SIGINT)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # as a fresh process starts
-    interrupts.install_handler()
     try:
-        yield
+        with interrupts.sigint_recorded():
+            yield
     finally:
         signal.signal(signal.SIGINT, previous)
-        interrupts.clear()
 
 
 def _kb(root: Path, documents: int) -> Path:
@@ -112,3 +111,21 @@ def test_the_cli_called_in_process_leaves_the_callers_sigint_handler_as_it_found
     no_judgements = ["reranker", "gate", "--dataset", str(tmp_path)]
     assert cli_main([*no_judgements, "--data-dir", str(tmp_path / "data")]) != 0
     assert signal.getsignal(signal.SIGINT) is previous
+
+
+def test_a_ctrl_c_handled_by_one_call_does_not_stop_the_callers_next_run(
+    tmp_path: Path, make_settings: Callable[..., Any]
+) -> None:
+    # The record outlived the call: a library user (a notebook) that caught the CLI's
+    # KeyboardInterrupt had its next ingestion stopped at the first document.
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt), interrupts.sigint_recorded():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the handler raises here
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    settings = make_settings()
+    report = Ingestor(settings, embedder=HashingEmbedder()).ingest_folder(_kb(tmp_path / "kb", 2))
+    assert len(report.added) == 2
