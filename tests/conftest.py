@@ -17,11 +17,64 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
+# The files of shared/data/sample_docs (its MANIFEST.tsv lists each), named here so tests
+# parametrised by them collect the same ids whether or not the data is present.
+SAMPLE_DOCS = (
+    "2023-half-year-analyses-by-segment.xlsx",
+    "README.md",
+    "README.rst",
+    "copy-protected.pdf",
+    "csv-with-long-lines.csv",
+    "docx-hdrftr.docx",
+    "docx-tables.docx",
+    "email-no-utf8-2014-03-17.111517.eml",
+    "empty.txt",
+    "example-10k-1p.html",
+    "fake-doc.rtf",
+    "fake-email-attachment.eml",
+    "fake-email-attachment.msg",
+    "fake-encrypted.eml",
+    "fake-html-cp1252.html",
+    "fake-incomplete-json.txt",
+    "fake-memo.pdf",
+    "fake-power-point-malformed.pptx",
+    "fake-power-point-table.pptx",
+    "fake-text-utf-16.txt",
+    "fake.doc",
+    "fake.odt",
+    "family-day.eml",
+    "handbook-1p.docx",
+    "interface-config-guide-p93.pdf",
+    "korean-text-with-tables.pdf",
+    "layout-parser-paper-fast.pdf",
+    "loremipsum-flat.pdf",
+    "more-than-1k-cells.xlsx",
+    "norwich-city.txt",
+    "password.pdf",
+    "password_protected.xlsx",
+    "pypdf-issue-297-broken-xref.pdf",
+    "reliance.pdf",
+    "sample-presentation.pptx",
+    "single_table.pdf",
+    "tests-example.xls",
+    "umlauts-non-utf8.md",
+    "winter-sports.epub",
+)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
+    """The third-party data beside the checkout (../shared/data). Tests reach it only through
+    this fixture (or ``sample_docs``), never at import time: a clone without it skips them."""
     if not SHARED_DATA.exists():
-        pytest.skip(f"shared evaluation data not found at {SHARED_DATA}")
+        pytest.skip(f"shared third-party data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def sample_docs(shared_data: Path) -> Path:
+    """shared/data/sample_docs: one real file per format (SAMPLE_DOCS)."""
+    return shared_data / "sample_docs"
 
 
 @pytest.fixture(scope="session")

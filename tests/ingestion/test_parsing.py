@@ -8,10 +8,9 @@ import pytest
 from citewell.core.errors import MissingDependencyError, ParseError
 from citewell.ingestion import parsing
 from citewell.ingestion.parsing import decode_text, parse_document, table_text
-from tests.conftest import SHARED_DATA
+from tests.conftest import SAMPLE_DOCS
 
-SAMPLES = SHARED_DATA / "sample_docs"
-FILES = sorted(p.name for p in SAMPLES.iterdir() if p.name != "MANIFEST.tsv")
+FILES = sorted(SAMPLE_DOCS)
 HAS_SOFFICE = bool(shutil.which("soffice") or shutil.which("libreoffice"))
 HAS_PANDOC = parsing._has_pandoc()
 HAS_OCR = bool(shutil.which("tesseract") and shutil.which("pdftoppm"))
@@ -50,8 +49,8 @@ SLOW = {"winter-sports.epub", "2023-half-year-analyses-by-segment.xlsx"}
 @pytest.mark.parametrize(
     "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in FILES]
 )
-def test_every_sample_parses_or_fails_with_a_clear_reason(name: str):
-    path = SAMPLES / name
+def test_every_sample_parses_or_fails_with_a_clear_reason(name: str, sample_docs: Path):
+    path = sample_docs / name
     doc_type = path.suffix.lstrip(".").lower()
     if name in EXPECTED_ERRORS:
         with pytest.raises(ParseError) as info:
@@ -70,81 +69,86 @@ def test_every_sample_parses_or_fails_with_a_clear_reason(name: str):
         assert EXPECTED_TEXT[name] in doc.text
 
 
-def test_sample_count_matches_manifest():
+def test_sample_count_matches_manifest(sample_docs: Path):
     assert len(FILES) == 39
+    assert sorted(p.name for p in sample_docs.iterdir() if p.name != "MANIFEST.tsv") == FILES
+    manifest = (sample_docs / "MANIFEST.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    assert sorted(line.split("\t", 1)[0] for line in manifest) == FILES
 
 
-def test_pdf_pages_and_titles():
-    doc = parse_document(SAMPLES / "layout-parser-paper-fast.pdf", "pdf")
+def test_pdf_pages_and_titles(sample_docs: Path):
+    doc = parse_document(sample_docs / "layout-parser-paper-fast.pdf", "pdf")
     assert doc.pages == 2
     assert {e.page for e in doc.elements} == {1, 2}
     assert doc.title.startswith("LayoutParser")
     assert any(e.kind == "title" for e in doc.elements)
 
 
-SEC_FILINGS = SAMPLES.parent / "qa" / "docugami_sec10q" / "docs"
+SEC_FILINGS = Path("qa", "docugami_sec10q", "docs")
 
 
-def test_a_pdf_table_row_keeps_its_label_with_its_figures():
-    doc = parse_document(SEC_FILINGS / "2022 Q3 AAPL.pdf", "pdf")
+def test_a_pdf_table_row_keeps_its_label_with_its_figures(shared_data: Path):
+    doc = parse_document(shared_data / SEC_FILINGS / "2022 Q3 AAPL.pdf", "pdf")
     statement = next(e.text for e in doc.elements if "Total net sales" in e.text)
     assert "Total net sales 82,959 81,434 304,182 282,457" in statement
 
 
-def test_pdf_hyphens_pdfium_reports_as_noncharacters_are_hyphens():
-    doc = parse_document(SEC_FILINGS / "2022 Q3 INTC.pdf", "pdf")
+def test_pdf_hyphens_pdfium_reports_as_noncharacters_are_hyphens(shared_data: Path):
+    doc = parse_document(shared_data / SEC_FILINGS / "2022 Q3 INTC.pdf", "pdf")
     assert "\ufffe" not in doc.text
     assert "non-GAAP" in doc.text and "pre-tax gain" in doc.text
 
 
-def test_a_pdf_row_broken_at_superscripts_stays_one_paragraph():
+def test_a_pdf_row_broken_at_superscripts_stays_one_paragraph(sample_docs: Path):
     # PDFium ends a line at each affiliation mark ("Zejiang Shen1, Ruochen Zhang2 ...").
-    doc = parse_document(SAMPLES / "copy-protected.pdf", "pdf")
+    doc = parse_document(sample_docs / "copy-protected.pdf", "pdf")
     authors = next(e.text for e in doc.elements if "Zejiang Shen" in e.text)
     assert "Ruochen Zhang" in authors and "Melissa Dell" in authors
     assert doc.title.startswith("LayoutParser: A Unified Toolkit")
 
 
-def test_pptx_slides_and_tables():
-    doc = parse_document(SAMPLES / "fake-power-point-table.pptx", "pptx")
+def test_pptx_slides_and_tables(sample_docs: Path):
+    doc = parse_document(sample_docs / "fake-power-point-table.pptx", "pptx")
     table = next(e for e in doc.elements if e.kind == "table")
     assert table.text.splitlines()[0] == "Column 1 | Column 2 | Column 3"
     assert table.page == 1
     assert doc.title == "A Slide with a Table"
-    assert parse_document(SAMPLES / "sample-presentation.pptx", "pptx").pages == 4
+    assert parse_document(sample_docs / "sample-presentation.pptx", "pptx").pages == 4
 
 
-def test_email_header_element():
-    doc = parse_document(SAMPLES / "family-day.eml", "eml")
+def test_email_header_element(sample_docs: Path):
+    doc = parse_document(sample_docs / "family-day.eml", "eml")
     assert doc.elements[0].kind == "email_header"
     assert doc.metadata["subject"] == "Family Day"
     assert doc.title == "Family Day"
 
 
-def test_missing_ocr_tools_give_a_clear_reason(monkeypatch):
+def test_missing_ocr_tools_give_a_clear_reason(monkeypatch, sample_docs: Path):
     monkeypatch.setattr(parsing.shutil, "which", lambda _name: None)
     with pytest.raises(MissingDependencyError, match="install Tesseract"):
-        parse_document(SAMPLES / "single_table.pdf", "pdf")
+        parse_document(sample_docs / "single_table.pdf", "pdf")
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS_OCR, reason="tesseract and pdftoppm not installed")
-def test_scanned_pdf_is_ocrd():
-    doc = parse_document(SAMPLES / "loremipsum-flat.pdf", "pdf")
+def test_scanned_pdf_is_ocrd(sample_docs: Path):
+    doc = parse_document(sample_docs / "loremipsum-flat.pdf", "pdf")
     assert "Lorem ipsum" in doc.text
     assert doc.elements[0].page == 1
 
 
-def test_missing_libreoffice_is_reported(monkeypatch):
+def test_missing_libreoffice_is_reported(monkeypatch, sample_docs: Path):
     monkeypatch.setattr(parsing.shutil, "which", lambda _name: None)
     with pytest.raises(MissingDependencyError, match="needs LibreOffice"):
-        parse_document(SAMPLES / "fake.doc", "doc")
+        parse_document(sample_docs / "fake.doc", "doc")
 
 
-def test_missing_pandoc_is_reported(monkeypatch):
+def test_missing_pandoc_is_reported(monkeypatch, tmp_path: Path):
     monkeypatch.setattr(parsing, "_has_pandoc", lambda: False)
+    readme = tmp_path / "README.rst"
+    readme.write_text("Berths\n======\n\nCranes load vessels at berth four.\n", encoding="utf-8")
     with pytest.raises(MissingDependencyError, match="needs pandoc"):
-        parse_document(SAMPLES / "README.rst", "rst")
+        parse_document(readme, "rst")
 
 
 def _nested_html(depth: int) -> str:
@@ -181,7 +185,9 @@ def test_a_document_after_one_past_the_limit_is_not_judged_by_it(tmp_path: Path)
     plain = tmp_path / "plain.txt"
     plain.write_text("A plain note about harbor cranes.", encoding="utf-8")
     assert "harbor cranes" in parse_document(plain, "txt").text
-    assert "Family Day" in parse_document(SAMPLES / "family-day.eml", "eml").text
+    email = tmp_path / "family-day.eml"  # its HTML body goes through the same parser
+    email.write_bytes(_html_email("<html><body><p>Family Day is on Friday.</p></body></html>"))
+    assert "Family Day" in parse_document(email, "eml").text
 
 
 def test_html_nested_within_the_parser_limit_keeps_every_paragraph(tmp_path: Path) -> None:
@@ -217,7 +223,14 @@ def test_broken_inputs(tmp_path: Path, name: str, content: bytes, doc_type: str,
 
 
 def test_truncated_docx_zip(tmp_path: Path):
-    data = (SAMPLES / "handbook-1p.docx").read_bytes()
+    import docx
+
+    whole = tmp_path / "handbook.docx"
+    handbook = docx.Document()
+    handbook.add_heading("Handbook", level=1)
+    handbook.add_paragraph("Cranes load vessels at berth four. " * 40)
+    handbook.save(str(whole))
+    data = whole.read_bytes()
     path = tmp_path / "half.docx"
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ParseError, match=r"corrupt"):
