@@ -14,17 +14,16 @@ import pytest
 
 from citewell.core.errors import ConfigurationError
 from citewell.retrieval.embedding import BACKENDS, SentenceTransformerEmbedder, bundled_model_path
-from tests.conftest import SHARED_DATA
 from tests.retrieval.contracts.embedder_contract import EmbedderContract
 from tests.retrieval.model_backends import ALL_BACKENDS, WarmModels
 
-SCIFACT = SHARED_DATA / "ir" / "scifact" / "corpus.jsonl.gz"
 REPO = Path(__file__).resolve().parents[2]
 
 
-def scifact_docs(n: int) -> list[str]:
+def scifact_docs(shared_data: Path, n: int) -> list[str]:
     docs: list[str] = []
-    with gzip.open(SCIFACT, "rt", encoding="utf-8") as handle:
+    corpus = shared_data / "ir" / "scifact" / "corpus.jsonl.gz"
+    with gzip.open(corpus, "rt", encoding="utf-8") as handle:
         for line in handle:
             record = json.loads(line)
             docs.append(f"{record['title']}\n{record['text']}")
@@ -115,8 +114,8 @@ class TestEmbedderBackends(EmbedderContract):
         ("openvino-int8", 0.995, 0.998),
     ],
 )
-def test_vectors_match_torch(backend, min_cosine, mean_cosine, embedders):
-    docs = scifact_docs(24)
+def test_vectors_match_torch(backend, min_cosine, mean_cosine, embedders, shared_data):
+    docs = scifact_docs(shared_data, 24)
     reference = embedders("torch").embed_documents(docs)
     cosines = np.sum(embedders(backend).embed_documents(docs) * reference, axis=1)
     assert cosines.min() >= min_cosine
@@ -124,10 +123,10 @@ def test_vectors_match_torch(backend, min_cosine, mean_cosine, embedders):
 
 
 @pytest.mark.slow
-def test_openvino_overlapped_batches_match_one_batch(export_dir):
+def test_openvino_overlapped_batches_match_one_batch(export_dir, shared_data):
     # Several batches go through the throughput-compiled model's request queue; their outputs
     # must come back in input order and agree with the latency model's single batch.
-    docs = scifact_docs(40)
+    docs = scifact_docs(shared_data, 40)
     queued = SentenceTransformerEmbedder(
         backend="openvino", threads=2, export_dir=export_dir, batch_size=6
     ).embed_documents(docs)
