@@ -26,6 +26,8 @@ from citewell.ingestion.limits import (
 from citewell.ingestion.parse_workers import ParseJob, ParseWorkers, WorkerLimits
 from citewell.ingestion.parsing import parse_document
 from citewell.ingestion.pipeline import Ingestor
+from tests.conftest import SAMPLE_DOCS
+from tests.ingestion.mip_files import write_pdf
 from tests.security.hostile_files import (
     MIB,
     ZIP_CONTAINERS,
@@ -39,7 +41,6 @@ from tests.security.hostile_files import (
     zip_bomb,
 )
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "sample_docs"
 SMALL = ZipLimits(max_uncompressed_bytes=4 * MIB)
 LABELS = 'rules:\n  - {match: "**", classification: public, groups: [everyone]}\n'
 
@@ -124,16 +125,14 @@ def test_an_email_whose_attachment_decodes_past_the_cap_is_refused(tmp_path: Pat
     assert reason.startswith("rejected: decompression bomb: e-mail parts decode")
 
 
-@pytest.mark.parametrize(
-    "name", sorted(p.name for p in SAMPLES.glob("*.pdf")) if SAMPLES.exists() else []
-)
-def test_real_pdfs_pass_the_stream_check(name: str):
-    check_pdf_streams((SAMPLES / name).read_bytes())
+@pytest.mark.parametrize("name", sorted(n for n in SAMPLE_DOCS if n.endswith(".pdf")))
+def test_real_pdfs_pass_the_stream_check(name: str, sample_docs: Path):
+    check_pdf_streams((sample_docs / name).read_bytes())
 
 
 @pytest.mark.parametrize("name", ["fake-email-attachment.eml", "family-day.eml"])
-def test_real_emails_parse_under_the_default_cap(name: str):
-    assert parse_document(SAMPLES / name, "eml").text
+def test_real_emails_parse_under_the_default_cap(name: str, sample_docs: Path):
+    assert parse_document(sample_docs / name, "eml").text
 
 
 @pytest.mark.slow
@@ -144,7 +143,7 @@ def test_ingestion_refuses_every_bomb_with_its_reason_and_publishes_the_rest(
     kb.mkdir()
     (kb / "citewell.labels.yaml").write_text(LABELS, encoding="utf-8")
     (kb / "good.md").write_text("# Berths\n\nCranes load vessels at berth four.", "utf-8")
-    (kb / "memo.pdf").write_bytes((SAMPLES / "fake-memo.pdf").read_bytes())
+    write_pdf(kb / "memo.pdf", "Memo: the harbour office closes early on Friday.")
     bombs = {f"prepended.{t}": prepended(zip_bomb(t, 8 * MIB)) for t in ZIP_CONTAINERS}
     bombs["stream.pdf"] = pdf_flate_bomb(300 * MIB)
     bombs["hex.pdf"] = pdf_hex_flate_bomb(64 * MIB)

@@ -20,7 +20,6 @@ from citewell.ingestion.parsing import SUPPORTED_TYPES, parse_document
 from citewell.ingestion.pipeline import Ingestor
 from tests.security.hostile_files import damaged_copies
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "sample_docs"
 LABELS = 'rules:\n  - {match: "**", classification: public, groups: [everyone]}\n'
 TEXT = "Cranes load vessels at berth four. The harbour master signs the manifest.\n" * 20
 
@@ -89,16 +88,16 @@ def _epub() -> bytes:
     )
 
 
-def originals() -> dict[str, bytes]:
-    found = {t: (SAMPLES / name).read_bytes() for t, name in SAMPLE_FILES.items()}
+def originals(sample_docs: Path) -> dict[str, bytes]:
+    found = {t: (sample_docs / name).read_bytes() for t, name in SAMPLE_FILES.items()}
     found |= {t: text.encode("utf-8") for t, text in GENERATED.items()}
     found["epub"] = _epub()
     return found
 
 
 @pytest.fixture(scope="module")
-def valid(shared_data: Path) -> dict[str, bytes]:
-    return originals()
+def valid(sample_docs: Path) -> dict[str, bytes]:
+    return originals(sample_docs)
 
 
 def test_every_supported_type_has_an_original():
@@ -137,13 +136,13 @@ def test_a_damaged_file_parses_or_fails_with_a_reason(
 
 @pytest.mark.slow
 def test_a_run_over_damaged_files_of_every_type_reports_each_and_publishes_the_rest(
-    tmp_path: Path, valid: dict[str, bytes], make_settings, embedder
+    tmp_path: Path, valid: dict[str, bytes], sample_docs: Path, make_settings, embedder
 ):
     kb = tmp_path / "kb"
     kb.mkdir()
     (kb / "citewell.labels.yaml").write_text(LABELS, encoding="utf-8")
     (kb / "good.md").write_text("# Berths\n\nCranes load vessels at berth four.", "utf-8")
-    shutil.copy(SAMPLES / "fake-memo.pdf", kb / "memo.pdf")
+    shutil.copy(sample_docs / "fake-memo.pdf", kb / "memo.pdf")
     damaged: set[str] = set()
     for doc_type, original in sorted(valid.items()):
         for how, data in damaged_copies(original, seed=len(original)):
