@@ -6,7 +6,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from citewell.core.settings import Settings
-from tests.conftest import SHARED_DATA
 
 
 def write_beir(
@@ -60,19 +59,14 @@ def write_slice(source: Path, dest: Path, n_queries: int, n_docs: int, split: st
     )
 
 
-SCIFACT = SHARED_DATA / "ir" / "scifact"
-
-
-def tiny_train_index(root: Path) -> tuple[Settings, str, Path]:
-    """A 20-query, 60-document SciFact train slice ingested as an evaluation index (bm25 run
-    only, to build it); skips where the shared data is absent."""
-    import pytest
-
+def tiny_train_index(root: Path, shared_data: Path) -> tuple[Settings, str, Path]:
+    """A 20-query, 60-document SciFact train slice (of ``shared_data``, the fixture: it skips
+    where the data is absent) ingested as an evaluation index (bm25 run only, to build it)."""
     from citewell.evaluation.retrieval_eval import evaluate_retrieval
 
-    if not SCIFACT.exists():
-        pytest.skip("SciFact not available")
-    dataset = write_slice(SCIFACT, root / "scifact", n_queries=20, n_docs=60, split="train")
+    dataset = write_slice(
+        shared_data / "ir" / "scifact", root / "scifact", n_queries=20, n_docs=60, split="train"
+    )
     settings = Settings(data_dir=root / "data")
     report = evaluate_retrieval(settings, dataset, "train", ["bm25"])
     return settings, report.index, dataset

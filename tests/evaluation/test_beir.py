@@ -2,12 +2,7 @@ import pytest
 
 from citewell.core.errors import EvaluationError
 from citewell.evaluation.beir import dataset_name, load_beir, load_qrels
-from tests.conftest import SHARED_DATA
 from tests.evaluation.beir_files import write_beir
-
-SCIFACT = SHARED_DATA / "ir" / "scifact"
-CRANFIELD = SHARED_DATA / "ir" / "cranfield" / "beir"
-
 
 DOCS = [
     {"_id": "d1", "title": "Alpha", "text": "first"},
@@ -102,11 +97,11 @@ def test_blank_judged_query_raises(tmp_path):
         load_beir(root, "test")
 
 
-def test_real_scifact_and_cranfield_shapes():
-    scifact = load_beir(SCIFACT, "test")
+def test_real_scifact_and_cranfield_shapes(shared_data):
+    scifact = load_beir(shared_data / "ir" / "scifact", "test")
     assert (len(scifact.corpus), len(scifact.queries)) == (5183, 300)
     assert sum(len(judged) for judged in scifact.qrels.values()) == 339
-    cranfield = load_beir(CRANFIELD, "test")
+    cranfield = load_beir(shared_data / "ir" / "cranfield" / "beir", "test")
     assert cranfield.name == "cranfield"
     assert (len(cranfield.corpus), len(cranfield.queries)) == (1400, 225)
     grades = {grade for judged in cranfield.qrels.values() for grade in judged.values()}

@@ -24,8 +24,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, str, Path]:
-    return tiny_train_index(tmp_path_factory.mktemp("fusion-tuning"))
+def tiny(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> tuple[Settings, str, Path]:
+    return tiny_train_index(tmp_path_factory.mktemp("fusion-tuning"), shared_data)
 
 
 def test_tuning_scores_every_candidate_and_keeps_the_baseline_without_a_margin(

@@ -50,8 +50,8 @@ class ScriptedReranker:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, str, Path]:
-    return tiny_train_index(tmp_path_factory.mktemp("rerank-gate"))
+def tiny(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> tuple[Settings, str, Path]:
+    return tiny_train_index(tmp_path_factory.mktemp("rerank-gate"), shared_data)
 
 
 def _titles(dataset: Path) -> dict[str, set[str]]:

@@ -7,11 +7,7 @@ import pytest
 
 from citewell.core.settings import Settings
 from citewell.evaluation.retrieval_eval import evaluate_retrieval
-from tests.conftest import SHARED_DATA
 from tests.evaluation.beir_files import write_slice
-
-SCIFACT = SHARED_DATA / "ir" / "scifact"
-CRANFIELD = SHARED_DATA / "ir" / "cranfield" / "beir"
 
 pytestmark = pytest.mark.slow
 
@@ -21,8 +17,10 @@ def offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
-def test_scifact_slice_all_modes_then_reuse(tmp_path):
-    dataset = write_slice(SCIFACT, tmp_path / "scifact", n_queries=12, n_docs=60)
+def test_scifact_slice_all_modes_then_reuse(tmp_path, shared_data):
+    dataset = write_slice(
+        shared_data / "ir" / "scifact", tmp_path / "scifact", n_queries=12, n_docs=60
+    )
     settings = Settings(data_dir=tmp_path / "data")
 
     first = evaluate_retrieval(settings, dataset, "test", None)
@@ -47,8 +45,9 @@ def test_scifact_slice_all_modes_then_reuse(tmp_path):
         assert again.modes[mode].ndcg_at_10 == pytest.approx(first.modes[mode].ndcg_at_10)
 
 
-def test_cranfield_slice_with_empty_documents(tmp_path):
-    dataset = write_slice(CRANFIELD, tmp_path / "cranfield", n_queries=6, n_docs=30)
+def test_cranfield_slice_with_empty_documents(tmp_path, shared_data):
+    cranfield = shared_data / "ir" / "cranfield" / "beir"
+    dataset = write_slice(cranfield, tmp_path / "cranfield", n_queries=6, n_docs=30)
     corpus = (dataset / "corpus.jsonl").read_text(encoding="utf-8")
     if '"_id": "471"' not in corpus:  # make sure an empty-text document is part of the slice
         corpus += '{"_id": "471", "title": "", "text": ""}\n'
