@@ -36,10 +36,32 @@ Precision = Literal["auto", "f32", "bf16"]
 INT8_ACTIVATION_GROUP = 128
 
 
-def cpu_supports_bf16() -> bool:
-    import openvino
+_core: Any = None
+_core_lock = threading.Lock()
 
-    capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+def shared_core() -> Any:
+    """The process's one OpenVINO Core, which every model here reads and compiles with (its
+    methods are thread-safe; OpenVINO recommends one Core per application).
+
+    One Core per model crashed processes: each Core's CPU plugin points the calling thread's
+    alternate signal stack at a stack of its own and, when the plugin is released, puts back the
+    one it found there. Cores released in any order but the reverse of their creation (the
+    embedder's, then a reranker's) left the main thread's alternate stack on unmapped memory, and
+    the next signal handled there (Ctrl-C, SIGTERM; Python's handlers run on that stack) killed
+    the process with SIGSEGV: a test worker died at the Ctrl-C test after the embedding tests.
+    This Core lives as long as the process, so its plugin never puts back a stale stack."""
+    global _core
+    with _core_lock:
+        if _core is None:
+            import openvino
+
+            _core = openvino.Core()
+        return _core
+
+
+def cpu_supports_bf16() -> bool:
+    capabilities = shared_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     return "BF16" in capabilities
 
 
@@ -61,11 +83,11 @@ class OpenVinoModel(BatchedModel):
         activation_group: int = 0,
     ) -> None:
         try:
-            import openvino
+            import openvino  # noqa: F401  (the Core below imports it; this names what is missing)
         except ImportError as exc:
             raise ModelError("the openvino backends need the 'openvino' package") from exc
 
-        self._core = openvino.Core()
+        self._core = shared_core()
         try:
             self._model = self._core.read_model(str(model_path))
         except Exception as exc:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -211,6 +212,42 @@ def test_the_default_backend_is_openvino_int8(monkeypatch, tmp_path, shared_mode
     assert embedder.requested_backend == "openvino-int8"
     assert embedder.backend == "openvino-int8"  # exported (once per session) and loaded
     assert "|openvino-int8:w8-dyn-a8|" in embedder.cache_key
+
+
+RELEASED_IN_CREATION_ORDER = """
+import gc, os, signal, sys, time
+from pathlib import Path
+from citewell.retrieval.embedding import SentenceTransformerEmbedder
+
+export = Path(sys.argv[1])
+first = SentenceTransformerEmbedder(backend="openvino", threads=1, export_dir=export)
+first.embed_query("parental leave")
+second = SentenceTransformerEmbedder(backend="openvino-int8", threads=1, export_dir=export)
+second.embed_query("parental leave")
+del first, second  # in the order they were made
+gc.collect()
+signal.signal(signal.SIGINT, signal.default_int_handler)
+try:
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(5)
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_after_openvino_models_released_in_creation_order(shared_model_exports):
+    # With a Core per model, the released plugins put back the alternate signal stack each had
+    # found, the last one the first model's, unmapped by then: the next signal the main thread
+    # handled killed the process with SIGSEGV (a test worker died at the Ctrl-C tests).
+    done = subprocess.run(
+        [sys.executable, "-c", RELEASED_IN_CREATION_ORDER, str(shared_model_exports)],
+        env={**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "interrupted"), done.stderr[-2000:]
 
 
 def _fallbacks(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
