@@ -25,9 +25,9 @@ include the evaluation subset's, which come from the dev set):
 ``evaluate``: the reader alone. SQuAD 2.0 subset: each question against every sentence of its
 own paragraph (retrieval taken out), a question's score the best sentence's; ROC AUC of
 answerable against unanswerable, and per article the share of unanswerable questions refused
-at the threshold that keeps 93 % of the *other* article's answerable questions (the check's
-7 % budget). RGB en_fact: each question against the sentences of its positive and of its
-negative passages; AUC and a threshold sweep.
+at the threshold calibration would set on the *other* article (``threshold_for``: at most
+7 % of its answerable questions refused, the check's budget). RGB en_fact: each question
+against the sentences of its positive and of its negative passages; AUC and a threshold sweep.
 """
 
 from __future__ import annotations
@@ -328,19 +328,9 @@ def train_reader(
 
 
 def save_reader(model: Any, tokenizer: Any, card: ReaderCard, target: Path) -> None:
-    """Weights in half precision (the shipped folder stays under 50 MB; they load as float32),
-    the tokenizer and the card."""
-    import torch
-
+    """The model folder the reranker classes load, and the card."""
     target.mkdir(parents=True, exist_ok=True)
-    model.to(torch.float16).save_pretrained(str(target))
-    model.to(torch.float32)
-    # The config says how to load: float32 (half precision on a CPU is slower, and some
-    # kernels lack it), so the half-precision weights are widened on load.
-    config_file = target / "config.json"
-    config = json.loads(config_file.read_text(encoding="utf-8"))
-    config["dtype"] = "float32"
-    config_file.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    model.save_pretrained(str(target))
     tokenizer.save_pretrained(str(target))
     card_file = target / "reader_card.json"
     card_file.write_text(card.model_dump_json(indent=2) + "\n", encoding="utf-8")
@@ -350,23 +340,16 @@ def save_reader(model: Any, tokenizer: Any, card: ReaderCard, target: Path) -> N
 
 
 def _scorer(model_dir: Path) -> Callable[[str, Sequence[str]], list[float]]:
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    """P(answers) per sentence: the reranker class serving would load it with, on torch."""
+    import numpy as np
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
+    from citewell.retrieval.rerank import CrossEncoderReranker
+
+    reader = CrossEncoderReranker(str(model_dir), max_length=128)
 
     def score(question: str, sentences: Sequence[str]) -> list[float]:
-        with torch.no_grad():
-            encoded = tokenizer(
-                [question] * len(sentences),
-                list(sentences),
-                return_tensors="pt",
-                padding=True,
-                truncation="only_second",
-                max_length=128,
-            )
-            return torch.sigmoid(model(**encoded).logits.squeeze(-1)).reshape(-1).tolist()
+        logits = np.asarray(reader.score(question, sentences), dtype=np.float64)
+        return (1.0 / (1.0 + np.exp(-logits))).tolist()
 
     return score
 
@@ -379,6 +362,10 @@ def _auc(positive: Sequence[float], negative: Sequence[float]) -> float:
 
 
 def evaluate_squad(score: Callable[[str, Sequence[str]], list[float]]) -> None:
+    import numpy as np
+
+    from citewell.evaluation.answerability import DEFAULT_MAX_FALSE_REFUSAL, threshold_for
+
     data = load_squad(QA_DATA / "squad2_dev_small.json")
     rows: list[tuple[str, bool, float]] = []
     for article in data:
@@ -393,8 +380,8 @@ def evaluate_squad(score: Callable[[str, Sequence[str]], list[float]]) -> None:
     print("|---|---|---|---|")
     titles = list(dict.fromkeys(r[0] for r in rows))
     for fitted_on in titles:
-        kept = sorted(r[2] for r in rows if r[0] == fitted_on and r[1])
-        threshold = kept[int(0.07 * len(kept))]
+        kept = np.asarray([r[2] for r in rows if r[0] == fitted_on and r[1]])
+        threshold = threshold_for(kept, DEFAULT_MAX_FALSE_REFUSAL)
         test = [r for r in rows if r[0] != fitted_on]
         refused = sum(r[2] < threshold for r in test if not r[1]) / sum(not r[1] for r in test)
         false = sum(r[2] < threshold for r in test if r[1]) / sum(r[1] for r in test)
