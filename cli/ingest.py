@@ -6,7 +6,6 @@ import argparse
 import sys
 import unicodedata
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlsplit
 
 from citewell.cli.arguments import OBJECT_LABELS, SOURCE_NAME, FolderOrS3Prefix
 from citewell.cli.common import add_index_options, fail, load_settings, print_json, reporting_errors
@@ -143,17 +142,13 @@ def print_report(report: IngestReport) -> None:
             f"  LABEL REFUSED (visible to nobody)  {_line(refusal.source_uri)}: "
             f"{_line(refusal.reason)}\n"
         )
-    refused = [refusal.source_uri for refusal in report.label_refusals]
+    # By relative path, not URI suffix: "sub/a.md" refused must not hide an unlabelled "a.md".
+    refused = {refusal.relative_path for refusal in report.label_refusals}
     for path in report.unlabelled:
         # A refused sensitivity label is listed above with its reason; labelling the path
         # would not lift it.
-        if not any(_names(uri, path) for uri in refused):
+        if path not in refused:
             out.write(f"  UNLABELLED (visible to nobody until labelled)  {_line(path)}\n")
-
-
-def _names(source_uri: str, relative_path: str) -> bool:
-    """Whether ``source_uri`` (a file:// or s3:// URI) is the document at ``relative_path``."""
-    return unquote(urlsplit(source_uri).path).endswith(f"/{relative_path}")
 
 
 def _line(text: str) -> str:

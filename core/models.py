@@ -184,6 +184,10 @@ class DocumentStatus(StrEnum):
 class DocumentFailure(Frozen):
     source_uri: str
     reason: str
+    # The document's path relative to its source, where it has one: reports match a failure to
+    # a document by it (a URI suffix also matches a namesake in a subfolder). None: a folder,
+    # a file not taken as a document (symlink, odd name), or a report from before the field.
+    relative_path: str | None = None
 
 
 class IngestStages(Frozen):

@@ -184,6 +184,7 @@ class _Unreadable:
     source_uri: str
     reason: str
     label: ResolvedLabel | None = None
+    relative_path: str | None = None
 
 
 @dataclass
@@ -567,7 +568,13 @@ class Ingestor:
             except Exception as exc:
                 # Reported and skipped; an indexed version stays, under the current label.
                 reason = f"cannot read: {_describe(exc)}"
-                return _Unreadable(document_id(item.source_uri), item.source_uri, reason, base)
+                return _Unreadable(
+                    document_id(item.source_uri),
+                    item.source_uri,
+                    reason,
+                    base,
+                    relative_path=item.relative_path,
+                )
 
             def mark(parsed: ParsedDocument) -> Marking | None:
                 return rules.strongest_marking(parsed, item.path)
@@ -746,7 +753,10 @@ class Ingestor:
                 except Exception as exc:
                     # Labels cannot be determined, for any reason: withdrawn until they can.
                     yield _Unreadable(
-                        document_id(item.source_uri), item.source_uri, _label_failure(exc)
+                        document_id(item.source_uri),
+                        item.source_uri,
+                        _label_failure(exc),
+                        relative_path=item.relative_path,
                     )
                     continue
                 yield candidate(item, base)
@@ -928,7 +938,11 @@ class Ingestor:
                 seen.add(candidate.doc_id)
                 if isinstance(candidate, _Unreadable):
                     tally.failed.append(
-                        DocumentFailure(source_uri=candidate.source_uri, reason=candidate.reason)
+                        DocumentFailure(
+                            source_uri=candidate.source_uri,
+                            reason=candidate.reason,
+                            relative_path=candidate.relative_path,
+                        )
                     )
                     writer.manifest.record_failure(
                         source_name, candidate.source_uri, candidate.reason
@@ -973,7 +987,13 @@ class Ingestor:
                     reason = "refused at discovery"
                 except (OSError, CitewellError) as exc:
                     label, reason = None, _label_failure(exc)
-                    tally.failed.append(DocumentFailure(source_uri=prior.source_uri, reason=reason))
+                    tally.failed.append(
+                        DocumentFailure(
+                            source_uri=prior.source_uri,
+                            reason=reason,
+                            relative_path=prior.relative_path,
+                        )
+                    )
                 self._enforce_label(writer, prior, label, reason, tally, sensitivity)
             gone = [doc for doc_id, doc in existing.items() if doc_id not in seen]
             if gone:
@@ -1043,7 +1063,7 @@ class Ingestor:
         else:
             return "relabeled", base, None
         label, record = self._apply_sensitivity(
-            base, prior.source_uri, reading, sensitivity, prior, tally
+            base, prior.source_uri, prior.relative_path, reading, sensitivity, prior, tally
         )
         same = label.fingerprint == prior.label_fingerprint and record == prior.sensitivity
         return ("unchanged" if same else "relabeled"), label, record
@@ -1064,7 +1084,13 @@ class Ingestor:
         if reading is None:
             reading = candidate.read_sensitivity()
         resolved, record = self._apply_sensitivity(
-            candidate.base_label, candidate.source_uri, reading, policy, prior, tally
+            candidate.base_label,
+            candidate.source_uri,
+            candidate.relative_path,
+            reading,
+            policy,
+            prior,
+            tally,
         )
         return dataclasses.replace(candidate, base_label=resolved), record
 
@@ -1072,6 +1098,7 @@ class Ingestor:
         self,
         base: ResolvedLabel,
         source_uri: str,
+        relative_path: str,
         reading: SensitivityReading,
         policy: SensitivityPolicy,
         prior: DocumentEntry | None,
@@ -1087,7 +1114,11 @@ class Ingestor:
             return resolved, decision.record.model_dump_json()
         if decision.status == "refused":
             tally.label_refusals.append(
-                DocumentFailure(source_uri=source_uri, reason=decision.reason or "")
+                DocumentFailure(
+                    source_uri=source_uri,
+                    reason=decision.reason or "",
+                    relative_path=relative_path,
+                )
             )
         if decision.retained or reading.notes:
             log_event(
@@ -1113,7 +1144,13 @@ class Ingestor:
         before (also across a rebuild), whose sensitivity label a new one may not lower."""
 
         def fail(reason: str) -> None:
-            tally.failed.append(DocumentFailure(source_uri=candidate.source_uri, reason=reason))
+            tally.failed.append(
+                DocumentFailure(
+                    source_uri=candidate.source_uri,
+                    reason=reason,
+                    relative_path=candidate.relative_path,
+                )
+            )
 
         try:
             parsed = parsing.take(candidate)
@@ -1263,7 +1300,13 @@ class Ingestor:
         stored = _stored_sensitivity(prior)
         if sensitivity is not None and stored is not None:
             base, record = self._apply_sensitivity(
-                base, prior.source_uri, stored.reading, sensitivity, prior, tally
+                base,
+                prior.source_uri,
+                prior.relative_path,
+                stored.reading,
+                sensitivity,
+                prior,
+                tally,
             )
         if base.fingerprint != prior.label_fingerprint or record != prior.sensitivity:
             self._relabel(writer, prior, base, tally, record)

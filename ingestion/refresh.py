@@ -221,7 +221,13 @@ def _discover_objects(
             try:
                 label = store.labels_for(item, None)
             except (OSError, CitewellError) as exc:
-                rejected.append(DocumentFailure(source_uri=item.source_uri, reason=str(exc)))
+                rejected.append(
+                    DocumentFailure(
+                        source_uri=item.source_uri,
+                        reason=str(exc),
+                        relative_path=item.relative_path,
+                    )
+                )
                 continue
             entries.append(
                 SnapshotEntry(
@@ -250,7 +256,11 @@ def _discover_folder(
             digest = hashlib.sha256(folder.read_bytes(item)).hexdigest()
             label = folder.labels_for(item, None)
         except (OSError, CitewellError) as exc:
-            rejected.append(DocumentFailure(source_uri=item.source_uri, reason=str(exc)))
+            rejected.append(
+                DocumentFailure(
+                    source_uri=item.source_uri, reason=str(exc), relative_path=item.relative_path
+                )
+            )
             continue
         entries.append(
             SnapshotEntry(

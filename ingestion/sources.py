@@ -154,10 +154,17 @@ class LocalFolderSource:
             if _is_hidden(entry.name):
                 continue
             path = Path(entry.path)
+            relative = path.relative_to(self._root).as_posix()
+            # A name that is not UTF-8 cannot be stored as a path: such a file has only its URI.
+            known = relative if _is_utf8(relative) else None
             if entry.is_symlink():
                 # Following a link could expose files outside the folder that was labelled.
                 rejected.append(
-                    DocumentFailure(source_uri=path.as_uri(), reason="symlink not followed")
+                    DocumentFailure(
+                        source_uri=path.as_uri(),
+                        reason="symlink not followed",
+                        relative_path=known,
+                    )
                 )
                 continue
             if entry.is_dir(follow_symlinks=False):
@@ -186,11 +193,11 @@ class LocalFolderSource:
                     DocumentFailure(
                         source_uri=path.as_uri(),
                         reason="not a regular file (a FIFO, socket or device); not read",
+                        relative_path=known,
                     )
                 )
                 continue
-            relative = path.relative_to(self._root).as_posix()
-            if not _is_utf8(relative):
+            if known is None:
                 # The name (or a folder's) holds bytes that are not UTF-8 (a Latin-1 name from an
                 # old share): it cannot be stored, shown or cited as a path, so it is reported.
                 rejected.append(
@@ -204,13 +211,16 @@ class LocalFolderSource:
                 self._check_inside(path)
                 stat = entry.stat(follow_symlinks=False)
             except (InputRejectedError, OSError) as exc:
-                rejected.append(DocumentFailure(source_uri=path.as_uri(), reason=str(exc)))
+                rejected.append(
+                    DocumentFailure(source_uri=path.as_uri(), reason=str(exc), relative_path=known)
+                )
                 continue
             if stat.st_size > self._max_file_bytes:
                 rejected.append(
                     DocumentFailure(
                         source_uri=path.as_uri(),
                         reason=f"file too large ({stat.st_size} bytes > {self._max_file_bytes})",
+                        relative_path=known,
                     )
                 )
                 continue
@@ -446,6 +456,7 @@ class S3Source:
                     DocumentFailure(
                         source_uri=uri,
                         reason=f"file too large ({size} bytes > {self._max_file_bytes})",
+                        relative_path=relative,
                     )
                 )
                 continue

@@ -138,6 +138,9 @@ def test_s3_refresh_end_to_end(bucket, s3_env, make_settings, embedder, tmp_path
     assert failed == {"password.pdf", "empty.txt"}, report.failed
     refused = {f.source_uri.rsplit("/", 1)[-1] for f in report.label_refusals}
     assert refused == {"secret.docx"}
+    # The report names each document by its path under the prefix too (the CLI matches by it).
+    assert [f.relative_path for f in report.label_refusals] == ["finance/secret.docx"]
+    assert {f.relative_path for f in report.failed} == {"samples/password.pdf", "samples/empty.txt"}
     docs = manifest(settings)
     assert docs["hr/leave.md"].source_uri == f"s3://{bucket}/kb/hr/leave.md"
     # Identity: a pure function of the object's URI, the same on every machine.
