@@ -22,6 +22,7 @@ waits forever for the lost task). Here each worker holds one document at a time 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import resource
@@ -78,13 +79,15 @@ class WorkerLimits(Frozen):
 class ParseJob:
     """``sha256``: the file's content as the run hashed it; other bytes fail the job.
     ``read_labels``: also read the sensitivity labels the file carries, under the same limits
-    (a hostile PDF's label metadata can take pypdf seconds and hundreds of MB)."""
+    (a hostile PDF's label metadata can take pypdf seconds and hundreds of MB); ``parse``
+    False: only read them."""
 
     key: str
     path: Path
     doc_type: str
     sha256: str | None = None
     read_labels: bool = False
+    parse: bool = True
 
 
 @dataclass(frozen=True)
@@ -150,13 +153,14 @@ def _worker_main(conn: Connection, limits: WorkerLimits) -> None:
         reason: str | None = None
         out_of_memory = False
         try:
-            parsed = parse_document(
-                job.path,
-                job.doc_type,
-                ocr=limits.ocr,
-                zip_limits=limits.zip_limits,
-                sha256=job.sha256,
-            ).model_dump_json()
+            if job.parse:
+                parsed = parse_document(
+                    job.path,
+                    job.doc_type,
+                    ocr=limits.ocr,
+                    zip_limits=limits.zip_limits,
+                    sha256=job.sha256,
+                ).model_dump_json()
             if job.read_labels:
                 labels = read_sensitivity(job.path, job.doc_type).model_dump_json()
         except ParseError as exc:
@@ -211,6 +215,7 @@ class ParseWorkers:
         self.busy_seconds = 0.0  # worker time spent parsing, all workers together
         self.peak_rss_bytes = 0  # the largest resident size any worker reached
         self.replaced = 0  # workers killed or lost and started again
+        self._label_jobs = itertools.count()
 
     def __enter__(self) -> ParseWorkers:
         return self
@@ -246,6 +251,19 @@ class ParseWorkers:
                 self._changed.wait(_POLL_S * 4)
             self._pending.discard(key)
             return self._results.pop(key)
+
+    def read_labels(self, path: Path, doc_type: str) -> SensitivityReading:
+        """The sensitivity labels of the file at ``path``, read by a worker under its limits
+        (waits for the jobs queued before it). A read that fails, runs out of time or memory,
+        or kills its worker is a reading with that problem: the label is refused, never
+        guessed."""
+        key = f"labels:{next(self._label_jobs)}:{path}"
+        self.submit(ParseJob(key, path, doc_type, read_labels=True, parse=False))
+        outcome = self.take(key)
+        if outcome.labels is None:
+            reason = f"sensitivity label metadata unreadable: {outcome.reason or 'no reading'}"
+            return SensitivityReading(problems=(reason,))
+        return outcome.labels
 
     def worker_pids(self) -> list[int]:
         """Process ids of the workers alive now."""
@@ -367,14 +385,14 @@ class ParseWorkers:
             return
         document: ParsedDocument | None = None
         reading: SensitivityReading | None = None
-        if parsed is not None:
-            try:
+        try:
+            if parsed is not None:
                 document = ParsedDocument.model_validate_json(parsed)
-                if labels is not None:
-                    reading = SensitivityReading.model_validate_json(labels)
-            except ValueError as exc:
-                document = None
-                reason = f"parser returned an unreadable result: {str(exc)[:120]}"
+            if labels is not None:
+                reading = SensitivityReading.model_validate_json(labels)
+        except ValueError as exc:
+            document = reading = None
+            reason = f"parser returned an unreadable result: {str(exc)[:120]}"
         if reason is not None:
             log_event(
                 logger, logging.WARNING, "ingest.parse_failed", doc_type=job.doc_type, reason=reason

@@ -15,6 +15,7 @@ deleted from both indexes.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import hashlib
@@ -77,7 +78,6 @@ from citewell.ingestion.sensitivity import (
     SensitivityReading,
     SensitivityRecord,
     decide,
-    read_sensitivity,
 )
 from citewell.ingestion.sources import LocalFolderSource, S3Source
 from citewell.retrieval.embedding import bundled_model_path, local_model_dir
@@ -170,8 +170,10 @@ class _Candidate:
     # The Purview labels the content carries (ingestion/sensitivity.py); None: not a file.
     read_sensitivity: Callable[[], SensitivityReading] | None = None
     # An object not on local disk: downloads it into the given folder for the parse workers
-    # (reading its sensitivity labels on the way) and returns the local file.
+    # and returns the local file.
     download: Callable[[Path], Path] | None = None
+    # Keeps the labels a worker read with the parse (an object's, cached for later runs).
+    keep_labels: Callable[[SensitivityReading], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -219,6 +221,12 @@ class _Tally:
     write_s: float = 0.0
 
 
+# The parsing of the run going on in this thread: files' labels are read by its workers.
+_RUN_PARSING: contextvars.ContextVar[_Parsing | None] = contextvars.ContextVar(
+    "citewell_run_parsing", default=None
+)
+
+
 class _Parsing:
     """One run's parsing: the parse cache first, then the worker processes. ``submit`` early,
     ``take`` later: documents parse while the run chunks and embeds the ones before them."""
@@ -239,9 +247,11 @@ class _Parsing:
         self._not_downloaded: dict[str, str] = {}
 
     def __enter__(self) -> _Parsing:
+        self._token = _RUN_PARSING.set(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        _RUN_PARSING.reset(self._token)
         try:
             if self._workers is not None:
                 self._workers.close()  # also on Ctrl-C: no worker outlives the run
@@ -267,15 +277,22 @@ class _Parsing:
                 self._not_downloaded[candidate.doc_id] = _describe(exc)
                 return
             self._downloaded[candidate.doc_id] = path
-        if self._workers is None:
-            self._workers = ParseWorkers(self.worker_count, self._ingestor.worker_limits())
         # A local file's content hash is the SHA-256 of the bytes the run read: the worker
         # parses those bytes or fails, never a version saved since (indexed, and cached, under
         # the old hash, it would pass as unchanged once the file is back to those bytes).
         sha256 = candidate.content_hash if candidate.download is None else None
-        # A local file's labels are read where it is parsed, under the workers' limits.
-        labels = candidate.download is None and candidate.read_sensitivity is not None
-        self._workers.submit(ParseJob(candidate.doc_id, path, item.doc_type, sha256, labels))
+        # A file's labels are read where it is parsed, under the workers' limits.
+        labels = candidate.read_sensitivity is not None
+        self._pool().submit(ParseJob(candidate.doc_id, path, item.doc_type, sha256, labels))
+
+    def _pool(self) -> ParseWorkers:
+        if self._workers is None:
+            self._workers = ParseWorkers(self.worker_count, self._ingestor.worker_limits())
+        return self._workers
+
+    def read_labels(self, path: Path, doc_type: str) -> SensitivityReading:
+        """A file's labels read by this run's workers (after the jobs queued before it)."""
+        return self._pool().read_labels(path, doc_type)
 
     def take(self, candidate: _Candidate) -> ParsedDocument:
         """The parsed document, or :class:`ParseError` with the reason it failed."""
@@ -299,6 +316,8 @@ class _Parsing:
             raise ParseError(outcome.reason or "parse failed")
         if outcome.labels is not None:
             self._labels[candidate.doc_id] = outcome.labels
+            if candidate.keep_labels is not None:
+                candidate.keep_labels(outcome.labels)
         self._ingestor._store_parse(candidate.item, candidate.content_hash, outcome.parsed)
         return outcome.parsed
 
@@ -474,8 +493,11 @@ class Ingestor:
                 candidate = ahead.popleft()
                 try:
                     parsed = parsing.take(candidate)
-                    if candidate.read_sensitivity is not None:
-                        candidate.read_sensitivity()  # into the cache for the publishing run
+                    read = parsing.labels(candidate) is None and candidate.download is not None
+                    if read and candidate.read_sensitivity is not None:
+                        # An object's labels, into the cache for the publishing run (a local
+                        # file's are read again there, with the file at hand).
+                        candidate.read_sensitivity()
                     drafts = self.chunk(parsed, candidate.file_name)
                 except ParseWorkerError:
                     raise
@@ -580,7 +602,7 @@ class Ingestor:
                 return rules.strongest_marking(parsed, item.path)
 
             def sensitivity() -> SensitivityReading:
-                return read_sensitivity(item.path, item.doc_type)
+                return self._read_labels(item.path, item.doc_type)
 
             return _Candidate(
                 doc_id=document_id(item.source_uri),
@@ -608,6 +630,17 @@ class Ingestor:
             sensitivity=rules.sensitivity,
         )
 
+    def _read_labels(self, path: Path, doc_type: str) -> SensitivityReading:
+        """The sensitivity labels of a file, read by a parse worker under its time and memory
+        limits, never in this process: a hostile PDF's label metadata took pypdf 19 s and
+        800 MB. The run's own workers while a run is going (a cached parse, a refused label
+        read again), else a worker started for it (the Airflow planner)."""
+        parsing = _RUN_PARSING.get()
+        if parsing is not None and parsing._ingestor is self:
+            return parsing.read_labels(path, doc_type)
+        with ParseWorkers(1, self.worker_limits()) as workers:
+            return workers.read_labels(path, doc_type)
+
     # --- object stores (S3-compatible) ----------------------------------------------------
     def _cached_reading(self, content_hash: str) -> SensitivityReading | None:
         if self.parse_cache_dir is None:
@@ -632,7 +665,7 @@ class Ingestor:
     ) -> _Candidate:
         """An object as the planner sees it: its listing (ETag, size) stands for its content, so
         an unchanged object is never downloaded; a changed one is downloaded once, for the parse
-        workers, and its sensitivity labels are read from that copy."""
+        workers, which read its sensitivity labels from that copy too."""
         doc_id = document_id(item.source_uri)
         content_hash = object_content_hash(item)
         readings: dict[str, SensitivityReading] = {}
@@ -644,10 +677,11 @@ class Ingestor:
             except InputRejectedError as exc:
                 local.unlink(missing_ok=True)
                 raise ParseError(f"cannot read: {exc}") from exc
-            reading = read_sensitivity(local, item.doc_type)
+            return local
+
+        def keep(reading: SensitivityReading) -> None:
             self._cache_reading(content_hash, reading)
             readings["reading"] = reading
-            return local
 
         def sensitivity() -> SensitivityReading:
             if "reading" not in readings:
@@ -658,10 +692,11 @@ class Ingestor:
                 # before labels were read: download once more, only to read the labels.
                 with tempfile.TemporaryDirectory(prefix="citewell-s3-") as folder:
                     try:
-                        download(Path(folder))
+                        local = download(Path(folder))
                     except ParseError as exc:
                         reason = f"sensitivity labels unreadable: {exc.reason}"
                         return SensitivityReading(problems=(reason,))
+                    keep(self._read_labels(local, item.doc_type))
             return readings["reading"]
 
         def mark(parsed: ParsedDocument) -> Marking | None:
@@ -681,6 +716,7 @@ class Ingestor:
             mark=mark,
             read_sensitivity=sensitivity,
             download=download,
+            keep_labels=keep,
         )
 
     def prepare_objects(self, source: S3Source, relative_paths: Iterable[str]) -> int:

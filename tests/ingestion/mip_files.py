@@ -12,6 +12,8 @@ import zipfile
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
+import pytest
+
 TENANT = "9c1b5a5e-1234-4b9a-9d7e-0123456789ab"
 OTHER_TENANT = "0d0d0d0d-aaaa-4bbb-8ccc-111111111111"
 PUBLIC = "2096f6a2-d2f7-48be-b329-b73aaa526e5d"
@@ -313,3 +315,18 @@ def write_msg(shared_data: Path, target: Path, msip_labels: str) -> Path:
         text = headers + "x" * room + "\r\n\r\n"
         ole.write_stream(_MSG_HEADERS, text.encode("utf-16-le"))
     return target
+
+
+def forbid_label_reads_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any sensitivity-label read in the test's (the run's) own process fails. The parse
+    workers are other processes, forked from multiprocessing's forkserver, which imported the
+    real reader itself."""
+    import citewell.ingestion.parse_workers as parse_workers
+    import citewell.ingestion.pipeline as pipeline
+    import citewell.ingestion.sensitivity as sensitivity
+
+    def not_here(path: Path, doc_type: str) -> None:
+        raise AssertionError("labels read in the run's process")
+
+    for module in (pipeline, parse_workers, sensitivity):
+        monkeypatch.setattr(module, "read_sensitivity", not_here, raising=False)

@@ -13,7 +13,7 @@ import pytest
 
 from citewell.ingestion.limits import ZipLimits
 from citewell.ingestion.parse_workers import ParseJob, ParseWorkers, WorkerLimits
-from tests.ingestion.mip_files import write_pdf
+from tests.ingestion.mip_files import PUBLIC, msip_properties, write_pdf
 from tests.security.hostile_files import MIB, pdf_flate_bomb, pdf_nested_forms
 
 
@@ -200,3 +200,16 @@ def test_reading_a_hostile_pdfs_labels_is_held_to_the_time_limit(tmp_path: Path)
         workers.submit(ParseJob("plain", plain, "pdf", read_labels=True))
         after = workers.take("plain")
         assert after.parsed is not None and after.labels is not None and after.labels.empty
+
+
+def test_labels_read_alone_are_held_to_the_limits_and_refused_past_them(tmp_path: Path):
+    # A cached parse or a refused label read again: no parse, the same limits.
+    hostile = write_pdf(tmp_path / "hostile.pdf", "Quay cranes.", catalog_array=1_900_000)
+    labelled = write_pdf(tmp_path / "memo.pdf", "Tugs wait.", info=msip_properties(PUBLIC))
+    with ParseWorkers(1, WorkerLimits(time_limit_s=1)) as workers:
+        refused = workers.read_labels(hostile, "pdf")
+        assert refused.problems == (
+            "sensitivity label metadata unreadable: time limit exceeded (1 s)",
+        )
+        assert [label.label_id for label in workers.read_labels(labelled, "pdf").labels] == [PUBLIC]
+        assert workers.replaced == 1

@@ -21,6 +21,7 @@ from tests.ingestion.mip_files import (
     HIGHLY,
     POLICY_YAML,
     add_label_parts,
+    forbid_label_reads_here,
     msip_properties,
     write_docx,
     write_pdf,
@@ -196,8 +197,9 @@ def _check_plan_agrees(settings: Any, source: SourceConfig, embedder: Any, relab
 
 
 def test_plan_sees_purview_labelled_files_unchanged_in_a_folder(
-    tmp_path: Path, make_settings: Any, embedder: Any
+    tmp_path: Path, make_settings: Any, embedder: Any, monkeypatch: Any
 ) -> None:
+    forbid_label_reads_here(monkeypatch)  # parse workers read them, in every task
     settings = make_settings()
     folder = tmp_path / "docs"
     folder.mkdir()
@@ -214,8 +216,9 @@ def test_plan_sees_purview_labelled_files_unchanged_in_a_folder(
 
 
 def test_plan_sees_purview_labelled_objects_unchanged(
-    s3_env: Any, tmp_path: Path, make_settings: Any, embedder: Any
+    s3_env: Any, tmp_path: Path, make_settings: Any, embedder: Any, monkeypatch: Any
 ) -> None:
+    forbid_label_reads_here(monkeypatch)  # parse workers read them, in every task
     name = f"pln-{uuid.uuid4().hex[:10]}"
     client = s3_env.client()
     client.create_bucket(Bucket=name)

@@ -18,11 +18,14 @@ from citewell.ingestion.pipeline import Ingestor, object_content_hash
 from citewell.ingestion.sources import S3Source
 from citewell.retrieval.index import IndexLayout, open_version
 from tests.ingestion.mip_files import (
+    CONFIDENTIAL,
     POLICY_YAML,
     PUBLIC,
     add_label_parts,
+    forbid_label_reads_here,
     msip_properties,
     write_docx,
+    write_pdf,
 )
 from tests.s3_server import ACCESS_KEY, SECRET_KEY, bucket_with, running_fault_proxy, s3_source
 
@@ -270,3 +273,35 @@ def test_credentials_never_reach_logs_or_reports(
     assert caplog.records and not any(SECRET_KEY in text for text in texts)
     ours = [r for r in caplog.records if r.name.startswith("citewell")]
     assert ours and not any(ACCESS_KEY in str(r.__dict__) for r in ours)
+
+
+@pytest.mark.slow
+def test_an_objects_labels_are_read_by_the_parse_workers_under_their_limits(
+    s3_env: Any, make_settings: Any, embedder: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """An object's Purview labels are read where it is parsed, under the time limit, not in the
+    run's own process: a catalog array of 1.9M numbers keeps pypdf busy for seconds."""
+    budget = add_label_parts(
+        write_docx(tmp_path / "budget.docx", "Budget. The zebra budget grows by four percent."),
+        custom=msip_properties(CONFIDENTIAL),
+    )
+    hostile = write_pdf(tmp_path / "hostile.pdf", "Quay cranes.", catalog_array=1_900_000)
+    objects: dict[str, str | bytes] = {
+        "kb/citewell.labels.yaml": LABELS + POLICY_YAML.encode(),
+        "kb/budget.docx": budget.read_bytes(),
+        "kb/hostile.pdf": hostile.read_bytes(),
+        "kb/notes/n0.md": NOTES["notes/n0.md"],
+    }
+    bucket = bucket_with(s3_env, objects, "adv")
+    settings = make_settings(parse_time_limit_s=2)
+    forbid_label_reads_here(monkeypatch)
+    with _s3(bucket, max_file_bytes=64 * 2**20) as s3:
+        report = Ingestor(settings, embedder=embedder).ingest_objects(s3)
+    reasons = {f.relative_path: f.reason for f in report.failed}
+    assert reasons == {"hostile.pdf": "time limit exceeded (2 s)"}, reasons
+    indexed = _indexed(settings)
+    assert (indexed["budget.docx"].classification, indexed["budget.docx"].groups) == (
+        "confidential",
+        ("finance",),
+    )
+    assert set(indexed) == {"budget.docx", "notes/n0.md"}

@@ -19,6 +19,7 @@ from tests.ingestion.mip_files import (
     UNMAPPED,
     add_label_parts,
     compact_msip_header,
+    forbid_label_reads_here,
     msip_header,
     msip_properties,
     remove_label_parts,
@@ -201,10 +202,32 @@ def test_a_label_that_could_not_be_read_is_read_again_at_the_next_refresh(
     assert [f.source_uri.rsplit("/", 1)[-1] for f in first.label_refusals] == ["canteen.pdf"]
     assert visible(settings, embedder, EVERYONE, "pelican") == set()
 
+    forbid_label_reads_here(monkeypatch)  # read again, by a parse worker
     report = ingestor.ingest_folder(folder, source_name="kb")
     assert report.relabeled == ("canteen.pdf",) and not report.label_refusals
     assert report.embeddings_computed == 0
     assert visible(settings, embedder, EVERYONE, "pelican") == {"canteen.pdf"}
+
+
+def test_labels_of_a_file_parsed_from_the_cache_are_read_by_a_parse_worker(
+    tmp_path, make_settings, embedder, monkeypatch
+):
+    # A cached parse (Airflow's process tasks fill the cache) means no parse job: the labels
+    # must still be read under the workers' limits.
+    settings = make_settings()
+    folder = build(tmp_path / "kb")
+    ingestor = Ingestor(settings, embedder=embedder, parse_cache_dir=tmp_path / "parsed")
+    ingestor.ingest_folder(folder, source_name="kb")
+    forbid_label_reads_here(monkeypatch)
+    report = ingestor.ingest_folder(folder, source_name="kb", fresh=True)
+    assert not report.failed, report.failed
+    assert {f.source_uri.rsplit("/", 1)[-1] for f in report.label_refusals} == {
+        "unmapped.docx",
+        "foreign.docx",
+    }
+    docs = manifest(settings)
+    assert docs["budget.docx"].classification == "confidential"
+    assert docs["merger.pptx"].classification == "restricted"
 
 
 def test_a_labelled_outlook_message_is_enforced(tmp_path, make_settings, embedder, shared_data):
@@ -236,14 +259,9 @@ def test_a_local_files_labels_are_read_by_the_parse_workers(
 ):
     # Under the workers' time and memory limits, not in the run's own process: a hostile PDF
     # whose catalog holds five arrays of 1.9M numbers took pypdf 19 s there.
-    import citewell.ingestion.pipeline as pipeline
-
-    def not_here(path, doc_type):
-        raise AssertionError("labels read in the run's process")
-
     settings = make_settings()
     folder = build(tmp_path / "kb")
-    monkeypatch.setattr(pipeline, "read_sensitivity", not_here)
+    forbid_label_reads_here(monkeypatch)
     report = Ingestor(settings, embedder=embedder).ingest_folder(folder, source_name="kb")
     assert not report.failed, report.failed
     docs = manifest(settings)
