@@ -77,6 +77,7 @@ from citewell.ingestion.sensitivity import (
     SensitivityPolicy,
     SensitivityReading,
     SensitivityRecord,
+    carries_labels,
     decide,
 )
 from citewell.ingestion.sources import LocalFolderSource, S3Source
@@ -634,7 +635,9 @@ class Ingestor:
         """The sensitivity labels of a file, read by a parse worker under its time and memory
         limits, never in this process: a hostile PDF's label metadata took pypdf 19 s and
         800 MB. The run's own workers while a run is going (a cached parse, a refused label
-        read again), else a worker started for it (the Airflow planner)."""
+        read again), else a worker started for it."""
+        if not carries_labels(doc_type):
+            return SensitivityReading()  # nothing to read: no worker round trip
         parsing = _RUN_PARSING.get()
         if parsing is not None and parsing._ingestor is self:
             return parsing.read_labels(path, doc_type)
@@ -684,6 +687,8 @@ class Ingestor:
             readings["reading"] = reading
 
         def sensitivity() -> SensitivityReading:
+            if not carries_labels(item.doc_type):
+                return SensitivityReading()  # never downloaded for labels it cannot carry
             if "reading" not in readings:
                 cached = self._cached_reading(content_hash)
                 if cached is not None:

@@ -350,9 +350,17 @@ def _finish(labels: list[MipLabel], notes: list[str]) -> SensitivityReading:
     )
 
 
+def carries_labels(doc_type: str) -> bool:
+    """Whether files of this type can carry sensitivity-label metadata (the others read as
+    empty without being opened)."""
+    return doc_type in OFFICE_TYPES or doc_type == "pdf" or doc_type in EMAIL_TYPES
+
+
 def read_sensitivity(path: Path, doc_type: str) -> SensitivityReading:
     """The sensitivity labels ``path`` carries. Formats without label metadata read as empty;
     metadata that cannot be read is a problem (fail closed), never an empty reading."""
+    if not carries_labels(doc_type):
+        return SensitivityReading()
     try:
         if doc_type in OFFICE_TYPES:
             return _office(path)

@@ -305,3 +305,29 @@ def test_an_objects_labels_are_read_by_the_parse_workers_under_their_limits(
         ("finance",),
     )
     assert set(indexed) == {"budget.docx", "notes/n0.md"}
+
+
+@pytest.mark.slow
+def test_an_object_that_cannot_carry_labels_is_never_downloaded_for_them(
+    bucket: str, s3_env: Any, make_settings: Any, embedder: Any, tmp_path: Path
+) -> None:
+    """Parsed from the cache with no label reading cached (Airflow's publish on another
+    machine): Markdown carries no label metadata, so a failing download must not refuse it."""
+    settings = make_settings()
+    ingestor = Ingestor(settings, embedder=embedder, parse_cache_dir=tmp_path / "parsed")
+    with _s3(bucket) as s3:
+        ingestor.ingest_objects(s3)
+    for reading in (tmp_path / "parsed").glob("*.mip*.json"):
+        reading.unlink()
+
+    def object_body(method: str, path: str) -> bool:
+        return method == "GET" and path.split("?")[0].endswith(".md")
+
+    with (
+        running_fault_proxy(s3_env.endpoint_url, object_body) as proxy,
+        _s3(bucket, endpoint_url=proxy.endpoint_url) as s3,
+    ):
+        report = ingestor.ingest_objects(s3, fresh=True)
+    assert not report.label_refusals and not report.failed, report
+    assert proxy.failed == [], "an object was downloaded to read labels it cannot carry"
+    assert len(report.added) == len(NOTES) and not report.unlabelled
