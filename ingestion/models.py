@@ -50,6 +50,9 @@ class ParsedDocument(Frozen):
     """A document's text (elements joined by a blank line) with its structure."""
 
     title: str
+    # No title of its own: ``title`` is the parsed file's name, which a parse cached by content
+    # and reused for another file, or made from a download's temporary file, must not keep.
+    named_after_file: bool = False
     doc_type: str
     text: str
     elements: tuple[Element, ...]

@@ -221,10 +221,19 @@ def choose_title(metadata_title: str | None, elements: Sequence[Element], stem: 
     element on the first page, else the file name stem with separators as spaces.
 
     Headings further in are section names, not the document's title, so they are not tried."""
+    return own_title(metadata_title, elements) or name_title(stem)
+
+
+def own_title(metadata_title: str | None, elements: Sequence[Element]) -> str | None:
+    """The title the document gives itself (see :func:`choose_title`), or None."""
     headings = [e.text for e in elements if e.kind == "title" and (e.page or 1) <= 1]
-    candidates = [metadata_title, *headings]
-    title = next((t for t in candidates if usable_title(t)), None) or stem_title(stem)
-    return " ".join(title.split())[:_MAX_TITLE_CHARS]
+    title = next((t for t in (metadata_title, *headings) if usable_title(t)), None)
+    return " ".join(title.split())[:_MAX_TITLE_CHARS] if title else None
+
+
+def name_title(stem: str) -> str:
+    """The title of a document named after its file (``stem``: the file name's stem)."""
+    return " ".join(stem_title(stem).split())[:_MAX_TITLE_CHARS]
 
 
 def _assemble(
@@ -258,12 +267,13 @@ def _assemble(
         offset += len(text)
     if not elements:
         raise ParseError("empty document")
-    title = choose_title(title, elements, fallback_title)
+    own = own_title(title, elements)
     if pages is None:
         numbered = [e.page for e in elements if e.page is not None]
         pages = max(numbered) if numbered else None
     return ParsedDocument(
-        title=title,
+        title=own or name_title(fallback_title),
+        named_after_file=own is None,
         doc_type=doc_type,
         text="\n\n".join(parts),
         elements=tuple(elements),

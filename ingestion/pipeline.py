@@ -72,6 +72,7 @@ from citewell.ingestion.parse_workers import (
     WorkerLimits,
     default_workers,
 )
+from citewell.ingestion.parsing import name_title
 from citewell.ingestion.progress import IngestProgress, NoProgress, TerminalProgress
 from citewell.ingestion.sensitivity import (
     SensitivityPolicy,
@@ -93,7 +94,9 @@ _CHUNK_NAMESPACE = uuid.UUID("5b0e4a36-37a4-4d5e-9a54-2f1f2d1c8e11")
 _EMBED_BATCH_CHUNKS = 256  # chunks buffered across documents before one embedding call
 # Part of the parse cache key: bump when parsing output changes (e.g. how titles are chosen), so
 # cached documents parsed the old way are not reused.
-_PARSER_VERSION = 5  # 5: PDFs read by PDFium; 4: XLSX sheet headers/footers, PPTX masters
+# 6: a document without a title of its own is named after its own file, not the one parsed
+# (a download's "<doc id>.<type>", another file with the same bytes in the cache).
+_PARSER_VERSION = 6  # 5: PDFs read by PDFium; 4: XLSX sheet headers/footers, PPTX masters
 # Part of the cache key of sensitivity readings of objects; 2: PDFs read past pypdf's default
 # array limit, which version 1 refused as unreadable.
 _SENSITIVITY_VERSION = 2
@@ -298,7 +301,7 @@ class _Parsing:
     def take(self, candidate: _Candidate) -> ParsedDocument:
         """The parsed document, or :class:`ParseError` with the reason it failed."""
         if candidate.doc_id in self._cached:
-            return self._cached.pop(candidate.doc_id)
+            return _named_for(candidate, self._cached.pop(candidate.doc_id))
         if candidate.doc_id in self._not_downloaded:
             raise ParseError(self._not_downloaded.pop(candidate.doc_id))
         if candidate.item is None:
@@ -320,7 +323,7 @@ class _Parsing:
             if candidate.keep_labels is not None:
                 candidate.keep_labels(outcome.labels)
         self._ingestor._store_parse(candidate.item, candidate.content_hash, outcome.parsed)
-        return outcome.parsed
+        return _named_for(candidate, outcome.parsed)
 
     def labels(self, candidate: _Candidate) -> SensitivityReading | None:
         """The sensitivity labels a worker read with the parse (None: read them here)."""
@@ -1379,6 +1382,14 @@ def _published_documents(writer: IndexWriter, source_name: str) -> dict[str, Doc
         return manifest.documents(source=source_name)
     finally:
         manifest.close()
+
+
+def _named_for(candidate: _Candidate, parsed: ParsedDocument) -> ParsedDocument:
+    """``parsed`` titled for ``candidate``: a document with no title of its own is named after
+    the candidate's file, whatever file was parsed (a download, a namesake's cached parse)."""
+    if not parsed.named_after_file or candidate.file_name is None:
+        return parsed
+    return parsed.model_copy(update={"title": name_title(candidate.file_name)})
 
 
 def _stored_sensitivity(entry: DocumentEntry) -> SensitivityRecord | None:

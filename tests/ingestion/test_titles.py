@@ -74,3 +74,62 @@ def test_pdf_with_accession_number_title_is_named_by_its_largest_cover_heading(
     assert parse_document(path, "pdf").title == "Apple Inc."
     amazon = shared_data / "qa" / "docugami_sec10q" / "docs" / "2023 Q3 AMZN.pdf"
     assert parse_document(amazon, "pdf").title == "AMAZON.COM, INC."
+
+
+# --- titles named after the file, through the pipeline ---------------------------------------
+_NO_HEADING = b"Plain words about the travel policy and nothing that reads as a heading.\n"
+_LABELS = b"default: {classification: internal, groups: [everyone]}\n"
+
+
+def _titles(settings, index: str) -> dict[str, str]:
+    from citewell.retrieval.index import IndexLayout
+    from citewell.retrieval.manifest import Manifest
+
+    layout = IndexLayout(settings, index)
+    version = layout.current_version()
+    assert version is not None
+    manifest = Manifest(layout.version_dir(version) / "manifest.sqlite", read_only=True)
+    try:
+        return {doc.relative_path: doc.title for doc in manifest.documents().values()}
+    finally:
+        manifest.close()
+
+
+def test_a_parse_reused_from_the_cache_is_titled_by_the_file_it_is_reused_for(
+    tmp_path, make_settings, embedder
+):
+    # The parse cache is keyed by content, but a document with no title of its own is named
+    # after its file: a second file with the same bytes was titled with the first one's name.
+    from citewell.ingestion.pipeline import Ingestor
+
+    root = tmp_path / "kb"
+    root.mkdir()
+    (root / "citewell.labels.yaml").write_bytes(_LABELS)
+    (root / "alpha_notes.md").write_bytes(_NO_HEADING)
+    settings = make_settings()
+    cache = tmp_path / "parsed"
+    Ingestor(settings, embedder=embedder, parse_cache_dir=cache).ingest_folder(root, index="kb")
+    (root / "zulu_minutes.md").write_bytes(_NO_HEADING)
+    Ingestor(settings, embedder=embedder, parse_cache_dir=cache).ingest_folder(root, index="kb")
+    assert _titles(settings, "kb") == {
+        "alpha_notes.md": "alpha notes",
+        "zulu_minutes.md": "zulu minutes",
+    }
+
+
+@pytest.mark.slow
+def test_an_object_without_a_title_of_its_own_is_titled_by_its_key_not_its_download(
+    s3_env, make_settings, embedder
+):
+    # Objects are downloaded to "<doc id>.<type>" for the parse workers: the title was the
+    # document id ("831654fb 531b 5bdb ..."), in citations and in every chunk's header.
+    from citewell.ingestion.pipeline import Ingestor
+    from tests.s3_server import bucket_with, s3_source
+
+    bucket = bucket_with(
+        s3_env, {"citewell.labels.yaml": _LABELS, "notes/quarterly_plan.md": _NO_HEADING}
+    )
+    settings = make_settings()
+    with s3_source(bucket, name="kb") as s3:
+        Ingestor(settings, embedder=embedder).ingest_objects(s3, index="kb")
+    assert _titles(settings, "kb") == {"notes/quarterly_plan.md": "quarterly plan"}
