@@ -384,7 +384,8 @@ class Agent:
         """The cited sources that support a clause of ``claim``, or none when some clause is
         supported by no cited source: a sentence is close to its source as a whole when one
         clause is, however unfounded the clause joined to it ("X, and the policy is the most
-        generous in the industry")."""
+        generous in the industry"; "X, which is the most generous ...": a relative clause
+        must have most of its words stated by a cited source)."""
         supporting: set[int] = set()
         for clause in self._checker.claim_clauses(claim):
             found = {
@@ -392,6 +393,16 @@ class Agent:
                 for n in citations
                 if (match := self._scorer.best_match(clause, by_source.get(n, []))) is not None
                 and self._checker.claim_support(clause, match) >= threshold
+            }
+            if not found:
+                return ()
+            supporting |= found
+        for words in self._checker.claim_relative_clauses(claim):
+            found = {
+                n
+                for n in citations
+                if (sources := by_source.get(n))
+                and self._checker.states_most_of(words, sources[0].chunk)
             }
             if not found:
                 return ()

@@ -37,7 +37,7 @@ from pydantic import Field, ValidationError
 from citewell.agent.scoring import ScoredSentence, sentence_spans
 from citewell.core.errors import ConfigurationError, InvalidArgumentError
 from citewell.core.logging import log_event
-from citewell.core.models import Frozen
+from citewell.core.models import Chunk, Frozen
 from citewell.retrieval.embedding_cache import current_partition
 from citewell.retrieval.lexical import Tokenizer, contextual_text
 
@@ -116,6 +116,8 @@ _SUBJECT_POS = frozenset({"NOUN", "PROPN", "PRON"})
 # coordinated noun phrase ("leave and benefits that are generous"); rarer true clauses that open so
 # ("and when they return, they ...") are checked whole, as before.
 _SUBORDINATE_TAGS = frozenset({"WDT", "WP", "WP$", "WRB"})
+# After a comma these open a non-restrictive relative clause: a statement of its own.
+_RELATIVE_WORDS = frozenset({"which", "who", "whom", "whose", "where", "when"})
 
 
 class QuestionProfile(Frozen):
@@ -136,6 +138,11 @@ class QuestionProfile(Frozen):
     # As a claim: its full clauses, each a statement a source must support on its own (the
     # text itself when it is one clause).
     clauses: tuple[str, ...] = ()
+    # Its non-restrictive relative clauses (", which is ..."), as their stemmed content words.
+    # The clause they sit in scores as a whole, close to its source when the rest is; without
+    # their subject they score as nothing, so their words must be the source's instead
+    # ("which is the most generous in the industry" adds a claim no source states).
+    relative_clauses: tuple[frozenset[str], ...] = ()
 
 
 class CalibrationFigures(Frozen):
@@ -289,6 +296,7 @@ class TextAnalyzer:
     def _profile(self, text: str) -> QuestionProfile:
         with self._lock:
             doc = self._load()(text)
+        tokens = list(doc)
         answer_type, labels = None, frozenset[str]()
         for pattern, name, type_labels in _TYPE_RULES:
             if pattern.search(text):
@@ -328,7 +336,12 @@ class TextAnalyzer:
             answer_unit=unit,
             negated=bool(_NEGATION_RE.search(text)),
             fact_terms=frozenset(facts),
-            clauses=_clauses(text, list(doc)),
+            clauses=_clauses(text, tokens),
+            # Not through the shared word cache: a claim is one caller's text.
+            relative_clauses=tuple(
+                frozenset(self._tokenizer(_piece(text, tokens, range(a, b))))
+                for a, b in _relative_clauses(tokens)
+            ),
         )
 
     def entities(self, texts: Sequence[str]) -> list[tuple[tuple[str, str], ...]]:
@@ -371,6 +384,30 @@ def _opens_clause(tokens: Sequence[Any]) -> bool:
     return False
 
 
+def _relative_clauses(tokens: Sequence[Any]) -> list[tuple[int, int]]:
+    """Token ranges of the non-restrictive relative clauses in ``tokens``: from a relative word
+    right after a comma (", which is ...", ", who were ...") to the next comma or the end. Each
+    states a fact of its own; a restrictive one ("benefits that are generous") has no comma
+    and stays part of its clause."""
+    spans: list[tuple[int, int]] = []
+    i = 1
+    while i < len(tokens):
+        if tokens[i - 1].text == "," and tokens[i].text.lower() in _RELATIVE_WORDS:
+            end = next((j for j in range(i + 1, len(tokens)) if tokens[j].text == ","), None)
+            stop = end if end is not None else len(tokens)
+            if any(t.tag_ in _FINITE_TAGS for t in tokens[i + 1 : stop]):
+                spans.append((i, stop))
+            i = stop
+        i += 1
+    return spans
+
+
+def _piece(text: str, tokens: Sequence[Any], span: range) -> str:
+    """The text of ``tokens[span]`` as written, without joining punctuation at its ends."""
+    first, last = tokens[span.start], tokens[span.stop - 1]
+    return text[first.idx : last.idx + len(last.text)].strip(" ,;:")
+
+
 def _clauses(text: str, tokens: Sequence[Any]) -> tuple[str, ...]:
     """``text`` cut where a conjunction or semicolon joins two full clauses: the part before
     has a finite verb and the part after opens a clause (``_opens_clause``). Coordinated
@@ -390,10 +427,7 @@ def _clauses(text: str, tokens: Sequence[Any]) -> tuple[str, ...]:
     if not cuts:
         return (text,)
     cuts.append((start, len(tokens)))
-    pieces = (
-        text[tokens[a].idx : tokens[b - 1].idx + len(tokens[b - 1].text)].strip(" ,;:")
-        for a, b in cuts
-    )
+    pieces = (_piece(text, tokens, range(a, b)) for a, b in cuts)
     return tuple(p for p in pieces if p)
 
 
@@ -643,6 +677,20 @@ class AnswerabilityChecker:
         """The full clauses of an LLM's sentence (``QuestionProfile.clauses``)."""
         return self._analyzer.question(claim).clauses or (claim,)
 
+    def claim_relative_clauses(self, claim: str) -> tuple[frozenset[str], ...]:
+        """The words of each non-restrictive relative clause of an LLM's sentence."""
+        return self._analyzer.question(claim).relative_clauses
+
+    def states_most_of(self, words: frozenset[str], chunk: Chunk) -> bool:
+        """Whether the statements of ``chunk`` state most of ``words`` (a relative clause's):
+        a verbatim or close restatement does, an unfounded addition does not."""
+        return len(words & self._stated(chunk)) * 2 > len(words) if words else True
+
+    def _stated(self, chunk: Chunk) -> frozenset[str]:
+        # Instructions and questions in a chunk are not statements.
+        statements = " ".join(s.text for s in sentence_spans(chunk) if s.answerable)
+        return self._analyzer.terms(contextual_text(chunk.context, statements))
+
     def claim_support(self, claim: str, sentence: ScoredSentence) -> float:
         """P(the cited sentence supports ``claim``): the same model, with the claim in the
         question's place and its similarity to the sentence as the similarity signal. 0 when
@@ -651,9 +699,7 @@ class AnswerabilityChecker:
         tell "opens at midnight" from "serves lunch from noon", nor a fact from an injected
         order."""
         profile = self._analyzer.question(claim)
-        statements = " ".join(s.text for s in sentence_spans(sentence.chunk) if s.answerable)
-        stated = self._analyzer.terms(contextual_text(sentence.chunk.context, statements))
-        if profile.fact_terms - stated:
+        if profile.fact_terms - self._stated(sentence.chunk):
             return 0.0
         rows = feature_rows(self._analyzer, profile, [_candidate(sentence)])
         return float(self._model().probabilities(rows)[0])

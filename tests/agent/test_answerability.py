@@ -134,15 +134,22 @@ def ask_llm(embedder: Any, reply: str, question: str = LEAVE_QUESTION) -> Any:
     return answer
 
 
+@pytest.mark.parametrize(
+    "joined",
+    [
+        ", and the policy is the most generous in the industry",
+        ", which is the most generous in the industry",
+        ", which makes it the most generous policy in the industry",
+    ],
+)
 def test_the_llm_path_drops_a_sentence_that_joins_an_unsupported_clause_to_a_supported_one(
-    embedder: Any,
+    embedder: Any, joined: str
 ) -> None:
     # The added clause names no fact (number, name, date) for the fact check to miss, and the
     # whole sentence is close to its source because the first clause is: each clause must be
     # supported on its own.
     reply = (
-        "Birth parents receive 20 weeks of parental leave at full pay, and the policy is the "
-        "most generous in the industry [1]. "
+        f"Birth parents receive 20 weeks of parental leave at full pay{joined} [1]. "
         "Non-birth parents receive 10 weeks of parental leave at full pay [1]."
     )
     answer = ask_llm(embedder, reply)
@@ -177,6 +184,21 @@ def test_the_llm_path_drops_a_sentence_that_joins_an_unsupported_clause_to_a_sup
         # coordinated verbs sharing one subject: "are paid in full" is no clause of its own
         (
             "Non-birth parents receive 10 weeks of parental leave and are paid in full [1].",
+            LEAVE_QUESTION,
+        ),
+        # relative clauses the cited source states too
+        (
+            "The Normans, who were descended from Norse raiders, gave their name to Normandy, "
+            "a region in France [1].",
+            "Who gave their name to Normandy?",
+        ),
+        (
+            "The Normans were descended from Norse raiders, who swore fealty to King Charles III "
+            "of West Francia [1].",
+            "Who were the Normans descended from?",
+        ),
+        (
+            "Birth parents receive 20 weeks of parental leave, which is paid at full pay [1].",
             LEAVE_QUESTION,
         ),
     ],
@@ -217,7 +239,47 @@ def test_a_claim_is_cut_only_where_two_full_clauses_are_joined(
 ) -> None:
     from citewell.agent.answerability import AnswerabilityChecker
 
-    assert AnswerabilityChecker().claim_clauses(claim) == (clauses or (claim,))
+    checker = AnswerabilityChecker()
+    assert checker.claim_clauses(claim) == (clauses or (claim,))
+    assert checker.claim_relative_clauses(claim) == ()
+
+
+@pytest.mark.parametrize(
+    ("claim", "clauses", "relatives"),
+    [
+        (
+            "Birth parents receive 20 weeks of parental leave at full pay, which is the most "
+            "generous in the industry.",
+            None,
+            1,
+        ),
+        (
+            "The Normans, who were descended from Norse raiders, gave their name to Normandy.",
+            None,
+            1,
+        ),
+        (
+            "Revenue rose, but it missed the forecast, which worried investors.",
+            ("Revenue rose", "it missed the forecast, which worried investors."),
+            1,
+        ),
+        ("The office is in Gdansk, where the harbour is.", None, 1),
+        # no comma: a restrictive relative clause; no verb: no clause
+        ("Parents who adopt receive 20 weeks of leave.", None, 0),
+        ("Staff choose 10 or 20 weeks, whichever suits them.", None, 0),
+        ("The plan covers Gdansk, where possible.", None, 0),
+    ],
+)
+def test_a_non_restrictive_relative_clause_is_checked_apart(
+    claim: str, clauses: tuple[str, ...] | None, relatives: int
+) -> None:
+    # Its words must be stated, on top of the score of the clause it sits in: without its
+    # subject it is no statement the model can score.
+    from citewell.agent.answerability import AnswerabilityChecker
+
+    checker = AnswerabilityChecker()
+    assert checker.claim_clauses(claim) == (clauses or (claim,))
+    assert len(checker.claim_relative_clauses(claim)) == relatives
 
 
 def test_the_llm_path_refuses_when_no_claim_is_supported(embedder: Any) -> None:
