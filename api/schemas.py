@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from citewell.core.models import (
     ScoreBreakdown,
@@ -20,6 +21,22 @@ from citewell.core.models import (
 from citewell.retrieval.access import as_utc
 
 
+def _unicode(value: str) -> str:
+    """JSON may escape a lone surrogate ("\\ud800"), which no UTF-8 consumer (the stores, the
+    tokenizers, the audit log) can encode: refused here as the caller's error (422), where it
+    was an outage (503) or a crash (500) further in."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("text must be valid Unicode (it holds a lone surrogate)") from exc
+    return value
+
+
+# Caller text that is not otherwise constrained: pydantic rejects a lone surrogate only in
+# strings with a length or pattern constraint.
+UnicodeText = Annotated[str, AfterValidator(_unicode)]
+
+
 class _Body(BaseModel):
     # extra="forbid": a body that tries to assert groups or clearance is rejected with 422.
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -28,9 +45,11 @@ class _Body(BaseModel):
 class SearchFiltersBody(_Body):
     """Filters that narrow what the caller's access already allows; they never widen it."""
 
-    sources: list[str] | None = Field(default=None, description="source names to keep")
-    doc_types: list[str] | None = Field(default=None, description="formats, e.g. pdf, docx")
-    doc_ids: list[str] | None = Field(default=None, description="documents to search within")
+    sources: list[UnicodeText] | None = Field(default=None, description="source names to keep")
+    doc_types: list[UnicodeText] | None = Field(default=None, description="formats, e.g. pdf, docx")
+    doc_ids: list[UnicodeText] | None = Field(
+        default=None, description="documents to search within"
+    )
     modified_from: datetime | None = Field(default=None, description="modified at or after")
     modified_to: datetime | None = Field(default=None, description="modified at or before")
 

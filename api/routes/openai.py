@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from citewell.agent.models import Answer
 from citewell.api.deps import AuthContextDep, MetricsDep, OperationsDep, SettingsDep
 from citewell.api.errors import NotFoundError
-from citewell.api.schemas import error_responses
+from citewell.api.schemas import UnicodeText, error_responses
 from citewell.core.errors import InputRejectedError
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
@@ -46,14 +46,14 @@ class ContentPart(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     type: str
-    text: str | None = None
+    text: UnicodeText | None = None
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[ContentPart] | None = None
+    content: UnicodeText | list[ContentPart] | None = None
 
     @property
     def text(self) -> str:
