@@ -51,7 +51,7 @@ from pydantic import StrictStr, StringConstraints, ValidationError, field_valida
 from citewell.core.config_files import YamlDocument, load_yaml, validate_yaml
 from citewell.core.errors import LabelError, UnknownClassificationError
 from citewell.core.models import AccessLabel, ClassificationScheme, Frozen
-from citewell.ingestion.models import ParsedDocument, ResolvedLabel
+from citewell.ingestion.models import ParsedDocument, ResolvedLabel, SourceLines
 from citewell.ingestion.sensitivity import (
     SensitivityDecision,
     SensitivityPolicy,
@@ -351,8 +351,14 @@ class BannerReader:
         parsers drop HTML ``<header>``/``<footer>`` and join Markdown's soft-wrapped lines, so a
         banner line can be missing from the parsed text."""
         regions = _regions(document)
-        if path is not None:
-            regions += _source_regions(path)
+        source = document.source_lines
+        if source is None and path is not None:
+            source = source_lines(path.read_bytes(), path.suffix)
+        if source is not None:
+            regions += [
+                _Region(source.edges, edge=None),
+                _Region(source.lines, edge=_DOCUMENT_EDGE_LINES),
+            ]
         return self.in_regions(regions)
 
     def in_text(self, text: str) -> Marking | None:
@@ -500,23 +506,28 @@ class _HtmlLines(HTMLParser):
             self._parts.append(data)
 
 
-def _source_regions(path: Path) -> list[_Region]:
-    """Lines of a markup or plain-text source file, as written (see BannerReader.__call__)."""
-    kind = path.suffix.lower().lstrip(".")
+def source_lines(data: bytes, doc_type: str) -> SourceLines | None:
+    """The lines of a markup or plain-text source, as written (see BannerReader.__call__), or
+    None for other types. ``doc_type``: the file's extension, with or without the dot."""
+    kind = doc_type.lower().lstrip(".")
     if kind not in _SOURCE_TEXT_TYPES and kind not in _HTML_TYPES:
-        return []
+        return None
     # Phrases are ASCII: undecodable bytes cannot hide or make a banner.
-    text = path.read_bytes().decode("utf-8", errors="replace")
+    text = data.decode("utf-8", errors="replace")
     if kind in _SOURCE_TEXT_TYPES:
-        return [_Region(_lines(text), edge=_DOCUMENT_EDGE_LINES)]
+        return SourceLines(lines=_within_banner_length(_lines(text)))
     parser = _HtmlLines()
     parser.feed(text)
     parser.close()
     parser._flush()
-    return [
-        _Region(parser.edges, edge=None),
-        _Region(parser.body, edge=_DOCUMENT_EDGE_LINES),
-    ]
+    return SourceLines(
+        edges=_within_banner_length(parser.edges), lines=_within_banner_length(parser.body)
+    )
+
+
+def _within_banner_length(lines: Iterable[str]) -> tuple[str, ...]:
+    # A line too long to be a banner is kept empty: only its place counts (edge lines).
+    return tuple(line if len(line) <= _BANNER_MAX_LINE_CHARS else "" for line in lines)
 
 
 def find_banner(

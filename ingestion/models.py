@@ -46,6 +46,15 @@ class Element(Frozen):
     char_end: int = Field(ge=0)
 
 
+class SourceLines(Frozen):
+    """A markup or plain-text file's lines as written (HTML ``<header>``/``<footer>`` lines in
+    ``edges``), where banners its parse drops are read. Lines too long to be a banner are kept
+    empty, so that every line keeps its place."""
+
+    edges: tuple[str, ...] = ()
+    lines: tuple[str, ...] = ()
+
+
 class ParsedDocument(Frozen):
     """A document's text (elements joined by a blank line) with its structure."""
 
@@ -59,6 +68,9 @@ class ParsedDocument(Frozen):
     pages: int | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     document_date: datetime | None = None  # the date the document states (ingestion/dates.py)
+    # Read from the bytes that were parsed, so a parse taken from the cache (an object's, with
+    # no copy at hand) is marked as the file it came from.
+    source_lines: SourceLines | None = None
 
     @model_validator(mode="after")
     def _spans_index_text(self) -> ParsedDocument:

@@ -35,6 +35,7 @@ import numpy as np
 from citewell.core.errors import InputRejectedError, MissingDependencyError, ParseError
 from citewell.core.logging import log_event
 from citewell.ingestion.dates import email_date, office_date, pdf_date, plausible
+from citewell.ingestion.labels import source_lines
 from citewell.ingestion.limits import (
     ZIP_CONTAINER_TYPES,
     ZipLimits,
@@ -918,4 +919,6 @@ def _parse_checked(
             raise ParseError("corrupt PDF: missing %PDF header")
         check_pdf_streams(data, zip_limits)
         return _parse_pdf(path, ocr)
-    return _parse_unstructured(path, doc_type, data)
+    parsed = _parse_unstructured(path, doc_type, data)
+    # Banners the parse drops (an HTML footer, a line Markdown joins) are read from these bytes.
+    return parsed.model_copy(update={"source_lines": source_lines(data, doc_type)})

@@ -96,7 +96,8 @@ _EMBED_BATCH_CHUNKS = 256  # chunks buffered across documents before one embeddi
 # cached documents parsed the old way are not reused.
 # 6: a document without a title of its own is named after its own file, not the one parsed
 # (a download's "<doc id>.<type>", another file with the same bytes in the cache).
-_PARSER_VERSION = 6  # 5: PDFs read by PDFium; 4: XLSX sheet headers/footers, PPTX masters
+# 7: markup and text parses keep their source's lines, where banners the parse drops are read.
+_PARSER_VERSION = 7  # 5: PDFs read by PDFium; 4: XLSX sheet headers/footers, PPTX masters
 # Part of the cache key of sensitivity readings of objects; 2: PDFs read past pypdf's default
 # array limit, which version 1 refused as unreadable.
 _SENSITIVITY_VERSION = 2
@@ -708,7 +709,7 @@ class Ingestor:
             return readings["reading"]
 
         def mark(parsed: ParsedDocument) -> Marking | None:
-            # Header and footer texts are part of the parsed document: no file needed.
+            # Header and footer texts and a markup source's lines are part of the parse.
             return source.labels.strongest_marking(parsed, None)
 
         return _Candidate(

@@ -331,3 +331,39 @@ def test_an_object_that_cannot_carry_labels_is_never_downloaded_for_them(
     assert not report.label_refusals and not report.failed, report
     assert proxy.failed == [], "an object was downloaded to read labels it cannot carry"
     assert len(report.added) == len(NOTES) and not report.unlabelled
+
+
+@pytest.mark.slow
+def test_a_banner_only_the_source_shows_raises_an_object_as_it_raises_a_file(
+    s3_env: Any, make_settings: Any, embedder: Any, tmp_path: Path
+) -> None:
+    """Parsers drop an HTML page's <footer> and join a Markdown paragraph's lines, so banners
+    there are read from the source as written. Objects were marked from the parsed text alone:
+    a page the folder labels confidential was public from S3, for a fresh parse and for a parse
+    taken from the cache (Airflow's publish), where no copy of the object is at hand."""
+    prose = "The heron count rose again this week along the northern shore of the lake."
+    page = f"<html><body><main><p>{prose}</p></main><footer><p>Confidential</p></footer></body>"
+    note = f"# Heron notes\n\n{prose}\nStrictly Confidential\n{prose}\n"
+    objects: dict[str, str | bytes] = {
+        "kb/citewell.labels.yaml": b"default: {classification: public, groups: [everyone]}\n",
+        "kb/page.html": page,
+        "kb/note.md": note,
+    }
+    bucket = bucket_with(s3_env, objects, "adv")
+    expected = {"page.html": "confidential", "note.md": "restricted"}
+    folder = tmp_path / "kb"
+    folder.mkdir()
+    for key, body in objects.items():
+        (tmp_path / key).write_bytes(body.encode() if isinstance(body, str) else body)
+    local = make_settings(data_dir=tmp_path / "local")
+    Ingestor(local, embedder=embedder).ingest_folder(folder, source_name="kb")
+    assert {p: d.classification for p, d in _indexed(local).items()} == expected
+    settings = make_settings()
+    cache = tmp_path / "parsed"
+    with _s3(bucket) as s3:
+        for fresh in (False, True):  # parsed in the workers, then taken from the cache
+            report = Ingestor(settings, embedder=embedder, parse_cache_dir=cache).ingest_objects(
+                s3, fresh=fresh
+            )
+            assert not report.failed, report.failed
+            assert {p: d.classification for p, d in _indexed(settings).items()} == expected
