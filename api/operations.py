@@ -15,7 +15,7 @@ from citewell.api.audit import AuditLog, AuditOutcome, AuditRecord, FilterSummar
 from citewell.api.auth import AuthContext
 from citewell.api.errors import unavailable_reason
 from citewell.api.metrics import AnswerMetrics, ApiMetrics
-from citewell.core.errors import CitewellError, InputRejectedError, StoreUnavailableError
+from citewell.core.errors import InputRejectedError, StoreUnavailableError
 from citewell.core.models import SearchFilters, SearchMode, SearchRequest, SearchResult
 from citewell.core.settings import Settings
 from citewell.retrieval.access import enforce, scope_for
@@ -194,7 +194,7 @@ class Operations:
         except StoreUnavailableError as exc:
             record("answer", "unavailable", None, unavailable_reason(exc))
             raise
-        except CitewellError as exc:
+        except Exception as exc:  # audited whatever failed (as search is); api.errors decides
             record("answer", "error", None, type(exc).__name__)
             raise
         if result.flagged_chunks:

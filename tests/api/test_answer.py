@@ -121,3 +121,31 @@ def test_injection_chunk_is_flagged_in_audit(answer_client, fake_index, api_sett
     events = audit_lines(api_settings)
     flagged = [e for e in events if e["event"] == "answer.injection_suspected"]
     assert flagged and flagged[-1]["chunk_ids"] == [first.chunk_id]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/answer", {"question": "What was measured in the trial?"}),
+        (
+            "/v1/chat/completions",
+            {"model": "default", "messages": [{"role": "user", "content": "What was measured?"}]},
+        ),
+    ],
+)
+def test_an_answer_that_fails_unexpectedly_is_audited(api_settings, fake_index, path, body):
+    """Every request is audited: a search that failed with an unexpected error was (outcome
+    "error"), an answer was not, so a request that crashed the agent left no audit line."""
+
+    def broken(principal, request):
+        raise RuntimeError("segfault near chunk 'merger plan' at /srv/citewell")
+
+    fake_index.search = broken
+    with TestClient(_app(api_settings, fake_index), raise_server_exceptions=False) as client:
+        response = client.post(path, json=body, headers={"X-API-Key": KEYS["alice"]})
+    assert response.status_code == 500
+    assert "merger" not in response.text
+    answers = [line for line in audit_lines(api_settings) if line["event"] == "answer"]
+    assert [(a["outcome"], a["reason"], a["endpoint"]) for a in answers] == [
+        ("error", "RuntimeError", path)
+    ]
