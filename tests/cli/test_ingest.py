@@ -107,8 +107,22 @@ def test_a_newline_in_a_file_name_cannot_forge_a_line_of_the_report(
     assert any(line.endswith("  plain.md") for line in unlabelled)
 
 
+@pytest.mark.parametrize(
+    ("refused_path", "unlabelled_path", "shown"),
+    [
+        ("plans/foreign plan.docx", "loose.md", "foreign%20plan.docx"),
+        # The refusal was matched to unlabelled paths by URI suffix: ".../plans/plan.docx" ends
+        # with "/plan.docx", so the root's unlabelled plan.docx was never reported.
+        ("plans/plan.docx", "plan.docx", "plans/plan.docx"),
+    ],
+)
 def test_a_refused_sensitivity_label_is_reported_once_with_its_reason(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    refused_path: str,
+    unlabelled_path: str,
+    shown: str,
 ) -> None:
     # It was also listed as "UNLABELLED (visible to nobody until labelled)", advice that does
     # not apply: labelling its path does not lift a refused sensitivity label.
@@ -128,9 +142,12 @@ def test_a_refused_sensitivity_label_is_reported_once_with_its_reason(
         "rules:\n  - {match: 'plans/**', classification: internal, groups: [everyone]}\n"
         + POLICY_YAML
     )
-    foreign = write_docx(folder / "plans" / "foreign plan.docx", "The axolotl contract.")
+    foreign = write_docx(folder / refused_path, "The axolotl contract.")
     add_label_parts(foreign, custom=msip_properties(CONFIDENTIAL, site=OTHER_TENANT))
-    (folder / "loose.md").write_text("No rule matches this note.\n", "utf-8")
+    if unlabelled_path.endswith(".docx"):
+        write_docx(folder / unlabelled_path, "No rule matches this plan.")
+    else:
+        (folder / unlabelled_path).write_text("No rule matches this note.\n", "utf-8")
 
     code = cli_main(["ingest", str(folder), "--data-dir", str(tmp_path / "data")])
 
@@ -138,41 +155,6 @@ def test_a_refused_sensitivity_label_is_reported_once_with_its_reason(
     assert code == 0
     refused = [line for line in lines if line.lstrip().startswith("LABEL REFUSED")]
     unlabelled = [line for line in lines if line.lstrip().startswith("UNLABELLED")]
-    assert len(refused) == 1 and "foreign%20plan.docx" in refused[0]
+    assert len(refused) == 1 and shown in refused[0]
     assert "unknown tenant" in refused[0]
-    assert [line.split()[-1] for line in unlabelled] == ["loose.md"]
-
-
-def test_a_refused_label_in_a_subfolder_keeps_the_unlabelled_line_of_a_root_namesake(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The refusal was matched to unlabelled paths by URI suffix: "file:///.../plans/plan.docx"
-    # ends with "/plan.docx", so the root's unlabelled plan.docx was never reported.
-    from tests.ingestion.mip_files import (
-        CONFIDENTIAL,
-        OTHER_TENANT,
-        POLICY_YAML,
-        add_label_parts,
-        msip_properties,
-        write_docx,
-    )
-
-    monkeypatch.setattr("citewell.cli.common.configure_logging", lambda *a, **k: None)
-    folder = tmp_path / "docs"
-    folder.mkdir()
-    (folder / "citewell.labels.yaml").write_text(
-        "rules:\n  - {match: 'plans/**', classification: internal, groups: [everyone]}\n"
-        + POLICY_YAML
-    )
-    foreign = write_docx(folder / "plans" / "plan.docx", "The axolotl contract.")
-    add_label_parts(foreign, custom=msip_properties(CONFIDENTIAL, site=OTHER_TENANT))
-    write_docx(folder / "plan.docx", "No rule matches this plan.")
-
-    code = cli_main(["ingest", str(folder), "--data-dir", str(tmp_path / "data")])
-
-    lines = capsys.readouterr().out.splitlines()
-    assert code == 0
-    refused = [line for line in lines if line.lstrip().startswith("LABEL REFUSED")]
-    unlabelled = [line for line in lines if line.lstrip().startswith("UNLABELLED")]
-    assert len(refused) == 1 and "plans/plan.docx" in refused[0]
-    assert [line.split()[-1] for line in unlabelled] == ["plan.docx"], lines
+    assert [line.split()[-1] for line in unlabelled] == [unlabelled_path], lines
