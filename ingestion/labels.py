@@ -56,6 +56,7 @@ from citewell.ingestion.sensitivity import (
     SensitivityDecision,
     SensitivityPolicy,
 )
+from citewell.ingestion.text_encoding import decode_text
 
 LABELS_FILE = "citewell.labels.yaml"
 SIDECAR_SUFFIX = ".labels.yaml"
@@ -512,8 +513,8 @@ def source_lines(data: bytes, doc_type: str) -> SourceLines | None:
     kind = doc_type.lower().lstrip(".")
     if kind not in _SOURCE_TEXT_TYPES and kind not in _HTML_TYPES:
         return None
-    # Phrases are ASCII: undecodable bytes cannot hide or make a banner.
-    text = data.decode("utf-8", errors="replace")
+    # As the parse decodes it: read as UTF-8, a UTF-16 file's banner letters are NUL-separated.
+    text = decode_text(data)
     if kind in _SOURCE_TEXT_TYPES:
         return SourceLines(lines=_within_banner_length(_lines(text)))
     parser = _HtmlLines()

@@ -97,7 +97,8 @@ _EMBED_BATCH_CHUNKS = 256  # chunks buffered across documents before one embeddi
 # 6: a document without a title of its own is named after its own file, not the one parsed
 # (a download's "<doc id>.<type>", another file with the same bytes in the cache).
 # 7: markup and text parses keep their source's lines, where banners the parse drops are read.
-_PARSER_VERSION = 7  # 5: PDFs read by PDFium; 4: XLSX sheet headers/footers, PPTX masters
+# 8: those lines decoded as the parse decodes the file (UTF-16 banners were missed).
+_PARSER_VERSION = 8  # 5: PDFs read by PDFium; 4: XLSX sheet headers/footers, PPTX masters
 # Part of the cache key of sensitivity readings of objects; 2: PDFs read past pypdf's default
 # array limit, which version 1 refused as unreadable.
 _SENSITIVITY_VERSION = 2

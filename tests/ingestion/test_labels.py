@@ -332,3 +332,21 @@ def test_a_newline_in_a_file_name_does_not_escape_a_restrictive_rule(folder: Pat
     assert glob_to_regex("**/*.md").match("a\nb/c\nd.md")
     assert glob_to_regex("hr/*.pdf").match("hr/x\ny.pdf")
     assert not glob_to_regex("hr/*.pdf").match("hr/x\n/y.pdf")
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-32"])
+def test_a_banner_line_the_parse_joins_is_read_in_any_encoding_the_parse_reads(
+    tmp_path: Path, encoding: str
+) -> None:
+    # Markdown joins a paragraph's lines, so a banner line inside one is read from the source as
+    # written; that source was decoded as UTF-8 only, and a UTF-16 file (Notepad's "Unicode"),
+    # parsed correctly, kept its banner's letters apart with NULs: the document stayed public.
+    from citewell.ingestion.parsing import parse_document
+
+    prose = "The heron count rose again this week along the northern shore of the lake."
+    note = tmp_path / "note.md"
+    note.write_bytes(f"# Heron notes\n\n{prose}\nStrictly Confidential\n{prose}\n".encode(encoding))
+    parsed = parse_document(note, "md")
+    assert "Strictly Confidential" in parsed.text  # read, but joined into the paragraph
+    marking = LabelRules(SCHEME).strongest_marking(parsed, note)
+    assert marking is not None and marking.level == "restricted"
