@@ -864,6 +864,21 @@ def parse_document(
         raise _as_parse_error(exc, doc_type) from exc
 
 
+# Types whose bytes are decoded as text, and the signatures of binary formats they never start
+# with (a file saved under the wrong extension).
+_READ_AS_TEXT = TEXT_TYPES | {"html", "htm", "md", "markdown", "csv", "tsv", "rst"}
+_BINARY_SIGNATURES = (
+    (b"%PDF", "a PDF"),
+    (b"PK\x03\x04", "a ZIP archive"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an OLE compound file"),
+)
+
+
+def _binary_kind(data: bytes) -> str | None:
+    head = data[:1024].lstrip()
+    return next((kind for magic, kind in _BINARY_SIGNATURES if head.startswith(magic)), None)
+
+
 _CHANGED_WHILE_READ = "file changed while it was being read; the next refresh reads it again"
 
 
@@ -886,6 +901,10 @@ def _parse_checked(
         raise ParseError(_CHANGED_WHILE_READ)
     if not data.strip():
         raise ParseError("empty document")
+    if doc_type in _READ_AS_TEXT and (kind := _binary_kind(data)) is not None:
+        # Decoded as text, a PDF's or Office file's bytes would be indexed as words, and its
+        # sensitivity label, which text cannot carry, never read.
+        raise ParseError(f"the file is {kind}, not .{doc_type} text; not read")
     check_zip_container(data, doc_type, zip_limits)
     if doc_type in ZIP_CONTAINER_TYPES - {"docx", "pptx", "xlsx"} and not zipfile.is_zipfile(
         io.BytesIO(data)

@@ -276,3 +276,31 @@ def test_offline_spacy_hook_still_exists():
 def test_the_pdf_whitespace_table_is_exactly_what_str_isspace_accepts() -> None:
     expected = [code for code in range(sys.maxunicode + 1) if chr(code).isspace()]
     assert sorted(parsing._WHITESPACE_CODES.tolist()) == expected
+
+
+@pytest.mark.parametrize("extension", ["md", "txt", "html", "csv", "rst"])
+@pytest.mark.parametrize(
+    ("made", "kind"),
+    [("pdf", "a PDF"), ("docx", "a ZIP archive"), ("ole", "an OLE compound file")],
+)
+def test_a_binary_file_named_as_text_fails_with_what_it_is(
+    tmp_path: Path, extension: str, made: str, kind: str
+):
+    # A PDF saved as "report.txt" was decoded as cp1252 and its binary streams indexed as text
+    # (and, as text, its Purview label was never read: it was served at the folder's label).
+    from tests.ingestion.mip_files import write_docx, write_pdf
+
+    source = tmp_path / f"source.{made}"
+    if made == "pdf":
+        write_pdf(source, "Quay cranes are inspected weekly by the harbour master.")
+    elif made == "docx":
+        write_docx(source, "Quay cranes are inspected weekly by the harbour master.")
+    else:
+        source.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 504 + b"Word text")
+    misnamed = tmp_path / f"report.{extension}"
+    misnamed.write_bytes(source.read_bytes())
+    with pytest.raises(ParseError) as info:
+        parse_document(misnamed, extension)
+    assert info.value.reason == f"the file is {kind}, not .{extension} text; not read", (
+        info.value.reason
+    )
