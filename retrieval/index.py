@@ -236,8 +236,12 @@ def _next_version(layout: IndexLayout) -> str:
     return f"v{(max(numbers) + 1 if numbers else 1):06d}"
 
 
-def _remote_store(settings: Settings, collection: str, dimension: int) -> QdrantVectorStore:
-    """A collection on the configured Qdrant server, with the configured API key."""
+def _remote_store(
+    settings: Settings, collection: str, dimension: int, *, create: bool = False
+) -> QdrantVectorStore:
+    """A collection on the configured Qdrant server, with the configured API key. Only a fresh
+    build ``create``s one: a published collection that is gone is an error, never replaced by
+    an empty one (which a reader would serve from and a refresh would half fill)."""
     if not settings.qdrant_url:
         raise StoreUnavailableError("this index lives in a remote Qdrant; set CITEWELL_QDRANT_URL")
     # Imported on use: qdrant-client takes seconds to import and the embedded default needs none.
@@ -249,6 +253,7 @@ def _remote_store(settings: Settings, collection: str, dimension: int) -> Qdrant
         collection,
         dimension,
         exact_search_max_points=settings.exact_search_max_points,
+        create=create,
     )
 
 
@@ -465,10 +470,12 @@ class IndexWriter:
             # published collection in place (upserts before deletes keep old chunks searchable);
             # a fresh build gets its own collection, published by the CURRENT switch.
             if base_meta is not None and base_meta.collection:
-                self._collection = base_meta.collection
+                self._collection, create = base_meta.collection, False
             else:
-                self._collection = remote_collection_name(layout.name, self.version)
-            self._vectors = _remote_store(self.settings, self._collection, self.dimension)
+                self._collection, create = remote_collection_name(layout.name, self.version), True
+            self._vectors = _remote_store(
+                self.settings, self._collection, self.dimension, create=create
+            )
         bm25_dir = staging / "bm25"
         tokenizer = Tokenizer(stem=self.settings.bm25_stemming)
         if bm25_dir.exists():

@@ -60,7 +60,9 @@ class QdrantVectorStore:
     """A :class:`~retrieval.protocols.VectorStore` over one Qdrant collection (or alias).
 
     The collection and its payload indexes are created on first use if neither a collection nor
-    an alias of that name exists. Filters matching at most ``exact_search_max_points`` points are
+    an alias of that name exists and ``create`` is set; otherwise a missing collection is
+    StoreUnavailableError (a reader must not stand an empty collection in for a deleted one).
+    Filters matching at most ``exact_search_max_points`` points are
     searched exactly (0: always HNSW), as in the edge store.
     """
 
@@ -71,6 +73,7 @@ class QdrantVectorStore:
         dimension: int,
         *,
         exact_search_max_points: int = EXACT_SEARCH_MAX_POINTS,
+        create: bool = True,
     ) -> None:
         if dimension <= 0:
             raise ValueError("dimension must be positive")
@@ -80,6 +83,7 @@ class QdrantVectorStore:
         self._collection = collection
         self._dimension = dimension
         self._ready = False
+        self._create = create
         self._lock = threading.Lock()
         self._planner = FilteredSearchPlanner(exact_search_max_points)
         # Local mode (":memory:" or a path) is always brute force and warns on every request
@@ -96,12 +100,19 @@ class QdrantVectorStore:
         dimension: int,
         *,
         exact_search_max_points: int = EXACT_SEARCH_MAX_POINTS,
+        create: bool = True,
     ) -> QdrantVectorStore:
         """A store on a Qdrant server. Connects on first use, not here."""
         key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
         # check_compatibility would make a request now; the constructor must stay cheap.
         client = QdrantClient(url=url, api_key=key, check_compatibility=False)
-        return cls(client, collection, dimension, exact_search_max_points=exact_search_max_points)
+        return cls(
+            client,
+            collection,
+            dimension,
+            exact_search_max_points=exact_search_max_points,
+            create=create,
+        )
 
     @classmethod
     def local(
@@ -169,6 +180,11 @@ class QdrantVectorStore:
                 return
             aliases = {a.alias_name for a in client.get_aliases().aliases}
             if self._collection not in aliases and not client.collection_exists(self._collection):
+                if not self._create:
+                    raise StoreUnavailableError(
+                        f"Qdrant collection {self._collection!r} does not exist on the server "
+                        "(deleted?); a fresh build (`citewell ingest --fresh`) makes a new one"
+                    )
                 client.create_collection(
                     self._collection,
                     vectors_config={

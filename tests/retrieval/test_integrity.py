@@ -20,12 +20,13 @@ from fastapi.testclient import TestClient
 from citewell.api.errors import INDEX_INTEGRITY_MESSAGE
 from citewell.api.main import create_app
 from citewell.cli.main import main as cli_main
-from citewell.core.errors import IndexIntegrityError
+from citewell.core.errors import IndexIntegrityError, StoreUnavailableError
 from citewell.core.models import AccessLabel, Principal, SearchMode, SearchRequest
 from citewell.core.settings import Settings
 from citewell.ingestion.pipeline import Ingestor, TextDocument
 from citewell.retrieval.index import (
     IndexLayout,
+    IndexMeta,
     IndexWriter,
     open_version,
     rollback,
@@ -433,12 +434,10 @@ def test_writer_publishes_only_consistent_counts(settings: Settings) -> None:
     assert layout.current_version() == published
 
 
-def test_a_remote_collection_is_checked_by_its_point_count(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The remote-Qdrant backend has no vector files: its version records the BM25 index and the
-    # manifest, and the collection is checked by its point count. A qdrant-client in-memory
-    # engine stands in for the server (one client shared by every store, as one server is).
+@pytest.fixture
+def qdrant_server(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Indexes on a remote Qdrant: a qdrant-client in-memory engine stands in for the server
+    (one client shared by every store, as one server is)."""
     from qdrant_client import QdrantClient
 
     from citewell.retrieval.stores.qdrant import QdrantVectorStore
@@ -449,23 +448,62 @@ def test_a_remote_collection_is_checked_by_its_point_count(
         def close(self) -> None:  # closes this handle, not the server
             pass
 
-    def remote_store(settings: Settings, collection: str, dimension: int) -> QdrantVectorStore:
-        return OnTheServer(server, collection, dimension)
+    def remote_store(
+        settings: Settings, collection: str, dimension: int, *, create: bool = False
+    ) -> QdrantVectorStore:
+        return OnTheServer(server, collection, dimension, create=create)
 
     monkeypatch.setattr("citewell.retrieval.index._remote_store", remote_store)
+    return server
+
+
+def _remote_index(tmp_path: Path) -> tuple[Settings, IndexMeta]:
     remote = Settings(data_dir=tmp_path / "data", qdrant_url="http://qdrant.invalid:6333")
     Ingestor(remote, embedder=HashingEmbedder()).ingest_texts(
         documents(0, 6), index=remote.index, source_name="reports"
     )
     layout = IndexLayout(remote)
-    meta = layout.read_meta(layout.current_version() or "")
+    return remote, layout.read_meta(layout.current_version() or "")
+
+
+def test_a_remote_collection_is_checked_by_its_point_count(
+    tmp_path: Path, qdrant_server: Any
+) -> None:
+    # The remote-Qdrant backend has no vector files: its version records the BM25 index and the
+    # manifest, and the collection is checked by its point count.
+    import citewell.retrieval.index as index_module
+
+    remote, meta = _remote_index(tmp_path)
     assert meta.vector_backend == "qdrant" and meta.points == 6
     assert meta.files is not None and not any(f.path.startswith("vectors/") for f in meta.files)
     open_version(remote).close()
 
-    remote_store(remote, meta.collection or "", meta.dimension).delete_documents(["doc-1"])
+    store = index_module._remote_store(remote, meta.collection or "", meta.dimension)
+    store.delete_documents(["doc-1"])
     with pytest.raises(IndexIntegrityError, match="5 points, 6 were published"):
         open_version(remote)
     service = ServingIndex(remote, embedder=HashingEmbedder())
     assert service.versions.readiness().reason == "integrity_failed"
     service.close()
+
+
+def test_a_deleted_remote_collection_is_refused_not_recreated_empty(
+    tmp_path: Path, qdrant_server: Any
+) -> None:
+    # Opening the version created an empty collection in its place on the server: served
+    # readers then saw an integrity failure, and a refresh wrote its few changed documents
+    # into the empty collection.
+    remote, meta = _remote_index(tmp_path)
+    qdrant_server.delete_collection(meta.collection)
+    with pytest.raises(StoreUnavailableError, match="does not exist on the server"):
+        open_version(remote)
+    with pytest.raises(StoreUnavailableError, match="does not exist on the server"):
+        Ingestor(remote, embedder=HashingEmbedder()).ingest_texts(
+            documents(5, 7), index=remote.index, source_name="reports"
+        )
+    assert not qdrant_server.collection_exists(meta.collection)
+    # A fresh build makes a new collection and serves again.
+    Ingestor(remote, embedder=HashingEmbedder()).ingest_texts(
+        documents(0, 6), index=remote.index, source_name="reports", fresh=True
+    )
+    open_version(remote).close()
