@@ -36,10 +36,10 @@ from citewell.core.models import Frozen, Principal, SearchRequest
 from citewell.core.settings import Settings
 from citewell.evaluation.golden_set import GoldenQuestion, matches_expected
 from citewell.evaluation.metrics import mean, percentile
+from citewell.evaluation.published import read_published_manifest
 from citewell.retrieval.access import scope_for
 from citewell.retrieval.factory import choose_index_reranker
 from citewell.retrieval.index import IndexLayout
-from citewell.retrieval.manifest import Manifest
 from citewell.retrieval.protocols import Embedder, Reranker, SearchService
 from citewell.retrieval.service import ServingIndex
 
@@ -230,20 +230,15 @@ def visible_documents(
 ) -> list[tuple[str, str]] | None:
     """(source URI, title) of the published documents ``principal`` may see, by the one access
     decision (``retrieval.access``); None when the index has no published version."""
-    layout = IndexLayout(settings, index)
-    version = layout.current_version()
-    if version is None:
+    published = read_published_manifest(settings, index)
+    if published is None:
         return None
     scope = scope_for(principal, settings.scheme, settings.default_groups)
-    manifest = Manifest(layout.version_dir(version) / "manifest.sqlite", read_only=True)
-    try:
-        return [
-            (doc.source_uri, doc.title)
-            for doc in manifest.iter_documents()
-            if doc.labelled and scope.allows(doc.classification_rank, doc.groups)
-        ]
-    finally:
-        manifest.close()
+    return [
+        (doc.source_uri, doc.title)
+        for doc in published.documents
+        if doc.labelled and scope.allows(doc.classification_rank, doc.groups)
+    ]
 
 
 def _answerable_for(question: GoldenQuestion, visible: Sequence[tuple[str, str]] | None) -> bool:

@@ -20,9 +20,10 @@ from citewell.core.errors import IndexNotFoundError
 from citewell.core.models import Frozen, Principal
 from citewell.core.settings import Settings
 from citewell.evaluation.answers_eval import AnswersEvalReport
+from citewell.evaluation.published import read_published_manifest
 from citewell.retrieval.access import scope_for
 from citewell.retrieval.index import IndexLayout
-from citewell.retrieval.manifest import DocumentEntry, FailureEntry, Manifest
+from citewell.retrieval.manifest import DocumentEntry, FailureEntry
 
 DEFAULT_STALE_DAYS = 90
 
@@ -150,27 +151,22 @@ def evaluate_coverage(
     now: datetime | None = None,
 ) -> CoverageReport:
     """Coverage of the published version of ``index`` against an answers evaluation run."""
-    layout = IndexLayout(settings, index)
-    version = layout.current_version()
-    if version is None:
-        raise IndexNotFoundError(f"index {layout.name!r} has no published version")
-    manifest = Manifest(layout.version_dir(version) / "manifest.sqlite", read_only=True)
-    try:
-        documents = list(manifest.iter_documents())
-        failures = manifest.failures()
-    finally:
-        manifest.close()
+    published = read_published_manifest(settings, index)
+    if published is None:
+        raise IndexNotFoundError(
+            f"index {IndexLayout(settings, index).name!r} has no published version"
+        )
     results = answers.questions if answers is not None else ()
     return build_coverage(
         settings,
         principal,
-        documents,
-        failures,
+        published.documents,
+        published.failures,
         retrieved_doc_ids={d for r in results for d in r.retrieved_doc_ids},
         cited_doc_ids={d for r in results for d in r.cited_doc_ids},
         questions=len(results),
-        index=layout.name,
-        index_version=version,
+        index=published.index,
+        index_version=published.version,
         stale_days=stale_days,
         now=now,
     )

@@ -163,3 +163,40 @@ def test_failed_document_of_an_ingested_folder_is_shown_only_to_its_groups(tmp_p
     carol = Principal(name="carol", clearance="confidential", groups=frozenset({"finance"}))
     insider = evaluate_coverage(settings, carol, None, "kb")
     assert [f.source_uri.rsplit("/", 1)[-1] for f in insider.failures] == ["q3-forecast.pdf"]
+
+
+def test_coverage_refuses_a_version_whose_stored_ranks_the_configured_levels_move(tmp_path):
+    """Serving refuses a version whose levels were re-ranked after ingestion (a level inserted
+    below others); coverage read the manifest itself and filtered the stored ranks with the new
+    levels, so a confidential owner (now rank 3) saw a restricted document's title (stored at
+    rank 3)."""
+    from citewell.core.errors import IndexIntegrityError
+    from citewell.core.models import AccessLabel
+    from citewell.ingestion.pipeline import Ingestor, TextDocument
+    from tests.agent.fakes import HashingEmbedder
+
+    settings = Settings(data_dir=tmp_path / "data", index="kb")
+    board = TextDocument(
+        doc_id="board-minutes",
+        title="Board minutes on the Initech merger",
+        text="The merger with Initech closes in May after the board vote.",
+        label=AccessLabel(classification="restricted", groups=frozenset({"everyone"})),
+    )
+    Ingestor(settings, embedder=HashingEmbedder()).ingest_texts(
+        [board], index="kb", source_name="t"
+    )
+    carol = Principal(name="carol", clearance="confidential", groups=frozenset({"everyone"}))
+    assert evaluate_coverage(settings, carol, None, "kb").documents == 0
+    inserted = settings.model_copy(
+        update={
+            "classification_levels": (
+                "public",
+                "internal",
+                "sensitive",
+                "confidential",
+                "restricted",
+            )
+        }
+    )
+    with pytest.raises(IndexIntegrityError, match="classification levels"):
+        evaluate_coverage(inserted, carol, None, "kb")
