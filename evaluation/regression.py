@@ -58,6 +58,7 @@ class MetricChange(Frozen):
 class RegressionResult(Frozen):
     changes: tuple[MetricChange, ...]
     missing: tuple[str, ...]  # metrics in the baseline but absent (or null) in the run
+    unusable: tuple[str, ...] = ()  # baseline metrics that are NaN or infinite
 
     @property
     def regressions(self) -> tuple[MetricChange, ...]:
@@ -65,13 +66,15 @@ class RegressionResult(Frozen):
 
     @property
     def passed(self) -> bool:
-        return not self.regressions and not self.missing
+        # A gate that compared nothing (empty, damaged or wrong baseline) lets any run through.
+        return bool(self.changes) and not (self.regressions or self.missing or self.unusable)
 
     def diff(self) -> str:
         """A readable table: every compared metric, regressions marked."""
-        if not self.changes and not self.missing:
-            return "no comparable metrics found in the baseline\n"
-        width = max([len(c.path) for c in self.changes] + [len(m) for m in self.missing] + [6])
+        if not self.changes and not self.missing and not self.unusable:
+            return "FAIL: no comparable metrics found in the baseline\n"
+        paths = [c.path for c in self.changes] + [*self.missing, *self.unusable]
+        width = max([len(p) for p in paths] + [6])
         lines = [f"  {'metric':<{width}}  {'baseline':>10}  {'run':>10}  {'change':>9}  allowed"]
         for c in self.changes:
             mark = "!!" if c.regressed else "  "
@@ -81,17 +84,25 @@ class RegressionResult(Frozen):
                 f"{c.delta:>+9.4f}  {direction} <= {c.tolerance:g}"
             )
         lines.extend(f"!!{m:<{width}}  missing from the run" for m in self.missing)
+        lines.extend(f"!!{m:<{width}}  not a finite number in the baseline" for m in self.unusable)
         n = len(self.regressions)
+        unusable = f", {len(self.unusable)} unusable in the baseline" if self.unusable else ""
         verdict = (
             "PASS: no metric moved beyond its tolerance"
             if self.passed
-            else f"FAIL: {n} metric(s) regressed, {len(self.missing)} missing"
+            else f"FAIL: {n} metric(s) regressed, {len(self.missing)} missing{unusable}"
         )
         return "\n".join([*lines, verdict]) + "\n"
 
 
 def flatten_metrics(payload: Any, tolerances: Mapping[str, float]) -> dict[str, float]:
     """Finite numeric leaves whose last path segment is a known metric, by dotted path."""
+    # NaN is never "worse": it would pass any gate.
+    return {p: v for p, v in _metric_leaves(payload, tolerances).items() if math.isfinite(v)}
+
+
+def _metric_leaves(payload: Any, tolerances: Mapping[str, float]) -> dict[str, float]:
+    """Numeric leaves (finite or not) whose last path segment is a known metric."""
     out: dict[str, float] = {}
 
     def walk(node: Any, path: tuple[str, ...]) -> None:
@@ -102,11 +113,13 @@ def flatten_metrics(payload: Any, tolerances: Mapping[str, float]) -> dict[str, 
         elif (
             isinstance(node, int | float)
             and not isinstance(node, bool)
-            and math.isfinite(node)  # NaN is never "worse": it would pass any gate
             and path
             and path[-1] in tolerances
         ):
-            out[".".join(path)] = float(node)
+            try:
+                out[".".join(path)] = float(node)
+            except OverflowError:  # an integer past float's range (JSON allows any digits)
+                out[".".join(path)] = math.inf
 
     walk(payload, ())
     return out
@@ -120,7 +133,8 @@ def compare(
     """Compare every baseline metric with the run's; ``tolerances`` override the defaults by
     metric name (the path's last segment)."""
     merged = {**DEFAULT_TOLERANCES, **(tolerances or {})}
-    base = flatten_metrics(baseline, merged)
+    leaves = _metric_leaves(baseline, merged)
+    base = {p: v for p, v in leaves.items() if math.isfinite(v)}
     current = flatten_metrics(run, merged)
     changes: list[MetricChange] = []
     missing: list[str] = []
@@ -138,7 +152,8 @@ def compare(
                 lower_is_better=name in LOWER_IS_BETTER,
             )
         )
-    return RegressionResult(changes=tuple(changes), missing=tuple(missing))
+    unusable = tuple(p for p in leaves if p not in base)
+    return RegressionResult(changes=tuple(changes), missing=tuple(missing), unusable=unusable)
 
 
 def load_json(path: Path) -> dict[str, Any]:

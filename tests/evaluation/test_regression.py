@@ -51,10 +51,13 @@ def test_missing_or_null_metric_fails():
     assert result.missing == ("citation_precision",) and not result.passed
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize(
+    "value", [float("nan"), float("inf"), float("-inf"), pytest.param(10**400, id="huge-int")]
+)
 def test_non_finite_metric_in_the_run_fails_like_a_missing_one(value):
     # JSON readers accept NaN and Infinity; a NaN compared with anything is never "worse", so
-    # a run whose precision was NaN passed the gate.
+    # a run whose precision was NaN passed the gate. An integer past float's range (JSON allows
+    # any number of digits) raised OverflowError.
     run = json.loads(json.dumps(BASELINE))
     run["citation_precision"] = value
     result = compare(run, BASELINE)
@@ -85,3 +88,31 @@ def test_cli_compare_exit_codes(tmp_path, capsys):
     with pytest.raises(SystemExit) as missing:  # rejected while parsing arguments
         main(["eval", "compare", str(tmp_path / "nope.json"), str(base)])
     assert missing.value.code == 2
+
+
+@pytest.mark.parametrize(
+    "baseline",
+    [
+        {},  # an empty or truncated baseline
+        {"index": "kb", "documents": 12},  # a coverage file: no metric in it
+        {"correct_source_rate": None},  # a metric that was never measured
+    ],
+)
+def test_a_baseline_with_nothing_to_compare_fails(tmp_path, capsys, baseline):
+    """The gate passed (exit 0, 'no comparable metrics found') when the baseline held no metric
+    it could compare: a damaged or wrong baseline file let every run through."""
+    base = tmp_path / "baseline.json"
+    run = tmp_path / "run.json"
+    base.write_text(json.dumps(baseline), encoding="utf-8")
+    run.write_text(json.dumps({**BASELINE, "correct_source_rate": 0.0}), encoding="utf-8")
+    assert not compare(json.loads(run.read_text()), baseline).passed
+    assert main(["eval", "compare", str(run), str(base)]) == 1
+    assert "no comparable metrics" in capsys.readouterr().out
+
+
+def test_a_non_finite_baseline_metric_fails():
+    """A NaN baseline metric was dropped, so that metric was never gated."""
+    baseline = {**BASELINE, "citation_precision": float("nan")}
+    run = {**BASELINE, "citation_precision": 0.0}
+    result = compare(run, baseline)
+    assert not result.passed and "citation_precision" in result.diff()
