@@ -1,7 +1,7 @@
 """Scheduled refreshes and rebuilds of one configured source, step by step.
 
 Each function is one orchestrator task (see ``dags/``): small, idempotent, and exchanging only
-file paths. Work files live in a run directory ``<data_dir>/runs/<index>/<run_id>/``:
+file paths. Work files live in a run directory ``<data_dir>/runs/<index>/<source>/<run_id>/``:
 
 - ``discover`` writes ``snapshot.json`` (relative paths, content hashes, label fingerprints);
 - ``plan`` compares it with the published manifest and writes ``plan.json`` and
@@ -133,10 +133,12 @@ class RebuildReport(Frozen):
 
 
 # --- helpers ------------------------------------------------------------------------------
-def run_dir(settings: Settings, index: str, run_id: str) -> Path:
-    """The work directory of one run (run ids from Airflow hold ':' and '+')."""
+def run_dir(settings: Settings, source: SourceConfig, run_id: str) -> Path:
+    """The work directory of one run of ``source`` (run ids from Airflow hold ':' and '+').
+    Per source: the DAGs of sources sharing an index on one schedule get the same run id
+    ('scheduled__<time>'), and each plan must read its own snapshot and keep its own batches."""
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", run_id).strip("._") or "run"
-    return settings.data_dir / "runs" / index / safe
+    return settings.data_dir / "runs" / source.index / source.name / safe
 
 
 def plan_file(snapshot_path: Path) -> Path:
@@ -285,7 +287,7 @@ def discover(
     else:
         entries, rejected, sensitivity = _discover_folder(settings, source)
         root = str(source.folder.resolve())
-    path = run_dir(settings, source.index, run_id) / SNAPSHOT_FILE
+    path = run_dir(settings, source, run_id) / SNAPSHOT_FILE
     snapshot = DiscoveredSnapshot(
         source=source.name,
         index=source.index,

@@ -140,7 +140,7 @@ def test_refresh_add_change_delete_relabel(airflow_sandbox: Sandbox) -> None:
 
     from citewell.retrieval.index import IndexLayout
 
-    run_dirs = sorted((airflow_sandbox.data_dir / "runs" / "kb").iterdir())
+    run_dirs = sorted((airflow_sandbox.data_dir / "runs" / "kb" / "kb").iterdir())
     plan = (run_dirs[-1] / "plan.json").read_text(encoding="utf-8")
     for expected in ('"onboarding.md"', '"travel.md"', '"security.txt"', '"hr/leave.md"'):
         assert expected in plan

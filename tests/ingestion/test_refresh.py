@@ -38,10 +38,10 @@ def _source(folder: Path, **extra: Any) -> SourceConfig:
     return SourceConfig(name="s", path=folder, index="idx", batch_size=2, **extra)
 
 
-def test_run_dir_is_safe_for_airflow_run_ids(make_settings: Any) -> None:
+def test_run_dir_is_safe_for_airflow_run_ids(make_settings: Any, folder: Path) -> None:
     settings = make_settings()
-    path = run_dir(settings, "idx", "manual__2024-01-01T00:00:00+00:00")
-    assert path.parent == settings.data_dir / "runs" / "idx"
+    path = run_dir(settings, _source(folder), "manual__2024-01-01T00:00:00+00:00")
+    assert path.parent == settings.data_dir / "runs" / "idx" / "s"
     assert path.name == "manual__2024-01-01T00_00_00_00_00"
 
 
@@ -118,3 +118,28 @@ def test_a_folder_emptied_is_refused_unless_the_source_allows_empty(
     summary = plan(settings, allowed, Path(discover(settings, allowed, "r3").path))
     emptied = finalize(settings, allowed, Path(summary.path), embedder)
     assert set(emptied.deleted) == {"a.md", "b.md", "c.txt"}
+
+
+def test_sources_sharing_an_index_keep_their_run_files_apart(
+    make_settings: Any, folder: Path, tmp_path: Path
+) -> None:
+    """Two sources of one index on one schedule run with the same Airflow run id
+    ('scheduled__<time>'): each DAG's plan must read its own snapshot, and one plan must not
+    delete the batch files the other's process tasks are reading."""
+    settings = make_settings()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "citewell.labels.yaml").write_text(LABELS, encoding="utf-8")
+    (other / "z.md").write_text("# Zeta\n\nZeta pipes are flushed daily.\n", encoding="utf-8")
+    first = SourceConfig(name="s", path=folder, index="idx", batch_size=2)
+    second = SourceConfig(name="t", path=other, index="idx", batch_size=2)
+    run = "scheduled__2025-01-01T10:00:00+00:00"
+
+    first_snapshot = discover(settings, first, run)
+    discover(settings, second, run)
+    first_plan = plan(settings, first, Path(first_snapshot.path))
+    plan(settings, second, Path(discover(settings, second, run).path))
+
+    assert first_plan.new == ("a.md", "b.md", "c.txt")
+    for batch in first_plan.batch_paths:  # still there for the first source's process tasks
+        assert Path(batch).is_file()
