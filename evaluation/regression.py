@@ -104,12 +104,17 @@ def flatten_metrics(payload: Any, tolerances: Mapping[str, float]) -> dict[str, 
 def _metric_leaves(payload: Any, tolerances: Mapping[str, float]) -> dict[str, float]:
     """Numeric leaves (finite or not) whose last path segment is a known metric."""
     out: dict[str, float] = {}
-
-    def walk(node: Any, path: tuple[str, ...]) -> None:
+    # A stack, not recursion: a file nested past the recursion limit is still just missing
+    # metrics. Children are pushed in reverse so paths come out in file order.
+    stack: list[tuple[tuple[str, ...], Any]] = [((), payload)]
+    while stack:
+        path, node = stack.pop()
         if isinstance(node, Mapping):
-            for key, value in node.items():
-                if str(key) not in _IGNORED_BRANCHES:
-                    walk(value, (*path, str(key)))
+            stack.extend(
+                ((*path, str(key)), value)
+                for key, value in reversed(list(node.items()))
+                if str(key) not in _IGNORED_BRANCHES
+            )
         elif (
             isinstance(node, int | float)
             and not isinstance(node, bool)
@@ -120,8 +125,6 @@ def _metric_leaves(payload: Any, tolerances: Mapping[str, float]) -> dict[str, f
                 out[".".join(path)] = float(node)
             except OverflowError:  # an integer past float's range (JSON allows any digits)
                 out[".".join(path)] = math.inf
-
-    walk(payload, ())
     return out
 
 
@@ -156,11 +159,28 @@ def compare(
     return RegressionResult(changes=tuple(changes), missing=tuple(missing), unusable=unusable)
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 reads as infinity
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    # Python's reader accepts NaN and Infinity; charts, tables and the gate cannot use them.
+    raise ValueError(f"{name} is not a finite number")
+
+
 def load_json(path: Path) -> dict[str, Any]:
+    """A saved evaluation JSON object; damaged files (not UTF-8, not JSON, NaN or infinite
+    numbers, nesting past the recursion limit) raise :class:`EvaluationError`."""
     try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise EvaluationError(f"cannot read evaluation JSON {path}: {exc}") from exc
+        payload = json.loads(
+            path.read_text(encoding="utf-8"), parse_float=_finite, parse_constant=_no_constant
+        )
+    except (OSError, ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise EvaluationError(f"cannot read evaluation JSON {path}: {reason}") from exc
     if not isinstance(payload, dict):
         raise EvaluationError(f"{path}: expected a JSON object")
     return payload

@@ -116,3 +116,27 @@ def test_a_non_finite_baseline_metric_fails():
     run = {**BASELINE, "citation_precision": 0.0}
     result = compare(run, baseline)
     assert not result.passed and "citation_precision" in result.diff()
+
+
+def test_a_run_nested_past_the_recursion_limit_is_missing_its_metrics(tmp_path, capsys):
+    """A run file nested about a thousand objects deep was read, then crashed the gate's walk
+    ('unexpected RecursionError'); anything nested deeper is refused as unreadable."""
+    base = tmp_path / "baseline.json"
+    run = tmp_path / "run.json"
+    base.write_text(json.dumps(BASELINE), encoding="utf-8")
+    for depth in (990, 100_000):
+        run.write_text('{"a":' * depth + "1" + "}" * depth, encoding="utf-8")
+        assert main(["eval", "compare", str(run), str(base)]) in (1, 2)
+        captured = capsys.readouterr()
+        assert "unexpected" not in captured.err
+        assert "missing from the run" in captured.out or "nested too deeply" in captured.err
+
+
+def test_compare_refuses_nan_and_infinite_numbers_in_a_saved_file(tmp_path, capsys):
+    base = tmp_path / "baseline.json"
+    run = tmp_path / "run.json"
+    base.write_text(json.dumps(BASELINE), encoding="utf-8")
+    for bad in ("NaN", "-Infinity", "1e999"):
+        run.write_text(json.dumps(BASELINE).replace("0.9", bad, 1), encoding="utf-8")
+        assert main(["eval", "compare", str(run), str(base)]) == 2
+        assert f"{bad} is not a finite number" in capsys.readouterr().err

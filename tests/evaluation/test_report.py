@@ -84,3 +84,79 @@ def test_bundle_refuses_parts_made_for_another_principal(tmp_path):
     html = render_html(make_bundle("someone-else", "restricted", "kb", coverage=coverage))
     # No empty sections: no failure heading without failures, no empty coverage lists.
     assert "failed parsing" not in html and "<h4>" not in html and "<table>" not in html
+
+
+def _saved_parts() -> dict[str, dict]:
+    import json
+
+    from tests.evaluation.test_report_browser import _bundle
+
+    bundle = _bundle()
+    return {
+        "answers": json.loads(bundle.answers.model_dump_json()),
+        "retrieval": json.loads(bundle.retrieval.model_dump_json(by_alias=True)),
+        "coverage": json.loads(bundle.coverage.model_dump_json()),
+    }
+
+
+def _damaged(kind: str, change) -> str:
+    import json
+
+    part = _saved_parts()[kind]
+    change(part)
+    return json.dumps(part)
+
+
+def _set(path: tuple, value):
+    def change(part):
+        node = part
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("kind", "text"),
+    [
+        # Crashed: 'unexpected ValueError: cannot convert float NaN to integer'.
+        pytest.param(
+            "answers",
+            _damaged("answers", _set(("questions", 0, "latency_ms"), float("nan"))),
+            id="nan-latency",
+        ),
+        # Crashed: 'unexpected OverflowError' (1e999 reads as infinity).
+        pytest.param(
+            "answers",
+            _damaged("answers", _set(("questions", 0, "latency_ms"), 7.0)).replace(
+                '"latency_ms": 7.0', '"latency_ms": 1e999', 1
+            ),
+            id="overflowing-latency",
+        ),
+        # Written without a word: 'nan%' as the citation precision.
+        pytest.param(
+            "answers",
+            _damaged("answers", _set(("citation_precision",), float("nan"))),
+            id="nan-rate",
+        ),
+        pytest.param(
+            "retrieval",
+            _damaged("retrieval", _set(("modes", "bm25", "ndcg@10"), float("inf"))),
+            id="infinite-ndcg",
+        ),
+        # Crashed: 'unexpected RecursionError'.
+        pytest.param("coverage", "[" * 100_000 + "]" * 100_000, id="deep-nesting"),
+    ],
+)
+def test_eval_report_refuses_a_damaged_saved_file_with_a_clear_error(tmp_path, capsys, kind, text):
+    from citewell.cli.main import main
+
+    saved = tmp_path / f"{kind}.json"
+    saved.write_text(text, encoding="utf-8")
+    out = tmp_path / "report.html"
+    assert main(["eval", "report", "--out", str(out), f"--{kind}", str(saved)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("citewell: error:") and "unexpected" not in err
+    assert str(saved) in err
+    assert not out.exists()
