@@ -7,14 +7,15 @@ import argparse
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from citewell.cli import tuning
 from citewell.cli.arguments import ExistingPath, FloatRange, IntRange, OutputPath
 from citewell.cli.common import (
     add_caller_options,
     add_index_options,
-    fail,
     load_caller,
     load_settings,
     print_json,
@@ -212,6 +213,25 @@ def register_owner_reports(kinds: argparse._SubParsersAction[argparse.ArgumentPa
     compare.set_defaults(func=reporting_errors(run_compare))
 
 
+_Saved = TypeVar("_Saved", bound=BaseModel)
+
+
+def load_saved(model: type[_Saved], path: Path) -> _Saved:
+    """A saved evaluation file of one kind; a file of another kind or a damaged one raises
+    :class:`EvaluationError` naming the file and its first problem."""
+    from citewell.evaluation.regression import load_json
+
+    try:
+        return model.model_validate(load_json(path))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the file"
+        raise EvaluationError(
+            f"{path}: not an evaluation JSON file of this kind ({exc.error_count()} problem(s); "
+            f"{where}: {first['msg']})"
+        ) from exc
+
+
 def _answers_run(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     from citewell.evaluation.answers_eval import evaluate_answers
     from citewell.evaluation.golden_set import load_golden_set
@@ -267,7 +287,6 @@ def run_answers(args: argparse.Namespace) -> int:
 def run_coverage(args: argparse.Namespace) -> int:
     from citewell.evaluation.answers_eval import AnswersEvalReport
     from citewell.evaluation.coverage import evaluate_coverage
-    from citewell.evaluation.regression import load_json
 
     if args.questions and args.answers:
         raise UsageError("use either --questions or --answers")
@@ -275,9 +294,7 @@ def run_coverage(args: argparse.Namespace) -> int:
         settings, principal, answers = _answers_run(argparse.Namespace(**vars(args), limit=None))
     else:
         settings, principal = load_caller(args)
-        answers = (
-            AnswersEvalReport.model_validate(load_json(args.answers)) if args.answers else None
-        )
+        answers = load_saved(AnswersEvalReport, args.answers) if args.answers else None
         if answers is not None and answers.principal != principal.name:
             raise EvaluationError("the answers file was evaluated for a different principal")
     report = evaluate_coverage(
@@ -299,39 +316,23 @@ def run_coverage(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
     from citewell.evaluation.answers_eval import AnswersEvalReport
     from citewell.evaluation.coverage import CoverageReport
-    from citewell.evaluation.regression import load_json
     from citewell.evaluation.report import make_bundle, write_report
 
-    try:
-        answers = (
-            AnswersEvalReport.model_validate(load_json(args.answers)) if args.answers else None
-        )
-        retrieval = (
-            RetrievalEvalReport.model_validate(load_json(args.retrieval))
-            if args.retrieval
-            else None
-        )
-        coverage = (
-            CoverageReport.model_validate(load_json(args.coverage)) if args.coverage else None
-        )
-        owner = answers or coverage
-        bundle = make_bundle(
-            owner.principal if owner else "unknown",
-            owner.clearance if owner else "n/a",
-            owner.index if owner else (retrieval.index if retrieval else "unknown"),
-            answers=answers,
-            retrieval=retrieval,
-            coverage=coverage,
-        )
-        html_path, json_path = write_report(bundle, args.out)
-    except ValidationError as exc:
-        return fail(f"not an evaluation JSON file: {exc.error_count()} problem(s)")
-    except CitewellError as exc:
-        return fail(str(exc))
+    answers = load_saved(AnswersEvalReport, args.answers) if args.answers else None
+    retrieval = load_saved(RetrievalEvalReport, args.retrieval) if args.retrieval else None
+    coverage = load_saved(CoverageReport, args.coverage) if args.coverage else None
+    owner = answers or coverage
+    bundle = make_bundle(
+        owner.principal if owner else "unknown",
+        owner.clearance if owner else "n/a",
+        owner.index if owner else (retrieval.index if retrieval else "unknown"),
+        answers=answers,
+        retrieval=retrieval,
+        coverage=coverage,
+    )
+    html_path, json_path = write_report(bundle, args.out)
     sys.stdout.write(f"report written to {html_path.resolve()} (data: {json_path.resolve()})\n")
     return 0
 

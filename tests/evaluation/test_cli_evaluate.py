@@ -59,3 +59,17 @@ def test_errors_exit_non_zero_with_message(doubles, capsys):
 def test_eval_requires_a_kind():
     with pytest.raises(SystemExit):
         parser().parse_args(["eval"])
+
+
+def test_coverage_refuses_a_damaged_answers_file_with_a_clear_error(tmp_path, monkeypatch, capsys):
+    """`eval coverage --answers` with a JSON object that is not an answers evaluation ended in
+    'unexpected ValidationError' and pydantic's whole dump (exit 1)."""
+    from citewell.cli.main import main
+
+    monkeypatch.setenv("CITEWELL_DATA_DIR", str(tmp_path / "data"))
+    saved = tmp_path / "answers.json"
+    saved.write_text(json.dumps({"principal": "cli", "questions": "all"}), encoding="utf-8")
+    code = main(["eval", "coverage", "--answers", str(saved), "--clearance", "public"])
+    err = capsys.readouterr().err
+    assert code == 2 and "unexpected" not in err, err
+    assert str(saved) in err and "not an evaluation JSON file" in err
