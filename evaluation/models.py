@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, PositiveInt
 
 from citewell.core.models import Frozen
 from citewell.evaluation.metrics import Gain
@@ -60,8 +60,9 @@ class ModeMetrics(Frozen):
     latency_ms: LatencySummary
     queries: int  # queries evaluated
     empty_results: int = 0  # queries that returned no document at all
-    # recall@k for k in RECALL_CURVE_KS, for the report's recall curves
-    recall_curve: dict[int, float] = Field(default_factory=dict)
+    # recall@k for k in RECALL_CURVE_KS, for the report's recall curves (drawn over log k, so a
+    # saved file's k must be positive)
+    recall_curve: dict[PositiveInt, float] = Field(default_factory=dict)
 
 
 class RetrievalEvalReport(Frozen):

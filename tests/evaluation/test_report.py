@@ -145,6 +145,12 @@ def _set(path: tuple, value):
             _damaged("retrieval", _set(("modes", "bm25", "ndcg@10"), float("inf"))),
             id="infinite-ndcg",
         ),
+        # Crashed: 'unexpected ValueError: math domain error' (the recall curve's log axis).
+        pytest.param(
+            "retrieval",
+            _damaged("retrieval", _set(("modes", "bm25", "recall_curve"), {"0": 0.5})),
+            id="recall-at-zero",
+        ),
         # Crashed: 'unexpected RecursionError'.
         pytest.param("coverage", "[" * 100_000 + "]" * 100_000, id="deep-nesting"),
     ],
