@@ -261,7 +261,7 @@ def run_answers(args: argparse.Namespace) -> int:
             answers=report,
             coverage=coverage,
         )
-        written = write_report(bundle, args.report)
+        written = write_report(bundle, args.report, inputs=[args.questions])
     if args.json:
         print_json(report)
     else:
@@ -332,7 +332,8 @@ def run_report(args: argparse.Namespace) -> int:
         retrieval=retrieval,
         coverage=coverage,
     )
-    html_path, json_path = write_report(bundle, args.out)
+    inputs = [path for path in (args.answers, args.retrieval, args.coverage) if path]
+    html_path, json_path = write_report(bundle, args.out, inputs)
     sys.stdout.write(f"report written to {html_path.resolve()} (data: {json_path.resolve()})\n")
     return 0
 

@@ -466,9 +466,19 @@ def render_html(bundle: EvaluationBundle) -> str:
     )
 
 
-def write_report(bundle: EvaluationBundle, html_path: Path) -> tuple[Path, Path]:
-    """Write ``html_path`` and the JSON beside it (same name, ``.json``)."""
+def write_report(
+    bundle: EvaluationBundle, html_path: Path, inputs: Sequence[Path] = ()
+) -> tuple[Path, Path]:
+    """Write ``html_path`` and the JSON beside it (same name, ``.json``); refuses to write over
+    either of them twice or over one of the ``inputs`` the report was made from."""
     json_path = html_path.with_suffix(".json")
+    # The .json beside `answers.html` is often the saved `answers.json` the report reads.
+    written = {html_path.resolve(), json_path.resolve()}
+    if len(written) < 2 or written & {path.resolve() for path in inputs}:
+        raise EvaluationError(
+            f"cannot write the report to {html_path}: it and its data ({json_path}) must be two "
+            "files other than the report's inputs; choose another name ending in .html"
+        )
     try:
         html_path.parent.mkdir(parents=True, exist_ok=True)
         html_path.write_text(render_html(bundle), encoding="utf-8")

@@ -166,3 +166,22 @@ def test_eval_report_refuses_a_damaged_saved_file_with_a_clear_error(tmp_path, c
     assert err.startswith("citewell: error:") and "unexpected" not in err
     assert str(saved) in err
     assert not out.exists()
+
+
+def test_eval_report_never_writes_over_its_inputs_or_its_own_html(tmp_path, capsys):
+    """The report's data goes beside the HTML with a .json suffix: `--out answers.html
+    --answers answers.json` replaced the saved answers with the bundle, and `--out report.json`
+    wrote the HTML and then the JSON over it, each saying 'report written'."""
+    import json
+
+    from citewell.cli.main import main
+
+    saved = tmp_path / "answers.json"
+    saved.write_text(json.dumps(_saved_parts()["answers"]), encoding="utf-8")
+    before = saved.read_bytes()
+    for out in (tmp_path / "answers.html", tmp_path / "report.json"):
+        code = main(["eval", "report", "--out", str(out), "--answers", str(saved)])
+        captured = capsys.readouterr()
+        assert saved.read_bytes() == before
+        assert code == 2 and "report written" not in captured.out, captured.out
+        assert captured.err.startswith("citewell: error:")
