@@ -293,6 +293,8 @@ class IndexWriter:
         self._lexical: BM25Index | None = None
         self._manifest: Manifest | None = None
         self._collection: str | None = None
+        # The staged collection and the published one to copy into it, until copied.
+        self._copy_from: tuple[QdrantVectorStore, str] | None = None
         self._committed = False
 
     # --- handles --------------------------------------------------------------------------
@@ -300,6 +302,19 @@ class IndexWriter:
     def vectors(self) -> VectorStore:
         if self._vectors is None:
             raise StoreUnavailableError("index writer is not open")
+        if self._copy_from is not None:
+            store, source = self._copy_from
+            copied = store.copy_points_from(source)
+            self._copy_from = None
+            log_event(
+                logger,
+                logging.INFO,
+                "index.collection_copied",
+                index=self.layout.name,
+                source=source,
+                target=self._collection,
+                points=copied,
+            )
         return self._vectors
 
     @property
@@ -466,16 +481,18 @@ class IndexWriter:
                 exact_search_max_points=self.settings.exact_search_max_points,
             )
         else:
-            # A remote collection cannot be copied cheaply, so refreshes write into the
-            # published collection in place (upserts before deletes keep old chunks searchable);
-            # a fresh build gets its own collection, published by the CURRENT switch.
+            # Every version gets its own collection, published by the CURRENT switch; a
+            # refresh copies the published one first. Written in place, a refresh that died
+            # left the served version's vectors changed under its manifest and BM25 (refused
+            # by every reader), and all versions shared one collection (rollback restored none).
+            self._collection = remote_collection_name(layout.name, self.version)
+            store = _remote_store(self.settings, self._collection, self.dimension, create=True)
+            # Named after a version number no version on disk holds: a killed writer's leftover.
+            store.delete_collection()
+            self._vectors = store
+            # Copied on the first write (``vectors``): a no-change refresh copies nothing.
             if base_meta is not None and base_meta.collection:
-                self._collection, create = base_meta.collection, False
-            else:
-                self._collection, create = remote_collection_name(layout.name, self.version), True
-            self._vectors = _remote_store(
-                self.settings, self._collection, self.dimension, create=create
-            )
+                self._copy_from = (store, base_meta.collection)
         bm25_dir = staging / "bm25"
         tokenizer = Tokenizer(stem=self.settings.bm25_stemming)
         if bm25_dir.exists():
@@ -609,7 +626,9 @@ class IndexWriter:
         self._close_handles()
         if self._staging is not None:
             shutil.rmtree(self._staging, ignore_errors=True)
-            if self.backend == "qdrant" and self.fresh and self._collection:
+            # Once its version is in versions/, CURRENT may name it: never remove its vectors.
+            placed = bool(self.version) and self.layout.version_dir(self.version).exists()
+            if self.backend == "qdrant" and self._collection and not placed:
                 with contextlib.suppress(Exception):
                     _remote_store(
                         self.settings, self._collection, self.dimension

@@ -287,6 +287,36 @@ class QdrantVectorStore:
             self._ready = False
         self._planner.invalidate()
 
+    def copy_points_from(self, source: str) -> int:
+        """Copy every point of collection ``source`` (vectors and payload) into this store's
+        collection; returns how many. A refresh stages a version this way, as the embedded
+        store copies its shard: the published collection is never written."""
+        copied = 0
+        offset: qm.ExtendedPointId | None = None
+        with self._engine("copy points") as client:
+            if not client.collection_exists(source):
+                raise StoreUnavailableError(
+                    f"Qdrant collection {source!r} does not exist on the server "
+                    "(deleted?); a fresh build (`citewell ingest --fresh`) makes a new one"
+                )
+            while True:
+                records, offset = client.scroll(
+                    source, limit=_UPSERT_BATCH, offset=offset, with_payload=True, with_vectors=True
+                )
+                if records:
+                    client.upsert(
+                        self._collection,
+                        points=[
+                            qm.PointStruct(id=r.id, vector=r.vector or {}, payload=r.payload)
+                            for r in records
+                        ],
+                    )
+                    copied += len(records)
+                if offset is None:
+                    break
+        self._planner.invalidate()
+        return copied
+
     # --- writes --------------------------------------------------------------------------------
 
     def upsert(self, chunks: Sequence[Chunk], vectors: Matrix) -> None:

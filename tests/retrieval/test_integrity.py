@@ -487,6 +487,39 @@ def test_a_remote_collection_is_checked_by_its_point_count(
     service.close()
 
 
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs, no handler sees it."""
+
+
+def test_a_remote_refresh_that_dies_leaves_the_published_version_servable(
+    tmp_path: Path, qdrant_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Refreshes wrote their upserts and deletes into the published collection: one that died
+    # before publishing left the served version's vectors changed under its manifest and BM25,
+    # and every reader opening it (an API reload, a new replica) refused it.
+    from citewell.retrieval.lexical.bm25 import BM25Index
+
+    remote, meta = _remote_index(tmp_path)
+
+    def killed(self: BM25Index, path: Path) -> None:
+        raise _Killed
+
+    with monkeypatch.context() as patch, pytest.raises(_Killed):
+        patch.setattr(BM25Index, "save", killed)
+        Ingestor(remote, embedder=HashingEmbedder()).ingest_texts(
+            documents(0, 9), index=remote.index, source_name="reports"
+        )
+    open_version(remote).close()
+    # The next refresh publishes the change, and the version it replaced still serves as
+    # published: rollback returns to vectors that match it.
+    Ingestor(remote, embedder=HashingEmbedder()).ingest_texts(
+        documents(0, 9), index=remote.index, source_name="reports"
+    )
+    assert verify_version(remote).points == 9
+    assert rollback(remote) == meta.version
+    assert verify_version(remote).points == 6
+
+
 def test_a_deleted_remote_collection_is_refused_not_recreated_empty(
     tmp_path: Path, qdrant_server: Any
 ) -> None:
