@@ -46,6 +46,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
 from citewell.core.errors import (
+    CitewellError,
     IndexIntegrityError,
     IndexLockedError,
     IndexNotFoundError,
@@ -582,12 +583,24 @@ class IndexWriter:
         fsync_dir(self.layout.versions_dir)
         self.layout.set_current(self.version)
         self._committed = True
-        # Killed before this line, the next writer or rollback records it (CURRENT names it):
-        # the version this one replaced served, whether or not its own record was written.
-        self.layout.record_published({self.version} | ({previous} if previous else set()))
         published = meta.model_dump(include={"index", "version", "documents", "chunks"})
         log_event(logger, logging.INFO, "index.published", **published)
-        self._collect_garbage(previous)
+        try:
+            # Killed or failing here, the next writer or rollback records it (CURRENT names
+            # it) and collects again: the version is published, so a failure (a full disk) is
+            # logged, never reported as a failed publish of a version that serves.
+            self.layout.record_published({self.version} | ({previous} if previous else set()))
+            self._collect_garbage(previous)
+        except (OSError, CitewellError) as exc:
+            reason = _os_error_reason(exc) if isinstance(exc, OSError) else str(exc)
+            log_event(
+                logger,
+                logging.WARNING,
+                "index.after_publish_failed",
+                index=self.layout.name,
+                version=self.version,
+                error=reason,
+            )
         return self.version
 
     def _settled_point_count(self, staging: Path, chunks: int) -> int:

@@ -72,3 +72,58 @@ def test_a_disk_that_fills_while_documents_are_written_stops_the_run(
         _ingest(settings, 2)
     layout = IndexLayout(settings)
     assert layout.current_version() == first and layout.versions() == [first]
+
+
+# Run in a subprocess: publish revision 1, then revision 2 with a real file-size limit
+# (RLIMIT_FSIZE: every write past it fails with EFBIG, as a full disk fails with ENOSPC) set
+# once CURRENT names the new version, before its publication is recorded (PUBLISHED, the
+# larger file). Prints what the caller was told and what CURRENT names.
+_LIMIT_AFTER_THE_SWITCH = """
+import json, resource, sys
+from pathlib import Path
+from citewell.core.settings import Settings
+from citewell.retrieval.index import IndexLayout
+from tests.retrieval.publishing import publish_notes
+
+settings = Settings(data_dir=Path(sys.argv[1]))
+publish_notes(settings, 1, count=2)
+switch = IndexLayout.set_current
+
+def set_current_then_fill(self, version):
+    switch(self, version)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (len(version) + 1, resource.RLIM_INFINITY))
+
+IndexLayout.set_current = set_current_then_fill
+try:
+    told = {"published": publish_notes(settings, 2, count=2)}
+except Exception as exc:
+    told = {"error": f"{type(exc).__name__}: {exc}"}
+told["current"] = IndexLayout(settings).current_version()
+print(json.dumps(told))
+"""
+
+
+def test_a_write_that_fails_after_the_switch_does_not_report_the_published_version_failed(
+    tmp_path: Path,
+) -> None:
+    """CURRENT already names the new version: the run published, and the next writer records
+    it; telling the caller 'cannot publish' made an Airflow finalize fail (and alert) and a
+    user re-run or roll back a version that was serving."""
+    import json
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", _LIMIT_AFTER_THE_SWITCH, str(tmp_path / "data")],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    told = json.loads(done.stdout.strip().splitlines()[-1])
+    assert told == {"published": "v000002", "current": "v000002"}
+    settings = Settings(data_dir=tmp_path / "data")
+    assert _ingest(settings, 3) == "v000003"  # the next writer records v000002 and goes on
+    assert index_module.rollback(settings) == "v000002"
