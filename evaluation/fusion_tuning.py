@@ -24,7 +24,7 @@ from citewell.core.models import FusionMethod
 from citewell.core.settings import Settings
 from citewell.evaluation.metrics import mean
 from citewell.evaluation.models import BeirQuery
-from citewell.evaluation.retrieval_eval import hybrid_ndcg_at_10, judged_queries
+from citewell.evaluation.retrieval_eval import hybrid_ndcg_at_10, judged_in_index
 from citewell.retrieval.factory import build_embedder
 from citewell.retrieval.fusion import FusionChoice, TunedFusion, save_tuned_fusion, settings_fusion
 from citewell.retrieval.index import IndexLayout
@@ -90,10 +90,8 @@ def tune_fusion(
     size); record the decision in the index folder, where serving picks it up."""
     if min_gain < 0:
         raise EvaluationError("min_gain must not be negative")
-    judged = judged_queries(queries, qrels, "fusion tuning")
+    judged = judged_in_index(settings, index, queries, qrels, "fusion tuning")
     layout = IndexLayout(settings, index)
-    if layout.current_version() is None:
-        raise EvaluationError(f"index {index!r} has no published version; ingest it first")
     baseline = settings_fusion(settings)
     scores: dict[str, float] = {}
     best, best_score, baseline_score = baseline, -1.0, -1.0

@@ -20,7 +20,7 @@ from citewell.core.settings import Settings
 from citewell.evaluation.beir import HoldoutPart, holdout_part, load_beir, split_holdout
 from citewell.evaluation.metrics import mean
 from citewell.evaluation.models import BeirQuery
-from citewell.evaluation.retrieval_eval import hybrid_ndcg_at_10, judged_queries
+from citewell.evaluation.retrieval_eval import hybrid_ndcg_at_10, judged_in_index
 from citewell.retrieval.index import IndexLayout
 from citewell.retrieval.protocols import Reranker
 from citewell.retrieval.reranker_decision import GateDecision, save_gate
@@ -60,7 +60,7 @@ def decide_gate(
 
     if min_gain < 0:
         raise EvaluationError("min_gain must not be negative")
-    judged = judged_queries(queries, qrels, "the gate")
+    judged = judged_in_index(settings, index, queries, qrels, "the gate")
     service = ServingIndex(settings, index, reranker=reranker)
     plain: list[float] = []
     reranked: list[float] = []

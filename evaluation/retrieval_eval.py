@@ -46,7 +46,7 @@ from citewell.evaluation.models import (
     ModeMetrics,
     RetrievalEvalReport,
 )
-from citewell.retrieval.access import maintenance_principal
+from citewell.retrieval.access import maintenance_principal, scope_for
 from citewell.retrieval.embedding import backend_tag
 from citewell.retrieval.fusion import describe_fusion
 from citewell.retrieval.index import IndexLayout
@@ -234,6 +234,39 @@ def judged_queries(
     judged = [q for q in queries if any(g > 0 for g in qrels.get(q.query_id, {}).values())]
     if not judged:
         raise EvaluationError(f"{purpose} needs at least one judged validation query")
+    return judged
+
+
+def judged_in_index(
+    settings: Settings,
+    index: str,
+    queries: Sequence[BeirQuery],
+    qrels: Mapping[str, Mapping[str, int]],
+    purpose: str,
+) -> list[BeirQuery]:
+    """:func:`judged_queries`, refusing judgements none of whose relevant documents the
+    published ``index`` holds where the evaluation principal can see them: every candidate would
+    score 0 (judgements for another corpus, an index of files rather than the dataset's ids) and
+    the decision recorded for every caller would rest on nothing."""
+    from citewell.evaluation.published import read_published_manifest
+
+    judged = judged_queries(queries, qrels, purpose)
+    published = read_published_manifest(settings, index)
+    if published is None:
+        raise EvaluationError(f"index {index!r} has no published version; ingest it first")
+    scope = scope_for(eval_principal(settings), settings.scheme, settings.default_groups)
+    visible = {
+        doc.doc_id
+        for doc in published.documents
+        if doc.labelled and scope.allows(doc.classification_rank, doc.groups)
+    }
+    relevant = {doc for q in judged for doc, grade in qrels[q.query_id].items() if grade > 0}
+    if not relevant & visible:
+        raise EvaluationError(
+            f"{purpose}: none of the {len(relevant)} documents the judgements call relevant is "
+            f"in index {index!r} where evaluation can see it (judgements for another corpus, or "
+            "an index not built from this dataset by `citewell eval retrieval`?)"
+        )
     return judged
 
 
