@@ -96,8 +96,14 @@ def load_queries(path: Path) -> dict[str, str]:
     return queries
 
 
+# Graded relevance in collections runs from about -2 to 4; nDCG's exponential gain 2^grade - 1
+# overflows a float past 1023 and turns a sum of a few grades near it into inf (metric NaN).
+MAX_GRADE = 100
+
+
 def load_qrels(path: Path) -> dict[str, dict[str, int]]:
-    """``{query_id: {doc_id: grade}}``. The header line is optional; grades must be integers."""
+    """``{query_id: {doc_id: grade}}``. The header line is optional; grades must be integers
+    within ``±MAX_GRADE``."""
     if not path.is_file():
         available = sorted(p.stem for p in path.parent.glob("*.tsv"))
         raise EvaluationError(f"no qrels file {path} (available splits: {available or 'none'})")
@@ -126,6 +132,10 @@ def load_qrels(path: Path) -> dict[str, dict[str, int]]:
             raise EvaluationError(
                 f"{path}:{line_no}: score {grade_text!r} is not an integer"
             ) from exc
+        if abs(grade) > MAX_GRADE:
+            raise EvaluationError(
+                f"{path}:{line_no}: score {grade} is outside -{MAX_GRADE}..{MAX_GRADE}"
+            )
         qrels.setdefault(query_id, {})[doc_id] = grade
     if not qrels:
         raise EvaluationError(f"{path}: no judgements")

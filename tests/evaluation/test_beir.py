@@ -55,6 +55,10 @@ def test_generic_folder_name_uses_parent(tmp_path):
         ("corpus.jsonl", "\n", "corpus is empty"),
         ("qrels/test.tsv", "query-id\tcorpus-id\tscore\nq1\td1\n", ":2: expected"),
         ("qrels/test.tsv", "q1\td1\thigh\n", "not an integer"),
+        # nDCG's gain 2^grade - 1: 5000 raised OverflowError, three 1023s made the metric NaN.
+        ("qrels/test.tsv", "q1\td1\t5000\n", "score 5000 is outside"),
+        ("qrels/test.tsv", "q1\td1\t1023\nq1\td2\t1023\n", "score 1023 is outside"),
+        ("qrels/test.tsv", "q1\td1\t-5000\n", "score -5000 is outside"),
         ("qrels/test.tsv", "query-id\tcorpus-id\tscore\n", "no judgements"),
         ("qrels/test.tsv", "qX\td1\t1\n", "not in queries.jsonl"),
     ],
