@@ -57,11 +57,16 @@ def make_bundle(
     retrieval: RetrievalEvalReport | None = None,
     coverage: CoverageReport | None = None,
 ) -> EvaluationBundle:
-    """A bundle whose parts were all made for ``principal`` (raises otherwise)."""
+    """A bundle whose answers and coverage were all made for ``principal`` on ``index``
+    (raises otherwise; retrieval is scored on its own evaluation index)."""
     for part in (answers, coverage):
         if part is not None and (part.principal, part.clearance) != (principal, clearance):
             raise EvaluationError(
                 f"a report for {principal!r} cannot include a part evaluated as {part.principal!r}"
+            )
+        if part is not None and part.index != index:
+            raise EvaluationError(
+                f"a report on index {index!r} cannot include a part evaluated on {part.index!r}"
             )
     return EvaluationBundle(
         principal=principal,

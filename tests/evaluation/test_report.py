@@ -185,3 +185,20 @@ def test_eval_report_never_writes_over_its_inputs_or_its_own_html(tmp_path, caps
         assert saved.read_bytes() == before
         assert code == 2 and "report written" not in captured.out, captured.out
         assert captured.err.startswith("citewell: error:")
+
+
+def test_bundle_refuses_answers_and_coverage_of_different_indexes():
+    """A report is one knowledge base's: answers of index 'kb' and coverage of 'hr-kb' (same
+    owner) were joined under the heading 'kb', hr-kb's documents listed as kb's."""
+    from tests.evaluation.test_report_browser import _bundle
+
+    bundle = _bundle()
+    other = bundle.coverage.model_copy(update={"index": "hr-kb"})
+    with pytest.raises(EvaluationError, match="hr-kb"):
+        make_bundle(
+            bundle.principal,
+            bundle.clearance,
+            bundle.index,
+            answers=bundle.answers,
+            coverage=other,
+        )
