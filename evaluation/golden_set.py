@@ -120,6 +120,8 @@ def _from_record(
 
 
 MAX_CSV_CELL_CHARS = 128 * 1024
+# The file is read whole: bound it before reading (hundreds of thousands of questions fit).
+MAX_GOLDEN_SET_BYTES = 64 * 1024 * 1024
 
 
 def _csv_records(text: str, path: Path) -> Iterator[tuple[int, dict[str, object]]]:
@@ -152,6 +154,11 @@ def load_golden_set(
     questions of it. ``require_expected`` refuses questions without an expected document (the
     retrieval checks score every question on its documents). Raises :class:`GoldenSetError`."""
     try:
+        size = path.stat().st_size
+        if size > MAX_GOLDEN_SET_BYTES:
+            raise GoldenSetError(
+                f"golden set {path} too large ({size} bytes > {MAX_GOLDEN_SET_BYTES})"
+            )
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise GoldenSetError(f"cannot read golden set {path}: {exc}") from exc

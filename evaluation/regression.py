@@ -159,6 +159,10 @@ def compare(
     return RegressionResult(changes=tuple(changes), missing=tuple(missing), unusable=unusable)
 
 
+# Read whole and parsed in memory: bound it before reading (far above any run's own output).
+MAX_EVALUATION_JSON_BYTES = 256 * 1024 * 1024
+
+
 def _finite(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):  # 1e999 reads as infinity
@@ -175,6 +179,11 @@ def load_json(path: Path) -> dict[str, Any]:
     """A saved evaluation JSON object; damaged files (not UTF-8, not JSON, NaN or infinite
     numbers, nesting past the recursion limit) raise :class:`EvaluationError`."""
     try:
+        size = path.stat().st_size
+        if size > MAX_EVALUATION_JSON_BYTES:
+            raise EvaluationError(
+                f"evaluation JSON {path} too large ({size} bytes > {MAX_EVALUATION_JSON_BYTES})"
+            )
         payload = json.loads(
             path.read_text(encoding="utf-8"), parse_float=_finite, parse_constant=_no_constant
         )

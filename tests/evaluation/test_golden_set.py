@@ -184,3 +184,37 @@ def test_a_huge_csv_cell_is_refused_even_when_the_csv_module_limit_was_raised(
             load_golden_set(path)
     finally:
         csv.field_size_limit(previous)
+
+
+HUGE_FILE_SCRIPT = """
+import resource, sys
+from pathlib import Path
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+from citewell.core.errors import CitewellError
+from citewell.evaluation.golden_set import load_golden_set
+from citewell.evaluation.regression import load_json
+try:
+    (load_json if sys.argv[2] == "json" else load_golden_set)(Path(sys.argv[1]))
+except CitewellError as exc:
+    print("refused:", exc)
+"""
+
+
+@pytest.mark.parametrize(("name", "reader"), [("golden.jsonl", "golden"), ("run.json", "json")])
+def test_a_huge_file_is_refused_before_it_is_read(tmp_path, name, reader):
+    """A golden set or saved evaluation JSON of gigabytes was read whole into memory: in a
+    process limited to 1 GiB, 'MemoryError' (the CLI: 'unexpected MemoryError', exit 1), and
+    without a limit the machine's memory. The file here is sparse: it takes no disk."""
+    import subprocess
+    import sys
+
+    huge = tmp_path / name
+    with huge.open("wb") as handle:
+        handle.truncate(3 << 30)
+    done = subprocess.run(
+        [sys.executable, "-c", HUGE_FILE_SCRIPT, str(huge), reader],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "refused:" in done.stdout and "too large" in done.stdout, done.stderr[-400:]
