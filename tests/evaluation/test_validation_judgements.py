@@ -63,6 +63,6 @@ def test_tuning_on_judgements_naming_no_document_of_the_index_is_refused(
     monkeypatch.setattr(
         citewell.evaluation.fusion_tuning, "build_embedder", lambda settings: HashingEmbedder()
     )
-    with pytest.raises(EvaluationError, match="none of the .* relevant"):
+    with pytest.raises(EvaluationError, match=r"none of the .* relevant"):
         tune_fusion(settings, "kb", QUERIES, qrels, judgements="other corpus")
     assert not (IndexLayout(settings, "kb").root / FUSION_FILE).exists()
