@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import re
 import stat
@@ -50,6 +51,7 @@ from pydantic import StrictStr, StringConstraints, ValidationError, field_valida
 
 from citewell.core.config_files import YamlDocument, load_yaml, validate_yaml
 from citewell.core.errors import LabelError, UnknownClassificationError
+from citewell.core.logging import log_event
 from citewell.core.models import AccessLabel, ClassificationScheme, Frozen
 from citewell.ingestion.models import ParsedDocument, ResolvedLabel, SourceLines
 from citewell.ingestion.sensitivity import (
@@ -57,6 +59,8 @@ from citewell.ingestion.sensitivity import (
     SensitivityPolicy,
 )
 from citewell.ingestion.text_encoding import decode_text
+
+logger = logging.getLogger(__name__)
 
 LABELS_FILE = "citewell.labels.yaml"
 SIDECAR_SUFFIX = ".labels.yaml"
@@ -134,9 +138,18 @@ class _Spec:
 class _Rule:
     pattern: re.Pattern[str]
     spec: _Spec
+    folded: re.Pattern[str]  # the same glob, ignoring case
+
+    @classmethod
+    def of(cls, glob: str, spec: _Spec) -> _Rule:
+        return cls(glob_to_regex(glob), spec, glob_to_regex(glob, ignore_case=True))
 
 
-def glob_to_regex(pattern: str) -> re.Pattern[str]:
+def _label_of(spec: _Spec | None) -> tuple[str | None, frozenset[str] | None] | None:
+    return None if spec is None else (spec.classification, spec.groups)
+
+
+def glob_to_regex(pattern: str, *, ignore_case: bool = False) -> re.Pattern[str]:
     """Translate a path glob: ``**`` spans directories, ``*`` and ``?`` stay within one.
 
     ``fnmatch`` lets ``*`` cross ``/`` and Python 3.11 has no ``PurePath.full_match``, hence this.
@@ -175,7 +188,8 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
     try:
         # DOTALL: a file name may hold a newline, and "**" must still span it (a name like
         # "board/a\nb.md" escaping a restrictive rule would fall to a lower default).
-        return re.compile("".join(out) + r"\Z", re.DOTALL)
+        flags = re.DOTALL | (re.IGNORECASE if ignore_case else 0)
+        return re.compile("".join(out) + r"\Z", flags)
     except re.error as exc:
         raise LabelError(f"invalid glob {pattern!r}: {exc}") from exc
 
@@ -587,7 +601,7 @@ class LabelRules:
         for i, (pattern, label) in enumerate(rules):
             scheme.rank(label.classification)
             spec = _Spec(label.classification, label.groups, f"rule:code:{i}")
-            self._rules.append(_Rule(glob_to_regex(pattern), spec))
+            self._rules.append(_Rule.of(pattern, spec))
         self.source_file: Path | None = None
         self._listings: dict[Path, tuple[str, ...]] = {}  # directory → names, for one run
         self.sensitivity = SensitivityPolicy()
@@ -615,7 +629,7 @@ class LabelRules:
             rules._default = _spec(config.default, document, ("default",), scheme, "default")
         for i, entry in enumerate(config.rules):
             spec = _spec(entry, document, ("rules", i), scheme, "rule")
-            rules._rules.append(_Rule(glob_to_regex(entry.match), spec))
+            rules._rules.append(_Rule.of(entry.match, spec))
         if config.sensitivity_labels is not None or config.sensitivity_label_policy is not None:
             rules.sensitivity = _sensitivity_policy(config, document, scheme)
         return rules
@@ -686,8 +700,23 @@ class LabelRules:
         label cannot be determined.
         """
         rule = next((r.spec for r in self._rules if r.pattern.match(relative_path)), None)
+        folded = next((r.spec for r in self._rules if r.folded.match(relative_path)), None)
         sidecar = self._sidecar(document) if document is not None else None
         specs = [s for s in (sidecar, rule, self._default) if s is not None]
+        if _label_of(folded) != _label_of(rule) and not (
+            sidecar is not None and sidecar.classification and sidecar.groups is not None
+        ):
+            # Globs match case as written, but sources such as Windows shares and SharePoint
+            # do not: a rule that matches "Finance/q3.xlsx" only ignoring case may be the one
+            # the owner meant, so no label is guessed (visible to nobody until one is given).
+            log_event(
+                logger,
+                logging.WARNING,
+                "labels.rule_matches_ignoring_case",
+                path=relative_path,
+                rule=folded.origin if folded is not None else None,
+            )
+            specs = []
         level = next((s.classification for s in specs if s.classification is not None), None)
         groups = next((s.groups for s in specs if s.groups is not None), None)
         if level is None or groups is None:

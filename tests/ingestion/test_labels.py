@@ -56,6 +56,32 @@ def test_sidecar_beats_rule(folder: Path):
     assert resolved.origin.startswith("sidecar:")
 
 
+def test_a_path_a_rule_matches_only_ignoring_case_is_unlabelled_not_defaulted(folder: Path):
+    # "Finance/q3.xlsx" from a case-insensitive source (a Windows share, SharePoint) fell to the
+    # default, internal for everyone, though "finance/**" says confidential for finance: which
+    # the owner meant cannot be told, so it is visible to nobody until a rule or sidecar says.
+    rules = LabelRules.load(folder, SCHEME)
+    assert not rules.resolve("Finance/q3.xlsx").labelled
+    assert not rules.resolve("FINANCE/public/a.md").labelled
+    assert not rules.resolve("HR/salaries.pdf").labelled
+    assert rules.resolve("finance/q3.xlsx").label.classification == "confidential"
+    assert rules.resolve("hr/Salaries.pdf").label.groups == {"hr"}  # "*" matches any case
+    doc = folder / "Finance" / "plan.xlsx"
+    doc.parent.mkdir()
+    doc.write_bytes(b"x")
+    (folder / "Finance" / "plan.xlsx.labels.yaml").write_text(
+        "classification: restricted\ngroups: [board]\n"
+    )
+    sidecar = rules.resolve("Finance/plan.xlsx", doc)
+    assert sidecar.labelled and sidecar.origin.startswith("sidecar:")
+    # A rule written with the path's own case labels it; one giving the same label also does.
+    (folder / "citewell.labels.yaml").write_text(
+        LABELS + '  - {match: "Finance/**", classification: confidential, groups: [finance]}\n'
+    )
+    fixed = LabelRules.load(folder, SCHEME).resolve("Finance/q3.xlsx")
+    assert fixed.labelled and fixed.label.classification == "confidential"
+
+
 def test_unknown_level_names_file_and_line(folder: Path):
     (folder / "citewell.labels.yaml").write_text(
         "default: {classification: internal, groups: [everyone]}\n"
