@@ -403,6 +403,7 @@ class Ingestor:
         # Parsed documents by content hash, so work split across processes (Airflow mapped
         # tasks) parses each document once.
         self.parse_cache_dir = parse_cache_dir
+        self._cache_warned = False  # a cache that cannot be written is logged once
         self._tokenizer: Tokenizer | None = None
 
     @property
@@ -480,12 +481,29 @@ class Ingestor:
 
     def _store_parse(self, item: SourceItem, content_hash: str, parsed: ParsedDocument) -> None:
         cached = self._parse_cache_file(item, content_hash)
-        if cached is None:
-            return
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(parsed.model_dump_json(), encoding="utf-8")
-        os.replace(tmp, cached)
+        if cached is not None:
+            self._write_cache(cached, parsed.model_dump_json())
+
+    def _write_cache(self, path: Path, payload: str) -> None:
+        """Write one cache entry (a parse, an object's labels). The caches only save work: one
+        that cannot be written (disk full, a read-only folder) is logged once, the run goes on."""
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(payload, encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)  # a partial write (disk full) is no entry
+            if not self._cache_warned:
+                self._cache_warned = True
+                log_event(
+                    logger,
+                    logging.WARNING,
+                    "ingest.cache_unwritable",
+                    folder=str(path.parent),
+                    reason=_describe(exc),
+                )
 
     def _warm_caches(self, candidates: Iterable[_Candidate]) -> int:
         """Parse (in the workers), chunk and embed ``candidates`` into the caches without
@@ -662,11 +680,8 @@ class Ingestor:
     def _cache_reading(self, content_hash: str, reading: SensitivityReading) -> None:
         if self.parse_cache_dir is None:
             return
-        self.parse_cache_dir.mkdir(parents=True, exist_ok=True)
         path = self.parse_cache_dir / f"{content_hash}.mip{_SENSITIVITY_VERSION}.json"
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(reading.model_dump_json(), encoding="utf-8")
-        os.replace(tmp, path)
+        self._write_cache(path, reading.model_dump_json())
 
     def _object_candidate(
         self, source: S3Source, item: SourceItem, base: ResolvedLabel
