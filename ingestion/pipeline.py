@@ -102,6 +102,8 @@ _PARSER_VERSION = 8  # 5: PDFs read by PDFium; 4: XLSX sheet headers/footers, PP
 # Part of the cache key of sensitivity readings of objects; 2: PDFs read past pypdf's default
 # array limit, which version 1 refused as unreadable.
 _SENSITIVITY_VERSION = 2
+# A cache temporary older than this is a killed writer's (no write takes hours): removed.
+_STALE_TEMPORARY_S = 6 * 3600
 
 
 # prepare() parses, chunks and embeds without labelling: no label of it reaches the index.
@@ -404,6 +406,7 @@ class Ingestor:
         # tasks) parses each document once.
         self.parse_cache_dir = parse_cache_dir
         self._cache_warned = False  # a cache that cannot be written is logged once
+        self._cache_swept = False  # killed writers' temporaries are removed once per Ingestor
         self._tokenizer: Tokenizer | None = None
 
     @property
@@ -487,9 +490,13 @@ class Ingestor:
     def _write_cache(self, path: Path, payload: str) -> None:
         """Write one cache entry (a parse, an object's labels). The caches only save work: one
         that cannot be written (disk full, a read-only folder) is logged once, the run goes on."""
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        # Unique, not per pid: pods of other hosts sharing the folder may run under this pid.
+        tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            if not self._cache_swept:
+                self._cache_swept = True
+                _remove_stale_temporaries(path.parent)
             tmp.write_text(payload, encoding="utf-8")
             os.replace(tmp, path)
         except OSError as exc:
@@ -1423,6 +1430,16 @@ def _stored_sensitivity(entry: DocumentEntry) -> SensitivityRecord | None:
 
 def _label_failure(exc: BaseException) -> str:
     return f"labels cannot be determined (withdrawn until fixed): {exc}"
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Remove the temporaries of cache writers killed between writing and renaming (entries
+    are read by their own names, so none is ever read as one)."""
+    cutoff = time.time() - _STALE_TEMPORARY_S
+    for stray in folder.glob("*.tmp"):
+        with contextlib.suppress(OSError):  # another process's sweep may remove it first
+            if stray.stat().st_mtime < cutoff:
+                stray.unlink()
 
 
 def _reporter(progress: bool | IngestProgress) -> IngestProgress:

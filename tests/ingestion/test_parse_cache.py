@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -89,3 +90,60 @@ def test_an_object_reading_cache_that_cannot_be_written_fails_no_object(
     assert not report.failed, report.failed
     assert sorted(report.added) == ["memo.docx", "note.md"]
     assert len(_warnings(caplog)) == 1
+
+
+def _kb_with_note(tmp_path: Path) -> Path:
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "citewell.labels.yaml").write_text(LABELS, encoding="utf-8")
+    (kb / "note.md").write_text(NOTE, encoding="utf-8")
+    return kb
+
+
+def test_a_cache_write_never_takes_another_writers_temporary(
+    tmp_path: Path, make_settings: Any, embedder: Any
+) -> None:
+    # Pods of other hosts share the cache folder and may run under the same pid: a temporary
+    # named after the pid alone was truncated, written over and renamed from under its writer.
+    kb = _kb_with_note(tmp_path)
+    cache = tmp_path / "cache"
+    ingestor = Ingestor(make_settings(), embedder=embedder, parse_cache_dir=cache)
+    ingestor.ingest_folder(kb, source_name="kb")
+    (entry,) = cache.glob("*.json")
+    entry.unlink()
+    theirs = entry.with_suffix(f".{os.getpid()}.tmp")  # another host's write, under way
+    theirs.write_text('{"half": ', encoding="utf-8")
+
+    report = ingestor.ingest_folder(kb, source_name="kb", fresh=True)
+
+    assert report.added == ("note.md",) and not report.failed
+    assert theirs.exists(), "another writer's temporary was renamed into the cache"
+    assert theirs.read_text(encoding="utf-8") == '{"half": '
+    assert "harbour master" in entry.read_text(encoding="utf-8")
+
+
+def test_stale_cache_temporaries_are_removed_and_recent_ones_kept(
+    tmp_path: Path, make_settings: Any, embedder: Any
+) -> None:
+    # A writer killed between writing its temporary and renaming it left the file for good.
+    kb = _kb_with_note(tmp_path)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    stale = cache / "0123abcd.md.p8.4242.tmp"  # a killed writer's, two days ago
+    stale.write_text("{", encoding="utf-8")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(stale, (two_days_ago, two_days_ago))
+    hidden = cache / ".0123abcd.md.p8.json.5f2e.tmp"
+    hidden.write_text("{", encoding="utf-8")
+    os.utime(hidden, (two_days_ago, two_days_ago))
+    recent = cache / ".4567cdef.md.p8.json.9a1b.tmp"  # being written right now
+    recent.write_text("{", encoding="utf-8")
+
+    report = Ingestor(make_settings(), embedder=embedder, parse_cache_dir=cache).ingest_folder(
+        kb, source_name="kb"
+    )
+
+    assert report.added == ("note.md",)
+    assert not stale.exists() and not hidden.exists()
+    assert recent.exists()
+    assert len(list(cache.glob("*.json"))) == 1
