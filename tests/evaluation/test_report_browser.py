@@ -17,7 +17,7 @@ import pytest
 from citewell.evaluation.answers_eval import AnswersEvalReport, LatencyStats, QuestionResult
 from citewell.evaluation.coverage import CoverageGroup, CoverageReport, DocumentRef, FailedDocument
 from citewell.evaluation.models import LatencySummary, ModeMetrics, RetrievalEvalReport
-from citewell.evaluation.report import make_bundle, write_report
+from citewell.evaluation.report import EvaluationBundle, make_bundle, write_report
 from tests.browser import chromium_or_skip, run_chromium
 
 pytestmark = pytest.mark.slow
@@ -55,7 +55,7 @@ def _question(n: int, *, answerable: bool = True, for_user: bool = True) -> Ques
     )
 
 
-def _bundle() -> object:
+def _bundle() -> EvaluationBundle:
     answers = AnswersEvalReport(
         **OWNER,
         golden_set="examples/questions.jsonl",
