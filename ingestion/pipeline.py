@@ -82,6 +82,7 @@ from citewell.ingestion.sensitivity import (
     decide,
 )
 from citewell.ingestion.sources import LocalFolderSource, S3Source
+from citewell.ingestion.sources_config import check_folder_source, folder_sources
 from citewell.retrieval.embedding import bundled_model_path, local_model_dir
 from citewell.retrieval.factory import build_embedder, embedding_model_id
 from citewell.retrieval.index import IndexWriter
@@ -649,6 +650,12 @@ class Ingestor:
                 read_sensitivity=sensitivity,
             )
 
+        def check_source(writer: IndexWriter) -> None:
+            # Callers check the name before the write lock; checked again under it, as another
+            # run may since have published this folder under another name, or this name for
+            # another folder (whose documents this run would delete as gone).
+            check_folder_source(folder_sources(writer.manifest), root, name, writer.layout.name)
+
         return self._ingest_discovered(
             source,
             discovery,
@@ -659,6 +666,7 @@ class Ingestor:
             fresh=fresh,
             validate=validate,
             sensitivity=rules.sensitivity,
+            check_source=check_source,
         )
 
     def _read_labels(self, path: Path, doc_type: str) -> SensitivityReading:
@@ -807,6 +815,7 @@ class Ingestor:
         validate: Callable[[IndexWriter], None] | None,
         sensitivity: SensitivityPolicy | None = None,
         refuse_empty: bool = False,
+        check_source: Callable[[IndexWriter], None] | None = None,
     ) -> IngestReport:
         """One run over what ``source`` discovered: each item with its labels becomes a
         ``candidate``; documents the source refused keep their indexed version, served only
@@ -842,6 +851,7 @@ class Ingestor:
             current_label=source.labels_at,
             sensitivity=sensitivity,
             refuse_empty=refuse_empty,
+            check_source=check_source,
         )
 
     def ingest_texts(
@@ -911,11 +921,14 @@ class Ingestor:
         current_label: Callable[[str], ResolvedLabel] | None = None,
         sensitivity: SensitivityPolicy | None = None,
         refuse_empty: bool = False,
+        check_source: Callable[[IndexWriter], None] | None = None,
     ) -> IngestReport:
         """One index transaction over a source's ``candidates``. ``keep_doc_ids``: documents the
         source refused at discovery (too large, a symlink now...); their indexed versions stay,
         served only under the label ``current_label`` gives their relative path now (the same
-        rule for folders and object stores), withdrawn when it cannot be determined."""
+        rule for folders and object stores), withdrawn when it cannot be determined.
+        ``check_source`` may raise to refuse the run before anything is written (under the
+        write lock, against the version the run starts from)."""
         started = time.perf_counter()
         embedder = self.embedder
         computed_before = _computed(embedder)
@@ -933,6 +946,8 @@ class Ingestor:
             _Parsing(self) as parsing,
             _EmbedAhead(self, writer, source_name, tally) as embedding,
         ):
+            if check_source is not None:
+                check_source(writer)
             existing = writer.manifest.documents(source=source_name)
             if refuse_empty and existing and total == 0 and not rejected:
                 # An empty listing of a source that had documents is far more often a wrong

@@ -52,6 +52,7 @@ from citewell.ingestion.labels import LABELS_FILE
 
 if TYPE_CHECKING:
     from citewell.core.settings import Settings
+    from citewell.retrieval.manifest import Manifest
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _PRESETS = frozenset(
@@ -272,13 +273,18 @@ def indexed_folder_sources(settings: Settings, index: str | None) -> dict[Path, 
         return {}
     manifest = Manifest(layout.version_dir(version) / "manifest.sqlite", read_only=True)
     try:
-        counts: dict[tuple[Path, str], int] = {}
-        for doc in manifest.iter_documents():
-            root = _folder_of(doc.source_uri, doc.relative_path)
-            if root is not None:
-                counts[(root, doc.source)] = counts.get((root, doc.source), 0) + 1
+        return folder_sources(manifest)
     finally:
         manifest.close()
+
+
+def folder_sources(manifest: Manifest) -> dict[Path, str]:
+    """The folders ``manifest`` holds documents from, and the source each is indexed as."""
+    counts: dict[tuple[Path, str], int] = {}
+    for doc in manifest.iter_documents():
+        root = _folder_of(doc.source_uri, doc.relative_path)
+        if root is not None:
+            counts[(root, doc.source)] = counts.get((root, doc.source), 0) + 1
     folders: dict[Path, str] = {}
     # The source holding most of a folder's documents names it.
     for (root, source), _ in sorted(counts.items(), key=lambda item: item[1]):
@@ -316,8 +322,15 @@ def resolve_folder_source(
     if fresh:
         return requested or default_source_name(root)
     folders = indexed_folder_sources(settings, index)
+    return check_folder_source(folders, root, requested, index or settings.index)
+
+
+def check_folder_source(
+    folders: dict[Path, str], root: Path, requested: str | None, index_name: str
+) -> str:
+    """:func:`resolve_folder_source` against ``folders`` (:func:`folder_sources`): the name
+    the folder ``root`` (resolved) is ingested under; raises :class:`ConfigurationError`."""
     existing = folders.get(root)
-    index_name = index or settings.index
     if requested is not None and existing is not None and requested != existing:
         raise ConfigurationError(
             f"{root} is already indexed in index {index_name!r} as source {existing!r}; "
