@@ -155,6 +155,17 @@ def _write_model(path: Path, model: BaseModel) -> None:
     write_atomic(path, model.model_dump_json(indent=2).encode("utf-8"))
 
 
+def _write_report(directory: Path, report: BaseModel) -> None:
+    """``report.json``, or beside it ``report-2.json``, ``report-3.json``... when another try
+    of the run wrote one: a retried finalize that finds its first try published changes
+    nothing, and its report must not replace the record of what the run published."""
+    path, attempt = directory / REPORT_FILE, 1
+    while path.exists():
+        attempt += 1
+        path = directory / f"report-{attempt}.json"
+    _write_model(path, report)
+
+
 def _read_model(path: Path, model: type[M]) -> M:
     try:
         return model.model_validate_json(path.read_text(encoding="utf-8"))
@@ -454,7 +465,7 @@ def finalize(
     _check_connector(source)
     ingestor = Ingestor(settings, embedder=embedder, parse_cache_dir=parse_cache_dir(settings))
     report = _ingest(ingestor, settings, source, access)
-    _write_model(plan_path.parent / REPORT_FILE, report)
+    _write_report(plan_path.parent, report)
     planned = {*summary.new, *summary.changed}
     done = {*report.added, *report.updated}
     if planned != done or set(summary.deleted) != set(report.deleted):
@@ -551,7 +562,7 @@ def rebuild(
         smoke_hits=hits,
         ingest=report,
     )
-    _write_model(plan_path.parent / REPORT_FILE, result)
+    _write_report(plan_path.parent, result)
     log_event(
         logger,
         logging.INFO,

@@ -92,6 +92,28 @@ def test_plan_process_finalize_then_plan_changes(
     assert second.unchanged == 0 and len(second.batch_paths) == 1
 
 
+@pytest.mark.slow
+def test_a_retried_finalize_keeps_the_report_of_what_the_run_published(
+    make_settings: Any, folder: Path, embedder: Any
+) -> None:
+    # Airflow retries a finalize that published and then failed (a lost worker, a timeout):
+    # the retry finds nothing to change, and its report replaced the one naming the version
+    # and documents the run published.
+    settings = make_settings()
+    source = _source(folder)
+    summary = plan(settings, source, Path(discover(settings, source, "r1").path))
+    first = finalize(settings, source, Path(summary.path), embedder)
+    retried = finalize(settings, source, Path(summary.path), embedder)
+    assert set(first.added) == {"a.md", "b.md", "c.txt"} and not retried.added
+
+    directory = Path(summary.path).parent
+    kept = json.loads((directory / "report.json").read_text(encoding="utf-8"))
+    assert sorted(kept["added"]) == ["a.md", "b.md", "c.txt"]
+    assert kept["index_version"] == first.index_version
+    beside = json.loads((directory / "report-2.json").read_text(encoding="utf-8"))
+    assert beside["added"] == [] and len(beside["unchanged"]) == 3
+
+
 def test_a_folder_emptied_is_refused_unless_the_source_allows_empty(
     make_settings: Any, folder: Path, embedder: Any
 ) -> None:
