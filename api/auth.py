@@ -306,6 +306,28 @@ class PrincipalsFile:
             return self._directory
 
 
+class LocalPrincipal:
+    """The principal a local process (``citewell mcp --user NAME`` on stdio) runs as, looked up
+    by name in the principals file again for every call, through the same re-read as the API's
+    keys: a session kept open for days gets a removed user, a lowered clearance or a removed
+    group on its next call, as an HTTP caller does on its next request."""
+
+    def __init__(self, name: str, principals: PrincipalsFile) -> None:
+        self.name = name
+        self._principals = principals
+
+    def context(self) -> AuthContext:
+        """Raises :class:`CredentialError` when ``name`` is no longer in the file."""
+        principal = self._principals.current().get(self.name)
+        if principal is None:
+            raise CredentialError(
+                "principal_unknown",
+                f"user {self.name!r} is no longer in the principals file: this session may not "
+                "search or answer",
+            )
+        return AuthContext(principal=principal, method="local")
+
+
 class Authenticator:
     """Resolves request credentials to an :class:`AuthContext`."""
 

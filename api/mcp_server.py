@@ -6,7 +6,8 @@ audited and counted like a REST call):
 * **streamable HTTP at ``/mcp`` inside the API app** (:func:`mount_mcp`): each HTTP request is
   authenticated by the same code as ``/v1/*`` (API key or JWT, act-for included) before the MCP
   layer sees it; the tools run as the principal of the request that carries the call.
-* **stdio** (``citewell mcp``): the principal is fixed when the process starts.
+* **stdio** (``citewell mcp``): one principal for the process, named at start and looked up in
+  the principals file again for every tool call (:class:`api.auth.LocalPrincipal`).
 
 No tool argument can change who is asking.
 """
@@ -28,8 +29,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from citewell.agent.models import Answer
 from citewell.api.asgi import HttpMiddleware
-from citewell.api.audit import AuditLog
-from citewell.api.auth import AuthContext, Authenticator
+from citewell.api.audit import AuditLog, AuditRecord
+from citewell.api.auth import AuthContext, Authenticator, CredentialError, LocalPrincipal
 from citewell.api.deps import authenticate_connection
 from citewell.api.errors import error_response, public_error
 from citewell.api.operations import Operations
@@ -59,7 +60,7 @@ def _http_caller(ctx: Context) -> AuthContext:
     state = scope.get("state") if isinstance(scope, dict) else None
     context = state.get(_AUTH_STATE_KEY) if isinstance(state, dict) else None
     if not isinstance(context, AuthContext):
-        raise ToolError("authentication required")
+        raise CredentialError("missing", "authentication required")
     return context
 
 
@@ -67,12 +68,15 @@ def build_mcp_server(
     operations: Operations, caller: CallerResolver, endpoint: str = STDIO_ENDPOINT
 ) -> MCPServer:
     """The tools, running as ``caller(ctx)``. Tools run in a worker thread: search and answering
-    are CPU-bound."""
+    are CPU-bound, and resolving the caller may re-read the principals file."""
     server: MCPServer = MCPServer(name="citewell", instructions=INSTRUCTIONS)
 
-    def call(tool: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def call(
+        tool: str, ctx: Context, run: Callable[[AuthContext], dict[str, Any]]
+    ) -> dict[str, Any]:
         try:
-            payload = run()
+            # Inside the try: a refused caller is counted and answered like any other error.
+            payload = run(caller(ctx))
         except ToolError:
             operations.metrics.mcp_tool_calls.labels(tool=tool, outcome="422").inc()
             raise
@@ -93,9 +97,8 @@ def build_mcp_server(
         prefer_recent: bool = False,
     ) -> dict[str, Any]:
         """``prefer_recent``: favour newer documents (the date each states) among the results."""
-        auth = caller(ctx)
 
-        def run() -> dict[str, Any]:
+        def run(auth: AuthContext) -> dict[str, Any]:
             try:
                 search_mode = SearchMode(mode)
             except ValueError as exc:
@@ -130,7 +133,7 @@ def build_mcp_server(
                 "index_version": result.index_version,
             }
 
-        return await anyio.to_thread.run_sync(call, "search", run)
+        return await anyio.to_thread.run_sync(call, "search", ctx, run)
 
     @server.tool(
         name="answer",
@@ -138,23 +141,46 @@ def build_mcp_server(
         "refused=true when the knowledge base does not contain the answer.",
     )
     async def answer_tool(question: str, ctx: Context) -> dict[str, Any]:
-        auth = caller(ctx)
-
-        def run() -> dict[str, Any]:
+        def run(auth: AuthContext) -> dict[str, Any]:
             answer: Answer = operations.answer(auth, question=question, endpoint=endpoint)
             # Server timings depend on the whole index (SECURITY.md): only operators get them.
             hidden = None if auth.operator else {"timings"}
             payload: dict[str, Any] = answer.model_dump(mode="json", exclude=hidden)
             return payload
 
-        return await anyio.to_thread.run_sync(call, "answer", run)
+        return await anyio.to_thread.run_sync(call, "answer", ctx, run)
 
     return server
 
 
-def stdio_mcp_server(operations: Operations, auth: AuthContext) -> MCPServer:
-    """For ``citewell mcp``: every call runs as the principal the process was started for."""
-    return build_mcp_server(operations, lambda _ctx: auth, endpoint=STDIO_ENDPOINT)
+def stdio_mcp_server(operations: Operations, auth: AuthContext | LocalPrincipal) -> MCPServer:
+    """For ``citewell mcp``: every call runs as the principal the process was started for. A
+    :class:`LocalPrincipal` is looked up again for each call; a refusal is audited as
+    :func:`api.deps.authenticate_connection` audits a refused HTTP caller."""
+    if isinstance(auth, AuthContext):
+        # Built from --clearance/--groups: no principals file names it, so nothing can change.
+        fixed = auth
+        return build_mcp_server(operations, lambda _ctx: fixed, endpoint=STDIO_ENDPOINT)
+    user = auth
+
+    def local_caller(_ctx: Context) -> AuthContext:
+        try:
+            return user.context()
+        except CredentialError as exc:
+            operations.audit.record(
+                AuditRecord(
+                    event="auth",
+                    outcome="denied",
+                    principal=None,
+                    caller=user.name,
+                    auth_method="local",
+                    endpoint=STDIO_ENDPOINT,
+                    reason=exc.reason,
+                )
+            )
+            raise
+
+    return build_mcp_server(operations, local_caller, endpoint=STDIO_ENDPOINT)
 
 
 class AuthenticatedMcpApp(HttpMiddleware):

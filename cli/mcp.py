@@ -1,5 +1,9 @@
 """``citewell mcp``: serve the search and answer tools over MCP on stdio, as one principal.
 
+A principal named with ``--user`` is looked up in the principals file again for every tool call
+(as ``citewell serve`` does for every request), so a session kept open for days never keeps a
+clearance or group taken away, nor serves a user removed from the file.
+
 MCP over HTTP is served by ``citewell serve`` at ``/mcp``, behind the API's authentication;
 this command never opens a network listener.
 """
@@ -24,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "mcp",
         help="serve search and answer tools over MCP (stdio) for agent frameworks",
         description="Serve the `search` and `answer` tools over MCP on stdin/stdout, as the "
-        "principal given here. Every tool call is audited (CITEWELL_AUDIT_LOG).",
+        "principal given here (a --user is looked up in the principals file again for every "
+        "tool call). Every tool call is audited (CITEWELL_AUDIT_LOG).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -45,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     from citewell.agent.factory import build_agent
     from citewell.api.audit import AuditLog
-    from citewell.api.auth import AuthContext
+    from citewell.api.auth import AuthContext, LocalPrincipal, PrincipalsFile
     from citewell.api.mcp_server import stdio_mcp_server
     from citewell.api.metrics import ApiMetrics
     from citewell.api.operations import Operations
@@ -71,7 +76,15 @@ def run(args: argparse.Namespace) -> int:
             ),
             ApiMetrics(),
         )
-        server = stdio_mcp_server(operations, AuthContext(principal=principal, method="local"))
+        caller: AuthContext | LocalPrincipal
+        if args.user and settings.principals_file is not None:
+            caller = LocalPrincipal(
+                principal.name, PrincipalsFile(settings.principals_file, settings.scheme)
+            )
+        else:
+            # --clearance/--groups: the flags are the principal; no file can change it.
+            caller = AuthContext(principal=principal, method="local")
+        server = stdio_mcp_server(operations, caller)
         server.run("stdio")
     finally:
         service.close()
