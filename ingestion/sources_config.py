@@ -281,10 +281,10 @@ def indexed_folder_sources(settings: Settings, index: str | None) -> dict[Path, 
 def folder_sources(manifest: Manifest) -> dict[Path, str]:
     """The folders ``manifest`` holds documents from, and the source each is indexed as."""
     counts: dict[tuple[Path, str], int] = {}
-    for doc in manifest.iter_documents():
-        root = _folder_of(doc.source_uri, doc.relative_path)
+    for source, source_uri, relative_path in manifest.document_locations():
+        root = _folder_of(source_uri, relative_path)
         if root is not None:
-            counts[(root, doc.source)] = counts.get((root, doc.source), 0) + 1
+            counts[(root, source)] = counts.get((root, source), 0) + 1
     folders: dict[Path, str] = {}
     # The source holding most of a folder's documents names it.
     for (root, source), _ in sorted(counts.items(), key=lambda item: item[1]):

@@ -162,6 +162,12 @@ class Manifest:
         row = self._db.execute("SELECT * FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
         return _entry(row) if row else None
 
+    def document_locations(self) -> Iterator[tuple[str, str, str]]:
+        """(source, source_uri, relative_path) of every document: what finding a folder's source
+        needs, without building every entry (chunk ids included) as ``iter_documents`` does."""
+        for row in self._db.execute("SELECT source, source_uri, relative_path FROM documents"):
+            yield row["source"], row["source_uri"], row["relative_path"]
+
     def iter_documents(self) -> Iterator[DocumentEntry]:
         for row in self._db.execute("SELECT * FROM documents ORDER BY doc_id"):
             yield _entry(row)
