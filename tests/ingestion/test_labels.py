@@ -376,3 +376,22 @@ def test_a_banner_line_the_parse_joins_is_read_in_any_encoding_the_parse_reads(
     assert "Strictly Confidential" in parsed.text  # read, but joined into the paragraph
     marking = LabelRules(SCHEME).strongest_marking(parsed, note)
     assert marking is not None and marking.level == "restricted"
+
+
+@pytest.mark.parametrize(
+    "markup",
+    [
+        "<footer><p>Confidential</p></footer>",
+        '<div align="center"><b>CONFIDENTIAL</b></div>',
+        "<p>\nConfidential\n</p>",
+    ],
+)
+def test_a_banner_in_html_written_inside_markdown_is_read(tmp_path: Path, markup: str) -> None:
+    # Markdown passes HTML through: a banner in a footer or a centred block is shown to readers,
+    # though its source line holds the tags too (suspected missed in an attack; it is read).
+    from citewell.ingestion.parsing import parse_document
+
+    note = tmp_path / "note.md"
+    note.write_text(f"# Heron notes\n\nThe heron count rose again this week.\n\n{markup}\n")
+    marking = LabelRules(SCHEME).strongest_marking(parse_document(note, "md"), note)
+    assert marking is not None and marking.level == "confidential", marking
