@@ -367,7 +367,8 @@ class BannerReader:
         banner line can be missing from the parsed text."""
         regions = _regions(document)
         source = document.source_lines
-        if source is None and path is not None:
+        # Only a markup or text file is read again (a parse made elsewhere): never a PDF's bytes.
+        if source is None and path is not None and _has_source_lines(path.suffix):
             source = source_lines(path.read_bytes(), path.suffix)
         if source is not None:
             regions += [
@@ -521,12 +522,17 @@ class _HtmlLines(HTMLParser):
             self._parts.append(data)
 
 
+def _has_source_lines(doc_type: str) -> bool:
+    kind = doc_type.lower().lstrip(".")
+    return kind in _SOURCE_TEXT_TYPES or kind in _HTML_TYPES
+
+
 def source_lines(data: bytes, doc_type: str) -> SourceLines | None:
     """The lines of a markup or plain-text source, as written (see BannerReader.__call__), or
     None for other types. ``doc_type``: the file's extension, with or without the dot."""
-    kind = doc_type.lower().lstrip(".")
-    if kind not in _SOURCE_TEXT_TYPES and kind not in _HTML_TYPES:
+    if not _has_source_lines(doc_type):
         return None
+    kind = doc_type.lower().lstrip(".")
     # As the parse decodes it: read as UTF-8, a UTF-16 file's banner letters are NUL-separated.
     text = decode_text(data)
     if kind in _SOURCE_TEXT_TYPES:

@@ -395,3 +395,26 @@ def test_a_banner_in_html_written_inside_markdown_is_read(tmp_path: Path, markup
     note.write_text(f"# Heron notes\n\nThe heron count rose again this week.\n\n{markup}\n")
     marking = LabelRules(SCHEME).strongest_marking(parse_document(note, "md"), note)
     assert marking is not None and marking.level == "confidential", marking
+
+
+def test_a_pdfs_banners_are_read_without_reading_the_file_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Source lines are a markup or text file's: the marking step (in the run's own process)
+    # read every PDF's bytes whole only to find it had none.
+    from citewell.ingestion.parsing import parse_document
+    from tests.ingestion.mip_files import write_pdf
+
+    pdf = write_pdf(tmp_path / "memo.pdf", "CONFIDENTIAL\nThe heron count rose.")
+    parsed = parse_document(pdf, "pdf")
+    read: list[str] = []
+    real_read_bytes = Path.read_bytes
+
+    def counted(self: Path) -> bytes:
+        read.append(self.name)
+        return real_read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", counted)
+    marking = LabelRules(SCHEME).strongest_marking(parsed, pdf)
+    assert marking is not None and marking.level == "confidential"
+    assert read == []
