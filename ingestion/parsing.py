@@ -196,16 +196,12 @@ def stem_title(stem: str) -> str:
     return " ".join(re.sub(r"[_.+-]+", " ", stem).split()) or stem
 
 
-def choose_title(metadata_title: str | None, elements: Sequence[Element], stem: str) -> str:
-    """The document's title: its metadata title when usable, else its first usable Title
-    element on the first page, else the file name stem with separators as spaces.
+def own_title(metadata_title: str | None, elements: Sequence[Element]) -> str | None:
+    """The title the document gives itself: its metadata title when usable, else its first
+    usable Title element on the first page; None when neither (it is then named after its
+    file, :func:`name_title`).
 
     Headings further in are section names, not the document's title, so they are not tried."""
-    return own_title(metadata_title, elements) or name_title(stem)
-
-
-def own_title(metadata_title: str | None, elements: Sequence[Element]) -> str | None:
-    """The title the document gives itself (see :func:`choose_title`), or None."""
     headings = [e.text for e in elements if e.kind == "title" and (e.page or 1) <= 1]
     title = next((t for t in (metadata_title, *headings) if usable_title(t)), None)
     return " ".join(title.split())[:_MAX_TITLE_CHARS] if title else None

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from citewell.ingestion.models import Element
-from citewell.ingestion.parsing import choose_title, parse_document, stem_title, usable_title
+from citewell.ingestion.parsing import (
+    name_title,
+    own_title,
+    parse_document,
+    stem_title,
+    usable_title,
+)
 
 
 @pytest.mark.parametrize(
@@ -54,6 +60,10 @@ def test_stem_title_turns_separators_into_spaces():
 
 def _title(text: str, page: int | None) -> Element:
     return Element(kind="title", text=text, page=page, char_start=0, char_end=len(text))
+
+
+def choose_title(metadata_title: str | None, elements: list[Element], stem: str) -> str:
+    return own_title(metadata_title, elements) or name_title(stem)  # as parsing titles
 
 
 def test_choose_title_prefers_usable_metadata_then_first_page_heading_then_stem():
