@@ -181,10 +181,7 @@ class QdrantVectorStore:
             aliases = {a.alias_name for a in client.get_aliases().aliases}
             if self._collection not in aliases and not client.collection_exists(self._collection):
                 if not self._create:
-                    raise StoreUnavailableError(
-                        f"Qdrant collection {self._collection!r} does not exist on the server "
-                        "(deleted?); a fresh build (`citewell ingest --fresh`) makes a new one"
-                    )
+                    raise _missing_collection(self._collection)
                 client.create_collection(
                     self._collection,
                     vectors_config={
@@ -295,10 +292,7 @@ class QdrantVectorStore:
         offset: qm.ExtendedPointId | None = None
         with self._engine("copy points") as client:
             if not client.collection_exists(source):
-                raise StoreUnavailableError(
-                    f"Qdrant collection {source!r} does not exist on the server "
-                    "(deleted?); a fresh build (`citewell ingest --fresh`) makes a new one"
-                )
+                raise _missing_collection(source)
             while True:
                 records, offset = client.scroll(
                     source, limit=_UPSERT_BATCH, offset=offset, with_payload=True, with_vectors=True
@@ -447,3 +441,10 @@ class QdrantVectorStore:
     def count(self) -> int:
         with self._engine("count") as client:
             return int(client.count(self._collection, exact=True).count)
+
+
+def _missing_collection(collection: str) -> StoreUnavailableError:
+    return StoreUnavailableError(
+        f"Qdrant collection {collection!r} does not exist on the server (deleted?); a fresh "
+        "build (`citewell ingest --fresh`) makes a new one"
+    )
