@@ -7,6 +7,7 @@ the chunks that tool returned; citations can only point at those.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -386,24 +387,23 @@ class Agent:
         clause is, however unfounded the clause joined to it ("X, and the policy is the most
         generous in the industry"; "X, which is the most generous ...": a relative clause
         must have most of its words stated by a cited source)."""
+        checker = self._checker
+
+        def supports(clause: str, n: int) -> bool:
+            match = self._scorer.best_match(clause, by_source.get(n, []))
+            return match is not None and checker.claim_support(clause, match) >= threshold
+
+        def states(words: frozenset[str], n: int) -> bool:
+            sources = by_source.get(n, [])
+            return bool(sources) and checker.states_most_of(words, sources[0].chunk)
+
+        tests: list[Callable[[int], bool]] = [
+            *(functools.partial(supports, clause) for clause in checker.claim_clauses(claim)),
+            *(functools.partial(states, words) for words in checker.claim_relative_clauses(claim)),
+        ]
         supporting: set[int] = set()
-        for clause in self._checker.claim_clauses(claim):
-            found = {
-                n
-                for n in citations
-                if (match := self._scorer.best_match(clause, by_source.get(n, []))) is not None
-                and self._checker.claim_support(clause, match) >= threshold
-            }
-            if not found:
-                return ()
-            supporting |= found
-        for words in self._checker.claim_relative_clauses(claim):
-            found = {
-                n
-                for n in citations
-                if (sources := by_source.get(n))
-                and self._checker.states_most_of(words, sources[0].chunk)
-            }
+        for test in tests:
+            found = {n for n in citations if test(n)}
             if not found:
                 return ()
             supporting |= found
