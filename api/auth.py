@@ -169,6 +169,17 @@ class JwtPolicy:
         )
 
 
+FileStamp = tuple[int, int, int, int, int]
+
+
+def file_stamp(path: Path) -> FileStamp:
+    """One state of a file, to tell when to read it again: device, inode, size, mtime and
+    ctime. The mtime alone misses a file replaced with its old mtime (``rsync -a``, ``cp -p``, a
+    symlink switched into a store of fixed-mtime files); the ctime cannot be set back."""
+    stat = path.stat()
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
 class JwtVerifier:
     """Verifies bearer tokens. The JWKS file is read on first use and again when it changes."""
 
@@ -181,7 +192,7 @@ class JwtVerifier:
         self._leeway_s = policy.leeway_s
         self._lock = threading.Lock()
         self._jwks: list[jwt.PyJWK] | None = None
-        self._jwks_mtime: float | None = None
+        self._jwks_stamp: FileStamp | None = None
 
     @property
     def enabled(self) -> bool:
@@ -189,18 +200,18 @@ class JwtVerifier:
 
     def _keys(self, path: Path) -> list[jwt.PyJWK]:
         try:
-            mtime = path.stat().st_mtime
+            stamp = file_stamp(path)
         except OSError as exc:
             raise ConfigurationError(f"cannot read JWKS file {path}") from exc
         with self._lock:
-            if self._jwks is None or mtime != self._jwks_mtime:
+            if self._jwks is None or stamp != self._jwks_stamp:
                 try:
                     data = json.loads(path.read_text(encoding="utf-8"))
                     keys = jwt.PyJWKSet.from_dict(data).keys
                 except (OSError, ValueError, jwt.PyJWTError) as exc:
                     raise ConfigurationError(f"invalid JWKS file {path}") from exc
                 self._jwks = [k for k in keys if k.algorithm_name in ASYMMETRIC_ALGORITHMS]
-                self._jwks_mtime = mtime
+                self._jwks_stamp = stamp
             return self._jwks
 
     def _key_for(self, header: dict[str, Any]) -> tuple[Any, str]:
@@ -270,29 +281,27 @@ class PrincipalsFile:
     a file removed revokes every key (logged) until it is back: nobody is known by a file that
     is not there."""
 
-    _MISSING = -1  # the mtime recorded while the file is absent
-
     def __init__(self, path: Path, scheme: ClassificationScheme) -> None:
         self._path = path
         self._scheme = scheme
         self._lock = threading.Lock()
-        self._mtime = self._stat()
+        self._stamp = self._stat()
         self._directory = PrincipalDirectory.load(path, scheme)  # fail fast at startup
 
-    def _stat(self) -> int:
+    def _stat(self) -> FileStamp | None:
         try:
-            return self._path.stat().st_mtime_ns
+            return file_stamp(self._path)
         except OSError:  # removed, or its folder unreadable: nobody is known by it
-            return self._MISSING
+            return None
 
     def current(self) -> PrincipalDirectory:
-        mtime = self._stat()
-        if mtime == self._mtime:
+        stamp = self._stat()
+        if stamp == self._stamp:
             return self._directory
         with self._lock:
-            if mtime != self._mtime:
-                self._mtime = mtime
-                if mtime == self._MISSING:
+            if stamp != self._stamp:
+                self._stamp = stamp
+                if stamp is None:
                     self._directory = PrincipalDirectory({}, self._scheme)
                     log_event(logger, logging.ERROR, "auth.principals_missing")
                     return self._directory

@@ -293,3 +293,59 @@ def test_a_removed_principals_file_revokes_every_key_until_it_is_back(client, pr
     assert _search(client, {"X-API-Key": KEYS["alice"]}).status_code == 401
     principals_file.write_text(kept)
     assert _search(client, {"X-API-Key": KEYS["alice"]}).status_code == 200
+
+
+def _replace_keeping_mtime(path: Path, text: str) -> None:
+    """Replace ``path`` by a new file with the old one's modification time, as ``rsync -a``,
+    ``cp -p``, ``tar x`` or a switched symlink into a store of fixed-mtime files (Nix) do."""
+    mtime_ns = path.stat().st_mtime_ns
+    staged = path.with_name(path.name + ".new")
+    staged.write_text(text, encoding="utf-8")
+    os.utime(staged, ns=(mtime_ns, mtime_ns))
+    os.replace(staged, path)
+    assert path.stat().st_mtime_ns == mtime_ns
+
+
+def test_a_principals_file_replaced_with_the_same_mtime_still_revokes(client, principals_file):
+    """The file was re-read only when its mtime changed: a revocation deployed with the old
+    file's mtime kept the revoked key working until the next restart."""
+    assert _search(client, {"X-API-Key": KEYS["alice"]}).status_code == 200
+    body = yaml.safe_load(principals_file.read_text())
+    del body["principals"]["alice"]
+    _replace_keeping_mtime(principals_file, yaml.safe_dump(body))
+    assert _search(client, {"X-API-Key": KEYS["alice"]}).status_code == 401, (
+        "a revoked key must be refused once the file no longer names it"
+    )
+    # Edited in place, same size, mtime put back (``cp -p`` onto the file): a lowered
+    # clearance applies too.
+    body = yaml.safe_load(principals_file.read_text())
+    text = yaml.safe_dump(body)
+    lowered = text.replace("clearance: restricted", "clearance: public    ")
+    assert len(lowered) == len(text) and lowered != text
+    mtime_ns = principals_file.stat().st_mtime_ns
+    time.sleep(0.05)  # past the file system's timestamp tick
+    principals_file.write_text(lowered, encoding="utf-8")
+    os.utime(principals_file, ns=(mtime_ns, mtime_ns))
+    hits = _search(client, {"X-API-Key": KEYS["hrbot"]})
+    assert hits.status_code == 200
+    assert _classifications(hits) <= {"public"}, "a lowered clearance must apply"
+
+
+def test_a_jwks_file_replaced_with_the_same_mtime_drops_the_removed_key(
+    make_settings, principals_file, shared_data, rsa_keys
+):
+    """A key removed from the JWKS file (a compromised key rotated out) stayed accepted when the
+    new file kept the old one's mtime."""
+    jwks_path, good, other = rsa_keys
+    settings = make_settings(principals_file=principals_file, jwt_jwks_file=jwks_path)
+    app = create_app(settings, FakeServingIndex(load_chunks(shared_data), settings))
+    with TestClient(app) as client:
+        assert _search(client, {"Authorization": f"Bearer {_rs256(good)}"}).status_code == 200
+        replacement = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(other.public_key()))
+        replacement.update({"kid": "k2", "alg": "RS256"})
+        _replace_keeping_mtime(jwks_path, json.dumps({"keys": [replacement]}))
+        assert _search(client, {"Authorization": f"Bearer {_rs256(good)}"}).status_code == 401, (
+            "a key removed from the JWKS file must be refused"
+        )
+        token = _rs256(other, kid="k2")
+        assert _search(client, {"Authorization": f"Bearer {token}"}).status_code == 200
