@@ -108,6 +108,7 @@ def _tidy(text: str) -> str:
 
 
 def _has_content(sentence: str) -> bool:
-    """A sentence worth checking: has words beyond markers and bullets."""
+    """A sentence worth checking: has words beyond markers and bullets, in any script (one
+    without is neither checked nor reported, so it must hold no claim)."""
     bare = MARKER_RE.sub("", _strip_list_bullet(sentence))
-    return bool(re.search(r"[A-Za-z0-9]", bare))
+    return bool(re.search(r"[^\W_]", bare))
