@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import StrictBool, StrictStr
@@ -59,6 +60,9 @@ class PrincipalDirectory:
             scheme.rank(entry.clearance)  # unknown clearance → UnknownClassificationError
             if entry.api_key_sha256 is not None and len(entry.api_key_sha256) != 64:
                 raise ConfigurationError(f"principal {name!r}: api_key_sha256 must be 64 hex chars")
+        shared = _shared_key(entries)
+        if shared is not None:
+            raise ConfigurationError(f"principals {shared[0]!r} and {shared[1]!r} share an API key")
         self._entries = dict(entries)
 
     @classmethod
@@ -73,6 +77,15 @@ class PrincipalDirectory:
             except UnknownClassificationError as exc:
                 where = document.where(("principals", name, "clearance"))
                 raise ConfigurationError(f"{where}: {exc}") from exc
+        shared = _shared_key(parsed.principals)
+        if shared is not None:
+            first, second = shared
+            raise ConfigurationError(
+                f"{document.where(('principals', second, 'api_key_sha256'))}: "
+                f"{second}.api_key_sha256: the API key of {first!r} "
+                f"(line {document.line(('principals', first, 'api_key_sha256'))}): one key must "
+                "name one principal"
+            )
         return cls(dict(parsed.principals), scheme)
 
     def names(self) -> list[str]:
@@ -102,6 +115,21 @@ class PrincipalDirectory:
             ):
                 match = name
         return self.get(match) if match is not None else None
+
+
+def _shared_key(entries: Mapping[str, PrincipalEntry]) -> tuple[str, str] | None:
+    """The first two principals with the same key hash, if any. A key naming two principals
+    would authenticate as whichever came last: an entry copied with its hash left in gives the
+    first principal's key the copy's access."""
+    seen: dict[str, str] = {}
+    for name, entry in entries.items():
+        if entry.api_key_sha256 is None:
+            continue
+        digest = entry.api_key_sha256.lower()
+        if digest in seen:
+            return seen[digest], name
+        seen[digest] = name
+    return None
 
 
 def hash_api_key(api_key: str) -> str:

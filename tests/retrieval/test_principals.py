@@ -8,7 +8,7 @@ import pytest
 
 from citewell.core.errors import ConfigurationError
 from citewell.core.models import ClassificationScheme
-from citewell.retrieval.principals import PrincipalDirectory
+from citewell.retrieval.principals import PrincipalDirectory, hash_api_key
 
 SCHEME = ClassificationScheme()
 
@@ -47,3 +47,24 @@ def test_valid_file_loads(tmp_path: Path) -> None:
     assert directory.names() == ["alice", "gw"] and directory.can_act_for("gw")
     alice = directory.get("alice")
     assert alice is not None and alice.groups == frozenset({"sales"})
+
+
+@pytest.mark.parametrize("spelling", [str.lower, str.upper], ids=["same", "other-case"])
+def test_two_principals_with_one_api_key_are_refused(tmp_path: Path, spelling) -> None:
+    """An entry copied for a new principal with the old key hash left in: the key resolved to
+    whichever entry came last, so bob's own key gave him bob-admin's clearance and groups."""
+    digest = hash_api_key("bob-key")
+    file = tmp_path / "principals.yaml"
+    file.write_text(
+        "principals:\n"
+        f"  bob: {{clearance: internal, groups: [sales], api_key_sha256: {digest}}}\n"
+        "  carol: {clearance: public}\n"
+        f"  bob-admin: {{clearance: restricted, groups: [board], "
+        f"api_key_sha256: {spelling(digest)}}}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(
+        ConfigurationError,
+        match=r"principals\.yaml:4: bob-admin\.api_key_sha256: the API key of 'bob' \(line 2\)",
+    ):
+        PrincipalDirectory.load(file, SCHEME)
