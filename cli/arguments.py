@@ -160,7 +160,8 @@ class Pattern:
         self.__name__ = what
 
     def __call__(self, text: str) -> str:
-        if not self.regex.match(text):
+        # fullmatch: with match, "$" also matches before a trailing newline ("kb\n").
+        if not self.regex.fullmatch(text):
             raise argparse.ArgumentTypeError(
                 f"invalid {self.what} {text!r} (e.g. {self.example!r})"
             )

@@ -84,7 +84,8 @@ def bad_values(action: argparse.Action, tmp: Path) -> list[str]:
             str(tmp / "file.jsonl" / "x"),
         ]
     if isinstance(kind, Pattern):
-        return ["../escape", "", "a b", "x" * 200]
+        # A trailing newline: ``$`` matches before one, so "kb\n" passed as a source name.
+        return ["../escape", "", "a b", "x" * 200, kind.example + "\n"]
     if isinstance(kind, Text):
         return ["", "   ", "q" * (kind.max_length + 1)]
     return []
