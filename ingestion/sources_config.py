@@ -40,10 +40,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 from urllib.parse import unquote, urlparse
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, BeforeValidator, Field, field_validator, model_validator
 
 from citewell.core.config_files import load_yaml, validate_yaml
 from citewell.core.errors import ConfigurationError
@@ -62,16 +62,27 @@ _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?LW#]+$")
 EVALUATION_METRICS: tuple[str, ...] = ("hit_rate", "mrr")
 
 
+def _not_blank(value: object) -> object:
+    # Path("") is ".", the process's working directory: an empty value (a template's unset
+    # variable) would point a DAG worker at whatever folder it runs in.
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+ConfigPath = Annotated[Path, BeforeValidator(_not_blank)]
+
+
 class RebuildConfig(Frozen):
     """Validation of a rebuild before it is published. ``golden`` defaults to the evaluation's."""
 
-    golden: Path | None = None
+    golden: ConfigPath | None = None
     k: int = Field(default=5, ge=1, le=100)
     min_hit_rate: float = Field(default=0.8, ge=0.0, le=1.0)
 
 
 class EvaluationConfig(Frozen):
-    golden: Path
+    golden: ConfigPath
     k: int = Field(default=5, ge=1, le=100)
     mode: SearchMode = SearchMode.HYBRID
     floors: dict[str, float] = Field(default_factory=dict)
@@ -95,7 +106,7 @@ class SourceConfig(Frozen):
     connector: Literal["local", "s3"] = Field(
         default="local", validation_alias=AliasChoices("connector", "type")
     )
-    path: Path | None = None  # local folders
+    path: ConfigPath | None = None  # local folders
     # S3-compatible object stores (never credentials: see the module docstring)
     bucket: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9.\-_]{1,254}$")
     prefix: str = ""
@@ -105,7 +116,7 @@ class SourceConfig(Frozen):
     object_labels: tuple[Literal["tags", "metadata"], ...] = ()
     allow_empty: bool = False
     index: str = Field(pattern=_NAME)
-    labels: Path | None = None
+    labels: ConfigPath | None = None
     schedule: str | None = "@daily"
     batch_size: int = Field(default=50, ge=1, le=10_000)
     rebuild: RebuildConfig = RebuildConfig()
@@ -199,7 +210,7 @@ class SourcesConfig(Frozen):
 
 
 def _resolve(base: Path, value: object) -> object:
-    if isinstance(value, str) and value:
+    if isinstance(value, str) and value.strip():
         path = Path(value).expanduser()
         return str(path if path.is_absolute() else (base / path).resolve())
     return value

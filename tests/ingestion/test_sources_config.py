@@ -64,6 +64,22 @@ def test_paths_resolve_against_the_config_folder_and_defaults_apply(tmp_path: Pa
         ("sources:\n  - {name: a, path: x, index: i, index: j}\n", r"yaml:2: duplicate key"),
         ("sources: []\nsources:\n  - {name: a, path: x, index: i}\n", r"yaml:2: duplicate"),
         ("sources:\n  - {name: a, path: x, index: i, batch_size: [5]}\n", r"yaml:2: .*batch"),
+        # An empty path (a template's unset variable) was the process's working directory: the
+        # DAG worker ingested whatever folder it ran in.
+        ("sources:\n  - {name: a, path: '', index: i}\n", r"yaml:2: sources\.0\.path: .*empty"),
+        ("sources:\n  - {name: a, path: '  ', index: i}\n", r"yaml:2: sources\.0\.path: .*empty"),
+        (
+            "sources:\n  - {name: a, path: x, index: i, evaluation: {golden: ''}}\n",
+            r"yaml:2: sources\.0\.evaluation\.golden: .*empty",
+        ),
+        (
+            "sources:\n  - {name: a, path: x, index: i, rebuild: {golden: ''}}\n",
+            r"yaml:2: sources\.0\.rebuild\.golden: .*empty",
+        ),
+        (
+            "sources:\n  - {name: a, path: x, index: i, labels: ''}\n",
+            r"yaml:2: sources\.0\.labels: .*empty",
+        ),
     ],
 )
 def test_bad_configs_raise_configuration_error_naming_the_file(
