@@ -166,6 +166,22 @@ class Settings(BaseSettings):
             return json.loads(text)  # a JSONDecodeError is a ValueError: a validation error
         return tuple(name.strip() for name in text.split(",") if name.strip())
 
+    @field_validator(
+        "data_dir",
+        "principals_file",
+        "model_cache_dir",
+        "jwt_jwks_file",
+        "audit_log",
+        mode="before",
+    )
+    @classmethod
+    def _path_not_blank(cls, value: object) -> object:
+        """Path("") is "." (the working directory): an empty variable, e.g. a compose file's
+        unset one, must not move the data dir or name a folder as the principals file."""
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty (unset the variable for the default)")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         ClassificationScheme(levels=self.classification_levels)

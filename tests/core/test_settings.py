@@ -44,3 +44,18 @@ def test_a_bad_level_list_is_a_validation_error_naming_the_field(
     with pytest.raises(ValidationError) as caught:
         Settings()
     assert "classification_levels" in str(caught.value) or "levels" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "field", ["data_dir", "principals_file", "audit_log", "jwt_jwks_file", "model_cache_dir"]
+)
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_path_variable_is_an_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch, field: str, value: str
+) -> None:
+    """Path("") is "." : CITEWELL_DATA_DIR= (a compose file's unset variable) put the indexes,
+    caches and audit log in whatever folder the process started in, and an empty
+    CITEWELL_PRINCIPALS_FILE or CITEWELL_AUDIT_LOG failed later as "Is a directory: '.'"."""
+    monkeypatch.setenv(f"CITEWELL_{field.upper()}", value)
+    with pytest.raises(ValidationError, match=rf"{field}\n.*must not be empty"):
+        Settings()
