@@ -42,8 +42,8 @@ def sources_file() -> Path | None:
 
 
 def configured_sources() -> tuple[SourceConfig, ...]:
-    """Sources to generate DAGs for; none (and a logged error) when the file is unset or bad,
-    so one broken config does not hide the import error of every other DAG file."""
+    """Sources to generate DAGs for: none (and a logged warning) when the file is unset; a bad
+    file raises, so each Citewell DAG file shows the import error naming its file and line."""
     file = sources_file()
     if file is None:
         log_event(logger, logging.WARNING, "dags.no_sources_file", env=SOURCES_FILE_ENV)
@@ -264,12 +264,25 @@ def source_doc_md(source: SourceConfig) -> str:
     )
 
 
+def _retries() -> int:
+    """``CITEWELL_AIRFLOW_RETRIES`` (default 2). A bad value fails the DAG file's import with a
+    message naming the variable; Airflow itself would take -1 as is."""
+    text = os.environ.get(RETRIES_ENV, "2")
+    problem = f"{RETRIES_ENV} must be a whole number of 0 or more, got {text!r}"
+    try:
+        retries = int(text.strip())
+    except ValueError as exc:
+        raise ConfigurationError(problem) from exc
+    if retries < 0:
+        raise ConfigurationError(problem)
+    return retries
+
+
 def default_args() -> dict[str, Any]:
     """Retries with exponential backoff and the failure hook, for every task."""
-    retries = int(os.environ.get(RETRIES_ENV, "2"))
     return {
         "owner": "citewell",
-        "retries": retries,
+        "retries": _retries(),
         "retry_delay": timedelta(minutes=1),
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": timedelta(minutes=30),

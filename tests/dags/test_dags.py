@@ -364,3 +364,18 @@ def test_settings_variable_keys_are_settings_fields_in_any_case(
     monkeypatch.setattr(Variable, "get", staticmethod(get))
     settings = load_settings()
     assert str(settings.data_dir) == "/srv/citewell" and settings.keep_versions == 4
+
+
+@pytest.mark.parametrize("value", ["", "two", "-1", "1.5"])
+def test_a_bad_retries_variable_is_an_import_error_naming_it(
+    airflow_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """CITEWELL_AIRFLOW_RETRIES='' failed every DAG file with "invalid literal for int() with
+    base 10: ''", naming no variable, and '-1' was taken as -1 retries."""
+    monkeypatch.setenv("CITEWELL_AIRFLOW_RETRIES", value)
+    errors = airflow_sandbox.dagbag().import_errors
+    assert len(errors) == 3, errors  # refresh, rebuild, evaluate: no DAG with a wrong setting
+    for message in errors.values():
+        assert f"CITEWELL_AIRFLOW_RETRIES must be a whole number of 0 or more, got {value!r}" in (
+            message
+        ), message
