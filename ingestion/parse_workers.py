@@ -32,7 +32,7 @@ import time
 from collections import deque
 from collections.abc import Container
 from dataclasses import dataclass
-from multiprocessing import get_context
+from multiprocessing import forkserver, get_context
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -101,6 +101,14 @@ class ParseOutcome:
     seconds: float
     peak_rss_bytes: int
     labels: SensitivityReading | None = None  # when the job asked for them and parsing worked
+
+
+def start_forkserver() -> None:
+    """Start the workers' forkserver now, without waiting for it: it imports the parsers
+    (seconds) in its own process while the run goes on (loading the embedding model, reading
+    the manifest), instead of after them at the first parse. Idempotent."""
+    get_context("forkserver").set_forkserver_preload(list(PRELOAD))
+    forkserver.ensure_running()
 
 
 def default_workers() -> int:

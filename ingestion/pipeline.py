@@ -71,6 +71,7 @@ from citewell.ingestion.parse_workers import (
     ParseWorkers,
     WorkerLimits,
     default_workers,
+    start_forkserver,
 )
 from citewell.ingestion.parsing import name_title
 from citewell.ingestion.progress import IngestProgress, NoProgress, TerminalProgress
@@ -99,10 +100,11 @@ _EMBED_BATCH_CHUNKS = 256  # chunks buffered across documents before one embeddi
 # (a download's "<doc id>.<type>", another file with the same bytes in the cache).
 # 7: markup and text parses keep their source's lines, where banners the parse drops are read.
 # 8: those lines decoded as the parse decodes the file (UTF-16 banners were missed).
-_PARSER_VERSION = 8  # 5: PDFs read by PDFium; 4: XLSX sheet headers/footers, PPTX masters
+# 9: an Office Open XML package named .xls/.doc/.ppt is parsed (and labelled) as what it is.
+_PARSER_VERSION = 9  # 5: PDFs read by PDFium; 4: XLSX sheet headers/footers, PPTX masters
 # Part of the cache key of sensitivity readings of objects; 2: PDFs read past pypdf's default
-# array limit, which version 1 refused as unreadable.
-_SENSITIVITY_VERSION = 2
+# array limit, which version 1 refused as unreadable; 3: packages named .xls/.doc/.ppt read.
+_SENSITIVITY_VERSION = 3
 # A cache temporary older than this is a killed writer's (no write takes hours): removed.
 _STALE_TEMPORARY_S = 6 * 3600
 
@@ -822,6 +824,10 @@ class Ingestor:
         under the label the source's labels give them now (``labels_at``)."""
         reporter = _reporter(progress)
         reporter.begin(source.name, where, len(discovery.items))
+        if discovery.items:
+            # The forkserver's imports overlap the embedding model's load in _run (both take
+            # seconds; one after the other they delayed the first embedding batch by both).
+            start_forkserver()
 
         def candidates() -> Iterator[_Candidate | _Unreadable]:
             for item in discovery.items:

@@ -13,6 +13,7 @@ import pytest
 
 from citewell.ingestion.limits import ZipLimits
 from citewell.ingestion.parse_workers import ParseJob, ParseWorkers, WorkerLimits
+from tests.ingestion.kb_fixture import write_kb
 from tests.ingestion.mip_files import PUBLIC, msip_properties, write_pdf
 from tests.security.hostile_files import MIB, pdf_flate_bomb, pdf_nested_forms
 
@@ -213,3 +214,60 @@ def test_labels_read_alone_are_held_to_the_limits_and_refused_past_them(tmp_path
         )
         assert [label.label_id for label in workers.read_labels(labelled, "pdf").labels] == [PUBLIC]
         assert workers.replaced == 1
+
+
+# Run in a fresh interpreter: the forkserver is one per process, and another test may have
+# started it already in this one.
+_FORKSERVER_ORDER = """
+import sys
+from pathlib import Path
+
+import psutil
+
+from citewell.core.settings import Settings
+from citewell.ingestion.pipeline import Ingestor
+from tests.agent.fakes import HashingEmbedder
+
+
+def forkserver_running() -> bool:
+    return any(
+        "forkserver" in " ".join(child.cmdline())
+        for child in psutil.Process().children()
+    )
+
+
+class ModelEmbedder(HashingEmbedder):
+    # A real embedder loads its model when the index asks for its key (seconds).
+    seen: list[bool] = []
+
+    @property
+    def cache_key(self) -> str:
+        self.seen.append(forkserver_running())
+        return "hashing-256"
+
+
+folder, data_dir = Path(sys.argv[1]), Path(sys.argv[2])
+embedder = ModelEmbedder()
+Ingestor(Settings(data_dir=data_dir), embedder=embedder).ingest_folder(folder, index="kb")
+print("forkserver running when the model loaded:", embedder.seen[0])
+"""
+
+
+def test_the_forkserver_imports_the_parsers_while_the_embedding_model_loads(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    folder = write_kb(tmp_path / "kb")
+    repo = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-c", _FORKSERVER_ORDER, str(folder), str(tmp_path / "data")],
+        cwd=repo,
+        env=dict(os.environ, PYTHONPATH=str(repo)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "forkserver running when the model loaded: True" in result.stdout
