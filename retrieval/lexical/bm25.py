@@ -223,7 +223,7 @@ class BM25Index:
     ) -> list[tuple[str, float]]:
         """Top ``limit`` (chunk_id, score) with score > 0, best first (ties by insertion).
         ``trace`` counts the postings read (tests and benchmarks)."""
-        prepared = self._prepare(query, scope, filters, limit)
+        prepared = self._prepare(query, scope, filters, limit, trace)
         if prepared is None or prepared.stats.n_docs == 0:
             return []
         compiled, stats, chunk_ids = prepared.compiled, prepared.stats, prepared.chunk_ids
@@ -268,7 +268,7 @@ class BM25Index:
         idf is the non-negative ``log(1 + (N - n + 0.5) / (n + 0.5))`` (Lucene): rank_bm25's
         epsilon floor needs the mean idf over the whole vocabulary, a full pass per query here.
         """
-        prepared = self._prepare(query, scope, filters, limit)
+        prepared = self._prepare(query, scope, filters, limit, trace)
         if prepared is None:
             return []
         documents = prepared.compiled.documents
@@ -370,7 +370,12 @@ class BM25Index:
         return {doc: frozenset(terms) for doc, terms in found.items()}
 
     def _prepare(
-        self, query: str, scope: AccessScope, filters: SearchFilters, limit: int
+        self,
+        query: str,
+        scope: AccessScope,
+        filters: SearchFilters,
+        limit: int,
+        trace: SearchTrace | None = None,
     ) -> _Query | None:
         """The snapshot and terms a search of ``query`` reads; None when nothing can match (the
         scope sees nothing, or no query term occurs in a chunk it can see)."""
@@ -384,7 +389,9 @@ class BM25Index:
             visible = self._visible_classes(scope)
             stats = self._scope_stats(visible)
             chunk_ids = self._chunk_ids  # compaction replaces the list, never mutates in place
-            doc_slots = self._doc_filter_slots(filter_values(filters.doc_ids))
+            doc_slots = self._doc_filter_slots(
+                filter_values(filters.doc_ids), compiled, visible, trace
+            )
         terms = self._query_terms(tokens, stats)
         if not terms:
             return None
@@ -434,10 +441,35 @@ class BM25Index:
             doc_slots=doc_slots,
         )
 
-    def _doc_filter_slots(self, doc_ids: frozenset[str] | None) -> IntArray | None:
+    def _doc_filter_slots(
+        self,
+        doc_ids: frozenset[str] | None,
+        compiled: _Compiled,
+        visible: tuple[int, ...],
+        trace: SearchTrace | None,
+    ) -> IntArray | None:
+        """The slots of the named documents that the scope may see (call under the lock). A
+        document it may not see is passed over after one look at its class, never by gathering
+        its slots: that work grew with the size of a restricted document, so timing a guessed
+        id told whether it exists. Only while some document is split across classes (a relabel
+        caught part-way, see ``_Compiled.documents``) are a named document's slots checked one
+        by one."""
         if doc_ids is None:
             return None
-        slots = [s for d in doc_ids for s in self._slots_of_doc.get(d, ())]
+        shown = frozenset(visible)
+        class_of = self._class_of
+        one_class_each = compiled.documents is not None
+        slots: list[int] = []
+        for doc_id in doc_ids:
+            held = self._slots_of_doc.get(doc_id)
+            if not held:
+                continue
+            if not one_class_each:
+                slots.extend(s for s in held if class_of[s] in shown)
+            elif class_of[next(iter(held))] in shown:
+                slots.extend(held)
+        if trace is not None:
+            trace.document_filter_slots += len(slots)
         return np.asarray(slots, dtype=np.int64)
 
     def _visible_classes(self, scope: AccessScope) -> tuple[int, ...]:

@@ -38,9 +38,11 @@ _Function = TypeVar("_Function", bound=Callable[..., Any])
 
 @dataclass
 class SearchTrace:
-    """Work done by one search, for tests and benchmarks: postings entries read."""
+    """Work done by one search, for tests and benchmarks: postings entries read, and slots of
+    the documents a ``doc_ids`` filter names that were gathered to filter by."""
 
     postings_read: int = 0
+    document_filter_slots: int = 0
 
 
 @dataclass(frozen=True)

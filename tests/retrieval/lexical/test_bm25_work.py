@@ -111,3 +111,38 @@ def test_a_class_whose_terms_array_is_shorter_than_the_vocabulary_still_scores()
     hits = index.search("falcon", PUBLIC, NO_FILTERS, 5)
     assert [chunk_id for chunk_id, _ in hits] == ["pub"]
     assert index.document_search("falcon", PUBLIC, NO_FILTERS, 5)[0][0] == "doc-pub"
+
+
+def with_invisible_document(index: BM25Index, chunks: int) -> BM25Index:
+    """Add one restricted document of ``chunks`` chunks, whose id a caller might guess."""
+    index.add(
+        [
+            make_chunk(f"d{i}", f"river falcon dossier {i}", doc_id="board-minutes", rank=3)
+            for i in range(chunks)
+        ]
+    )
+    return index
+
+
+@pytest.mark.parametrize("leg", sorted(LEGS))
+def test_a_doc_ids_filter_naming_an_invisible_document_costs_what_a_missing_id_costs(
+    leg: str,
+) -> None:
+    """A ``doc_ids`` filter gathered every slot of each document it named, visible or not, so
+    its work grew with the size of a restricted document: naming a guessed id (ids derive from
+    source URIs) timed 1.1 ms against 0.08 ms for a missing id with a 50,000-chunk document,
+    an oracle for whether that document exists and how long it is."""
+    index = with_invisible_document(visible_index(), 500)
+
+    def named(doc_id: str) -> tuple[int, int, list[tuple[str, float]]]:
+        filters = SearchFilters(doc_ids=frozenset({doc_id, "doc-v1"}))
+        trace = SearchTrace()
+        if leg == "chunks":
+            hits = index.search("river falcon", PUBLIC, filters, 10, trace=trace)
+        else:
+            hits = index.document_search("river falcon", PUBLIC, filters, 10, trace=trace)
+        return trace.document_filter_slots, trace.postings_read, hits
+
+    hidden, missing = named("board-minutes"), named("no-such-document")
+    assert missing[0] == 1 and missing[2]  # the visible document's one chunk, and its hit
+    assert hidden == missing, "an invisible document named in doc_ids must cost nothing"
