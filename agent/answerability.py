@@ -106,8 +106,13 @@ _ACRONYM_PLURAL_RE = re.compile(r"[A-Z][A-Z0-9]*s")
 _DOTTED_ABBREVIATION_RE = re.compile(r"(?:[A-Za-z]\.){2,}")
 _CONTENT_POS = frozenset({"NOUN", "PROPN", "NUM", "VERB", "ADJ", "ADV"})
 # Splitting a claim into full clauses, from the tagger's tags alone (the parser stays off: it
-# costs load time). A clause joins another at a coordinating conjunction or a semicolon.
+# costs load time). A clause joins another at a coordinating conjunction or a semicolon, and at
+# the punctuation an LLM joins two statements with: a colon, a dash (not a hyphen), brackets, a
+# full stop the sentence splitter kept (a lowercase word follows) and a comma splice.
 _CLAUSE_CONJUNCTIONS = frozenset({"and", "but", "or", "nor", "yet", "so"})
+_CLAUSE_PUNCTUATION = frozenset(
+    {";", ":", "(", ")", "\u2014", "\u2013", "--", "-", ".", "!", "?", "\u2026"}  # em, en dash
+)
 # Finite verbs (Penn tags): every clause has one; a participle does not make one ("newly hired
 # staff and contractors receive ..." is one clause).
 _FINITE_TAGS = frozenset({"VBD", "VBP", "VBZ", "MD"})
@@ -363,8 +368,17 @@ class TextAnalyzer:
 
 
 def _joins_clauses(token: Any) -> bool:
-    return token.text == ";" or (
-        token.pos_ == "CCONJ" and token.text.lower() in _CLAUSE_CONJUNCTIONS
+    if token.text in _CLAUSE_PUNCTUATION or set(token.text) == {"."}:  # "..." too
+        return token.tag_ != "HYPH"  # "full-time" is one word
+    return token.pos_ == "CCONJ" and token.text.lower() in _CLAUSE_CONJUNCTIONS
+
+
+def _comma_joins_clauses(left: Sequence[Any]) -> bool:
+    """Whether a comma after ``left`` may join two full clauses: not after a subordinate
+    or prepositional opening ("When they are eligible, parents receive ...")."""
+    first = left[0] if left else None
+    return first is not None and not (
+        first.pos_ in {"SCONJ", "ADP"} or first.tag_ in _SUBORDINATE_TAGS
     )
 
 
@@ -405,18 +419,18 @@ def _relative_clauses(tokens: Sequence[Any]) -> list[tuple[int, int]]:
 def _piece(text: str, tokens: Sequence[Any], span: range) -> str:
     """The text of ``tokens[span]`` as written, without joining punctuation at its ends."""
     first, last = tokens[span.start], tokens[span.stop - 1]
-    return text[first.idx : last.idx + len(last.text)].strip(" ,;:")
+    return text[first.idx : last.idx + len(last.text)].strip(" ,;:()")
 
 
 def _clauses(text: str, tokens: Sequence[Any]) -> tuple[str, ...]:
-    """``text`` cut where a conjunction or semicolon joins two full clauses: the part before
+    """``text`` cut where a conjunction or punctuation joins two full clauses: the part before
     has a finite verb and the part after opens a clause (``_opens_clause``). Coordinated
     nouns ("X and Y receive") and verbs ("hired and trained") stay in one piece."""
     cuts: list[tuple[int, int]] = []  # (first token, token after the last) per clause
     start = 0
     for i, token in enumerate(tokens):
         if (
-            _joins_clauses(token)
+            (_joins_clauses(token) or (token.text == "," and _comma_joins_clauses(tokens[start:i])))
             # "between 2020 and 2023 sales rose" joins two numbers, not two clauses
             and not (0 < i < len(tokens) - 1 and tokens[i - 1].pos_ == tokens[i + 1].pos_ == "NUM")
             and any(t.tag_ in _FINITE_TAGS for t in tokens[start:i])

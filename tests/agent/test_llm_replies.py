@@ -3,6 +3,8 @@ agent cannot verify must never reach the answer as a cited statement."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from citewell.agent.agent import Agent
@@ -13,6 +15,7 @@ from citewell.agent.scoring import SentenceScorer
 from tests.agent.fakes import FakeSearch, HashingEmbedder
 from tests.agent.openai_server import chat_server
 from tests.agent.test_agent import CHUNKS, PUBLIC
+from tests.agent.test_answerability import ask_llm
 
 QUESTION = "Who gave their name to Normandy?"
 SUPPORTED = "The Normans gave their name to Normandy [1]."
@@ -42,3 +45,56 @@ def test_a_cited_sentence_in_another_script_is_verified_like_any_other(claim: st
     ans = ask(f"{SUPPORTED}\n{claim}")
     assert claim.rstrip(".。")[:12] not in ans.answer, ans.answer
     assert ans.answer == SUPPORTED and ans.removed_claims == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "joined",
+    [
+        ". the policy is the most generous in the industry",
+        "! the policy is the most generous in the industry",
+        ": the policy is the most generous in the industry",
+        " — the policy is the most generous in the industry",
+        " - the policy is the most generous in the industry",
+        " (the policy is the most generous in the industry)",
+        ", the policy is the most generous in the industry",
+    ],
+    ids=["full-stop-lowercase", "exclamation", "colon", "em-dash", "dash", "brackets", "comma"],
+)
+def test_an_unsupported_clause_joined_by_punctuation_is_checked_on_its_own(
+    embedder: Any, joined: str
+) -> None:
+    # Only a conjunction or a semicolon cut a sentence into clauses: the same unfounded clause
+    # joined by a colon, a dash, brackets, a comma or a full stop before a lowercase word rode
+    # on the supported clause and was kept as a statement cited to source [1].
+    reply = (
+        f"Birth parents receive 20 weeks of parental leave at full pay{joined} [1]. "
+        "Non-birth parents receive 10 weeks of parental leave at full pay [1]."
+    )
+    answer = ask_llm(embedder, reply)
+    assert "generous" not in answer.answer, answer.answer
+    assert answer.removed_claims == 1 and not answer.refused, answer.notes
+    assert answer.answer == "Non-birth parents receive 10 weeks of parental leave at full pay [1]."
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "Birth parents receive 20 weeks of parental leave at full pay (non-birth parents "
+        "receive 10 weeks) [1].",
+        "Birth parents receive 20 weeks of parental leave at full pay: non-birth parents "
+        "receive 10 weeks of parental leave at full pay [1].",
+        "Birth parents receive 20 weeks of parental leave at full pay — non-birth parents "
+        "receive 10 weeks of parental leave at full pay [1].",
+        "Under the policy, birth parents receive 20 weeks of parental leave at full pay [1].",
+        "When they are eligible, birth parents receive 20 weeks of parental leave at full pay [1].",
+        "Full-time birth parents receive 20 weeks of parental leave at full pay [1].",
+    ],
+)
+def test_a_sentence_whose_punctuation_joins_supported_clauses_is_kept(
+    embedder: Any, reply: str
+) -> None:
+    answer = ask_llm(embedder, reply)
+    assert not answer.refused and answer.removed_claims == 0, answer.notes
+    assert answer.answer == reply
