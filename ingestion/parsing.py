@@ -875,6 +875,28 @@ def _binary_kind(data: bytes) -> str | None:
     return next((kind for magic, kind in _BINARY_SIGNATURES if head.startswith(magic)), None)
 
 
+# Legacy Office extensions whose readers open whatever the bytes are (pandas reads an .xlsx
+# saved as .xls, LibreOffice converts a .docx saved as .doc): such a package is parsed as what
+# it is, so that its limits, headers and sensitivity label (sensitivity.py) apply.
+LEGACY_OFFICE_TYPES = frozenset({"doc", "xls", "ppt"})
+_PACKAGE_MAIN_PARTS = (
+    ("word/document.xml", "docx"),
+    ("xl/workbook.xml", "xlsx"),
+    ("ppt/presentation.xml", "pptx"),
+)
+
+
+def package_type(data: bytes) -> str | None:
+    """The Office Open XML type (docx, xlsx, pptx) of ``data`` by its main part; None when
+    ``data`` is not such a package."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
+    return next((kind for part, kind in _PACKAGE_MAIN_PARTS if part in names), None)
+
+
 _CHANGED_WHILE_READ = "file changed while it was being read; the next refresh reads it again"
 
 
@@ -901,6 +923,10 @@ def _parse_checked(
         # Decoded as text, a PDF's or Office file's bytes would be indexed as words, and its
         # sensitivity label, which text cannot carry, never read.
         raise ParseError(f"the file is {kind}, not .{doc_type} text; not read")
+    if doc_type in LEGACY_OFFICE_TYPES:
+        if _binary_kind(data) == "a PDF":
+            raise ParseError(f"the file is a PDF, not .{doc_type}; not read")
+        doc_type = package_type(data) or doc_type
     check_zip_container(data, doc_type, zip_limits)
     if doc_type in ZIP_CONTAINER_TYPES - {"docx", "pptx", "xlsx"} and not zipfile.is_zipfile(
         io.BytesIO(data)

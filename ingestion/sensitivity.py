@@ -40,6 +40,9 @@ from citewell.core.models import AccessLabel, ClassificationScheme, Frozen
 
 OFFICE_TYPES = frozenset({"docx", "docm", "dotx", "xlsx", "xlsm", "xltx", "pptx", "pptm", "potx"})
 EMAIL_TYPES = frozenset({"eml", "msg"})
+# Legacy binary Office files keep labels in OLE property sets, which are not read (SECURITY.md);
+# a file of these names that is an Office Open XML package is read as one (parsing does too).
+LEGACY_OFFICE_TYPES = frozenset({"doc", "xls", "ppt"})
 LABEL_INFO_RELATIONSHIP = (
     "http://schemas.microsoft.com/office/2020/02/relationships/classificationlabels"
 )
@@ -353,7 +356,12 @@ def _finish(labels: list[MipLabel], notes: list[str]) -> SensitivityReading:
 def carries_labels(doc_type: str) -> bool:
     """Whether files of this type can carry sensitivity-label metadata (the others read as
     empty without being opened)."""
-    return doc_type in OFFICE_TYPES or doc_type == "pdf" or doc_type in EMAIL_TYPES
+    return (
+        doc_type in OFFICE_TYPES
+        or doc_type in LEGACY_OFFICE_TYPES
+        or doc_type == "pdf"
+        or doc_type in EMAIL_TYPES
+    )
 
 
 def read_sensitivity(path: Path, doc_type: str) -> SensitivityReading:
@@ -362,6 +370,9 @@ def read_sensitivity(path: Path, doc_type: str) -> SensitivityReading:
     if not carries_labels(doc_type):
         return SensitivityReading()
     try:
+        if doc_type in LEGACY_OFFICE_TYPES:
+            # An .xlsx saved as .xls is parsed as what it is: its label applies as well.
+            return _office(path) if zipfile.is_zipfile(path) else SensitivityReading()
         if doc_type in OFFICE_TYPES:
             return _office(path)
         if doc_type == "pdf":
