@@ -20,6 +20,8 @@ _CHUNK_FIELDS = (
     "char_start",
     "char_end",
     "document_date",
+    "classification_rank",
+    "groups",
 )
 
 
@@ -35,6 +37,11 @@ class ChunkReference(Frozen):
     char_start: int  # document offsets
     char_end: int
     document_date: datetime | None = None  # the date the document states (Chunk.document_date)
+    # The chunk's access label, so entry points check every reference against the caller's
+    # scope before it leaves (defence in depth). Never serialized: which other groups share a
+    # source is not the caller's to learn.
+    classification_rank: int = Field(exclude=True)
+    groups: tuple[str, ...] = Field(exclude=True)
 
     @classmethod
     def from_chunk(cls, n: int, chunk: Chunk, **fields: Any) -> Self:

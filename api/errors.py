@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 
 from citewell.api.auth import MalformedCredentialsError
 from citewell.core.errors import (
+    AccessViolationError,
     AuditLogError,
     AuthenticationError,
     AuthorizationError,
@@ -117,6 +118,10 @@ def public_error(exc: Exception, request: Request | None = None) -> tuple[int, s
     if isinstance(exc, ModelError):
         log_event(logger, logging.ERROR, "api.model_unavailable", error=type(exc).__name__)
         return 503, "a model needed for this request is unavailable"
+    if isinstance(exc, AccessViolationError):
+        # Who and which chunks go to the log; the caller learns nothing about them.
+        log_event(logger, logging.ERROR, "security.response_withheld", error=str(exc))
+        return 500, "internal error"
     if isinstance(exc, ConfigurationError):
         log_event(logger, logging.ERROR, "api.configuration_error", error=type(exc).__name__)
         return 500, "the server is misconfigured"

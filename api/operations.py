@@ -15,7 +15,11 @@ from citewell.api.audit import AuditLog, AuditOutcome, AuditRecord, FilterSummar
 from citewell.api.auth import AuthContext
 from citewell.api.errors import unavailable_reason
 from citewell.api.metrics import AnswerMetrics, ApiMetrics
-from citewell.core.errors import InputRejectedError, StoreUnavailableError
+from citewell.core.errors import (
+    AccessViolationError,
+    InputRejectedError,
+    StoreUnavailableError,
+)
 from citewell.core.models import SearchFilters, SearchMode, SearchRequest, SearchResult
 from citewell.core.settings import Settings
 from citewell.retrieval.access import enforce, scope_for
@@ -197,6 +201,20 @@ class Operations:
         except Exception as exc:  # audited whatever failed (as search is); api.errors decides
             record("answer", "error", None, type(exc).__name__)
             raise
+        # Defence in depth, as for search: every source and citation must be one the caller's
+        # scope allows. An answer's text may quote a source, so a violation withholds it whole.
+        scope = scope_for(principal, settings.scheme, settings.default_groups)
+        outside = tuple(
+            ref.chunk_id
+            for ref in (*result.sources, *result.citations)
+            if not scope.allows(ref.classification_rank, ref.groups)
+        )
+        if outside:
+            record("answer", "error", None, "access_violation", chunk_ids=outside)
+            raise AccessViolationError(
+                f"an answer for {principal.name!r} referred to {len(outside)} chunk(s) outside "
+                "their scope; withheld"
+            )
         if result.flagged_chunks:
             # A separate line so security tooling can alert on it without parsing answers.
             record(

@@ -89,6 +89,11 @@ class IndexIntegrityError(StoreUnavailableError):
         super().__init__(f"index version {version or '?'} failed verification: {shown}{more}")
 
 
+class AccessViolationError(CitewellError):
+    """A result outside the caller's access scope reached an entry point (a bug in a layer
+    below): the whole response is withheld, never sent with the result removed from it."""
+
+
 class IndexLockedError(CitewellError):
     """Another writer holds the index's write lock."""
 

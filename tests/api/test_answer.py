@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -10,6 +11,7 @@ from fastapi.testclient import TestClient
 from citewell.agent.models import AgentConfig
 from citewell.api.main import create_app
 from citewell.api.routes import answer as answer_route
+from citewell.core.models import ScoreBreakdown, ScoredChunk, SearchResult
 from citewell.core.settings import Settings
 from tests.agent.fakes import HashingEmbedder
 from tests.api.conftest import KEYS, FakeServingIndex, audit_lines
@@ -58,6 +60,9 @@ def test_answer_cites_only_visible_chunks_and_is_audited(answer_client, fake_ind
     if body["refused"]:
         assert body["refusal_reason"].startswith("no passage answers")
     assert hidden.chunk_id not in {s["chunk_id"] for s in body["sources"]}
+    # A source's label is checked before it leaves, never shown: its other groups are not
+    # the caller's to learn.
+    assert all("groups" not in ref for ref in (*body["sources"], *body["citations"]))
     assert hidden.chunk_id not in {c["chunk_id"] for c in body["citations"]}
     assert all(c["quote"] not in hidden.text for c in body["citations"])
     lines = [line for line in audit_lines(api_settings) if line["event"] == "answer"]
@@ -149,3 +154,50 @@ def test_an_answer_that_fails_unexpectedly_is_audited(api_settings, fake_index, 
     assert [(a["outcome"], a["reason"], a["endpoint"]) for a in answers] == [
         ("error", "RuntimeError", path)
     ]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/answer", {"question": "QUESTION"}),
+        (
+            "/v1/chat/completions",
+            {"model": "default", "messages": [{"role": "user", "content": "QUESTION"}]},
+        ),
+    ],
+)
+def test_an_answer_referring_to_a_chunk_outside_the_callers_scope_is_withheld(
+    api_settings, fake_index, path, body
+):
+    """Defence in depth, as /v1/search has: if a layer below forgot the caller's scope, the
+    answer is withheld (500, audited), never sent with the hidden source in it."""
+    hidden = fake_index.chunks[3]  # confidential/hr: alice (internal, engineering) may not see it
+    question = _question(fake_index, 3)
+
+    def scope_forgotten(principal, request):
+        terms = set(request.query.lower().split())
+        scored = sorted(
+            ((len(terms & set(c.text.lower().split())), c) for c in fake_index.chunks),
+            key=lambda pair: -pair[0],
+        )[: request.k]
+        return SearchResult(
+            results=tuple(
+                ScoredChunk(chunk=c, score=float(s), scores=ScoreBreakdown(fused=float(s)))
+                for s, c in scored
+            ),
+            mode=request.mode,
+            reranked=False,
+            index_version="v1",
+        )
+
+    fake_index.search = scope_forgotten
+    payload = json.loads(json.dumps(body).replace("QUESTION", question))
+    with TestClient(_app(api_settings, fake_index), raise_server_exceptions=False) as client:
+        _lenient(client)
+        response = client.post(path, json=payload, headers={"X-API-Key": KEYS["alice"]})
+    assert response.status_code == 500, response.text[:300]
+    assert hidden.chunk_id not in response.text
+    assert hidden.text[:40] not in response.text
+    answers = [line for line in audit_lines(api_settings) if line["event"] == "answer"]
+    assert [(a["outcome"], a["reason"]) for a in answers] == [("error", "access_violation")]
+    assert hidden.chunk_id in answers[0]["chunk_ids"]

@@ -275,6 +275,8 @@ def _citation(n: int, quote: str, page: int | None = 3) -> Citation:
         page=page,
         char_start=0,
         char_end=len(quote),
+        classification_rank=0,
+        groups=("everyone",),
         quote=quote,
     )
 
@@ -314,6 +316,8 @@ def test_message_text_without_generation_lists_the_sources():
         page=2,
         char_start=0,
         char_end=10,
+        classification_rank=0,
+        groups=("everyone",),
         score=0.9,
     )
     answer = Answer(

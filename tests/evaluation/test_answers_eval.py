@@ -71,7 +71,7 @@ def _answer(text: str, quotes: dict[int, str], refused: bool = False) -> Answer:
         # Source n and citation [n] point at the same chunk.
         return {"n": n, "chunk_id": f"c{n}", "doc_id": f"d{n}", "title": "t", "source_uri": "u"}
 
-    span = {"char_start": 0, "char_end": 1}
+    span = {"char_start": 0, "char_end": 1, "classification_rank": 0, "groups": ("everyone",)}
     sources = tuple(Source.model_validate(where(n) | span | {"score": 0.5}) for n in range(1, 3))
     citations = tuple(
         Citation.model_validate(where(n) | span | {"quote": q}) for n, q in quotes.items()
