@@ -3,8 +3,10 @@
 Classification banners (and the visual markings that labelling tools add) are printed in
 headers and footers. ``unstructured`` returns DOCX headers and footers, but not an XLSX sheet's
 print header and footer, nor text placed on a PPTX slide master or layout (shown on every slide
-that uses it). This module reads those, so banner detection (``ingestion.labels``) sees every
-place a marking is printed. The text is returned as header/footer pieces of the document.
+that uses it). Of a DOCX it drops text boxes, content controls and tracked insertions (in the
+body and in headers and footers) and joins a header table's cells into one line. This module
+reads those, so banner detection (``ingestion.labels``) sees every place a marking is printed.
+The text is returned as header/footer pieces of the document (body text as text pieces).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from defusedxml import ElementTree
 
@@ -29,11 +32,16 @@ _FOOTER_TAGS = {f"{_MAIN}{side}Footer" for side in ("odd", "even", "first")}
 # &G picture) carry no words. "&&" is a literal ampersand.
 _SECTION = re.compile(r"&[LCR]")
 _CODE = re.compile(r'&"[^"]*"|&K[0-9A-Fa-f]{6}|&K\d{2}[+-]\d{3}|&\d+|&[BIUESXYPNDTFAZG]')
+_W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+_MC_FALLBACK = "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"
+# Word containers whose paragraphs and runs unstructured does not return.
+_WORD_UNREAD = frozenset({f"{_W}txbxContent", f"{_W}sdtContent", f"{_W}ins"})
+_WORD_EDGE_PART = re.compile(r"^word/(header|footer)\d*\.xml$")
 
 
 @dataclass(frozen=True)
 class MarkingText:
-    kind: str  # "header" or "footer"
+    kind: str  # "header", "footer" or "text" (a DOCX body's)
     text: str
     page: int | None  # the sheet (1-based, workbook order); None: every slide
 
@@ -47,14 +55,17 @@ def excel_header_footer_text(raw: str) -> str:
 
 
 def office_marking_texts(path: Path, doc_type: str) -> list[MarkingText]:
-    """Header/footer text of an XLSX (per sheet) or PPTX (masters and layouts in use); nothing
-    for other types. A file whose markings cannot be read raises :class:`ParseError`: a banner
-    that cannot be checked must not be assumed absent."""
+    """Header/footer text of an XLSX (per sheet) or PPTX (masters and layouts in use), the text
+    of a DOCX that unstructured does not return; nothing for other types. A file whose markings
+    cannot be read raises :class:`ParseError`: a banner that cannot be checked must not be
+    assumed absent."""
     try:
         if doc_type == "xlsx":
             return _xlsx(path)
         if doc_type == "pptx":
             return _pptx(path)
+        if doc_type == "docx":
+            return _docx(path)
     except ParseError:
         raise
     except Exception as exc:  # zip, XML and python-pptx errors alike: the file is damaged
@@ -128,3 +139,48 @@ def _pptx(path: Path) -> list[MarkingText]:
                 seen.add(text)
                 found.append(MarkingText("header", text, None))
     return found
+
+
+def _docx(path: Path) -> list[MarkingText]:
+    found: list[MarkingText] = []
+    with zipfile.ZipFile(path) as archive:
+        names = sorted(archive.namelist())
+        for name in names:
+            edge = _WORD_EDGE_PART.match(name)
+            if edge is None and name != "word/document.xml":
+                continue
+            root = ElementTree.fromstring(archive.read(name))
+            # Header and footer table cells are one line each: unstructured joins a row's
+            # cells with spaces ("Acme Harbour Ltd Quay plan Confidential"), hiding a marking.
+            kind = edge.group(1) if edge else "text"
+            found += [MarkingText(kind, line, None) for line in _word_lines(root, cells=bool(edge))]
+    return found
+
+
+def _word_lines(root: Any, *, cells: bool) -> list[str]:
+    """Paragraphs of a Word part that hold text unstructured drops: inside a text box, content
+    control or tracked insertion (or, with ``cells``, a table cell), one line each."""
+    lines: list[str] = []
+
+    def walk(element: Any, unread: bool, text: list[str] | None, own: list[bool]) -> None:
+        for child in element:
+            if child.tag == _MC_FALLBACK:
+                continue  # the same text box again, for older readers
+            hidden = unread or child.tag in _WORD_UNREAD or (cells and child.tag == f"{_W}tc")
+            if child.tag == f"{_W}p":
+                parts: list[str] = []
+                flag = [hidden]
+                walk(child, hidden, parts, flag)
+                line = " ".join("".join(parts).split())
+                if flag[0] and line and line not in lines:
+                    lines.append(line)
+            elif text is not None and child.tag == f"{_W}t":
+                text.append(child.text or "")
+                own[0] = own[0] or hidden
+            elif text is not None and child.tag == f"{_W}tab":
+                text.append(" ")
+            else:
+                walk(child, hidden, text, own)
+
+    walk(root, False, None, [False])
+    return lines

@@ -5,9 +5,11 @@ raises a label, and prose that mentions a marking word is not a banner."""
 from __future__ import annotations
 
 import copy
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -44,6 +46,7 @@ def _txt(path: Path, marking: str, place: str) -> None:
 
 def _docx(path: Path, marking: str, place: str) -> None:
     from docx import Document
+    from docx.shared import Inches
 
     document = Document()
     section = document.sections[0]
@@ -58,7 +61,65 @@ def _docx(path: Path, marking: str, place: str) -> None:
         section.first_page_header.paragraphs[0].text = marking
     elif place == "body":
         document.paragraphs[5].insert_paragraph_before(marking)
+    elif place == "header table cell":
+        # A letterhead: logo text, title and marking in cells of a header table.
+        table = section.header.add_table(1, 3, Inches(6))
+        for cell, text in zip(
+            table.row_cells(0), ("Acme Harbour Ltd", "Quay plan", marking), strict=True
+        ):
+            cell.text = text
+    elif place in _WORD_WRAPPERS:
+        part = section.header if place.startswith("header") else document
+        part.paragraphs[0].insert_paragraph_before(_PLACEHOLDER)
     document.save(str(path))
+    if place in _WORD_WRAPPERS:
+        _rewrite_docx(path, _PLACEHOLDER_RUN, _WORD_WRAPPERS[place].format(escape(marking)))
+
+
+# Where Word keeps text that is printed but not a plain run of a body paragraph: a text box
+# (labelling tools put header markings there), a content control (a template's classification
+# field), a tracked insertion. Each replaces the placeholder run.
+_PLACEHOLDER = "PLACEHOLDER"
+_PLACEHOLDER_RUN = f"<w:r><w:t>{_PLACEHOLDER}</w:t></w:r>"
+_TEXT_BOX = (
+    '<w:r><mc:AlternateContent xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/'
+    '2006"><mc:Choice Requires="wps"><w:drawing><wp:anchor xmlns:wp="http://schemas.openxmlformats'
+    '.org/drawingml/2006/wordprocessingDrawing" distT="0" distB="0" distL="0" distR="0" '
+    'simplePos="0" relativeHeight="1" behindDoc="0" locked="0" layoutInCell="1" '
+    'allowOverlap="1"><wp:simplePos x="0" y="0"/><wp:positionH relativeFrom="page">'
+    '<wp:posOffset>0</wp:posOffset></wp:positionH><wp:positionV relativeFrom="page">'
+    '<wp:posOffset>0</wp:posOffset></wp:positionV><wp:extent cx="914400" cy="228600"/>'
+    '<wp:wrapNone/><wp:docPr id="90" name="Marking"/><a:graphic xmlns:a="http://schemas.'
+    'openxmlformats.org/drawingml/2006/main"><a:graphicData uri="http://schemas.microsoft.com/'
+    'office/word/2010/wordprocessingShape"><wps:wsp xmlns:wps="http://schemas.microsoft.com/'
+    'office/word/2010/wordprocessingShape"><wps:cNvSpPr txBox="1"/><wps:spPr/><wps:txbx>'
+    "<w:txbxContent><w:p><w:r><w:t>{0}</w:t></w:r></w:p></w:txbxContent></wps:txbx>"
+    "<wps:bodyPr/></wps:wsp></a:graphicData></a:graphic></wp:anchor></w:drawing></mc:Choice>"
+    '<mc:Fallback><w:pict><v:shape xmlns:v="urn:schemas-microsoft-com:vml"><v:textbox>'
+    "<w:txbxContent><w:p><w:r><w:t>{0}</w:t></w:r></w:p></w:txbxContent></v:textbox>"
+    "</v:shape></w:pict></mc:Fallback></mc:AlternateContent></w:r>"
+)
+_CONTENT_CONTROL = "<w:sdt><w:sdtContent><w:r><w:t>{0}</w:t></w:r></w:sdtContent></w:sdt>"
+_WORD_WRAPPERS = {
+    "header text box": _TEXT_BOX,
+    "header content control": _CONTENT_CONTROL,
+    "body content control": _CONTENT_CONTROL,
+    "body tracked insertion": (
+        '<w:ins w:id="7" w:author="A" w:date="2024-01-01T00:00:00Z"><w:r><w:t>{0}</w:t></w:r>'
+        "</w:ins>"
+    ),
+}
+
+
+def _rewrite_docx(path: Path, old: str, new: str) -> None:
+    with zipfile.ZipFile(path) as source:
+        parts = {name: source.read(name) for name in source.namelist()}
+    for name in parts:
+        if name.startswith(("word/document", "word/header")) and old.encode() in parts[name]:
+            parts[name] = parts[name].replace(old.encode(), new.encode())
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as target:
+        for name, data in parts.items():
+            target.writestr(name, data)
 
 
 def _pptx(path: Path, marking: str, place: str) -> None:
@@ -133,7 +194,11 @@ def _html(path: Path, marking: str, place: str) -> None:
 BUILDERS: dict[str, tuple[str, Callable[[Path, str, str], None], tuple[str, ...]]] = {
     "txt": ("txt", _txt, ("middle", "last")),
     "md": ("md", _txt, ("middle",)),
-    "docx": ("docx", _docx, ("header", "footer", "first-page header", "body")),
+    "docx": (
+        "docx",
+        _docx,
+        ("header", "footer", "first-page header", "body", "header table cell", *_WORD_WRAPPERS),
+    ),
     "pptx": ("pptx", _pptx, ("slide 3", "layout")),
     "xlsx": ("xlsx", _xlsx, ("sheet 2 cell", "sheet header", "sheet footer")),
     "pdf": ("pdf", _pdf, ("top of page 2", "middle of page 2", "bottom of page 3")),
