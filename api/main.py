@@ -16,6 +16,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from citewell.agent.factory import backend_from_settings
 from citewell.api.asgi import HttpMiddleware
 from citewell.api.audit import AuditLog
 from citewell.api.auth import Authenticator
@@ -147,7 +148,10 @@ async def _reload_loop(holder: ServiceHolder, metrics: ApiMetrics, interval_s: f
 
 def create_app(settings: Settings, service: ServingIndexLike | None = None) -> FastAPI:
     """Build the API. With ``service`` None the index named by ``settings`` is opened at
-    startup (and retried until it opens); a given service is used as is and not closed."""
+    startup (and retried until it opens); a given service is used as is and not closed.
+    Raises :class:`ConfigurationError` for a broken LLM setting, which would otherwise surface
+    only as a 500 on every answer of a server that says it is ready."""
+    backend_from_settings(settings)  # no network: checks the URL and model are usable
     holder = ServiceHolder.for_settings(settings, service)
     metrics = ApiMetrics()
 

@@ -92,3 +92,39 @@ def test_serve_on_a_port_in_use_says_so_in_one_line(tmp_path: Path) -> None:
     assert lines[0].startswith("citewell: error: cannot listen on 127.0.0.1:"), lines[0]
     assert "in use" in lines[0], lines[0]
     assert done.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("llm", "named"),
+    [
+        ({"CITEWELL_LLM_BASE_URL": "http://127.0.0.1:9/v1"}, "CITEWELL_LLM_MODEL is required"),
+        (
+            {"CITEWELL_LLM_BASE_URL": "127.0.0.1:9/v1", "CITEWELL_LLM_MODEL": "m"},
+            "llm_base_url must be an http(s) URL",
+        ),
+    ],
+    ids=["no-model", "not-a-url"],
+)
+def test_serve_with_a_broken_llm_setting_fails_at_start(
+    tmp_path: Path, llm: dict[str, str], named: str
+) -> None:
+    """The answer backend was built on the first answer: the server started, /readyz said
+    ready, and every /v1/answer and chat completion was a 500 'the server is misconfigured'."""
+    cmd = [sys.executable, "-m", "citewell.cli.main", "serve", "--port", "0", "--index", "kb"]
+    cmd += ["--data-dir", str(tmp_path / "data")]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", **llm}
+    env.pop("CITEWELL_PRINCIPALS_FILE", None)
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        out, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"serve started with a broken LLM setting: {out!r}")
+    assert proc.returncode == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("citewell: error: "), err
+    assert named in lines[0], lines[0]
+    assert out == ""
