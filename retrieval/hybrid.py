@@ -4,7 +4,8 @@
 
 1. ``embed_query``: the query vector (dense and hybrid modes);
 2. ``search_legs``: dense, BM25 chunk and BM25 document legs, each with the caller's scope
-   applied inside the store or index, before its top-k (never filtered afterwards only);
+   applied inside the store or index, before its top-k (never filtered afterwards only), and
+   a ``doc_ids`` filter first narrowed to the documents the scope may see;
 3. ``hydrate``: the chunks of BM25 hits the dense leg did not return (a hit that cannot be
    hydrated is an integrity error, never a silently dropped result). Fusion needs each hit's
    document and date, and the reranker its text, so this comes before them;
@@ -31,12 +32,13 @@ from citewell.core.models import (
     Chunk,
     ScoreBreakdown,
     ScoredChunk,
+    SearchFilters,
     SearchMode,
     SearchRequest,
     SearchResult,
 )
 from citewell.core.settings import Settings
-from citewell.retrieval.access import AccessScope, enforce
+from citewell.retrieval.access import AccessScope, enforce, filter_values
 from citewell.retrieval.fusion import FusionChoice
 from citewell.retrieval.index import OpenedVersion
 from citewell.retrieval.protocols import Embedder, Reranker, Vector
@@ -80,6 +82,7 @@ class HybridSearch:
     ) -> None:
         self._started = time.perf_counter()
         self.opened, self.scope, self.request, self.fusion = opened, scope, request, fusion
+        self.filters = request.filters  # narrowed by ``search_legs``
         self.rerank_candidates = settings.rerank_candidates
         self.reranker = reranker[0] if request.rerank else None
         self.rerank_note = None
@@ -114,6 +117,10 @@ class HybridSearch:
     # --- 2. legs (the scope is applied inside each) ---------------------------------------
     def search_legs(self, vector: Vector | None) -> Legs:
         mode = self.request.mode
+        filters = self._narrowed_filters()
+        if filters is None:
+            return Legs(dense=[], bm25_chunks=[], bm25_documents=[])
+        self.filters = filters
         legs = Legs(
             dense=self._dense_leg(vector) if vector is not None else [],
             bm25_chunks=self._bm25_chunk_leg() if mode != SearchMode.DENSE else [],
@@ -127,21 +134,35 @@ class HybridSearch:
             self.breakdown.setdefault(cid, {}).update(bm25_rank=rank, bm25_score=score)
         return legs
 
+    def _narrowed_filters(self) -> SearchFilters | None:
+        """The request's filters with ``doc_ids`` narrowed to the named documents the scope may
+        see; None when it names none of those (an empty set would mean "no filter"). Passed on
+        as written, a restricted document's id made the vector store check each of its points
+        against the access filter, so the search's time told whether that document exists."""
+        filters = self.request.filters
+        named = filter_values(filters.doc_ids)
+        if named is None:
+            return filters
+        visible = self.opened.lexical.visible_documents(named, self.scope)
+        if not visible:
+            return None
+        return filters.model_copy(update={"doc_ids": visible})
+
     def _dense_leg(self, vector: Vector) -> list[tuple[Chunk, float]]:
         with self._timed("dense"):
-            return self.opened.vectors.search(vector, self.scope, self.request.filters, self.depth)
+            return self.opened.vectors.search(vector, self.scope, self.filters, self.depth)
 
     def _bm25_chunk_leg(self) -> Ranking:
         with self._timed("bm25"):
             return self.opened.lexical.search(
-                self.request.query, self.scope, self.request.filters, self.depth
+                self.request.query, self.scope, self.filters, self.depth
             )
 
     def _bm25_document_leg(self) -> list[tuple[str, float]]:
         # Document-level BM25 under the same scope and filters as the chunk legs.
         with self._timed("bm25_documents"):
             return self.opened.lexical.document_search(
-                self.request.query, self.scope, self.request.filters, self.depth
+                self.request.query, self.scope, self.filters, self.depth
             )
 
     # --- 3. hydrate -----------------------------------------------------------------------

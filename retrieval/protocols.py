@@ -152,6 +152,11 @@ class LexicalIndex(Protocol):
         """Per document of ``doc_ids``: the terms of ``text`` its visible chunks hold."""
         ...
 
+    def visible_documents(self, doc_ids: Collection[str], scope: AccessScope) -> frozenset[str]:
+        """Those of ``doc_ids`` with a chunk the scope may see, at the same cost for an
+        invisible id as for a missing one."""
+        ...
+
     def __len__(self) -> int:
         """Number of chunks indexed."""
         ...

@@ -369,6 +369,19 @@ class BM25Index:
                 found.setdefault(query.compiled.doc_names[int(doc)], set()).add(token_of[term])
         return {doc: frozenset(terms) for doc, terms in found.items()}
 
+    def visible_documents(self, doc_ids: Collection[str], scope: AccessScope) -> frozenset[str]:
+        """Those of ``doc_ids`` with a chunk the scope may see, at the same cost for an id the
+        scope may not see as for one that does not exist (:meth:`_visible_slots`): the search
+        narrows a caller's ``doc_ids`` filter here before any leg looks them up."""
+        if scope.matches_nothing or not doc_ids:
+            return frozenset()
+        with self._lock:
+            compiled = self._compile()
+            shown = frozenset(self._visible_classes(scope))
+            return frozenset(
+                doc_id for doc_id in doc_ids if self._visible_slots(doc_id, compiled, shown)
+            )
+
     def _prepare(
         self,
         query: str,
@@ -448,29 +461,32 @@ class BM25Index:
         visible: tuple[int, ...],
         trace: SearchTrace | None,
     ) -> IntArray | None:
-        """The slots of the named documents that the scope may see (call under the lock). A
-        document it may not see is passed over after one look at its class, never by gathering
-        its slots: that work grew with the size of a restricted document, so timing a guessed
-        id told whether it exists. Only while some document is split across classes (a relabel
-        caught part-way, see ``_Compiled.documents``) are a named document's slots checked one
-        by one."""
+        """The slots of the named documents that the scope may see (call under the lock)."""
         if doc_ids is None:
             return None
         shown = frozenset(visible)
-        class_of = self._class_of
-        one_class_each = compiled.documents is not None
         slots: list[int] = []
         for doc_id in doc_ids:
-            held = self._slots_of_doc.get(doc_id)
-            if not held:
-                continue
-            if not one_class_each:
-                slots.extend(s for s in held if class_of[s] in shown)
-            elif class_of[next(iter(held))] in shown:
-                slots.extend(held)
+            slots.extend(self._visible_slots(doc_id, compiled, shown))
         if trace is not None:
             trace.document_filter_slots += len(slots)
         return np.asarray(slots, dtype=np.int64)
+
+    def _visible_slots(
+        self, doc_id: str, compiled: _Compiled, shown: frozenset[int]
+    ) -> Collection[int]:
+        """The slots of ``doc_id`` in the ``shown`` classes (call under the lock). A document
+        the scope may not see is passed over after one look at its class, never by gathering
+        its slots: that work grew with the size of a restricted document, so timing a guessed
+        id told whether it exists. Only while some document is split across classes (a relabel
+        caught part-way, see ``_Compiled.documents``) are its slots checked one by one."""
+        held = self._slots_of_doc.get(doc_id)
+        if not held:
+            return ()
+        class_of = self._class_of
+        if compiled.documents is None:
+            return [slot for slot in held if class_of[slot] in shown]
+        return held if class_of[next(iter(held))] in shown else ()
 
     def _visible_classes(self, scope: AccessScope) -> tuple[int, ...]:
         return visible_classes(scope, self._class_keys, self._class_docs)
