@@ -175,12 +175,19 @@ class Settings(BaseSettings):
         mode="before",
     )
     @classmethod
-    def _path_not_blank(cls, value: object) -> object:
+    def _path(cls, value: object) -> object:
         """Path("") is "." (the working directory): an empty variable, e.g. a compose file's
-        unset one, must not move the data dir or name a folder as the principals file."""
+        unset one, must not move the data dir or name a folder as the principals file. A
+        leading "~" is the home folder, as with --data-dir: environment files never expand it,
+        and taken literally it made a folder named "~"."""
         if isinstance(value, str) and not value.strip():
             raise ValueError("must not be empty (unset the variable for the default)")
-        return value
+        if not isinstance(value, str | Path):
+            return value
+        try:
+            return Path(value).expanduser()
+        except RuntimeError as exc:  # "~nobody/x", or no home folder to expand "~" to
+            raise ValueError(f"cannot expand {str(value)!r}: {exc}") from exc
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

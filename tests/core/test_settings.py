@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -59,3 +61,17 @@ def test_an_empty_path_variable_is_an_error_naming_it(
     monkeypatch.setenv(f"CITEWELL_{field.upper()}", value)
     with pytest.raises(ValidationError, match=rf"{field}\n.*must not be empty"):
         Settings()
+
+
+@pytest.mark.parametrize(
+    "field", ["data_dir", "principals_file", "audit_log", "jwt_jwks_file", "model_cache_dir"]
+)
+def test_a_path_variable_starting_with_a_tilde_is_under_the_home_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, field: str
+) -> None:
+    """Environment files (systemd, docker --env-file, Kubernetes) never expand '~': the value
+    was taken literally, so CITEWELL_DATA_DIR=~/citewell created a folder named '~' in the
+    working directory, while --data-dir ~/citewell (expanded) meant the home folder."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv(f"CITEWELL_{field.upper()}", "~/citewell/x")
+    assert getattr(Settings(), field) == tmp_path / "citewell" / "x"
