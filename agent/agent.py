@@ -20,6 +20,7 @@ from citewell.agent.citations import (
     MARKER_RE,
     VerifiedAnswer,
     VerifiedSentence,
+    compose,
     keep_citations,
     markers,
     verify_citations,
@@ -345,10 +346,12 @@ class Agent:
             if s.span.answerable:
                 by_source.setdefault(s.source_n, []).append(s)
         kept: list[VerifiedSentence] = []
+        texts: list[str | None] = []  # per sentence of ``verified``: its text kept, or None
         removed = unsupporting = 0
         for sentence in verified.sentences:
             if not sentence.citations:
                 kept.append(sentence)
+                texts.append(sentence.text)
                 continue
             claim = " ".join(MARKER_RE.sub("", sentence.text).split())
             # An instruction to the reader or a model is no statement a source supports, even
@@ -360,15 +363,19 @@ class Agent:
             )
             if not supporting:
                 removed += 1
+                texts.append(None)
             elif supporting == sentence.citations:
                 kept.append(sentence)
+                texts.append(sentence.text)
             else:
                 text = keep_citations(sentence.text, set(supporting))
                 unsupporting += len(markers(sentence.text)) - len(markers(text))
                 kept.append(VerifiedSentence(text=text, citations=supporting))
+                texts.append(text)
         if not removed and not unsupporting:
             return verified, 0, 0
-        text = " ".join(s.text for s in kept)
+        # The answer's lists, paragraphs and tables keep their lines.
+        text = compose(verified.text, texts)
         return (
             VerifiedAnswer(text=text, sentences=tuple(kept), removed=verified.removed),
             removed,

@@ -8,6 +8,7 @@ as unsupported.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from citewell.core.models import Frozen
 
@@ -51,20 +52,51 @@ def markers(text: str) -> list[int]:
 def split_sentences(text: str) -> list[str]:
     """Split on sentence ends and line breaks; markers after a full stop stay with the sentence
     they follow (``"Sales rose. [1] Costs fell. [2]"`` → two sentences)."""
-    sentences: list[str] = []
-    for line in text.splitlines():
+    return [sentence for _, sentence in _line_sentences(text)[0]]
+
+
+def _line_sentences(text: str) -> tuple[list[tuple[int, str]], set[int]]:
+    """``split_sentences`` with the line each sentence starts on, and the lines whose words
+    are in some sentence (a line of markers only is in the sentence before it)."""
+    sentences: list[tuple[int, str]] = []
+    used: set[int] = set()
+    for i, line in enumerate(text.splitlines()):
         for piece in _SENTENCE_END_RE.split(line.strip()):
             piece = piece.strip()
             if not piece:
                 continue
             lead = _LEADING_MARKERS_RE.match(piece)
             if lead and sentences:
-                sentences[-1] = f"{sentences[-1]} {lead.group(1).strip()}"
+                start, previous = sentences[-1]
+                sentences[-1] = (start, f"{previous} {lead.group(1).strip()}")
+                used.add(i)
                 piece = piece[lead.end() :].strip()
                 if not piece:
                     continue
-            sentences.append(piece)
-    return sentences
+            sentences.append((i, piece))
+            if _has_content(piece):
+                used.add(i)
+    return sentences, used
+
+
+def compose(text: str, sentences: Sequence[str | None]) -> str:
+    """``text`` (a ``VerifiedAnswer``'s) with its checked sentences replaced by ``sentences``,
+    in their order (None removes one), keeping its layout: a line keeps its indentation and
+    its kept sentences, a line left with none goes, and a line that holds no sentence (blank,
+    a table rule, a code fence) stays."""
+    pieces, used = _line_sentences(text)
+    starts = [line for line, piece in pieces if _has_content(piece)]
+    kept: dict[int, list[str]] = {}
+    for start, sentence in zip(starts, sentences, strict=True):
+        if sentence is not None:
+            kept.setdefault(start, []).append(sentence)
+    lines: list[str] = []
+    for i, line in enumerate(text.splitlines()):
+        if i in kept:
+            lines.append(line[: len(line) - len(line.lstrip())] + " ".join(kept[i]))
+        elif i not in used:
+            lines.append(line)
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
 def _strip_list_bullet(sentence: str) -> str:
@@ -104,7 +136,7 @@ def keep_citations(sentence: str, keep: set[int]) -> str:
 def _tidy(text: str) -> str:
     """Tidy spaces left behind by removed markers ("rose [9]." → "rose.")."""
     text = re.sub(r"[ \t]+([.,;:!?])", r"\1", text)
-    return re.sub(r"[ \t]{2,}", " ", text).strip()
+    return re.sub(r"(?<=\S)[ \t]{2,}", " ", text).strip()  # indentation stays
 
 
 def _has_content(sentence: str) -> bool:

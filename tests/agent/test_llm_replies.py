@@ -98,3 +98,33 @@ def test_a_sentence_whose_punctuation_joins_supported_clauses_is_kept(
     answer = ask_llm(embedder, reply)
     assert not answer.refused and answer.removed_claims == 0, answer.notes
     assert answer.answer == reply
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        (
+            "The Normans:\n"
+            "- gave their name to Normandy [1]\n"
+            "- Their leader Rollo swore fealty to King Charles III [1]\n"
+            "- Normans love unlimited parental leave [1]\n"
+            "  - The Normans gave their name to Normandy in France [1]",
+            "The Normans:\n"
+            "- gave their name to Normandy [1]\n"
+            "- Their leader Rollo swore fealty to King Charles III [1]\n"
+            "  - The Normans gave their name to Normandy in France [1]",
+        ),
+        (
+            f"{SUPPORTED}\n\nNormans love unlimited parental leave [1].\n\n"
+            "Their leader Rollo swore fealty to King Charles III [1].",
+            f"{SUPPORTED}\n\nTheir leader Rollo swore fealty to King Charles III [1].",
+        ),
+    ],
+    ids=["bullets", "paragraphs"],
+)
+def test_removing_a_claim_keeps_the_answers_lines(reply: str, expected: str) -> None:
+    # Removing one unsupported claim rebuilt the answer as its kept sentences joined by spaces:
+    # a list or paragraphs became one run-on line ("- A [1] - B [1]").
+    ans = ask(reply)
+    assert ans.removed_claims == 1, ans.notes
+    assert ans.answer == expected
