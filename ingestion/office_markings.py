@@ -3,10 +3,11 @@
 Classification banners (and the visual markings that labelling tools add) are printed in
 headers and footers. ``unstructured`` returns DOCX headers and footers, but not an XLSX sheet's
 print header and footer, nor text placed on a PPTX slide master or layout (shown on every slide
-that uses it). Of a DOCX it drops text boxes, content controls and tracked insertions (in the
-body and in headers and footers) and joins a header table's cells into one line. This module
-reads those, so banner detection (``ingestion.labels``) sees every place a marking is printed.
-The text is returned as header/footer pieces of the document (body text as text pieces).
+that uses it; grouped or in a table too). Of a DOCX it drops text boxes, content controls and
+tracked insertions (in the body and in headers and footers) and joins a header table's cells
+into one line. This module reads those, so banner detection (``ingestion.labels``) sees every
+place a marking is printed. The text is returned as header/footer pieces of the document (body
+text as text pieces).
 """
 
 from __future__ import annotations
@@ -129,16 +130,28 @@ def _pptx(path: Path) -> list[MarkingText]:
     found: list[MarkingText] = []
     seen: set[str] = set()
     for source in sources:
-        for shape in source.shapes:
-            # Placeholders on masters and layouts hold prompts ("Click to edit Master title
-            # style"), not what slides show; other text shapes appear on every slide.
-            if shape.is_placeholder or not shape.has_text_frame:
-                continue
-            text = shape.text_frame.text.strip()
-            if text and text not in seen:
+        for text in _shape_texts(source.shapes):
+            if text not in seen:
                 seen.add(text)
                 found.append(MarkingText("header", text, None))
     return found
+
+
+def _shape_texts(shapes: Any) -> list[str]:
+    """Text of a master's or layout's shapes, inside groups too, a table one cell a line."""
+    texts: list[str] = []
+    for shape in shapes:
+        # Placeholders on masters and layouts hold prompts ("Click to edit Master title
+        # style"), not what slides show; other text shapes appear on every slide.
+        if shape.is_placeholder:
+            continue
+        if hasattr(shape, "shapes"):  # a group: a marking grouped with a logo
+            texts += _shape_texts(shape.shapes)
+        elif getattr(shape, "has_table", False):
+            texts += [c.text.strip() for row in shape.table.rows for c in row.cells]
+        elif shape.has_text_frame:
+            texts.append(shape.text_frame.text.strip())
+    return [text for text in texts if text]
 
 
 def _docx(path: Path) -> list[MarkingText]:

@@ -102,7 +102,8 @@ _EMBED_BATCH_CHUNKS = 256  # chunks buffered across documents before one embeddi
 # 8: those lines decoded as the parse decodes the file (UTF-16 banners were missed).
 # 9: an Office Open XML package named .xls/.doc/.ppt is parsed (and labelled) as what it is.
 # 10: DOCX text boxes, content controls, tracked insertions and header table cells are read.
-_PARSER_VERSION = 10  # 5: PDFs read by PDFium; 4: XLSX sheet headers/footers, PPTX masters
+# 11: PPTX master and layout text in groups and tables is read.
+_PARSER_VERSION = 11  # 5: PDFs read by PDFium; 4: XLSX sheet headers/footers, PPTX masters
 # Part of the cache key of sensitivity readings of objects; 2: PDFs read past pypdf's default
 # array limit, which version 1 refused as unreadable; 3: packages named .xls/.doc/.ppt read.
 _SENSITIVITY_VERSION = 3

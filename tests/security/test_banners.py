@@ -139,6 +139,20 @@ def _pptx(path: Path, marking: str, place: str) -> None:
         element = copy.deepcopy(box._element)
         last.shapes._spTree.remove(box._element)
         presentation.slide_layouts[1].shapes._spTree.append(element)
+    elif place in ("master group", "master table"):
+        # A marking grouped with a logo, or in a letterhead table, on the slide master.
+        if place == "master group":
+            group = last.shapes.add_group_shape()
+            group.shapes.add_textbox(Inches(1), Inches(7), Inches(2), Inches(0.5)).text = "Acme"
+            group.shapes.add_textbox(Inches(4), Inches(7), Inches(3), Inches(0.5)).text = marking
+            moved = group._element
+        else:
+            frame = last.shapes.add_table(1, 2, Inches(1), Inches(7), Inches(6), Inches(0.5))
+            frame.table.cell(0, 0).text, frame.table.cell(0, 1).text = "Acme Harbour", marking
+            moved = frame._element
+        last.shapes._spTree.remove(box._element)
+        last.shapes._spTree.remove(moved)
+        presentation.slide_masters[0].shapes._spTree.append(moved)
     presentation.save(str(path))
 
 
@@ -199,7 +213,7 @@ BUILDERS: dict[str, tuple[str, Callable[[Path, str, str], None], tuple[str, ...]
         _docx,
         ("header", "footer", "first-page header", "body", "header table cell", *_WORD_WRAPPERS),
     ),
-    "pptx": ("pptx", _pptx, ("slide 3", "layout")),
+    "pptx": ("pptx", _pptx, ("slide 3", "layout", "master group", "master table")),
     "xlsx": ("xlsx", _xlsx, ("sheet 2 cell", "sheet header", "sheet footer")),
     "pdf": ("pdf", _pdf, ("top of page 2", "middle of page 2", "bottom of page 3")),
     "html": ("html", _html, ("footer",)),
