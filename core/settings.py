@@ -6,6 +6,7 @@ Every field can be set from the environment with the ``CITEWELL_`` prefix, e.g.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from pathlib import Path
@@ -28,9 +29,16 @@ EmbeddingBackend = Literal["torch", "onnx", "onnx-int8", "openvino", "openvino-i
 EXACT_SEARCH_MAX_POINTS = 10_000
 
 
+ENV_PREFIX = "CITEWELL_"
+# CITEWELL_* variables that are not settings: the Airflow DAG files read these themselves.
+OTHER_VARIABLES = frozenset(
+    {"CITEWELL_SOURCES_FILE", "CITEWELL_AIRFLOW_RETRIES", "CITEWELL_ALERT_WEBHOOK"}
+)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="CITEWELL_", env_file=None, extra="ignore", frozen=True
+        env_prefix=ENV_PREFIX, env_file=None, extra="ignore", frozen=True
     )
 
     environment: Literal["development", "production"] = "development"
@@ -153,6 +161,20 @@ class Settings(BaseSettings):
     # None → the index's calibration (`citewell eval calibrate`), else the shipped one
     # (agent/answerability.json). Prefer recalibrating over setting a number by hand.
     answer_refusal_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_variables(cls, data: object) -> object:
+        """pydantic-settings ignores a CITEWELL_* variable that names no setting, so a misspelt
+        one silently kept the default: CITEWELL_JWT_AUDIANCE turned the audience check off."""
+        known = {ENV_PREFIX + name.upper() for name in cls.model_fields} | OTHER_VARIABLES
+        for variable in sorted(os.environ):
+            upper = variable.upper()
+            if upper.startswith(ENV_PREFIX) and upper not in known:
+                close = difflib.get_close_matches(upper, sorted(known), n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                raise ValueError(f"unknown variable {variable}{hint}")
+        return data
 
     @field_validator("classification_levels", "default_groups", mode="before")
     @classmethod

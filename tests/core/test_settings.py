@@ -75,3 +75,31 @@ def test_a_path_variable_starting_with_a_tilde_is_under_the_home_folder(
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv(f"CITEWELL_{field.upper()}", "~/citewell/x")
     assert getattr(Settings(), field) == tmp_path / "citewell" / "x"
+
+
+@pytest.mark.parametrize(
+    ("variable", "meant"),
+    [
+        # A misspelt audience or issuer turned the check off: tokens minted for another
+        # service were accepted.
+        ("CITEWELL_JWT_AUDIANCE", "CITEWELL_JWT_AUDIENCE"),
+        ("CITEWELL_JWT_ISSUERS", "CITEWELL_JWT_ISSUER"),
+        # The kill switch, misspelt, left generation on.
+        ("CITEWELL_GENERATION_ENABLE", "CITEWELL_GENERATION_ENABLED"),
+        ("citewell_principal_file", "CITEWELL_PRINCIPALS_FILE"),
+    ],
+)
+def test_a_misspelt_variable_is_an_error_naming_the_setting_it_resembles(
+    monkeypatch: pytest.MonkeyPatch, variable: str, meant: str
+) -> None:
+    monkeypatch.setenv(variable, "x")
+    with pytest.raises(
+        ValidationError, match=rf"unknown variable {variable}; did you mean {meant}"
+    ):
+        Settings()
+
+
+def test_the_dag_variables_are_not_unknown_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ("CITEWELL_SOURCES_FILE", "CITEWELL_AIRFLOW_RETRIES", "CITEWELL_ALERT_WEBHOOK"):
+        monkeypatch.setenv(variable, "x")
+    assert Settings().index == "default"
