@@ -181,7 +181,7 @@ def file_stamp(path: Path) -> FileStamp:
 
 
 class JwtVerifier:
-    """Verifies bearer tokens. The JWKS file is read on first use and again when it changes."""
+    """Verifies bearer tokens. The JWKS file is read at start and again when it changes."""
 
     def __init__(self, scheme: ClassificationScheme, policy: JwtPolicy) -> None:
         self._scheme = scheme
@@ -193,6 +193,10 @@ class JwtVerifier:
         self._lock = threading.Lock()
         self._jwks: list[jwt.PyJWK] | None = None
         self._jwks_stamp: FileStamp | None = None
+        if self._jwks_file is not None:
+            # Fail fast at startup, as the principals file does; a later broken edit fails the
+            # requests that need it (500), never accepts a token it cannot check.
+            self._keys(self._jwks_file)
 
     @property
     def enabled(self) -> bool:

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 
 from citewell.api.main import create_app
+from citewell.core.errors import ConfigurationError
 from citewell.retrieval.principals import hash_api_key
 from tests.api.conftest import (
     JWT_SECRET,
@@ -349,3 +350,18 @@ def test_a_jwks_file_replaced_with_the_same_mtime_drops_the_removed_key(
         )
         token = _rs256(other, kid="k2")
         assert _search(client, {"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+@pytest.mark.parametrize("content", [None, "{not json", '{"keys": [{"kty": "nope"}]}'])
+def test_a_jwks_file_that_cannot_be_used_fails_at_start(
+    make_settings, principals_file, shared_data, tmp_path: Path, content: str | None
+) -> None:
+    """The JWKS file was first read on the first bearer token: the server started (and said
+    ready) with a missing or broken file, and every JWT request was a 500, as the principals
+    file fails at start instead."""
+    jwks = tmp_path / "jwks.json"
+    if content is not None:
+        jwks.write_text(content, encoding="utf-8")
+    settings = make_settings(principals_file=principals_file, jwt_jwks_file=jwks)
+    with pytest.raises(ConfigurationError, match=r"JWKS file .*jwks\.json"):
+        create_app(settings, FakeServingIndex(load_chunks(shared_data), settings))
