@@ -168,6 +168,13 @@ class ChatCompletion(BaseModel):
     usage: Usage
     citations: list[ChatCitation] = Field(description="the sources cited by [n] in the answer")
     refused: bool = Field(description="the knowledge base does not contain the answer")
+    refusal_reason: str | None = Field(description="why it refused; null when it answered")
+    confidence: float | None = Field(
+        description="calibrated probability that the best source sentence answers the question"
+    )
+    unsupported_sentences: list[str] = Field(
+        description="sentences of the answer that cite no source (listed again in the message)"
+    )
 
 
 def retrieval_question(messages: list[ChatMessage]) -> str:
@@ -211,9 +218,15 @@ def message_text(answer: Answer, citations: list[ChatCitation]) -> str:
             page = f", p. {s.page}" if s.page is not None else ""
             lines.append(f"[{s.n}] {s.title}{page} ({s.source_uri})")
         return "\n".join(lines)
+    lines = [answer.answer]
+    if answer.unsupported_sentences:
+        # A chat front end shows only the message: it says which sentences cite nothing, as
+        # `citewell ask` does, so none is read as part of the cited answer.
+        lines += ["", "Not supported by a cited source:"]
+        lines.extend(f'    "{sentence}"' for sentence in answer.unsupported_sentences)
     if not citations:
-        return answer.answer
-    lines = [answer.answer, "", "Sources:"]
+        return "\n".join(lines)
+    lines += ["", "Sources:"]
     seen: dict[int, list[str]] = {}
     heads: dict[int, str] = {}
     for c in citations:
@@ -267,6 +280,9 @@ def _stream(completion: ChatCompletion, include_usage: bool) -> Iterator[str]:
         "stop",
         citations=[c.model_dump(mode="json") for c in completion.citations],
         refused=completion.refused,
+        refusal_reason=completion.refusal_reason,
+        confidence=completion.confidence,
+        unsupported_sentences=completion.unsupported_sentences,
     )
     if include_usage:
         yield _sse({**base, "choices": [], "usage": completion.usage.model_dump()})
@@ -328,6 +344,9 @@ def chat_completions(
         usage=_usage(answer),
         citations=citations,
         refused=answer.refused,
+        refusal_reason=answer.refusal_reason,
+        confidence=answer.confidence,
+        unsupported_sentences=list(answer.unsupported_sentences),
     )
     outcome = "refused" if answer.refused else "answered" if answer.generated else "sources_only"
     metrics.chat_completions.labels(stream=stream, outcome=outcome).inc()
