@@ -128,6 +128,11 @@ class OpenAICompatibleLLM:
             raise LLMError("LLM reply has no text content")
         if len(text) > max_chars:
             raise LLMError(f"LLM reply is longer than max_tokens={self._max_tokens} allows")
+        try:
+            # JSON may escape a lone surrogate: no tokenizer, store or client can encode it.
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise LLMError("LLM reply is not valid Unicode (it holds a lone surrogate)") from exc
         usage = payload.get("usage")
         usage = usage if isinstance(usage, dict) else {}
         completion = Completion(

@@ -128,3 +128,17 @@ def test_removing_a_claim_keeps_the_answers_lines(reply: str, expected: str) -> 
     ans = ask(reply)
     assert ans.removed_claims == 1, ans.notes
     assert ans.answer == expected
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [f"The Normans gave their name to Normandy{chr(0xD800)} [1].", f"{SUPPORTED} {chr(0xDFFF)}"],
+    ids=["in-a-sentence", "after-the-answer"],
+)
+def test_a_reply_that_is_not_valid_unicode_is_a_generation_failure(reply: str) -> None:
+    # JSON may escape a lone surrogate ("\ud800"): the reply was verified as text and the
+    # tokenizer raised UnicodeEncodeError, so the answer crashed (an API 500) instead of
+    # failing clearly; text that no UTF-8 client can read is no answer either.
+    ans = ask(reply)
+    assert not ans.generated and not ans.refused and ans.answer == ""
+    assert ans.sources and any("not valid Unicode" in note for note in ans.notes), ans.notes
