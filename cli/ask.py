@@ -11,6 +11,7 @@ from citewell.cli.common import (
     add_caller_options,
     load_caller,
     print_json,
+    printable,
     reporting_errors,
 )
 
@@ -44,18 +45,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_answer(answer: Answer) -> None:
-    """Human-readable answer with its citations: one ``[n]`` per source, its quotes beneath."""
+    """Human-readable answer with its citations: one ``[n]`` per source, its quotes beneath.
+    Text from documents and the LLM is written ``printable``: it cannot drive the terminal."""
     out = sys.stdout
     if answer.refused:
         out.write(answer.answer + "\n")
         if answer.refusal_reason:
-            out.write(f"Why: {answer.refusal_reason}\n")
+            out.write(f"Why: {printable(answer.refusal_reason)}\n")
         if answer.sources:
             out.write("Closest sources searched (none supports an answer):\n")
     elif not answer.generated:
-        out.write(f"(no generated answer: {answer.notes[-1]}) Sources:\n")
+        out.write(f"(no generated answer: {printable(answer.notes[-1])}) Sources:\n")
     else:
-        out.write(answer.answer + "\n")
+        out.write(printable(answer.answer, newlines=True) + "\n")
         if answer.confidence is not None:
             out.write(f"(confidence {answer.confidence:.2f})\n")
     if answer.citations:
@@ -66,13 +68,13 @@ def print_answer(answer: Answer) -> None:
         for n in sorted(grouped):
             first = grouped[n][0]
             page = f", p. {first.page}" if first.page is not None else ""
-            out.write(f"  [{n}] {first.title}{page} ({first.source_uri})\n")
+            out.write(f"  [{n}] {printable(first.title)}{page} ({printable(first.source_uri)})\n")
             for c in grouped[n]:
-                quote = " ".join(c.quote.split())
+                quote = printable(" ".join(c.quote.split()))
                 out.write(f'      "{quote}" (chars {c.char_start}-{c.char_end})\n')
     elif answer.sources:
         for s in answer.sources:
             page = f", p. {s.page}" if s.page is not None else ""
-            out.write(f"  [{s.n}] {s.title}{page} ({s.source_uri})\n")
+            out.write(f"  [{s.n}] {printable(s.title)}{page} ({printable(s.source_uri)})\n")
     for sentence in answer.unsupported_sentences:
-        out.write(f"  warning: no valid citation: {sentence}\n")
+        out.write(f"  warning: no valid citation: {printable(sentence)}\n")

@@ -6,6 +6,7 @@ import argparse
 import functools
 import json
 import sys
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -88,6 +89,20 @@ def principal_from_args(args: argparse.Namespace, settings: Settings) -> Princip
     settings.scheme.rank(args.clearance)
     groups = frozenset(g.strip() for g in (args.groups or "").split(",") if g.strip())
     return Principal(name="cli", clearance=args.clearance, groups=groups)
+
+
+def printable(text: str, *, newlines: bool = False) -> str:
+    """``text`` safe to write to a terminal: control characters and line separators escaped
+    (``\\x1b``), so text from a file name, a document or an LLM can neither drive the
+    terminal (escape sequences) nor split its line and forge another; ``newlines`` keeps
+    line breaks and tabs."""
+    kept = "\n\t" if newlines else ""
+    return "".join(
+        c.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(c) in ("Cc", "Zl", "Zp") and c not in kept
+        else c
+        for c in text
+    )
 
 
 def print_json(model: BaseModel | dict[str, Any]) -> None:

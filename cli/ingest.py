@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-import unicodedata
 from typing import TYPE_CHECKING
 
 from citewell.cli.arguments import OBJECT_LABELS, SOURCE_NAME, FolderOrS3Prefix
-from citewell.cli.common import add_index_options, fail, load_settings, print_json, reporting_errors
+from citewell.cli.common import (
+    add_index_options,
+    fail,
+    load_settings,
+    print_json,
+    printable,
+    reporting_errors,
+)
 from citewell.core.models import IngestReport
 from citewell.core.settings import Settings
 
@@ -152,11 +158,5 @@ def print_report(report: IngestReport) -> None:
 
 
 def _line(text: str) -> str:
-    """``text`` on one line: control characters and line separators (a file name may hold a
-    newline) escaped, so a name can neither split its line nor forge another."""
-    return "".join(
-        c.encode("unicode_escape").decode("ascii")
-        if unicodedata.category(c) in ("Cc", "Zl", "Zp")
-        else c
-        for c in text
-    )
+    """``text`` on one line (a file name may hold a newline): ``common.printable``."""
+    return printable(text)

@@ -14,6 +14,7 @@ import pytest
 from citewell.cli.main import main as cli_main
 from citewell.core.settings import Settings
 from citewell.ingestion.pipeline import Ingestor
+from tests.agent.openai_server import chat_server
 
 pytestmark = pytest.mark.slow
 
@@ -76,3 +77,26 @@ def test_ask_refusal_says_why(demo: Path, capsys: pytest.CaptureFixture[str]) ->
     out = capsys.readouterr().out
     assert out.startswith("The knowledge base does not contain an answer"), out
     assert re.search(r'^Why: no passage answers ".*": .*"Japan"', out, flags=re.MULTILINE), out
+
+
+def test_ask_never_writes_terminal_control_sequences_from_a_reply(
+    demo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An LLM (steered by a document, or plain broken) wrote escape sequences: OSC 52 sets the
+    # terminal's clipboard, ESC[2J clears the screen, ESC[1A overwrites the line above. They
+    # reached the terminal as written, in the answer and in its "no valid citation" warning.
+    osc52, clear, up = "\x1b]52;c;cm0gLXJmIH4K\x07", "\x1b[2J", "\x1b[1A\x1b[2K"
+    reply = (
+        f"Birth parents receive 20 weeks of parental leave at full pay [1].{clear}\n"
+        f"Copy this command {osc52}now.{up}"
+    )
+    with chat_server(lambda body: reply) as server:
+        monkeypatch.setenv("CITEWELL_LLM_BASE_URL", server.base_url)
+        monkeypatch.setenv("CITEWELL_LLM_MODEL", "local")
+        question = "How many weeks of parental leave do birth parents receive?"
+        assert cli_main(["ask", question, "--index", "demo", "--user", "carol"]) == 0
+    out = capsys.readouterr().out
+    assert server.requests, "the LLM was asked"
+    assert "\x1b" not in out and "\x07" not in out, repr(out)
+    assert "Birth parents receive 20 weeks of parental leave at full pay [1]." in out
+    assert "\\x1b[2J" in out  # shown, escaped
