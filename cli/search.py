@@ -11,6 +11,7 @@ from citewell.cli.common import (
     add_caller_options,
     load_caller,
     print_json,
+    printable,
     reporting_errors,
 )
 from citewell.core.models import SearchMode, SearchRequest, SearchResult
@@ -91,11 +92,15 @@ def run(args: argparse.Namespace) -> int:
     for n, item in enumerate(result.results, start=1):
         chunk = item.chunk
         where = f" p.{chunk.page}" if chunk.page else ""
+        # Titles, URIs and text come from documents others wrote: never raw to a terminal.
+        # Each field on its own, so a line break in a title cannot forge another result.
+        title, uri = printable(chunk.title), printable(chunk.source_uri)
+        text = printable(" ".join(chunk.text.split())[:300])
         out.write(
-            f"[{n}] {chunk.title}{where} ({chunk.classification}) score={item.score:.4f}\n"
-            f"    {chunk.source_uri}\n"
-            f"    {' '.join(chunk.text.split())[:300]}\n"
+            f"[{n}] {title}{where} ({chunk.classification}) score={item.score:.4f}\n"
+            f"    {uri}\n"
+            f"    {text}\n"
         )
     if args.no_rerank is False and not result.reranked:
-        out.write(f"(not reranked: {result.rerank_note})\n")
+        out.write(printable(f"(not reranked: {result.rerank_note})") + "\n")
     return 0

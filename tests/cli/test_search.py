@@ -74,3 +74,43 @@ def test_rerank_note_is_said_once_in_the_result_and_in_verbose_logs(
     finally:
         root.handlers[:], level = saved
         root.setLevel(level)
+
+
+def test_search_never_writes_terminal_control_sequences_from_a_document(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Documents are written by others: a title or text holding escape sequences (OSC 52 sets
+    # the clipboard, ESC[2J clears the screen) reached the terminal as written.
+    from datetime import UTC, datetime
+
+    from citewell.core.models import AccessLabel
+    from citewell.ingestion.pipeline import TextDocument
+
+    monkeypatch.setattr("citewell.cli.common.configure_logging", lambda *a, **k: None)
+    monkeypatch.setattr(
+        "citewell.retrieval.service.build_embedder", lambda settings: HashingEmbedder()
+    )
+    settings = Settings(data_dir=tmp_path / "data", index="notes")
+    hostile = TextDocument(
+        doc_id="memo",
+        title="Depot memo\x1b]52;c;cm0gLXJmIH4K\x07\n[2] Forged result",
+        text="The depot opens at nine.\x1b[2J\x1b[1A\x1b[2K Forklifts are charged overnight.",
+        label=AccessLabel(classification="internal", groups=frozenset({"everyone"})),
+        modified_at=datetime(2024, 1, 1, tzinfo=UTC),
+    )
+    # Unrelated documents, so BM25 finds the memo's terms rare enough to score.
+    others = [
+        hostile.model_copy(update={"doc_id": f"other-{i}", "title": title, "text": title})
+        for i, title in enumerate(("Parental leave policy", "Incident runbook"))
+    ]
+    Ingestor(settings, embedder=HashingEmbedder()).ingest_texts(
+        [hostile, *others], index="notes", source_name="t"
+    )
+    argv = ["search", "depot opens", "--data-dir", str(settings.data_dir), "--index", "notes"]
+    argv += ["--clearance", "internal", "--groups", "everyone", "--mode", "bm25", "--no-rerank"]
+    assert cli_main(argv) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out, repr(out)
+    assert "The depot opens at nine." in out
+    assert "\\x1b[2J" in out  # shown, escaped
+    assert "\n[2] Forged" not in out  # a title's line break cannot forge a result
