@@ -782,6 +782,17 @@ class BM25Index:
     ) -> BM25Index:
         if meta.get("format_version") != FORMAT_VERSION:
             raise StoreUnavailableError(f"unsupported format version {meta.get('format_version')}")
+        if meta["tokenizer"] == tokenizer.unnormalized().name != tokenizer.name:
+            # Built before NFKC normalisation: read (and refreshed) in the stream it was built
+            # with, so its searches match as before; a fresh build normalises.
+            tokenizer = tokenizer.unnormalized()
+            log_event(
+                logger,
+                logging.INFO,
+                "bm25.tokenizer_unnormalized",
+                tokenizer=tokenizer.name,
+                note="built before NFKC normalisation; a fresh build (ingest --fresh) applies it",
+            )
         if meta["tokenizer"] != tokenizer.name:
             raise StoreUnavailableError(
                 f"index was built with tokenizer {meta['tokenizer']!r}, not {tokenizer.name!r}"

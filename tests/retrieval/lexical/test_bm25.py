@@ -411,3 +411,43 @@ def test_load_retries_when_a_save_replaces_the_version(tmp_path: Path, monkeypat
     monkeypatch.setattr(bm25_storage, "read_version", racing)
     assert len(BM25Index.load(directory)) == len(CORPUS)
     assert raced and not raced[0].exists()
+
+
+@pytest.mark.parametrize(
+    ("indexed", "query"),
+    [
+        ("The ﬁnancial report of the ﬂeet", "financial fleet"),  # PDF ligatures
+        ("The financial report of the fleet", "ﬁnancial"),
+        ("\uff21\uff50\uff50\uff4c\uff45 \uff29\uff2e\uff23 quarterly", "apple inc"),  # full-width
+        ("Cafe\u0301 menu prices", "café"),  # decomposed accent (macOS file text)
+        ("Café menu prices", "Cafe\u0301"),
+        ("Form 10-Q for Q\uff13 \uff12\uff10\uff12\uff12", "Q3 2022"),  # full-width digits
+    ],
+    ids=[
+        "ligature-indexed",
+        "ligature-queried",
+        "full-width",
+        "nfd-indexed",
+        "nfd-queried",
+        "codes",
+    ],
+)
+def test_a_word_is_found_in_any_of_its_unicode_forms(indexed: str, query: str) -> None:
+    index = BM25Index()
+    others = [make_chunk(f"other-{i}", f"An unrelated note on harbor {i}") for i in range(3)]
+    index.add([make_chunk("hit", indexed), *others])
+    assert [cid for cid, _ in index.search(query, EVERYONE, NO_FILTERS, 5)] == ["hit"]
+
+
+def test_an_index_built_before_normalisation_is_read_as_it_was_built(tmp_path: Path) -> None:
+    """No outage and no silent mismatch: it loads, searches and refreshes in its own stream."""
+    old = BM25Index(tokenizer=Tokenizer().unnormalized())
+    old.add([make_chunk("lig", "The ﬁnancial report"), make_chunk("plain", "A harbor note")])
+    old.save(tmp_path / "bm25")
+    loaded = BM25Index.load(tmp_path / "bm25")
+    assert loaded.tokenizer.name == Tokenizer().unnormalized().name != Tokenizer().name
+    loaded.add([make_chunk("new", "Another ﬁnancial memo")])
+    found = {cid for cid, _ in loaded.search("ﬁnancial", EVERYONE, NO_FILTERS, 5)}
+    assert found == {"lig", "new"}
+    with pytest.raises(StoreUnavailableError, match="tokenizer"):
+        BM25Index.load(tmp_path / "bm25", tokenizer=Tokenizer(stem=False))
