@@ -23,6 +23,7 @@ from citewell.agent.citations import (
     compose,
     keep_citations,
     markers,
+    strip_unstated_addresses,
     verify_citations,
 )
 from citewell.agent.injection import instruction_patterns
@@ -275,6 +276,12 @@ class Agent:
             return finish(
                 self._without_answer(base, notes, reason, timings, start, refused=True, usage=usage)
             )
+        if self._backend.uses_llm:
+            text, stripped = strip_unstated_addresses(text, "\n".join(c.text for c in chunks))
+            if stripped:
+                notes.append(
+                    f"removed {stripped} image(s), link(s) or address(es) no source states"
+                )
         verified = verify_citations(text, len(chunks))
         removed_claims = unsupporting = 0
         if verified.removed:

@@ -144,3 +144,74 @@ def _has_content(sentence: str) -> bool:
     without is neither checked nor reported, so it must hold no claim)."""
     bare = MARKER_RE.sub("", _strip_list_bullet(sentence))
     return bool(re.search(r"[^\W_]", bare))
+
+
+# What a Markdown or HTML renderer fetches on its own (images, frames, media, styles) or offers
+# to follow (links, bare addresses). A document can instruct an LLM to put what it read into
+# such an address; a chat client that renders the answer then sends it to that server.
+_IMAGE_RE = re.compile(r"!\[([^\]\n]*)\](?:\([^)\n]*\)|\[[^\]\n]*\])")
+_HTML_FETCHING_RE = re.compile(
+    r"</?(?:img|image|picture|source|iframe|frame|video|audio|track|embed|object|link|script"
+    r"|style|svg|base|meta|form|input)\b[^>]*>"
+    r"|<[a-z][^>]*\b(?:src|srcset|href|background|poster|data|action|style)\s*=[^>]*>",
+    re.IGNORECASE,
+)
+_REFERENCE_RE = re.compile(r"^[ \t]{0,3}\[[^\]\n]+\]:[ \t]*<?(\S+?)>?(?:[ \t]+.*)?$", re.MULTILINE)
+_LINK_RE = re.compile(r"\[([^\]\n]*)\]\(\s*<?([^)\s>]*)>?(?:\s+[^)\n]*)?\)")
+_TARGET_RE = re.compile(r"[:/.#?]")  # what an address has and a remark in brackets seldom does
+_ADDRESS_RE = re.compile(
+    r"<?\b(?:[a-z][a-z0-9+.-]*:)?//[^\s<>()\[\]\"'`]+>?|<?\b(?:mailto|data|javascript):[^\s<>()\[\]\"'`]+>?",
+    re.IGNORECASE,
+)
+
+
+def strip_unstated_addresses(text: str, stated: str) -> tuple[str, int]:
+    """``text`` without what would make a renderer fetch or offer an address that ``stated``
+    (the sources' text) does not contain: images and fetching HTML always go (their alt text
+    stays), links keep their words, and a bare address no source states is removed. With the
+    number of things removed."""
+    removed = 0
+
+    def unstated(address: str) -> bool:
+        return not address or address not in stated
+
+    def image(match: re.Match[str]) -> str:
+        nonlocal removed
+        removed += 1
+        return match.group(1)
+
+    def tag(match: re.Match[str]) -> str:
+        nonlocal removed
+        removed += 1
+        return ""
+
+    def reference(match: re.Match[str]) -> str:
+        nonlocal removed
+        if not unstated(match.group(1)):
+            return match.group(0)
+        removed += 1
+        return ""
+
+    def link(match: re.Match[str]) -> str:
+        nonlocal removed
+        words, target = match.group(1), match.group(2)
+        if MARKER_RE.fullmatch(f"[{words}]") or not _TARGET_RE.search(target):
+            return match.group(0)  # "[1](p. 3)": a citation and a remark, not a link
+        if not unstated(target):
+            return match.group(0)
+        removed += 1
+        return words
+
+    def address(match: re.Match[str]) -> str:
+        nonlocal removed
+        if not unstated(match.group(0).strip("<>")):
+            return match.group(0)
+        removed += 1
+        return ""
+
+    text = _IMAGE_RE.sub(image, text)
+    text = _HTML_FETCHING_RE.sub(tag, text)
+    text = _REFERENCE_RE.sub(reference, text)
+    text = _LINK_RE.sub(link, text)
+    text = _ADDRESS_RE.sub(address, text)
+    return text, removed

@@ -1,4 +1,11 @@
-from citewell.agent.citations import markers, split_sentences, verify_citations
+import pytest
+
+from citewell.agent.citations import (
+    markers,
+    split_sentences,
+    strip_unstated_addresses,
+    verify_citations,
+)
 
 
 def test_out_of_range_marker_is_removed_and_counted():
@@ -50,3 +57,32 @@ def test_marker_with_thousands_of_digits_is_removed_not_a_crash():
     assert v.removed == 2 and v.text == "Sales rose. Costs fell [1]."
     assert v.unsupported == ("Sales rose.",)
     assert markers(f"x [{huge}]") == [-1]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Leave is 20 weeks [1](p. 3).",  # a citation and a remark, not a link
+        "Sales rose 3/4 [1].",
+        "The ratio is a<b (c) [2].",
+        "An <b>important</b> point [1].",
+        "Use `x = y` in code [1].",
+        "Details: https://intranet.example/leave [1].",  # stated by the source
+        "[The policy](https://intranet.example/leave) [1]",
+    ],
+)
+def test_an_answer_without_unstated_addresses_is_left_as_it_is(text: str) -> None:
+    stated = "Leave is described at https://intranet.example/leave by HR."
+    assert strip_unstated_addresses(text, stated) == (text, 0)
+
+
+def test_unstated_addresses_are_removed_and_counted() -> None:
+    stated = "Leave is described at https://intranet.example/leave by HR."
+    text = (
+        "Leave is 20 weeks [1]. ![x](https://intranet.example/leave.png) "
+        "[More](https://intranet.example/leave?d=20) <https://c.example/?d=1> "
+        "<a href='https://c.example'>here</a> mailto:hr@c.example"
+    )
+    kept, removed = strip_unstated_addresses(text, stated)
+    assert "c.example" not in kept and "leave.png" not in kept and "?d=20" not in kept, kept
+    assert kept.startswith("Leave is 20 weeks [1]. x More") and removed == 5

