@@ -91,6 +91,9 @@ class ChatCompletionRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
+    # Read, unlike the sampling options: a client asking for several choices would otherwise
+    # get one and fail reading the next.
+    n: Literal[1] | None = Field(default=None, description="the number of choices: only 1")
 
     @model_validator(mode="before")
     @classmethod

@@ -332,3 +332,19 @@ def test_message_text_without_generation_lists_the_sources():
     assert text == (
         "No generated answer (generation disabled). Sources:\n[1] Doc 1, p. 2 (file:///kb/d1.pdf)"
     )
+
+
+def test_more_than_one_choice_is_refused_not_ignored(server, fake_index, api_settings):
+    """``n`` asks for several alternative answers; the grounded agent gives one. A client that
+    asked for three got one and failed reading ``choices[1]``."""
+    client = _client(server, KEYS["alice"])
+    with pytest.raises(openai.UnprocessableEntityError) as refused:
+        client.chat.completions.create(
+            model=api_settings.index, messages=[{"role": "user", "content": "x"}], n=3
+        )
+    assert refused.value.body["param"] == "n", refused.value.body
+    assert fake_index.seen == []
+    one = client.chat.completions.create(
+        model=api_settings.index, messages=[{"role": "user", "content": "DNA methylation"}], n=1
+    )
+    assert len(one.choices) == 1
