@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from citewell.core.errors import IndexIntegrityError
+from citewell.core.errors import IndexIntegrityError, ModelError
 from citewell.core.logging import log_event
 from citewell.core.models import (
     Chunk,
@@ -93,6 +94,8 @@ class HybridSearch:
             self.depth = max(self.depth, settings.rerank_candidates)
         self.recency = settings.recency_weight if request.prefer_recent else 0.0
         self.reranked = False
+        # Set when the reranker could not be loaded: the service stops trying it (see rerank).
+        self.reranker_unloadable: ModelError | None = None
         self.timings: dict[str, float] = {}
         self.breakdown: dict[str, dict[str, float | int]] = {}
 
@@ -229,10 +232,11 @@ class HybridSearch:
         with self._timed("rerank"):
             head = ranked[: self.rerank_candidates]
             texts = [candidates.chunks[cid].text for cid, _ in head]
-            scores = self.reranker.score(self.request.query, texts)
+            scores = self._cross_encoder_scores(self.reranker, texts)
+            if scores is None:
+                return ranked
             rescored = sorted(
-                ((cid, float(s)) for (cid, _), s in zip(head, scores, strict=True)),
-                key=lambda pair: -pair[1],
+                zip([cid for cid, _ in head], scores, strict=True), key=lambda p: -p[1]
             )
             self._record("rerank", rescored)
             if candidates.dates:
@@ -241,6 +245,32 @@ class HybridSearch:
                 rescored = self._with_recency(rescored, candidates)
             self.reranked = True
             return rescored + ranked[len(head) :]
+
+    def _cross_encoder_scores(self, reranker: Reranker, texts: list[str]) -> list[float] | None:
+        """One finite score per text, or None (the note says why) when the reranker cannot give
+        them. Reranking is a quality step over rankings the legs already produced under the
+        scope: its failure leaves the fused order, never a 503, nor an order of NaN comparisons.
+        Its runtimes (torch, ONNX Runtime, OpenVINO) raise their own types, hence the breadth."""
+        try:
+            scores = [float(value) for value in reranker.score(self.request.query, texts)]
+        except ModelError as exc:
+            self.reranker_unloadable = exc
+            self._rerank_failed("the reranker could not be loaded", reranker, exc)
+            return None
+        except Exception as exc:
+            self._rerank_failed("the reranker failed", reranker, exc)
+            return None
+        if len(scores) != len(texts) or not all(math.isfinite(value) for value in scores):
+            problem = ValueError(f"{len(scores)} scores for {len(texts)} passages, not all finite")
+            self._rerank_failed("the reranker failed", reranker, problem)
+            return None
+        return scores
+
+    def _rerank_failed(self, what: str, reranker: Reranker, exc: Exception) -> None:
+        self.rerank_note = f"{what}; results are not reranked"
+        fields = {"index": self.opened.meta.index, "reranker": reranker.name}
+        error = f"{type(exc).__name__}: {exc}"[:300]
+        log_event(logger, logging.ERROR, "rerank.failed", **fields, error=error)
 
     # --- 6. top k, access enforced on the way out -----------------------------------------
     def top_k(self, ranked: Ranking, candidates: Candidates) -> list[ScoredChunk]:

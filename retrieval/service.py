@@ -10,6 +10,7 @@ and the reranker chosen for the index at each version switch) and the search ste
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 from collections.abc import Iterator
 from datetime import datetime
@@ -78,10 +79,19 @@ class ServingIndex:
         return self._reranker_choice.reranker
 
     def _choose_reranker(self) -> None:
-        # At every version switch: a refresh may have published a newly trained model or gate.
+        # At every version switch: a refresh may have published a newly trained model or gate
+        # (and a reranker that could not be loaded is tried again).
         if self._given_reranker is None:
             previous = self._reranker_choice
             self._reranker_choice = choose_index_reranker(self.settings, self.layout, previous)
+        else:
+            self._reranker_choice = RerankerChoice(self._given_reranker, "")
+
+    def _drop_unloadable_reranker(self, choice: RerankerChoice, note: str) -> None:
+        """Searches go unreranked, saying so, until the next version switch chooses again:
+        each would otherwise try (and fail) to load the model, seconds every time."""
+        if self._reranker_choice is choice:
+            self._reranker_choice = dataclasses.replace(choice, reranker=None, note=note)
 
     def fusion(self) -> FusionChoice:
         """The fusion in force (``retrieval.fusion.FusionInForce``)."""
@@ -149,6 +159,8 @@ class ServingIndex:
             candidates = steps.hydrate(legs)
             ranked = steps.fuse(legs, candidates)
             ranked = steps.rerank(ranked, candidates)
+            if steps.reranker_unloadable is not None:
+                self._drop_unloadable_reranker(choice, steps.rerank_note or "")
             return steps.result(steps.enforce_access(steps.top_k(ranked, candidates)))
 
     @contextlib.contextmanager

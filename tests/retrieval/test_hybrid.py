@@ -5,10 +5,12 @@ runs none."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import pytest
 
 from citewell.core.models import (
@@ -21,6 +23,7 @@ from citewell.core.models import (
 from citewell.core.settings import Settings
 from citewell.ingestion.pipeline import Ingestor, TextDocument
 from citewell.retrieval.access import AccessScope, scope_for
+from citewell.retrieval.rerank import CrossEncoderReranker
 from citewell.retrieval.service import ServingIndex
 from tests.agent.fakes import HashingEmbedder
 
@@ -150,3 +153,91 @@ def test_no_leg_is_asked_about_a_document_the_caller_cannot_see(
         result = service.search(READER, request.model_copy(update={"filters": filters}))
         assert result.results == ()
         assert not any(calls.values()), f"a leg ran for {sorted(doc_ids)}"
+
+
+class _FailingReranker:
+    """A loaded cross-encoder whose scoring fails mid-request (the runtime ran out of memory,
+    or an overflowing low-precision export returned NaN)."""
+
+    name = "failing-cross-encoder"
+
+    def __init__(self, failure: str) -> None:
+        self.failure = failure
+        self.calls = 0
+
+    def warm_up(self) -> None:
+        pass
+
+    def score(self, query: str, passages: Sequence[str]) -> npt.NDArray[np.float32]:
+        self.calls += 1
+        if self.failure == "raises":
+            raise RuntimeError("CUDA out of memory")
+        scores = np.linspace(1.0, 0.0, len(passages), dtype=np.float32)
+        scores[0] = np.nan
+        return scores
+
+
+def _unreranked(serving: ServingIndex, request: SearchRequest) -> list[tuple[str, float]]:
+    result = serving.search(READER, request.model_copy(update={"rerank": False}))
+    return [(hit.chunk.chunk_id, hit.score) for hit in result.results]
+
+
+@pytest.mark.parametrize("failure", ["raises", "nan"])
+def test_a_reranker_failing_mid_request_leaves_the_results_unreranked_and_says_so(
+    index_root: Path, failure: str
+) -> None:
+    """Reranking is a quality step: a failure is the fused ranking with a note, never a 503
+    for a search whose legs answered, nor an order made of NaN comparisons."""
+    settings = Settings(data_dir=index_root / "data", principals_file=index_root / "p.yaml")
+    reranker = _FailingReranker(failure)
+    serving = ServingIndex(settings, embedder=HashingEmbedder(), reranker=reranker)
+    try:
+        request = SearchRequest(query=QUERY, k=4)
+        result = serving.search(READER, request)
+        assert reranker.calls == 1
+        assert not result.reranked
+        assert result.rerank_note == "the reranker failed; results are not reranked"
+        assert [(hit.chunk.chunk_id, hit.score) for hit in result.results] == _unreranked(
+            serving, request
+        )
+        assert all(hit.scores.rerank is None for hit in result.results)
+    finally:
+        serving.close()
+
+
+def test_a_reranker_that_cannot_load_is_not_tried_again_on_every_search(
+    index_root: Path, tmp_path: Path
+) -> None:
+    """A damaged model folder fails every load: searches answer unreranked, saying why, and
+    stop trying it until the next version switch chooses the reranker again."""
+    broken = tmp_path / "reranker"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json", encoding="utf-8")
+    (broken / "model.safetensors").write_bytes(b"\0" * 64)
+    settings = Settings(data_dir=index_root / "data", principals_file=index_root / "p.yaml")
+    reranker = CrossEncoderReranker(str(broken))
+    serving = ServingIndex(settings, embedder=HashingEmbedder(), reranker=reranker)
+    loads = 0
+    load = reranker._load_torch
+
+    def counted() -> None:
+        nonlocal loads
+        loads += 1
+        load()
+
+    reranker._load_torch = counted
+    try:
+        request = SearchRequest(query=QUERY, k=4)
+        for _ in range(3):
+            result = serving.search(READER, request)
+            assert not result.reranked
+            assert (
+                result.rerank_note == "the reranker could not be loaded; results are not reranked"
+            )
+            assert [(h.chunk.chunk_id, h.score) for h in result.results] == _unreranked(
+                serving, request
+            )
+        assert loads == 1
+        assert serving.status().reranker is None
+    finally:
+        serving.close()
