@@ -9,9 +9,17 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from citewell.core.models import (
+    REVERSED_RANGE,
     ScoreBreakdown,
     ScoredChunk,
     SearchFilters,
@@ -65,6 +73,14 @@ class SearchFiltersBody(_Body):
             return as_utc(value)
         except OverflowError as exc:
             raise ValueError("date is out of range once converted to UTC") from exc
+
+    @model_validator(mode="after")
+    def _range_in_order(self) -> SearchFiltersBody:
+        # Both are UTC-aware here; a reversed range matched nothing and answered 200.
+        low, high = self.modified_from, self.modified_to
+        if low is not None and high is not None and low > high:
+            raise ValueError(REVERSED_RANGE)
+        return self
 
     def to_filters(self) -> SearchFilters:
         return SearchFilters(

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from citewell.core.errors import UnknownClassificationError
 
@@ -102,6 +102,13 @@ class FusionMethod(StrEnum):
     WEIGHTED = "weighted"
 
 
+REVERSED_RANGE = "modified_from is after modified_to"
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment  # naive is UTC
+
+
 class SearchFilters(Frozen):
     """Optional filters that narrow (never widen) what the access filter allows."""
 
@@ -122,6 +129,14 @@ class SearchFilters(Frozen):
             return moment.astimezone(UTC)
         except OverflowError as exc:
             raise ValueError("date is out of range once converted to UTC") from exc
+
+    @model_validator(mode="after")
+    def _range_in_order(self) -> SearchFilters:
+        """A reversed range is the caller's mistake, not a search that matches nothing."""
+        low, high = self.modified_from, self.modified_to
+        if low is not None and high is not None and _utc(low) > _utc(high):
+            raise ValueError(REVERSED_RANGE)
+        return self
 
     @property
     def is_empty(self) -> bool:

@@ -101,6 +101,37 @@ def test_filter_dates_outside_the_utc_range_are_422_not_503(client, fake_index, 
     assert "citewell_store_unavailable_total 0.0" in client.get("/metrics").text
 
 
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"modified_from": "2024-03-01T00:00:00Z", "modified_to": "2024-02-01T00:00:00Z"},
+        # The same instant written in two offsets is not reversed; one second later in UTC is.
+        {"modified_from": "2024-03-01T10:00:01+01:00", "modified_to": "2024-03-01T09:00:00Z"},
+        {"modified_from": "2024-03-01T00:00:01", "modified_to": "2024-03-01T00:00:00Z"},
+    ],
+    ids=["a-month", "offsets", "naive-and-aware"],
+)
+def test_a_date_range_that_ends_before_it_starts_is_422(client, fake_index, filters):
+    """Swapped dates matched nothing and answered 200 with no results: the caller could not
+    tell a reversed range from "no document was modified then"."""
+    for path, body in (
+        ("/v1/search", {"query": QUERY, "filters": filters}),
+        ("/v1/answer", {"question": QUERY, "filters": filters}),
+    ):
+        response = client.post(path, json=body, headers=ALICE)
+        assert response.status_code == 422, (path, response.text)
+        assert "modified_from is after modified_to" in response.text
+    assert fake_index.seen == []
+
+
+def test_a_date_range_of_one_instant_is_searched(client, fake_index):
+    filters = {"modified_from": "2024-03-01T10:00:00+01:00", "modified_to": "2024-03-01T09:00:00"}
+    body = {"query": QUERY, "filters": filters}
+    assert client.post("/v1/search", json=body, headers=ALICE).status_code == 200
+    ((_, request),) = fake_index.seen
+    assert request.filters.modified_from == request.filters.modified_to
+
+
 def test_filter_dates_reach_the_service_in_utc(client, fake_index):
     body = {"query": QUERY, "filters": {"modified_from": "2023-06-01T02:00:00+02:00"}}
     assert client.post("/v1/search", json=body, headers=ALICE).status_code == 200

@@ -49,6 +49,8 @@ def _random_filters(rng: random.Random) -> SearchFilters:
 
     start = BASE + timedelta(days=rng.randrange(300)) if rng.random() < 0.3 else None
     end = BASE + timedelta(days=rng.randrange(100, 400)) if rng.random() < 0.3 else None
+    if start is not None and end is not None and start > end:
+        start, end = end, start  # a reversed range is a validation error
     doc_ids = [f"doc-{d}" for d in range(60)]
     return SearchFilters(
         sources=maybe(SOURCES, 2),
