@@ -140,6 +140,14 @@ def ask_llm(embedder: Any, reply: str, question: str = LEAVE_QUESTION) -> Any:
         ", and the policy is the most generous in the industry",
         ", which is the most generous in the industry",
         ", which makes it the most generous policy in the industry",
+        # Joined by punctuation alone (e691a04): the clause rode on the supported one.
+        ". the policy is the most generous in the industry",
+        "! the policy is the most generous in the industry",
+        ": the policy is the most generous in the industry",
+        " — the policy is the most generous in the industry",
+        " - the policy is the most generous in the industry",
+        " (the policy is the most generous in the industry)",
+        ", the policy is the most generous in the industry",
     ],
 )
 def test_the_llm_path_drops_a_sentence_that_joins_an_unsupported_clause_to_a_supported_one(

@@ -49,36 +49,6 @@ def test_a_cited_sentence_in_another_script_is_verified_like_any_other(claim: st
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "joined",
-    [
-        ". the policy is the most generous in the industry",
-        "! the policy is the most generous in the industry",
-        ": the policy is the most generous in the industry",
-        " — the policy is the most generous in the industry",
-        " - the policy is the most generous in the industry",
-        " (the policy is the most generous in the industry)",
-        ", the policy is the most generous in the industry",
-    ],
-    ids=["full-stop-lowercase", "exclamation", "colon", "em-dash", "dash", "brackets", "comma"],
-)
-def test_an_unsupported_clause_joined_by_punctuation_is_checked_on_its_own(
-    embedder: Any, joined: str
-) -> None:
-    # Only a conjunction or a semicolon cut a sentence into clauses: the same unfounded clause
-    # joined by a colon, a dash, brackets, a comma or a full stop before a lowercase word rode
-    # on the supported clause and was kept as a statement cited to source [1].
-    reply = (
-        f"Birth parents receive 20 weeks of parental leave at full pay{joined} [1]. "
-        "Non-birth parents receive 10 weeks of parental leave at full pay [1]."
-    )
-    answer = ask_llm(embedder, reply)
-    assert "generous" not in answer.answer, answer.answer
-    assert answer.removed_claims == 1 and not answer.refused, answer.notes
-    assert answer.answer == "Non-birth parents receive 10 weeks of parental leave at full pay [1]."
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(
     "reply",
     [
         "Birth parents receive 20 weeks of parental leave at full pay (non-birth parents "
