@@ -782,16 +782,16 @@ class BM25Index:
     ) -> BM25Index:
         if meta.get("format_version") != FORMAT_VERSION:
             raise StoreUnavailableError(f"unsupported format version {meta.get('format_version')}")
-        if meta["tokenizer"] == tokenizer.unnormalized().name != tokenizer.name:
-            # Built before NFKC normalisation: read (and refreshed) in the stream it was built
-            # with, so its searches match as before; a fresh build normalises.
-            tokenizer = tokenizer.unnormalized()
+        if meta["tokenizer"] == tokenizer.legacy_stream().name != tokenizer.name:
+            # Built before NFKC normalisation and CJK pairs: read (and refreshed) in the stream
+            # it was built with, so its searches match as before; a fresh build applies them.
+            tokenizer = tokenizer.legacy_stream()
             log_event(
                 logger,
                 logging.INFO,
-                "bm25.tokenizer_unnormalized",
+                "bm25.tokenizer_legacy",
                 tokenizer=tokenizer.name,
-                note="built before NFKC normalisation; a fresh build (ingest --fresh) applies it",
+                note="built before NFKC and CJK pairs; a fresh build (ingest --fresh) applies them",
             )
         if meta["tokenizer"] != tokenizer.name:
             raise StoreUnavailableError(

@@ -439,13 +439,33 @@ def test_a_word_is_found_in_any_of_its_unicode_forms(indexed: str, query: str) -
     assert [cid for cid, _ in index.search(query, EVERYONE, NO_FILTERS, 5)] == ["hit"]
 
 
+@pytest.mark.parametrize(
+    ("indexed", "query"),
+    [
+        ("東京都の会社は売上を報告した", "東京"),  # Japanese: no spaces between words
+        ("東京都の会社は売上を報告した", "会社の売上"),
+        ("北京大学的研究人员发表了论文", "北京大学"),  # Chinese
+        ("iPhone用のケースを販売", "ケース"),  # Katakana after Latin, no space
+    ],
+    ids=["ja-word", "ja-phrase", "zh", "ja-mixed"],
+)
+def test_a_word_is_found_in_text_written_without_spaces(indexed: str, query: str) -> None:
+    """Chinese and Japanese separate no words: a run of them was one token, found only by a
+    query of exactly that whole run. Overlapping character pairs (Lucene's CJK bigrams) match
+    any word of two or more characters inside it."""
+    index = BM25Index()
+    others = [make_chunk(f"other-{i}", f"京都の天気 {i}") for i in range(3)]
+    index.add([make_chunk("hit", indexed), *others])
+    assert [cid for cid, _ in index.search(query, EVERYONE, NO_FILTERS, 5)][:1] == ["hit"]
+
+
 def test_an_index_built_before_normalisation_is_read_as_it_was_built(tmp_path: Path) -> None:
     """No outage and no silent mismatch: it loads, searches and refreshes in its own stream."""
-    old = BM25Index(tokenizer=Tokenizer().unnormalized())
+    old = BM25Index(tokenizer=Tokenizer().legacy_stream())
     old.add([make_chunk("lig", "The ﬁnancial report"), make_chunk("plain", "A harbor note")])
     old.save(tmp_path / "bm25")
     loaded = BM25Index.load(tmp_path / "bm25")
-    assert loaded.tokenizer.name == Tokenizer().unnormalized().name != Tokenizer().name
+    assert loaded.tokenizer.name == Tokenizer().legacy_stream().name != Tokenizer().name
     loaded.add([make_chunk("new", "Another ﬁnancial memo")])
     found = {cid for cid, _ in loaded.search("ﬁnancial", EVERYONE, NO_FILTERS, 5)}
     assert found == {"lig", "new"}
