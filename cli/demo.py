@@ -16,6 +16,8 @@ from citewell.cli.common import add_index_options, fail, load_settings, reportin
 from citewell.cli.ingest import print_report
 from citewell.core.models import SearchRequest
 
+# examples/ beside cli/: the checkout's folder in an editable install, citewell/examples (package
+# data) in an installed wheel.
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 DEFAULT_QUESTION = "How many weeks of paid parental leave does a birth parent get?"
 

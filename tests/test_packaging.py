@@ -1,10 +1,16 @@
 """The distribution installs one import name, ``citewell``: the repository's top-level folders
 (``core/``, ``api/``, …) must never land in site-packages under generic names."""
 
+import json
+import os
+import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERIC = (
@@ -40,3 +46,63 @@ def test_every_package_folder_is_installed() -> None:
         for init in (ROOT / folder).rglob("__init__.py"):
             sub = init.parent.relative_to(ROOT / folder).parts
             assert ".".join((name, *sub)) in declared, f"{init.parent} is not installed"
+
+
+def _build_wheel(tmp_path: Path) -> Path:
+    """A wheel built, as a user's `pip install` builds one, from the checkout's files (tracked
+    and not ignored): no editable mapping back to the repository."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    source = tmp_path / "source"
+    for name in filter(None, (n.decode() for n in listed)):
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
+    wheels = tmp_path / "wheels"
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+    subprocess.run(
+        [*pip_wheel, "-w", str(wheels), str(source)],
+        capture_output=True,
+        check=True,
+    )
+    (wheel,) = wheels.glob("citewell-*.whl")
+    return wheel
+
+
+@pytest.mark.slow
+def test_an_installed_wheel_finds_every_file_it_loads(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    with zipfile.ZipFile(_build_wheel(tmp_path)) as wheel:
+        wheel.extractall(site)
+    # From the unpacked wheel (first on the path, ahead of the editable install), in a folder
+    # other than the checkout: where `citewell demo` looks for its defaults, and what is there.
+    probe = (
+        "import json, pathlib\n"
+        "from citewell.agent.answerability import DEFAULT_CALIBRATION_FILE\n"
+        "from citewell.cli.main import build_parser\n"
+        "args = build_parser().parse_args(['demo'])\n"
+        "kb = pathlib.Path(args.kb)\n"
+        "print(json.dumps({'kb': str(kb), 'principals': str(args.principals),\n"
+        "    'calibration': str(DEFAULT_CALIBRATION_FILE),\n"
+        "    'kb_files': sorted(str(p.relative_to(kb)) for p in kb.rglob('*') if p.is_file())\n"
+        "    if kb.is_dir() else []}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = json.loads(out.stdout)
+    for key in ("kb", "principals", "calibration"):
+        assert Path(found[key]).is_relative_to(site), f"{key} read from outside the wheel"
+    for key in ("principals", "calibration"):
+        assert Path(found[key]).is_file(), f"{key}: {found[key]} is not in the wheel"
+    kb = ROOT / "examples" / "kb"
+    assert found["kb_files"] == sorted(str(p.relative_to(kb)) for p in kb.rglob("*") if p.is_file())
