@@ -146,7 +146,9 @@ class SearchHitBody(BaseModel):
     document_date: datetime | None = Field(
         default=None, description="the date the document states about itself, if any"
     )
-    score: float = Field(description="the final ranking score")
+    score: float = Field(
+        description="the final ranking score: falls with rank (reranked hits score above the rest)"
+    )
     scores: ScoreBreakdownBody
 
     @classmethod

@@ -47,6 +47,7 @@ from citewell.retrieval.protocols import Embedder, Reranker, Vector
 logger = logging.getLogger(__name__)
 
 Ranking = list[tuple[str, float]]  # chunk ids, best first
+_TAIL_GAP = 1e-3  # between the reranked head's last score and the first hit after it
 
 
 @dataclass(frozen=True)
@@ -244,7 +245,7 @@ class HybridSearch:
                 # too, or reranking would undo what the request asked for.
                 rescored = self._with_recency(rescored, candidates)
             self.reranked = True
-            return rescored + ranked[len(head) :]
+            return rescored + _below(ranked[len(head) :], rescored[-1][1])
 
     def _cross_encoder_scores(self, reranker: Reranker, texts: list[str]) -> list[float] | None:
         """One finite score per text, or None (the note says why) when the reranker cannot give
@@ -316,6 +317,16 @@ class HybridSearch:
             timings_ms=self.timings,
             document_terms=document_terms or {},
         )
+
+
+def _below(tail: Ranking, floor: float) -> Ranking:
+    """``tail`` (fused order) shifted, where needed, to score below ``floor``, the reranked
+    head's last score, keeping its order and spacing: ``score`` falls with rank across the
+    whole result, so a client may cut or merge by it. The breakdown keeps the fused score."""
+    if not tail or tail[0][1] < floor:
+        return tail
+    shift = tail[0][1] - floor + _TAIL_GAP
+    return [(cid, score - shift) for cid, score in tail]
 
 
 def _document_dates(chunks: Iterable[Chunk]) -> dict[str, datetime]:

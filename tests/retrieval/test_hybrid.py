@@ -241,3 +241,35 @@ def test_a_reranker_that_cannot_load_is_not_tried_again_on_every_search(
         assert serving.status().reranker is None
     finally:
         serving.close()
+
+
+class _LogitReranker:
+    """A cross-encoder whose scores are logits, negative for weak matches (as MiniLM's are)."""
+
+    name = "logit-cross-encoder"
+
+    def warm_up(self) -> None:
+        pass
+
+    def score(self, query: str, passages: Sequence[str]) -> npt.NDArray[np.float32]:
+        return -np.arange(1, len(passages) + 1, dtype=np.float32)
+
+
+def test_scores_fall_with_rank_past_the_reranked_head(index_root: Path) -> None:
+    """With more results than rerank candidates, the head carried logits (-1, -2) and the tail
+    its fused scores (0.9 …): ``score``, "the final ranking score", rose again mid-list, so a
+    client cutting or merging by score misordered results."""
+    settings = Settings(
+        data_dir=index_root / "data", principals_file=index_root / "p.yaml", rerank_candidates=2
+    )
+    serving = ServingIndex(settings, embedder=HashingEmbedder(), reranker=_LogitReranker())
+    try:
+        result = serving.search(READER, SearchRequest(query=QUERY, k=4))
+        assert result.reranked and len(result.results) == 4
+        scores = [hit.score for hit in result.results]
+        assert scores == sorted(scores, reverse=True), scores
+        fused = [hit.scores.fused for hit in result.results[2:]]
+        assert fused == sorted(fused, reverse=True)  # the tail keeps its fused order
+        assert [hit.scores.rerank for hit in result.results[:2]] == [-1.0, -2.0]
+    finally:
+        serving.close()
