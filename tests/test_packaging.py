@@ -48,20 +48,24 @@ def test_every_package_folder_is_installed() -> None:
             assert ".".join((name, *sub)) in declared, f"{init.parent} is not installed"
 
 
-def _build_wheel(tmp_path: Path) -> Path:
-    """A wheel built, as a user's `pip install` builds one, from the checkout's files (tracked
-    and not ignored): no editable mapping back to the repository."""
+def _checkout_files() -> list[str]:
+    """The checkout's files as a clone has them: tracked, or new and not ignored."""
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT,
         capture_output=True,
         check=True,
     ).stdout.split(b"\0")
+    return [n for n in (n.decode() for n in listed) if n and (ROOT / n).is_file()]
+
+
+def _build_wheel(tmp_path: Path) -> Path:
+    """A wheel built, as a user's `pip install` builds one, from the checkout's files: no
+    editable mapping back to the repository."""
     source = tmp_path / "source"
-    for name in filter(None, (n.decode() for n in listed)):
-        if (ROOT / name).is_file():
-            (source / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, source / name)
+    for name in _checkout_files():
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, source / name)
     wheels = tmp_path / "wheels"
     pip_wheel = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
     subprocess.run(
@@ -73,11 +77,31 @@ def _build_wheel(tmp_path: Path) -> Path:
     return wheel
 
 
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
 @pytest.mark.slow
-def test_an_installed_wheel_finds_every_file_it_loads(tmp_path: Path) -> None:
+def test_the_wheel_carries_every_data_file_of_its_packages(wheel: Path) -> None:
+    package_dir = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-dir"
+    ]
+    expected = set()
+    for name in _checkout_files():
+        path = Path(name)
+        for package, folder in package_dir.items():
+            if path.suffix != ".py" and path.is_relative_to(folder):
+                expected.add("/".join((*package.split("."), *path.relative_to(folder).parts)))
+    with zipfile.ZipFile(wheel) as archive:
+        assert sorted(expected - set(archive.namelist())) == []
+
+
+@pytest.mark.slow
+def test_an_installed_wheel_finds_every_file_it_loads(wheel: Path, tmp_path: Path) -> None:
     site = tmp_path / "site"
-    with zipfile.ZipFile(_build_wheel(tmp_path)) as wheel:
-        wheel.extractall(site)
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
     # From the unpacked wheel (first on the path, ahead of the editable install), in a folder
     # other than the checkout: where `citewell demo` looks for its defaults, and what is there.
     probe = (
