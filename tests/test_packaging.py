@@ -130,3 +130,38 @@ def test_an_installed_wheel_finds_every_file_it_loads(wheel: Path, tmp_path: Pat
         assert Path(found[key]).is_file(), f"{key}: {found[key]} is not in the wheel"
     kb = ROOT / "examples" / "kb"
     assert found["kb_files"] == sorted(str(p.relative_to(kb)) for p in kb.rglob("*") if p.is_file())
+
+
+@pytest.mark.slow
+def test_a_wheel_inside_another_repository_records_no_commit_of_it(
+    wheel: Path, tmp_path: Path
+) -> None:
+    # A training run's card names the commit of the Citewell checkout it ran from; an install
+    # in a project's .venv (inside the project's git repository) has no such commit.
+    project = tmp_path / "project"
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-C", str(project)]
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    (project / ".gitignore").write_text(".venv/\n")
+    subprocess.run([*git, "add", ".gitignore"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "project"], check=True)
+    site = project / ".venv" / "site-packages"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+    probe = "from citewell.training.cross_encoder import git_commit; print(git_commit())"
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=project,
+        env={**os.environ, "PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "None"
+    # From the checkout it is the checkout's HEAD.
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == head.stdout.strip()

@@ -109,16 +109,26 @@ def hybrid_ndcg(validation: Sequence[ValidationQuery]) -> float:
 
 
 def git_commit() -> str | None:
-    try:
+    """HEAD of the git checkout this module runs from; None when it runs from an install."""
+    here = Path(__file__).resolve()
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
         # git on PATH is fine here: the commit is informational and failures are ignored.
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],  # noqa: S607
+        return subprocess.run(  # noqa: S603 - our own fixed git arguments
+            ["git", *args],  # noqa: S607
             capture_output=True,
             text=True,
             timeout=5,
-            cwd=Path(__file__).resolve().parent,
+            cwd=here.parent,
             check=False,
         )
+
+    try:
+        # An installed copy (a project's .venv inside that project's repository) is not tracked
+        # there: that repository's HEAD is not the code that trained.
+        if git("ls-files", "--error-unmatch", here.name).returncode != 0:
+            return None
+        out = git("rev-parse", "HEAD")
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
