@@ -362,6 +362,14 @@ class SentenceTransformerEmbedder(LazyModel):
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         result: Matrix = self._encode(list(texts))
+        finite = np.isfinite(result).all(axis=1)
+        if not finite.all():
+            # A broken export or runtime (an int8 overflow, a damaged weight file): a NaN vector
+            # is never found by any search and would sit in the index and the cache unseen.
+            raise ModelError(
+                f"embedding model {self.model_name} ({self._backend}) returned non-finite "
+                f"vectors for {int((~finite).sum())} of {len(texts)} texts"
+            )
         return result
 
     def embed_query(self, text: str) -> Vector:

@@ -293,3 +293,43 @@ def test_a_missing_openvino_falls_back_to_torch(monkeypatch, caplog, shared_mode
     assert embedder.backend == "torch"
     (line,) = _fallbacks(caplog)
     assert "openvino" in line.fields["reason"]
+
+
+def test_a_model_returning_non_finite_vectors_fails_and_nothing_is_indexed(
+    shared_model_exports, tmp_path
+):
+    """A broken export or runtime (an int8 overflow) returned NaN rows: they were cached and
+    indexed, and no search ever found those chunks; a NaN query vector emptied the dense leg."""
+    from citewell.core.errors import ModelError
+    from citewell.core.models import AccessLabel
+    from citewell.core.settings import Settings
+    from citewell.ingestion.pipeline import Ingestor, TextDocument
+    from citewell.retrieval.embedding_cache import CachingEmbedder, EmbeddingCache
+    from citewell.retrieval.index import IndexLayout
+
+    model = SentenceTransformerEmbedder(export_dir=shared_model_exports)
+    model.warm_up()
+    encode = model._encode
+
+    def overflowing(texts):
+        vectors = encode(texts)
+        vectors[-1] = np.nan
+        return vectors
+
+    model._encode = overflowing
+    with pytest.raises(ModelError, match="non-finite vectors for 1 of 2 texts"):
+        model.embed_documents(["harbor terminal", "berth four"])
+    with pytest.raises(ModelError):
+        model.embed_query("harbor terminal")
+
+    cache = EmbeddingCache(tmp_path / "embeddings.sqlite")
+    settings = Settings(data_dir=tmp_path / "data")
+    label = AccessLabel(classification="internal", groups=frozenset({"everyone"}))
+    docs = [TextDocument(doc_id="n", title="Note", text="The depot opens at nine.", label=label)]
+    with pytest.raises(ModelError):
+        Ingestor(settings, embedder=CachingEmbedder(model, cache)).ingest_texts(
+            docs, index="kb", source_name="notes"
+        )
+    assert IndexLayout(settings, "kb").current_version() is None
+    model._encode = encode
+    assert np.isfinite(CachingEmbedder(model, cache).embed_documents(["The depot"])).all()
