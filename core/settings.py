@@ -241,11 +241,15 @@ def apply_process_environment(settings: Settings) -> None:
     Called by entry points only (the CLI, the API factory, DAG tasks): library code never sets
     the environment. unstructured sends no telemetry; Hugging Face libraries never reach a hub
     while every configured model is a local folder (a hub id in production keeps the hub).
-    Values already set by the operator win.
+    Python children never import from the working directory. Values already set by the
+    operator win.
     """
     os.environ.setdefault("DO_NOT_TRACK", "true")
     os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # The parse workers' forkserver runs `python -c`, which puts the working directory first on
+    # sys.path: an `email.py` there ran in every worker; a checkout's `citewell/` hid the install.
+    os.environ.setdefault("PYTHONSAFEPATH", "1")
     models = (settings.embedding_model, settings.reranker_model)
     if all(model is None or Path(model).expanduser().is_dir() for model in models):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tomllib
 import zipfile
 from pathlib import Path
@@ -165,3 +166,57 @@ def test_a_wheel_inside_another_repository_records_no_commit_of_it(
         ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == head.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The python of a virtualenv with the wheel installed (not editable); the dependencies
+    come from this test's environment, without its editable install of the checkout."""
+    venv = tmp_path_factory.mktemp("installed") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = Path(
+        subprocess.run(
+            [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+    # A path line: the dependencies' folder joins sys.path, its .pth files (the editable
+    # install's finder among them) are not run.
+    (site / "dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    return python
+
+
+@pytest.mark.slow
+def test_an_installed_wheel_ingests_when_run_from_the_checkout(
+    installed: Path, tmp_path: Path
+) -> None:
+    # `pip install .` (not -e) in a clone, then `citewell ingest` from the clone's root: its
+    # `citewell/` folder must not replace the installed package in the parse workers.
+    script = tmp_path / "citewell"  # what pip writes for the console script
+    script.write_text(
+        "import sys\nfrom citewell.cli.main import main\nif __name__ == '__main__':\n"
+        "    sys.exit(main())\n"
+    )
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "citewell.labels.yaml").write_text("default: {classification: public}\n")
+    (folder / "travel.md").write_text("# Travel\n\nManagers approve all travel.\n")
+    data = tmp_path / "data"
+    done = subprocess.run(
+        [installed, str(script), "ingest", str(folder), "--data-dir", str(data), "--json"],
+        cwd=ROOT,
+        # As a shell starts it: what the test process set for itself is not inherited.
+        env={k: v for k, v in os.environ.items() if k != "PYTHONSAFEPATH"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert (report["added"], report["failed"]) == (["travel.md"], []), report["failed"]

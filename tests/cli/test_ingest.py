@@ -3,6 +3,10 @@ file and line, a non-zero exit, nothing published, the previous version still se
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -158,3 +162,32 @@ def test_a_refused_sensitivity_label_is_reported_once_with_its_reason(
     assert len(refused) == 1 and shown in refused[0]
     assert "unknown tenant" in refused[0]
     assert [line.split()[-1] for line in unlabelled] == [unlabelled_path], lines
+
+
+def test_a_python_file_in_the_working_directory_never_runs_in_the_parse_workers(
+    tmp_path: Path,
+) -> None:
+    # `cd share && citewell ingest .`: a file in the folder named like a module the parse
+    # workers import (the standard library's email here) must stay a document, not code.
+    folder = tmp_path / "share"
+    folder.mkdir()
+    (folder / "citewell.labels.yaml").write_text(LABELS, encoding="utf-8")
+    (folder / "travel.md").write_text("# Travel\n\nManagers approve all travel.\n", "utf-8")
+    marker = tmp_path / "ran"
+    (folder / "email.py").write_text(f"open({str(marker)!r}, 'w').close()\n", "utf-8")
+    citewell = Path(sys.executable).with_name("citewell")  # the console script a user runs
+    done = subprocess.run(
+        [str(citewell), "ingest", ".", "--data-dir", str(tmp_path / "data"), "--json"],
+        cwd=folder,
+        # As a shell starts it: what the test process set for itself is not inherited.
+        env={k: v for k, v in os.environ.items() if k != "PYTHONSAFEPATH"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert not marker.exists()
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["added"] == ["travel.md"]
+    assert [f["relative_path"] for f in report["failed"]] == ["email.py"]  # not a document type
