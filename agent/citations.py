@@ -149,7 +149,11 @@ def _has_content(sentence: str) -> bool:
 # What a Markdown or HTML renderer fetches on its own (images, frames, media, styles) or offers
 # to follow (links, bare addresses). A document can instruct an LLM to put what it read into
 # such an address; a chat client that renders the answer then sends it to that server.
-_IMAGE_RE = re.compile(r"!\[([^\]\n]*)\](?:\([^)\n]*\)|\[[^\]\n]*\])")
+# CommonMark allows brackets and line breaks in an image's description, a line break before
+# its destination and its title; a blank line ends it.
+_IMAGE_RE = re.compile(
+    r"!\[((?:[^\[\]]|\[[^\[\]]*\])*)\](?:\((?:[^)\n]|\n(?![ \t]*\n))*\)|\[[^\]\n]*\])"
+)
 _HTML_FETCHING_RE = re.compile(
     r"</?(?:img|image|picture|source|iframe|frame|video|audio|track|embed|object|link|script"
     r"|style|svg|base|meta|form|input)\b[^>]*>"
@@ -159,10 +163,14 @@ _HTML_FETCHING_RE = re.compile(
 _REFERENCE_RE = re.compile(r"^[ \t]{0,3}\[[^\]\n]+\]:[ \t]*<?(\S+?)>?(?:[ \t]+.*)?$", re.MULTILINE)
 _LINK_RE = re.compile(r"\[([^\]\n]*)\]\(\s*<?([^)\s>]*)>?(?:\s+[^)\n]*)?\)")
 _TARGET_RE = re.compile(r"[:/.#?]")  # what an address has and a remark in brackets seldom does
+# A scheme-less "//" right after a word or a slash is code ("n//2"), not an address.
 _ADDRESS_RE = re.compile(
-    r"<?\b(?:[a-z][a-z0-9+.-]*:)?//[^\s<>()\[\]\"'`]+>?|<?\b(?:mailto|data|javascript):[^\s<>()\[\]\"'`]+>?",
+    r"<?(?:\b[a-z][a-z0-9+.-]*:|(?<![\w/]))//[^\s<>()\[\]\"'`]+>?"
+    r"|<?\b(?:mailto|data|javascript):[^\s<>()\[\]\"'`]+>?",
     re.IGNORECASE,
 )
+# A sentence's punctuation after a bare address is not part of it (GFM's autolinks end there).
+_TRAILING = ".,;:!?*_~"
 
 
 def strip_unstated_addresses(text: str, stated: str) -> tuple[str, int]:
@@ -204,10 +212,12 @@ def strip_unstated_addresses(text: str, stated: str) -> tuple[str, int]:
 
     def address(match: re.Match[str]) -> str:
         nonlocal removed
-        if not unstated(match.group(0).strip("<>")):
-            return match.group(0)
+        found = match.group(0)
+        bare = found if found.endswith(">") else found.rstrip(_TRAILING)
+        if not unstated(bare.strip("<>")):
+            return found
         removed += 1
-        return ""
+        return found[len(bare) :]
 
     text = _IMAGE_RE.sub(image, text)
     text = _HTML_FETCHING_RE.sub(tag, text)

@@ -86,3 +86,41 @@ def test_unstated_addresses_are_removed_and_counted() -> None:
     kept, removed = strip_unstated_addresses(text, stated)
     assert "c.example" not in kept and "leave.png" not in kept and "?d=20" not in kept, kept
     assert kept.startswith("Leave is 20 weeks [1]. x More") and removed == 5
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Claims go to https://intranet.example/leave, within 30 days [1].",
+        "Claims go to https://intranet.example/leave; HR answers [1].",
+        "Claims go to https://intranet.example/leave.",  # the answer's last full stop
+        "Use `mid = n//2` to halve the list [1].",  # floor division, not an address
+        "int x = 1;// set by HR [1]",
+    ],
+)
+def test_a_stated_address_before_punctuation_and_code_slashes_are_kept(text: str) -> None:
+    """A sentence's comma or full stop after an address is not part of it (GFM's autolinks end
+    before it too), and '//' after a word is code, not a protocol-relative address."""
+    stated = "Leave is described at https://intranet.example/leave by HR."
+    assert strip_unstated_addresses(text, stated) == (text, 0)
+
+
+def test_trailing_punctuation_stays_when_an_unstated_address_goes() -> None:
+    kept, removed = strip_unstated_addresses("Send it to https://c.example/?d=1. Done [1].", "")
+    assert (kept, removed) == ("Send it to . Done [1].", 1)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Leave [1]. ![a [b] c](https://intranet.example/leave)",  # brackets inside the alt text
+        "Leave [1]. ![a\nb](https://intranet.example/leave)",  # a line break inside it
+        "Leave [1]. ![x](\nhttps://intranet.example/leave)",  # a line break before the address
+    ],
+)
+def test_every_image_commonmark_renders_goes(text: str) -> None:
+    """CommonMark renders each of these as an image fetched unasked: brackets and a line break
+    are allowed in its description, a line break before its destination."""
+    kept, removed = strip_unstated_addresses(text, "at https://intranet.example/leave by HR")
+    assert "intranet.example" not in kept and "![" not in kept, kept
+    assert removed == 1
