@@ -211,8 +211,10 @@ def create_app(settings: Settings, service: ServingIndexLike | None = None) -> F
     app.include_router(openai.router)
     # MCP's streamable HTTP transport, in this app (not a second server): authentication,
     # audit and metrics are the ones above. A Route, not a Mount, so that "/mcp" itself
-    # answers (no redirect) and the metrics see the route template.
-    app.router.routes.append(Route(MCP_PATH, endpoint=mcp.app, methods=["GET", "POST", "DELETE"]))
+    # answers (no redirect) and the metrics see the route template. POST only: stateless MCP
+    # has no session, so a GET stream could carry nothing and stayed open for ever (holding
+    # shutdown), and DELETE has no session to end; the spec's answer to both is 405.
+    app.router.routes.append(Route(MCP_PATH, endpoint=mcp.app, methods=["POST"]))
     return app
 
 

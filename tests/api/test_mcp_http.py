@@ -149,3 +149,20 @@ def test_mcp_survives_a_second_lifespan(api_settings, fake_index):
     # Outside any lifespan: a clear 503, never an unauthenticated pass-through.
     response = TestClient(app).post("/mcp", json=INITIALIZE, headers=headers)
     assert response.status_code == 503
+
+
+def test_mcp_get_is_refused_so_no_endless_stream_holds_the_server(server):
+    """Stateless MCP has no session for a server-initiated message to go to: a GET /mcp stream
+    could carry nothing, stayed open for ever, and held ``citewell serve`` from shutting down
+    (uvicorn waits for open connections). The spec's answer for a server without that stream
+    is 405; the mcp client reads it as "no stream" and works on."""
+    headers = {"Accept": "text/event-stream", "X-API-Key": KEYS["alice"]}
+    with httpx.stream("GET", f"{server}/mcp", headers=headers, timeout=10) as response:
+        assert response.status_code == 405
+        assert response.headers["allow"] == "POST"
+    # Unauthenticated, the answer is the same 401 as for a POST.
+    response = httpx.get(f"{server}/mcp", headers={"Accept": "text/event-stream"}, timeout=10)
+    assert response.status_code in (401, 405)
+    # The mcp client works on as before.
+    tools, _ = _call(server, {"X-API-Key": KEYS["alice"]}, [])
+    assert tools == {"search", "answer"}
