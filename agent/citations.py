@@ -166,7 +166,8 @@ _TARGET_RE = re.compile(r"[:/.#?]")  # what an address has and a remark in brack
 # A scheme-less "//" right after a word or a slash is code ("n//2"), not an address.
 _ADDRESS_RE = re.compile(
     r"<?(?:\b[a-z][a-z0-9+.-]*:|(?<![\w/]))//[^\s<>()\[\]\"'`]+>?"
-    r"|<?\b(?:mailto|data|javascript):[^\s<>()\[\]\"'`]+>?",
+    r"|<?\b(?:mailto|data|javascript):[^\s<>()\[\]\"'`]+>?"
+    r"|(?<![\w.@/-])www\.[^\s<>()\[\]\"'`]+",  # GFM links "www." text as it does "https://"
     re.IGNORECASE,
 )
 # A sentence's punctuation after a bare address is not part of it (GFM's autolinks end there).

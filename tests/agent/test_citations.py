@@ -124,3 +124,13 @@ def test_every_image_commonmark_renders_goes(text: str) -> None:
     kept, removed = strip_unstated_addresses(text, "at https://intranet.example/leave by HR")
     assert "intranet.example" not in kept and "![" not in kept, kept
     assert removed == 1
+
+
+def test_a_bare_www_address_no_source_states_goes() -> None:
+    """GFM renders 'www.' text as a link (as it does 'https://'): an unstated one would carry
+    what the LLM put in it to whoever follows it."""
+    text = "Leave is 20 weeks, see www.collector.example/?d=20-weeks [1]."
+    kept, removed = strip_unstated_addresses(text, "see www.intranet.example/leave")
+    assert (kept, removed) == ("Leave is 20 weeks, see  [1].", 1)
+    stated = "Leave is 20 weeks, see www.intranet.example/leave [1]."
+    assert strip_unstated_addresses(stated, "see www.intranet.example/leave") == (stated, 0)
