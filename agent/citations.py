@@ -163,6 +163,7 @@ _HTML_FETCHING_RE = re.compile(
 _REFERENCE_RE = re.compile(r"^[ \t]{0,3}\[[^\]\n]+\]:[ \t]*<?(\S+?)>?(?:[ \t]+.*)?$", re.MULTILINE)
 _LINK_RE = re.compile(r"\[([^\]\n]*)\]\(\s*<?([^)\s>]*)>?(?:\s+[^)\n]*)?\)")
 _TARGET_RE = re.compile(r"[:/.#?]")  # what an address has and a remark in brackets seldom does
+_HOST_RE = re.compile(r"[:/\\]")  # what an address on another host needs
 # A scheme-less "//" right after a word or a slash is code ("n//2"), not an address.
 _ADDRESS_RE = re.compile(
     r"<?(?:\b[a-z][a-z0-9+.-]*:|(?<![\w/]))//[^\s<>()\[\]\"'`]+>?"
@@ -186,8 +187,11 @@ def strip_unstated_addresses(text: str, stated: str) -> tuple[str, int]:
 
     def image(match: re.Match[str]) -> str:
         nonlocal removed
+        alt = match.group(1)
+        if MARKER_RE.fullmatch(f"[{alt}]") and not _HOST_RE.search(match.group(0)[len(alt) + 3 :]):
+            return match.group(0)  # "pay![1][2]": a sentence's "!" and its markers
         removed += 1
-        return match.group(1)
+        return alt
 
     def tag(match: re.Match[str]) -> str:
         nonlocal removed

@@ -134,3 +134,13 @@ def test_a_bare_www_address_no_source_states_goes() -> None:
     assert (kept, removed) == ("Leave is 20 weeks, see  [1].", 1)
     stated = "Leave is 20 weeks, see www.intranet.example/leave [1]."
     assert strip_unstated_addresses(stated, "see www.intranet.example/leave") == (stated, 0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Leave is paid at full pay![1][2]", "Leave is paid at full pay![1](p. 3)"],
+)
+def test_an_exclamation_before_citation_markers_is_not_an_image(text: str) -> None:
+    """'!' ending a sentence, then its markers: not an image with nothing to fetch, so the
+    markers stay (removed, the sentence lost its citations and read 'full pay1')."""
+    assert strip_unstated_addresses(text, "Leave is paid at full pay.") == (text, 0)
