@@ -34,6 +34,7 @@ from citewell.api.auth import AuthContext, Authenticator, CredentialError, Local
 from citewell.api.deps import authenticate_connection
 from citewell.api.errors import error_response, public_error
 from citewell.api.operations import Operations
+from citewell.api.routes.openai import ACCESS_FIELDS
 from citewell.core.errors import StoreUnavailableError
 from citewell.core.models import SearchMode
 
@@ -64,12 +65,26 @@ def _http_caller(ctx: Context) -> AuthContext:
     return context
 
 
+class _CitewellMcpServer(MCPServer):
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context | None = None
+    ) -> Any:
+        # The tools' argument models ignore unknown names: an agent passing clearance or groups
+        # would get the caller's results and read them as the wider search it asked for.
+        claimed = sorted(ACCESS_FIELDS & set(arguments))
+        if claimed:
+            raise ToolError(
+                f"{', '.join(claimed)}: access comes from the credential, not the tool arguments"
+            )
+        return await super().call_tool(name, arguments, context)
+
+
 def build_mcp_server(
     operations: Operations, caller: CallerResolver, endpoint: str = STDIO_ENDPOINT
 ) -> MCPServer:
     """The tools, running as ``caller(ctx)``. Tools run in a worker thread: search and answering
     are CPU-bound, and resolving the caller may re-read the principals file."""
-    server: MCPServer = MCPServer(name="citewell", instructions=INSTRUCTIONS)
+    server: MCPServer = _CitewellMcpServer(name="citewell", instructions=INSTRUCTIONS)
 
     def call(
         tool: str, ctx: Context, run: Callable[[AuthContext], dict[str, Any]]

@@ -173,3 +173,28 @@ def test_mcp_answer_with_a_blank_question_is_rejected_not_an_error(setup):
 
     assert "question is empty" in anyio.run(scenario)
     assert [(x["outcome"], x["reason"]) for x in _audit(settings)] == [("rejected", "query_empty")]
+
+
+def test_a_tool_argument_claiming_access_is_refused_not_ignored(setup):
+    """An agent that passes ``clearance`` or ``groups`` to a tool believes it can widen its
+    access; silently ignoring them answered as the caller while the agent read the result as
+    the wider search. Refused with the reason, as the OpenAI route and /v1/search refuse it."""
+    settings, search, _, server = setup
+
+    async def scenario() -> list[Any]:
+        async with Client(server) as client:
+            return [
+                await client.call_tool(
+                    "search", {"query": "Normans payroll", "clearance": "restricted"}
+                ),
+                await client.call_tool(
+                    "answer", {"question": "What is the bonus pool?", "groups": ["hr"]}
+                ),
+            ]
+
+    results = anyio.run(scenario)
+    for result, field in zip(results, ("clearance", "groups"), strict=True):
+        assert result.is_error, result.content
+        assert f"{field}: access comes from the credential" in result.content[0].text
+    assert search.requests == []
+    assert _audit(settings) == []
