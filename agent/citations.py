@@ -160,7 +160,13 @@ _HTML_FETCHING_RE = re.compile(
     r"|<[a-z][^>]*\b(?:src|srcset|href|background|poster|data|action|style)\s*=[^>]*>",
     re.IGNORECASE,
 )
-_REFERENCE_RE = re.compile(r"^[ \t]{0,3}\[[^\]\n]+\]:[ \t]*<?(\S+?)>?(?:[ \t]+.*)?$", re.MULTILINE)
+# A link reference definition: one destination, then at most a quoted title ("[1]: Leave
+# Policy, section 2", a list of sources, is text).
+_REFERENCE_RE = re.compile(
+    r"^[ \t]{0,3}\[[^\]\n]+\]:[ \t]*<?(\S+?)>?"
+    r"(?:[ \t]+(?:\"[^\"\n]*\"|'[^'\n]*'|\([^)\n]*\)))?[ \t]*$",
+    re.MULTILINE,
+)
 _LINK_RE = re.compile(r"\[([^\]\n]*)\]\(\s*<?([^)\s>]*)>?(?:\s+[^)\n]*)?\)")
 _TARGET_RE = re.compile(r"[:/.#?]")  # what an address has and a remark in brackets seldom does
 _HOST_RE = re.compile(r"[:/\\]")  # what an address on another host needs

@@ -144,3 +144,15 @@ def test_an_exclamation_before_citation_markers_is_not_an_image(text: str) -> No
     """'!' ending a sentence, then its markers: not an image with nothing to fetch, so the
     markers stay (removed, the sentence lost its citations and read 'full pay1')."""
     assert strip_unstated_addresses(text, "Leave is paid at full pay.") == (text, 0)
+
+
+def test_a_list_of_sources_after_the_answer_is_not_a_link_definition() -> None:
+    """'[1]: Parental Leave Policy, section 2' is text to a Markdown renderer (a definition's
+    destination is one word, then at most a quoted title): it stays, and no note counts it."""
+    text = (
+        "Birth parents receive 20 weeks [1] and adoptive parents 16 weeks [2].\n\n"
+        "[1]: Parental Leave Policy, section 2\n[2]: HR Adoption Guide, p. 4"
+    )
+    assert strip_unstated_addresses(text, "Birth parents receive 20 weeks.") == (text, 0)
+    defined = "Leave [1].\n\n[1]: https://c.example/?d=1 'the policy'\n[2]: <https://c.example/x>"
+    assert strip_unstated_addresses(defined, "") == ("Leave [1].\n\n\n", 2)
