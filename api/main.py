@@ -98,6 +98,30 @@ class BodySizeLimitMiddleware(HttpMiddleware):
         await send({"type": "http.response.body", "body": body})
 
 
+class HeadAsGetMiddleware(HttpMiddleware):
+    """Answers HEAD wherever GET is answered (HTTP requires it; FastAPI's GET routes gave 405 to
+    ``curl -I`` and HEAD health checks): the request runs as a GET, and the response goes out
+    with the GET's status and headers and no body."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("method") != "HEAD":
+            await self.app(scope, receive, send)
+            return
+        # A copy: the server keeps seeing HEAD, and so sends no body whatever the app writes.
+        inner = {**scope, "method": "GET"}
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        try:
+            await self.app(inner, receive, headers_only)
+        finally:
+            if "route" in inner:  # for the metrics' route template
+                scope["route"] = inner["route"]
+
+
 # Methods counted under their own name; any other is "other". h11 accepts any token as a
 # method, so the raw value would let callers create unbounded label values, as a raw path would.
 METRIC_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -203,6 +227,7 @@ def create_app(settings: Settings, service: ServingIndexLike | None = None) -> F
     )
     mcp = McpTransport(app.state.operations, app.state.authenticator)
     install_error_handlers(app)
+    app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts 413s too
     app.include_router(health.router)

@@ -144,3 +144,24 @@ def test_an_unreadable_current_pointer_does_not_stop_the_api(make_settings, prin
             assert [h["doc_id"] for h in found.json()["results"]] == ["leave"]
     finally:
         service.close()
+
+
+def test_head_is_answered_wherever_get_is(api_settings, fake_index):
+    """HTTP requires HEAD wherever GET is served; ``curl -I`` and HEAD health checks got 405
+    from every GET route. A HEAD answers as the GET would (status, headers, auth), without a
+    body; it never reaches a POST-only route."""
+    import httpx
+
+    from tests.api.live import live_server
+
+    with live_server(create_app(api_settings, fake_index)) as base:
+        for path in ("/healthz", "/readyz", "/metrics"):
+            got, head = httpx.get(f"{base}{path}"), httpx.head(f"{base}{path}")
+            assert (path, head.status_code) == (path, got.status_code)
+            assert head.content == b""
+            assert head.headers["content-type"] == got.headers["content-type"]
+        assert httpx.head(f"{base}/v1/models", headers=ALICE).status_code == 200
+        assert httpx.head(f"{base}/v1/models").status_code == 401
+        assert httpx.head(f"{base}/v1/search", headers=ALICE).status_code == 405
+        counted = 'citewell_http_requests_total{method="HEAD",route="/healthz",status="200"}'
+        assert counted in httpx.get(f"{base}/metrics").text
