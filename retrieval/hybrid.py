@@ -253,11 +253,15 @@ class HybridSearch:
         scope: its failure leaves the fused order, never a 503, nor an order of NaN comparisons.
         Its runtimes (torch, ONNX Runtime, OpenVINO) raise their own types, hence the breadth."""
         try:
-            scores = [float(value) for value in reranker.score(self.request.query, texts)]
+            reranker.warm_up()
         except ModelError as exc:
+            # Only a failed load stops the service trying it: an inference error (OpenVINO
+            # raises ModelError for those too) may pass with the next request.
             self.reranker_unloadable = exc
             self._rerank_failed("the reranker could not be loaded", reranker, exc)
             return None
+        try:
+            scores = [float(value) for value in reranker.score(self.request.query, texts)]
         except Exception as exc:
             self._rerank_failed("the reranker failed", reranker, exc)
             return None

@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from citewell.core.errors import ModelError
 from citewell.core.models import (
     AccessLabel,
     Principal,
@@ -172,6 +173,11 @@ class _FailingReranker:
         self.calls += 1
         if self.failure == "raises":
             raise RuntimeError("CUDA out of memory")
+        if self.failure == "inference" and self.calls == 1:
+            # What the OpenVINO backend raises when one inference fails (a loaded model).
+            raise ModelError("OpenVINO inference failed for model.xml: out of memory")
+        if self.failure == "inference":
+            return np.linspace(1.0, 0.0, len(passages), dtype=np.float32)
         scores = np.linspace(1.0, 0.0, len(passages), dtype=np.float32)
         scores[0] = np.nan
         return scores
@@ -271,5 +277,22 @@ def test_scores_fall_with_rank_past_the_reranked_head(index_root: Path) -> None:
         fused = [hit.scores.fused for hit in result.results[2:]]
         assert fused == sorted(fused, reverse=True)  # the tail keeps its fused order
         assert [hit.scores.rerank for hit in result.results[:2]] == [-1.0, -2.0]
+    finally:
+        serving.close()
+
+
+def test_one_failed_inference_does_not_switch_reranking_off(index_root: Path) -> None:
+    """The OpenVINO backend raises ModelError when an inference fails, as a failed load does:
+    one such failure switched reranking off for the index until its next version."""
+    settings = Settings(data_dir=index_root / "data", principals_file=index_root / "p.yaml")
+    reranker = _FailingReranker("inference")
+    serving = ServingIndex(settings, embedder=HashingEmbedder(), reranker=reranker)
+    try:
+        request = SearchRequest(query=QUERY, k=4)
+        first = serving.search(READER, request)
+        assert not first.reranked
+        assert first.rerank_note == "the reranker failed; results are not reranked"
+        again = serving.search(READER, request)
+        assert again.reranked and reranker.calls == 2, again.rerank_note
     finally:
         serving.close()
