@@ -98,6 +98,18 @@ def test_the_wheel_carries_every_data_file_of_its_packages(wheel: Path) -> None:
         assert sorted(expected - set(archive.namelist())) == []
 
 
+def _probe(code: str, cwd: Path, site: Path) -> str:
+    """What ``code`` prints, run from ``cwd`` with only the unpacked wheel at ``site``."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
 @pytest.mark.slow
 def test_an_installed_wheel_finds_every_file_it_loads(wheel: Path, tmp_path: Path) -> None:
     site = tmp_path / "site"
@@ -116,15 +128,7 @@ def test_an_installed_wheel_finds_every_file_it_loads(wheel: Path, tmp_path: Pat
         "    'kb_files': sorted(str(p.relative_to(kb)) for p in kb.rglob('*') if p.is_file())\n"
         "    if kb.is_dir() else []}))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(site)},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    found = json.loads(out.stdout)
+    found = json.loads(_probe(probe, tmp_path, site))
     for key in ("kb", "principals", "calibration"):
         assert Path(found[key]).is_relative_to(site), f"{key} read from outside the wheel"
     for key in ("principals", "calibration"):
@@ -149,15 +153,7 @@ def test_a_wheel_inside_another_repository_records_no_commit_of_it(
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(site)
     probe = "from citewell.training.cross_encoder import git_commit; print(git_commit())"
-    out = subprocess.run(
-        [sys.executable, "-c", probe],
-        cwd=project,
-        env={**os.environ, "PYTHONPATH": str(site)},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert out.stdout.strip() == "None"
+    assert _probe(probe, project, site).strip() == "None"
     # From the checkout it is the checkout's HEAD.
     out = subprocess.run(
         [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True
