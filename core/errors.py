@@ -115,6 +115,10 @@ class ModelError(CitewellError):
     """A model could not be loaded, exported or run."""
 
 
+class NonFiniteVectorsError(ModelError):
+    """An embedding model returned NaN or infinite vectors (a broken export or runtime)."""
+
+
 class LLMError(CitewellError):
     """The language model backend failed or timed out."""
 

@@ -36,6 +36,7 @@ from citewell.core.errors import (
     EmptySourceError,
     InputRejectedError,
     ModelError,
+    NonFiniteVectorsError,
     ParseError,
     ParseWorkerError,
 )
@@ -1290,9 +1291,26 @@ class Ingestor:
     def _embed(self, pending: list[_Pending], tally: _Tally) -> Matrix:
         texts = [draft.embedding_text for item in pending for draft in item.drafts]
         started = time.perf_counter()
-        vectors = self.embedder.embed_documents(texts)
+        try:
+            vectors = self.embedder.embed_documents(texts)
+        except NonFiniteVectorsError as exc:
+            # A model defect, not a bad file: the run stops. The operator is told which
+            # documents set it off (each embedded alone to find out) and what to change.
+            culprits = [item.candidate.source_uri for item in pending if not self._finite(item)]
+            named = ", ".join(culprits[:5]) + (" …" if len(culprits) > 5 else "")
+            raise NonFiniteVectorsError(
+                f"{exc}; from the text of {named or 'this batch'}: use another "
+                "CITEWELL_EMBEDDING_BACKEND (e.g. torch) or move the document out of the source"
+            ) from exc
         tally.embed_s += time.perf_counter() - started
         return vectors
+
+    def _finite(self, item: _Pending) -> bool:
+        try:
+            self.embedder.embed_documents([draft.embedding_text for draft in item.drafts])
+        except NonFiniteVectorsError:
+            return False
+        return True
 
     def _write(
         self,

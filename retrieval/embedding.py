@@ -24,7 +24,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from citewell.core.errors import ConfigurationError, ModelError
+from citewell.core.errors import ConfigurationError, ModelError, NonFiniteVectorsError
 from citewell.core.logging import log_event
 from citewell.retrieval.onnx_export import (
     BatchedModel,
@@ -366,7 +366,7 @@ class SentenceTransformerEmbedder(LazyModel):
         if not finite.all():
             # A broken export or runtime (an int8 overflow, a damaged weight file): a NaN vector
             # is never found by any search and would sit in the index and the cache unseen.
-            raise ModelError(
+            raise NonFiniteVectorsError(
                 f"embedding model {self.model_name} ({self._backend}) returned non-finite "
                 f"vectors for {int((~finite).sum())} of {len(texts)} texts"
             )

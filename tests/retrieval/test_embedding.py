@@ -316,6 +316,12 @@ def test_a_model_returning_non_finite_vectors_fails_and_nothing_is_indexed(
         vectors[-1] = np.nan
         return vectors
 
+    def poisoned(texts):
+        # An int8 overflow set off by one document's text.
+        vectors = encode(texts)
+        vectors[["overflow" in text for text in texts]] = np.inf
+        return vectors
+
     model._encode = overflowing
     with pytest.raises(ModelError, match="non-finite vectors for 1 of 2 texts"):
         model.embed_documents(["harbor terminal", "berth four"])
@@ -325,11 +331,19 @@ def test_a_model_returning_non_finite_vectors_fails_and_nothing_is_indexed(
     cache = EmbeddingCache(tmp_path / "embeddings.sqlite")
     settings = Settings(data_dir=tmp_path / "data")
     label = AccessLabel(classification="internal", groups=frozenset({"everyone"}))
-    docs = [TextDocument(doc_id="n", title="Note", text="The depot opens at nine.", label=label)]
-    with pytest.raises(ModelError):
+    docs = [
+        TextDocument(doc_id="n", title="Note", text="The depot opens at nine.", label=label),
+        TextDocument(doc_id="x", title="Memo", text="A register overflow here.", label=label),
+    ]
+    model._encode = poisoned
+    with pytest.raises(ModelError) as stopped:
         Ingestor(settings, embedder=CachingEmbedder(model, cache)).ingest_texts(
             docs, index="kb", source_name="notes"
         )
+    # The operator learns which document sets the model off, and what to change.
+    assert "from the text of notes:x:" in str(stopped.value), stopped.value
+    assert "notes:n" not in str(stopped.value)
+    assert "CITEWELL_EMBEDDING_BACKEND" in str(stopped.value)
     assert IndexLayout(settings, "kb").current_version() is None
     model._encode = encode
     assert np.isfinite(CachingEmbedder(model, cache).embed_documents(["The depot"])).all()
