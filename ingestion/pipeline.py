@@ -83,7 +83,7 @@ from citewell.ingestion.sensitivity import (
     carries_labels,
     decide,
 )
-from citewell.ingestion.sources import LocalFolderSource, S3Source
+from citewell.ingestion.sources import LocalFolderSource, S3Source, object_content_hash
 from citewell.ingestion.sources_config import check_folder_source, folder_sources
 from citewell.retrieval.embedding import bundled_model_path, local_model_dir
 from citewell.retrieval.factory import build_embedder, embedding_model_id
@@ -140,18 +140,6 @@ class TextDocument(Frozen):
     label: AccessLabel
     modified_at: datetime | None = None
     document_date: datetime | None = None  # the date the document states about itself
-
-
-def object_content_hash(item: SourceItem) -> str:
-    """What stands for an object's content without downloading it: its ETag (an MD5 or a
-    multipart digest; it changes whenever the bytes do) and size, from the listing. A store
-    that lists no ETag: its modification time, which every rewrite changes (size alone would
-    call a same-size rewrite unchanged)."""
-    if item.etag:
-        material = f"s3-etag:{item.etag}|{item.size}"
-    else:
-        material = f"s3-modified:{item.modified_at.isoformat()}|{item.size}"
-    return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
 
 def document_id(source_uri: str) -> str:
@@ -927,7 +915,7 @@ class Ingestor:
         progress: IngestProgress,
         fresh: bool,
         validate: Callable[[IndexWriter], None] | None = None,
-        current_label: Callable[[str], ResolvedLabel] | None = None,
+        current_label: Callable[[str, str, AccessLabel], ResolvedLabel] | None = None,
         sensitivity: SensitivityPolicy | None = None,
         refuse_empty: bool = False,
         check_source: Callable[[IndexWriter], None] | None = None,
@@ -1075,7 +1063,13 @@ class Ingestor:
                 if prior is None or current_label is None:
                     continue
                 try:
-                    label: ResolvedLabel | None = current_label(prior.relative_path)
+                    label: ResolvedLabel | None = current_label(
+                        prior.relative_path,
+                        prior.content_hash,
+                        AccessLabel(
+                            classification=prior.classification, groups=frozenset(prior.groups)
+                        ),
+                    )
                     reason = "refused at discovery"
                 except (OSError, CitewellError) as exc:
                     label, reason = None, _label_failure(exc)

@@ -3,6 +3,7 @@ pipeline parses, labels, chunks and writes them."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -58,10 +59,16 @@ class Source(Protocol):
         """The document's access label (banners in ``parsed_text`` may raise its level)."""
         ...
 
-    def labels_at(self, relative_path: str) -> ResolvedLabel:
+    def labels_at(
+        self,
+        relative_path: str,
+        indexed_hash: str | None = None,
+        indexed_label: AccessLabel | None = None,
+    ) -> ResolvedLabel:
         """The label the source's labels give ``relative_path`` now, whether or not it was
         listed (for an indexed document refused at discovery, whose kept version must follow
-        its current label)."""
+        its current label). ``indexed_hash`` and ``indexed_label``: the kept version's content
+        hash and label, for labels that belong to an object's content (its tags), not its path."""
         ...
 
 
@@ -257,7 +264,13 @@ class LocalFolderSource:
     def labels_for(self, item: SourceItem, parsed_text: str | None) -> ResolvedLabel:
         return self._labels.resolve(item.relative_path, item.path, parsed_text)
 
-    def labels_at(self, relative_path: str) -> ResolvedLabel:
+    def labels_at(
+        self,
+        relative_path: str,
+        indexed_hash: str | None = None,
+        indexed_label: AccessLabel | None = None,
+    ) -> ResolvedLabel:
+        # Rules and sidecars label the path: they hold for whatever version is indexed.
         return self._labels.resolve(relative_path, self._root / relative_path)
 
 
@@ -596,12 +609,44 @@ class S3Source:
     def labels_for(self, item: SourceItem, parsed_text: str | None) -> ResolvedLabel:
         return self._resolve(item.relative_path, parsed_text)
 
-    def labels_at(self, relative_path: str) -> ResolvedLabel:
+    def labels_at(
+        self,
+        relative_path: str,
+        indexed_hash: str | None = None,
+        indexed_label: AccessLabel | None = None,
+    ) -> ResolvedLabel:
         """Labels file, sidecar and (when trusted) the object's tags and metadata as they are
-        now; raises ``InputRejectedError`` when the object's labels cannot be read."""
+        now; raises ``InputRejectedError`` when the object's labels cannot be read. When tags
+        or metadata are trusted and the object is no longer the version indexed as
+        ``indexed_hash``, they label the replacement, not the text kept in the index: they may
+        raise the kept version's ``indexed_label``, never lower it."""
         if not _safe_relative(relative_path):
             raise InputRejectedError("unsafe object key")
-        return self._resolve(relative_path, None)
+        resolved = self._resolve(relative_path, None)
+        if not self._object_labels or indexed_hash is None or not resolved.labelled:
+            return resolved
+        if self._current_hash(relative_path) == indexed_hash:
+            return resolved
+        if indexed_label is None:
+            raise InputRejectedError(
+                "object replaced since its indexed version; its tags and metadata do not "
+                "label the indexed text"
+            )
+        return combine_resolved(
+            resolved, indexed_label, "indexed-version", self._scheme, self._default_groups
+        )
+
+    def _current_hash(self, relative_path: str) -> str:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        key = self._location.key_prefix + relative_path
+        try:
+            head = self._client.head_object(Bucket=self._location.bucket, Key=key)
+        except (BotoCoreError, ClientError) as exc:
+            raise InputRejectedError(f"cannot read object labels: {_s3_reason(exc)}") from exc
+        etag = str(head.get("ETag", "")).strip('"') or None
+        size = int(head.get("ContentLength", 0))
+        return _content_hash(etag, size, _utc(head.get("LastModified")))
 
     def _resolve(self, relative_path: str, parsed_text: str | None) -> ResolvedLabel:
         unreadable = self._unreadable_sidecars.get(relative_path.casefold())
@@ -652,6 +697,19 @@ class S3Source:
                 resolved, label, f"object-{where}", self._scheme, self._default_groups
             )
         return resolved
+
+
+def object_content_hash(item: SourceItem) -> str:
+    """What stands for an object's content without downloading it: its ETag (an MD5 or a
+    multipart digest; it changes whenever the bytes do) and size, from the listing. A store
+    that lists no ETag: its modification time, which every rewrite changes (size alone would
+    call a same-size rewrite unchanged)."""
+    return _content_hash(item.etag, item.size, item.modified_at)
+
+
+def _content_hash(etag: str | None, size: int, modified: datetime) -> str:
+    material = f"s3-etag:{etag}|{size}" if etag else f"s3-modified:{modified.isoformat()}|{size}"
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
 
 def _sidecar_document(relative: str) -> str:

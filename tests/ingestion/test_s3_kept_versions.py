@@ -1,0 +1,67 @@
+"""An indexed object version kept after its replacement was refused (moto S3 on loopback): the
+replacement's tags describe the replacement, never the indexed content."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from citewell.core.models import ClassificationScheme
+from citewell.ingestion.pipeline import Ingestor
+from citewell.ingestion.sources import S3Location, S3Source
+from citewell.retrieval.index import open_version
+
+pytestmark = pytest.mark.slow
+
+LABELS = b"default: {classification: internal, groups: [everyone]}\n"
+
+
+def _manifest(settings) -> dict:
+    opened = open_version(settings)
+    try:
+        return {d.relative_path: d for d in opened.manifest.iter_documents()}
+    finally:
+        opened.close()
+
+
+def _source(bucket: str, max_file_bytes: int) -> S3Source:
+    return S3Source(
+        S3Location(bucket=bucket, prefix="kb"),
+        scheme=ClassificationScheme(),
+        max_file_bytes=max_file_bytes,
+        name="kb",
+        object_labels=frozenset({"tags"}),
+        default_groups=frozenset({"everyone"}),
+        max_attempts=2,
+        timeout_s=5,
+    )
+
+
+def test_a_kept_version_does_not_take_its_refused_replacements_lower_tags(
+    s3_env, make_settings, embedder
+):
+    bucket = f"kb-{uuid.uuid4().hex[:10]}"
+    client = s3_env.client()
+    client.create_bucket(Bucket=bucket)
+    client.put_object(Bucket=bucket, Key="kb/citewell.labels.yaml", Body=LABELS)
+    client.put_object(
+        Bucket=bucket,
+        Key="kb/board/merger.md",
+        Body=b"# Merger\n\nThe board approved the unannounced merger with the walrus company.\n",
+        Tagging="classification=restricted&groups=board",
+    )
+    settings = make_settings()
+    ingestor = Ingestor(settings, embedder=embedder)
+    with _source(bucket, 4096) as s3:
+        ingestor.ingest_objects(s3)
+    assert _manifest(settings)["board/merger.md"].classification == "restricted"
+
+    # Replaced by an untagged object over the size limit: refused at discovery, so the indexed
+    # (restricted) text stays; the replacement's missing tag says nothing about that text.
+    client.put_object(Bucket=bucket, Key="kb/board/merger.md", Body=b"x" * 8192)
+    with _source(bucket, 4096) as s3:
+        report = ingestor.ingest_objects(s3)
+    assert any(f.source_uri.endswith("board/merger.md") for f in report.failed), report
+    kept = _manifest(settings)["board/merger.md"]
+    assert (kept.classification, kept.groups) == ("restricted", ("board",)), kept
