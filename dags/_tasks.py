@@ -68,8 +68,13 @@ def process(source_name: str, batch_path: str) -> int:
 
 
 @task
-def publish(index: str, version: str | None) -> str | None:
-    """Emit the index Asset (the outlet is set per DAG) with the published version."""
+def publish(index: str, version: str | None) -> str:
+    """Emit the index Asset (the outlet is set per DAG) with the published version; skipped,
+    so no Asset event, when the run published none (a skipped task emits no outlet event)."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    if version is None:
+        raise AirflowSkipException(f"no new version of index {index} was published")
     context = get_current_context()
     context["outlet_events"][index_asset(index)].extra = {"version": version}
     return version

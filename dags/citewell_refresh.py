@@ -20,9 +20,14 @@ from citewell.ingestion.sources_config import SourceConfig
 # relabels still have to be applied.
 @task(trigger_rule="none_failed")
 def finalize(source_name: str, snapshot_path: str) -> str | None:
-    from citewell.ingestion.refresh import finalize as finalize_source
+    """The version published, or None when nothing changed (``publish`` then skips)."""
+    from pathlib import Path
 
-    return run_on_plan(finalize_source, source_name, snapshot_path).index_version
+    from citewell.ingestion.refresh import finalize as finalize_source
+    from citewell.ingestion.refresh import plan_file, published_version
+
+    report = run_on_plan(finalize_source, source_name, snapshot_path)
+    return published_version(plan_file(Path(snapshot_path)), report)
 
 
 DOC_MD = """
@@ -33,7 +38,7 @@ folder) → `plan` (new, changed, deleted, relabeled) → `process` (one mapped 
 parse, chunk and embed into the caches) → `finalize` (one transaction: deletes, relabels, BM25,
 publish a new index version) → `publish` (emits the Asset `citewell://index/<index>`, which
 triggers `citewell_evaluate_<source>`). Unchanged documents cost nothing; a run with nothing
-changed publishes no new version.
+changed publishes no new version, and its `publish` is skipped (no Asset event).
 
 **A failure** leaves the published version serving as it was (every write is one transaction);
 the next run starts again from it. `check_inputs` failing means the sources config, labels file

@@ -482,6 +482,17 @@ def finalize(
     return report
 
 
+def published_version(plan_path: Path, report: IngestReport) -> str | None:
+    """The version a run's ``finalize`` published, or None when the index still serves the
+    version the plan started from (nothing changed). Compared with the plan, not with the
+    index before this try: a retried finalize whose first try published finds nothing to do,
+    yet its run did publish."""
+    summary = _read_model(plan_path, PlanSummary)
+    if report.index_version is None or report.index_version == summary.base_version:
+        return None
+    return report.index_version
+
+
 # --- rebuild ------------------------------------------------------------------------------
 def _check_counts(writer: IndexWriter, snapshot: DiscoveredSnapshot, source_name: str) -> None:
     documents = writer.manifest.documents(source=source_name)

@@ -379,3 +379,47 @@ def test_a_bad_retries_variable_is_an_import_error_naming_it(
         assert f"CITEWELL_AIRFLOW_RETRIES must be a whole number of 0 or more, got {value!r}" in (
             message
         ), message
+
+
+def _asset_events(uri: str) -> list[dict[str, Any]]:
+    """The extras of the events recorded for the Asset ``uri``, oldest first."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.scalars(
+            select(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetModel.uri == uri)
+            .order_by(AssetEvent.id)
+        ).all()
+        return [dict(row.extra or {}) for row in rows]
+
+
+def test_the_index_asset_updates_only_when_a_version_is_published(
+    airflow_sandbox: Sandbox,
+) -> None:
+    """A refresh that finds nothing changed publishes no version, so it must not tell the
+    evaluate DAG (and every other consumer of the Asset) that the index was updated."""
+    from citewell.retrieval.index import IndexLayout
+
+    dag = airflow_sandbox.dagbag().get_dag("citewell_refresh_ev")
+    uri = "citewell://index/ev"
+    layout = IndexLayout(airflow_sandbox.settings(), "ev")
+    # A new document, whatever ran on this folder before: the first run publishes.
+    (airflow_sandbox.folders["ev"] / "asset-note.md").write_text(
+        f"# Canteen\n\nThe canteen opens at {time.time_ns()}.\n", encoding="utf-8"
+    )
+    before = len(_asset_events(uri))
+
+    first = dag.test()
+    assert str(first.state) == "success", _states(first)
+    published = layout.current_version()
+    assert _asset_events(uri)[before:] == [{"version": published}]
+
+    again = dag.test()
+    assert str(again.state) == "success", _states(again)
+    assert layout.current_version() == published  # nothing changed: no new version
+    assert _states(again)["publish"] == "skipped"
+    assert _asset_events(uri)[before + 1 :] == []
