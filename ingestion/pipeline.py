@@ -142,6 +142,28 @@ class TextDocument(Frozen):
     document_date: datetime | None = None  # the date the document states about itself
 
 
+def _kept_label(
+    current_label: Callable[[str, str, AccessLabel], ResolvedLabel],
+    prior: DocumentEntry,
+    reason: str,
+    failed: list[DocumentFailure] | None = None,
+) -> tuple[ResolvedLabel | None, str]:
+    """The label ``current_label`` gives an indexed version kept this run, with ``reason``; or
+    None (withdrawn) with why it cannot be read, also added to ``failed`` when given."""
+    indexed = AccessLabel(classification=prior.classification, groups=frozenset(prior.groups))
+    try:
+        return current_label(prior.relative_path, prior.content_hash, indexed), reason
+    except (OSError, CitewellError) as exc:
+        failure = _label_failure(exc)
+        if failed is not None:
+            failed.append(
+                DocumentFailure(
+                    source_uri=prior.source_uri, reason=failure, relative_path=prior.relative_path
+                )
+            )
+        return None, failure
+
+
 def document_id(source_uri: str) -> str:
     """Stable document id from the source URI."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, source_uri))
@@ -1003,8 +1025,15 @@ class Ingestor:
                     )
                     prior = existing.get(candidate.doc_id)
                     if prior is not None:
-                        # The old version stays (the new one failed), under the current label.
-                        self._enforce_label(writer, prior, base, reason, tally, sensitivity)
+                        # The old version stays (the new one failed), under the current label:
+                        # for other content, the one its path gives the old version (a new
+                        # object's tags label the new object, not the kept text).
+                        kept: ResolvedLabel | None = base
+                        if current_label is not None and prior.content_hash != (
+                            candidate.content_hash
+                        ):
+                            kept, reason = _kept_label(current_label, prior, reason)
+                        self._enforce_label(writer, prior, kept, reason, tally, sensitivity)
                     return
                 pending.append(item)
                 tally.chunks_queued += len(item.drafts)
@@ -1062,24 +1091,9 @@ class Ingestor:
                 prior = existing.get(doc_id)
                 if prior is None or current_label is None:
                     continue
-                try:
-                    label: ResolvedLabel | None = current_label(
-                        prior.relative_path,
-                        prior.content_hash,
-                        AccessLabel(
-                            classification=prior.classification, groups=frozenset(prior.groups)
-                        ),
-                    )
-                    reason = "refused at discovery"
-                except (OSError, CitewellError) as exc:
-                    label, reason = None, _label_failure(exc)
-                    tally.failed.append(
-                        DocumentFailure(
-                            source_uri=prior.source_uri,
-                            reason=reason,
-                            relative_path=prior.relative_path,
-                        )
-                    )
+                label, reason = _kept_label(
+                    current_label, prior, "refused at discovery", tally.failed
+                )
                 self._enforce_label(writer, prior, label, reason, tally, sensitivity)
             gone = [doc for doc_id, doc in existing.items() if doc_id not in seen]
             if gone:

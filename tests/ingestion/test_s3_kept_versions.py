@@ -65,3 +65,31 @@ def test_a_kept_version_does_not_take_its_refused_replacements_lower_tags(
     assert any(f.source_uri.endswith("board/merger.md") for f in report.failed), report
     kept = _manifest(settings)["board/merger.md"]
     assert (kept.classification, kept.groups) == ("restricted", ("board",)), kept
+
+
+def test_a_kept_version_does_not_take_its_failed_replacements_lower_tags(
+    s3_env, make_settings, embedder
+):
+    bucket = f"kb-{uuid.uuid4().hex[:10]}"
+    client = s3_env.client()
+    client.create_bucket(Bucket=bucket)
+    client.put_object(Bucket=bucket, Key="kb/citewell.labels.yaml", Body=LABELS)
+    client.put_object(
+        Bucket=bucket,
+        Key="kb/board/merger.md",
+        Body=b"# Merger\n\nThe board approved the unannounced merger with the walrus company.\n",
+        Tagging="classification=restricted&groups=board",
+    )
+    settings = make_settings()
+    ingestor = Ingestor(settings, embedder=embedder)
+    with _source(bucket, 4096) as s3:
+        ingestor.ingest_objects(s3)
+
+    # Replaced by an untagged object that cannot be indexed (nothing to parse): the indexed
+    # (restricted) text stays, and the failed replacement's missing tag must not lower it.
+    client.put_object(Bucket=bucket, Key="kb/board/merger.md", Body=b"")
+    with _source(bucket, 4096) as s3:
+        report = ingestor.ingest_objects(s3)
+    assert any(f.source_uri.endswith("board/merger.md") for f in report.failed), report
+    kept = _manifest(settings)["board/merger.md"]
+    assert (kept.classification, kept.groups) == ("restricted", ("board",)), kept
