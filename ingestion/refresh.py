@@ -173,6 +173,17 @@ def _read_model(path: Path, model: type[M]) -> M:
         raise ConfigurationError(f"run file {path} is missing or invalid: {exc}") from exc
 
 
+def _check_plan_source(summary: PlanSummary, source: SourceConfig) -> None:
+    """Tasks re-read the sources config: a source edited to another index after its run
+    planned would be written there against a plan of the old one."""
+    if (summary.source, summary.index) != (source.name, source.index):
+        raise ConfigurationError(
+            f"the sources config changed during this run: source {source.name!r} now writes "
+            f"index {source.index!r}, but the run planned {summary.source!r} into index "
+            f"{summary.index!r}; trigger a new run"
+        )
+
+
 def _check_connector(source: SourceConfig) -> None:
     if source.connector == "s3":
         return  # reachability is the listing's business (a failure there withdraws nothing)
@@ -462,6 +473,7 @@ def finalize(
 ) -> IngestReport:
     """Publish the source's current state: one ingestion transaction over the whole source."""
     summary = _read_model(plan_path, PlanSummary)
+    _check_plan_source(summary, source)
     _check_connector(source)
     ingestor = Ingestor(settings, embedder=embedder, parse_cache_dir=parse_cache_dir(settings))
     report = _ingest(ingestor, settings, source, access)
@@ -531,6 +543,7 @@ def rebuild(
     validation fails."""
     summary = _read_model(plan_path, PlanSummary)
     snapshot = _read_model(Path(summary.snapshot_path), DiscoveredSnapshot)
+    _check_plan_source(summary, source)
     _check_connector(source)
     if smoke_test is None and source.smoke_golden is not None:
         # Fail closed: a caller that forgot the check must not publish an unchecked version.

@@ -165,3 +165,21 @@ def test_sources_sharing_an_index_keep_their_run_files_apart(
     assert first_plan.new == ("a.md", "b.md", "c.txt")
     for batch in first_plan.batch_paths:  # still there for the first source's process tasks
         assert Path(batch).is_file()
+
+
+@pytest.mark.slow
+def test_a_source_moved_to_another_index_mid_run_is_refused(
+    make_settings: Any, folder: Path, embedder: Any
+) -> None:
+    """The sources config is re-read by every task: a source whose index was edited after
+    the run planned must not be finalized into the other index against the old plan."""
+    from citewell.retrieval.index import IndexLayout
+
+    settings = make_settings()
+    source = _source(folder)
+    snapshot = discover(settings, source, "r1")
+    summary = plan(settings, source, Path(snapshot.path))
+    moved = source.model_copy(update={"index": "elsewhere"})
+    with pytest.raises(ConfigurationError, match="sources config changed"):
+        finalize(settings, moved, Path(summary.path), embedder=embedder)
+    assert IndexLayout(settings, "elsewhere").current_version() is None
