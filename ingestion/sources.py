@@ -661,18 +661,28 @@ class S3Source:
         from botocore.exceptions import BotoCoreError, ClientError
 
         key = self._location.key_prefix + relative_path
-        found: list[tuple[str, dict[str, str]]] = []
+        found: list[tuple[str, list[tuple[str, str]]]] = []
         try:
             if "tags" in self._object_labels:
                 tags = self._client.get_object_tagging(Bucket=self._location.bucket, Key=key)
-                found.append(("tags", {t["Key"].lower(): t["Value"] for t in tags["TagSet"]}))
+                found.append(("tags", [(t["Key"], t["Value"]) for t in tags["TagSet"]]))
             if "metadata" in self._object_labels:
                 head = self._client.head_object(Bucket=self._location.bucket, Key=key)
-                found.append(("metadata", {k.lower(): v for k, v in head["Metadata"].items()}))
+                found.append(("metadata", list(head["Metadata"].items())))
         except (BotoCoreError, ClientError) as exc:
             raise InputRejectedError(f"cannot read object labels: {_s3_reason(exc)}") from exc
         resolved = base
-        for where, values in found:
+        for where, pairs in found:
+            values: dict[str, str] = {}
+            for name, value in pairs:
+                folded = name.lower()
+                # Tag keys are case-sensitive: "classification" and "Classification" are two
+                # tags; when they disagree, neither may decide who reads the object.
+                if values.get(folded, value) != value:
+                    return refused_label(
+                        f"object-{where}: conflicting {folded!r} values", self._scheme
+                    )
+                values[folded] = value
             level = values.get("classification", "").strip().lower() or None
             raw_groups = values.get("groups")
             groups = (

@@ -245,3 +245,37 @@ def test_a_labels_file_spelt_another_way_stops_discovery(s3_env, key):
     put(s3_env, bucket, key, b"default: {classification: restricted, groups: [board]}\n")
     with source(bucket, "kb") as s3, pytest.raises(LabelError, match=re.escape(key)):
         s3.discover()
+
+
+def test_tags_that_differ_only_in_case_and_disagree_refuse_the_object(s3_env):
+    """S3 tag keys are case-sensitive: ``classification=restricted`` and
+    ``Classification=public`` are two tags. Whichever came last used to decide; a contradiction
+    about who may read the object now makes it visible to nobody, reported."""
+    bucket = new_bucket(s3_env)
+    put(
+        s3_env,
+        bucket,
+        "plan.md",
+        b"# Plan",
+        Tagging="classification=restricted&groups=board&Classification=public&Groups=everyone",
+    )
+    put(
+        s3_env,
+        bucket,
+        "same.md",
+        b"# Same",
+        Tagging="classification=restricted&CLASSIFICATION=restricted&groups=board",
+    )
+    put(s3_env, bucket, "ok.md", b"# Ok", Tagging="Classification=confidential&GROUPS=board")
+    with source(bucket, object_labels=frozenset({"tags"})) as s3:
+        items = {i.relative_path: i for i in s3.discover().items}
+        refused = s3.labels_for(items["plan.md"], None)
+        assert (refused.labelled, refused.label.groups) == (False, frozenset()), refused
+        assert refused.refused and "classification" in refused.origin
+        assert s3.labels_for(items["ok.md"], None).label == AccessLabel(
+            classification="confidential", groups=frozenset({"board"})
+        )
+        same = s3.labels_for(items["same.md"], None)
+        assert same.labelled and same.label == AccessLabel(
+            classification="restricted", groups=frozenset({"board"})
+        )
