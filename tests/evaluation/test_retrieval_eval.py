@@ -36,6 +36,8 @@ DOCS = [
 QUERIES = [{"_id": "q1", "text": "alpha?"}, {"_id": "q3", "text": "gamma?"}]
 QRELS = "query-id\tcorpus-id\tscore\nq1\td1\t2\nq1\td2\t0\nq3\td3\t1\n"
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 def chunk(doc_id: str, index: int = 0) -> Chunk:
     return make_test_chunk(
@@ -245,7 +247,9 @@ def test_index_fingerprint_is_the_same_in_every_process(tmp_path):
             capture_output=True,
             text=True,
             check=True,
-            env={**os.environ, "PYTHONHASHSEED": seed},
+            # The checkout's top-level packages, named, not found through the working
+            # directory (entry points set PYTHONSAFEPATH, and so does the test session).
+            env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(REPO)},
         ).stdout
         for seed in ("1", "2", "3", "4")
     }

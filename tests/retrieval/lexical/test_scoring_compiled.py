@@ -4,8 +4,10 @@ search, compiling in each process."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 SCRIPT = """
 import numba
@@ -33,7 +35,13 @@ print([doc for doc, _ in index.document_search("falcon", EVERYONE, NO_FILTERS, 1
 
 def test_scoring_works_where_numba_cannot_cache() -> None:
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-c", SCRIPT],
+        # tests/ by name, not through the working directory (the session sets PYTHONSAFEPATH).
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["['e', 'c']", "['doc-e']"]
