@@ -41,6 +41,7 @@ import logging
 import os
 import re
 import stat
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -142,7 +143,14 @@ class _Rule:
 
     @classmethod
     def of(cls, glob: str, spec: _Spec) -> _Rule:
+        glob = _nfc(glob)
         return cls(glob_to_regex(glob), spec, glob_to_regex(glob, ignore_case=True))
+
+
+def _nfc(name: str) -> str:
+    """``name`` in Unicode NFC: "Führung" typed in a labels file (NFC) and a name made on macOS
+    (NFD) look the same to everyone, so rules and sidecars must treat them as the same."""
+    return unicodedata.normalize("NFC", name)
 
 
 def _label_of(spec: _Spec | None) -> tuple[str | None, frozenset[str] | None] | None:
@@ -647,7 +655,14 @@ class LabelRules:
     def _sidecar(self, document: Path) -> _Spec | None:
         sidecar = document.with_name(document.name + SIDECAR_SUFFIX)
         for misspelt in self._misspelt_sidecars(document):
-            raise LabelError(f"{misspelt}: a labels sidecar must be named {sidecar.name}")
+            # Names that differ only in Unicode form print alike: say so, or the error reads
+            # "x must be named x".
+            form = (
+                " (the same name in another Unicode form)"
+                if _nfc(misspelt.name) == _nfc(sidecar.name)
+                else ""
+            )
+            raise LabelError(f"{misspelt}: a labels sidecar must be named {sidecar.name}{form}")
         try:
             if not sidecar.is_symlink() and not sidecar.exists():
                 return None
@@ -677,12 +692,12 @@ class LabelRules:
             except OSError:
                 self._listings[directory] = ()
         names = self._listings[directory]
-        wanted = {(document.name + end).casefold() for end in (SIDECAR_SUFFIX, MISSPELT_SUFFIX)}
+        wanted = {_nfc(document.name + end).casefold() for end in (SIDECAR_SUFFIX, MISSPELT_SUFFIX)}
         exact = document.name + SIDECAR_SUFFIX
         return [
             directory / name
             for name in names
-            if name.casefold() in wanted
+            if _nfc(name).casefold() in wanted
             and name != exact
             # "a.TXT.labels.yaml" next to a file "a.TXT" is that file's own sidecar.
             and not (name.endswith(SIDECAR_SUFFIX) and name[: -len(SIDECAR_SUFFIX)] in names)
@@ -705,8 +720,9 @@ class LabelRules:
         scanned for a banner. Raises :class:`LabelError` when the sidecar is invalid: the
         label cannot be determined.
         """
-        rule = next((r.spec for r in self._rules if r.pattern.match(relative_path)), None)
-        folded = next((r.spec for r in self._rules if r.folded.match(relative_path)), None)
+        matched = _nfc(relative_path)
+        rule = next((r.spec for r in self._rules if r.pattern.match(matched)), None)
+        folded = next((r.spec for r in self._rules if r.folded.match(matched)), None)
         sidecar = self._sidecar(document) if document is not None else None
         specs = [s for s in (sidecar, rule, self._default) if s is not None]
         if _label_of(folded) != _label_of(rule) and not (

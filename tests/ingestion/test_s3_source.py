@@ -279,3 +279,23 @@ def test_tags_that_differ_only_in_case_and_disagree_refuse_the_object(s3_env):
         assert same.labelled and same.label == AccessLabel(
             classification="restricted", groups=frozenset({"board"})
         )
+
+
+def test_a_rule_labels_an_object_whose_key_is_in_the_other_unicode_form(s3_env):
+    """Keys uploaded from macOS are often NFD; the labels file is typed NFC."""
+    import unicodedata
+
+    bucket = new_bucket(s3_env)
+    put(
+        s3_env,
+        bucket,
+        "citewell.labels.yaml",
+        "default: {classification: internal, groups: [everyone]}\n"
+        'rules:\n  - {match: "führung/**", classification: restricted, groups: [board]}\n'.encode(),
+    )
+    put(s3_env, bucket, unicodedata.normalize("NFD", "führung/plan.md"), b"# Plan")
+    with source(bucket) as s3:
+        (item,) = s3.discover().items
+        assert s3.labels_for(item, None).label == AccessLabel(
+            classification="restricted", groups=frozenset({"board"})
+        )
