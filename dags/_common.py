@@ -162,16 +162,19 @@ def on_failure(context: Any) -> None:
         "error_type": type(exc).__name__ if exc is not None else None,
         "error": _safe_message(exc),
     }
-    log_event(logger, logging.ERROR, "dags.task_failed", **payload)
-    url = alert_webhook()
-    if url is None:
-        return
-    import httpx
+    # Through the task log's structlog, as in guarded(): a stdlib record would lose the fields,
+    # and without a reachable webhook this line is the only alert.
+    with event_sink(task_log_sink):
+        log_event(logger, logging.ERROR, "dags.task_failed", **payload)
+        url = alert_webhook()
+        if url is None:
+            return
+        import httpx
 
-    try:
-        httpx.post(url, json=payload, timeout=5.0).raise_for_status()
-    except httpx.HTTPError as error:
-        log_event(logger, logging.ERROR, "dags.alert_failed", error=type(error).__name__)
+        try:
+            httpx.post(url, json=payload, timeout=5.0).raise_for_status()
+        except (httpx.HTTPError, httpx.InvalidURL) as error:  # InvalidURL: a malformed setting
+            log_event(logger, logging.ERROR, "dags.alert_failed", error=type(error).__name__)
 
 
 def _safe_message(exc: BaseException | None) -> str | None:

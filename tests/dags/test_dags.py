@@ -423,3 +423,50 @@ def test_the_index_asset_updates_only_when_a_version_is_published(
     assert layout.current_version() == published  # nothing changed: no new version
     assert _states(again)["publish"] == "skipped"
     assert _asset_events(uri)[before + 1 :] == []
+
+
+@pytest.mark.parametrize(
+    "webhook",
+    [
+        None,  # alert by log only
+        "http://127.0.0.1:1/alert",  # nothing listens
+        "http://127.0.0.1:notaport/alert",  # httpx.InvalidURL, not an httpx.HTTPError
+    ],
+)
+def test_the_failure_alert_reaches_the_task_log_with_its_fields(
+    airflow_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, webhook: str | None
+) -> None:
+    """The task log is the alert of last resort (no webhook, or one that cannot be reached):
+    it must name the DAG, task and error, and a bad webhook must not break the hook."""
+    from types import SimpleNamespace
+
+    import structlog
+    from airflow.sdk import Variable
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from citewell.core.errors import ConfigurationError
+    from citewell.dags._common import ALERT_WEBHOOK_ENV, on_failure
+
+    monkeypatch.setattr(Variable, "get", staticmethod(lambda key, default=None: default))
+    if webhook is None:
+        monkeypatch.delenv(ALERT_WEBHOOK_ENV, raising=False)
+    else:
+        monkeypatch.setenv(ALERT_WEBHOOK_ENV, webhook)
+    try:
+        raise AirflowFailException("ConfigurationError: folder gone") from ConfigurationError(
+            "source 'kb': folder /srv/kb does not exist"
+        )
+    except AirflowFailException as exc:
+        failure = exc
+    ti = SimpleNamespace(dag_id="citewell_refresh_kb", task_id="finalize", try_number=3)
+    with structlog.testing.capture_logs() as logs:
+        on_failure({"ti": ti, "exception": failure, "run_id": "manual__1"})
+    (alert,) = [entry for entry in logs if entry["event"] == "dags.task_failed"]
+    assert (alert["dag_id"], alert["task_id"], alert["run_id"]) == (
+        "citewell_refresh_kb",
+        "finalize",
+        "manual__1",
+    )
+    assert alert["error"] == "source 'kb': folder /srv/kb does not exist"
+    sent = [entry for entry in logs if entry["event"] == "dags.alert_failed"]
+    assert len(sent) == (0 if webhook is None else 1)
