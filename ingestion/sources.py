@@ -607,7 +607,10 @@ class S3Source:
             return target.read_bytes()
 
     def labels_for(self, item: SourceItem, parsed_text: str | None) -> ResolvedLabel:
-        return self._resolve(item.relative_path, parsed_text)
+        """The listed object's labels; with tags or metadata trusted, raises
+        ``InputRejectedError`` when the object was replaced since the listing (the new
+        object's tags do not label the listed content)."""
+        return self._resolve(item.relative_path, parsed_text, item.etag)
 
     def labels_at(
         self,
@@ -648,16 +651,23 @@ class S3Source:
         size = int(head.get("ContentLength", 0))
         return _content_hash(etag, size, _utc(head.get("LastModified")))
 
-    def _resolve(self, relative_path: str, parsed_text: str | None) -> ResolvedLabel:
+    def _resolve(
+        self, relative_path: str, parsed_text: str | None, etag: str | None = None
+    ) -> ResolvedLabel:
         unreadable = self._unreadable_sidecars.get(relative_path.casefold())
         if unreadable is not None:
             raise LabelError(f"labels sidecar unreadable: {unreadable}")
         base = self._labels.resolve(relative_path, self._mirror / relative_path, parsed_text)
         if not self._object_labels:
             return base
-        return self._with_object_labels(relative_path, base)
+        return self._with_object_labels(relative_path, base, etag)
 
-    def _with_object_labels(self, relative_path: str, base: ResolvedLabel) -> ResolvedLabel:
+    def _with_object_labels(
+        self, relative_path: str, base: ResolvedLabel, etag: str | None
+    ) -> ResolvedLabel:
+        """``base`` with the object's trusted tags and metadata; when ``etag`` is given, they
+        must be those of that object (tags read first, then a conditional HEAD: an object
+        replaced since the listing is refused, not labelled by its replacement's tags)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         key = self._location.key_prefix + relative_path
@@ -666,10 +676,21 @@ class S3Source:
             if "tags" in self._object_labels:
                 tags = self._client.get_object_tagging(Bucket=self._location.bucket, Key=key)
                 found.append(("tags", [(t["Key"], t["Value"]) for t in tags["TagSet"]]))
-            if "metadata" in self._object_labels:
-                head = self._client.head_object(Bucket=self._location.bucket, Key=key)
-                found.append(("metadata", list(head["Metadata"].items())))
-        except (BotoCoreError, ClientError) as exc:
+            if "metadata" in self._object_labels or etag:
+                arguments: dict[str, Any] = {"Bucket": self._location.bucket, "Key": key}
+                if etag:
+                    arguments["IfMatch"] = f'"{etag}"'
+                head = self._client.head_object(**arguments)
+                if "metadata" in self._object_labels:
+                    found.append(("metadata", list(head["Metadata"].items())))
+        except ClientError as exc:
+            if _http_status(exc) == 412:
+                raise InputRejectedError(
+                    "object changed since it was listed; its labels are read again on the "
+                    "next refresh"
+                ) from exc
+            raise InputRejectedError(f"cannot read object labels: {_s3_reason(exc)}") from exc
+        except BotoCoreError as exc:
             raise InputRejectedError(f"cannot read object labels: {_s3_reason(exc)}") from exc
         resolved = base
         for where, pairs in found:
@@ -741,6 +762,14 @@ def _s3_reason(exc: BaseException) -> str:
         status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         return f"{code} (HTTP {status})" if status else str(code)
     return type(exc).__name__
+
+
+def _http_status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return int(status) if status is not None else None
+    return None
 
 
 def _utc(value: object) -> datetime:

@@ -299,3 +299,31 @@ def test_a_rule_labels_an_object_whose_key_is_in_the_other_unicode_form(s3_env):
         assert s3.labels_for(item, None).label == AccessLabel(
             classification="restricted", groups=frozenset({"board"})
         )
+
+
+@pytest.mark.parametrize("trusted", [{"tags"}, {"metadata"}, {"tags", "metadata"}])
+def test_object_labels_of_a_replacement_never_label_the_listed_object(s3_env, trusted):
+    """Replaced between the listing and the label read: the new object's tags or metadata say
+    nothing about the listed content (which an unchanged index entry stands for)."""
+    bucket = new_bucket(s3_env)
+    labels = "classification=restricted&groups=board"
+    put(
+        s3_env,
+        bucket,
+        "plan.md",
+        b"# Plan\n\nthe listed text",
+        Tagging=labels,
+        Metadata={"classification": "restricted", "groups": "board"},
+    )
+    with source(bucket, object_labels=frozenset(trusted)) as s3:
+        (item,) = s3.discover().items
+        put(
+            s3_env,
+            bucket,
+            "plan.md",
+            b"# Plan\n\nnew text",
+            Tagging="classification=public&groups=everyone",
+            Metadata={"classification": "public", "groups": "everyone"},
+        )
+        with pytest.raises(InputRejectedError, match="changed since"):
+            s3.labels_for(item, None)
