@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import tempfile
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -380,7 +381,7 @@ class S3Source:
         )
         self._mirror = Path(tempfile.mkdtemp(prefix="citewell-s3-labels-"))
         self._labels = LabelRules(scheme)
-        # Casefolded relative path of a document -> why its sidecar could not be read.
+        # _document_key of a document -> why its sidecar could not be read.
         self._unreadable_sidecars: dict[str, str] = {}
 
     # --- Source protocol -------------------------------------------------------------------
@@ -654,7 +655,7 @@ class S3Source:
     def _resolve(
         self, relative_path: str, parsed_text: str | None, etag: str | None = None
     ) -> ResolvedLabel:
-        unreadable = self._unreadable_sidecars.get(relative_path.casefold())
+        unreadable = self._unreadable_sidecars.get(_document_key(relative_path))
         if unreadable is not None:
             raise LabelError(f"labels sidecar unreadable: {unreadable}")
         base = self._labels.resolve(relative_path, self._mirror / relative_path, parsed_text)
@@ -743,9 +744,15 @@ def _content_hash(etag: str | None, size: int, modified: datetime) -> str:
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
 
+def _document_key(relative: str) -> str:
+    """A document's relative path as sidecars are matched to it: any case, any Unicode form
+    (a sidecar that differs so is a misspelt one, which refuses its document)."""
+    return unicodedata.normalize("NFC", relative).casefold()
+
+
 def _sidecar_document(relative: str) -> str:
-    """The (casefolded) relative path of the document a sidecar object labels."""
-    folded = relative.casefold()
+    """The :func:`_document_key` of the document a sidecar object labels."""
+    folded = _document_key(relative)
     for suffix in (SIDECAR_SUFFIX, MISSPELT_SUFFIX):
         if folded.endswith(suffix):
             return folded[: -len(suffix)]

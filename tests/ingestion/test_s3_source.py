@@ -327,3 +327,19 @@ def test_object_labels_of_a_replacement_never_label_the_listed_object(s3_env, tr
         )
         with pytest.raises(InputRejectedError, match="changed since"):
             s3.labels_for(item, None)
+
+
+def test_an_unreadable_sidecar_named_in_another_unicode_form_refuses_its_document(s3_env):
+    """A readable sidecar named in the other Unicode form refuses its document (labels.py); an
+    unreadable one (too large) must not leave it to the labels file's default instead."""
+    import unicodedata
+
+    bucket = new_bucket(s3_env)
+    put(s3_env, bucket, "citewell.labels.yaml", LABELS)
+    put(s3_env, bucket, unicodedata.normalize("NFD", "führung.md"), b"# Plan")
+    sidecar = unicodedata.normalize("NFC", "führung.md") + ".labels.yaml"
+    put(s3_env, bucket, sidecar, b"#" * (1024 * 1024 + 1))
+    with source(bucket) as s3:
+        (item,) = s3.discover().items
+        with pytest.raises(LabelError, match="unreadable"):
+            s3.labels_for(item, None)
