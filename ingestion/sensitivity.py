@@ -49,7 +49,9 @@ LABEL_INFO_RELATIONSHIP = (
 DEFAULT_LABEL_INFO_PART = "docMetadata/LabelInfo.xml"
 _MAX_PART_BYTES = 1024 * 1024  # label metadata is a few kB; refuse to inflate anything bigger
 _GUID = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
-_KEY = re.compile(rf"^MSIP_Label_(?P<id>{_GUID})_(?P<field>[A-Za-z]+)$")
+# Any case: custom property names are case-insensitive, and a label missed for its spelling
+# would leave the document to lower rules.
+_KEY = re.compile(rf"^MSIP_Label_(?P<id>{_GUID})_(?P<field>[A-Za-z]+)$", re.IGNORECASE)
 _GUID_VALUE = re.compile(rf"^\{{?(?P<id>{_GUID})\}}?$")
 _TRUE = frozenset({"true", "1"})
 _FALSE = frozenset({"false", "0"})

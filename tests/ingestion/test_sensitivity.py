@@ -487,3 +487,14 @@ def test_readme_sensitivity_labels_example_loads(tmp_path):
     assert rules.tenants == frozenset({TENANT})
     decision = decide(reading_of(tmp_path, HIGHLY), rules, SCHEME)
     assert decision.label == AccessLabel(classification="restricted", groups=frozenset({"legal"}))
+
+
+@pytest.mark.parametrize("spell", [str.lower, str.upper])
+def test_label_property_names_are_read_in_any_case(tmp_path, spell):
+    # Office custom property names are case-insensitive; a tool that rewrote them as
+    # "msip_label_<id>_enabled" left a labelled file read as unlabelled (the rules' label).
+    props = {spell(key): value for key, value in msip_properties(CONFIDENTIAL).items()}
+    doc = add_label_parts(write_docx(tmp_path / "a.docx", TEXT), custom=props)
+    assert label_ids(doc, "docx") == [CONFIDENTIAL]
+    mail = write_eml(tmp_path / "a.eml", TEXT, spell(msip_header(CONFIDENTIAL)))
+    assert label_ids(mail, "eml") == [CONFIDENTIAL]
