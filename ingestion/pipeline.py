@@ -106,8 +106,9 @@ _EMBED_BATCH_CHUNKS = 256  # chunks buffered across documents before one embeddi
 # 11: PPTX master and layout text in groups and tables is read.
 _PARSER_VERSION = 11  # 5: PDFs read by PDFium; 4: XLSX sheet headers/footers, PPTX masters
 # Part of the cache key of sensitivity readings of objects; 2: PDFs read past pypdf's default
-# array limit, which version 1 refused as unreadable; 3: packages named .xls/.doc/.ppt read.
-_SENSITIVITY_VERSION = 3
+# array limit, which version 1 refused as unreadable; 3: packages named .xls/.doc/.ppt read;
+# 4: MSIP_Label_ keys read in any case.
+_SENSITIVITY_VERSION = 4
 # A cache temporary older than this is a killed writer's (no write takes hours): removed.
 _STALE_TEMPORARY_S = 6 * 3600
 
