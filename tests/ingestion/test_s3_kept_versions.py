@@ -93,3 +93,42 @@ def test_a_kept_version_does_not_take_its_failed_replacements_lower_tags(
     assert any(f.source_uri.endswith("board/merger.md") for f in report.failed), report
     kept = _manifest(settings)["board/merger.md"]
     assert (kept.classification, kept.groups) == ("restricted", ("board",)), kept
+
+
+def test_an_unchanged_entry_is_not_relabelled_by_a_replacement_made_after_the_listing(
+    s3_env, make_settings, embedder
+):
+    bucket = f"kb-{uuid.uuid4().hex[:10]}"
+    client = s3_env.client()
+    client.create_bucket(Bucket=bucket)
+    client.put_object(Bucket=bucket, Key="kb/citewell.labels.yaml", Body=LABELS)
+    secret = b"# Merger\n\nThe board approved the unannounced merger with the walrus company.\n"
+    key = "kb/board/merger.md"
+    client.put_object(
+        Bucket=bucket, Key=key, Body=secret, Tagging="classification=restricted&groups=board"
+    )
+    settings = make_settings()
+    ingestor = Ingestor(settings, embedder=embedder)
+    with _source(bucket, 4096) as s3:
+        ingestor.ingest_objects(s3)
+
+    # Listed unchanged, then replaced (untagged) before its tags are read: the listing says the
+    # indexed text is current, the tags read are the replacement's.
+    with _source(bucket, 4096) as s3:
+        listed = s3.discover
+
+        def discover_then_replace():
+            found = listed()
+            client.put_object(Bucket=bucket, Key=key, Body=b"# Merger\n\nAnnounced.\n")
+            return found
+
+        s3.discover = discover_then_replace  # type: ignore[method-assign]
+        report = ingestor.ingest_objects(s3)
+    assert any(f.source_uri.endswith("board/merger.md") for f in report.failed), report
+    kept = _manifest(settings).get("board/merger.md")
+    assert kept is None or (kept.classification, kept.groups) == ("restricted", ("board",)), kept
+
+    with _source(bucket, 4096) as s3:
+        report = ingestor.ingest_objects(s3)
+    indexed = _manifest(settings)["board/merger.md"]
+    assert (indexed.classification, indexed.groups) == ("internal", ("everyone",)), report
