@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     qdrant_url: str | None = None  # set → remote Qdrant server/cluster; unset → embedded
     qdrant_api_key: SecretStr | None = None
     keep_versions: int = Field(default=3, ge=2)  # published index versions kept for rollback
+    # Scheduled runs' work folders (<data_dir>/runs/...: snapshot, plan, batches, report) are
+    # removed this many days after their last write, once a later run of the source completed.
+    keep_runs_days: float = Field(default=14.0, gt=0)
     reload_interval_s: float = Field(default=2.0, gt=0)  # how often the API looks for new versions
 
     # --- access --------------------------------------------------------------------------

@@ -183,3 +183,25 @@ def test_a_source_moved_to_another_index_mid_run_is_refused(
     with pytest.raises(ConfigurationError, match="sources config changed"):
         finalize(settings, moved, Path(summary.path), embedder=embedder)
     assert IndexLayout(settings, "elsewhere").current_version() is None
+
+
+def test_run_folders_older_than_the_retention_are_removed_once_a_run_completes(
+    make_settings: Any, folder: Path, embedder: Any
+) -> None:
+    # Every run kept its snapshot, plan and batches for ever: an hourly refresh of a large
+    # source filled the index's disk until the disk guard refused refreshes.
+    import os
+    import time
+
+    settings = make_settings(keep_runs_days=7)
+    source = _source(folder)
+    for run_id, age_days in (("r-old", 20), ("r-recent", 2)):
+        summary = plan(settings, source, Path(discover(settings, source, run_id).path))
+        finalize(settings, source, Path(summary.path), embedder)
+        stamp = time.time() - age_days * 86_400
+        for entry in Path(summary.path).parent.rglob("*"):
+            os.utime(entry, (stamp, stamp))
+    summary = plan(settings, source, Path(discover(settings, source, "r-now").path))
+    finalize(settings, source, Path(summary.path), embedder)
+    runs = sorted(p.name for p in Path(summary.path).parent.parent.iterdir())
+    assert runs == ["r-now", "r-recent"]
