@@ -3,6 +3,7 @@ pipeline parses, labels, chunks and writes them."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -487,7 +488,7 @@ class S3Source:
                     etag=str(obj.get("ETag", "")).strip('"') or None,
                 )
             )
-        self._load_labels(label_files)
+        self._load_labels(label_files, {item.relative_path for item in items})
         log_event(
             logger,
             logging.INFO,
@@ -498,7 +499,7 @@ class S3Source:
         )
         return DiscoveryResult(items=tuple(items), rejected=tuple(rejected))
 
-    def _load_labels(self, label_files: list[tuple[str, str]]) -> None:
+    def _load_labels(self, label_files: list[tuple[str, str]], documents: set[str]) -> None:
         """Mirror the labels file and sidecars into a private folder and read them there, with
         the same code (and the same errors, naming the object) as folders. The root labels
         file decides for every document: unreadable, it fails the run. An unreadable sidecar
@@ -529,6 +530,13 @@ class S3Source:
                 if root_file:
                     raise SourceUnavailableError(reason) from exc
                 self._unreadable_sidecars[_sidecar_document(relative)] = reason
+                continue
+            document = relative.removesuffix(SIDECAR_SUFFIX)
+            if document != relative and document in documents:
+                # An empty stand-in for the listed document, as a folder would hold it: a
+                # sidecar of "report.md" is then its own, not a misspelt one of "Report.md".
+                with contextlib.suppress(OSError):  # a key that is also a "folder": no stand-in
+                    (self._mirror / document).touch()
         try:
             self._labels = LabelRules.load(self._mirror, self._scheme)
         except LabelError as exc:
@@ -658,7 +666,13 @@ class S3Source:
         unreadable = self._unreadable_sidecars.get(_document_key(relative_path))
         if unreadable is not None:
             raise LabelError(f"labels sidecar unreadable: {unreadable}")
-        base = self._labels.resolve(relative_path, self._mirror / relative_path, parsed_text)
+        try:
+            base = self._labels.resolve(relative_path, self._mirror / relative_path, parsed_text)
+        except LabelError as exc:
+            # Name the object, not the private mirror path.
+            raise LabelError(
+                str(exc).replace(str(self._mirror), self._location.uri.rstrip("/"))
+            ) from exc
         if not self._object_labels:
             return base
         return self._with_object_labels(relative_path, base, etag)

@@ -343,3 +343,28 @@ def test_an_unreadable_sidecar_named_in_another_unicode_form_refuses_its_documen
         (item,) = s3.discover().items
         with pytest.raises(LabelError, match="unreadable"):
             s3.labels_for(item, None)
+
+
+def test_objects_whose_keys_differ_only_in_case_each_take_their_own_sidecar(s3_env):
+    """As in folders: "report.md.labels.yaml" next to a listed "report.md" is that object's
+    sidecar, not a misspelt one for "Report.md" (which was refused, visible to nobody)."""
+    bucket = new_bucket(s3_env)
+    put(s3_env, bucket, "citewell.labels.yaml", LABELS)
+    put(s3_env, bucket, "Report.md", b"# Report")
+    put(s3_env, bucket, "report.md", b"# report")
+    put(s3_env, bucket, "report.md.labels.yaml", b"classification: restricted\ngroups: [board]\n")
+    put(s3_env, bucket, "Lone.md", b"# Lone")
+    put(s3_env, bucket, "lone.md.labels.yaml", b"classification: restricted\ngroups: [board]\n")
+    with source(bucket) as s3:
+        items = {i.relative_path: i for i in s3.discover().items}
+        assert s3.labels_for(items["report.md"], None).label == AccessLabel(
+            classification="restricted", groups=frozenset({"board"})
+        )
+        assert s3.labels_for(items["Report.md"], None).label == AccessLabel(
+            classification="internal", groups=frozenset({"everyone"})
+        )
+        # No "lone.md" listed: its sidecar is a misspelt one of "Lone.md", named by its URI.
+        with pytest.raises(LabelError) as refused:
+            s3.labels_for(items["Lone.md"], None)
+        assert f"s3://{bucket}/lone.md.labels.yaml" in str(refused.value)
+        assert "citewell-s3-labels" not in str(refused.value)
