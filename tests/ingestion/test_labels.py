@@ -1,6 +1,7 @@
 import os
 import re
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -422,7 +423,7 @@ def test_a_pdfs_banners_are_read_without_reading_the_file_again(
 
 @pytest.mark.parametrize("rule_form,path_form", [("NFC", "NFD"), ("NFD", "NFC")])
 def test_a_rule_matches_a_path_spelt_in_the_other_unicode_form(
-    tmp_path: Path, rule_form: str, path_form: str
+    tmp_path: Path, rule_form: Literal["NFC", "NFD"], path_form: Literal["NFC", "NFD"]
 ):
     # "Führung" typed in the labels file (NFC) and a file or object named on macOS (NFD) look
     # the same to everyone, but the rule missed it and the default (internal, everyone) applied.

@@ -122,7 +122,7 @@ def test_an_unchanged_entry_is_not_relabelled_by_a_replacement_made_after_the_li
             client.put_object(Bucket=bucket, Key=key, Body=b"# Merger\n\nAnnounced.\n")
             return found
 
-        s3.discover = discover_then_replace  # type: ignore[method-assign]
+        s3.discover = discover_then_replace
         report = ingestor.ingest_objects(s3)
     assert any(f.source_uri.endswith("board/merger.md") for f in report.failed), report
     kept = _manifest(settings).get("board/merger.md")
