@@ -4,6 +4,7 @@ replacement's tags describe the replacement, never the indexed content."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 
@@ -38,9 +39,8 @@ def _source(bucket: str, max_file_bytes: int) -> S3Source:
     )
 
 
-def test_a_kept_version_does_not_take_its_refused_replacements_lower_tags(
-    s3_env, make_settings, embedder
-):
+def _indexed_merger(s3_env: Any, make_settings: Any, embedder: Any) -> tuple[str, Any, Any, Any]:
+    """A bucket whose board/merger.md is tagged restricted for board, indexed once."""
     bucket = f"kb-{uuid.uuid4().hex[:10]}"
     client = s3_env.client()
     client.create_bucket(Bucket=bucket)
@@ -56,6 +56,13 @@ def test_a_kept_version_does_not_take_its_refused_replacements_lower_tags(
     with _source(bucket, 4096) as s3:
         ingestor.ingest_objects(s3)
     assert _manifest(settings)["board/merger.md"].classification == "restricted"
+    return bucket, client, settings, ingestor
+
+
+def test_a_kept_version_does_not_take_its_refused_replacements_lower_tags(
+    s3_env, make_settings, embedder
+):
+    bucket, client, settings, ingestor = _indexed_merger(s3_env, make_settings, embedder)
 
     # Replaced by an untagged object over the size limit: refused at discovery, so the indexed
     # (restricted) text stays; the replacement's missing tag says nothing about that text.
@@ -70,20 +77,7 @@ def test_a_kept_version_does_not_take_its_refused_replacements_lower_tags(
 def test_a_kept_version_does_not_take_its_failed_replacements_lower_tags(
     s3_env, make_settings, embedder
 ):
-    bucket = f"kb-{uuid.uuid4().hex[:10]}"
-    client = s3_env.client()
-    client.create_bucket(Bucket=bucket)
-    client.put_object(Bucket=bucket, Key="kb/citewell.labels.yaml", Body=LABELS)
-    client.put_object(
-        Bucket=bucket,
-        Key="kb/board/merger.md",
-        Body=b"# Merger\n\nThe board approved the unannounced merger with the walrus company.\n",
-        Tagging="classification=restricted&groups=board",
-    )
-    settings = make_settings()
-    ingestor = Ingestor(settings, embedder=embedder)
-    with _source(bucket, 4096) as s3:
-        ingestor.ingest_objects(s3)
+    bucket, client, settings, ingestor = _indexed_merger(s3_env, make_settings, embedder)
 
     # Replaced by an untagged object that cannot be indexed (nothing to parse): the indexed
     # (restricted) text stays, and the failed replacement's missing tag must not lower it.
@@ -98,19 +92,8 @@ def test_a_kept_version_does_not_take_its_failed_replacements_lower_tags(
 def test_an_unchanged_entry_is_not_relabelled_by_a_replacement_made_after_the_listing(
     s3_env, make_settings, embedder
 ):
-    bucket = f"kb-{uuid.uuid4().hex[:10]}"
-    client = s3_env.client()
-    client.create_bucket(Bucket=bucket)
-    client.put_object(Bucket=bucket, Key="kb/citewell.labels.yaml", Body=LABELS)
-    secret = b"# Merger\n\nThe board approved the unannounced merger with the walrus company.\n"
+    bucket, client, settings, ingestor = _indexed_merger(s3_env, make_settings, embedder)
     key = "kb/board/merger.md"
-    client.put_object(
-        Bucket=bucket, Key=key, Body=secret, Tagging="classification=restricted&groups=board"
-    )
-    settings = make_settings()
-    ingestor = Ingestor(settings, embedder=embedder)
-    with _source(bucket, 4096) as s3:
-        ingestor.ingest_objects(s3)
 
     # Listed unchanged, then replaced (untagged) before its tags are read: the listing says the
     # indexed text is current, the tags read are the replacement's.
