@@ -59,29 +59,23 @@ def _indexed_merger(s3_env: Any, make_settings: Any, embedder: Any) -> tuple[str
     return bucket, client, settings, ingestor
 
 
-def test_a_kept_version_does_not_take_its_refused_replacements_lower_tags(
-    s3_env, make_settings, embedder
+@pytest.mark.parametrize(
+    "replacement",
+    [
+        # Over the size limit: refused at discovery, so the indexed (restricted) text stays;
+        # the replacement's missing tag says nothing about that text.
+        b"x" * 8192,
+        # Nothing to parse: the replacement fails, the indexed (restricted) text stays, and the
+        # failed replacement's missing tag must not lower it.
+        b"",
+    ],
+    ids=["refused-too-large", "failed-empty"],
+)
+def test_a_kept_version_does_not_take_its_replacements_lower_tags(
+    s3_env, make_settings, embedder, replacement
 ):
     bucket, client, settings, ingestor = _indexed_merger(s3_env, make_settings, embedder)
-
-    # Replaced by an untagged object over the size limit: refused at discovery, so the indexed
-    # (restricted) text stays; the replacement's missing tag says nothing about that text.
-    client.put_object(Bucket=bucket, Key="kb/board/merger.md", Body=b"x" * 8192)
-    with _source(bucket, 4096) as s3:
-        report = ingestor.ingest_objects(s3)
-    assert any(f.source_uri.endswith("board/merger.md") for f in report.failed), report
-    kept = _manifest(settings)["board/merger.md"]
-    assert (kept.classification, kept.groups) == ("restricted", ("board",)), kept
-
-
-def test_a_kept_version_does_not_take_its_failed_replacements_lower_tags(
-    s3_env, make_settings, embedder
-):
-    bucket, client, settings, ingestor = _indexed_merger(s3_env, make_settings, embedder)
-
-    # Replaced by an untagged object that cannot be indexed (nothing to parse): the indexed
-    # (restricted) text stays, and the failed replacement's missing tag must not lower it.
-    client.put_object(Bucket=bucket, Key="kb/board/merger.md", Body=b"")
+    client.put_object(Bucket=bucket, Key="kb/board/merger.md", Body=replacement)
     with _source(bucket, 4096) as s3:
         report = ingestor.ingest_objects(s3)
     assert any(f.source_uri.endswith("board/merger.md") for f in report.failed), report
