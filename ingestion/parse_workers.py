@@ -238,7 +238,7 @@ class ParseWorkers:
                 raise InvalidArgumentError(f"a job with key {job.key!r} is already pending")
             self._pending.add(job.key)
             if self._thread is None:
-                self._context.set_forkserver_preload(list(PRELOAD))
+                start_forkserver()
                 # Kept only once started: Ctrl-C between the two must not leave close() joining
                 # a thread that never ran ("cannot join thread before it is started").
                 thread = threading.Thread(
